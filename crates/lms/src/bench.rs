@@ -1,0 +1,194 @@
+//! `lms bench`: prompt-processing and decode speed through our API, next to llama.cpp's own
+//! `llama-bench` on the same model and thread count, written as a markdown and a JSON table.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lmstudio as lms;
+use serde::Serialize;
+
+/// Options of `lms bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The model (default: the default model).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Prompt tokens for the prompt-processing test.
+    #[arg(long, default_value_t = 512)]
+    prompt_tokens: usize,
+    /// Tokens to generate for the decode test.
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: u32,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// A `llama-bench` binary to run in the same rounds, for comparison.
+    #[arg(long, env = "LLAMA_BENCH")]
+    llama_bench: Option<PathBuf>,
+    /// Write `<out>.md` and `<out>.json` (e.g. `bench/results`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Serialize, Default, Clone)]
+struct Row {
+    what: String,
+    pp_tok_s: f64,
+    tg_tok_s: f64,
+    ttft_ms: f64,
+    peak_rss_mib: f64,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let client = lms::client();
+    let name = match &args.model {
+        Some(m) => m.clone(),
+        None => {
+            client.store().ensure_default_model(&mut |l| eprintln!("{l}"))?;
+            lms::DEFAULT_MODEL_KEY.into()
+        }
+    };
+    let load = lms::LoadConfig { cpu_threads: Some(args.threads), parallel: 1, ..Default::default() };
+    let model = client.load(&name, &load)?;
+    let path = client.store().root().join(&model.info().path);
+    let prompt = prompt_of(&model, args.prompt_tokens);
+    let greedy = |max| lms::Config { max_tokens: Some(max), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() };
+    // Warm up: page the weights in.
+    model.complete("Hello", greedy(4))?;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..args.repetitions {
+        eprintln!("round {}/{}", round + 1, args.repetitions);
+        // A different first word each round defeats the prefix cache: every round is cold.
+        let pp_prompt = format!("{round} {prompt}");
+        let pp = model.complete(&pp_prompt, greedy(1))?;
+        let pp_secs = pp.stats.time_to_first_token_sec.unwrap_or(f64::NAN);
+        let tg = model.complete(&format!("{round} Once upon a time"), lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() })?;
+        let short = model.complete(&format!("{round} My name is"), greedy(1))?;
+        ours.push(Row {
+            what: "lmstudio-rs (this build, through the public API)".into(),
+            pp_tok_s: pp.stats.prompt_tokens_count.unwrap_or(0) as f64 / pp_secs,
+            tg_tok_s: tg.stats.tokens_per_second.unwrap_or(f64::NAN),
+            ttft_ms: short.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0,
+            peak_rss_mib: peak_rss_mib(std::process::id()).unwrap_or(f64::NAN),
+        });
+        if let Some(bin) = &args.llama_bench {
+            theirs.push(llama_bench(bin, &path, &args)?);
+        }
+    }
+    let mut rows = vec![median(&ours)];
+    if !theirs.is_empty() {
+        rows.push(median(&theirs));
+    }
+    let md = markdown(&rows, &args);
+    println!("{md}");
+    if let Some(out) = &args.out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out.with_extension("md"), &md)?;
+        std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&rows)?)?;
+        eprintln!("wrote {}.md and .json", out.display());
+    }
+    Ok(())
+}
+
+/// A prompt of exactly `n` tokens for this model.
+fn prompt_of(model: &lms::Llm, n: usize) -> String {
+    let words = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches ";
+    let mut text = String::new();
+    while model.count_tokens(&text) < n {
+        text.push_str(words);
+    }
+    while model.count_tokens(&text) > n {
+        text.pop();
+    }
+    text
+}
+
+fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> {
+    let child = Command::new(bin)
+        .args(["-m"])
+        .arg(model)
+        .args(["-t", &args.threads.to_string(), "-p", &args.prompt_tokens.to_string(), "-n", &args.gen_tokens.to_string(), "-r", "1", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || {
+        let mut peak: f64 = 0.0;
+        while let Some(v) = peak_rss_mib(pid) {
+            peak = peak.max(v);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    });
+    let out = child.wait_with_output()?;
+    let peak = watcher.join().unwrap_or(f64::NAN);
+    anyhow::ensure!(out.status.success(), "llama-bench failed");
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
+    let mut row = Row { what: format!("llama-bench ({})", bin.display()), peak_rss_mib: peak, ttft_ms: f64::NAN, ..Default::default() };
+    for r in runs {
+        let ts = r["avg_ts"].as_f64().unwrap_or(f64::NAN);
+        if r["n_prompt"].as_u64().unwrap_or(0) > 0 {
+            row.pp_tok_s = ts;
+        } else {
+            row.tg_tok_s = ts;
+        }
+    }
+    Ok(row)
+}
+
+/// VmHWM of a process, in MiB; `None` once it has exited.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(rows: &[Row]) -> Row {
+    let med = |f: fn(&Row) -> f64| {
+        let mut v: Vec<f64> = rows.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Row {
+        what: rows[0].what.clone(),
+        pp_tok_s: med(|r| r.pp_tok_s),
+        tg_tok_s: med(|r| r.tg_tok_s),
+        ttft_ms: med(|r| r.ttft_ms),
+        peak_rss_mib: med(|r| r.peak_rss_mib),
+    }
+}
+
+fn markdown(rows: &[Row], args: &BenchArgs) -> String {
+    let mut s = format!(
+        "| what | pp{} tok/s | tg{} tok/s | TTFT \"My name is\" ms | peak RSS MiB |\n|---|---|---|---|---|\n",
+        args.prompt_tokens, args.gen_tokens
+    );
+    for r in rows {
+        s += &format!("| {} | {:.1} | {:.1} | {:.1} | {:.0} |\n", r.what, r.pp_tok_s, r.tg_tok_s, r.ttft_ms, r.peak_rss_mib);
+    }
+    if let [ours, theirs] = rows {
+        s += &format!(
+            "| ratio ours / llama-bench | {:.2} | {:.2} | | |\n",
+            ours.pp_tok_s / theirs.pp_tok_s,
+            ours.tg_tok_s / theirs.tg_tok_s
+        );
+    }
+    s += &format!("\n{} threads, median of {} rounds, {}.\n", args.threads, args.repetitions, started());
+    s
+}
+
+fn started() -> String {
+    let _ = Instant::now();
+    std::env::var("BENCH_NOTE").unwrap_or_else(|_| "measured on this machine".into())
+}

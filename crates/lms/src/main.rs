@@ -1,0 +1,244 @@
+//! `lms`: the command line of lmstudio-rs. Generated text goes to stdout; progress, logs and stats
+//! go to stderr; `--json` prints machine-readable results.
+
+mod bench;
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use lmstudio as lms;
+
+#[derive(Parser)]
+#[command(name = "lms", version, about = "Run local language models (LM Studio-compatible)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Complete a raw prompt with a local model; the text streams to stdout.
+    Complete(CompleteArgs),
+    /// Fetch a model into the models directory (the default model: gemma-3-270m).
+    Get {
+        /// The model to fetch.
+        #[arg(default_value = lms::DEFAULT_MODEL_KEY)]
+        model: String,
+    },
+    /// List the models in the models directory.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prompt processing and decode speed (see README: Benchmarks).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct CompleteArgs {
+    /// The prompt; `-` reads it from stdin.
+    prompt: String,
+    /// The model (key, path or loaded identifier); default: the default model, fetched if missing.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Most tokens to predict.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Top-k sampling.
+    #[arg(long)]
+    top_k: Option<u32>,
+    /// Top-p sampling.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Min-p sampling.
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Repeat penalty (1 = off).
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
+    /// Presence penalty.
+    #[arg(long)]
+    presence_penalty: Option<f32>,
+    /// Frequency penalty.
+    #[arg(long)]
+    frequency_penalty: Option<f32>,
+    /// Sampler seed.
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Stop before this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Context length to load the model with.
+    #[arg(long)]
+    context_length: Option<u32>,
+    /// CPU threads.
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Print the whole result as JSON (LM Studio's field names) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`lms complete ... | head`) is a normal way to stop.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            if let Some(hint) = e.chain().find_map(|c| c.downcast_ref::<lms::Error>()).and_then(hint) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LMS_LOG").unwrap_or_else(|_| "warn,llama-cpp-2=error".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()).init();
+}
+
+fn hint(e: &lms::Error) -> Option<String> {
+    match e {
+        lms::Error::ModelNotFound { candidates, .. } if candidates.is_empty() => {
+            Some("`lms get` fetches the default model, gemma-3-270m".into())
+        }
+        lms::Error::ModelNotFound { .. } | lms::Error::AmbiguousModel { .. } => Some("`lms ls` lists the models".into()),
+        lms::Error::InvalidModelFile { .. } => Some("delete the file and fetch it again".into()),
+        lms::Error::ContextOverflow { .. } => Some("pass --context-length with a larger value".into()),
+        _ => None,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Complete(args) => complete(args),
+        Command::Get { model } => get(&model),
+        Command::Ls { json } => ls(json),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn get(model: &str) -> Result<()> {
+    if model != lms::DEFAULT_MODEL_KEY {
+        anyhow::bail!("only the default model ({}) can be fetched on this machine", lms::DEFAULT_MODEL_KEY);
+    }
+    let path = lms::client().store().ensure_default_model(&mut |line| eprintln!("{line}"))?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+fn ls(json: bool) -> Result<()> {
+    let models = lms::client().list_downloaded()?;
+    if json {
+        let infos: Vec<_> = models.iter().filter_map(|m| m.info.as_ref().ok()).collect();
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(());
+    }
+    if models.is_empty() {
+        eprintln!("no models in {} (hint: `lms get`)", lms::client().store().root().display());
+    }
+    for m in models {
+        match m.info {
+            Ok(i) => println!(
+                "{:<24} {:<8} {:<8} {:>8} MB  ctx {:<6} {}",
+                i.model_key,
+                i.params_string.unwrap_or_default(),
+                i.quantization.unwrap_or_default(),
+                i.size_bytes / 1_000_000,
+                i.max_context_length,
+                i.path
+            ),
+            Err(reason) => println!("{:<24} invalid: {reason} ({})", m.key, m.path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Loads the model asked for; with no name, the default model, fetched first if missing.
+fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Option<u32>) -> Result<lms::Llm> {
+    let client = lms::client();
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => {
+            client.store().ensure_default_model(&mut |line| eprintln!("{line}"))?;
+            lms::DEFAULT_MODEL_KEY.to_owned()
+        }
+    };
+    let config = lms::LoadConfig { context_length, cpu_threads: threads, parallel: 1, ..Default::default() };
+    Ok(client.load(&name, &config)?)
+}
+
+fn complete(args: CompleteArgs) -> Result<()> {
+    let prompt = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading the prompt from stdin")?;
+        s
+    } else {
+        args.prompt.clone()
+    };
+    let config = lms::Config {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        stop_strings: args.stop.clone(),
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        presence_penalty: args.presence_penalty,
+        frequency_penalty: args.frequency_penalty,
+        seed: args.seed,
+        ..Default::default()
+    };
+    config.validate()?;
+    let model = load_model(args.model.as_deref(), args.context_length, args.threads)?;
+    let mut stream = model.complete_stream(&prompt, config)?;
+    if std::io::stderr().is_terminal() && !args.json {
+        let bar = indicatif::ProgressBar::new(1000).with_style(
+            indicatif::ProgressStyle::with_template("processing prompt {bar:30} {percent}%").expect("valid template"),
+        );
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        stream = stream.on_prompt_processing_progress(move |p| {
+            bar.set_position((p * 1000.0) as u64);
+            if p >= 1.0 {
+                bar.finish_and_clear();
+            }
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    for fragment in &mut stream {
+        let fragment = fragment?;
+        if !args.json {
+            out.write_all(fragment.content.as_bytes())?;
+            out.flush()?;
+        }
+    }
+    let result = stream.result()?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
+        return Ok(());
+    }
+    writeln!(out)?;
+    let s = &result.stats;
+    eprintln!(
+        "model: {} | prompt tokens: {} | predicted tokens: {} | time to first token: {:.3}s | {:.1} tok/s | stop: {}{}",
+        result.model_info.display_name,
+        s.prompt_tokens_count.unwrap_or(0),
+        s.predicted_tokens_count.unwrap_or(0),
+        s.time_to_first_token_sec.unwrap_or(0.0),
+        s.tokens_per_second.unwrap_or(0.0),
+        s.stop_reason,
+        s.stop_string.as_ref().map(|x| format!(" ({x:?})")).unwrap_or_default(),
+    );
+    Ok(())
+}

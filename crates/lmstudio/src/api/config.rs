@@ -1,0 +1,283 @@
+//! Prediction and load settings with LM Studio's names, and their validation.
+//!
+//! [`Config`] is what callers write (every field optional, camelCase in JSON as LM Studio's SDK
+//! sends it); [`Config::validate`] turns it into a [`ValidConfig`] with every default filled in
+//! before any work is queued, so bad values fail early with [`Error::InvalidConfig`].
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::error::{Error, Result};
+
+/// Settings of one prediction. `Default` leaves everything at LM Studio's defaults.
+///
+/// Deserializes from LM Studio's camelCase JSON: `{"maxTokens": 100, "temperature": 0.6,
+/// "stopStrings": ["$"]}`. Unknown keys are an error, so a typo never goes unnoticed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Most tokens to predict; `None` (or `false`/`-1` in JSON) runs until end of text or context.
+    #[serde(default, deserialize_with = "de_max_tokens", skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, `0` for greedy. Default 0.8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Generation stops before any of these strings; the result never contains them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_strings: Vec<String>,
+    /// Keep only the `k` most likely tokens (`0` disables). Default 40.
+    #[serde(default, alias = "topKSampling", deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Nucleus sampling threshold in `(0, 1]`. Default 0.95.
+    #[serde(default, alias = "topPSampling", skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than `min_p` times the best one, in `[0, 1]`. Default 0.05.
+    #[serde(default, alias = "minPSampling", skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// Penalty for repeating recent tokens, `1` disables. Default 1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    /// OpenAI-style presence penalty in `[-2, 2]`. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// OpenAI-style frequency penalty in `[-2, 2]`. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// Seed of the random sampler; the same seed, prompt and config give the same text.
+    #[serde(default, deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
+    /// CPU threads for evaluation. The engine switches to this count when it is otherwise idle.
+    #[serde(default, deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<u32>,
+    /// What to do with a prompt longer than the context. Default: truncate the middle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_overflow_policy: Option<ContextOverflowPolicy>,
+}
+
+/// What happens to a prompt that does not fit in the context (LM Studio's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContextOverflowPolicy {
+    /// Refuse the prompt with [`Error::ContextOverflow`].
+    StopAtLimit,
+    /// Keep the start and the end of the prompt, drop the middle.
+    TruncateMiddle,
+    /// Keep the end of the prompt.
+    RollingWindow,
+}
+
+/// A [`Config`] with every default filled in and every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig {
+    /// Most tokens to predict, if limited.
+    pub max_tokens: Option<u32>,
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Stop strings, none empty.
+    pub stop_strings: Vec<String>,
+    /// Top-k (0 = off).
+    pub top_k: u32,
+    /// Top-p.
+    pub top_p: f32,
+    /// Min-p.
+    pub min_p: f32,
+    /// Repeat penalty (1 = off).
+    pub repeat_penalty: f32,
+    /// Presence penalty.
+    pub presence_penalty: f32,
+    /// Frequency penalty.
+    pub frequency_penalty: f32,
+    /// Sampler seed, if fixed.
+    pub seed: Option<u32>,
+    /// CPU threads asked for.
+    pub cpu_threads: Option<u32>,
+    /// Overflow policy.
+    pub context_overflow_policy: ContextOverflowPolicy,
+}
+
+/// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
+pub const PENALTY_LAST_N: i32 = 64;
+
+impl Config {
+    /// Parses LM Studio's camelCase JSON config.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::InvalidConfig(e.to_string()))
+    }
+
+    /// Fills in defaults and checks every value's range.
+    pub fn validate(&self) -> Result<ValidConfig> {
+        let temperature = check("temperature", self.temperature, 0.8, |t| (0.0..=100.0).contains(&t))?;
+        let top_p = check("topP", self.top_p, 0.95, |p| p > 0.0 && p <= 1.0)?;
+        let min_p = check("minP", self.min_p, 0.05, |p| (0.0..=1.0).contains(&p))?;
+        let repeat_penalty = check("repeatPenalty", self.repeat_penalty, 1.1, |r| r > 0.0 && r <= 10.0)?;
+        let presence_penalty = check("presencePenalty", self.presence_penalty, 0.0, |p| (-2.0..=2.0).contains(&p))?;
+        let frequency_penalty =
+            check("frequencyPenalty", self.frequency_penalty, 0.0, |p| (-2.0..=2.0).contains(&p))?;
+        if let Some(i) = self.stop_strings.iter().position(String::is_empty) {
+            return Err(Error::InvalidConfig(format!("stopStrings[{i}] is empty")));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(Error::InvalidConfig("maxTokens must be at least 1".into()));
+        }
+        if let Some(t) = self.cpu_threads {
+            if !(1..=1024).contains(&t) {
+                return Err(Error::InvalidConfig(format!("cpuThreads must be in 1..=1024, got {t}")));
+            }
+        }
+        let top_k = self.top_k.unwrap_or(40);
+        if top_k > i32::MAX as u32 {
+            return Err(Error::InvalidConfig(format!("topK is too large: {top_k}")));
+        }
+        Ok(ValidConfig {
+            max_tokens: self.max_tokens,
+            temperature,
+            stop_strings: self.stop_strings.clone(),
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            presence_penalty,
+            frequency_penalty,
+            seed: self.seed,
+            cpu_threads: self.cpu_threads,
+            context_overflow_policy: self.context_overflow_policy.unwrap_or(ContextOverflowPolicy::TruncateMiddle),
+        })
+    }
+}
+
+fn check(name: &str, value: Option<f32>, default: f32, ok: impl Fn(f32) -> bool) -> Result<f32> {
+    let v = value.unwrap_or(default);
+    if v.is_finite() && ok(v) {
+        Ok(v)
+    } else {
+        Err(Error::InvalidConfig(format!("{name} is out of range: {v}")))
+    }
+}
+
+/// `maxTokens`: a positive integer, or `false` / `-1` for "no limit" (LM Studio's forms).
+fn de_max_tokens<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Num(f64),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None | Some(Raw::Bool(false)) => Ok(None),
+        Some(Raw::Num(n)) if n == -1.0 => Ok(None),
+        Some(Raw::Num(n)) => int_from(n).map(Some).map_err(serde::de::Error::custom),
+        Some(Raw::Bool(true)) => Err(serde::de::Error::custom("maxTokens: expected a number or false")),
+    }
+}
+
+/// An integer that may arrive as a float with no fraction (LM Studio sends `topKSampling: 40.0`).
+fn de_opt_int<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => int_from(n).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn int_from(n: f64) -> std::result::Result<u32, String> {
+    if n.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(format!("expected a non-negative integer, got {n}"))
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct LoadConfig {
+    /// Tokens of context per prediction slot. Default 4096, capped at the model's trained length.
+    pub context_length: Option<u32>,
+    /// Predictions that run at once (continuous batching). Default 4, like LM Studio.
+    pub parallel: u32,
+    /// CPU threads. Default: all available cores.
+    pub cpu_threads: Option<u32>,
+    /// Predictions that may wait for a free slot before new ones get [`Error::Overloaded`].
+    pub max_queued: u32,
+    /// The name the loaded instance answers to. Default: the model key.
+    pub identifier: Option<String>,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self { context_length: None, parallel: 4, cpu_threads: None, max_queued: 64, identifier: None }
+    }
+}
+
+impl LoadConfig {
+    /// Checks the values that do not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=64).contains(&self.parallel) {
+            return Err(Error::InvalidConfig(format!("parallel must be in 1..=64, got {}", self.parallel)));
+        }
+        if let Some(c) = self.context_length {
+            if c < 16 {
+                return Err(Error::InvalidConfig(format!("contextLength must be at least 16, got {c}")));
+            }
+        }
+        if let Some(t) = self.cpu_threads {
+            if !(1..=1024).contains(&t) {
+                return Err(Error::InvalidConfig(format!("cpuThreads must be in 1..=1024, got {t}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lm_studio_camel_case() {
+        let c = Config::from_json(r#"{"maxTokens":100,"temperature":0.6,"stopStrings":["$"],"topKSampling":40.0}"#)
+            .expect("valid");
+        assert_eq!(c.max_tokens, Some(100));
+        assert_eq!(c.temperature, Some(0.6));
+        assert_eq!(c.stop_strings, vec!["$"]);
+        assert_eq!(c.top_k, Some(40));
+    }
+
+    #[test]
+    fn max_tokens_false_or_minus_one_means_unlimited() {
+        for json in [r#"{"maxTokens":false}"#, r#"{"maxTokens":-1}"#] {
+            assert_eq!(Config::from_json(json).expect("valid").max_tokens, None);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for json in [
+            r#"{"maxTokens":1.5}"#,
+            r#"{"maxTokens":true}"#,
+            r#"{"temperature":"hot"}"#,
+            r#"{"maxTokenz":3}"#,
+            r#"{"contextOverflowPolicy":"explode"}"#,
+        ] {
+            assert!(matches!(Config::from_json(json), Err(Error::InvalidConfig(_))), "{json} accepted");
+        }
+        let bad = [
+            Config { temperature: Some(-1.0), ..Default::default() },
+            Config { temperature: Some(f32::NAN), ..Default::default() },
+            Config { top_p: Some(0.0), ..Default::default() },
+            Config { min_p: Some(1.5), ..Default::default() },
+            Config { repeat_penalty: Some(0.0), ..Default::default() },
+            Config { max_tokens: Some(0), ..Default::default() },
+            Config { stop_strings: vec![String::new()], ..Default::default() },
+            Config { cpu_threads: Some(0), ..Default::default() },
+        ];
+        for c in bad {
+            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?} accepted");
+        }
+    }
+
+    #[test]
+    fn defaults_are_lm_studios() {
+        let v = Config::default().validate().expect("valid");
+        assert_eq!((v.temperature, v.top_k, v.top_p, v.min_p, v.repeat_penalty), (0.8, 40, 0.95, 0.05, 1.1));
+        assert_eq!(v.context_overflow_policy, ContextOverflowPolicy::TruncateMiddle);
+    }
+}

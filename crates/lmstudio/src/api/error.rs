@@ -1,0 +1,97 @@
+//! The library's one error type. Each variant says what the caller can do about it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything that can go wrong in lmstudio, by what the caller can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No model matches the query; `candidates` lists the model keys that exist.
+    #[error("no model matches {query:?}{}", list_hint(candidates))]
+    ModelNotFound {
+        /// What was asked for.
+        query: String,
+        /// The keys of the models that are available.
+        candidates: Vec<String>,
+    },
+    /// More than one model matches the query; name one of `candidates`.
+    #[error("{query:?} matches more than one model: {}", candidates.join(", "))]
+    AmbiguousModel {
+        /// What was asked for.
+        query: String,
+        /// The keys of the matching models.
+        candidates: Vec<String>,
+    },
+    /// A model file is not a valid GGUF model.
+    #[error("{} is not a valid model file: {reason}", path.display())]
+    InvalidModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A prediction or load setting is out of range.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// The prompt cannot be used (for example, it is empty).
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    /// The prompt does not fit in the model's context and the overflow policy says not to cut it.
+    #[error("the prompt has {prompt_tokens} tokens but the context holds {context_length}; shorten it, load the model with a longer context, or use contextOverflowPolicy \"truncateMiddle\"")]
+    ContextOverflow {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// The loaded context length.
+        context_length: usize,
+    },
+    /// llama.cpp failed to load the model or create its context.
+    #[error("failed to load {}: {reason}", path.display())]
+    Load {
+        /// The model file.
+        path: PathBuf,
+        /// What llama.cpp reported.
+        reason: String,
+    },
+    /// Too many predictions are queued on this model; retry later.
+    #[error("the model is overloaded: {queued} predictions are already queued")]
+    Overloaded {
+        /// How many predictions are waiting.
+        queued: usize,
+    },
+    /// The prediction was cancelled before it produced a result.
+    #[error("the prediction was cancelled")]
+    Cancelled,
+    /// The prediction has not finished yet (from `result()` on a running stream).
+    #[error("the prediction is still running; iterate the stream or call wait_for_result()")]
+    NotFinished,
+    /// The model was unloaded, or its engine stopped, while the request was in flight.
+    #[error("the model was unloaded")]
+    ModelUnloaded,
+    /// The engine failed while evaluating (llama.cpp decode error).
+    #[error("the engine failed: {0}")]
+    Engine(String),
+    /// Getting the default model failed.
+    #[error("could not fetch the default model: {0}")]
+    Download(String),
+    /// A file-system error.
+    #[error(transparent)]
+    Io(Arc<std::io::Error>),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(Arc::new(e))
+    }
+}
+
+fn list_hint(candidates: &[String]) -> String {
+    if candidates.is_empty() {
+        "; no models are downloaded (hint: `lms get gemma-3-270m` fetches the default model)".to_owned()
+    } else {
+        format!("; available: {}", candidates.join(", "))
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,161 @@
+//! What a prediction produces: fragments while it runs, then a [`PredictionResult`] with the text,
+//! the model's info and the stats, all with LM Studio's names.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A piece of generated text, as streamed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fragment {
+    /// The text (never part of a stop string; may be empty only when tokens produced no text yet).
+    pub content: String,
+    /// How many predicted tokens this fragment covers.
+    pub tokens_count: u32,
+}
+
+/// Why a prediction stopped (LM Studio's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopReason {
+    /// The model produced its end-of-text token.
+    EosFound,
+    /// A stop string was produced (see [`Stats::stop_string`]).
+    StopStringFound,
+    /// `maxTokens` tokens were predicted.
+    MaxPredictedTokensReached,
+    /// The context filled up.
+    ContextLengthReached,
+    /// The caller cancelled it.
+    UserStopped,
+    /// The model was unloaded while it ran.
+    ModelUnloaded,
+    /// The engine failed.
+    Failed,
+    /// The model called a tool.
+    ToolCalls,
+}
+
+impl StopReason {
+    /// LM Studio's name, e.g. `eosFound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EosFound => "eosFound",
+            Self::StopStringFound => "stopStringFound",
+            Self::MaxPredictedTokensReached => "maxPredictedTokensReached",
+            Self::ContextLengthReached => "contextLengthReached",
+            Self::UserStopped => "userStopped",
+            Self::ModelUnloaded => "modelUnloaded",
+            Self::Failed => "failed",
+            Self::ToolCalls => "toolCalls",
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened during a prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Why it stopped.
+    pub stop_reason: StopReason,
+    /// Predicted tokens per second, from the first token to the last.
+    pub tokens_per_second: Option<f64>,
+    /// Layers on the GPU (0 on a CPU-only build).
+    pub num_gpu_layers: Option<f64>,
+    /// Seconds from the request to the first predicted token.
+    pub time_to_first_token_sec: Option<f64>,
+    /// Tokens in the prompt (after any truncation).
+    pub prompt_tokens_count: Option<u64>,
+    /// Tokens predicted.
+    pub predicted_tokens_count: Option<u64>,
+    /// Prompt plus predicted tokens.
+    pub total_tokens_count: Option<u64>,
+    /// Prompt tokens that were already in the KV cache and not evaluated again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens_count: Option<u64>,
+    /// The stop string that ended the prediction, when `stop_reason` is `stopStringFound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_string: Option<String>,
+}
+
+/// A model as stored (and, for a loaded instance, how it is loaded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    /// `llm` for language models.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The key that names the model, e.g. `gemma-3-270m`.
+    pub model_key: String,
+    /// File format, `gguf`.
+    pub format: String,
+    /// Human-readable name, e.g. `Gemma 3 270m`.
+    pub display_name: String,
+    /// Path relative to the models directory, `publisher/model/file.gguf`.
+    pub path: String,
+    /// Size of the file in bytes.
+    pub size_bytes: u64,
+    /// Parameter count as LM Studio writes it, e.g. `270M`.
+    pub params_string: Option<String>,
+    /// Architecture, e.g. `gemma3`.
+    pub architecture: Option<String>,
+    /// Quantization, e.g. `Q4_K_M`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
+    /// Whether the model takes images.
+    pub vision: bool,
+    /// Whether the model was trained for tool use.
+    pub trained_for_tool_use: bool,
+    /// The context length the model was trained with.
+    pub max_context_length: u64,
+    /// For a loaded instance: the name it answers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// For a loaded instance: a unique reference to this load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_reference: Option<String>,
+    /// For a loaded instance: the context length it was loaded with (per prediction slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
+}
+
+/// An assistant message: what `on_message` receives when a prediction completes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: String,
+    /// The generated text.
+    pub content: String,
+}
+
+/// The outcome of a completed prediction. `Display` prints the generated text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionResult {
+    /// The generated text (without any stop string).
+    pub content: String,
+    /// The model that produced it.
+    pub model_info: ModelInfo,
+    /// What happened.
+    pub stats: Stats,
+}
+
+impl PredictionResult {
+    /// The result as the message `on_message` receives.
+    pub fn message(&self) -> AssistantMessage {
+        AssistantMessage { role: "assistant".into(), content: self.content.clone() }
+    }
+}
+
+impl fmt::Display for PredictionResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.content)
+    }
+}

@@ -1,0 +1,194 @@
+//! The engine: the only code that touches llama.cpp. One owner thread per loaded model holds the
+//! `LlamaContext`; predictions reach it over a bounded queue and each gets its own event channel.
+//!
+//! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
+
+mod text;
+mod worker;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::api::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
+use crate::api::error::{Error, Result};
+use crate::api::result::{Fragment, ModelInfo, PredictionResult};
+
+/// What a running prediction reports, in order: progress (0.0 first, 1.0 last), the first token,
+/// fragments, then exactly one `Done` (unless the receiver went away first).
+#[derive(Debug)]
+pub enum Event {
+    /// Prompt processing progress in `0.0..=1.0`, strictly increasing.
+    PromptProgress(f32),
+    /// The first token was predicted.
+    FirstToken,
+    /// A piece of text.
+    Fragment(Fragment),
+    /// The prediction ended.
+    Done(Result<PredictionResult>),
+}
+
+/// A prediction as the engine thread receives it: already validated and tokenized.
+pub(crate) struct Job {
+    pub tokens: Vec<LlamaToken>,
+    pub config: ValidConfig,
+    pub events: flume::Sender<Event>,
+    pub cancel: Arc<AtomicBool>,
+    pub submitted: Instant,
+}
+
+/// The process-wide llama.cpp backend; `LlamaBackend::init` may run only once per process.
+fn backend() -> Result<&'static LlamaBackend> {
+    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Engine(format!("llama.cpp backend: {e}")))
+}
+
+/// A loaded model: its weights (shared with callers for tokenizing) and its engine thread.
+pub(crate) struct Engine {
+    model: Arc<LlamaModel>,
+    jobs: Option<flume::Sender<Job>>,
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+    context_length: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Engine settings fixed at load time.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineParams {
+    pub context_length: u32,
+    pub parallel: u32,
+    pub threads: u32,
+    pub sliding_window: u32,
+}
+
+impl Engine {
+    /// Loads the model at `path` and starts its engine thread. `info` describes the file.
+    /// Fills in `info.context_length` with the length it loads with.
+    pub fn load(path: &Path, info: &mut ModelInfo, sliding_window: u32, config: &LoadConfig) -> Result<Self> {
+        config.validate()?;
+        let backend = backend()?;
+        let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| load_err(e.to_string()))?;
+        let model = Arc::new(model);
+        let trained = u32::try_from(model.n_ctx_train()).unwrap_or(u32::MAX).max(16);
+        let context_length = config.context_length.unwrap_or(4096).min(trained);
+        let threads = config.cpu_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4))
+        });
+        info.context_length = Some(u64::from(context_length));
+        let info = info.clone();
+        let params = EngineParams { context_length, parallel: config.parallel, threads, sliding_window };
+        let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let thread = {
+            let model = Arc::clone(&model);
+            let queued = Arc::clone(&queued);
+            let info = info.clone();
+            std::thread::Builder::new()
+                .name(format!("lms-engine-{}", info.model_key))
+                .spawn(move || worker::run(backend, &model, params, info, job_rx, queued, ready_tx))?
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| load_err("the engine thread stopped while creating the context".into()))?
+            .map_err(load_err)?;
+        Ok(Self {
+            model,
+            jobs: Some(jobs),
+            queued,
+            max_queued: config.max_queued as usize,
+            context_length: context_length as usize,
+            thread: Some(thread),
+        })
+    }
+
+    /// Tokenizes a prompt as the model will see it (with the BOS token when the model wants one).
+    pub fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), true, true)
+    }
+
+    /// Number of tokens `text` becomes.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.tokenize(text).len()
+    }
+
+    /// Validates and queues a prediction; events arrive on `events`.
+    pub fn submit(
+        &self,
+        prompt: &str,
+        config: ValidConfig,
+        events: flume::Sender<Event>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<()> {
+        let submitted = Instant::now();
+        if prompt.is_empty() {
+            return Err(Error::InvalidPrompt("the prompt is empty".into()));
+        }
+        let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
+        let jobs = self.jobs.as_ref().ok_or(Error::ModelUnloaded)?;
+        // Count before sending so the worker's decrement can never run first.
+        let before = self.queued.fetch_add(1, Ordering::SeqCst);
+        let job = Job { tokens, config, events, cancel, submitted };
+        match jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    flume::TrySendError::Full(_) => Err(Error::Overloaded { queued: before.max(self.max_queued) }),
+                    flume::TrySendError::Disconnected(_) => Err(Error::ModelUnloaded),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the queue ends the worker once running predictions finish their current step;
+        // it reports `modelUnloaded` to everything still in flight.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Applies the context overflow policy: the prompt must leave room for at least one new token.
+fn fit_prompt(tokens: Vec<LlamaToken>, config: &ValidConfig, context_length: usize) -> Result<Vec<LlamaToken>> {
+    if tokens.len() < context_length {
+        return Ok(tokens);
+    }
+    let overflow = || Error::ContextOverflow { prompt_tokens: tokens.len(), context_length };
+    // Keep room for some of the answer: what max_tokens asks, at most half the context.
+    let answer_room = config.max_tokens.map_or(context_length / 4, |m| m as usize).clamp(1, context_length / 2);
+    let keep = context_length - answer_room;
+    match config.context_overflow_policy {
+        ContextOverflowPolicy::StopAtLimit => Err(overflow()),
+        ContextOverflowPolicy::TruncateMiddle => {
+            let head = keep / 2;
+            let tail = keep - head;
+            Ok(tokens[..head].iter().chain(&tokens[tokens.len() - tail..]).copied().collect())
+        }
+        ContextOverflowPolicy::RollingWindow => {
+            // The first token is the BOS the model expects at position 0: keep it.
+            let first = tokens[0];
+            Ok(std::iter::once(first).chain(tokens[tokens.len() - (keep - 1)..].iter().copied()).collect())
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! lmstudio: run local language models with LM Studio's SDK API, in-process on llama.cpp.
+//!
+//! ```no_run
+//! use lmstudio as lms;
+//!
+//! # fn main() -> lms::Result<()> {
+//! let model = lms::llm("gemma-3-270m")?; // or lms::default_llm()
+//! let config = lms::Config { max_tokens: Some(20), seed: Some(42), ..Default::default() };
+//! let result = model.complete("My name is", config.clone())?;
+//! println!("{result}");
+//! println!("{} {:?}", result.model_info.display_name, result.stats.stop_reason);
+//!
+//! let mut stream = model.complete_stream("The capital of France is", config)?;
+//! for fragment in &mut stream {
+//!     print!("{}", fragment?.content);
+//! }
+//! println!("\n{:?}", stream.result()?.stats.predicted_tokens_count);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Models live in `$LMSTUDIO_MODELS_DIR` (else the platform data dir, `.../lmstudio-rs/models`), laid
+//! out as `publisher/model/file.gguf`. `lms get gemma-3-270m` fetches the default model.
+
+// The engine module is the one place that talks to llama.cpp (through the safe `llama-cpp-2`).
+pub mod api;
+mod engine;
+pub mod store;
+
+use std::sync::OnceLock;
+
+pub use api::client::{Client, Llm};
+pub use api::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
+pub use api::error::{Error, Result};
+pub use api::result::{AssistantMessage, Fragment, ModelInfo, PredictionResult, Stats, StopReason};
+pub use api::stream::{AsyncPredictionStream, PredictionStream};
+pub use store::{ModelStore, DEFAULT_MODEL_KEY};
+
+/// The process-wide default client (embedded, on `$LMSTUDIO_MODELS_DIR`), as LM Studio's
+/// top-level convenience API uses.
+pub fn client() -> &'static Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT.get_or_init(Client::new)
+}
+
+/// LM Studio's `lms.llm(name)`: the model `query` names, loading it if needed.
+pub fn llm(query: &str) -> Result<Llm> {
+    client().llm(query)
+}
+
+/// LM Studio's `lms.llm()`: any loaded model, else the default one.
+pub fn default_llm() -> Result<Llm> {
+    client().default_llm()
+}

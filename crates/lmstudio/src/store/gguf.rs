@@ -1,0 +1,379 @@
+//! A reader for GGUF file headers: metadata and tensor shapes, without loading any weights.
+//!
+//! It reads only the header, validates every length against the file size, and fails with a typed
+//! error on anything malformed, so that a truncated or random file never reaches llama.cpp (whose
+//! loader aborts the process on some malformed inputs).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Why a file is not a readable GGUF model.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file does not start with the GGUF magic bytes.
+    #[error("not a GGUF file (bad magic bytes)")]
+    BadMagic,
+    /// The GGUF version is not one this reader knows.
+    #[error("unsupported GGUF version {0}")]
+    UnsupportedVersion(u32),
+    /// The header is inconsistent or points past the end of the file.
+    #[error("malformed GGUF header: {0}")]
+    Malformed(String),
+}
+
+/// One metadata value; arrays keep only their length and, for short ones, their items.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Any unsigned integer type.
+    Uint(u64),
+    /// Any signed integer type.
+    Int(i64),
+    /// f32 or f64.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A UTF-8 string (invalid bytes replaced).
+    String(String),
+    /// An array: its length, and its items when it holds at most [`MAX_KEPT_ARRAY`] of them.
+    Array {
+        /// Number of items.
+        len: u64,
+        /// The items, when the array is short.
+        items: Vec<Value>,
+    },
+}
+
+/// Arrays longer than this (vocabularies) are skipped, not kept.
+pub const MAX_KEPT_ARRAY: u64 = 64;
+/// No single string in a header is longer than this; a longer one means the file is corrupt.
+const MAX_STRING: u64 = 64 << 20;
+const MAX_DIMS: u32 = 8;
+
+/// The header of a GGUF file.
+#[derive(Debug, Clone)]
+pub struct GgufHeader {
+    /// GGUF format version.
+    pub version: u32,
+    /// Metadata, by key.
+    pub metadata: BTreeMap<String, Value>,
+    /// Total number of parameters (product of every tensor's dimensions).
+    pub parameter_count: u64,
+    /// Number of tensors.
+    pub tensor_count: u64,
+    /// Size of the file in bytes.
+    pub file_size: u64,
+}
+
+impl GgufHeader {
+    /// Reads and validates the header of the GGUF file at `path`.
+    pub fn read(path: &Path) -> Result<Self, GgufError> {
+        let file = File::open(path)?;
+        let file_size = file.metadata()?.len();
+        let mut r = Reader { inner: BufReader::new(file), file_size };
+        r.parse()
+    }
+
+    /// A string metadata value.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        match self.metadata.get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer metadata value of any integer type.
+    pub fn uint(&self, key: &str) -> Option<u64> {
+        match self.metadata.get(key) {
+            Some(Value::Uint(v)) => Some(*v),
+            Some(Value::Int(v)) => u64::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+
+    /// `general.architecture`, e.g. `gemma3`.
+    pub fn architecture(&self) -> Option<&str> {
+        self.str("general.architecture")
+    }
+
+    /// The context length the model was trained with (`<arch>.context_length`).
+    pub fn context_length(&self) -> Option<u64> {
+        self.uint(&format!("{}.context_length", self.architecture()?))
+    }
+
+    /// The quantization named by `general.file_type`, e.g. `Q4_K_M`.
+    pub fn quantization(&self) -> Option<&'static str> {
+        file_type_name(self.uint("general.file_type")?)
+    }
+}
+
+/// llama.cpp's `llama_ftype` numbers and their usual names.
+fn file_type_name(ftype: u64) -> Option<&'static str> {
+    Some(match ftype {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4",
+        _ => return None,
+    })
+}
+
+struct Reader<R> {
+    inner: R,
+    file_size: u64,
+}
+
+impl<R: Read + Seek> Reader<R> {
+    fn parse(&mut self) -> Result<GgufHeader, GgufError> {
+        let mut magic = [0u8; 4];
+        self.inner.read_exact(&mut magic).map_err(|_| GgufError::BadMagic)?;
+        if &magic != b"GGUF" {
+            return Err(GgufError::BadMagic);
+        }
+        let version = self.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(GgufError::UnsupportedVersion(version));
+        }
+        let tensor_count = self.u64()?;
+        let kv_count = self.u64()?;
+        // Every entry takes at least 8 bytes, so counts beyond the file size are corrupt.
+        if tensor_count > self.file_size / 8 || kv_count > self.file_size / 8 {
+            return Err(malformed("entry counts exceed the file size"));
+        }
+        let mut metadata = BTreeMap::new();
+        for _ in 0..kv_count {
+            let key = self.string()?;
+            let ty = self.u32()?;
+            let value = self.value(ty, 0)?;
+            metadata.insert(key, value);
+        }
+        let alignment = match metadata.get("general.alignment") {
+            Some(Value::Uint(a)) if *a > 0 && a.is_power_of_two() => *a,
+            Some(_) => return Err(malformed("general.alignment is not a power of two")),
+            None => 32,
+        };
+        let mut parameter_count: u64 = 0;
+        let mut data_end: u64 = 0;
+        for _ in 0..tensor_count {
+            let _name = self.string()?;
+            let dims = self.u32()?;
+            if dims == 0 || dims > MAX_DIMS {
+                return Err(malformed(&format!("a tensor has {dims} dimensions")));
+            }
+            let mut elements: u64 = 1;
+            for _ in 0..dims {
+                elements = elements
+                    .checked_mul(self.u64()?)
+                    .ok_or_else(|| malformed("tensor size overflows"))?;
+            }
+            let _ty = self.u32()?;
+            let offset = self.u64()?;
+            parameter_count = parameter_count.saturating_add(elements);
+            data_end = data_end.max(offset);
+        }
+        let header_end = self.inner.stream_position()?;
+        let data_start = header_end.div_ceil(alignment) * alignment;
+        if data_start.saturating_add(data_end) > self.file_size {
+            return Err(malformed("tensor data lies past the end of the file (truncated download?)"));
+        }
+        Ok(GgufHeader { version, metadata, parameter_count, tensor_count, file_size: self.file_size })
+    }
+
+    fn value(&mut self, ty: u32, depth: u32) -> Result<Value, GgufError> {
+        Ok(match ty {
+            0 => Value::Uint(self.bytes::<1>()?[0].into()),
+            1 => Value::Int(i8::from_le_bytes(self.bytes()?).into()),
+            2 => Value::Uint(u16::from_le_bytes(self.bytes()?).into()),
+            3 => Value::Int(i16::from_le_bytes(self.bytes()?).into()),
+            4 => Value::Uint(self.u32()?.into()),
+            5 => Value::Int(i32::from_le_bytes(self.bytes()?).into()),
+            6 => Value::Float(f32::from_le_bytes(self.bytes()?).into()),
+            7 => Value::Bool(self.bytes::<1>()?[0] != 0),
+            8 => Value::String(self.string()?),
+            9 => {
+                if depth > 2 {
+                    return Err(malformed("arrays nested too deeply"));
+                }
+                let item_ty = self.u32()?;
+                let len = self.u64()?;
+                if len > self.file_size {
+                    return Err(malformed("array longer than the file"));
+                }
+                let mut items = Vec::new();
+                match fixed_size(item_ty) {
+                    Some(size) if len > MAX_KEPT_ARRAY => {
+                        let skip = len
+                            .checked_mul(size)
+                            .and_then(|s| i64::try_from(s).ok())
+                            .ok_or_else(|| malformed("array size overflows"))?;
+                        self.inner.seek(SeekFrom::Current(skip))?;
+                    }
+                    _ => {
+                        for _ in 0..len {
+                            let item = self.value(item_ty, depth + 1)?;
+                            if len <= MAX_KEPT_ARRAY {
+                                items.push(item);
+                            }
+                        }
+                    }
+                }
+                Value::Array { len, items }
+            }
+            10 => Value::Uint(self.u64()?),
+            11 => Value::Int(i64::from_le_bytes(self.bytes()?)),
+            12 => Value::Float(f64::from_le_bytes(self.bytes()?)),
+            other => return Err(malformed(&format!("unknown metadata type {other}"))),
+        })
+    }
+
+    fn string(&mut self) -> Result<String, GgufError> {
+        let len = self.u64()?;
+        if len > MAX_STRING || len > self.file_size {
+            return Err(malformed("string longer than the file"));
+        }
+        let mut buf = Vec::new();
+        (&mut self.inner).take(len).read_to_end(&mut buf)?;
+        if buf.len() as u64 != len {
+            return Err(malformed("file ends inside the header"));
+        }
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
+        let mut buf = [0u8; N];
+        self.inner.read_exact(&mut buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => malformed("file ends inside the header"),
+            _ => GgufError::Io(e),
+        })?;
+        Ok(buf)
+    }
+
+    fn u32(&mut self) -> Result<u32, GgufError> {
+        Ok(u32::from_le_bytes(self.bytes()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, GgufError> {
+        Ok(u64::from_le_bytes(self.bytes()?))
+    }
+}
+
+/// Size in bytes of one item of a fixed-size metadata type.
+fn fixed_size(ty: u32) -> Option<u64> {
+    match ty {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
+fn malformed(what: &str) -> GgufError {
+    GgufError::Malformed(what.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A minimal valid GGUF: two metadata keys, one 4x2 f32 tensor.
+    pub(crate) fn tiny_gguf() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes()); // tensors
+        b.extend_from_slice(&2u64.to_le_bytes()); // kv
+        let s = |b: &mut Vec<u8>, s: &str| {
+            b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            b.extend_from_slice(s.as_bytes());
+        };
+        s(&mut b, "general.architecture");
+        b.extend_from_slice(&8u32.to_le_bytes());
+        s(&mut b, "llama");
+        s(&mut b, "llama.context_length");
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&2048u32.to_le_bytes());
+        s(&mut b, "w");
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&4u64.to_le_bytes());
+        b.extend_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend_from_slice(&[0u8; 32]);
+        b
+    }
+
+    fn read(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write");
+        GgufHeader::read(f.path())
+    }
+
+    #[test]
+    fn reads_metadata_and_parameter_count() {
+        let h = read(&tiny_gguf()).expect("valid");
+        assert_eq!(h.architecture(), Some("llama"));
+        assert_eq!(h.context_length(), Some(2048));
+        assert_eq!(h.parameter_count, 8);
+    }
+
+    #[test]
+    fn every_truncation_is_a_typed_error() {
+        let full = tiny_gguf();
+        for len in 0..full.len() - 32 {
+            assert!(read(&full[..len]).is_err(), "truncated at {len} was accepted");
+        }
+    }
+
+    #[test]
+    fn random_bytes_are_rejected() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut bytes = Vec::new();
+        for _ in 0..4096 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            bytes.push(state as u8);
+        }
+        assert!(matches!(read(&bytes), Err(GgufError::BadMagic)));
+        bytes[..4].copy_from_slice(b"GGUF");
+        assert!(read(&bytes).is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! The models directory: finding GGUF files, reading their metadata without loading weights, and
+//! resolving a user's name for a model to exactly one file inside the directory.
+
+mod default_model;
+pub mod gguf;
+
+use std::path::{Path, PathBuf};
+
+pub use default_model::{DEFAULT_MODEL_KEY, DEFAULT_MODEL_PATH};
+
+use crate::api::error::{Error, Result};
+use crate::api::result::ModelInfo;
+use gguf::GgufHeader;
+
+/// How deep below the models directory model files are looked for (`publisher/model/file.gguf`).
+const MAX_DEPTH: usize = 4;
+
+/// A models directory laid out as LM Studio's: `<publisher>/<model>/<file>.gguf`.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+/// One model file found in the store.
+#[derive(Debug, Clone)]
+pub struct StoredModel {
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// The model's key.
+    pub key: String,
+    /// Its info, or why its header could not be read.
+    pub info: std::result::Result<ModelInfo, String>,
+}
+
+impl ModelStore {
+    /// The store at `$LMSTUDIO_MODELS_DIR`, else the platform data dir (`.../lmstudio-rs/models`).
+    pub fn from_env() -> Self {
+        let root = std::env::var_os("LMSTUDIO_MODELS_DIR")
+            .map(PathBuf::from)
+            .or_else(|| dirs::data_dir().map(|d| d.join("lmstudio-rs").join("models")))
+            .unwrap_or_else(|| PathBuf::from("models"));
+        Self::new(root)
+    }
+
+    /// The store rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The models directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every `.gguf` file in the store, sorted by path. Files whose header is invalid are listed
+    /// with the reason, so that asking for them gives a clear error.
+    pub fn list(&self) -> Result<Vec<StoredModel>> {
+        let mut files = Vec::new();
+        if self.root.is_dir() {
+            collect_gguf(&self.root, MAX_DEPTH, &mut files)?;
+        }
+        files.sort();
+        Ok(files.into_iter().map(|path| self.describe(path)).collect())
+    }
+
+    fn describe(&self, path: PathBuf) -> StoredModel {
+        let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        match GgufHeader::read(&path) {
+            Ok(header) => {
+                let info = model_info(&header, &path, rel);
+                StoredModel { path, key: info.model_key.clone(), info: Ok(info) }
+            }
+            Err(e) => StoredModel { key: key_from_file_name(&path), path, info: Err(e.to_string()) },
+        }
+    }
+
+    /// Resolves `query` to one model file: an exact model key, then a path inside the store, then a
+    /// unique case-insensitive match on key or path. Never returns a file outside the store.
+    pub fn resolve(&self, query: &str) -> Result<StoredModel> {
+        let query = query.trim();
+        let all = self.list()?;
+        let not_found = |all: &[StoredModel]| Error::ModelNotFound {
+            query: query.to_owned(),
+            candidates: dedup(all.iter().map(|m| m.key.clone())),
+        };
+        if query.is_empty() {
+            return Err(not_found(&all));
+        }
+        let exact: Vec<&StoredModel> = all.iter().filter(|m| m.key == query).collect();
+        if let Some(found) = pick(query, &exact)? {
+            return usable(found.clone());
+        }
+        if let Some(path) = self.inside(query) {
+            if let Some(found) = all.iter().find(|m| m.path == path) {
+                return usable(found.clone());
+            }
+        }
+        let lower = query.to_lowercase();
+        let same_key: Vec<&StoredModel> = all.iter().filter(|m| m.key.to_lowercase() == lower).collect();
+        if let Some(found) = pick(query, &same_key)? {
+            return usable(found.clone());
+        }
+        let partial: Vec<&StoredModel> = all
+            .iter()
+            .filter(|m| m.key.to_lowercase().contains(&lower) || self.rel(&m.path).to_lowercase().contains(&lower))
+            .collect();
+        match pick(query, &partial)? {
+            Some(found) => usable(found.clone()),
+            None => Err(not_found(&all)),
+        }
+    }
+
+    /// `query` as a path inside the store, if it names an existing file there.
+    fn inside(&self, query: &str) -> Option<PathBuf> {
+        let root = self.root.canonicalize().ok()?;
+        let candidate = root.join(query).canonicalize().ok()?;
+        candidate.starts_with(&root).then_some(candidate)
+    }
+
+    fn rel(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root).unwrap_or(path).to_string_lossy().into_owned()
+    }
+}
+
+/// One match is the answer, none means keep looking, several are ambiguous.
+fn pick<'a>(query: &str, matches: &[&'a StoredModel]) -> Result<Option<&'a StoredModel>> {
+    match matches {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => Err(Error::AmbiguousModel {
+            query: query.to_owned(),
+            candidates: many.iter().map(|m| m.path.display().to_string()).collect(),
+        }),
+    }
+}
+
+fn usable(model: StoredModel) -> Result<StoredModel> {
+    match &model.info {
+        Ok(_) => Ok(model),
+        Err(reason) => Err(Error::InvalidModelFile { path: model.path.clone(), reason: reason.clone() }),
+    }
+}
+
+fn dedup(keys: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = keys.collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn collect_gguf(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let ty = entry.file_type()?;
+        if ty.is_dir() && depth > 1 {
+            collect_gguf(&path, depth - 1, out)?;
+        } else if ty.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The info of a model file, from its header alone.
+pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelInfo {
+    let key = model_key(header, path);
+    let display_name = header.str("general.name").map(str::to_owned).unwrap_or_else(|| key.clone());
+    let params_string = header
+        .str("general.size_label")
+        .map(str::to_owned)
+        .or_else(|| (header.parameter_count > 0).then(|| params_string(header.parameter_count)));
+    ModelInfo {
+        kind: "llm".into(),
+        model_key: key,
+        format: "gguf".into(),
+        display_name,
+        path: rel_path,
+        size_bytes: header.file_size,
+        params_string,
+        architecture: header.architecture().map(str::to_owned),
+        quantization: header.quantization().map(str::to_owned),
+        vision: false,
+        trained_for_tool_use: false,
+        max_context_length: header.context_length().unwrap_or(2048),
+        identifier: None,
+        instance_reference: None,
+        context_length: None,
+    }
+}
+
+/// `basename-sizelabel` from the metadata (`gemma-3-270m`), else the file name without quantization.
+fn model_key(header: &GgufHeader, path: &Path) -> String {
+    match (header.str("general.basename"), header.str("general.size_label")) {
+        (Some(base), Some(size)) if !base.is_empty() => format!("{base}-{size}").to_lowercase(),
+        _ => key_from_file_name(path),
+    }
+}
+
+fn key_from_file_name(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
+    // Drop a trailing quantization tag: `gemma-3-270m-q4_k_m` -> `gemma-3-270m`.
+    match stem.rfind(['-', '.']) {
+        Some(i) if is_quant_tag(&stem[i + 1..]) => stem[..i].to_owned(),
+        _ => stem,
+    }
+}
+
+fn is_quant_tag(s: &str) -> bool {
+    let s = s.to_ascii_lowercase();
+    ["q2", "q3", "q4", "q5", "q6", "q8", "iq", "f16", "f32", "bf16", "mxfp4", "tq"].iter().any(|p| s.starts_with(p))
+}
+
+fn params_string(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.0}B", n as f64 / 1e9),
+        n => format!("{:.0}M", n as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_from_file_name_drops_quantization() {
+        assert_eq!(key_from_file_name(Path::new("a/Gemma-3-270M-Q4_K_M.gguf")), "gemma-3-270m");
+        assert_eq!(key_from_file_name(Path::new("a/tiny.gguf")), "tiny");
+    }
+}
