@@ -58,7 +58,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let model = client.load(&name, &load)?;
     let path = client.store().root().join(&model.info().path);
     let prompt = prompt_of(&model, args.prompt_tokens);
-    let greedy = |max| lms::Config { max_tokens: Some(max), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() };
+    let greedy = |max| lms::Config {
+        max_tokens: Some(max),
+        temperature: Some(0.0),
+        repeat_penalty: Some(1.0),
+        ..Default::default()
+    };
     // Warm up: page the weights in.
     model.complete("Hello", greedy(4))?;
     let mut ours = Vec::new();
@@ -69,7 +74,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let pp_prompt = format!("{round} {prompt}");
         let pp = model.complete(&pp_prompt, greedy(1))?;
         let pp_secs = pp.stats.time_to_first_token_sec.unwrap_or(f64::NAN);
-        let tg = model.complete(&format!("{round} Once upon a time"), lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() })?;
+        let tg = model.complete(
+            &format!("{round} Once upon a time"),
+            lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() },
+        )?;
         let short = model.complete(&format!("{round} My name is"), greedy(1))?;
         ours.push(Row {
             what: "lmstudio-rs (this build, through the public API)".into(),
@@ -116,7 +124,18 @@ fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> 
     let child = Command::new(bin)
         .args(["-m"])
         .arg(model)
-        .args(["-t", &args.threads.to_string(), "-p", &args.prompt_tokens.to_string(), "-n", &args.gen_tokens.to_string(), "-r", "1", "-o", "json"])
+        .args([
+            "-t",
+            &args.threads.to_string(),
+            "-p",
+            &args.prompt_tokens.to_string(),
+            "-n",
+            &args.gen_tokens.to_string(),
+            "-r",
+            "1",
+            "-o",
+            "json",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -134,7 +153,12 @@ fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> 
     let peak = watcher.join().unwrap_or(f64::NAN);
     anyhow::ensure!(out.status.success(), "llama-bench failed");
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
-    let mut row = Row { what: format!("llama-bench ({})", bin.display()), peak_rss_mib: peak, ttft_ms: f64::NAN, ..Default::default() };
+    let mut row = Row {
+        what: format!("llama-bench ({})", bin.display()),
+        peak_rss_mib: peak,
+        ttft_ms: f64::NAN,
+        ..Default::default()
+    };
     for r in runs {
         let ts = r["avg_ts"].as_f64().unwrap_or(f64::NAN);
         if r["n_prompt"].as_u64().unwrap_or(0) > 0 {
@@ -175,7 +199,10 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
         args.prompt_tokens, args.gen_tokens
     );
     for r in rows {
-        s += &format!("| {} | {:.1} | {:.1} | {:.1} | {:.0} |\n", r.what, r.pp_tok_s, r.tg_tok_s, r.ttft_ms, r.peak_rss_mib);
+        s += &format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+            r.what, r.pp_tok_s, r.tg_tok_s, r.ttft_ms, r.peak_rss_mib
+        );
     }
     if let [ours, theirs] = rows {
         s += &format!(

@@ -20,6 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Complete a raw prompt with a local model; the text streams to stdout.
+    #[command(allow_negative_numbers = true)]
     Complete(CompleteArgs),
     /// Fetch a model into the models directory (the default model: gemma-3-270m).
     Get {
@@ -91,7 +92,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed stdout (`lms complete ... | head`) is a normal way to stop.
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
@@ -104,8 +107,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LMS_LOG").unwrap_or_else(|_| "warn,llama-cpp-2=error".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LMS_LOG").unwrap_or_else(|_| "warn,llama-cpp-2=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
 }
 
 fn hint(e: &lms::Error) -> Option<String> {
@@ -113,7 +121,9 @@ fn hint(e: &lms::Error) -> Option<String> {
         lms::Error::ModelNotFound { candidates, .. } if candidates.is_empty() => {
             Some("`lms get` fetches the default model, gemma-3-270m".into())
         }
-        lms::Error::ModelNotFound { .. } | lms::Error::AmbiguousModel { .. } => Some("`lms ls` lists the models".into()),
+        lms::Error::ModelNotFound { .. } | lms::Error::AmbiguousModel { .. } => {
+            Some("`lms ls` lists the models".into())
+        }
         lms::Error::InvalidModelFile { .. } => Some("delete the file and fetch it again".into()),
         lms::Error::ContextOverflow { .. } => Some("pass --context-length with a larger value".into()),
         _ => None,

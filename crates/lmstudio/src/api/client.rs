@@ -95,7 +95,8 @@ impl Client {
     }
 
     fn load_stored(&self, stored: StoredModel, config: &LoadConfig) -> Result<Llm> {
-        let mut info = stored.info.clone().map_err(|reason| Error::InvalidModelFile { path: stored.path.clone(), reason })?;
+        let mut info =
+            stored.info.clone().map_err(|reason| Error::InvalidModelFile { path: stored.path.clone(), reason })?;
         let header = GgufHeader::read(&stored.path)
             .map_err(|e| Error::InvalidModelFile { path: stored.path.clone(), reason: e.to_string() })?;
         let window = header
@@ -126,8 +127,7 @@ impl Client {
         lock(&self.inner.loaded)
             .iter()
             .find(|l| {
-                l.info.identifier.as_deref() == Some(query)
-                    || l.info.instance_reference.as_deref() == Some(query)
+                l.info.identifier.as_deref() == Some(query) || l.info.instance_reference.as_deref() == Some(query)
             })
             .cloned()
     }
@@ -145,13 +145,18 @@ impl Client {
     /// Unloads the instance named `identifier`. Predictions still running on it end with
     /// `modelUnloaded`; handles to it fail with [`Error::ModelUnloaded`] from then on.
     pub fn unload(&self, identifier: &str) -> Result<()> {
-        let mut loaded = lock(&self.inner.loaded);
-        let before = loaded.len();
-        loaded.retain(|l| l.info.identifier.as_deref() != Some(identifier));
-        if loaded.len() == before {
-            let candidates = loaded.iter().filter_map(|l| l.info.identifier.clone()).collect();
-            return Err(Error::ModelNotFound { query: identifier.to_owned(), candidates });
-        }
+        let removed = {
+            let mut loaded = lock(&self.inner.loaded);
+            match loaded.iter().position(|l| l.info.identifier.as_deref() == Some(identifier)) {
+                Some(i) => loaded.remove(i),
+                None => {
+                    let candidates = loaded.iter().filter_map(|l| l.info.identifier.clone()).collect();
+                    return Err(Error::ModelNotFound { query: identifier.to_owned(), candidates });
+                }
+            }
+        };
+        // Handles may still hold the instance: stop its engine now rather than when they drop.
+        removed.engine.shutdown();
         Ok(())
     }
 }
@@ -216,7 +221,11 @@ impl Llm {
         self.loaded.engine.count_tokens(text)
     }
 
-    fn submit(&self, prompt: &str, config: &Config) -> Result<(flume::Receiver<crate::engine::Event>, Arc<AtomicBool>)> {
+    fn submit(
+        &self,
+        prompt: &str,
+        config: &Config,
+    ) -> Result<(flume::Receiver<crate::engine::Event>, Arc<AtomicBool>)> {
         let valid = config.validate()?;
         let (tx, rx) = flume::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));

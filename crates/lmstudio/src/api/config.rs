@@ -110,8 +110,7 @@ impl Config {
         let min_p = check("minP", self.min_p, 0.05, |p| (0.0..=1.0).contains(&p))?;
         let repeat_penalty = check("repeatPenalty", self.repeat_penalty, 1.1, |r| r > 0.0 && r <= 10.0)?;
         let presence_penalty = check("presencePenalty", self.presence_penalty, 0.0, |p| (-2.0..=2.0).contains(&p))?;
-        let frequency_penalty =
-            check("frequencyPenalty", self.frequency_penalty, 0.0, |p| (-2.0..=2.0).contains(&p))?;
+        let frequency_penalty = check("frequencyPenalty", self.frequency_penalty, 0.0, |p| (-2.0..=2.0).contains(&p))?;
         if let Some(i) = self.stop_strings.iter().position(String::is_empty) {
             return Err(Error::InvalidConfig(format!("stopStrings[{i}] is empty")));
         }
@@ -163,7 +162,7 @@ fn de_max_tokens<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<
     }
     match Option::<Raw>::deserialize(d)? {
         None | Some(Raw::Bool(false)) => Ok(None),
-        Some(Raw::Num(n)) if n == -1.0 => Ok(None),
+        Some(Raw::Num(-1.0)) => Ok(None),
         Some(Raw::Num(n)) => int_from(n).map(Some).map_err(serde::de::Error::custom),
         Some(Raw::Bool(true)) => Err(serde::de::Error::custom("maxTokens: expected a number or false")),
     }

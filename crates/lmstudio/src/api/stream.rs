@@ -48,7 +48,7 @@ impl Consumer {
     fn handle(&mut self, event: Option<Event>) -> Step {
         let event = match event {
             Some(e) => e,
-            None if self.outcome.is_none() => Event::Done(Err(Error::ModelUnloaded)),
+            None if self.outcome.is_none() => Event::Done(Box::new(Err(Error::ModelUnloaded))),
             None => return self.end(),
         };
         match event {
@@ -71,6 +71,7 @@ impl Consumer {
                 Step::Yield(Ok(fragment))
             }
             Event::Done(outcome) => {
+                let outcome = *outcome;
                 if let (Ok(result), Some(f)) = (&outcome, &mut self.callbacks.message) {
                     f(&result.message());
                 }

@@ -8,7 +8,7 @@ mod worker;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -32,7 +32,7 @@ pub enum Event {
     /// A piece of text.
     Fragment(Fragment),
     /// The prediction ended.
-    Done(Result<PredictionResult>),
+    Done(Box<Result<PredictionResult>>),
 }
 
 /// A prediction as the engine thread receives it: already validated and tokenized.
@@ -59,11 +59,11 @@ fn backend() -> Result<&'static LlamaBackend> {
 /// A loaded model: its weights (shared with callers for tokenizing) and its engine thread.
 pub(crate) struct Engine {
     model: Arc<LlamaModel>,
-    jobs: Option<flume::Sender<Job>>,
+    jobs: Mutex<Option<flume::Sender<Job>>>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
     context_length: usize,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Engine settings fixed at load time.
@@ -85,11 +85,11 @@ impl Engine {
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
-        let trained = u32::try_from(model.n_ctx_train()).unwrap_or(u32::MAX).max(16);
+        let trained = model.n_ctx_train().max(16);
         let context_length = config.context_length.unwrap_or(4096).min(trained);
-        let threads = config.cpu_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4))
-        });
+        let threads = config
+            .cpu_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4)));
         info.context_length = Some(u64::from(context_length));
         let info = info.clone();
         let params = EngineParams { context_length, parallel: config.parallel, threads, sliding_window };
@@ -110,11 +110,11 @@ impl Engine {
             .map_err(load_err)?;
         Ok(Self {
             model,
-            jobs: Some(jobs),
+            jobs: Mutex::new(Some(jobs)),
             queued,
             max_queued: config.max_queued as usize,
             context_length: context_length as usize,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -141,7 +141,7 @@ impl Engine {
             return Err(Error::InvalidPrompt("the prompt is empty".into()));
         }
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
-        let jobs = self.jobs.as_ref().ok_or(Error::ModelUnloaded)?;
+        let jobs = lock(&self.jobs).clone().ok_or(Error::ModelUnloaded)?;
         // Count before sending so the worker's decrement can never run first.
         let before = self.queued.fetch_add(1, Ordering::SeqCst);
         let job = Job { tokens, config, events, cancel, submitted };
@@ -158,15 +158,25 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // Closing the queue ends the worker once running predictions finish their current step;
-        // it reports `modelUnloaded` to everything still in flight.
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
+impl Engine {
+    /// Stops the engine: everything queued or running ends with `modelUnloaded`, and later
+    /// submissions fail with [`Error::ModelUnloaded`]. Waits for the thread to exit.
+    pub fn shutdown(&self) {
+        lock(&self.jobs).take();
+        if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
     }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Applies the context overflow policy: the prompt must leave room for at least one new token.

@@ -107,9 +107,7 @@ impl StopMatcher {
                 let max = stop.len().saturating_sub(1).min(held.len());
                 (1..=max)
                     .rev()
-                    .find(|&n| {
-                        held.is_char_boundary(held.len() - n) && stop.starts_with(&held[held.len() - n..])
-                    })
+                    .find(|&n| held.is_char_boundary(held.len() - n) && stop.starts_with(&held[held.len() - n..]))
                     .unwrap_or(0)
             })
             .max()

@@ -49,32 +49,36 @@ pub(super) fn run(
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
     let mut slots: Vec<Slot> = (0..params.parallel as i32).map(Slot::new).collect();
-    let mut open = true;
     loop {
+        if jobs.is_disconnected() {
+            // Unloading: whatever is queued or running ends now.
+            for job in jobs.drain() {
+                queued.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.events.send(Event::Done(Box::new(Err(Error::ModelUnloaded))));
+            }
+            for slot in &mut slots {
+                slot.finish(StopReason::ModelUnloaded, &info);
+            }
+            return;
+        }
         // Admit new predictions into free slots; block only when nothing is running.
-        while open && slots.iter().any(|s| s.active.is_none()) {
+        while slots.iter().any(|s| s.active.is_none()) {
             let busy = slots.iter().any(|s| s.active.is_some());
             let job = if busy {
                 match jobs.try_recv() {
                     Ok(job) => job,
                     Err(flume::TryRecvError::Empty) => break,
-                    Err(flume::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
+                    Err(flume::TryRecvError::Disconnected) => break,
                 }
             } else {
                 match jobs.recv() {
                     Ok(job) => job,
-                    Err(_) => {
-                        open = false;
-                        break;
-                    }
+                    Err(_) => break,
                 }
             };
             queued.fetch_sub(1, Ordering::SeqCst);
             if job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected() {
-                let _ = job.events.send(Event::Done(Err(Error::Cancelled)));
+                let _ = job.events.send(Event::Done(Box::new(Err(Error::Cancelled))));
                 continue;
             }
             if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
@@ -90,16 +94,7 @@ pub(super) fn run(
             let slot = pick_slot(&slots, &job.tokens);
             slots[slot].start(&mut ctx, model, job, &params);
         }
-        if !open && slots.iter().all(|s| s.active.is_none()) {
-            return;
-        }
         step(&mut ctx, model, &mut batch, &mut slots, params.context_length as usize, &info);
-        if !open {
-            // Unloading: everything still running ends now.
-            for slot in &mut slots {
-                slot.finish(StopReason::ModelUnloaded, &info);
-            }
-        }
     }
 }
 
@@ -179,7 +174,10 @@ impl Slot {
         }
         // With a sliding-window cache, positions older than the window may already be gone.
         let pos_min = ctx.kv_cache_seq_pos_min(self.seq);
-        if reuse > 0 && params.sliding_window > 0 && pos_min > reuse.saturating_sub(params.sliding_window as usize) as i32 {
+        if reuse > 0
+            && params.sliding_window > 0
+            && pos_min > reuse.saturating_sub(params.sliding_window as usize) as i32
+        {
             reuse = 0;
         }
         if reuse == 0 {
@@ -245,12 +243,12 @@ impl Slot {
             stop_string,
         };
         let result = PredictionResult { content: a.content, model_info: info.clone(), stats };
-        let _ = a.job.events.send(Event::Done(Ok(result)));
+        let _ = a.job.events.send(Event::Done(Box::new(Ok(result))));
     }
 
     fn fail(&mut self, error: Error) {
         if let Some(a) = self.active.take() {
-            let _ = a.job.events.send(Event::Done(Err(error)));
+            let _ = a.job.events.send(Event::Done(Box::new(Err(error))));
         }
     }
 
@@ -390,6 +388,7 @@ fn step(
         }
         let Some(at) = a.logits_at else { continue };
         let token = a.sampler.sample(ctx, at);
+        tracing::trace!(seq = slot.seq, token = token.0, "sampled");
         if a.first_token_at.is_none() {
             a.first_token_at = Some(Instant::now());
             if a.job.events.send(Event::FirstToken).is_err() {
@@ -422,7 +421,7 @@ fn step(
         }
         if a.job.config.max_tokens.is_some_and(|m| a.predicted >= m) {
             slot.finish(StopReason::MaxPredictedTokensReached, info);
-        } else if slot.cached.len() >= ctx_len {
+        } else if slot.cached.len() + 1 >= ctx_len {
             slot.finish(StopReason::ContextLengthReached, info);
         } else {
             a.next = Some(token);

@@ -195,9 +195,7 @@ impl<R: Read + Seek> Reader<R> {
             }
             let mut elements: u64 = 1;
             for _ in 0..dims {
-                elements = elements
-                    .checked_mul(self.u64()?)
-                    .ok_or_else(|| malformed("tensor size overflows"))?;
+                elements = elements.checked_mul(self.u64()?).ok_or_else(|| malformed("tensor size overflows"))?;
             }
             let _ty = self.u32()?;
             let offset = self.u64()?;

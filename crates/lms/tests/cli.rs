@@ -1,0 +1,92 @@
+//! The `lms` binary as a user runs it: stdout carries the text, stderr the stats and errors.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn lms(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lms runs");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("lms finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn complete_streams_text_to_stdout_and_stats_to_stderr() {
+    let out =
+        lms(&["complete", "--temperature", "0", "--repeat-penalty", "1", "--max-tokens", "6", "1, 2, 3, 4,"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), " 5, 6,\n");
+    let err = text(&out.stderr);
+    for field in [
+        "Gemma 3 270m",
+        "prompt tokens: 12",
+        "predicted tokens: 6",
+        "time to first token",
+        "tok/s",
+        "maxPredictedTokensReached",
+    ] {
+        assert!(err.contains(field), "stderr lacks {field:?}: {err}");
+    }
+}
+
+#[test]
+fn prompt_from_stdin_and_stop_string() {
+    let out = lms(
+        &["complete", "--temperature", "0", "--repeat-penalty", "1", "--max-tokens", "12", "--stop", " 7", "-"],
+        Some("1, 2, 3, 4,"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), " 5, 6,\n");
+    assert!(text(&out.stderr).contains("stopStringFound"));
+}
+
+#[test]
+fn json_output_uses_lm_studio_field_names() {
+    let out = lms(&["complete", "--json", "--temperature", "0", "--max-tokens", "3", "My name is"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(v["content"].is_string());
+    assert_eq!(v["modelInfo"]["modelKey"], "gemma-3-270m");
+    assert_eq!(v["modelInfo"]["displayName"], "Gemma 3 270m");
+    assert_eq!(v["stats"]["stopReason"], "maxPredictedTokensReached");
+    assert_eq!(v["stats"]["predictedTokensCount"], 3);
+    assert!(v["stats"]["timeToFirstTokenSec"].is_f64());
+}
+
+#[test]
+fn errors_are_one_line_with_a_hint_and_nonzero_exit() {
+    let out = lms(&["complete", "--model", "no-such-model", "Hello"], None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: no model matches \"no-such-model\""), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    assert!(out.stdout.is_empty());
+    let out = lms(&["complete", "--temperature", "-1", "Hello"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("temperature is out of range"));
+    let out = lms(&["complete", ""], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("the prompt is empty"));
+}
+
+#[test]
+fn ls_lists_the_default_model() {
+    let out = lms(&["ls", "--json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v.as_array().expect("array").iter().any(|m| m["modelKey"] == "gemma-3-270m"));
+}

@@ -1,0 +1,141 @@
+//! `complete`: text, model info, stats, stop reasons, stop strings, sampling and the prefix cache.
+
+use lmstudio as lms;
+
+use crate::{greedy, model, own_model};
+
+#[test]
+fn complete_returns_text_info_and_stats() {
+    let result = model().complete("My name is", greedy(12)).expect("completes");
+    assert!(!result.content.trim().is_empty());
+    assert_eq!(result.to_string(), result.content, "Display prints the text");
+    let info = &result.model_info;
+    assert_eq!(info.model_key, "gemma-3-270m");
+    assert_eq!(info.display_name, "Gemma 3 270m");
+    assert_eq!(info.architecture.as_deref(), Some("gemma3"));
+    assert_eq!(info.size_bytes, 253_113_024);
+    assert_eq!(info.max_context_length, 32768);
+    assert_eq!(info.context_length, Some(2048));
+    let stats = &result.stats;
+    assert_eq!(stats.stop_reason, lms::StopReason::MaxPredictedTokensReached);
+    assert_eq!(stats.predicted_tokens_count, Some(12));
+    assert_eq!(stats.prompt_tokens_count, Some(4), "<bos> My name is");
+    assert_eq!(stats.total_tokens_count, Some(16));
+    assert!(stats.time_to_first_token_sec.is_some_and(|t| t > 0.0));
+    assert!(stats.tokens_per_second.is_some_and(|t| t > 0.0));
+}
+
+#[test]
+fn greedy_completion_is_deterministic_and_known() {
+    let a = model().complete("1, 2, 3, 4,", greedy(10)).expect("completes");
+    let b = model().complete("1, 2, 3, 4,", greedy(10)).expect("completes");
+    assert_eq!(a.content, b.content);
+    assert!(a.content.starts_with(" 5, 6, 7"), "{:?}", a.content);
+}
+
+#[test]
+fn seeded_sampling_repeats_and_seeds_differ() {
+    let config =
+        |seed| lms::Config { max_tokens: Some(24), seed: Some(seed), temperature: Some(1.0), ..Default::default() };
+    let a = model().complete("Once upon a time", config(7)).expect("completes");
+    let b = model().complete("Once upon a time", config(7)).expect("completes");
+    assert_eq!(a.content, b.content, "same seed, same text");
+    let others: Vec<String> =
+        (8..12).map(|s| model().complete("Once upon a time", config(s)).expect("completes").content).collect();
+    assert!(others.iter().any(|o| *o != a.content), "different seeds all gave {:?}", a.content);
+}
+
+#[test]
+fn stop_string_across_tokens_ends_the_text_before_it() {
+    let free = model().complete("1, 2, 3, 4,", greedy(12)).expect("completes").content;
+    // " 7, 8" spans several tokens; the text must end right before it.
+    let at = free.find(" 7, 8").expect("the count goes on");
+    let config = lms::Config { stop_strings: vec!["nope".into(), " 7, 8".into()], ..greedy(12) };
+    let result = model().complete("1, 2, 3, 4,", config).expect("completes");
+    assert_eq!(result.content, free[..at]);
+    assert_eq!(result.stats.stop_reason, lms::StopReason::StopStringFound);
+    assert_eq!(result.stats.stop_string.as_deref(), Some(" 7, 8"));
+}
+
+#[test]
+fn eos_stops_with_eos_found() {
+    // This base model rarely ends its text; with this seed and full-vocabulary sampling it does
+    // (found by trying seeds). A private instance keeps the logits free of batching neighbours.
+    let model = own_model(lms::LoadConfig { parallel: 1, ..Default::default() });
+    let config = lms::Config {
+        max_tokens: Some(200),
+        seed: Some(4),
+        temperature: Some(1.0),
+        top_k: Some(0),
+        top_p: Some(1.0),
+        min_p: Some(0.0),
+        ..Default::default()
+    };
+    let r = model.complete("The End.", config).expect("completes");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::EosFound);
+    assert!(r.stats.predicted_tokens_count.is_some_and(|n| n < 200));
+}
+
+#[test]
+fn prefix_cache_is_used_and_changes_nothing() {
+    let model = own_model(lms::LoadConfig { parallel: 1, context_length: Some(1024), ..Default::default() });
+    let prefix = "The following is a list of fruits: apple, banana, cherry, date, elderberry, fig, grape. ".repeat(8);
+    let prompt = format!("{prefix}My favourite is");
+    let cold = model.complete(&prompt, greedy(16)).expect("completes");
+    assert_eq!(cold.stats.cached_prompt_tokens_count, Some(0));
+    let warm = model.complete(&prompt, greedy(16)).expect("completes");
+    let prompt_tokens = warm.stats.prompt_tokens_count.expect("counted");
+    assert_eq!(warm.stats.cached_prompt_tokens_count, Some(prompt_tokens - 1), "all but the last token reused");
+    assert_eq!(warm.content, cold.content, "a cache hit gives the same text");
+    // A prompt that shares only the prefix reuses the prefix.
+    let other = model.complete(&format!("{prefix}The best is"), greedy(4)).expect("completes");
+    assert!(other.stats.cached_prompt_tokens_count.is_some_and(|c| c > 100));
+}
+
+#[test]
+fn context_overflow_policies() {
+    let model = own_model(lms::LoadConfig { parallel: 1, context_length: Some(64), ..Default::default() });
+    let long = "one two three four five six seven eight nine ten ".repeat(20);
+    let strict = lms::Config { context_overflow_policy: Some(lms::ContextOverflowPolicy::StopAtLimit), ..greedy(8) };
+    match model.complete(&long, strict) {
+        Err(lms::Error::ContextOverflow { prompt_tokens, context_length: 64 }) => assert!(prompt_tokens > 64),
+        other => panic!("expected ContextOverflow, got {other:?}"),
+    }
+    for policy in [lms::ContextOverflowPolicy::TruncateMiddle, lms::ContextOverflowPolicy::RollingWindow] {
+        let config = lms::Config { context_overflow_policy: Some(policy), ..greedy(8) };
+        let r = model.complete(&long, config).expect("a truncated prompt completes");
+        assert!(r.stats.prompt_tokens_count.is_some_and(|n| n < 64), "{policy:?}");
+    }
+    // Generation that fills the context stops with contextLengthReached.
+    let counting = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,";
+    let r = model.complete(counting, lms::Config { max_tokens: None, ..greedy(1) }).expect("completes");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::ContextLengthReached);
+    assert_eq!(r.stats.total_tokens_count, Some(64));
+}
+
+#[test]
+fn default_llm_takes_a_loaded_model() {
+    let client = crate::client();
+    let llm = client.default_llm().expect("a model is loaded");
+    assert_eq!(llm.info().model_key, "gemma-3-270m");
+    assert!(client.list_loaded().iter().any(|i| i.identifier.as_deref() == Some(llm.identifier())));
+}
+
+#[test]
+fn unicode_text_streams_without_replacement_characters() {
+    let r = model().complete("日本の首都は東京です。中国の首都は", greedy(24)).expect("completes");
+    assert!(!r.content.contains('\u{fffd}'), "{:?}", r.content);
+    assert!(!r.content.is_ascii(), "{:?}", r.content);
+}
+
+#[test]
+fn unloading_ends_handles() {
+    let client = lms::Client::with_store(crate::store().clone());
+    let llm =
+        client.load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { parallel: 1, ..Default::default() }).expect("loads");
+    let id = llm.identifier().to_owned();
+    client.unload(&id).expect("unloads");
+    assert!(client.list_loaded().is_empty());
+    assert!(matches!(llm.complete("Hi", greedy(2)), Err(lms::Error::ModelUnloaded)));
+    assert!(matches!(client.unload(&id), Err(lms::Error::ModelNotFound { .. })));
+}

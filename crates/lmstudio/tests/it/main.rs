@@ -1,0 +1,47 @@
+//! Integration tests of the library against the real default model (fetched on first use).
+//!
+//! Greedy sampling or fixed seeds keep them deterministic. Timings are never asserted.
+
+mod bad_input;
+mod completion;
+mod streaming;
+
+use std::sync::OnceLock;
+
+use lmstudio as lms;
+
+/// A store holding the real default model, fetched if missing.
+pub fn store() -> &'static lms::ModelStore {
+    static STORE: OnceLock<lms::ModelStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let store = lms::ModelStore::from_env();
+        store.ensure_default_model(&mut |line| eprintln!("{line}")).expect("the default model can be fetched");
+        store
+    })
+}
+
+/// A client shared by the tests, with the default model loaded once (4 slots).
+pub fn client() -> &'static lms::Client {
+    static CLIENT: OnceLock<lms::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let client = lms::Client::with_store(store().clone());
+        let config = lms::LoadConfig { context_length: Some(2048), ..Default::default() };
+        client.load(lms::DEFAULT_MODEL_KEY, &config).expect("the default model loads");
+        client
+    })
+}
+
+/// The shared loaded default model.
+pub fn model() -> lms::Llm {
+    client().llm(lms::DEFAULT_MODEL_KEY).expect("loaded")
+}
+
+/// A private instance, for tests that need the engine to themselves.
+pub fn own_model(config: lms::LoadConfig) -> lms::Llm {
+    lms::Client::with_store(store().clone()).load(lms::DEFAULT_MODEL_KEY, &config).expect("the default model loads")
+}
+
+/// Greedy decoding of at most `n` tokens, with no repeat penalty: fully deterministic.
+pub fn greedy(n: u32) -> lms::Config {
+    lms::Config { max_tokens: Some(n), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() }
+}
