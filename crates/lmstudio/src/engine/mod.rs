@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
+mod sampler;
 mod text;
 mod worker;
 

@@ -14,12 +14,11 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::sampler::Sampler;
 use super::text::{Matched, StopMatcher, Utf8Decoder};
 use super::{EngineParams, Event, Job};
-use crate::api::config::{ValidConfig, PENALTY_LAST_N};
 use crate::api::error::Error;
 use crate::api::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
 
@@ -92,7 +91,7 @@ pub(super) fn run(
                 }
             }
             let slot = pick_slot(&slots, &job.tokens);
-            slots[slot].start(&mut ctx, model, job, &params);
+            slots[slot].start(&mut ctx, job, &params);
         }
         step(&mut ctx, model, &mut batch, &mut slots, params.context_length as usize, &info);
     }
@@ -141,7 +140,7 @@ struct Slot {
 
 struct Active {
     job: Job,
-    sampler: LlamaSampler,
+    sampler: Sampler,
     /// Prompt tokens evaluated so far (including those found in the cache).
     prompt_done: usize,
     cached_prompt: usize,
@@ -165,7 +164,7 @@ impl Slot {
     }
 
     /// Takes `job`: reuses the cached prefix, drops the rest of the cache, builds the sampler.
-    fn start(&mut self, ctx: &mut LlamaContext, model: &LlamaModel, job: Job, params: &EngineParams) {
+    fn start(&mut self, ctx: &mut LlamaContext, job: Job, params: &EngineParams) {
         let prompt = &job.tokens;
         // The last prompt token is always evaluated again: its logits give the first prediction.
         let mut reuse = common_prefix(&self.cached, prompt).min(prompt.len() - 1);
@@ -184,8 +183,8 @@ impl Slot {
             let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
         }
         self.cached.truncate(reuse);
-        let mut sampler = build_sampler(model, &job.config);
-        sampler.accept_many(prompt.iter());
+        let mut sampler = Sampler::new(&job.config);
+        prompt.iter().for_each(|t| sampler.accept(t.0));
         let matcher = StopMatcher::new(job.config.stop_strings.clone());
         let active = Active {
             sampler,
@@ -268,36 +267,6 @@ impl Active {
         let fragment = Fragment { content: text, tokens_count: std::mem::take(&mut self.unsent_tokens) };
         self.job.events.send(Event::Fragment(fragment)).is_ok()
     }
-}
-
-fn build_sampler(model: &LlamaModel, c: &ValidConfig) -> LlamaSampler {
-    let mut chain = Vec::new();
-    if c.repeat_penalty != 1.0 || c.frequency_penalty != 0.0 || c.presence_penalty != 0.0 {
-        chain.push(LlamaSampler::penalties(
-            model.n_vocab(),
-            PENALTY_LAST_N,
-            c.repeat_penalty,
-            c.frequency_penalty,
-            c.presence_penalty,
-        ));
-    }
-    if c.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if c.top_k > 0 {
-            chain.push(LlamaSampler::top_k(c.top_k as i32));
-        }
-        if c.top_p < 1.0 {
-            chain.push(LlamaSampler::top_p(c.top_p, 1));
-        }
-        if c.min_p > 0.0 {
-            chain.push(LlamaSampler::min_p(c.min_p, 1));
-        }
-        chain.push(LlamaSampler::temp(c.temperature));
-        // llama.cpp's LLAMA_DEFAULT_SEED (u32::MAX) asks for a random seed.
-        chain.push(LlamaSampler::dist(c.seed.unwrap_or(u32::MAX)));
-    }
-    LlamaSampler::chain_simple(chain)
 }
 
 /// One engine step: fill the batch, decode, sample, deliver.
@@ -387,7 +356,7 @@ fn step(
             }
         }
         let Some(at) = a.logits_at else { continue };
-        let token = a.sampler.sample(ctx, at);
+        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
         tracing::trace!(seq = slot.seq, token = token.0, "sampled");
         if a.first_token_at.is_none() {
             a.first_token_at = Some(Instant::now());

@@ -46,8 +46,8 @@ enum Seen {
 fn callbacks_run_in_order_with_real_progress() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = |s: &Arc<Mutex<Vec<Seen>>>| Arc::clone(s);
-    // About 1,300 tokens: three chunks of prompt processing, so progress has steps between 0 and 1.
-    let prompt = format!("{}Count: 1, 2, 3,", "apple banana cherry ".repeat(200));
+    // About 1,500 tokens: at least three chunks of prompt processing, so progress has steps between 0 and 1.
+    let prompt = format!("{}Count: 1, 2, 3,", "apple banana cherry ".repeat(500));
     let (a, b, c, d) = (log(&seen), log(&seen), log(&seen), log(&seen));
     let result = model()
         .complete_stream(&prompt, greedy(8))
