@@ -159,13 +159,21 @@ impl Sampler {
 /// The `k` largest logits, unordered, in one pass with a running threshold.
 fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(i32, f32)>) {
     // Keep a buffer of up to 2k; when full, cut it to the k best and raise the threshold.
+    // Most chunks hold nothing above the threshold: their max (which vectorizes) skips them.
+    const CHUNK: usize = 32;
     let mut threshold = f32::NEG_INFINITY;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > threshold || (out.len() < k && l >= threshold) {
-            out.push((i as i32, l));
-            if out.len() >= 2 * k.max(8) {
-                shrink(out, k);
-                threshold = out.iter().map(|c| c.1).fold(f32::INFINITY, f32::min);
+    for (c, chunk) in logits.chunks(CHUNK).enumerate() {
+        let max = chunk.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        if max <= threshold && out.len() >= k {
+            continue;
+        }
+        for (j, &l) in chunk.iter().enumerate() {
+            if l > threshold || out.len() < k {
+                out.push(((c * CHUNK + j) as i32, l));
+                if out.len() >= 2 * k.max(8) {
+                    shrink(out, k);
+                    threshold = out.iter().map(|c| c.1).fold(f32::INFINITY, f32::min);
+                }
             }
         }
     }
