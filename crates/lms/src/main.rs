@@ -36,6 +36,45 @@ enum Command {
     },
     /// Measure prompt processing and decode speed (see README: Benchmarks).
     Bench(bench::BenchArgs),
+    /// Run the server (LM Studio SDK protocol, OpenAI-compatible and REST endpoints).
+    Server {
+        #[command(subcommand)]
+        action: ServerAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerAction {
+    /// Serve until Ctrl-C.
+    Start(ServerArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on; anything but loopback exposes your models to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port for HTTP and the SDK websockets (the SDK's discovery port 41343 is served too).
+    #[arg(long, default_value_t = 1234)]
+    port: u16,
+    /// Predictions that run at once per loaded model.
+    #[arg(long, default_value_t = 4)]
+    parallel: u32,
+    /// Context length per prediction slot for models the server loads.
+    #[arg(long)]
+    context_length: Option<u32>,
+    /// CPU threads per model.
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Require this key: `Authorization: Bearer KEY` over HTTP, the client passkey over websockets.
+    #[arg(long, env = "LMS_API_KEY")]
+    api_key: Option<String>,
+    /// Do not also listen on the SDK discovery port 41343.
+    #[arg(long)]
+    no_discovery_port: bool,
+    /// Load this model at start (default: none; models load on first use).
+    #[arg(long)]
+    model: Option<String>,
 }
 
 #[derive(Args)]
@@ -136,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { model } => get(&model),
         Command::Ls { json } => ls(json),
         Command::Bench(args) => bench::run(args),
+        Command::Server { action: ServerAction::Start(args) } => server(args),
     }
 }
 
@@ -250,5 +290,41 @@ fn complete(args: CompleteArgs) -> Result<()> {
         s.stop_reason,
         s.stop_string.as_ref().map(|x| format!(" ({x:?})")).unwrap_or_default(),
     );
+    Ok(())
+}
+
+fn server(args: ServerArgs) -> Result<()> {
+    let load = lms::LoadConfig {
+        parallel: args.parallel,
+        context_length: args.context_length,
+        cpu_threads: args.threads,
+        ..Default::default()
+    };
+    load.validate()?;
+    let client = lms::Client::with_load_config(lms::ModelStore::from_env(), load.clone());
+    if let Some(model) = &args.model {
+        let llm = client.load(model, &load)?;
+        eprintln!("loaded {}", llm.identifier());
+    }
+    let config = lmstudio_server::ServerConfig {
+        host: args.host,
+        port: args.port,
+        discovery_port: !args.no_discovery_port,
+        api_key: args.api_key,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(lmstudio_server::serve(
+        client,
+        config,
+        |addrs| {
+            for a in addrs {
+                eprintln!("listening on http://{a}");
+            }
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("shutting down");
+        },
+    ))?;
     Ok(())
 }

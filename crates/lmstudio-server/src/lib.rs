@@ -1,1 +1,155 @@
-//! The server: LM Studio SDK websocket protocol, OpenAI-compatible and REST endpoints (issue 4).
+//! lmstudio-server: LM Studio's SDK websocket protocol, OpenAI-compatible and LM Studio REST
+//! endpoints over the `lmstudio` library, as an axum router.
+//!
+//! Architecture invariant: no model logic lives here. Every handler turns a request into calls of
+//! the library's public API and its result back into the wire shape.
+
+mod error;
+mod metrics;
+mod openai;
+mod sdk;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lmstudio as lms;
+
+pub use error::ApiError;
+
+/// The port the LM Studio SDK probes first when no host is given.
+pub const SDK_DISCOVERY_PORT: u16 = 41343;
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: lms::Client,
+    api_key: Option<String>,
+    metrics: metrics::Metrics,
+}
+
+impl AppState {
+    /// State over `client`; with `api_key`, every endpoint but the greeting and `/health` requires
+    /// `Authorization: Bearer <key>` (websocket clients may instead send it as `clientPasskey`).
+    pub fn new(client: lms::Client, api_key: Option<String>) -> Self {
+        Self { inner: Arc::new(Inner { client, api_key, metrics: metrics::Metrics::default() }) }
+    }
+
+    pub(crate) fn client(&self) -> &lms::Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn api_key(&self) -> Option<&str> {
+        self.inner.api_key.as_deref()
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/api/v0/models", get(openai::rest_list_models))
+        .route("/api/v0/models/{*id}", get(openai::rest_get_model))
+        .route("/api/v0/completions", post(openai::rest_completions))
+        .route("/api/v0/chat/completions", post(openai::rest_chat_completions))
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .route("/lmstudio-greeting", get(|| async { Json(serde_json::json!({"lmstudio": true})) }))
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/{namespace}", get(sdk::upgrade))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(key) = state.api_key() {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (loopback by default).
+    pub host: String,
+    /// Main port (1234 by default).
+    pub port: u16,
+    /// Also listen on the SDK's discovery port 41343 (on the same host).
+    pub discovery_port: bool,
+    /// Required bearer token, if any.
+    pub api_key: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 1234, discovery_port: true, api_key: None }
+    }
+}
+
+/// Serves until `shutdown` resolves; returns the addresses it listened on through `on_ready`.
+pub async fn serve(
+    client: lms::Client,
+    config: ServerConfig,
+    on_ready: impl FnOnce(&[SocketAddr]),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(AppState::new(client, config.api_key.clone()));
+    let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
+    if config.discovery_port && config.port != SDK_DISCOVERY_PORT {
+        match tokio::net::TcpListener::bind((config.host.as_str(), SDK_DISCOVERY_PORT)).await {
+            Ok(l) => listeners.push(l),
+            Err(e) => tracing::warn!("not listening on the SDK discovery port {SDK_DISCOVERY_PORT}: {e}"),
+        }
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    on_ready(&addrs);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(std::io::Error::other)??;
+    }
+    Ok(())
+}

@@ -26,14 +26,15 @@
 pub mod api;
 mod engine;
 pub mod store;
+pub mod wire;
 
 use std::sync::OnceLock;
 
 pub use api::client::{Client, Llm};
 pub use api::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
 pub use api::error::{Error, Result};
-pub use api::result::{AssistantMessage, Fragment, ModelInfo, PredictionResult, Stats, StopReason};
-pub use api::stream::{AsyncPredictionStream, PredictionStream};
+pub use api::result::{AssistantMessage, ChatMessage, Fragment, ModelInfo, PredictionResult, Stats, StopReason};
+pub use api::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use store::{ModelStore, DEFAULT_MODEL_KEY};
 
 /// The process-wide default client (embedded, on `$LMSTUDIO_MODELS_DIR`), as LM Studio's

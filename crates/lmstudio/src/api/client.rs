@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::api::config::{Config, LoadConfig};
 use crate::api::error::{Error, Result};
-use crate::api::result::{ModelInfo, PredictionResult};
+use crate::api::result::{ChatMessage, ModelInfo, PredictionResult};
 use crate::api::stream::{AsyncPredictionStream, PredictionStream};
 use crate::engine::Engine;
 use crate::store::gguf::GgufHeader;
@@ -22,6 +22,8 @@ pub struct Client {
 
 struct Inner {
     store: ModelStore,
+    /// How `llm()` loads a model that is not loaded yet.
+    default_load: LoadConfig,
     loaded: Mutex<Vec<Arc<Loaded>>>,
     /// Held while a model loads, so two callers asking for the same model load it once.
     loading: Mutex<()>,
@@ -43,7 +45,14 @@ impl Client {
 
     /// A client on the given models directory.
     pub fn with_store(store: ModelStore) -> Self {
-        Self { inner: Arc::new(Inner { store, loaded: Mutex::new(Vec::new()), loading: Mutex::new(()) }) }
+        Self::with_load_config(store, LoadConfig::default())
+    }
+
+    /// A client on the given models directory that loads models with `default_load` when
+    /// [`Client::llm`] finds them not loaded.
+    pub fn with_load_config(store: ModelStore, default_load: LoadConfig) -> Self {
+        let inner = Inner { store, default_load, loaded: Mutex::new(Vec::new()), loading: Mutex::new(()) };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The models directory.
@@ -62,7 +71,7 @@ impl Client {
         if let Some(found) = self.find_loaded(&stored.key) {
             return Ok(Llm { loaded: found });
         }
-        self.load_stored(stored, &LoadConfig::default())
+        self.load_stored(stored, &self.inner.default_load)
     }
 
     /// LM Studio's `lms.llm()` with no name: any loaded model, else the default model
@@ -130,6 +139,11 @@ impl Client {
                 l.info.identifier.as_deref() == Some(query) || l.info.instance_reference.as_deref() == Some(query)
             })
             .cloned()
+    }
+
+    /// The loaded instance `query` names (identifier or instance reference), without loading.
+    pub fn get_loaded(&self, query: &str) -> Option<Llm> {
+        self.find_loaded(query).map(|loaded| Llm { loaded })
     }
 
     /// The loaded instances.
@@ -219,6 +233,17 @@ impl Llm {
     /// How many tokens `text` is for this model.
     pub fn count_tokens(&self, text: &str) -> usize {
         self.loaded.engine.count_tokens(text)
+    }
+
+    /// The token ids of `text` (with the BOS token the model adds to a prompt).
+    pub fn tokenize(&self, text: &str) -> Vec<i32> {
+        self.loaded.engine.token_ids(text)
+    }
+
+    /// Formats a chat as a prompt with the model's chat template, ending where the assistant's
+    /// answer begins; complete it to get the answer.
+    pub fn apply_prompt_template(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.loaded.engine.apply_chat_template(messages, self.loaded.info.architecture.as_deref())
     }
 
     fn submit(

@@ -15,6 +15,17 @@ type FirstToken = Box<dyn FnMut() + Send>;
 type OnFragment = Box<dyn FnMut(&Fragment) + Send>;
 type OnMessage = Box<dyn FnMut(&AssistantMessage) + Send>;
 
+/// Cancels a running prediction from anywhere; see `cancel_handle()` on the streams.
+#[derive(Debug, Clone)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Asks the engine to stop the prediction (stop reason `userStopped`).
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The callbacks of LM Studio's SDK; each runs on the thread that consumes the stream.
 #[derive(Default)]
 struct Callbacks {
@@ -131,6 +142,11 @@ macro_rules! callback_setters {
         /// Asks the engine to stop; the result then has stop reason `userStopped`.
         pub fn cancel(&self) {
             self.consumer.cancel.store(true, Ordering::Relaxed);
+        }
+
+        /// A handle that cancels this prediction from elsewhere (another task or thread).
+        pub fn cancel_handle(&self) -> CancelHandle {
+            CancelHandle(Arc::clone(&self.consumer.cancel))
         }
     };
 }

@@ -15,12 +15,12 @@ use std::time::Instant;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
 use crate::api::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
 use crate::api::error::{Error, Result};
-use crate::api::result::{Fragment, ModelInfo, PredictionResult};
+use crate::api::result::{ChatMessage, Fragment, ModelInfo, PredictionResult};
 
 /// What a running prediction reports, in order: progress (0.0 first, 1.0 last), the first token,
 /// fragments, then exactly one `Done` (unless the receiver went away first).
@@ -121,7 +121,36 @@ impl Engine {
 
     /// Tokenizes a prompt as the model will see it (with the BOS token when the model wants one).
     pub fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
-        self.model.vocab().tokenize(text.as_bytes(), true, true)
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(text.as_bytes(), true, true);
+        // A chat template that writes its own BOS text would otherwise give two.
+        if tokens.len() >= 2 && tokens[0] == tokens[1] && vocab.should_add_bos() && tokens[0] == vocab.bos() {
+            tokens.remove(0);
+        }
+        tokens
+    }
+
+    /// Token ids of `text`, as LM Studio's `tokenize` reports them.
+    pub fn token_ids(&self, text: &str) -> Vec<i32> {
+        self.tokenize(text).into_iter().map(|t| t.0).collect()
+    }
+
+    /// Formats a chat with the model's chat template (or, when it has none llama.cpp knows, the
+    /// template of its family), ready for the assistant's turn.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], architecture: Option<&str>) -> Result<String> {
+        let chat = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidPrompt(format!("a message cannot be used: {e}")))?;
+        let fallback = if architecture.is_some_and(|a| a.starts_with("gemma")) { "gemma" } else { "chatml" };
+        let own = self.model.chat_template(None).ok();
+        for template in own.into_iter().chain(LlamaChatTemplate::new(fallback).ok()) {
+            if let Ok(text) = self.model.apply_chat_template(&template, &chat, true) {
+                return Ok(text);
+            }
+        }
+        Err(Error::InvalidPrompt("the model's chat template cannot be applied".into()))
     }
 
     /// Number of tokens `text` becomes.

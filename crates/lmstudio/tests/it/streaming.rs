@@ -89,15 +89,17 @@ fn cancel_stops_with_user_stopped() {
 #[test]
 fn dropping_a_stream_frees_its_slot_at_once() {
     let model = own_model(lms::LoadConfig { parallel: 1, ..Default::default() });
-    let mut abandoned = model.complete_stream("Once upon a time", greedy(2000)).expect("starts");
+    // Unlimited: left alone, it would run until the 4,096-token context is full (over a minute).
+    let endless = lms::Config { max_tokens: None, ..greedy(1) };
+    let mut abandoned = model.complete_stream("Once upon a time", endless).expect("starts");
     abandoned.next().expect("a fragment").expect("ok");
     drop(abandoned);
-    // With one slot, this waits for the abandoned prediction unless dropping stopped it.
+    // With one slot, this request waits for the abandoned one unless dropping stopped it. The
+    // bound is a liveness check with a wide margin, not a speed measurement.
     let started = Instant::now();
     let next = model.complete("1, 2, 3,", greedy(4)).expect("completes");
     assert_eq!(next.stats.predicted_tokens_count, Some(4));
-    // 2,000 tokens take over 20 s here; a freed slot answers in well under that.
-    assert!(started.elapsed() < Duration::from_secs(15), "the abandoned prediction kept running");
+    assert!(started.elapsed() < Duration::from_secs(45), "the abandoned prediction kept running");
 }
 
 #[test]

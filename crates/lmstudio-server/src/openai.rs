@@ -1,0 +1,429 @@
+//! OpenAI-compatible `/v1/*` and LM Studio REST `/api/v0/*`: one request shape, one completion
+//! path; the REST flavour adds `stats`, `model_info` and `runtime` to the same responses.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use lmstudio as lms;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{ApiError, AppState};
+
+/// A string or a list of strings (`prompt`, `stop`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// Chat content: a string, or parts of which the text ones count.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatIn {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// The fields of `/v1/completions` and `/v1/chat/completions` that we act on; others are ignored.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompletionRequest {
+    model: Option<String>,
+    prompt: Option<OneOrMany>,
+    messages: Option<Vec<ChatIn>>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    stop: Option<OneOrMany>,
+    seed: Option<i64>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Chat,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    OpenAi,
+    RestV0,
+}
+
+impl CompletionRequest {
+    fn config(&self) -> Result<lms::Config, ApiError> {
+        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
+            None | Some(-1) => None,
+            Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Some(n as u32),
+            Some(n) => return Err(ApiError::bad_request(format!("max_tokens must be positive, got {n}"))),
+        };
+        let seed = match self.seed {
+            None => None,
+            Some(s) => Some(u32::try_from(s).map_err(|_| ApiError::bad_request(format!("seed out of range: {s}")))?),
+        };
+        Ok(lms::Config {
+            max_tokens,
+            temperature: self.temperature,
+            stop_strings: self
+                .stop
+                .as_ref()
+                .map(|s| match s {
+                    OneOrMany::One(s) => vec![s.clone()],
+                    OneOrMany::Many(v) => v.clone(),
+                })
+                .unwrap_or_default(),
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed,
+            ..Default::default()
+        })
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn parse(body: Result<Json<CompletionRequest>, JsonRejection>) -> Result<CompletionRequest, ApiError> {
+    body.map(|Json(r)| r).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+pub(crate) async fn completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Text, Flavor::OpenAi).await
+}
+
+pub(crate) async fn chat_completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Chat, Flavor::OpenAi).await
+}
+
+pub(crate) async fn rest_completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Text, Flavor::RestV0).await
+}
+
+pub(crate) async fn rest_chat_completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Chat, Flavor::RestV0).await
+}
+
+async fn complete(state: AppState, req: Result<CompletionRequest, ApiError>, kind: Kind, flavor: Flavor) -> Response {
+    state.metrics().requests.fetch_add(1, Ordering::Relaxed);
+    match start(&state, req, kind, flavor).await {
+        Ok(response) => response,
+        Err(e) => {
+            state.metrics().errors.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+async fn start(
+    state: &AppState,
+    req: Result<CompletionRequest, ApiError>,
+    kind: Kind,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
+    let req = req?;
+    let config = req.config()?;
+    let client = state.client();
+    let llm = match &req.model {
+        Some(name) => client.llm_async(name).await?,
+        None => client.default_llm_async().await?,
+    };
+    let prompt = match kind {
+        Kind::Text => {
+            let mut prompts = req.prompt.ok_or_else(|| ApiError::bad_request("`prompt` is required"))?.into_vec();
+            if prompts.len() != 1 {
+                return Err(ApiError::bad_request("`prompt` must be one string"));
+            }
+            prompts.remove(0)
+        }
+        Kind::Chat => {
+            let messages = req.messages.ok_or_else(|| ApiError::bad_request("`messages` is required"))?;
+            if messages.is_empty() {
+                return Err(ApiError::bad_request("`messages` is empty"));
+            }
+            let chat: Vec<lms::ChatMessage> = messages.into_iter().map(chat_message).collect();
+            llm.apply_prompt_template(&chat)?
+        }
+    };
+    let stream = llm.complete_stream_async(&prompt, config)?;
+    let id =
+        format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let shape = Shape { id, created, model: llm.identifier().to_owned(), kind, flavor };
+    if req.stream {
+        return Ok(sse(state.clone(), shape, stream).into_response());
+    }
+    state.metrics().running.fetch_add(1, Ordering::Relaxed);
+    let result = stream.wait_for_result().await;
+    state.metrics().running.fetch_sub(1, Ordering::Relaxed);
+    let result = result?;
+    state.metrics().record(&result);
+    Ok(Json(shape.whole(&result)).into_response())
+}
+
+fn chat_message(m: ChatIn) -> lms::ChatMessage {
+    let content = match m.content {
+        None => String::new(),
+        Some(Content::Text(t)) => t,
+        Some(Content::Parts(parts)) => {
+            parts.into_iter().filter(|p| p.kind == "text").filter_map(|p| p.text).collect::<Vec<_>>().join("")
+        }
+    };
+    lms::ChatMessage::new(m.role, content)
+}
+
+/// Everything needed to write responses for one request.
+struct Shape {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+    flavor: Flavor,
+}
+
+impl Shape {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Text, _) => "text_completion",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+        }
+    }
+
+    fn whole(&self, r: &lms::PredictionResult) -> Value {
+        let choice = match self.kind {
+            Kind::Text => json!({"index": 0, "text": r.content, "logprobs": null, "finish_reason": finish_reason(r)}),
+            Kind::Chat => {
+                json!({"index": 0, "message": {"role": "assistant", "content": r.content}, "logprobs": null, "finish_reason": finish_reason(r)})
+            }
+        };
+        let mut body = json!({
+            "id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
+            "choices": [choice], "usage": usage(r),
+        });
+        self.add_rest_blocks(&mut body, r);
+        body
+    }
+
+    fn chunk(&self, text: &str, first: bool) -> Value {
+        let choice = match self.kind {
+            Kind::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null}),
+            Kind::Chat => {
+                let delta =
+                    if first { json!({"role": "assistant", "content": text}) } else { json!({"content": text}) };
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null})
+            }
+        };
+        json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]})
+    }
+
+    fn last_chunk(&self, r: &lms::PredictionResult) -> Value {
+        let choice = match self.kind {
+            Kind::Text => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason(r)}),
+            Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(r)}),
+        };
+        let mut body = json!({
+            "id": self.id, "object": self.object(true), "created": self.created, "model": self.model,
+            "choices": [choice], "usage": usage(r),
+        });
+        self.add_rest_blocks(&mut body, r);
+        body
+    }
+
+    fn add_rest_blocks(&self, body: &mut Value, r: &lms::PredictionResult) {
+        if self.flavor != Flavor::RestV0 {
+            return;
+        }
+        let s = &r.stats;
+        let generation_time = match (s.tokens_per_second, s.predicted_tokens_count) {
+            (Some(tps), Some(n)) if tps > 0.0 => n as f64 / tps,
+            _ => 0.0,
+        };
+        body["stats"] = json!({
+            "tokens_per_second": s.tokens_per_second,
+            "time_to_first_token": s.time_to_first_token_sec,
+            "generation_time": generation_time,
+            "stop_reason": s.stop_reason,
+        });
+        let i = &r.model_info;
+        body["model_info"] = json!({
+            "arch": i.architecture, "quant": i.quantization, "format": i.format, "context_length": i.context_length,
+        });
+        body["runtime"] = runtime();
+    }
+}
+
+fn runtime() -> Value {
+    json!({"name": "llama.cpp-cpu (lmstudio-rs)", "version": env!("CARGO_PKG_VERSION"), "supported_formats": ["gguf"]})
+}
+
+fn finish_reason(r: &lms::PredictionResult) -> &'static str {
+    match r.stats.stop_reason {
+        lms::StopReason::MaxPredictedTokensReached | lms::StopReason::ContextLengthReached => "length",
+        lms::StopReason::ToolCalls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+fn usage(r: &lms::PredictionResult) -> Value {
+    let s = &r.stats;
+    json!({
+        "prompt_tokens": s.prompt_tokens_count.unwrap_or(0),
+        "completion_tokens": s.predicted_tokens_count.unwrap_or(0),
+        "total_tokens": s.total_tokens_count.unwrap_or(0),
+    })
+}
+
+/// Streams fragments as server-sent events. A client that goes away drops the receiver; the task's
+/// next send fails, it drops the prediction stream, and the engine stops that sequence.
+fn sse(
+    state: AppState,
+    shape: Shape,
+    mut stream: lms::AsyncPredictionStream,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let metrics = state.metrics();
+        metrics.running.fetch_add(1, Ordering::Relaxed);
+        let mut first = true;
+        let mut alive = true;
+        while let Some(fragment) = stream.next().await {
+            let event = match fragment {
+                Ok(f) => Event::default().data(shape.chunk(&f.content, std::mem::take(&mut first)).to_string()),
+                Err(e) => {
+                    metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    Event::default()
+                        .data(json!({"error": {"message": e.to_string(), "type": "server_error"}}).to_string())
+                }
+            };
+            if tx.send(event).await.is_err() {
+                alive = false;
+                break;
+            }
+        }
+        metrics.running.fetch_sub(1, Ordering::Relaxed);
+        if !alive {
+            return; // dropping `stream` cancels the prediction
+        }
+        if let Ok(result) = stream.result() {
+            metrics.record(&result);
+            let _ = tx.send(Event::default().data(shape.last_chunk(&result).to_string())).await;
+        }
+        let _ = tx.send(Event::default().data("[DONE]")).await;
+    });
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let data: Vec<Value> = model_rows(&state)?
+        .into_iter()
+        .map(|(info, _)| json!({"id": info.model_key, "object": "model", "owned_by": publisher(&info)}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// Downloaded models (by key, each once) with their loaded instance, if any.
+fn model_rows(state: &AppState) -> Result<Vec<(lms::ModelInfo, Option<lms::ModelInfo>)>, ApiError> {
+    let loaded = state.client().list_loaded();
+    let mut rows: Vec<(lms::ModelInfo, Option<lms::ModelInfo>)> = Vec::new();
+    for m in state.client().list_downloaded()? {
+        if let Ok(info) = m.info {
+            if rows.iter().any(|(r, _)| r.model_key == info.model_key) {
+                continue;
+            }
+            let instance = loaded.iter().find(|l| l.model_key == info.model_key).cloned();
+            rows.push((info, instance));
+        }
+    }
+    Ok(rows)
+}
+
+fn publisher(info: &lms::ModelInfo) -> String {
+    info.path.split('/').next().unwrap_or("local").to_owned()
+}
+
+fn rest_model(info: &lms::ModelInfo, instance: Option<&lms::ModelInfo>) -> Value {
+    let mut v = json!({
+        "id": info.model_key, "object": "model", "type": "llm", "publisher": publisher(info),
+        "arch": info.architecture, "compatibility_type": info.format, "quantization": info.quantization,
+        "state": if instance.is_some() { "loaded" } else { "not-loaded" },
+        "max_context_length": info.max_context_length,
+    });
+    if let Some(i) = instance {
+        v["loaded_context_length"] = json!(i.context_length);
+    }
+    v
+}
+
+pub(crate) async fn rest_list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let data: Vec<Value> = model_rows(&state)?.iter().map(|(i, l)| rest_model(i, l.as_ref())).collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+pub(crate) async fn rest_get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = model_rows(&state)?;
+    rows.iter().find(|(i, _)| i.model_key == id).map(|(i, l)| Json(rest_model(i, l.as_ref()))).ok_or_else(|| {
+        ApiError::from(lms::Error::ModelNotFound {
+            query: id,
+            candidates: rows.iter().map(|(i, _)| i.model_key.clone()).collect(),
+        })
+    })
+}

@@ -1,0 +1,370 @@
+//! LM Studio's SDK protocol: one websocket per namespace (`/llm`, `/system`, ...), an auth
+//! handshake, then multiplexed RPC calls and channels (see shared/reference/lmstudio-sdk-protocol.md).
+//!
+//! Every message out goes through one writer task; each RPC and channel runs in a task of its own,
+//! so a long prediction never holds up a `tokenize` on the same socket. When the socket closes, the
+//! session's tasks are aborted and dropping their prediction streams stops generation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use lms::wire::{self, KvStack};
+use lmstudio as lms;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::AppState;
+
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    Path(namespace): Path<String>,
+    State(state): State<AppState>,
+) -> Response {
+    ws.max_message_size(crate::MAX_BODY_BYTES).on_upgrade(move |socket| session(socket, namespace, state))
+}
+
+/// Outgoing messages of one socket.
+#[derive(Clone)]
+struct Out(UnboundedSender<Value>);
+
+impl Out {
+    fn send(&self, v: Value) -> bool {
+        self.0.send(v).is_ok()
+    }
+
+    fn channel(&self, id: i64, message: Value) -> bool {
+        self.send(json!({"type": "channelSend", "channelId": id, "message": message}))
+    }
+
+    fn close(&self, id: i64) {
+        self.send(json!({"type": "channelClose", "channelId": id}));
+    }
+
+    fn channel_error(&self, id: i64, e: &lms::Error) {
+        self.send(json!({"type": "channelError", "channelId": id, "error": wire::error_object(e)}));
+    }
+}
+
+type Cancels = Arc<Mutex<HashMap<i64, lms::CancelHandle>>>;
+
+async fn session(socket: WebSocket, namespace: String, state: AppState) {
+    let (mut sink, mut incoming) = socket.split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let writer = tokio::spawn(async move {
+        while let Some(v) = rx.recv().await {
+            if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let out = Out(tx);
+    if authenticate(&mut incoming, &out, &state).await {
+        let cancels: Cancels = Arc::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some(Ok(frame)) = incoming.next().await {
+            let text = match frame {
+                Message::Text(t) => t.to_string(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match serde_json::from_str::<Value>(&text) {
+                Ok(msg) => dispatch(msg, &namespace, &state, &out, &cancels, &mut tasks),
+                Err(e) => {
+                    out.send(json!({"type": "communicationWarning", "warning": format!("malformed message: {e}")}));
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        // The client is gone: abort its work; dropped prediction streams stop their sequences.
+        tasks.abort_all();
+    }
+    drop(out);
+    let _ = writer.await;
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Auth {
+    auth_version: i64,
+    client_identifier: String,
+    client_passkey: String,
+}
+
+async fn authenticate(
+    incoming: &mut futures_util::stream::SplitStream<WebSocket>,
+    out: &Out,
+    state: &AppState,
+) -> bool {
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), incoming.next()).await;
+    let verdict = match first {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<Auth>(&t) {
+            Ok(a) if a.auth_version != 1 => Err(format!("unsupported authVersion {}", a.auth_version)),
+            Ok(a) if a.client_identifier.len() > 256 || a.client_passkey.len() > 256 => {
+                Err("credentials too long".into())
+            }
+            Ok(a) => match state.api_key() {
+                Some(key) if a.client_passkey != key => Err("invalid API key (send it as the client passkey)".into()),
+                _ => Ok(()),
+            },
+            Err(e) => Err(format!("malformed authentication packet: {e}")),
+        },
+        _ => Err("expected an authentication packet".into()),
+    };
+    match verdict {
+        Ok(()) => out.send(json!({"success": true})),
+        Err(e) => {
+            out.send(json!({"success": false, "error": e}));
+            false
+        }
+    }
+}
+
+fn dispatch(
+    msg: Value,
+    namespace: &str,
+    state: &AppState,
+    out: &Out,
+    cancels: &Cancels,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let kind = msg["type"].as_str().unwrap_or_default();
+    match kind {
+        "rpcCall" => {
+            let Some(call_id) = msg["callId"].as_i64() else {
+                out.send(json!({"type": "communicationWarning", "warning": "rpcCall without callId"}));
+                return;
+            };
+            let endpoint = msg["endpoint"].as_str().unwrap_or_default().to_owned();
+            let (state, out, ns) = (state.clone(), out.clone(), namespace.to_owned());
+            let parameter = msg.get("parameter").cloned().unwrap_or(Value::Null);
+            tasks.spawn(async move {
+                match rpc(&state, &ns, &endpoint, parameter).await {
+                    Ok(Some(result)) => out.send(json!({"type": "rpcResult", "callId": call_id, "result": result})),
+                    Ok(None) => out.send(json!({"type": "rpcResult", "callId": call_id})),
+                    Err(e) => out.send(json!({"type": "rpcError", "callId": call_id, "error": wire::error_object(&e)})),
+                };
+            });
+        }
+        "channelCreate" => {
+            let Some(id) = msg["channelId"].as_i64() else {
+                out.send(json!({"type": "communicationWarning", "warning": "channelCreate without channelId"}));
+                return;
+            };
+            let endpoint = msg["endpoint"].as_str().unwrap_or_default().to_owned();
+            let parameter = msg.get("creationParameter").cloned().unwrap_or(Value::Null);
+            let (state, out, cancels) = (state.clone(), out.clone(), Arc::clone(cancels));
+            tasks.spawn(async move {
+                if let Err(e) = channel(&state, &endpoint, id, parameter, &out, &cancels).await {
+                    out.channel_error(id, &e);
+                }
+                cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+        "channelSend" => {
+            if msg["message"]["type"] == "cancel" {
+                if let Some(handle) = msg["channelId"].as_i64().and_then(|id| lock(cancels).get(&id).cloned()) {
+                    handle.cancel();
+                }
+            }
+        }
+        // The SDK never sends these; accepted so that other clients do not get warnings.
+        "channelClose" | "channelAck" | "keepAlive" => {}
+        other => {
+            out.send(json!({"type": "communicationWarning", "warning": format!("unknown message type {other:?}")}));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn invalid(what: impl Into<String>) -> lms::Error {
+    lms::Error::InvalidConfig(what.into())
+}
+
+/// The instance a `specifier` / `modelSpecifier` names, among loaded models only.
+fn loaded_by_specifier(state: &AppState, spec: &Value) -> Result<lms::Llm, lms::Error> {
+    let query = specifier_query(spec)?;
+    state.client().get_loaded(&query).ok_or_else(|| lms::Error::ModelNotFound {
+        query,
+        candidates: state.client().list_loaded().into_iter().filter_map(|i| i.identifier).collect(),
+    })
+}
+
+fn specifier_query(spec: &Value) -> Result<String, lms::Error> {
+    let q = match spec["type"].as_str() {
+        Some("instanceReference") => spec["instanceReference"].as_str(),
+        _ => spec["query"]["identifier"].as_str().or_else(|| spec["query"]["path"].as_str()),
+    };
+    q.map(str::to_owned).ok_or_else(|| invalid(format!("unsupported model specifier {spec}")))
+}
+
+fn stack(v: &Value) -> Result<KvStack, lms::Error> {
+    if v.is_null() {
+        return Ok(KvStack::default());
+    }
+    serde_json::from_value(v.clone()).map_err(|e| invalid(format!("config stack: {e}")))
+}
+
+/// The text of each message of an SDK chat history.
+fn history(v: &Value) -> Result<Vec<lms::ChatMessage>, lms::Error> {
+    let messages = v["messages"].as_array().ok_or_else(|| invalid("history.messages is missing"))?;
+    messages
+        .iter()
+        .map(|m| {
+            let role = m["role"].as_str().ok_or_else(|| invalid("a message has no role"))?;
+            let text: String = match &m["content"] {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => {
+                    parts.iter().filter(|p| p["type"] == "text").filter_map(|p| p["text"].as_str()).collect()
+                }
+                _ => return Err(invalid("a message has no content")),
+            };
+            Ok(lms::ChatMessage::new(role, text))
+        })
+        .collect()
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Option<Value>, lms::Error> {
+    let client = state.client();
+    Ok(Some(match (namespace, endpoint) {
+        ("llm", "listLoaded") => to_value(&client.list_loaded()),
+        ("embedding", "listLoaded") => json!([]),
+        ("system", "listDownloadedModels") => {
+            let infos: Vec<lms::ModelInfo> =
+                client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).collect();
+            to_value(&infos)
+        }
+        ("system", "version") => json!({"version": env!("CARGO_PKG_VERSION"), "build": 0}),
+        ("llm", "getModelInfo") => to_value(loaded_by_specifier(state, &p["specifier"])?.info()),
+        ("llm", "tokenize") => {
+            let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
+            json!({"tokens": loaded_by_specifier(state, &p["specifier"])?.tokenize(text)})
+        }
+        ("llm", "countTokens") => {
+            let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
+            json!({"tokenCount": loaded_by_specifier(state, &p["specifier"])?.count_tokens(text)})
+        }
+        ("llm", "getLoadConfig") => load_fields(&loaded_by_specifier(state, &p["specifier"])?),
+        ("llm", "applyPromptTemplate") => {
+            let llm = loaded_by_specifier(state, &p["specifier"])?;
+            json!({"formatted": llm.apply_prompt_template(&history(&p["history"])?)?})
+        }
+        ("llm", "unloadModel") => {
+            let id = p["identifier"].as_str().ok_or_else(|| invalid("identifier is missing"))?;
+            client.unload(id)?;
+            return Ok(None);
+        }
+        _ => return Err(invalid(format!("unknown endpoint {namespace}/{endpoint}"))),
+    }))
+}
+
+fn load_fields(llm: &lms::Llm) -> Value {
+    json!({"fields": [{"key": "llm.load.contextLength", "value": llm.info().context_length}]})
+}
+
+async fn channel(
+    state: &AppState,
+    endpoint: &str,
+    id: i64,
+    p: Value,
+    out: &Out,
+    cancels: &Cancels,
+) -> Result<(), lms::Error> {
+    let client = state.client().clone();
+    match endpoint {
+        "getOrLoad" | "loadModel" => {
+            let new_instance = endpoint == "loadModel";
+            let query = p[if new_instance { "modelKey" } else { "identifier" }]
+                .as_str()
+                .ok_or_else(|| invalid("no model named"))?
+                .to_owned();
+            if !new_instance {
+                if let Some(llm) = client.get_loaded(&query) {
+                    out.channel(id, json!({"type": "alreadyLoaded", "info": llm.info()}));
+                    out.close(id);
+                    return Ok(());
+                }
+            }
+            let stored = client.store().resolve(&query)?;
+            let mut load = stack(&p["loadConfigStack"])?.load_config()?;
+            load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
+            if let Some(info) = &stored.info.as_ref().ok() {
+                let start = if new_instance {
+                    json!({"type": "resolved", "info": info, "ambiguous": false})
+                } else {
+                    json!({"type": "startLoading", "identifier": info.model_key, "info": info})
+                };
+                out.channel(id, start);
+            }
+            out.channel(id, json!({"type": if new_instance { "progress" } else { "loadProgress" }, "progress": 0.0}));
+            let llm = tokio::task::spawn_blocking(move || {
+                let already = (!new_instance).then(|| client.get_loaded(&stored.key)).flatten();
+                match already {
+                    Some(llm) => Ok(llm),
+                    None => client.load(&stored.path.to_string_lossy(), &load),
+                }
+            })
+            .await
+            .map_err(|e| lms::Error::Engine(format!("load task failed: {e}")))??;
+            let done = if new_instance { "success" } else { "loadSuccess" };
+            out.channel(id, json!({"type": done, "info": llm.info()}));
+            out.close(id);
+            Ok(())
+        }
+        "predict" => predict(state, id, p, out, cancels).await,
+        other => Err(invalid(format!("unknown channel endpoint {other}"))),
+    }
+}
+
+async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cancels) -> Result<(), lms::Error> {
+    let query = specifier_query(&p["modelSpecifier"])?;
+    let llm = state.client().llm_async(&query).await?;
+    let layers = stack(&p["predictionConfigStack"])?;
+    let config = layers.prediction_config()?;
+    let messages = history(&p["history"])?;
+    let prompt = if layers.is_raw_completion() {
+        messages.iter().map(|m| m.content.as_str()).collect()
+    } else {
+        llm.apply_prompt_template(&messages)?
+    };
+    let progress_out = out.clone();
+    let mut stream =
+        llm.complete_stream_async(&prompt, config.clone())?.on_prompt_processing_progress(move |progress| {
+            progress_out.channel(id, json!({"type": "promptProcessingProgress", "progress": progress}));
+        });
+    lock(cancels).insert(id, stream.cancel_handle());
+    while let Some(fragment) = stream.next().await {
+        let fragment = fragment?;
+        let message = json!({"type": "fragment", "fragment": {
+            "content": fragment.content, "tokensCount": fragment.tokens_count,
+            "containsDrafted": false, "reasoningType": "none"}});
+        if !out.channel(id, message) {
+            return Ok(()); // the socket is gone; dropping the stream stops the prediction
+        }
+    }
+    let result = stream.result()?;
+    state.metrics().record(&result);
+    out.channel(
+        id,
+        json!({
+            "type": "success",
+            "stats": result.stats,
+            "modelInfo": result.model_info,
+            "loadModelConfig": load_fields(&llm),
+            "predictionConfig": wire::prediction_fields(&config),
+        }),
+    );
+    out.close(id);
+    Ok(())
+}
