@@ -17,6 +17,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A client error with the given status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, kind: "invalid_request_error", code: None, message: message.into() }
+    }
+
     /// 400: the request is malformed or has an invalid value.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", code: None, message: message.into() }

@@ -74,7 +74,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/lmstudio-greeting", get(|| async { Json(serde_json::json!({"lmstudio": true})) }))
         .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/{namespace}", get(sdk::upgrade))
+        .merge(sdk::routes())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

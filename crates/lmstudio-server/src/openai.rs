@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -127,7 +128,10 @@ impl CompletionRequest {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn parse(body: Result<Json<CompletionRequest>, JsonRejection>) -> Result<CompletionRequest, ApiError> {
-    body.map(|Json(r)| r).map_err(|e| ApiError::bad_request(e.body_text()))
+    body.map(|Json(r)| r).map_err(|e| match e.status() {
+        s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => ApiError::new(s, e.body_text()),
+        _ => ApiError::bad_request(e.body_text()),
+    })
 }
 
 pub(crate) async fn completions(

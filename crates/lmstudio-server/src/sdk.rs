@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use lms::wire::{self, KvStack};
 use lmstudio as lms;
@@ -20,12 +21,26 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::AppState;
 
-pub(crate) async fn upgrade(
-    ws: WebSocketUpgrade,
-    Path(namespace): Path<String>,
+/// The SDK's websocket namespaces.
+const NAMESPACES: [&str; 6] = ["llm", "embedding", "system", "files", "repository", "diagnostics"];
+
+/// One websocket route per namespace.
+pub(crate) fn routes() -> axum::Router<AppState> {
+    NAMESPACES.iter().fold(axum::Router::new(), |r, ns| r.route(&format!("/{ns}"), axum::routing::get(upgrade)))
+}
+
+async fn upgrade(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    uri: axum::http::Uri,
     State(state): State<AppState>,
 ) -> Response {
-    ws.max_message_size(crate::MAX_BODY_BYTES).on_upgrade(move |socket| session(socket, namespace, state))
+    let namespace = uri.path().trim_start_matches('/').to_owned();
+    match ws {
+        Ok(ws) => {
+            ws.max_message_size(crate::MAX_BODY_BYTES).on_upgrade(move |socket| session(socket, namespace, state))
+        }
+        Err(e) => crate::ApiError::bad_request(format!("/{namespace} is a websocket endpoint: {e}")).into_response(),
+    }
 }
 
 /// Outgoing messages of one socket.
@@ -309,10 +324,10 @@ async fn channel(
             }
             out.channel(id, json!({"type": if new_instance { "progress" } else { "loadProgress" }, "progress": 0.0}));
             let llm = tokio::task::spawn_blocking(move || {
-                let already = (!new_instance).then(|| client.get_loaded(&stored.key)).flatten();
-                match already {
-                    Some(llm) => Ok(llm),
-                    None => client.load(&stored.path.to_string_lossy(), &load),
+                if new_instance {
+                    client.load(&stored.path.to_string_lossy(), &load)
+                } else {
+                    client.get_or_load(&query, &load).map(|(llm, _)| llm)
                 }
             })
             .await

@@ -63,15 +63,22 @@ impl Client {
     /// A handle to the model `query` names: a loaded instance's identifier, else a model in the
     /// store, loaded with the default [`LoadConfig`] if it is not loaded yet.
     pub fn llm(&self, query: &str) -> Result<Llm> {
+        self.get_or_load(query, &self.inner.default_load).map(|(llm, _)| llm)
+    }
+
+    /// The loaded instance `query` names, else the model it names loaded with `config`; the flag
+    /// says whether this call loaded it (LM Studio's `getOrLoad`).
+    pub fn get_or_load(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
+        config.validate()?;
         let _loading = lock(&self.inner.loading);
         if let Some(found) = self.find_loaded(query) {
-            return Ok(Llm { loaded: found });
+            return Ok((Llm { loaded: found }, false));
         }
         let stored = self.inner.store.resolve(query)?;
         if let Some(found) = self.find_loaded(&stored.key) {
-            return Ok(Llm { loaded: found });
+            return Ok((Llm { loaded: found }, false));
         }
-        self.load_stored(stored, &self.inner.default_load)
+        Ok((self.load_stored(stored, config)?, true))
     }
 
     /// LM Studio's `lms.llm()` with no name: any loaded model, else the default model

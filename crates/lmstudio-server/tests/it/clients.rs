@@ -1,0 +1,176 @@
+//! The real server on loopback, driven by LM Studio's unmodified Python SDK and the `openai`
+//! package, running every example of the seed page.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{lms_client, run_python, start_server};
+
+fn shared_server() -> std::net::SocketAddr {
+    static ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| start_server(lms_client(4), None))
+}
+
+const SEED_EXAMPLES: &str = r#"
+import os
+import lmstudio as lms
+
+lms.configure_default_client(os.environ["HOST"])
+
+# 1. Instantiate a model (by name, loading it on first use), then the no-name form.
+model = lms.llm("gemma-3-270m")
+assert lms.llm().identifier == model.identifier
+
+# 2. Generate a completion; 3. print prediction stats.
+result = model.complete("My name is", config={"maxTokens": 100, "temperature": 0.6})
+print(result)
+assert isinstance(result.content, str) and result.content
+assert result.model_info.display_name == "Gemma 3 270m"
+assert result.stats.predicted_tokens_count == 100, result.stats
+assert result.stats.time_to_first_token_sec > 0
+assert result.stats.stop_reason == "maxPredictedTokensReached"
+assert result.stats.prompt_tokens_count == 4
+
+# Greedy completions are deterministic.
+greedy = {"maxTokens": 6, "temperature": 0, "repeatPenalty": 1}
+assert model.complete("1, 2, 3,", config=greedy).content == " 4, 5,"
+
+# The terminal simulator: complete_stream with stopStrings ["$"].
+console_history = ["$ ls", "Documents  Music  notes.txt", "$ cat notes.txt"]
+prediction_stream = model.complete_stream("\n".join(console_history), config={"stopStrings": ["$"], "maxTokens": 60})
+text = "".join(fragment.content for fragment in prediction_stream)
+final = prediction_stream.result()
+assert final.content == text and "$" not in text
+assert final.stats.stop_reason in ("stopStringFound", "maxPredictedTokensReached", "eosFound")
+
+# result() raises while the prediction runs; wait_for_result() blocks until done.
+stream = model.complete_stream("Once upon a time", config={"maxTokens": 20})
+try:
+    stream.result()
+    raise AssertionError("result() returned while running")
+except Exception as e:
+    assert "AssertionError" not in type(e).__name__
+assert stream.wait_for_result().stats.predicted_tokens_count == 20
+
+# Progress and the other three callbacks.
+events = []
+completion = model.complete(
+    "apple banana cherry " * 300 + "My name is",
+    config={"maxTokens": 5},
+    on_prompt_processing_progress=lambda p: events.append(("progress", p)),
+    on_first_token=lambda: events.append(("first",)),
+    on_prediction_fragment=lambda f: events.append(("fragment", f.content)),
+    on_message=lambda m: events.append(("message", m)),
+)
+progress = [e[1] for e in events if e[0] == "progress"]
+assert progress[0] == 0.0 and progress[-1] == 1.0 and len(progress) >= 3, progress
+assert all(a < b for a, b in zip(progress, progress[1:])), progress
+kinds = [e[0] for e in events]
+assert kinds.count("first") == 1 and kinds.index("first") > kinds.index("progress")
+assert "".join(e[1] for e in events if e[0] == "fragment") == completion.content
+assert kinds[-1] == "message"
+
+# Cancel: the result comes back with userStopped.
+stream = model.complete_stream("Once upon a time", config={"maxTokens": 500})
+it = iter(stream)
+next(it)
+stream.cancel()
+for _ in it:
+    pass
+assert stream.result().stats.stop_reason == "userStopped"
+
+# Model info, tokens, load config, listing.
+assert model.get_info().identifier == model.identifier
+assert model.get_context_length() == 2048
+assert model.count_tokens("hello world") == len(model.tokenize("hello world"))
+assert [m.identifier for m in lms.list_loaded_models()] == [model.identifier]
+assert any(m.model_key == "gemma-3-270m" for m in lms.list_downloaded_models())
+try:
+    lms.llm("no-such-model")
+    raise AssertionError("loaded a model that does not exist")
+except lms.LMStudioModelNotFoundError:
+    pass
+print("SDK OK")
+"#;
+
+#[test]
+fn python_sdk_runs_the_seed_examples() {
+    let out = run_python(SEED_EXAMPLES, shared_server());
+    assert!(out.contains("SDK OK"), "{out}");
+}
+
+const OPENAI: &str = r#"
+import os
+from openai import OpenAI, NotFoundError
+
+client = OpenAI(base_url=f"http://{os.environ['HOST']}/v1", api_key="unused")
+assert "gemma-3-270m" in [m.id for m in client.models.list().data]
+c = client.completions.create(model="gemma-3-270m", prompt="1, 2, 3,", max_tokens=6, temperature=0, extra_body={"repeat_penalty": 1})
+assert c.choices[0].text == " 4, 5,", c
+assert c.choices[0].finish_reason == "length" and c.usage.completion_tokens == 6
+chat = client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "Say hi"}], max_tokens=8, seed=3)
+assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens <= 8
+chunks = list(client.chat.completions.create(
+    model="gemma-3-270m", messages=[{"role": "user", "content": "Say hey"}], max_tokens=8, seed=3, stream=True))
+assert chunks[0].choices[0].delta.role == "assistant"
+assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+assert chunks[-1].choices[0].finish_reason == "length"
+text = "".join(ch.choices[0].text for ch in client.completions.create(
+    model="gemma-3-270m", prompt="1, 2, 3,", max_tokens=6, temperature=0, stream=True, extra_body={"repeat_penalty": 1}))
+assert text == " 4, 5,", text
+try:
+    client.completions.create(model="nope", prompt="x")
+    raise AssertionError("unknown model accepted")
+except NotFoundError:
+    pass
+print("OPENAI OK")
+"#;
+
+#[test]
+fn openai_client_works() {
+    let out = run_python(OPENAI, shared_server());
+    assert!(out.contains("OPENAI OK"), "{out}");
+}
+
+/// Starts a streaming completion over a raw socket, reads one event, and hangs up.
+fn abandon_stream(addr: std::net::SocketAddr) {
+    let body = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","stream":true,"temperature":0}"#;
+    let mut sock = TcpStream::connect(addr).expect("connects");
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sends");
+    let mut reader = BufReader::new(sock);
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("reads") > 0 {
+        if line.contains("data: {") {
+            return; // dropping the socket hangs up mid-stream
+        }
+        line.clear();
+    }
+    panic!("no event arrived");
+}
+
+#[test]
+fn a_client_that_hangs_up_frees_its_slot() {
+    // One slot: the next request can only start once the abandoned one has stopped. Unlimited
+    // max_tokens with a 2,048-token context would keep it busy for half a minute or more.
+    let addr = start_server(lms_client(1), None);
+    abandon_stream(addr);
+    let started = Instant::now();
+    let script = r#"
+import os
+from openai import OpenAI
+client = OpenAI(base_url=f"http://{os.environ['HOST']}/v1", api_key="unused")
+c = client.completions.create(model="gemma-3-270m", prompt="1, 2, 3,", max_tokens=4, temperature=0)
+assert c.usage.completion_tokens == 4
+print("NEXT OK")
+"#;
+    assert!(run_python(script, addr).contains("NEXT OK"));
+    // A liveness bound with a wide margin, not a speed measurement.
+    assert!(started.elapsed() < Duration::from_secs(25), "the abandoned generation kept the slot");
+}

@@ -1,0 +1,136 @@
+//! The router without sockets (`tower::ServiceExt::oneshot`): shapes, errors and auth.
+
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use lmstudio_server::{router, AppState};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn state() -> AppState {
+    static STATE: OnceLock<AppState> = OnceLock::new();
+    STATE.get_or_init(|| AppState::new(crate::lms_client(4), None)).clone()
+}
+
+async fn call(state: AppState, req: Request<Body>) -> (StatusCode, String) {
+    let res = router(state).oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri).header("content-type", "application/json").body(body.into()).expect("request")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn greeting_health_and_models() {
+    let (status, body) = call(state(), get("/lmstudio-greeting")).await;
+    assert_eq!((status, json_of(&body)), (StatusCode::OK, json!({"lmstudio": true})));
+    let (status, _) = call(state(), get("/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(state(), get("/v1/models")).await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json_of(&body);
+    assert_eq!(v["object"], "list");
+    assert!(v["data"].as_array().expect("data").iter().any(|m| m["id"] == "gemma-3-270m"));
+    let (status, body) = call(state(), get("/api/v0/models/gemma-3-270m")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json_of(&body)["arch"], "gemma3");
+    let (status, body) = call(state(), get("/api/v0/models/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn completion_shapes() {
+    let req =
+        json!({"model": "gemma-3-270m", "prompt": "1, 2, 3,", "max_tokens": 6, "temperature": 0, "repeat_penalty": 1});
+    let (status, body) = call(state(), post("/v1/completions", req.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], " 4, 5,");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"], json!({"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}));
+    let (status, body) = call(state(), post("/api/v0/completions", req.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["stats"]["stop_reason"], "maxPredictedTokensReached");
+    assert!(v["stats"]["tokens_per_second"].is_number());
+    assert!(v["stats"]["time_to_first_token"].is_number());
+    assert!(v["stats"]["generation_time"].is_number());
+    assert_eq!(v["model_info"]["arch"], "gemma3");
+    assert_eq!(v["runtime"]["supported_formats"], json!(["gguf"]));
+}
+
+#[tokio::test]
+async fn chat_streams_server_sent_events() {
+    let req =
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0, "stream": true});
+    let (status, body) = call(state(), post("/v1/chat/completions", req.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| json_of(e)).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    let last = chunks.last().expect("a final chunk");
+    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    assert_eq!(last["usage"]["completion_tokens"], 5);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_4xx() {
+    let cases: Vec<(Request<Body>, StatusCode)> = vec![
+        (post("/v1/completions", "{not json"), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{"prompt": 5}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{"prompt": "x", "temperature": "hot"}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{"prompt": "x", "temperature": -3}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{"prompt": "x", "max_tokens": 0}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{"prompt": ""}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/chat/completions", r#"{"messages": []}"#), StatusCode::BAD_REQUEST),
+        (post("/v1/completions", r#"{"model": "nope", "prompt": "x"}"#), StatusCode::NOT_FOUND),
+        (post("/v1/completions", vec![b' '; lmstudio_server::MAX_BODY_BYTES + 1]), StatusCode::PAYLOAD_TOO_LARGE),
+        (get("/v2/nothing"), StatusCode::NOT_FOUND),
+        (get("/llm"), StatusCode::BAD_REQUEST),
+    ];
+    for (req, expected) in cases {
+        let uri = req.uri().clone();
+        let (status, body) = call(state(), req).await;
+        assert_eq!(status, expected, "{uri}: {body}");
+        if status != StatusCode::PAYLOAD_TOO_LARGE {
+            assert!(json_of(&body)["error"]["message"].is_string(), "{uri}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn api_key_guards_every_http_endpoint() {
+    let guarded = AppState::new(crate::lms_client(1), Some("sesame".into()));
+    for uri in ["/v1/models", "/api/v0/models", "/metrics"] {
+        let (status, _) = call(guarded.clone(), get(uri)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let (status, _) = call(guarded.clone(), post("/v1/completions", r#"{"prompt":"x"}"#)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let ok = Request::get("/v1/models").header("authorization", "Bearer sesame").body(Body::empty()).expect("req");
+    assert_eq!(call(guarded, ok).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let (status, body) = call(state(), get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("# TYPE lms_predicted_tokens_total counter"), "{body}");
+}

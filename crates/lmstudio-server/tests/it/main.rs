@@ -1,0 +1,76 @@
+//! Server tests: the router without sockets, then the real server on loopback driven by real
+//! clients (LM Studio's Python SDK and the `openai` package, installed into a venv by the tests).
+
+mod clients;
+mod http;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use lmstudio as lms;
+
+/// A client on the real models directory (default model fetched if missing), loading models with
+/// `parallel` slots of 2,048 tokens.
+pub fn lms_client(parallel: u32) -> lms::Client {
+    static FETCHED: OnceLock<()> = OnceLock::new();
+    let store = lms::ModelStore::from_env();
+    FETCHED.get_or_init(|| {
+        store.ensure_default_model(&mut |l| eprintln!("{l}")).expect("the default model can be fetched");
+    });
+    let load = lms::LoadConfig { parallel, context_length: Some(2048), ..Default::default() };
+    lms::Client::with_load_config(store, load)
+}
+
+/// Starts a server on a free loopback port, in a background thread; returns its address.
+pub fn start_server(client: lms::Client, api_key: Option<&str>) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = lmstudio_server::ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        discovery_port: false,
+        api_key: api_key.map(str::to_owned),
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(lmstudio_server::serve(
+            client,
+            config,
+            |addrs| tx.send(addrs[0]).expect("send"),
+            std::future::pending(),
+        ))
+        .expect("serves");
+    });
+    rx.recv().expect("the server starts")
+}
+
+/// A Python with LM Studio's SDK and the openai package, in `target/py-venv` (made once).
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/py-venv");
+        let py = venv.join("bin/python");
+        let ready = Command::new(&py).args(["-c", "import lmstudio, openai"]).status().is_ok_and(|s| s.success());
+        if !ready {
+            let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs").success();
+            assert!(ok, "python3 -m venv failed");
+            let ok = Command::new(&py)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "lmstudio>=1.5.0", "openai"])
+                .status()
+                .expect("pip runs")
+                .success();
+            assert!(ok, "pip install lmstudio openai failed");
+        }
+        py
+    })
+    .clone()
+}
+
+/// Runs a Python script with `HOST` set to `addr`; panics with its output unless it exits 0.
+pub fn run_python(script: &str, addr: SocketAddr) -> String {
+    let out = Command::new(python()).args(["-c", script]).env("HOST", addr.to_string()).output().expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
