@@ -46,18 +46,19 @@ struct Row {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let client = lms::client();
+    let store = lms::ModelStore::from_env();
+    let client = lms::Client::with_store(store.clone());
     let name = match &args.model {
         Some(m) => m.clone(),
         None => {
-            client.store().ensure_default_model(&mut |l| eprintln!("{l}"))?;
+            store.ensure_default_model(&mut |l| eprintln!("{l}"))?;
             lms::DEFAULT_MODEL_KEY.into()
         }
     };
     let load = lms::LoadConfig { cpu_threads: Some(args.threads), parallel: 1, ..Default::default() };
     let model = client.load(&name, &load)?;
-    let path = client.store().root().join(&model.info().path);
-    let prompt = prompt_of(&model, args.prompt_tokens);
+    let path = store.root().join(&model.info().path);
+    let prompt = prompt_of(&model, args.prompt_tokens)?;
     let greedy = |max| lms::Config {
         max_tokens: Some(max),
         temperature: Some(0.0),
@@ -108,16 +109,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// A prompt of exactly `n` tokens for this model.
-fn prompt_of(model: &lms::Llm, n: usize) -> String {
+fn prompt_of(model: &lms::Llm, n: usize) -> lms::Result<String> {
     let words = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches ";
     let mut text = String::new();
-    while model.count_tokens(&text) < n {
+    while model.count_tokens(&text)? < n {
         text.push_str(words);
     }
-    while model.count_tokens(&text) > n {
+    while model.count_tokens(&text)? > n {
         text.pop();
     }
-    text
+    Ok(text)
 }
 
 fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> {

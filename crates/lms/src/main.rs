@@ -183,20 +183,21 @@ fn get(model: &str) -> Result<()> {
     if model != lms::DEFAULT_MODEL_KEY {
         anyhow::bail!("only the default model ({}) can be fetched on this machine", lms::DEFAULT_MODEL_KEY);
     }
-    let path = lms::client().store().ensure_default_model(&mut |line| eprintln!("{line}"))?;
+    let path = lms::ModelStore::from_env().ensure_default_model(&mut |line| eprintln!("{line}"))?;
     println!("{}", path.display());
     Ok(())
 }
 
 fn ls(json: bool) -> Result<()> {
-    let models = lms::client().list_downloaded()?;
+    let store = lms::ModelStore::from_env();
+    let models = store.list()?;
     if json {
         let infos: Vec<_> = models.iter().filter_map(|m| m.info.as_ref().ok()).collect();
         println!("{}", serde_json::to_string_pretty(&infos)?);
         return Ok(());
     }
     if models.is_empty() {
-        eprintln!("no models in {} (hint: `lms get`)", lms::client().store().root().display());
+        eprintln!("no models in {} (hint: `lms get`)", store.root().display());
     }
     for m in models {
         match m.info {
@@ -217,16 +218,16 @@ fn ls(json: bool) -> Result<()> {
 
 /// Loads the model asked for; with no name, the default model, fetched first if missing.
 fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Option<u32>) -> Result<lms::Llm> {
-    let client = lms::client();
+    let store = lms::ModelStore::from_env();
     let name = match name {
         Some(n) => n.to_owned(),
         None => {
-            client.store().ensure_default_model(&mut |line| eprintln!("{line}"))?;
+            store.ensure_default_model(&mut |line| eprintln!("{line}"))?;
             lms::DEFAULT_MODEL_KEY.to_owned()
         }
     };
     let config = lms::LoadConfig { context_length, cpu_threads: threads, parallel: 1, ..Default::default() };
-    Ok(client.load(&name, &config)?)
+    Ok(lms::Client::with_store(store).load(&name, &config)?)
 }
 
 fn complete(args: CompleteArgs) -> Result<()> {

@@ -45,7 +45,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
     out += &format!("# HELP lms_predictions_running Predictions in progress.\n# TYPE lms_predictions_running gauge\nlms_predictions_running {running}\n");
     out += &format!(
         "# HELP lms_models_loaded Loaded model instances.\n# TYPE lms_models_loaded gauge\nlms_models_loaded {}\n",
-        state.client().list_loaded().len()
+        state.client().list_loaded().map_or(0, |l| l.len())
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -383,7 +383,7 @@ pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Va
 
 /// Downloaded models (by key, each once) with their loaded instance, if any.
 fn model_rows(state: &AppState) -> Result<Vec<(lms::ModelInfo, Option<lms::ModelInfo>)>, ApiError> {
-    let loaded = state.client().list_loaded();
+    let loaded = state.client().list_loaded()?;
     let mut rows: Vec<(lms::ModelInfo, Option<lms::ModelInfo>)> = Vec::new();
     for m in state.client().list_downloaded()? {
         if let Ok(info) = m.info {

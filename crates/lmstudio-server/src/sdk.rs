@@ -206,9 +206,9 @@ fn invalid(what: impl Into<String>) -> lms::Error {
 /// The instance a `specifier` / `modelSpecifier` names, among loaded models only.
 fn loaded_by_specifier(state: &AppState, spec: &Value) -> Result<lms::Llm, lms::Error> {
     let query = specifier_query(spec)?;
-    state.client().get_loaded(&query).ok_or_else(|| lms::Error::ModelNotFound {
+    state.client().get_loaded(&query)?.ok_or_else(|| lms::Error::ModelNotFound {
         query,
-        candidates: state.client().list_loaded().into_iter().filter_map(|i| i.identifier).collect(),
+        candidates: state.client().list_loaded().unwrap_or_default().into_iter().filter_map(|i| i.identifier).collect(),
     })
 }
 
@@ -253,7 +253,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 async fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Option<Value>, lms::Error> {
     let client = state.client();
     Ok(Some(match (namespace, endpoint) {
-        ("llm", "listLoaded") => to_value(&client.list_loaded()),
+        ("llm", "listLoaded") => to_value(&client.list_loaded()?),
         ("embedding", "listLoaded") => json!([]),
         ("system", "listDownloadedModels") => {
             let infos: Vec<lms::ModelInfo> =
@@ -264,11 +264,11 @@ async fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Res
         ("llm", "getModelInfo") => to_value(loaded_by_specifier(state, &p["specifier"])?.info()),
         ("llm", "tokenize") => {
             let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
-            json!({"tokens": loaded_by_specifier(state, &p["specifier"])?.tokenize(text)})
+            json!({"tokens": loaded_by_specifier(state, &p["specifier"])?.tokenize(text)?})
         }
         ("llm", "countTokens") => {
             let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
-            json!({"tokenCount": loaded_by_specifier(state, &p["specifier"])?.count_tokens(text)})
+            json!({"tokenCount": loaded_by_specifier(state, &p["specifier"])?.count_tokens(text)?})
         }
         ("llm", "getLoadConfig") => load_fields(&loaded_by_specifier(state, &p["specifier"])?),
         ("llm", "applyPromptTemplate") => {
@@ -305,16 +305,17 @@ async fn channel(
                 .ok_or_else(|| invalid("no model named"))?
                 .to_owned();
             if !new_instance {
-                if let Some(llm) = client.get_loaded(&query) {
+                if let Some(llm) = client.get_loaded(&query)? {
                     out.channel(id, json!({"type": "alreadyLoaded", "info": llm.info()}));
                     out.close(id);
                     return Ok(());
                 }
             }
-            let stored = client.store().resolve(&query)?;
             let mut load = stack(&p["loadConfigStack"])?.load_config()?;
             load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
-            if let Some(info) = &stored.info.as_ref().ok() {
+            if let Some(info) =
+                client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).find(|i| i.model_key == query)
+            {
                 let start = if new_instance {
                     json!({"type": "resolved", "info": info, "ambiguous": false})
                 } else {
@@ -325,7 +326,7 @@ async fn channel(
             out.channel(id, json!({"type": if new_instance { "progress" } else { "loadProgress" }, "progress": 0.0}));
             let llm = tokio::task::spawn_blocking(move || {
                 if new_instance {
-                    client.load(&stored.path.to_string_lossy(), &load)
+                    client.load(&query, &load)
                 } else {
                     client.get_or_load(&query, &load).map(|(llm, _)| llm)
                 }

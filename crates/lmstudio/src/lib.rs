@@ -25,6 +25,7 @@
 // The engine module is the one place that talks to llama.cpp (through the safe `llama-cpp-2`).
 pub mod api;
 mod engine;
+mod remote;
 pub mod store;
 pub mod wire;
 
@@ -41,7 +42,7 @@ pub use store::{ModelStore, DEFAULT_MODEL_KEY};
 /// top-level convenience API uses.
 pub fn client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(Client::new)
+    CLIENT.get_or_init(Client::from_env)
 }
 
 /// LM Studio's `lms.llm(name)`: the model `query` names, loading it if needed.

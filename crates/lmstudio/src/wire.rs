@@ -181,6 +181,21 @@ pub fn prediction_fields(c: &Config) -> KvConfig {
     if let Some(r) = c.repeat_penalty {
         push("repeatPenalty", json!({"checked": true, "value": r}));
     }
+    if let Some(p) = c.presence_penalty {
+        push("llama.presencePenalty", json!({"checked": true, "value": p}));
+    }
+    if let Some(f) = c.frequency_penalty {
+        push("llama.frequencyPenalty", json!({"checked": true, "value": f}));
+    }
+    if let Some(seed) = c.seed {
+        push("seed", json!({"checked": true, "value": seed}));
+    }
+    if let Some(t) = c.cpu_threads {
+        push("llama.cpuThreads", json!(t));
+    }
+    if let Some(p) = c.context_overflow_policy {
+        push("contextOverflowPolicy", json!(p));
+    }
     KvConfig { fields }
 }
 
@@ -245,6 +260,27 @@ mod tests {
     fn wrong_shapes_are_invalid_config() {
         let s = stack(json!([{"key": "llm.prediction.temperature", "value": "hot"}]), false);
         assert!(matches!(s.prediction_config(), Err(Error::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn prediction_fields_round_trip() {
+        let c = Config {
+            max_tokens: Some(9),
+            temperature: Some(0.5),
+            stop_strings: vec!["$".into()],
+            top_k: Some(7),
+            top_p: Some(0.5),
+            min_p: Some(0.25),
+            repeat_penalty: Some(1.5),
+            presence_penalty: Some(0.5),
+            frequency_penalty: Some(0.25),
+            seed: Some(3),
+            cpu_threads: Some(2),
+            context_overflow_policy: Some(ContextOverflowPolicy::RollingWindow),
+        };
+        let stack =
+            KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };
+        assert_eq!(stack.prediction_config().expect("valid"), c);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod clients;
 mod http;
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

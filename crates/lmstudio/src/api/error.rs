@@ -74,6 +74,15 @@ pub enum Error {
     /// Getting the default model failed.
     #[error("could not fetch the default model: {0}")]
     Download(String),
+    /// The server answered with an error (remote mode).
+    #[error("the server reported: {0}")]
+    Server(String),
+    /// The connection to the server failed or was lost (remote mode).
+    #[error("connection to the server failed: {0}")]
+    Connection(String),
+    /// The operation is not available in this mode.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A file-system error.
     #[error(transparent)]
     Io(Arc<std::io::Error>),

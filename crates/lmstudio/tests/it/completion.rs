@@ -118,7 +118,7 @@ fn default_llm_takes_a_loaded_model() {
     let client = crate::client();
     let llm = client.default_llm().expect("a model is loaded");
     assert_eq!(llm.info().model_key, "gemma-3-270m");
-    assert!(client.list_loaded().iter().any(|i| i.identifier.as_deref() == Some(llm.identifier())));
+    assert!(client.list_loaded().expect("listed").iter().any(|i| i.identifier.as_deref() == Some(llm.identifier())));
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn unloading_ends_handles() {
         client.load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { parallel: 1, ..Default::default() }).expect("loads");
     let id = llm.identifier().to_owned();
     client.unload(&id).expect("unloads");
-    assert!(client.list_loaded().is_empty());
+    assert!(client.list_loaded().expect("listed").is_empty());
     assert!(matches!(llm.complete("Hi", greedy(2)), Err(lms::Error::ModelUnloaded)));
     assert!(matches!(client.unload(&id), Err(lms::Error::ModelNotFound { .. })));
 }
