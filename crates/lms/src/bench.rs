@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -28,9 +28,13 @@ pub struct BenchArgs {
     /// Rounds; medians are reported.
     #[arg(long, default_value_t = 3)]
     repetitions: usize,
-    /// A `llama-bench` binary to run in the same rounds, for comparison.
-    #[arg(long, env = "LLAMA_BENCH")]
-    llama_bench: Option<PathBuf>,
+    /// A folder with llama.cpp's `llama-bench`, `llama-server` and `llama-batched-bench`
+    /// (`scripts/build-llama-tools` makes one), to run side by side.
+    #[arg(long, env = "LLAMA_TOOLS")]
+    llama_tools: Option<PathBuf>,
+    /// Concurrent streaming clients for the server load test (empty: skip it).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    clients: Vec<usize>,
     /// Write `<out>.md` and `<out>.json` (e.g. `bench/results`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -43,6 +47,10 @@ struct Row {
     tg_tok_s: f64,
     ttft_ms: f64,
     peak_rss_mib: f64,
+    /// Time to first token of a cold 1,000-token prompt.
+    prefix_cold_ms: f64,
+    /// Time to first token of the same prefix plus about 20 new tokens.
+    prefix_warm_ms: f64,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -80,29 +88,48 @@ pub fn run(args: BenchArgs) -> Result<()> {
             lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() },
         )?;
         let short = model.complete(&format!("{round} My name is"), greedy(1))?;
+        let prefix = format!("{round} {}", prompt_of(&model, 1000)?);
+        let cold = model.complete(&prefix, greedy(1))?;
+        let warm = model.complete(
+            &format!("{prefix} and then the fox ran into the forest to find the others, who were waiting"),
+            greedy(1),
+        )?;
+        let ttft = |r: &lms::PredictionResult| r.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0;
         ours.push(Row {
             what: "lmstudio-rs (this build, through the public API)".into(),
             pp_tok_s: pp.stats.prompt_tokens_count.unwrap_or(0) as f64 / pp_secs,
             tg_tok_s: tg.stats.tokens_per_second.unwrap_or(f64::NAN),
             ttft_ms: short.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0,
             peak_rss_mib: peak_rss_mib(std::process::id()).unwrap_or(f64::NAN),
+            prefix_cold_ms: ttft(&cold),
+            prefix_warm_ms: ttft(&warm),
         });
-        if let Some(bin) = &args.llama_bench {
-            theirs.push(llama_bench(bin, &path, &args)?);
+        if let Some(tools) = &args.llama_tools {
+            theirs.push(llama_bench(&tools.join("llama-bench"), &path, &args)?);
         }
     }
     let mut rows = vec![median(&ours)];
     if !theirs.is_empty() {
         rows.push(median(&theirs));
     }
-    let md = markdown(&rows, &args);
+    let mut md = markdown(&rows, &args);
+    let mut load = Vec::new();
+    if !args.clients.is_empty() {
+        drop(model);
+        drop(client);
+        let (table, rows) =
+            crate::bench_load::run(&path, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions)?;
+        md += &table;
+        load = rows;
+    }
     println!("{md}");
     if let Some(out) = &args.out {
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(out.with_extension("md"), &md)?;
-        std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&rows)?)?;
+        let json = serde_json::json!({"single_stream": rows, "load": load});
+        std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&json)?)?;
         eprintln!("wrote {}.md and .json", out.display());
     }
     Ok(())
@@ -121,7 +148,7 @@ fn prompt_of(model: &lms::Llm, n: usize) -> lms::Result<String> {
     Ok(text)
 }
 
-fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> {
+fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs) -> Result<Row> {
     let child = Command::new(bin)
         .args(["-m"])
         .arg(model)
@@ -142,14 +169,7 @@ fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> 
         .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
     let pid = child.id();
-    let watcher = std::thread::spawn(move || {
-        let mut peak: f64 = 0.0;
-        while let Some(v) = peak_rss_mib(pid) {
-            peak = peak.max(v);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak
-    });
+    let watcher = watch_peak_rss(pid);
     let out = child.wait_with_output()?;
     let peak = watcher.join().unwrap_or(f64::NAN);
     anyhow::ensure!(out.status.success(), "llama-bench failed");
@@ -171,8 +191,20 @@ fn llama_bench(bin: &PathBuf, model: &PathBuf, args: &BenchArgs) -> Result<Row> 
     Ok(row)
 }
 
+/// Follows a child process's peak RSS until it exits (VmHWM disappears with the process).
+pub(crate) fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        let mut peak: f64 = 0.0;
+        while let Some(v) = peak_rss_mib(pid) {
+            peak = peak.max(v);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    })
+}
+
 /// VmHWM of a process, in MiB; `None` once it has exited.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -191,6 +223,8 @@ fn median(rows: &[Row]) -> Row {
         tg_tok_s: med(|r| r.tg_tok_s),
         ttft_ms: med(|r| r.ttft_ms),
         peak_rss_mib: med(|r| r.peak_rss_mib),
+        prefix_cold_ms: med(|r| r.prefix_cold_ms),
+        prefix_warm_ms: med(|r| r.prefix_warm_ms),
     }
 }
 
@@ -212,11 +246,13 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
             ours.tg_tok_s / theirs.tg_tok_s
         );
     }
-    s += &format!("\n{} threads, median of {} rounds, {}.\n", args.threads, args.repetitions, started());
+    let ours = &rows[0];
+    s += &format!(
+        "\n| prefix reuse (1,000-token prefix) | cold TTFT ms | TTFT with cached prefix + 20 tokens ms | warm / cold |\n|---|---|---|---|\n| lmstudio-rs | {:.1} | {:.1} | {:.3} |\n",
+        ours.prefix_cold_ms,
+        ours.prefix_warm_ms,
+        ours.prefix_warm_ms / ours.prefix_cold_ms
+    );
+    s += &format!("\n{} threads, median of {} rounds.\n", args.threads, args.repetitions);
     s
-}
-
-fn started() -> String {
-    let _ = Instant::now();
-    std::env::var("BENCH_NOTE").unwrap_or_else(|_| "measured on this machine".into())
 }
