@@ -128,9 +128,12 @@ fn median_summary(mut v: Vec<LoadSummary>) -> LoadSummary {
     v[v.len() / 2].clone()
 }
 
+/// Starts a server with the given number of slots.
+type StartServer = dyn Fn(usize) -> Result<Server>;
+
 /// One server kind at one level: `rounds` runs, the median by aggregate throughput.
 fn level(
-    start_server: &dyn Fn(usize) -> Result<Server>,
+    start_server: &StartServer,
     slots: usize,
     clients: usize,
     stagger: Duration,
@@ -183,7 +186,7 @@ pub fn run(
         Some(t) => llama_server(&t.join("llama-server"), model, slots, threads),
         None => bail!("no llama-server"),
     };
-    let mut servers: Vec<(&str, &dyn Fn(usize) -> Result<Server>)> = vec![("lms server", &ours_start)];
+    let mut servers: Vec<(&str, &StartServer)> = vec![("lms server", &ours_start)];
     if tools.is_some() {
         servers.push(("llama-server", &llama_start));
     }
@@ -214,9 +217,7 @@ pub fn run(
 }
 
 fn tables(rows: &[LoadRow], ceiling: &[(usize, f64)]) -> String {
-    let mut s = format!(
-        "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench ceiling |\n|---|---|---|---|---|---|---|---|---|\n"
-    );
+    let mut s = "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench ceiling |\n|---|---|---|---|---|---|---|---|---|\n".to_owned();
     for r in rows.iter().filter(|r| !r.staggered) {
         let theirs = rows.iter().find(|o| o.server == "llama-server" && o.clients == r.clients && !o.staggered);
         let vs = match theirs {
