@@ -129,11 +129,11 @@ fn median_summary(mut v: Vec<LoadSummary>) -> LoadSummary {
 }
 
 /// Starts a server with the given number of slots.
-type StartServer = dyn Fn(usize) -> Result<Server>;
+type StartServer<'a> = dyn Fn(usize) -> Result<Server> + 'a;
 
 /// One server kind at one level: `rounds` runs, the median by aggregate throughput.
 fn level(
-    start_server: &StartServer,
+    start_server: &StartServer<'_>,
     slots: usize,
     clients: usize,
     stagger: Duration,
@@ -186,7 +186,7 @@ pub fn run(
         Some(t) => llama_server(&t.join("llama-server"), model, slots, threads),
         None => bail!("no llama-server"),
     };
-    let mut servers: Vec<(&str, &StartServer)> = vec![("lms server", &ours_start)];
+    let mut servers: Vec<(&str, &StartServer<'_>)> = vec![("lms server", &ours_start)];
     if tools.is_some() {
         servers.push(("llama-server", &llama_start));
     }
