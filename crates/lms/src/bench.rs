@@ -32,9 +32,12 @@ pub struct BenchArgs {
     /// (`scripts/build-llama-tools` makes one), to run side by side.
     #[arg(long, env = "LLAMA_TOOLS")]
     llama_tools: Option<PathBuf>,
-    /// Concurrent streaming clients for the server load test (empty: skip it).
+    /// Concurrent streaming clients for the server load test.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     clients: Vec<usize>,
+    /// Skip the server load test.
+    #[arg(long)]
+    no_load: bool,
     /// Write `<out>.md` and `<out>.json` (e.g. `bench/results`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,7 +69,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let load = lms::LoadConfig { cpu_threads: Some(args.threads), parallel: 1, ..Default::default() };
     let model = client.load(&name, &load)?;
     let path = store.root().join(&model.info().path);
-    let prompt = prompt_of(&model, args.prompt_tokens)?;
+    let prompt = prompt_of(&model, args.prompt_tokens - 4)?;
     let greedy = |max| lms::Config {
         max_tokens: Some(max),
         temperature: Some(0.0),
@@ -79,8 +82,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut theirs = Vec::new();
     for round in 0..args.repetitions {
         eprintln!("round {}/{}", round + 1, args.repetitions);
-        // A different first word each round defeats the prefix cache: every round is cold.
-        let pp_prompt = format!("{round} {prompt}");
+        // A different first word each round defeats the prefix cache: every round is cold. The
+        // prompt is exactly `prompt_tokens` long, so it is evaluated in one batch, as llama-bench does.
+        let mut pp_prompt = format!("{round} {prompt}");
+        while model.count_tokens(&pp_prompt)? < args.prompt_tokens {
+            pp_prompt.push_str(" fox");
+        }
         let pp = model.complete(&pp_prompt, greedy(1))?;
         let pp_secs = pp.stats.time_to_first_token_sec.unwrap_or(f64::NAN);
         let tg = model.complete(
@@ -114,7 +121,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let mut md = markdown(&rows, &args);
     let mut load = Vec::new();
-    if !args.clients.is_empty() {
+    if !args.no_load && !args.clients.is_empty() {
         drop(model);
         drop(client);
         let (table, rows) =
