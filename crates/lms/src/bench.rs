@@ -120,6 +120,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         rows.push(median(&theirs));
     }
     let mut md = markdown(&rows, &args);
+    let (remote_md, remote_rows) = remote_path(&model, &path, &args)?;
+    md += &remote_md;
     let mut load = Vec::new();
     if !args.no_load && !args.clients.is_empty() {
         drop(model);
@@ -135,7 +137,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(out.with_extension("md"), &md)?;
-        let json = serde_json::json!({"single_stream": rows, "load": load});
+        let json = serde_json::json!({"single_stream": rows, "websocket": remote_rows, "load": load});
         std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&json)?)?;
         eprintln!("wrote {}.md and .json", out.display());
     }
@@ -262,4 +264,69 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
     );
     s += &format!("\n{} threads, median of {} rounds.\n", args.threads, args.repetitions);
     s
+}
+
+/// Client-side view of one streamed completion: time to the first fragment, and decode speed
+/// from the first fragment to the last.
+fn client_side(model: &lms::Llm, prompt: &str, config: lms::Config) -> Result<(f64, f64)> {
+    let started = std::time::Instant::now();
+    let mut stream = model.complete_stream(prompt, config)?;
+    let mut first = None;
+    let mut last = started;
+    let mut tokens_after_first = 0u32;
+    for fragment in &mut stream {
+        let fragment = fragment?;
+        let now = std::time::Instant::now();
+        match first {
+            None => first = Some(now),
+            Some(_) => tokens_after_first += fragment.tokens_count,
+        }
+        last = now;
+    }
+    let first = first.context("no fragment arrived")?;
+    let decode = f64::from(tokens_after_first) / (last - first).as_secs_f64();
+    Ok(((first - started).as_secs_f64(), decode))
+}
+
+#[derive(Serialize, Clone)]
+struct PathRow {
+    path: String,
+    decode_tok_s: f64,
+    first_fragment_ms: f64,
+}
+
+/// Decode speed and request-to-first-fragment time through the embedded API and through the
+/// websocket protocol to `lms server` on loopback, alternating, same model and threads.
+fn remote_path(embedded: &lms::Llm, model_path: &std::path::Path, args: &BenchArgs) -> Result<(String, Vec<PathRow>)> {
+    let server = crate::bench_load::ours(model_path, 1, args.threads)?;
+    let remote = lms::Client::connect(&server.addr().to_string())?.llm(&embedded.info().model_key)?;
+    let config = |seed| lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(seed), ..Default::default() };
+    let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..args.repetitions.max(1) {
+        for (i, model) in [embedded, &remote].into_iter().enumerate() {
+            let prompt = format!("{round} Once upon a time");
+            samples[i].push(client_side(model, &prompt, config(round as u32))?);
+        }
+    }
+    server.stop();
+    let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let rows: Vec<PathRow> = ["embedded API", "websocket to lms server (loopback)"]
+        .iter()
+        .zip(&samples)
+        .map(|(name, v)| PathRow {
+            path: name.to_string(),
+            decode_tok_s: med(v, |s| s.1),
+            first_fragment_ms: med(v, |s| s.0) * 1000.0,
+        })
+        .collect();
+    let mut md = "\n| path | decode tok/s (client-side) | request to first fragment ms |\n|---|---|---|\n".to_owned();
+    for r in &rows {
+        md += &format!("| {} | {:.1} | {:.1} |\n", r.path, r.decode_tok_s, r.first_fragment_ms);
+    }
+    md += &format!("| websocket / embedded | {:.2} | |\n", rows[1].decode_tok_s / rows[0].decode_tok_s);
+    Ok((md, rows))
 }

@@ -26,14 +26,19 @@ pub struct LoadRow {
 }
 
 /// A server process under test; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     addr: SocketAddr,
     rss: Option<std::thread::JoinHandle<f64>>,
 }
 
 impl Server {
-    fn stop(mut self) -> f64 {
+    /// The server's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn stop(mut self) -> f64 {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.rss.take().and_then(|h| h.join().ok()).unwrap_or(f64::NAN)
@@ -79,7 +84,7 @@ fn start(mut cmd: Command, port: u16) -> Result<Server> {
     Ok(Server { child, addr, rss })
 }
 
-fn ours(model: &Path, slots: usize, threads: u32) -> Result<Server> {
+pub(crate) fn ours(model: &Path, slots: usize, threads: u32) -> Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["server", "start", "--no-discovery-port", "--port", &port.to_string()])
