@@ -199,6 +199,19 @@ pub fn prediction_fields(c: &Config) -> KvConfig {
     KvConfig { fields }
 }
 
+/// A load config as the `loadConfigStack` of `getOrLoad` / `loadModel` (the inverse of
+/// [`KvStack::load_config`]).
+pub fn load_stack(c: &LoadConfig) -> Value {
+    let mut fields = Vec::new();
+    if let Some(n) = c.context_length {
+        fields.push(json!({"key": "llm.load.contextLength", "value": n}));
+    }
+    if let Some(t) = c.cpu_threads {
+        fields.push(json!({"key": "llm.load.llama.cpuThreadPoolSize", "value": t}));
+    }
+    json!({"layers": [{"layerName": "apiOverride", "config": {"fields": fields}}]})
+}
+
 /// LM Studio's error object (`SerializedLMSExtendedError`) for an error.
 pub fn error_object(e: &Error) -> Value {
     let title = e.to_string();
@@ -281,6 +294,14 @@ mod tests {
         let stack =
             KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };
         assert_eq!(stack.prediction_config().expect("valid"), c);
+    }
+
+    #[test]
+    fn load_stack_round_trips() {
+        let c = LoadConfig { context_length: Some(1024), cpu_threads: Some(2), ..Default::default() };
+        let stack: KvStack = serde_json::from_value(load_stack(&c)).expect("valid stack");
+        let back = stack.load_config().expect("valid");
+        assert_eq!((back.context_length, back.cpu_threads), (Some(1024), Some(2)));
     }
 
     #[test]

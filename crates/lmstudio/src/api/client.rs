@@ -137,12 +137,7 @@ impl Client {
         let e = match &self.backend {
             Backend::Embedded(e) => e,
             Backend::Remote(r) => {
-                let mut fields = Vec::new();
-                if let Some(c) = config.context_length {
-                    fields.push(json!({"key": "llm.load.contextLength", "value": c}));
-                }
-                let parameter = json!({"identifier": query, "loadConfigStack": {"layers": [
-                    {"layerName": "apiOverride", "config": {"fields": fields}}]}});
+                let parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
                 let info = r.connection()?.load("getOrLoad", parameter)?;
                 return Ok((Llm { inner: LlmInner::Remote { remote: Arc::clone(r), info: Box::new(info) } }, false));
             }
@@ -198,12 +193,7 @@ impl Client {
                 load_stored(e, stored, config)
             }
             Backend::Remote(r) => {
-                let mut fields = Vec::new();
-                if let Some(c) = config.context_length {
-                    fields.push(json!({"key": "llm.load.contextLength", "value": c}));
-                }
-                let mut parameter = json!({"modelKey": query, "loadConfigStack": {"layers": [
-                    {"layerName": "apiOverride", "config": {"fields": fields}}]}});
+                let mut parameter = json!({"modelKey": query, "loadConfigStack": crate::wire::load_stack(config)});
                 if let Some(id) = &config.identifier {
                     parameter["identifier"] = json!(id);
                 }
