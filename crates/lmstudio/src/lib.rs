@@ -29,7 +29,7 @@ mod remote;
 pub mod store;
 pub mod wire;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use api::client::{Client, Llm};
 pub use api::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
@@ -53,4 +53,10 @@ pub fn llm(query: &str) -> Result<Llm> {
 /// LM Studio's `lms.llm()`: any loaded model, else the default one.
 pub fn default_llm() -> Result<Llm> {
     client().default_llm()
+}
+
+/// Locks `m` even if a panic poisoned it: the data behind our mutexes (lists of loaded models,
+/// routing tables) is never left half-updated, so taking it is safe.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

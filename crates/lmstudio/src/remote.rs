@@ -18,6 +18,7 @@ use crate::api::config::Config;
 use crate::api::error::{Error, Result};
 use crate::api::result::{Fragment, ModelInfo, PredictionResult, Stats};
 use crate::engine::Event;
+use crate::lock;
 use crate::wire;
 
 /// How long the IO thread waits for input before looking at its outgoing queue again.
@@ -40,10 +41,6 @@ pub(crate) struct Connection {
     calls: Arc<Mutex<HashMap<i64, flume::Sender<Result<Value>>>>>,
     channels: Arc<Mutex<HashMap<i64, Route>>>,
     alive: Arc<AtomicBool>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn conn_err(e: impl std::fmt::Display) -> Error {

@@ -3,7 +3,7 @@
 //! exactly the same methods and produce the same streams.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
@@ -12,6 +12,7 @@ use crate::api::error::{Error, Result};
 use crate::api::result::{ChatMessage, ModelInfo, PredictionResult};
 use crate::api::stream::{AsyncPredictionStream, PredictionStream};
 use crate::engine::{Engine, Event};
+use crate::lock;
 use crate::remote::Connection;
 use crate::store::gguf::GgufHeader;
 use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
@@ -301,11 +302,6 @@ impl Default for Client {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Engine(format!("loading task failed: {e}")))?
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere never leaves these lists half-updated: take the data anyway.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A handle to a loaded model. Cloning is cheap; the model stays loaded until

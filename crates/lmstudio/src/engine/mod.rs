@@ -21,6 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use crate::api::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
 use crate::api::error::{Error, Result};
 use crate::api::result::{ChatMessage, Fragment, ModelInfo, PredictionResult};
+use crate::lock;
 
 /// What a running prediction reports, in order: progress (0.0 first, 1.0 last), the first token,
 /// fragments, then exactly one `Done` (unless the receiver went away first).
@@ -203,10 +204,6 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Applies the context overflow policy: the prompt must leave room for at least one new token.
