@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::{ApiError, AppState};
 
 /// A string or a list of strings (`prompt`, `stop`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum OneOrMany {
     One(String),
@@ -105,14 +105,7 @@ impl CompletionRequest {
         Ok(lms::Config {
             max_tokens,
             temperature: self.temperature,
-            stop_strings: self
-                .stop
-                .as_ref()
-                .map(|s| match s {
-                    OneOrMany::One(s) => vec![s.clone()],
-                    OneOrMany::Many(v) => v.clone(),
-                })
-                .unwrap_or_default(),
+            stop_strings: self.stop.clone().map(OneOrMany::into_vec).unwrap_or_default(),
             top_k: self.top_k,
             top_p: self.top_p,
             min_p: self.min_p,

@@ -177,7 +177,7 @@ fn dispatch(
                 if let Err(e) = channel(&state, &endpoint, id, parameter, &out, &cancels).await {
                     out.channel_error(id, &e);
                 }
-                cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                lock(&cancels).remove(&id);
             });
         }
         "channelSend" => {
