@@ -28,9 +28,11 @@ result = model.complete("My name is", config={"maxTokens": 100, "temperature": 0
 print(result)
 assert isinstance(result.content, str) and result.content
 assert result.model_info.display_name == "Gemma 3 270m"
-assert result.stats.predicted_tokens_count == 100, result.stats
+# Unseeded sampling may end the text early.
+stats = result.stats
+assert (stats.stop_reason, stats.predicted_tokens_count) == ("maxPredictedTokensReached", 100) or (
+    stats.stop_reason == "eosFound" and stats.predicted_tokens_count < 100), stats
 assert result.stats.time_to_first_token_sec > 0
-assert result.stats.stop_reason == "maxPredictedTokensReached"
 assert result.stats.prompt_tokens_count == 4
 
 # Greedy completions are deterministic.

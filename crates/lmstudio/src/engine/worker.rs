@@ -1,8 +1,16 @@
 //! The engine thread: continuous batching over prediction slots with a per-slot prefix cache.
 //!
-//! Each step packs one token per generating slot plus prompt chunks of new predictions into one
-//! `llama_batch`, decodes it, samples, and sends events. A failed send means the consumer is gone:
+//! Each step decodes one token for every generating slot in one batch, then evaluates prompt
+//! chunks of new predictions, samples, and sends events. A failed send means the consumer is gone:
 //! that slot stops at once and is free for the next prediction.
+//!
+//! Prompt rows are batch invariant. llama.cpp's CPU kernels give a row of a batch bitwise the same
+//! result whatever else is in the batch only when the batch holds at least [`MIN_CHUNK`] rows and the
+//! row is not in the last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights);
+//! flash attention's tiling is not invariant at all, so it is off. Prompt chunks therefore start at
+//! positions divisible by [`ROW_GROUP`], hold at least [`MIN_CHUNK`] tokens, and are decoded alone;
+//! a cached prefix is reused only where it was computed that way. The same prompt then gives the
+//! same logits cold, from the cache, or in another slot (tests/it/completion.rs checks the text).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +23,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
 
 use super::sampler::Sampler;
 use super::text::{Matched, StopMatcher, Utf8Decoder};
@@ -24,6 +33,10 @@ use crate::api::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReaso
 
 /// Tokens evaluated per step (llama.cpp's logical batch).
 const BATCH: u32 = 512;
+/// Prompt chunks start at positions divisible by this (the row group of llama.cpp's repacked kernels).
+const ROW_GROUP: usize = 4;
+/// Prompt chunks hold at least this many tokens (below it llama.cpp picks other matrix kernels).
+const MIN_CHUNK: usize = 8;
 /// While other predictions are generating, a new prompt is evaluated in chunks of at most this many
 /// tokens per step, so running streams never stall for a whole long prompt.
 const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
@@ -85,7 +98,7 @@ pub(super) fn run(
                     Ok(new) => {
                         ctx = new;
                         threads = wanted;
-                        slots.iter_mut().for_each(|s| s.cached.clear());
+                        slots.iter_mut().for_each(Slot::forget);
                     }
                     Err(e) => tracing::warn!("keeping {threads} threads: {e}"),
                 }
@@ -110,20 +123,40 @@ fn new_context<'m>(
         .with_n_ubatch(BATCH)
         .with_n_seq_max(params.parallel)
         .with_kv_unified(false)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
     model.new_context(backend, ctx_params).map_err(|e| e.to_string())
 }
 
-/// The free slot whose cached tokens share the longest prefix with `tokens`; on a tie, the one
-/// caching the least, so that other slots' caches survive.
+/// The free slot with the longest reusable prefix of `tokens`; on a tie, the one caching the least,
+/// so that other slots' caches survive.
 fn pick_slot(slots: &[Slot], tokens: &[LlamaToken]) -> usize {
     slots
         .iter()
         .enumerate()
         .filter(|(_, s)| s.active.is_none())
-        .max_by_key(|(_, s)| (common_prefix(&s.cached, tokens), std::cmp::Reverse(s.cached.len())))
+        .max_by_key(|(_, s)| (s.reusable_prefix(tokens), std::cmp::Reverse(s.cached.len())))
         .map_or(0, |(i, _)| i)
+}
+
+/// Where evaluation of a prompt of `len` tokens starts when its first `common` tokens are cached:
+/// a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] tokens (the last one's logits
+/// are always computed again). Short prompts are always evaluated whole.
+fn reuse_point(common: usize, len: usize) -> usize {
+    if len < MIN_CHUNK {
+        return 0;
+    }
+    common.min(len - MIN_CHUNK) / ROW_GROUP * ROW_GROUP
+}
+
+/// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
+/// them if they fit, else a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] (0: wait).
+fn chunk_len(remaining: usize, budget: usize) -> usize {
+    if remaining <= budget {
+        return remaining;
+    }
+    budget.min(remaining.saturating_sub(MIN_CHUNK)) / ROW_GROUP * ROW_GROUP
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -135,6 +168,9 @@ struct Slot {
     seq: i32,
     /// Tokens whose keys and values are in this sequence's cache, in position order.
     cached: Vec<LlamaToken>,
+    /// How many leading `cached` tokens were computed batch-invariantly (prompt chunks, not
+    /// generated tokens), so that reusing them changes no result.
+    reusable: usize,
     active: Option<Active>,
 }
 
@@ -147,8 +183,6 @@ struct Active {
     last_progress: f32,
     /// The sampled token that is to be evaluated in the next step.
     next: Option<LlamaToken>,
-    /// Index in the current batch whose logits this slot samples from.
-    logits_at: Option<i32>,
     decoder: Utf8Decoder,
     matcher: StopMatcher,
     content: String,
@@ -160,14 +194,24 @@ struct Active {
 
 impl Slot {
     fn new(seq: i32) -> Self {
-        Self { seq, cached: Vec::new(), active: None }
+        Self { seq, cached: Vec::new(), reusable: 0, active: None }
+    }
+
+    /// How many tokens of `prompt` this slot's cache can serve.
+    fn reusable_prefix(&self, prompt: &[LlamaToken]) -> usize {
+        reuse_point(common_prefix(&self.cached[..self.reusable], prompt), prompt.len())
+    }
+
+    /// Forgets the cache's contents (the caller dropped them or the context is new).
+    fn forget(&mut self) {
+        self.cached.clear();
+        self.reusable = 0;
     }
 
     /// Takes `job`: reuses the cached prefix, drops the rest of the cache, builds the sampler.
     fn start(&mut self, ctx: &mut LlamaContext, job: Job, params: &EngineParams) {
         let prompt = &job.tokens;
-        // The last prompt token is always evaluated again: its logits give the first prediction.
-        let mut reuse = common_prefix(&self.cached, prompt).min(prompt.len() - 1);
+        let mut reuse = self.reusable_prefix(prompt);
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
             reuse = 0;
         }
@@ -183,6 +227,7 @@ impl Slot {
             let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
         }
         self.cached.truncate(reuse);
+        self.reusable = reuse;
         let mut sampler = Sampler::new(&job.config);
         prompt.iter().for_each(|t| sampler.accept(t.0));
         let matcher = StopMatcher::new(job.config.stop_strings.clone());
@@ -192,7 +237,6 @@ impl Slot {
             cached_prompt: reuse,
             last_progress: 0.0,
             next: None,
-            logits_at: None,
             decoder: Utf8Decoder::default(),
             matcher,
             content: String::new(),
@@ -269,7 +313,7 @@ impl Active {
     }
 }
 
-/// One engine step: fill the batch, decode, sample, deliver.
+/// One engine step: a token for every generating slot, then prompt chunks of new predictions.
 fn step(
     ctx: &mut LlamaContext,
     model: &LlamaModel,
@@ -288,112 +332,181 @@ fn step(
             }
         }
     }
+    let vocab = &model.vocab();
     batch.clear();
-    let generating = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.next.is_some()));
-    for slot in slots.iter_mut() {
-        let Some(a) = slot.active.as_mut() else { continue };
-        a.logits_at = None;
-        if let Some(token) = a.next.take() {
-            a.logits_at = Some(batch.n_tokens());
-            if batch.add(token, slot.cached.len() as i32, &[slot.seq], true).is_err() {
-                a.next = Some(token);
-                a.logits_at = None;
-                continue;
-            }
-            slot.cached.push(token);
+    let mut sampling = Vec::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let Some(token) = slot.active.as_mut().and_then(|a| a.next.take()) else { continue };
+        sampling.push((i, batch.n_tokens()));
+        // Capacity is at least the number of slots.
+        let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], true);
+        slot.cached.push(token);
+    }
+    let generating = !sampling.is_empty();
+    if generating {
+        if !decode(ctx, batch, slots) {
+            return;
+        }
+        for (i, at) in sampling {
+            slots[i].sample(ctx, at, vocab, ctx_len, info);
         }
     }
-    let mut budget = BATCH as usize - batch.n_tokens() as usize;
-    if generating {
-        budget = budget.min(PROMPT_CHUNK_WHILE_GENERATING);
-    }
-    for slot in slots.iter_mut() {
+    // Each prompt chunk is decoded alone, so that its rows do not depend on other predictions.
+    let mut budget = if generating { PROMPT_CHUNK_WHILE_GENERATING } else { BATCH as usize };
+    for i in 0..slots.len() {
+        let slot = &mut slots[i];
         let Some(a) = slot.active.as_mut() else { continue };
-        let remaining = a.job.tokens.len() - a.prompt_done;
-        if remaining == 0 || budget == 0 {
+        let prompt_len = a.job.tokens.len();
+        let take = chunk_len(prompt_len - a.prompt_done, budget);
+        if take == 0 {
             continue;
         }
-        let take = remaining.min(budget);
-        for (i, &token) in a.job.tokens[a.prompt_done..a.prompt_done + take].iter().enumerate() {
-            let last = a.prompt_done + i + 1 == a.job.tokens.len();
-            if last {
-                a.logits_at = Some(batch.n_tokens());
-            }
-            // Capacity is BATCH and `take` never exceeds what is left of it.
+        batch.clear();
+        for (j, &token) in a.job.tokens[a.prompt_done..a.prompt_done + take].iter().enumerate() {
+            let last = a.prompt_done + j + 1 == prompt_len;
+            // Capacity is BATCH and `take` never exceeds the budget.
             let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], last);
             slot.cached.push(token);
         }
-        a.prompt_done += take;
+        if !decode(ctx, batch, slots) {
+            return;
+        }
         budget -= take;
-    }
-    if batch.n_tokens() == 0 {
-        return;
-    }
-    if let Err(e) = ctx.decode(batch) {
-        // The batch's sequences are in an unknown state: fail them and drop their cache.
-        for slot in slots.iter_mut() {
-            if slot.active.is_some() {
-                let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
-                slot.cached.clear();
-                slot.fail(Error::Engine(e.to_string()));
-            }
-        }
-        return;
-    }
-    let vocab = model.vocab();
-    let mut piece = Vec::new();
-    for slot in slots.iter_mut() {
+        let slot = &mut slots[i];
         let Some(a) = slot.active.as_mut() else { continue };
-        let prompt_len = a.job.tokens.len();
-        if a.prompt_done < prompt_len || a.last_progress < 1.0 {
-            let progress = if a.prompt_done == prompt_len { 1.0 } else { a.prompt_done as f32 / prompt_len as f32 };
-            if progress > a.last_progress {
-                a.last_progress = progress;
-                if a.job.events.send(Event::PromptProgress(progress)).is_err() {
-                    slot.release();
-                    continue;
-                }
-            }
-        }
-        let Some(at) = a.logits_at else { continue };
-        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
-        tracing::trace!(seq = slot.seq, token = token.0, "sampled");
-        if a.first_token_at.is_none() {
-            a.first_token_at = Some(Instant::now());
-            if a.job.events.send(Event::FirstToken).is_err() {
+        a.prompt_done += take;
+        let progress = if a.prompt_done == prompt_len { 1.0 } else { a.prompt_done as f32 / prompt_len as f32 };
+        if progress > a.last_progress {
+            a.last_progress = progress;
+            if a.job.events.send(Event::PromptProgress(progress)).is_err() {
                 slot.release();
                 continue;
             }
         }
+        if a.prompt_done == prompt_len {
+            slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
+            slot.sample(ctx, batch.n_tokens() - 1, vocab, ctx_len, info);
+        }
+    }
+}
+
+/// Decodes `batch`; on failure the batch's sequences are in an unknown state, so every running
+/// prediction fails and its cache is dropped. Returns whether it succeeded.
+fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) -> bool {
+    let Err(e) = ctx.decode(batch) else { return true };
+    for slot in slots.iter_mut() {
+        if slot.active.is_some() {
+            let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+            slot.forget();
+            slot.fail(Error::Engine(e.to_string()));
+        }
+    }
+    false
+}
+
+impl Slot {
+    /// Samples from the logits at batch index `at`, delivers the token's text, and decides whether
+    /// the prediction goes on.
+    fn sample(&mut self, ctx: &LlamaContext, at: i32, vocab: &LlamaVocab, ctx_len: usize, info: &ModelInfo) {
+        let Some(a) = self.active.as_mut() else { return };
+        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
+        tracing::trace!(seq = self.seq, token = token.0, "sampled");
+        if a.first_token_at.is_none() {
+            a.first_token_at = Some(Instant::now());
+            if a.job.events.send(Event::FirstToken).is_err() {
+                self.release();
+                return;
+            }
+        }
         if vocab.is_eog(token) {
-            slot.finish(StopReason::EosFound, info);
-            continue;
+            self.finish(StopReason::EosFound, info);
+            return;
         }
         a.predicted += 1;
         a.unsent_tokens += 1;
-        piece.clear();
+        let mut piece = Vec::new();
         vocab.token_to_piece_into(token, &mut piece, false, None);
         let text = a.decoder.push(&piece);
         match a.matcher.push(&text) {
             Matched::Emit(text) => {
                 if !a.send_text(text) {
-                    slot.release();
-                    continue;
+                    self.release();
+                    return;
                 }
             }
             Matched::Stop { text, index } => {
                 let stop = a.job.config.stop_strings[index].clone();
                 a.send_text(text);
-                slot.finish_with(StopReason::StopStringFound, Some(stop), info);
-                continue;
+                self.finish_with(StopReason::StopStringFound, Some(stop), info);
+                return;
             }
         }
         if a.job.config.max_tokens.is_some_and(|m| a.predicted >= m) {
-            slot.finish(StopReason::MaxPredictedTokensReached, info);
-        } else if slot.cached.len() + 1 >= ctx_len {
-            slot.finish(StopReason::ContextLengthReached, info);
+            self.finish(StopReason::MaxPredictedTokensReached, info);
+        } else if self.cached.len() + 1 >= ctx_len {
+            self.finish(StopReason::ContextLengthReached, info);
         } else {
             a.next = Some(token);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ModelStore, DEFAULT_MODEL_PATH};
+
+    /// Evaluates `tokens[from..]` on sequence 0 in the chunks the worker uses with `budget` tokens
+    /// per step, and returns the last token's logits.
+    fn evaluate(ctx: &mut LlamaContext, tokens: &[LlamaToken], from: usize, budget: usize) -> Vec<f32> {
+        let mut batch = LlamaBatch::new(BATCH as usize, 1);
+        let mut done = from;
+        while done < tokens.len() {
+            let take = chunk_len(tokens.len() - done, budget);
+            batch.clear();
+            for (i, &t) in tokens[done..done + take].iter().enumerate() {
+                batch.add(t, (done + i) as i32, &[0], done + i + 1 == tokens.len()).expect("fits");
+            }
+            ctx.decode(&mut batch).expect("decodes");
+            done += take;
+        }
+        ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
+    }
+
+    /// The kernel property the prefix cache relies on: however a prompt is chunked and whatever
+    /// prefix the cache held, its logits are bitwise the same.
+    #[test]
+    fn prompt_logits_do_not_depend_on_chunking_or_cache() {
+        let path = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
+        assert!(path.exists(), "the default model is needed: run `lms get` first");
+        let backend = super::super::backend().expect("backend");
+        let model = LlamaModel::load_from_file(backend, &path, &Default::default()).expect("loads");
+        let params = EngineParams { context_length: 1024, parallel: 1, threads: 2, sliding_window: 0 };
+        let mut ctx = new_context(backend, &model, &params, 2).expect("context");
+        let text =
+            "Ships came into the harbour at dusk, their sails torn by the storm, and the town came out to watch. "
+                .repeat(4);
+        let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
+        let other = tokenize(&format!("{text}Nobody on the quay said a word"));
+        for ending in ["The", "The old", "The old man", "The old man who"] {
+            let prompt = tokenize(&format!("{text}{ending}"));
+            ctx.clear_kv_cache();
+            let cold = evaluate(&mut ctx, &prompt, 0, BATCH as usize);
+            // The same prompt from the cache, in smaller chunks.
+            let from = reuse_point(prompt.len() / ROW_GROUP * ROW_GROUP, prompt.len());
+            ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
+            let again = evaluate(&mut ctx, &prompt, from, PROMPT_CHUNK_WHILE_GENERATING);
+            // On the prefix another prompt left.
+            ctx.clear_kv_cache();
+            evaluate(&mut ctx, &other, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            let reusable = other.len() / ROW_GROUP * ROW_GROUP;
+            let from = reuse_point(common_prefix(&other[..reusable], &prompt), prompt.len());
+            assert!(from > 50, "the prefix is shared");
+            ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
+            let on_prefix = evaluate(&mut ctx, &prompt, from, BATCH as usize);
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same(&cold, &again), "{ending:?}: cold and from the cache");
+            assert!(same(&cold, &on_prefix), "{ending:?}: cold and on another prompt's prefix");
         }
     }
 }
