@@ -75,6 +75,8 @@ pub(crate) struct CompletionRequest {
     frequency_penalty: Option<f32>,
     stop: Option<OneOrMany>,
     seed: Option<i64>,
+    /// llama.cpp's extension: never end at an end-of-generation token.
+    ignore_eos: Option<bool>,
     #[serde(default)]
     stream: bool,
 }
@@ -113,6 +115,7 @@ impl CompletionRequest {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             seed,
+            ignore_eos: self.ignore_eos,
             ..Default::default()
         })
     }

@@ -290,6 +290,7 @@ mod tests {
             seed: Some(3),
             cpu_threads: Some(2),
             context_overflow_policy: Some(ContextOverflowPolicy::RollingWindow),
+            ignore_eos: None, // not one of LM Studio's fields: not on the wire
         };
         let stack =
             KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };

@@ -51,6 +51,10 @@ pub struct Config {
     /// What to do with a prompt longer than the context. Default: truncate the middle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_overflow_policy: Option<ContextOverflowPolicy>,
+    /// Never predict an end-of-generation token (llama.cpp's `ignore_eos`, for benchmarks).
+    /// Not one of LM Studio's fields. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
 }
 
 /// What happens to a prompt that does not fit in the context (LM Studio's names).
@@ -92,6 +96,8 @@ pub struct ValidConfig {
     pub cpu_threads: Option<u32>,
     /// Overflow policy.
     pub context_overflow_policy: ContextOverflowPolicy,
+    /// End-of-generation tokens are never predicted.
+    pub ignore_eos: bool,
 }
 
 /// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
@@ -139,6 +145,7 @@ impl Config {
             seed: self.seed,
             cpu_threads: self.cpu_threads,
             context_overflow_policy: self.context_overflow_policy.unwrap_or(ContextOverflowPolicy::TruncateMiddle),
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
 }

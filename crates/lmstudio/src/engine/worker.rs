@@ -40,6 +40,64 @@ const MIN_CHUNK: usize = 8;
 /// While other predictions are generating, a new prompt is evaluated in chunks of at most this many
 /// tokens per step, so running streams never stall for a whole long prompt.
 const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
+/// How much longer than a plain generation step a step with a prompt chunk may take: running
+/// streams then never wait much more than twice their usual gap between two tokens.
+const STALL_ALLOWANCE: f64 = 0.8;
+
+/// Predicted tokens after which a stream counts as under way, so that new prompts are paced.
+const UNDER_WAY: u32 = 8;
+
+/// What sampling needs of the model: its vocabulary and end-of-generation tokens.
+struct ModelView<'m> {
+    vocab: LlamaVocab<'m>,
+    /// Tokens that end generation (masked out for `ignore_eos`).
+    end_tokens: Vec<LlamaToken>,
+}
+
+impl<'m> ModelView<'m> {
+    fn new(model: &'m LlamaModel) -> Self {
+        let vocab = model.vocab();
+        let end_tokens = (0..model.n_vocab()).map(LlamaToken).filter(|&t| vocab.is_eog(t)).collect();
+        Self { vocab, end_tokens }
+    }
+}
+
+/// Sizes prompt chunks from measured speed so that running streams keep flowing.
+#[derive(Default)]
+struct Pacer {
+    /// Moving averages, 0 until measured: seconds per generation step and per prompt token.
+    step_secs: f64,
+    prompt_token_secs: f64,
+}
+
+impl Pacer {
+    fn record_step(&mut self, started: Instant) {
+        self.step_secs = moving_average(self.step_secs, started.elapsed().as_secs_f64());
+    }
+
+    fn record_prompt(&mut self, tokens: usize, started: Instant) {
+        let per_token = started.elapsed().as_secs_f64() / tokens as f64;
+        self.prompt_token_secs = moving_average(self.prompt_token_secs, per_token);
+    }
+
+    /// Prompt tokens to evaluate in a step in which other predictions generate.
+    fn budget(&self) -> usize {
+        if self.step_secs == 0.0 || self.prompt_token_secs == 0.0 {
+            return PROMPT_CHUNK_WHILE_GENERATING;
+        }
+        // Two minimum chunks at least, so that `chunk_len` always makes progress.
+        let fits = (self.step_secs * STALL_ALLOWANCE / self.prompt_token_secs) as usize;
+        fits.clamp(2 * MIN_CHUNK, PROMPT_CHUNK_WHILE_GENERATING)
+    }
+}
+
+fn moving_average(old: f64, new: f64) -> f64 {
+    if old == 0.0 {
+        new
+    } else {
+        0.8 * old + 0.2 * new
+    }
+}
 
 pub(super) fn run(
     backend: &LlamaBackend,
@@ -61,6 +119,8 @@ pub(super) fn run(
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
     let mut slots: Vec<Slot> = (0..params.parallel as i32).map(Slot::new).collect();
+    let mut pacer = Pacer::default();
+    let view = &ModelView::new(model);
     loop {
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
@@ -106,7 +166,7 @@ pub(super) fn run(
             let slot = pick_slot(&slots, &job.tokens);
             slots[slot].start(&mut ctx, job, &params);
         }
-        step(&mut ctx, model, &mut batch, &mut slots, params.context_length as usize, &info);
+        step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, params.context_length as usize, &info);
     }
 }
 
@@ -316,9 +376,10 @@ impl Active {
 /// One engine step: a token for every generating slot, then prompt chunks of new predictions.
 fn step(
     ctx: &mut LlamaContext,
-    model: &LlamaModel,
+    model: &ModelView,
     batch: &mut LlamaBatch,
     slots: &mut [Slot],
+    pacer: &mut Pacer,
     ctx_len: usize,
     info: &ModelInfo,
 ) {
@@ -332,7 +393,6 @@ fn step(
             }
         }
     }
-    let vocab = &model.vocab();
     batch.clear();
     let mut sampling = Vec::new();
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -344,15 +404,19 @@ fn step(
     }
     let generating = !sampling.is_empty();
     if generating {
+        let started = Instant::now();
         if !decode(ctx, batch, slots) {
             return;
         }
         for (i, at) in sampling {
-            slots[i].sample(ctx, at, vocab, ctx_len, info);
+            slots[i].sample(ctx, at, model, ctx_len, info);
         }
+        pacer.record_step(started);
     }
     // Each prompt chunk is decoded alone, so that its rows do not depend on other predictions.
-    let mut budget = if generating { PROMPT_CHUNK_WHILE_GENERATING } else { BATCH as usize };
+    // Pacing protects streams that are under way; predictions that arrived together start at full speed.
+    let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
+    let mut budget = if paced { pacer.budget() } else { BATCH as usize };
     for i in 0..slots.len() {
         let slot = &mut slots[i];
         let Some(a) = slot.active.as_mut() else { continue };
@@ -368,9 +432,11 @@ fn step(
             let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], last);
             slot.cached.push(token);
         }
+        let started = Instant::now();
         if !decode(ctx, batch, slots) {
             return;
         }
+        pacer.record_prompt(take, started);
         budget -= take;
         let slot = &mut slots[i];
         let Some(a) = slot.active.as_mut() else { continue };
@@ -385,7 +451,7 @@ fn step(
         }
         if a.prompt_done == prompt_len {
             slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
-            slot.sample(ctx, batch.n_tokens() - 1, vocab, ctx_len, info);
+            slot.sample(ctx, batch.n_tokens() - 1, model, ctx_len, info);
         }
     }
 }
@@ -407,9 +473,19 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
 impl Slot {
     /// Samples from the logits at batch index `at`, delivers the token's text, and decides whether
     /// the prediction goes on.
-    fn sample(&mut self, ctx: &LlamaContext, at: i32, vocab: &LlamaVocab, ctx_len: usize, info: &ModelInfo) {
+    fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView, ctx_len: usize, info: &ModelInfo) {
+        let vocab = &model.vocab;
         let Some(a) = self.active.as_mut() else { return };
-        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
+        let logits = ctx.get_logits_ith(at);
+        let token = if a.job.config.ignore_eos {
+            let mut logits = logits.to_vec();
+            for t in &model.end_tokens {
+                logits[t.0 as usize] = f32::NEG_INFINITY;
+            }
+            LlamaToken(a.sampler.sample(&logits))
+        } else {
+            LlamaToken(a.sampler.sample(logits))
+        };
         tracing::trace!(seq = self.seq, token = token.0, "sampled");
         if a.first_token_at.is_none() {
             a.first_token_at = Some(Instant::now());
