@@ -71,9 +71,13 @@ fn eos_stops_with_eos_found() {
         min_p: Some(0.0),
         ..Default::default()
     };
-    let r = model.complete("The End.", config).expect("completes");
+    let r = model.complete("The End.", config.clone()).expect("completes");
     assert_eq!(r.stats.stop_reason, lms::StopReason::EosFound);
     assert!(r.stats.predicted_tokens_count.is_some_and(|n| n < 200));
+    // With ignore_eos the same prediction runs to maxTokens.
+    let r = model.complete("The End.", lms::Config { ignore_eos: Some(true), ..config }).expect("completes");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::MaxPredictedTokensReached);
+    assert_eq!(r.stats.predicted_tokens_count, Some(200));
 }
 
 #[test]
