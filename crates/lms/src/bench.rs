@@ -79,7 +79,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // Warm up: page the weights in.
     model.complete("Hello", greedy(4))?;
     let mut ours = Vec::new();
-    let mut theirs = Vec::new();
+    // llama-bench from the tools' llama.cpp, and (when built) the same source on the llama.cpp that
+    // our sys crate vendors: the second is the same-commit comparison.
+    let benches: Vec<PathBuf> = args
+        .llama_tools
+        .iter()
+        .flat_map(|dir| ["llama-bench", "llama-bench-crate"].map(|b| dir.join(b)))
+        .filter(|b| b.exists())
+        .collect();
+    let mut theirs = vec![Vec::new(); benches.len()];
     for round in 0..args.repetitions {
         eprintln!("round {}/{}", round + 1, args.repetitions);
         // A different first word each round defeats the prefix cache: every round is cold. The
@@ -111,14 +119,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             prefix_cold_ms: ttft(&cold),
             prefix_warm_ms: ttft(&warm),
         });
-        if let Some(tools) = &args.llama_tools {
-            theirs.push(llama_bench(&tools.join("llama-bench"), &path, &args)?);
+        for (bin, rows) in benches.iter().zip(&mut theirs) {
+            rows.push(llama_bench(bin, &path, &args)?);
         }
     }
     let mut rows = vec![median(&ours)];
-    if !theirs.is_empty() {
-        rows.push(median(&theirs));
-    }
+    rows.extend(theirs.iter().map(|t| median(t)));
     let mut md = markdown(&rows, &args);
     let (remote_md, remote_rows) = remote_path(&model, &path, &args)?;
     md += &remote_md;
@@ -184,7 +190,7 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
     anyhow::ensure!(out.status.success(), "llama-bench failed");
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
     let mut row = Row {
-        what: format!("llama-bench ({})", bin.display()),
+        what: bin.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         peak_rss_mib: peak,
         ttft_ms: f64::NAN,
         ..Default::default()
@@ -248,11 +254,12 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
             r.what, r.pp_tok_s, r.tg_tok_s, r.ttft_ms, r.peak_rss_mib
         );
     }
-    if let [ours, theirs] = rows {
+    for theirs in &rows[1..] {
         s += &format!(
-            "| ratio ours / llama-bench | {:.2} | {:.2} | | |\n",
-            ours.pp_tok_s / theirs.pp_tok_s,
-            ours.tg_tok_s / theirs.tg_tok_s
+            "| ratio ours / {} | {:.2} | {:.2} | | |\n",
+            theirs.what,
+            rows[0].pp_tok_s / theirs.pp_tok_s,
+            rows[0].tg_tok_s / theirs.tg_tok_s
         );
     }
     let ours = &rows[0];
