@@ -108,14 +108,18 @@ fn llama_server(bin: &Path, model: &Path, slots: usize, threads: u32) -> Result<
     start(cmd, port)
 }
 
-/// Distinct prompts of about 64 tokens, so no request shares a prefix with another.
+/// Distinct prompts of about 50 tokens, so no request shares more than a few tokens with another.
+/// Each call gives new ones: a server's prompt cache (llama-server keeps past prompts in RAM and
+/// restores them into any slot) must not turn a repeated measurement into a cache hit.
 fn prompts(n: usize) -> Vec<String> {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     (0..n)
         .map(|i| {
             format!(
-                "Story number {i}. The old lighthouse keeper climbed the stairs every evening, counting the steps \
+                "Story {call}-{i}. The old lighthouse keeper climbed the stairs every evening, counting the steps \
                  and listening to the waves, until one night in the year {} he saw a light far out at sea that",
-                1800 + i * 7
+                1800 + i * 7 + call * 61
             )
         })
         .collect()
