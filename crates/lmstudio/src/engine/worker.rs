@@ -549,6 +549,47 @@ mod tests {
         ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
     }
 
+    /// Every chunk plan that `chunk_len` makes keeps the invariance rules: non-final chunks are whole
+    /// row groups, every chunk of a prompt of at least MIN_CHUNK tokens holds at least MIN_CHUNK, and
+    /// any budget the pacer gives makes progress.
+    #[test]
+    fn chunk_plans_keep_the_rules() {
+        for start in (0..40).step_by(ROW_GROUP) {
+            for len in start + MIN_CHUNK..start + 300 {
+                for budget in [2 * MIN_CHUNK, 17, 50, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
+                    let mut done = start;
+                    while done < len {
+                        let take = chunk_len(len - done, budget);
+                        assert!(take > 0 && take <= budget, "stuck at {done} of {len} with {budget}");
+                        assert!(take >= MIN_CHUNK, "{take} at {done} of {len}");
+                        if done + take < len {
+                            assert_eq!(take % ROW_GROUP, 0, "{take} at {done} of {len}");
+                        }
+                        done += take;
+                    }
+                }
+            }
+        }
+        for (common, len) in [(0, 5), (100, 5), (100, 100), (99, 200), (3, 200), (7, 9)] {
+            let from = reuse_point(common, len);
+            assert!(from % ROW_GROUP == 0 && from <= common, "{common} {len}");
+            assert!(len < MIN_CHUNK && from == 0 || len - from >= MIN_CHUNK, "{common} {len}");
+        }
+    }
+
+    #[test]
+    fn pacer_keeps_chunks_within_bounds() {
+        let mut pacer = Pacer::default();
+        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING, "unmeasured");
+        pacer.step_secs = 0.050;
+        pacer.prompt_token_secs = 0.001;
+        assert_eq!(pacer.budget(), 40, "0.8 of a step's time");
+        pacer.prompt_token_secs = 0.1;
+        assert_eq!(pacer.budget(), 2 * MIN_CHUNK, "never below two minimum chunks");
+        pacer.prompt_token_secs = 0.000_001;
+        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
+    }
+
     /// The kernel property the prefix cache relies on: however a prompt is chunked and whatever
     /// prefix the cache held, its logits are bitwise the same.
     #[test]
