@@ -24,6 +24,8 @@ pub(crate) struct Sampler {
     /// Reused buffers.
     candidates: Vec<(i32, f32)>,
     counts: HashMap<i32, u32>,
+    /// Tokens never picked (the end-of-generation tokens under `ignore_eos`).
+    banned: Vec<i32>,
 }
 
 impl Sampler {
@@ -41,7 +43,13 @@ impl Sampler {
             rng: SplitMix64(seed),
             candidates: Vec::new(),
             counts: HashMap::new(),
+            banned: Vec::new(),
         }
+    }
+
+    /// Never picks `tokens` from now on.
+    pub(crate) fn ban(&mut self, tokens: &[i32]) {
+        self.banned.extend_from_slice(tokens);
     }
 
     /// Records a token of the prompt or of the output, for the penalties.
@@ -100,13 +108,18 @@ impl Sampler {
                     c.1 = self.adjust(c.0, c.1);
                 }
             }
-        } else if penalized {
-            // Penalties may push tokens out of the top-k and let others in. Of the top k + n raw
-            // logits (n = penalized tokens), at least k are unpenalized: the true top-k after the
-            // penalties is among those plus the penalized tokens.
-            top_k_into(logits, k + self.counts.len(), &mut cands);
-            cands.retain(|c| !self.counts.contains_key(&c.0));
-            for &t in self.counts.keys() {
+            for &t in &self.banned {
+                if let Some(c) = cands.get_mut(t as usize) {
+                    c.1 = f32::NEG_INFINITY;
+                }
+            }
+        } else if penalized || !self.banned.is_empty() {
+            // Penalties may push tokens out of the top-k and let others in; banned tokens leave it.
+            // Of the top k + n raw logits (n = penalized and banned tokens), at least k are neither:
+            // the true top-k is among those plus the penalized tokens that are not banned.
+            top_k_into(logits, k + self.counts.len() + self.banned.len(), &mut cands);
+            cands.retain(|c| !self.counts.contains_key(&c.0) && !self.banned.contains(&c.0));
+            for &t in self.counts.keys().filter(|t| !self.banned.contains(t)) {
                 if let Some(&l) = logits.get(t as usize) {
                     cands.push((t, self.adjust(t, l)));
                 }
@@ -219,6 +232,19 @@ mod tests {
 
     fn sampler(c: Config) -> Sampler {
         Sampler::new(&c.validate().expect("valid"))
+    }
+
+    #[test]
+    fn banned_tokens_are_never_picked() {
+        let logits = [0.1, 3.0, -2.0, 2.9];
+        let mut greedy = sampler(Config { temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() });
+        greedy.ban(&[1]);
+        assert_eq!(greedy.sample(&logits), 3);
+        // Penalized and banned at once, and over the whole vocabulary (top-k off).
+        let mut all = sampler(Config { top_k: Some(0), seed: Some(1), temperature: Some(5.0), ..Default::default() });
+        all.accept(1);
+        all.ban(&[1, 3]);
+        assert!((0..50).all(|_| ![1, 3].contains(&all.sample(&logits))));
     }
 
     #[test]

@@ -50,14 +50,14 @@ const UNDER_WAY: u32 = 8;
 /// What sampling needs of the model: its vocabulary and end-of-generation tokens.
 struct ModelView<'m> {
     vocab: LlamaVocab<'m>,
-    /// Tokens that end generation (masked out for `ignore_eos`).
-    end_tokens: Vec<LlamaToken>,
+    /// Tokens that end generation (banned from sampling for `ignore_eos`).
+    end_tokens: Vec<i32>,
 }
 
 impl<'m> ModelView<'m> {
     fn new(model: &'m LlamaModel) -> Self {
         let vocab = model.vocab();
-        let end_tokens = (0..model.n_vocab()).map(LlamaToken).filter(|&t| vocab.is_eog(t)).collect();
+        let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
         Self { vocab, end_tokens }
     }
 }
@@ -164,7 +164,7 @@ pub(super) fn run(
                 }
             }
             let slot = pick_slot(&slots, &job.tokens);
-            slots[slot].start(&mut ctx, job, &params);
+            slots[slot].start(&mut ctx, job, &params, view);
         }
         step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, params.context_length as usize, &info);
     }
@@ -243,6 +243,8 @@ struct Active {
     last_progress: f32,
     /// The sampled token that is to be evaluated in the next step.
     next: Option<LlamaToken>,
+    /// The bytes of the last sampled token (reused).
+    piece: Vec<u8>,
     decoder: Utf8Decoder,
     matcher: StopMatcher,
     content: String,
@@ -269,7 +271,7 @@ impl Slot {
     }
 
     /// Takes `job`: reuses the cached prefix, drops the rest of the cache, builds the sampler.
-    fn start(&mut self, ctx: &mut LlamaContext, job: Job, params: &EngineParams) {
+    fn start(&mut self, ctx: &mut LlamaContext, job: Job, params: &EngineParams, model: &ModelView) {
         let prompt = &job.tokens;
         let mut reuse = self.reusable_prefix(prompt);
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
@@ -289,6 +291,9 @@ impl Slot {
         self.cached.truncate(reuse);
         self.reusable = reuse;
         let mut sampler = Sampler::new(&job.config);
+        if job.config.ignore_eos {
+            sampler.ban(&model.end_tokens);
+        }
         prompt.iter().for_each(|t| sampler.accept(t.0));
         let matcher = StopMatcher::new(job.config.stop_strings.clone());
         let active = Active {
@@ -297,6 +302,7 @@ impl Slot {
             cached_prompt: reuse,
             last_progress: 0.0,
             next: None,
+            piece: Vec::new(),
             decoder: Utf8Decoder::default(),
             matcher,
             content: String::new(),
@@ -476,16 +482,7 @@ impl Slot {
     fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView, ctx_len: usize, info: &ModelInfo) {
         let vocab = &model.vocab;
         let Some(a) = self.active.as_mut() else { return };
-        let logits = ctx.get_logits_ith(at);
-        let token = if a.job.config.ignore_eos {
-            let mut logits = logits.to_vec();
-            for t in &model.end_tokens {
-                logits[t.0 as usize] = f32::NEG_INFINITY;
-            }
-            LlamaToken(a.sampler.sample(&logits))
-        } else {
-            LlamaToken(a.sampler.sample(logits))
-        };
+        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
         tracing::trace!(seq = self.seq, token = token.0, "sampled");
         if a.first_token_at.is_none() {
             a.first_token_at = Some(Instant::now());
@@ -500,9 +497,9 @@ impl Slot {
         }
         a.predicted += 1;
         a.unsent_tokens += 1;
-        let mut piece = Vec::new();
-        vocab.token_to_piece_into(token, &mut piece, false, None);
-        let text = a.decoder.push(&piece);
+        a.piece.clear();
+        vocab.token_to_piece_into(token, &mut a.piece, false, None);
+        let text = a.decoder.push(&a.piece);
         match a.matcher.push(&text) {
             Matched::Emit(text) => {
                 if !a.send_text(text) {
