@@ -140,7 +140,7 @@ impl Client {
             Backend::Remote(r) => {
                 let parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
                 let info = r.connection()?.load("getOrLoad", parameter)?;
-                return Ok((Llm { inner: LlmInner::Remote { remote: Arc::clone(r), info: Box::new(info) } }, false));
+                return Ok((Llm::remote(r, info), false));
             }
         };
         let _loading = lock(&e.loading);
@@ -165,7 +165,7 @@ impl Client {
             }
             Backend::Remote(r) => {
                 if let Some(info) = r.list_loaded()?.into_iter().next() {
-                    return Ok(Llm { inner: LlmInner::Remote { remote: Arc::clone(r), info: Box::new(info) } });
+                    return Ok(Llm::remote(r, info));
                 }
             }
         }
@@ -199,7 +199,7 @@ impl Client {
                     parameter["identifier"] = json!(id);
                 }
                 let info = r.connection()?.load("loadModel", parameter)?;
-                Ok(Llm { inner: LlmInner::Remote { remote: Arc::clone(r), info: Box::new(info) } })
+                Ok(Llm::remote(r, info))
             }
         }
     }
@@ -208,11 +208,9 @@ impl Client {
     pub fn get_loaded(&self, query: &str) -> Result<Option<Llm>> {
         Ok(match &self.backend {
             Backend::Embedded(e) => find_loaded(e, query).map(|l| Llm { inner: LlmInner::Embedded(l) }),
-            Backend::Remote(r) => r
-                .list_loaded()?
-                .into_iter()
-                .find(|i| i.identifier.as_deref() == Some(query) || i.instance_reference.as_deref() == Some(query))
-                .map(|info| Llm { inner: LlmInner::Remote { remote: Arc::clone(r), info: Box::new(info) } }),
+            Backend::Remote(r) => {
+                r.list_loaded()?.into_iter().find(|info| answers_to(info, query)).map(|info| Llm::remote(r, info))
+            }
         })
     }
 
@@ -259,10 +257,12 @@ impl Client {
 }
 
 fn find_loaded(e: &Embedded, query: &str) -> Option<Arc<Loaded>> {
-    lock(&e.loaded)
-        .iter()
-        .find(|l| l.info.identifier.as_deref() == Some(query) || l.info.instance_reference.as_deref() == Some(query))
-        .cloned()
+    lock(&e.loaded).iter().find(|l| answers_to(&l.info, query)).cloned()
+}
+
+/// Whether a loaded instance answers to `query` (its identifier or its instance reference).
+fn answers_to(info: &ModelInfo, query: &str) -> bool {
+    info.identifier.as_deref() == Some(query) || info.instance_reference.as_deref() == Some(query)
 }
 
 fn load_stored(e: &Embedded, stored: StoredModel, config: &LoadConfig) -> Result<Llm> {
@@ -318,6 +318,10 @@ enum LlmInner {
 }
 
 impl Llm {
+    fn remote(remote: &Arc<Remote>, info: ModelInfo) -> Self {
+        Self { inner: LlmInner::Remote { remote: Arc::clone(remote), info: Box::new(info) } }
+    }
+
     /// The instance's info: key, display name, architecture, size, context length...
     pub fn info(&self) -> &ModelInfo {
         match &self.inner {
@@ -405,14 +409,14 @@ impl Llm {
 
     fn submit(&self, prompt: &str, config: &Config) -> Result<(flume::Receiver<Event>, Arc<AtomicBool>)> {
         let valid = config.validate()?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidPrompt("the prompt is empty".into()));
+        }
         let (tx, rx) = flume::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         match &self.inner {
             LlmInner::Embedded(l) => l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?,
             LlmInner::Remote { remote, .. } => {
-                if prompt.is_empty() {
-                    return Err(Error::InvalidPrompt("the prompt is empty".into()));
-                }
                 remote.connection()?.predict(self.identifier(), prompt, config, tx, Arc::clone(&cancel))?
             }
         }

@@ -159,7 +159,8 @@ impl Engine {
         self.tokenize(text).len()
     }
 
-    /// Validates and queues a prediction; events arrive on `events`.
+    /// Tokenizes, fits and queues a prediction (the caller has refused an empty prompt); events
+    /// arrive on `events`.
     pub fn submit(
         &self,
         prompt: &str,
@@ -168,9 +169,6 @@ impl Engine {
         cancel: Arc<AtomicBool>,
     ) -> Result<()> {
         let submitted = Instant::now();
-        if prompt.is_empty() {
-            return Err(Error::InvalidPrompt("the prompt is empty".into()));
-        }
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
         let jobs = lock(&self.jobs).clone().ok_or(Error::ModelUnloaded)?;
         // Count before sending so the worker's decrement can never run first.
