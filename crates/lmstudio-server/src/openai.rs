@@ -212,7 +212,7 @@ async fn start(
     state.metrics().running.fetch_sub(1, Ordering::Relaxed);
     let result = result?;
     state.metrics().record(&result);
-    Ok(Json(shape.whole(&result)).into_response())
+    Ok(Json(shape.finished(&result, false)).into_response())
 }
 
 fn chat_message(m: ChatIn) -> lms::ChatMessage {
@@ -244,15 +244,19 @@ impl Shape {
         }
     }
 
-    fn whole(&self, r: &lms::PredictionResult) -> Value {
-        let choice = match self.kind {
-            Kind::Text => json!({"index": 0, "text": r.content, "logprobs": null, "finish_reason": finish_reason(r)}),
-            Kind::Chat => {
-                json!({"index": 0, "message": {"role": "assistant", "content": r.content}, "logprobs": null, "finish_reason": finish_reason(r)})
+    /// The body that ends a request: the whole response, or the last chunk of a stream.
+    fn finished(&self, r: &lms::PredictionResult, chunk: bool) -> Value {
+        let reason = finish_reason(r);
+        let text = if chunk { "" } else { r.content.as_str() };
+        let choice = match (self.kind, chunk) {
+            (Kind::Text, _) => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason}),
+            (Kind::Chat, false) => {
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason})
             }
+            (Kind::Chat, true) => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}),
         };
         let mut body = json!({
-            "id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
+            "id": self.id, "object": self.object(chunk), "created": self.created, "model": self.model,
             "choices": [choice], "usage": usage(r),
         });
         self.add_rest_blocks(&mut body, r);
@@ -269,19 +273,6 @@ impl Shape {
             }
         };
         json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]})
-    }
-
-    fn last_chunk(&self, r: &lms::PredictionResult) -> Value {
-        let choice = match self.kind {
-            Kind::Text => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason(r)}),
-            Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(r)}),
-        };
-        let mut body = json!({
-            "id": self.id, "object": self.object(true), "created": self.created, "model": self.model,
-            "choices": [choice], "usage": usage(r),
-        });
-        self.add_rest_blocks(&mut body, r);
-        body
     }
 
     fn add_rest_blocks(&self, body: &mut Value, r: &lms::PredictionResult) {
@@ -361,7 +352,7 @@ fn sse(
         }
         if let Ok(result) = stream.result() {
             metrics.record(&result);
-            let _ = tx.send(Event::default().data(shape.last_chunk(&result).to_string())).await;
+            let _ = tx.send(Event::default().data(shape.finished(&result, true).to_string())).await;
         }
         let _ = tx.send(Event::default().data("[DONE]")).await;
     });

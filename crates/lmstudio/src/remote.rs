@@ -170,8 +170,7 @@ impl Connection {
                     Err(e) => Event::Done(Box::new(Err(conn_err(e)))),
                 },
                 Some("success") => Event::Done(Box::new(success(msg, std::mem::take(&mut content)))),
-                Some("error") => Event::Done(Box::new(Err(server_error(&msg["error"])))),
-                Some("channelError") => Event::Done(Box::new(Err(server_error(&msg["error"])))),
+                Some("error" | "channelError") => Event::Done(Box::new(Err(server_error(&msg["error"])))),
                 _ => return true,
             };
             let done = matches!(event, Event::Done(_));

@@ -156,12 +156,17 @@ fn bad(name: &str, v: &Value) -> Error {
     Error::InvalidConfig(format!("{name}: unexpected value {v}"))
 }
 
+/// A checked checkbox setting: the writing side of [`checkbox`].
+fn checked(value: impl Serialize) -> Value {
+    json!({"checked": true, "value": value})
+}
+
 /// The prediction settings as LM Studio's KV fields (for `success.predictionConfig`).
 pub fn prediction_fields(c: &Config) -> KvConfig {
     let mut fields = Vec::new();
     let mut push = |key: &str, value: Value| fields.push(KvField { key: format!("llm.prediction.{key}"), value });
     if let Some(m) = c.max_tokens {
-        push("maxPredictedTokens", json!({"checked": true, "value": m}));
+        push("maxPredictedTokens", checked(m));
     }
     if let Some(t) = c.temperature {
         push("temperature", json!(t));
@@ -173,22 +178,22 @@ pub fn prediction_fields(c: &Config) -> KvConfig {
         push("topKSampling", json!(k));
     }
     if let Some(p) = c.top_p {
-        push("topPSampling", json!({"checked": true, "value": p}));
+        push("topPSampling", checked(p));
     }
     if let Some(p) = c.min_p {
-        push("minPSampling", json!({"checked": true, "value": p}));
+        push("minPSampling", checked(p));
     }
     if let Some(r) = c.repeat_penalty {
-        push("repeatPenalty", json!({"checked": true, "value": r}));
+        push("repeatPenalty", checked(r));
     }
     if let Some(p) = c.presence_penalty {
-        push("llama.presencePenalty", json!({"checked": true, "value": p}));
+        push("llama.presencePenalty", checked(p));
     }
     if let Some(f) = c.frequency_penalty {
-        push("llama.frequencyPenalty", json!({"checked": true, "value": f}));
+        push("llama.frequencyPenalty", checked(f));
     }
     if let Some(seed) = c.seed {
-        push("seed", json!({"checked": true, "value": seed}));
+        push("seed", checked(seed));
     }
     if let Some(t) = c.cpu_threads {
         push("llama.cpuThreads", json!(t));
