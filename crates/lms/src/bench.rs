@@ -10,6 +10,8 @@ use clap::Args;
 use lmstudio as lms;
 use serde::Serialize;
 
+use crate::loadgen::percentile;
+
 /// Options of `lms bench`.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -227,11 +229,7 @@ pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
 }
 
 fn median(rows: &[Row]) -> Row {
-    let med = |f: fn(&Row) -> f64| {
-        let mut v: Vec<f64> = rows.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |f: fn(&Row) -> f64| percentile(rows.iter().map(f).collect(), 0.5);
     Row {
         what: rows[0].what.clone(),
         pp_tok_s: med(|r| r.pp_tok_s),
@@ -316,11 +314,7 @@ fn remote_path(embedded: &lms::Llm, model_path: &std::path::Path, args: &BenchAr
         }
     }
     server.stop();
-    let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
-    };
+    let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| percentile(v.iter().map(f).collect(), 0.5);
     let rows: Vec<PathRow> = ["embedded API", "websocket to lms server (loopback)"]
         .iter()
         .zip(&samples)

@@ -97,7 +97,8 @@ pub fn run(
     handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))?).collect()
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+/// The `p`-quantile of `v` (an element of it, no interpolation; NaN when empty).
+pub(crate) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
