@@ -1,7 +1,7 @@
 //! The engine thread: continuous batching over prediction slots with a per-slot prefix cache.
 //!
-//! Each step decodes one token for every generating slot in one batch, then evaluates prompt
-//! chunks of new predictions, samples, and sends events. A failed send means the consumer is gone:
+//! Each step evaluates prompt chunks of new predictions, then decodes one token for every generating
+//! slot in one batch, samples, and sends events. A failed send means the consumer is gone:
 //! that slot stops at once and is free for the next prediction.
 //!
 //! Prompt rows are batch invariant. llama.cpp's CPU kernels give a row of a batch bitwise the same
@@ -47,18 +47,22 @@ const STALL_ALLOWANCE: f64 = 0.8;
 /// Predicted tokens after which a stream counts as under way, so that new prompts are paced.
 const UNDER_WAY: u32 = 8;
 
-/// What sampling needs of the model: its vocabulary and end-of-generation tokens.
+/// What every step needs to know of the loaded model: its vocabulary, end-of-generation tokens,
+/// context per slot, and the info that results carry.
 struct ModelView<'m> {
     vocab: LlamaVocab<'m>,
     /// Tokens that end generation (banned from sampling for `ignore_eos`).
     end_tokens: Vec<i32>,
+    /// Tokens of KV cache per slot.
+    ctx_len: usize,
+    info: &'m ModelInfo,
 }
 
 impl<'m> ModelView<'m> {
-    fn new(model: &'m LlamaModel) -> Self {
+    fn new(model: &'m LlamaModel, ctx_len: usize, info: &'m ModelInfo) -> Self {
         let vocab = model.vocab();
         let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
-        Self { vocab, end_tokens }
+        Self { vocab, end_tokens, ctx_len, info }
     }
 }
 
@@ -120,7 +124,7 @@ pub(super) fn run(
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
     let mut slots: Vec<Slot> = (0..params.parallel as i32).map(Slot::new).collect();
     let mut pacer = Pacer::default();
-    let view = &ModelView::new(model);
+    let view = &ModelView::new(model, params.context_length as usize, &info);
     loop {
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
@@ -166,7 +170,7 @@ pub(super) fn run(
             let slot = pick_slot(&slots, &job.tokens);
             slots[slot].start(&mut ctx, job, &params, view);
         }
-        step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, params.context_length as usize, &info);
+        step(&mut ctx, view, &mut batch, &mut slots, &mut pacer);
     }
 }
 
@@ -379,15 +383,16 @@ impl Active {
     }
 }
 
-/// One engine step: a token for every generating slot, then prompt chunks of new predictions.
+/// One engine step: prompt chunks of new predictions, then a token for every generating slot.
+///
+/// Prompts go first so that a prediction whose prompt is complete samples its first token at once
+/// and generates in the same step's batch; running streams wait for the same work either way.
 fn step(
     ctx: &mut LlamaContext,
     model: &ModelView,
     batch: &mut LlamaBatch,
     slots: &mut [Slot],
     pacer: &mut Pacer,
-    ctx_len: usize,
-    info: &ModelInfo,
 ) {
     // Cancelled predictions end before any more work is spent on them.
     for slot in slots.iter_mut() {
@@ -395,32 +400,26 @@ fn step(
             if a.job.events.is_disconnected() {
                 slot.release();
             } else if a.job.cancel.load(Ordering::Relaxed) {
-                slot.finish(StopReason::UserStopped, info);
+                slot.finish(StopReason::UserStopped, model.info);
             }
         }
     }
-    batch.clear();
-    let mut sampling = Vec::new();
-    for (i, slot) in slots.iter_mut().enumerate() {
-        let Some(token) = slot.active.as_mut().and_then(|a| a.next.take()) else { continue };
-        sampling.push((i, batch.n_tokens()));
-        // Capacity is at least the number of slots.
-        let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], true);
-        slot.cached.push(token);
+    if evaluate_prompts(ctx, model, batch, slots, pacer) {
+        generate(ctx, model, batch, slots, pacer);
     }
-    let generating = !sampling.is_empty();
-    if generating {
-        let started = Instant::now();
-        if !decode(ctx, batch, slots) {
-            return;
-        }
-        for (i, at) in sampling {
-            slots[i].sample(ctx, at, model, ctx_len, info);
-        }
-        pacer.record_step(started);
-    }
-    // Each prompt chunk is decoded alone, so that its rows do not depend on other predictions.
-    // Pacing protects streams that are under way; predictions that arrived together start at full speed.
+}
+
+/// Evaluates the next chunk of every unfinished prompt, each chunk decoded alone so that its rows
+/// do not depend on other predictions, and samples the first token of each prompt completed.
+/// Pacing protects streams that are under way; predictions that arrived together start at full
+/// speed. Returns false when a decode failed (every prediction has then ended).
+fn evaluate_prompts(
+    ctx: &mut LlamaContext,
+    model: &ModelView,
+    batch: &mut LlamaBatch,
+    slots: &mut [Slot],
+    pacer: &mut Pacer,
+) -> bool {
     let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
     let mut budget = if paced { pacer.budget() } else { BATCH as usize };
     for i in 0..slots.len() {
@@ -440,7 +439,7 @@ fn step(
         }
         let started = Instant::now();
         if !decode(ctx, batch, slots) {
-            return;
+            return false;
         }
         pacer.record_prompt(take, started);
         budget -= take;
@@ -457,9 +456,40 @@ fn step(
         }
         if a.prompt_done == prompt_len {
             slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
-            slot.sample(ctx, batch.n_tokens() - 1, model, ctx_len, info);
+            slot.sample(ctx, batch.n_tokens() - 1, model);
         }
     }
+    true
+}
+
+/// Decodes the last sampled token of every generating slot in one batch and samples the next.
+fn generate(
+    ctx: &mut LlamaContext,
+    model: &ModelView,
+    batch: &mut LlamaBatch,
+    slots: &mut [Slot],
+    pacer: &mut Pacer,
+) {
+    batch.clear();
+    let mut sampling = Vec::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let Some(token) = slot.active.as_mut().and_then(|a| a.next.take()) else { continue };
+        sampling.push((i, batch.n_tokens()));
+        // Capacity is at least the number of slots.
+        let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], true);
+        slot.cached.push(token);
+    }
+    if sampling.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    if !decode(ctx, batch, slots) {
+        return;
+    }
+    for (i, at) in sampling {
+        slots[i].sample(ctx, at, model);
+    }
+    pacer.record_step(started);
 }
 
 /// Decodes `batch`; on failure the batch's sequences are in an unknown state, so every running
@@ -479,7 +509,8 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
 impl Slot {
     /// Samples from the logits at batch index `at`, delivers the token's text, and decides whether
     /// the prediction goes on.
-    fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView, ctx_len: usize, info: &ModelInfo) {
+    fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView) {
+        let info = model.info;
         let vocab = &model.vocab;
         let Some(a) = self.active.as_mut() else { return };
         let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
@@ -516,7 +547,7 @@ impl Slot {
         }
         if a.job.config.max_tokens.is_some_and(|m| a.predicted >= m) {
             self.finish(StopReason::MaxPredictedTokensReached, info);
-        } else if self.cached.len() + 1 >= ctx_len {
+        } else if self.cached.len() + 1 >= model.ctx_len {
             self.finish(StopReason::ContextLengthReached, info);
         } else {
             a.next = Some(token);
