@@ -44,6 +44,10 @@ const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
 /// streams then never wait much more than twice their usual gap between two tokens.
 const STALL_ALLOWANCE: f64 = 0.8;
 
+/// A copy of another slot's cache must save at least this many prompt tokens: llama.cpp copies the
+/// whole sequence buffer, which costs about as much as evaluating a few tokens.
+const MIN_SHARED: usize = 32;
+
 /// Predicted tokens after which a stream counts as under way, so that new prompts are paced.
 const UNDER_WAY: u32 = 8;
 
@@ -55,14 +59,24 @@ struct ModelView<'m> {
     end_tokens: Vec<i32>,
     /// Tokens of KV cache per slot.
     ctx_len: usize,
+    /// The sliding attention window (0: none): a cached prefix is usable only while the window
+    /// before its end is still cached.
+    window: usize,
     info: &'m ModelInfo,
 }
 
 impl<'m> ModelView<'m> {
-    fn new(model: &'m LlamaModel, ctx_len: usize, info: &'m ModelInfo) -> Self {
+    fn new(model: &'m LlamaModel, params: &EngineParams, info: &'m ModelInfo) -> Self {
         let vocab = model.vocab();
         let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
-        Self { vocab, end_tokens, ctx_len, info }
+        let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
+        Self { vocab, end_tokens, ctx_len, window, info }
+    }
+
+    /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
+    /// a sliding window, the cells of the window before `upto` may have been overwritten.
+    fn window_keeps(&self, ctx: &LlamaContext, seq: i32, upto: usize) -> bool {
+        self.window == 0 || ctx.kv_cache_seq_pos_min(seq) <= upto.saturating_sub(self.window) as i32
     }
 }
 
@@ -124,7 +138,7 @@ pub(super) fn run(
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
     let mut slots: Vec<Slot> = (0..params.parallel as i32).map(Slot::new).collect();
     let mut pacer = Pacer::default();
-    let view = &ModelView::new(model, params.context_length as usize, &info);
+    let view = &ModelView::new(model, &params, &info);
     loop {
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
@@ -168,7 +182,7 @@ pub(super) fn run(
                 }
             }
             let slot = pick_slot(&slots, &job.tokens);
-            slots[slot].start(&mut ctx, job, &params, view);
+            slots[slot].start(&mut ctx, job, view);
         }
         step(&mut ctx, view, &mut batch, &mut slots, &mut pacer);
     }
@@ -275,18 +289,13 @@ impl Slot {
     }
 
     /// Takes `job`: reuses the cached prefix, drops the rest of the cache, builds the sampler.
-    fn start(&mut self, ctx: &mut LlamaContext, job: Job, params: &EngineParams, model: &ModelView) {
+    fn start(&mut self, ctx: &mut LlamaContext, job: Job, model: &ModelView) {
         let prompt = &job.tokens;
         let mut reuse = self.reusable_prefix(prompt);
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
             reuse = 0;
         }
-        // With a sliding-window cache, positions older than the window may already be gone.
-        let pos_min = ctx.kv_cache_seq_pos_min(self.seq);
-        if reuse > 0
-            && params.sliding_window > 0
-            && pos_min > reuse.saturating_sub(params.sliding_window as usize) as i32
-        {
+        if reuse > 0 && !model.window_keeps(ctx, self.seq, reuse) {
             reuse = 0;
         }
         if reuse == 0 {
@@ -387,13 +396,7 @@ impl Active {
 ///
 /// Prompts go first so that a prediction whose prompt is complete samples its first token at once
 /// and generates in the same step's batch; running streams wait for the same work either way.
-fn step(
-    ctx: &mut LlamaContext,
-    model: &ModelView,
-    batch: &mut LlamaBatch,
-    slots: &mut [Slot],
-    pacer: &mut Pacer,
-) {
+fn step(ctx: &mut LlamaContext, model: &ModelView, batch: &mut LlamaBatch, slots: &mut [Slot], pacer: &mut Pacer) {
     // Cancelled predictions end before any more work is spent on them.
     for slot in slots.iter_mut() {
         if let Some(a) = &slot.active {
@@ -423,6 +426,11 @@ fn evaluate_prompts(
     let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
     let mut budget = if paced { pacer.budget() } else { BATCH as usize };
     for i in 0..slots.len() {
+        match share(ctx, model, slots, i) {
+            Share::Wait => continue,
+            Share::Copy { from, upto } => copy_prefix(ctx, slots, from, i, upto),
+            Share::Nothing => {}
+        }
         let slot = &mut slots[i];
         let Some(a) = slot.active.as_mut() else { continue };
         let prompt_len = a.job.tokens.len();
@@ -454,7 +462,10 @@ fn evaluate_prompts(
                 continue;
             }
         }
-        if a.prompt_done == prompt_len {
+        if a.prompt_done < prompt_len {
+            // A whole number of row groups from a row-group boundary: other slots may share it now.
+            slot.reusable = a.prompt_done;
+        } else {
             slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
             slot.sample(ctx, batch.n_tokens() - 1, model);
         }
@@ -462,14 +473,77 @@ fn evaluate_prompts(
     true
 }
 
+/// What other slots can do for the unfinished prompt of a slot.
+enum Share {
+    /// Copy the first `upto` tokens of slot `from`'s cache.
+    Copy {
+        from: usize,
+        upto: usize,
+    },
+    /// Another slot is evaluating a prefix this prompt shares: copy it once computed.
+    Wait,
+    Nothing,
+}
+
+/// Whether slot `i` can take its prompt's next tokens from another slot's cache, now or once
+/// another slot evaluating the same prefix has computed it. Of several slots evaluating one prefix,
+/// the one furthest on (then the lowest sequence) evaluates and the others wait, so a prefix that
+/// concurrent requests share is computed once.
+fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], i: usize) -> Share {
+    let Some(a) = &slots[i].active else { return Share::Nothing };
+    let prompt = &a.job.tokens;
+    if a.prompt_done == prompt.len() {
+        return Share::Nothing;
+    }
+    let worth = |upto: usize| upto >= a.prompt_done + MIN_SHARED;
+    let here = (a.prompt_done, std::cmp::Reverse(slots[i].seq));
+    let mut best: Option<(usize, usize)> = None;
+    let mut wait = false;
+    for (j, other) in slots.iter().enumerate().filter(|&(j, _)| j != i) {
+        let upto = reuse_point(common_prefix(&other.cached[..other.reusable], prompt), prompt.len());
+        if worth(upto) && best.is_none_or(|(_, b)| upto > b) && model.window_keeps(ctx, other.seq, upto) {
+            best = Some((j, upto));
+        }
+        if let Some(o) = &other.active {
+            let shared = reuse_point(common_prefix(&o.job.tokens, prompt), prompt.len());
+            let ahead = (o.prompt_done, std::cmp::Reverse(other.seq)) > here;
+            wait |= worth(shared) && o.prompt_done < shared && ahead;
+        }
+    }
+    match best {
+        Some((from, upto)) => Share::Copy { from, upto },
+        None if wait => Share::Wait,
+        None => Share::Nothing,
+    }
+}
+
+/// Replaces slot `to`'s cache with the first `upto` tokens of slot `from`'s. llama.cpp copies the
+/// whole sequence buffer at the next decode (cells keep their places, so results stay the same as
+/// computing those tokens here), then the rest is dropped.
+fn copy_prefix(ctx: &mut LlamaContext, slots: &mut [Slot], from: usize, to: usize, upto: usize) {
+    let (src, dst) = (slots[from].seq, slots[to].seq);
+    let tokens = slots[from].cached[..upto].to_vec();
+    let copied =
+        ctx.kv_cache_seq_cp(src, dst, None, None).is_ok() && ctx.kv_cache_seq_rm(dst, Some(upto as u32), None).is_ok();
+    let slot = &mut slots[to];
+    let Some(a) = slot.active.as_mut() else { return };
+    if copied {
+        a.cached_prompt += upto - a.prompt_done;
+        a.prompt_done = upto;
+        slot.cached = tokens;
+        slot.reusable = upto;
+    } else {
+        // The copy may have replaced this slot's cache: start its prompt over.
+        let _ = ctx.kv_cache_seq_rm(dst, None, None);
+        a.cached_prompt = 0;
+        a.prompt_done = 0;
+        slot.forget();
+    }
+    tracing::debug!(from = src, to = dst, upto, copied, "shared a cached prefix");
+}
+
 /// Decodes the last sampled token of every generating slot in one batch and samples the next.
-fn generate(
-    ctx: &mut LlamaContext,
-    model: &ModelView,
-    batch: &mut LlamaBatch,
-    slots: &mut [Slot],
-    pacer: &mut Pacer,
-) {
+fn generate(ctx: &mut LlamaContext, model: &ModelView, batch: &mut LlamaBatch, slots: &mut [Slot], pacer: &mut Pacer) {
     batch.clear();
     let mut sampling = Vec::new();
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -563,13 +637,17 @@ mod tests {
     /// Evaluates `tokens[from..]` on sequence 0 in the chunks the worker uses with `budget` tokens
     /// per step, and returns the last token's logits.
     fn evaluate(ctx: &mut LlamaContext, tokens: &[LlamaToken], from: usize, budget: usize) -> Vec<f32> {
+        evaluate_on(ctx, 0, tokens, from, budget)
+    }
+
+    fn evaluate_on(ctx: &mut LlamaContext, seq: i32, tokens: &[LlamaToken], from: usize, budget: usize) -> Vec<f32> {
         let mut batch = LlamaBatch::new(BATCH as usize, 1);
         let mut done = from;
         while done < tokens.len() {
             let take = chunk_len(tokens.len() - done, budget);
             batch.clear();
             for (i, &t) in tokens[done..done + take].iter().enumerate() {
-                batch.add(t, (done + i) as i32, &[0], done + i + 1 == tokens.len()).expect("fits");
+                batch.add(t, (done + i) as i32, &[seq], done + i + 1 == tokens.len()).expect("fits");
             }
             ctx.decode(&mut batch).expect("decodes");
             done += take;
@@ -618,19 +696,32 @@ mod tests {
         assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
     }
 
+    fn default_model() -> &'static LlamaModel {
+        static MODEL: std::sync::OnceLock<LlamaModel> = std::sync::OnceLock::new();
+        MODEL.get_or_init(|| {
+            let path = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
+            assert!(path.exists(), "the default model is needed: run `lms get` first");
+            let backend = super::super::backend().expect("backend");
+            LlamaModel::load_from_file(backend, &path, &Default::default()).expect("loads")
+        })
+    }
+
+    const HARBOUR: &str =
+        "Ships came into the harbour at dusk, their sails torn by the storm, and the town came out to watch. ";
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
     /// The kernel property the prefix cache relies on: however a prompt is chunked and whatever
     /// prefix the cache held, its logits are bitwise the same.
     #[test]
     fn prompt_logits_do_not_depend_on_chunking_or_cache() {
-        let path = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
-        assert!(path.exists(), "the default model is needed: run `lms get` first");
+        let model = default_model();
         let backend = super::super::backend().expect("backend");
-        let model = LlamaModel::load_from_file(backend, &path, &Default::default()).expect("loads");
         let params = EngineParams { context_length: 1024, parallel: 1, threads: 2, sliding_window: 0 };
-        let mut ctx = new_context(backend, &model, &params, 2).expect("context");
-        let text =
-            "Ships came into the harbour at dusk, their sails torn by the storm, and the town came out to watch. "
-                .repeat(4);
+        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let text = HARBOUR.repeat(4);
         let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
         let other = tokenize(&format!("{text}Nobody on the quay said a word"));
         for ending in ["The", "The old", "The old man", "The old man who"] {
@@ -649,9 +740,37 @@ mod tests {
             assert!(from > 50, "the prefix is shared");
             ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
             let on_prefix = evaluate(&mut ctx, &prompt, from, BATCH as usize);
-            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same(&cold, &again), "{ending:?}: cold and from the cache");
-            assert!(same(&cold, &on_prefix), "{ending:?}: cold and on another prompt's prefix");
+            assert!(same_bits(&cold, &again), "{ending:?}: cold and from the cache");
+            assert!(same_bits(&cold, &on_prefix), "{ending:?}: cold and on another prompt's prefix");
         }
+    }
+
+    /// A prefix copied from another slot's cache (`copy_prefix`) gives the same logits as computing
+    /// the prompt cold in this slot, also while the other slot has gone on past the shared part.
+    #[test]
+    fn prompt_logits_do_not_depend_on_a_copied_prefix() {
+        let model = default_model();
+        let backend = super::super::backend().expect("backend");
+        let params = EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0 };
+        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
+        let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
+        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));
+        let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+        ctx.clear_kv_cache();
+        evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
+        let upto = reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
+        assert!(upto > 50, "the prefix is shared");
+        ctx.kv_cache_seq_cp(0, 1, None, None).expect("copies");
+        ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+        // The donor goes on before the copy is carried out (at the next decode).
+        let more = tokenize(" and the bells rang");
+        let mut batch = LlamaBatch::new(BATCH as usize, 1);
+        for (i, &t) in more.iter().enumerate() {
+            batch.add(t, (donor.len() + i) as i32, &[0], false).expect("fits");
+        }
+        ctx.decode(&mut batch).expect("decodes");
+        let copied = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+        assert!(same_bits(&cold, &copied), "cold and on a copied prefix");
     }
 }

@@ -133,6 +133,46 @@ fn results_do_not_depend_on_cache_or_slot() {
     assert_eq!(on_prefix, fresh_text, "on a cached prefix and fresh");
 }
 
+/// A prompt whose prefix another slot holds takes it from there, even while that slot generates,
+/// and gives the same first token as computed cold. (Later tokens are decoded in one batch with the
+/// other prediction's and may differ: see ARCHITECTURE.md.)
+#[test]
+fn a_prefix_in_a_busy_slot_is_shared() {
+    let fresh = || own_model(lms::LoadConfig { parallel: 2, context_length: Some(1024), ..Default::default() });
+    let story = "In the old harbour town the lighthouse keeper kept a logbook of every ship that passed. ";
+    let sibling = format!("{}At dawn the fog", story.repeat(5));
+    let cold = fresh().complete(&sibling, greedy(1)).expect("completes");
+    assert_eq!(cold.stats.cached_prompt_tokens_count, Some(0));
+    let model = fresh();
+    let mut busy =
+        model.complete_stream(&format!("{}On the last page he wrote", story.repeat(5)), greedy(400)).expect("starts");
+    busy.next().expect("a fragment").expect("ok");
+    let shared = model.complete(&sibling, greedy(1)).expect("completes");
+    assert!(matches!(busy.result(), Err(lms::Error::NotFinished)), "the other slot was busy");
+    let cached = shared.stats.cached_prompt_tokens_count.expect("counted");
+    assert!(cached > 50, "the shared prefix came from the busy slot ({cached})");
+    assert_eq!(shared.content, cold.content);
+}
+
+/// Requests that arrive together with a long common prefix compute it once: one evaluates it, the
+/// others copy it.
+#[test]
+fn concurrent_prompts_compute_a_shared_prefix_once() {
+    let model = own_model(lms::LoadConfig { parallel: 3, context_length: Some(1024), ..Default::default() });
+    let prefix =
+        "The council of the northern valley met in the long hall to settle the matter of the bridge. ".repeat(8);
+    let prompts: Vec<String> = ["First,", "Second,", "Third,"].iter().map(|e| format!("{prefix}{e}")).collect();
+    let stats: Vec<lms::Stats> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            prompts.iter().map(|p| s.spawn(|| model.complete(p, greedy(1)).expect("completes").stats)).collect();
+        handles.into_iter().map(|h| h.join().expect("joins")).collect()
+    });
+    let prompt_tokens = stats[0].prompt_tokens_count.expect("counted");
+    let cached: u64 = stats.iter().map(|s| s.cached_prompt_tokens_count.expect("counted")).sum();
+    // Each prompt ends with at least 8 tokens of its own (the prefix cache's rule).
+    assert!(cached >= 2 * (prompt_tokens - 16), "{cached} of {prompt_tokens} x 3 came from the cache");
+}
+
 #[test]
 fn context_overflow_policies() {
     let model = own_model(lms::LoadConfig { parallel: 1, context_length: Some(64), ..Default::default() });
