@@ -130,14 +130,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut md = markdown(&rows, &args);
     let (remote_md, remote_rows) = remote_path(&model, &path, &args)?;
     md += &remote_md;
-    let mut load = Vec::new();
+    let mut load = None;
     if !args.no_load && !args.clients.is_empty() {
         drop(model);
         drop(client);
-        let (table, rows) =
+        let (table, results) =
             crate::bench_load::run(&path, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions)?;
         md += &table;
-        load = rows;
+        load = Some(results);
     }
     println!("{md}");
     if let Some(out) = &args.out {

@@ -16,11 +16,23 @@ use crate::loadgen::{self, LoadSummary};
 const CTX_PER_SLOT: usize = 1024;
 const MAX_TOKENS: u32 = 128;
 
+/// What the clients of one measurement do.
+#[derive(Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Scenario {
+    /// All start at once with distinct short prompts.
+    Together,
+    /// One starts every 0.5 s.
+    Staggered,
+    /// All start at once with prompts that share a long prefix (agents with one system prompt).
+    SharedPrefix,
+}
+
 #[derive(Serialize, Clone)]
 pub struct LoadRow {
     server: String,
     clients: usize,
-    staggered: bool,
+    scenario: Scenario,
     summary: LoadSummary,
     peak_rss_mib: f64,
 }
@@ -125,69 +137,123 @@ fn prompts(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn measure(server: &Server, clients: usize, stagger: Duration) -> Result<LoadSummary> {
-    // One warm-up request, so that both servers have paged the weights in.
-    loadgen::run(server.addr, &prompts(1), 8, 1, Duration::ZERO)?;
-    let runs = loadgen::run(server.addr, &prompts(clients), MAX_TOKENS, clients, stagger)?;
-    Ok(loadgen::summarize(&runs))
+/// Prompts of about 750 tokens that share all but their last few, new for every call (as
+/// [`prompts`] are).
+fn shared_prefix_prompts(n: usize) -> Vec<String> {
+    let prefix: String = prompts(16).concat();
+    (0..n).map(|i| format!("{prefix} Question {i}: what did the keeper see?")).collect()
 }
 
-fn median_summary(mut v: Vec<LoadSummary>) -> LoadSummary {
-    v.sort_by(|a, b| a.aggregate_tok_s.total_cmp(&b.aggregate_tok_s));
-    v[v.len() / 2].clone()
+/// Tokens generated per request in the shared-prefix scenario: it measures prompt handling.
+const SHARED_PREFIX_MAX_TOKENS: u32 = 16;
+
+fn measure(server: &Server, clients: usize, scenario: Scenario) -> Result<LoadSummary> {
+    // One warm-up request, so that both servers have paged the weights in.
+    loadgen::run(server.addr, &prompts(1), 8, 1, Duration::ZERO)?;
+    let runs = match scenario {
+        Scenario::Together => loadgen::run(server.addr, &prompts(clients), MAX_TOKENS, clients, Duration::ZERO)?,
+        Scenario::Staggered => {
+            loadgen::run(server.addr, &prompts(clients), MAX_TOKENS, clients, Duration::from_millis(500))?
+        }
+        Scenario::SharedPrefix => loadgen::run(
+            server.addr,
+            &shared_prefix_prompts(clients),
+            SHARED_PREFIX_MAX_TOKENS,
+            clients,
+            Duration::ZERO,
+        )?,
+    };
+    Ok(loadgen::summarize(&runs))
 }
 
 /// Starts a server with the given number of slots.
 type StartServer<'a> = dyn Fn(usize) -> Result<Server> + 'a;
 
-/// One server kind at one level: `rounds` runs, the median by aggregate throughput.
+/// One level: every server started with `clients` slots, then `rounds` rounds in which each server
+/// is measured in turn, so that a change in the host's speed hits all of them alike. Reports the
+/// median of each figure.
 fn level(
-    start_server: &StartServer<'_>,
-    slots: usize,
+    servers: &[(&str, &StartServer<'_>)],
     clients: usize,
-    stagger: Duration,
+    scenario: Scenario,
     rounds: usize,
-) -> Result<(LoadSummary, f64)> {
-    let server = start_server(slots)?;
-    let mut summaries = Vec::new();
+) -> Result<Vec<LoadRow>> {
+    let running = servers.iter().map(|(_, start)| start(clients)).collect::<Result<Vec<_>>>()?;
+    let mut runs = vec![Vec::new(); running.len()];
     for _ in 0..rounds {
-        summaries.push(measure(&server, clients, stagger)?);
+        for (server, runs) in running.iter().zip(&mut runs) {
+            runs.push(measure(server, clients, scenario)?);
+        }
     }
-    let rss = server.stop();
-    Ok((median_summary(summaries), rss))
+    Ok(running
+        .into_iter()
+        .zip(servers)
+        .zip(runs)
+        .map(|((server, (name, _)), runs)| LoadRow {
+            server: name.to_string(),
+            clients,
+            scenario,
+            summary: loadgen::median(&runs),
+            peak_rss_mib: server.stop(),
+        })
+        .collect())
 }
 
-/// `llama-batched-bench` decode speed (S_TG t/s) per batch size.
-fn batched_bench(bin: &Path, model: &Path, threads: u32, sizes: &[usize]) -> Result<Vec<(usize, f64)>> {
+/// What `llama-batched-bench` measured at one batch size.
+#[derive(Serialize, Clone, Copy)]
+pub struct Ceiling {
+    /// Parallel sequences.
+    clients: usize,
+    /// Decode tokens/s (S_TG): all sequences generating, no prompts.
+    decode_tok_s: f64,
+    /// Generated tokens over the time of prompts and generation: the load test's workload
+    /// (prompts of [`CEILING_PROMPT`] tokens, [`MAX_TOKENS`] generated) without HTTP or sampling.
+    workload_tok_s: f64,
+}
+
+/// Prompt tokens per sequence in the ceiling run: about the load test's prompts.
+const CEILING_PROMPT: usize = 48;
+
+/// Runs `llama-batched-bench` at each batch size.
+fn batched_bench(bin: &Path, model: &Path, threads: u32, sizes: &[usize]) -> Result<Vec<Ceiling>> {
     let npl: Vec<String> = sizes.iter().map(usize::to_string).collect();
     let ctx = sizes.iter().max().copied().unwrap_or(1) * CTX_PER_SLOT;
     let out = Command::new(bin)
         .arg("-m")
         .arg(model)
         .args(["-t", &threads.to_string(), "-c", &ctx.to_string(), "-b", "2048", "-ub", "512"])
-        .args(["-npp", "64", "-ntg", &MAX_TOKENS.to_string(), "-npl", &npl.join(","), "--output-format", "jsonl"])
+        .args(["-npp", &CEILING_PROMPT.to_string(), "-ntg", &MAX_TOKENS.to_string()])
+        .args(["-npl", &npl.join(","), "--output-format", "jsonl"])
         .stderr(Stdio::null())
         .output()
         .context("running llama-batched-bench")?;
     let mut rows = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if let (Some(pl), Some(tg)) = (v["pl"].as_u64(), v["speed_tg"].as_f64()) {
-                rows.push((pl as usize, tg));
+            if let (Some(pl), Some(tg), Some(t)) = (v["pl"].as_u64(), v["speed_tg"].as_f64(), v["t"].as_f64()) {
+                let workload_tok_s = pl as f64 * f64::from(MAX_TOKENS) / t;
+                rows.push(Ceiling { clients: pl as usize, decode_tok_s: tg, workload_tok_s });
             }
         }
     }
     Ok(rows)
 }
 
-/// Runs the load tests; returns the markdown tables and the rows.
+/// Everything the load tests measured.
+#[derive(Serialize)]
+pub struct LoadResults {
+    rows: Vec<LoadRow>,
+    ceiling: Vec<Ceiling>,
+}
+
+/// Runs the load tests; returns the markdown tables and the results.
 pub fn run(
     model: &Path,
     clients: &[usize],
     threads: u32,
     tools: Option<&Path>,
     rounds: usize,
-) -> Result<(String, Vec<LoadRow>)> {
+) -> Result<(String, LoadResults)> {
     let rounds = rounds.max(1);
     let mut rows = Vec::new();
     let ours_start = |slots| ours(model, slots, threads);
@@ -199,55 +265,53 @@ pub fn run(
     if tools.is_some() {
         servers.push(("llama-server", &llama_start));
     }
-    for &n in clients {
-        for (name, start) in &servers {
-            eprintln!("load: {name}, {n} clients");
-            let (summary, rss) = level(*start, n, n, Duration::ZERO, rounds)?;
-            rows.push(LoadRow { server: name.to_string(), clients: n, staggered: false, summary, peak_rss_mib: rss });
-        }
+    let most = clients.iter().max().copied().unwrap_or(8);
+    let mut levels: Vec<(usize, Scenario)> = clients.iter().map(|&n| (n, Scenario::Together)).collect();
+    levels.push((most, Scenario::Staggered));
+    levels.push((most.min(4), Scenario::SharedPrefix));
+    for (n, scenario) in levels {
+        eprintln!("load: {n} clients, {}", serde_json::to_string(&scenario)?);
+        rows.extend(level(&servers, n, scenario, rounds)?);
     }
-    let stagger_n = clients.iter().max().copied().unwrap_or(8);
-    for (name, start) in &servers {
-        eprintln!("load: {name}, {stagger_n} staggered clients");
-        let (summary, rss) = level(*start, stagger_n, stagger_n, Duration::from_millis(500), 1)?;
-        rows.push(LoadRow {
-            server: name.to_string(),
-            clients: stagger_n,
-            staggered: true,
-            summary,
-            peak_rss_mib: rss,
-        });
-    }
+    // The same llama.cpp as ours when scripts/build-llama-tools built it, else the tools' commit.
     let ceiling = match tools {
-        Some(t) => batched_bench(&t.join("llama-batched-bench"), model, threads, clients)?,
+        Some(t) => {
+            let same_commit = t.join("llama-batched-bench-crate");
+            let bin = if same_commit.exists() { same_commit } else { t.join("llama-batched-bench") };
+            batched_bench(&bin, model, threads, clients)?
+        }
         None => Vec::new(),
     };
-    Ok((tables(&rows, &ceiling), rows))
+    Ok((tables(&rows, &ceiling), LoadResults { rows, ceiling }))
 }
 
-fn tables(rows: &[LoadRow], ceiling: &[(usize, f64)]) -> String {
-    let mut s = "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench ceiling |\n|---|---|---|---|---|---|---|---|---|\n".to_owned();
-    for r in rows.iter().filter(|r| !r.staggered) {
-        let theirs = rows.iter().find(|o| o.server == "llama-server" && o.clients == r.clients && !o.staggered);
+fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
+    let of = |scenario| rows.iter().filter(move |r| r.scenario == scenario);
+    let mut s = "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench: decode only | vs batched-bench: prompts + decode |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    for r in of(Scenario::Together) {
+        let theirs = of(Scenario::Together).find(|o| o.server == "llama-server" && o.clients == r.clients);
         let vs = match theirs {
             Some(t) if r.server != "llama-server" => {
                 format!("{:.2}", r.summary.aggregate_tok_s / t.summary.aggregate_tok_s)
             }
             _ => String::new(),
         };
-        let ceil = ceiling
+        let (decode, workload) = ceiling
             .iter()
-            .find(|(n, _)| *n == r.clients)
-            .map(|(_, c)| format!("{:.2} of {c:.0}", r.summary.aggregate_tok_s / c))
+            .find(|c| c.clients == r.clients)
+            .map(|c| {
+                let of = |ceil: f64| format!("{:.2} of {ceil:.0}", r.summary.aggregate_tok_s / ceil);
+                (of(c.decode_tok_s), of(c.workload_tok_s))
+            })
             .unwrap_or_default();
         let m = &r.summary;
         s += &format!(
-            "| {} | {} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} | {vs} | {ceil} |\n",
+            "| {} | {} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} | {vs} | {decode} | {workload} |\n",
             r.server, r.clients, m.aggregate_tok_s, m.per_stream_tok_s, m.ttft_median_s, m.ttft_p90_s, r.peak_rss_mib
         );
     }
     s += "\n| staggered arrivals (0.5 s apart) | clients | TTFT median s | TTFT p90 s | median token gap ms | longest token gap ms | longest / median |\n|---|---|---|---|---|---|---|\n";
-    for r in rows.iter().filter(|r| r.staggered) {
+    for r in of(Scenario::Staggered) {
         let m = &r.summary;
         s += &format!(
             "| {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} |\n",
@@ -259,6 +323,17 @@ fn tables(rows: &[LoadRow], ceiling: &[(usize, f64)]) -> String {
             m.max_gap_s * 1000.0,
             m.max_gap_s / m.median_gap_s
         );
+    }
+    s += &format!(
+        "\n| shared ~750-token prefix, all at once, {SHARED_PREFIX_MAX_TOKENS} tokens each | clients | TTFT median s | TTFT p90 s | vs llama-server (TTFT median) |\n|---|---|---|---|---|\n"
+    );
+    for r in of(Scenario::SharedPrefix) {
+        let m = &r.summary;
+        let vs = of(Scenario::SharedPrefix)
+            .find(|o| o.server == "llama-server" && r.server != "llama-server")
+            .map(|t| format!("{:.2}", m.ttft_median_s / t.summary.ttft_median_s))
+            .unwrap_or_default();
+        s += &format!("| {} | {} | {:.3} | {:.3} | {vs} |\n", r.server, r.clients, m.ttft_median_s, m.ttft_p90_s);
     }
     s
 }

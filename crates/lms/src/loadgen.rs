@@ -106,6 +106,20 @@ pub(crate) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Figure by figure, the median of several runs' summaries.
+pub fn median(runs: &[LoadSummary]) -> LoadSummary {
+    let m = |f: fn(&LoadSummary) -> f64| percentile(runs.iter().map(f).collect(), 0.5);
+    LoadSummary {
+        clients: runs.first().map_or(0, |r| r.clients),
+        aggregate_tok_s: m(|r| r.aggregate_tok_s),
+        per_stream_tok_s: m(|r| r.per_stream_tok_s),
+        ttft_median_s: m(|r| r.ttft_median_s),
+        ttft_p90_s: m(|r| r.ttft_p90_s),
+        max_gap_s: m(|r| r.max_gap_s),
+        median_gap_s: m(|r| r.median_gap_s),
+    }
+}
+
 /// Aggregates the timings of one run.
 pub fn summarize(runs: &[StreamTiming]) -> LoadSummary {
     let total: usize = runs.iter().map(|r| r.tokens.len()).sum();

@@ -68,6 +68,10 @@ struct ServerArgs {
     /// CPU threads per model.
     #[arg(long)]
     threads: Option<u32>,
+    /// Host memory per model for prompts pushed out of every slot, restored when a later prompt
+    /// shares their prefix (MiB; 0: off).
+    #[arg(long, default_value_t = 512)]
+    prompt_cache_mib: u32,
     /// Require this key: `Authorization: Bearer KEY` over HTTP, the client passkey over websockets.
     #[arg(long, env = "LMS_API_KEY")]
     api_key: Option<String>,
@@ -301,6 +305,7 @@ fn server(args: ServerArgs) -> Result<()> {
         parallel: args.parallel,
         context_length: args.context_length,
         cpu_threads: args.threads,
+        prompt_cache_mib: args.prompt_cache_mib,
         ..Default::default()
     };
     load.validate()?;

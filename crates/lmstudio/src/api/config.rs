@@ -205,11 +205,21 @@ pub struct LoadConfig {
     pub max_queued: u32,
     /// The name the loaded instance answers to. Default: the model key.
     pub identifier: Option<String>,
+    /// Host memory for prompts that no slot holds any more, restored into any slot when a later
+    /// prompt shares their prefix (MiB; 0: off). Default 512.
+    pub prompt_cache_mib: u32,
 }
 
 impl Default for LoadConfig {
     fn default() -> Self {
-        Self { context_length: None, parallel: 4, cpu_threads: None, max_queued: 64, identifier: None }
+        Self {
+            context_length: None,
+            parallel: 4,
+            cpu_threads: None,
+            max_queued: 64,
+            identifier: None,
+            prompt_cache_mib: 512,
+        }
     }
 }
 
@@ -218,6 +228,10 @@ impl LoadConfig {
     pub fn validate(&self) -> Result<()> {
         if !(1..=64).contains(&self.parallel) {
             return Err(Error::InvalidConfig(format!("parallel must be in 1..=64, got {}", self.parallel)));
+        }
+        if self.prompt_cache_mib > 1 << 20 {
+            let mib = self.prompt_cache_mib;
+            return Err(Error::InvalidConfig(format!("promptCacheMib must be at most 1048576, got {mib}")));
         }
         if let Some(c) = self.context_length {
             if c < 16 {

@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
+mod prompt_cache;
 mod sampler;
 mod text;
 mod worker;
@@ -75,6 +76,8 @@ pub(crate) struct EngineParams {
     pub parallel: u32,
     pub threads: u32,
     pub sliding_window: u32,
+    /// Bytes of host memory for prompts saved from slots.
+    pub prompt_cache_bytes: usize,
 }
 
 impl Engine {
@@ -94,7 +97,13 @@ impl Engine {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4)));
         info.context_length = Some(u64::from(context_length));
         let info = info.clone();
-        let params = EngineParams { context_length, parallel: config.parallel, threads, sliding_window };
+        let params = EngineParams {
+            context_length,
+            parallel: config.parallel,
+            threads,
+            sliding_window,
+            prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
+        };
         let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
         let queued = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = flume::bounded(1);

@@ -25,6 +25,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
+use super::prompt_cache::PromptCache;
 use super::sampler::Sampler;
 use super::text::{Matched, StopMatcher, Utf8Decoder};
 use super::{EngineParams, Event, Job};
@@ -76,7 +77,12 @@ impl<'m> ModelView<'m> {
     /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
     /// a sliding window, the cells of the window before `upto` may have been overwritten.
     fn window_keeps(&self, ctx: &LlamaContext, seq: i32, upto: usize) -> bool {
-        self.window == 0 || ctx.kv_cache_seq_pos_min(seq) <= upto.saturating_sub(self.window) as i32
+        self.window_allows(ctx.kv_cache_seq_pos_min(seq), upto)
+    }
+
+    /// Whether a cache whose oldest position is `pos_min` can continue after `upto` tokens.
+    fn window_allows(&self, pos_min: i32, upto: usize) -> bool {
+        self.window == 0 || pos_min <= upto.saturating_sub(self.window) as i32
     }
 }
 
@@ -138,6 +144,7 @@ pub(super) fn run(
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
     let mut slots: Vec<Slot> = (0..params.parallel as i32).map(Slot::new).collect();
     let mut pacer = Pacer::default();
+    let mut saved = PromptCache::new(params.prompt_cache_bytes);
     let view = &ModelView::new(model, &params, &info);
     loop {
         if jobs.is_disconnected() {
@@ -177,14 +184,16 @@ pub(super) fn run(
                         ctx = new;
                         threads = wanted;
                         slots.iter_mut().for_each(Slot::forget);
+                        saved.clear();
                     }
                     Err(e) => tracing::warn!("keeping {threads} threads: {e}"),
                 }
             }
             let slot = pick_slot(&slots, &job.tokens);
+            save_before_reuse(&mut ctx, &mut saved, &slots, slot, &job.tokens);
             slots[slot].start(&mut ctx, job, view);
         }
-        step(&mut ctx, view, &mut batch, &mut slots, &mut pacer);
+        step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, &mut saved);
     }
 }
 
@@ -235,6 +244,17 @@ fn chunk_len(remaining: usize, budget: usize) -> usize {
         return remaining;
     }
     budget.min(remaining.saturating_sub(MIN_CHUNK)) / ROW_GROUP * ROW_GROUP
+}
+
+/// Saves the prefix that slot `i` could serve to host memory when `prompt`, about to take the slot,
+/// keeps less of it and no other slot holds it.
+fn save_before_reuse(ctx: &mut LlamaContext, saved: &mut PromptCache, slots: &[Slot], i: usize, prompt: &[LlamaToken]) {
+    let slot = &slots[i];
+    let prefix = &slot.cached[..slot.reusable];
+    let elsewhere = slots.iter().any(|s| s.seq != slot.seq && s.cached[..s.reusable].starts_with(prefix));
+    if slot.reusable_prefix(prompt) < slot.reusable && !elsewhere {
+        saved.save(ctx, slot.seq, prefix);
+    }
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -396,7 +416,14 @@ impl Active {
 ///
 /// Prompts go first so that a prediction whose prompt is complete samples its first token at once
 /// and generates in the same step's batch; running streams wait for the same work either way.
-fn step(ctx: &mut LlamaContext, model: &ModelView, batch: &mut LlamaBatch, slots: &mut [Slot], pacer: &mut Pacer) {
+fn step(
+    ctx: &mut LlamaContext,
+    model: &ModelView,
+    batch: &mut LlamaBatch,
+    slots: &mut [Slot],
+    pacer: &mut Pacer,
+    saved: &mut PromptCache,
+) {
     // Cancelled predictions end before any more work is spent on them.
     for slot in slots.iter_mut() {
         if let Some(a) = &slot.active {
@@ -407,7 +434,7 @@ fn step(ctx: &mut LlamaContext, model: &ModelView, batch: &mut LlamaBatch, slots
             }
         }
     }
-    if evaluate_prompts(ctx, model, batch, slots, pacer) {
+    if evaluate_prompts(ctx, model, batch, slots, pacer, saved) {
         generate(ctx, model, batch, slots, pacer);
     }
 }
@@ -422,13 +449,15 @@ fn evaluate_prompts(
     batch: &mut LlamaBatch,
     slots: &mut [Slot],
     pacer: &mut Pacer,
+    saved: &mut PromptCache,
 ) -> bool {
     let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
     let mut budget = if paced { pacer.budget() } else { BATCH as usize };
     for i in 0..slots.len() {
-        match share(ctx, model, slots, i) {
+        match share(ctx, model, slots, saved, i) {
             Share::Wait => continue,
             Share::Copy { from, upto } => copy_prefix(ctx, slots, from, i, upto),
+            Share::Restore { entry, upto } => restore_prefix(ctx, slots, saved, entry, i, upto),
             Share::Nothing => {}
         }
         let slot = &mut slots[i];
@@ -480,6 +509,11 @@ enum Share {
         from: usize,
         upto: usize,
     },
+    /// Restore the first `upto` tokens of a prompt saved in host memory.
+    Restore {
+        entry: usize,
+        upto: usize,
+    },
     /// Another slot is evaluating a prefix this prompt shares: copy it once computed.
     Wait,
     Nothing,
@@ -489,7 +523,7 @@ enum Share {
 /// another slot evaluating the same prefix has computed it. Of several slots evaluating one prefix,
 /// the one furthest on (then the lowest sequence) evaluates and the others wait, so a prefix that
 /// concurrent requests share is computed once.
-fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], i: usize) -> Share {
+fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], saved: &PromptCache, i: usize) -> Share {
     let Some(a) = &slots[i].active else { return Share::Nothing };
     let prompt = &a.job.tokens;
     if a.prompt_done == prompt.len() {
@@ -510,10 +544,15 @@ fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], i: usize) -> Sha
             wait |= worth(shared) && o.prompt_done < shared && ahead;
         }
     }
-    match best {
-        Some((from, upto)) => Share::Copy { from, upto },
-        None if wait => Share::Wait,
-        None => Share::Nothing,
+    let usable = |common: usize, pos_min: i32| {
+        let upto = reuse_point(common, prompt.len());
+        (worth(upto) && model.window_allows(pos_min, upto)).then_some(upto)
+    };
+    match (best, saved.best(prompt, usable)) {
+        (best, Some((entry, upto))) if best.is_none_or(|(_, b)| upto > b) => Share::Restore { entry, upto },
+        (Some((from, upto)), _) => Share::Copy { from, upto },
+        (None, _) if wait => Share::Wait,
+        (None, _) => Share::Nothing,
     }
 }
 
@@ -525,21 +564,47 @@ fn copy_prefix(ctx: &mut LlamaContext, slots: &mut [Slot], from: usize, to: usiz
     let tokens = slots[from].cached[..upto].to_vec();
     let copied =
         ctx.kv_cache_seq_cp(src, dst, None, None).is_ok() && ctx.kv_cache_seq_rm(dst, Some(upto as u32), None).is_ok();
-    let slot = &mut slots[to];
-    let Some(a) = slot.active.as_mut() else { return };
-    if copied {
-        a.cached_prompt += upto - a.prompt_done;
-        a.prompt_done = upto;
-        slot.cached = tokens;
-        slot.reusable = upto;
-    } else {
-        // The copy may have replaced this slot's cache: start its prompt over.
-        let _ = ctx.kv_cache_seq_rm(dst, None, None);
-        a.cached_prompt = 0;
-        a.prompt_done = 0;
-        slot.forget();
-    }
     tracing::debug!(from = src, to = dst, upto, copied, "shared a cached prefix");
+    slots[to].took_prefix(ctx, copied.then_some(tokens));
+}
+
+/// Replaces slot `to`'s cache with the first `upto` tokens of a prompt saved in host memory.
+fn restore_prefix(
+    ctx: &mut LlamaContext,
+    slots: &mut [Slot],
+    saved: &mut PromptCache,
+    entry: usize,
+    to: usize,
+    upto: usize,
+) {
+    let seq = slots[to].seq;
+    let _ = ctx.kv_cache_seq_rm(seq, None, None);
+    let tokens = saved.restore(ctx, entry, seq).map(|t| t[..upto].to_vec());
+    let restored = tokens.is_some() && ctx.kv_cache_seq_rm(seq, Some(upto as u32), None).is_ok();
+    tracing::debug!(seq, upto, restored, "restored a prompt from host memory");
+    slots[to].took_prefix(ctx, tokens.filter(|_| restored));
+}
+
+impl Slot {
+    /// After this slot's cache was replaced by another's prefix: continues the prompt after
+    /// `tokens`, or, when the replacement failed (`None`), starts the prompt over.
+    fn took_prefix(&mut self, ctx: &mut LlamaContext, tokens: Option<Vec<LlamaToken>>) {
+        let Some(a) = self.active.as_mut() else { return };
+        match tokens {
+            Some(tokens) => {
+                a.cached_prompt += tokens.len() - a.prompt_done;
+                a.prompt_done = tokens.len();
+                self.reusable = tokens.len();
+                self.cached = tokens;
+            }
+            None => {
+                let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
+                a.cached_prompt = 0;
+                a.prompt_done = 0;
+                self.forget();
+            }
+        }
+    }
 }
 
 /// Decodes the last sampled token of every generating slot in one batch and samples the next.
@@ -719,7 +784,8 @@ mod tests {
     fn prompt_logits_do_not_depend_on_chunking_or_cache() {
         let model = default_model();
         let backend = super::super::backend().expect("backend");
-        let params = EngineParams { context_length: 1024, parallel: 1, threads: 2, sliding_window: 0 };
+        let params =
+            EngineParams { context_length: 1024, parallel: 1, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
         let mut ctx = new_context(backend, model, &params, 2).expect("context");
         let text = HARBOUR.repeat(4);
         let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
@@ -751,7 +817,8 @@ mod tests {
     fn prompt_logits_do_not_depend_on_a_copied_prefix() {
         let model = default_model();
         let backend = super::super::backend().expect("backend");
-        let params = EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0 };
+        let params =
+            EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
         let mut ctx = new_context(backend, model, &params, 2).expect("context");
         let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
         let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
@@ -772,5 +839,34 @@ mod tests {
         ctx.decode(&mut batch).expect("decodes");
         let copied = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
         assert!(same_bits(&cold, &copied), "cold and on a copied prefix");
+    }
+
+    /// A prefix saved to host memory (`PromptCache`) and restored into another slot, one that held
+    /// other tokens before, gives the same logits as computing the prompt cold.
+    #[test]
+    fn prompt_logits_do_not_depend_on_a_restored_prefix() {
+        let model = default_model();
+        let backend = super::super::backend().expect("backend");
+        let params =
+            EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
+        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
+        let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
+        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));
+        let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+        ctx.clear_kv_cache();
+        evaluate_on(&mut ctx, 1, &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(9)), 0, BATCH as usize);
+        evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
+        let mut saved = PromptCache::new(64 << 20);
+        saved.save(&mut ctx, 0, &donor[..donor.len() / ROW_GROUP * ROW_GROUP]);
+        ctx.kv_cache_seq_rm(0, None, None).expect("the slot moves on");
+        let (entry, upto) =
+            saved.best(&prompt, |common, _| Some(reuse_point(common, prompt.len()))).expect("the prefix is saved");
+        assert!(upto > 50, "the prefix is shared");
+        ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+        saved.restore(&mut ctx, entry, 1).expect("restores");
+        ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+        let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+        assert!(same_bits(&cold, &restored), "cold and on a restored prefix");
     }
 }

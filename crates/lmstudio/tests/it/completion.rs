@@ -101,7 +101,15 @@ fn prefix_cache_is_used_and_changes_nothing() {
 /// a prefix another prompt left, or run in another slot.
 #[test]
 fn results_do_not_depend_on_cache_or_slot() {
-    let fresh = || own_model(lms::LoadConfig { parallel: 2, context_length: Some(1024), ..Default::default() });
+    // Without host memory for prompts, so that a prompt pushed out of the slots is computed cold.
+    let fresh = || {
+        own_model(lms::LoadConfig {
+            parallel: 2,
+            context_length: Some(1024),
+            prompt_cache_mib: 0,
+            ..Default::default()
+        })
+    };
     let story = "In the old harbour town the lighthouse keeper kept a logbook of every ship that passed. ";
     let prompt = format!("{}On the last page he wrote", story.repeat(5));
     let run = |m: &lms::Llm, p: &str| {
@@ -152,6 +160,38 @@ fn a_prefix_in_a_busy_slot_is_shared() {
     let cached = shared.stats.cached_prompt_tokens_count.expect("counted");
     assert!(cached > 50, "the shared prefix came from the busy slot ({cached})");
     assert_eq!(shared.content, cold.content);
+}
+
+/// A prompt pushed out of every slot by another conversation comes back from host memory, and gives
+/// the same text as computed cold; with no host memory for prompts it is computed again.
+#[test]
+fn a_prompt_pushed_out_of_the_slots_is_restored_from_memory() {
+    let with_cache = |mib| {
+        own_model(lms::LoadConfig {
+            parallel: 1,
+            context_length: Some(1024),
+            prompt_cache_mib: mib,
+            ..Default::default()
+        })
+    };
+    let story = "In the old harbour town the lighthouse keeper kept a logbook of every ship that passed. ";
+    let first = format!("{}On the last page he wrote", story.repeat(5));
+    let again = format!("{}At dawn the fog", story.repeat(5));
+    let other = "A recipe for bread needs flour, water, salt and yeast. ".repeat(8);
+    let cold = with_cache(0).complete(&again, greedy(16)).expect("completes");
+    for mib in [512, 0] {
+        let model = with_cache(mib);
+        model.complete(&first, greedy(4)).expect("completes");
+        model.complete(&other, greedy(4)).expect("takes the only slot");
+        let r = model.complete(&again, greedy(16)).expect("completes");
+        let cached = r.stats.cached_prompt_tokens_count.expect("counted");
+        if mib > 0 {
+            assert!(cached > 50, "restored from memory ({cached} cached)");
+        } else {
+            assert_eq!(cached, 0, "no host memory, computed again");
+        }
+        assert_eq!(r.content, cold.content, "{mib} MiB");
+    }
 }
 
 /// Requests that arrive together with a long common prefix compute it once: one evaluates it, the

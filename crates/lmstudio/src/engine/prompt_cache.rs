@@ -1,0 +1,101 @@
+//! Prompts that no slot holds any more, kept in host memory and restored into any slot.
+//!
+//! When a slot is about to be overwritten, the prefix it could have served (its reusable prompt
+//! rows) is saved as llama.cpp's per-sequence state; a later prompt that shares more of it than any
+//! slot does restores it instead of evaluating it. Least recently used entries leave first once the
+//! cache is over its size. A terminal or chat that resends its history after other conversations
+//! took every slot then still starts from its cached prefix.
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
+
+/// Shorter prefixes are not worth saving: evaluating them costs about as much as a restore.
+pub(super) const MIN_SAVED: usize = 64;
+
+/// One saved prefix.
+struct Saved {
+    tokens: Vec<LlamaToken>,
+    state: SeqState,
+    /// The lowest position the state holds (with a sliding window, older ones may be gone).
+    pos_min: i32,
+    /// When it was last saved or restored (a counter).
+    used: u64,
+}
+
+/// The saved prefixes, at most `capacity` bytes of state.
+pub(super) struct PromptCache {
+    entries: Vec<Saved>,
+    capacity: usize,
+    clock: u64,
+}
+
+impl PromptCache {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self { entries: Vec::new(), capacity, clock: 0 }
+    }
+
+    /// Forgets everything (the states belong to a context that is gone).
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.state.byte_len()).sum()
+    }
+
+    /// Saves the first `tokens.len()` tokens of sequence `seq`, which holds them at positions
+    /// `0..tokens.len()`; drops the sequence's later tokens first. Nothing happens when the prefix
+    /// is short, already saved within a longer one, or larger than the whole cache.
+    pub(super) fn save(&mut self, ctx: &mut LlamaContext, seq: i32, tokens: &[LlamaToken]) {
+        if tokens.len() < MIN_SAVED || self.entries.iter().any(|e| e.tokens.starts_with(tokens)) {
+            return;
+        }
+        if ctx.kv_cache_seq_rm(seq, Some(tokens.len() as u32), None).is_err() {
+            return;
+        }
+        let Ok(state) = ctx.state_seq_get(seq, LlamaStateSeqFlags::empty()) else { return };
+        if state.byte_len() > self.capacity {
+            return;
+        }
+        // A saved prefix of this one is covered by it.
+        self.entries.retain(|e| !tokens.starts_with(&e.tokens));
+        while self.bytes() + state.byte_len() > self.capacity {
+            let oldest = self.entries.iter().enumerate().min_by_key(|(_, e)| e.used).map(|(i, _)| i);
+            match oldest {
+                Some(i) => drop(self.entries.swap_remove(i)),
+                None => break,
+            }
+        }
+        self.clock += 1;
+        let pos_min = ctx.kv_cache_seq_pos_min(seq);
+        tracing::debug!(tokens = tokens.len(), bytes = state.byte_len(), "saved a prompt to host memory");
+        self.entries.push(Saved { tokens: tokens.to_vec(), state, pos_min, used: self.clock });
+    }
+
+    /// The entry whose tokens share the longest prefix with `prompt`, with that length after
+    /// `usable` (which turns a common prefix into a reusable one; `None`: not usable).
+    pub(super) fn best(
+        &self,
+        prompt: &[LlamaToken],
+        usable: impl Fn(usize, i32) -> Option<usize>,
+    ) -> Option<(usize, usize)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let common = e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                usable(common, e.pos_min).map(|upto| (i, upto))
+            })
+            .max_by_key(|&(_, upto)| upto)
+    }
+
+    /// Restores entry `i` into sequence `seq` (which must be empty) and returns its tokens.
+    pub(super) fn restore(&mut self, ctx: &mut LlamaContext, i: usize, seq: i32) -> Option<&[LlamaToken]> {
+        self.clock += 1;
+        let entry = &mut self.entries[i];
+        entry.used = self.clock;
+        ctx.state_seq_set(&entry.state, seq).ok()?;
+        Some(&entry.tokens)
+    }
+}
