@@ -788,7 +788,6 @@ mod tests {
             EngineParams { context_length: 1024, parallel: 1, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
         let mut ctx = new_context(backend, model, &params, 2).expect("context");
         let text = HARBOUR.repeat(4);
-        let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
         let other = tokenize(&format!("{text}Nobody on the quay said a word"));
         for ending in ["The", "The old", "The old man", "The old man who"] {
             let prompt = tokenize(&format!("{text}{ending}"));
@@ -811,20 +810,30 @@ mod tests {
         }
     }
 
-    /// A prefix copied from another slot's cache (`copy_prefix`) gives the same logits as computing
-    /// the prompt cold in this slot, also while the other slot has gone on past the shared part.
-    #[test]
-    fn prompt_logits_do_not_depend_on_a_copied_prefix() {
+    /// A context with two slots, a donor prompt, a prompt that shares its prefix, and that prompt's
+    /// logits computed cold in slot 1 (the cache is empty again after).
+    fn sharing_fixture() -> (LlamaContext<'static>, Vec<LlamaToken>, Vec<LlamaToken>, Vec<f32>) {
         let model = default_model();
         let backend = super::super::backend().expect("backend");
         let params =
             EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
         let mut ctx = new_context(backend, model, &params, 2).expect("context");
-        let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
         let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
         let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));
         let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
         ctx.clear_kv_cache();
+        (ctx, donor, prompt, cold)
+    }
+
+    fn tokenize(text: &str) -> Vec<LlamaToken> {
+        default_model().vocab().tokenize(text.as_bytes(), true, true)
+    }
+
+    /// A prefix copied from another slot's cache (`copy_prefix`) gives the same logits as computing
+    /// the prompt cold in this slot, also while the other slot has gone on past the shared part.
+    #[test]
+    fn prompt_logits_do_not_depend_on_a_copied_prefix() {
+        let (mut ctx, donor, prompt, cold) = sharing_fixture();
         evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
         let upto = reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
         assert!(upto > 50, "the prefix is shared");
@@ -845,16 +854,7 @@ mod tests {
     /// other tokens before, gives the same logits as computing the prompt cold.
     #[test]
     fn prompt_logits_do_not_depend_on_a_restored_prefix() {
-        let model = default_model();
-        let backend = super::super::backend().expect("backend");
-        let params =
-            EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
-        let mut ctx = new_context(backend, model, &params, 2).expect("context");
-        let tokenize = |s: &str| model.vocab().tokenize(s.as_bytes(), true, true);
-        let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
-        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));
-        let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
-        ctx.clear_kv_cache();
+        let (mut ctx, donor, prompt, cold) = sharing_fixture();
         evaluate_on(&mut ctx, 1, &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(9)), 0, BATCH as usize);
         evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
         let mut saved = PromptCache::new(64 << 20);
