@@ -310,18 +310,19 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
             r.server, r.clients, m.aggregate_tok_s, m.per_stream_tok_s, m.ttft_median_s, m.ttft_p90_s, r.peak_rss_mib
         );
     }
-    s += "\n| staggered arrivals (0.5 s apart) | clients | TTFT median s | TTFT p90 s | median token gap ms | longest token gap ms | longest / median |\n|---|---|---|---|---|---|---|\n";
+    s += "\n| staggered arrivals (0.5 s apart) | clients | TTFT median s | TTFT p90 s | median token gap ms | longest token gap ms | longest / median | worst stream: longest / its median |\n|---|---|---|---|---|---|---|---|\n";
     for r in of(Scenario::Staggered) {
         let m = &r.summary;
         s += &format!(
-            "| {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} |\n",
+            "| {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             r.server,
             r.clients,
             m.ttft_median_s,
             m.ttft_p90_s,
             m.median_gap_s * 1000.0,
             m.max_gap_s * 1000.0,
-            m.max_gap_s / m.median_gap_s
+            m.max_gap_s / m.median_gap_s,
+            m.worst_stream_stall
         );
     }
     s += &format!(

@@ -40,6 +40,8 @@ pub struct LoadSummary {
     pub max_gap_s: f64,
     /// Median gap between consecutive tokens, seconds.
     pub median_gap_s: f64,
+    /// Over streams, the largest ratio of a stream's longest gap to its own median gap.
+    pub worst_stream_stall: f64,
 }
 
 /// Sends one streaming completion and records when each event arrives.
@@ -117,6 +119,7 @@ pub fn median(runs: &[LoadSummary]) -> LoadSummary {
         ttft_p90_s: m(|r| r.ttft_p90_s),
         max_gap_s: m(|r| r.max_gap_s),
         median_gap_s: m(|r| r.median_gap_s),
+        worst_stream_stall: m(|r| r.worst_stream_stall),
     }
 }
 
@@ -131,7 +134,14 @@ pub fn summarize(runs: &[StreamTiming]) -> LoadSummary {
         .map(|r| (r.tokens.len() - 1) as f64 / (r.tokens[r.tokens.len() - 1] - r.tokens[0]).as_secs_f64())
         .collect();
     let ttfts: Vec<f64> = runs.iter().filter_map(StreamTiming::ttft).map(|d| d.as_secs_f64()).collect();
-    let gaps: Vec<f64> = runs.iter().flat_map(|r| r.tokens.windows(2).map(|w| (w[1] - w[0]).as_secs_f64())).collect();
+    let gaps_of = |r: &StreamTiming| -> Vec<f64> { r.tokens.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect() };
+    let worst_stream_stall = runs
+        .iter()
+        .map(gaps_of)
+        .filter(|g| !g.is_empty())
+        .map(|g| g.iter().copied().fold(0.0, f64::max) / percentile(g, 0.5))
+        .fold(0.0, f64::max);
+    let gaps: Vec<f64> = runs.iter().flat_map(gaps_of).collect();
     LoadSummary {
         clients: runs.len(),
         aggregate_tok_s: total as f64 / (last - first).as_secs_f64(),
@@ -140,5 +150,6 @@ pub fn summarize(runs: &[StreamTiming]) -> LoadSummary {
         ttft_p90_s: percentile(ttfts, 0.9),
         max_gap_s: gaps.iter().copied().fold(0.0, f64::max),
         median_gap_s: percentile(gaps, 0.5),
+        worst_stream_stall,
     }
 }
