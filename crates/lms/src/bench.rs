@@ -105,7 +105,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() },
         )?;
         let short = model.complete(&format!("{round} My name is"), greedy(1))?;
-        let prefix = format!("{round} {}", prompt_of(&model, 1000)?);
+        // Its own first words, so that no earlier prompt (kept in host memory) shares the prefix.
+        let prefix = format!("{round} Prefix test: {}", prompt_of(&model, 1000)?);
         let cold = model.complete(&prefix, greedy(1))?;
         let warm = model.complete(
             &format!("{prefix} and then the fox ran into the forest to find the others, who were waiting"),
