@@ -54,10 +54,11 @@ impl PromptCache {
         if ctx.kv_cache_seq_rm(seq, Some(tokens.len() as u32), None).is_err() {
             return;
         }
-        let Ok(state) = ctx.state_seq_get(seq, LlamaStateSeqFlags::empty()) else { return };
-        if state.byte_len() > self.capacity {
+        // Measured before it is copied out: a long context of a large model can be gigabytes.
+        if ctx.state_seq_get_size_ext(seq, LlamaStateSeqFlags::empty()) > self.capacity {
             return;
         }
+        let Ok(state) = ctx.state_seq_get(seq, LlamaStateSeqFlags::empty()) else { return };
         // A saved prefix of this one is covered by it.
         self.entries.retain(|e| !tokens.starts_with(&e.tokens));
         while self.bytes() + state.byte_len() > self.capacity {

@@ -850,6 +850,23 @@ mod tests {
         assert!(same_bits(&cold, &copied), "cold and on a copied prefix");
     }
 
+    /// The host cache keeps within its size by dropping the least recently used prompt.
+    #[test]
+    fn prompt_cache_drops_the_least_recently_used() {
+        let (mut ctx, donor, prompt, _) = sharing_fixture();
+        let whole = |t: &[LlamaToken]| t.len() / ROW_GROUP * ROW_GROUP;
+        let shared = |saved: &PromptCache, t: &[LlamaToken]| saved.best(t, |common, _| Some(common)).map(|(_, c)| c);
+        evaluate_on(&mut ctx, 0, &donor, 0, BATCH as usize);
+        let one = ctx.state_seq_get_size_ext(0, llama_cpp_2::LlamaStateSeqFlags::empty());
+        let mut saved = PromptCache::new(one * 3 / 2);
+        saved.save(&mut ctx, 0, &donor[..whole(&donor)]);
+        assert_eq!(shared(&saved, &donor), Some(whole(&donor)));
+        evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+        saved.save(&mut ctx, 1, &prompt[..whole(&prompt)]);
+        assert_eq!(shared(&saved, &prompt), Some(whole(&prompt)));
+        assert!(shared(&saved, &donor).is_some_and(|c| c < whole(&donor)), "only one fits: the older is gone");
+    }
+
     /// A prefix saved to host memory (`PromptCache`) and restored into another slot, one that held
     /// other tokens before, gives the same logits as computing the prompt cold.
     #[test]
