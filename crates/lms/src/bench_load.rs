@@ -150,20 +150,12 @@ const SHARED_PREFIX_MAX_TOKENS: u32 = 16;
 fn measure(server: &Server, clients: usize, scenario: Scenario) -> Result<LoadSummary> {
     // One warm-up request, so that both servers have paged the weights in.
     loadgen::run(server.addr, &prompts(1), 8, 1, Duration::ZERO)?;
-    let runs = match scenario {
-        Scenario::Together => loadgen::run(server.addr, &prompts(clients), MAX_TOKENS, clients, Duration::ZERO)?,
-        Scenario::Staggered => {
-            loadgen::run(server.addr, &prompts(clients), MAX_TOKENS, clients, Duration::from_millis(500))?
-        }
-        Scenario::SharedPrefix => loadgen::run(
-            server.addr,
-            &shared_prefix_prompts(clients),
-            SHARED_PREFIX_MAX_TOKENS,
-            clients,
-            Duration::ZERO,
-        )?,
+    let (prompts, max_tokens, stagger) = match scenario {
+        Scenario::Together => (prompts(clients), MAX_TOKENS, Duration::ZERO),
+        Scenario::Staggered => (prompts(clients), MAX_TOKENS, Duration::from_millis(500)),
+        Scenario::SharedPrefix => (shared_prefix_prompts(clients), SHARED_PREFIX_MAX_TOKENS, Duration::ZERO),
     };
-    Ok(loadgen::summarize(&runs))
+    Ok(loadgen::summarize(&loadgen::run(server.addr, &prompts, max_tokens, clients, stagger)?))
 }
 
 /// Starts a server with the given number of slots.

@@ -10,6 +10,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 
+use super::worker::common_prefix;
+
 /// Shorter prefixes are not worth saving: evaluating them costs about as much as a restore.
 pub(super) const MIN_SAVED: usize = 64;
 
@@ -84,10 +86,7 @@ impl PromptCache {
         self.entries
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| {
-                let common = e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-                usable(common, e.pos_min).map(|upto| (i, upto))
-            })
+            .filter_map(|(i, e)| usable(common_prefix(&e.tokens, prompt), e.pos_min).map(|upto| (i, upto)))
             .max_by_key(|&(_, upto)| upto)
     }
 

@@ -257,7 +257,8 @@ fn save_before_reuse(ctx: &mut LlamaContext, saved: &mut PromptCache, slots: &[S
     }
 }
 
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+/// How many leading tokens `a` and `b` have in common.
+pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
@@ -534,7 +535,7 @@ fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], saved: &PromptCa
     let mut best: Option<(usize, usize)> = None;
     let mut wait = false;
     for (j, other) in slots.iter().enumerate().filter(|&(j, _)| j != i) {
-        let upto = reuse_point(common_prefix(&other.cached[..other.reusable], prompt), prompt.len());
+        let upto = other.reusable_prefix(prompt);
         if worth(upto) && best.is_none_or(|(_, b)| upto > b) && model.window_keeps(ctx, other.seq, upto) {
             best = Some((j, upto));
         }
