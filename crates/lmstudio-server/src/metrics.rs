@@ -1,6 +1,6 @@
 //! Prometheus counters, rendered in the text exposition format at `/metrics`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::header;
@@ -16,7 +16,6 @@ pub(crate) struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub predicted_tokens: AtomicU64,
     pub errors: AtomicU64,
-    pub running: AtomicI64,
 }
 
 impl Metrics {
@@ -41,11 +40,26 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
     for (name, help, value) in counters {
         out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
     }
-    let running = m.running.load(Ordering::Relaxed);
-    out += &format!("# HELP lms_predictions_running Predictions in progress.\n# TYPE lms_predictions_running gauge\nlms_predictions_running {running}\n");
-    out += &format!(
-        "# HELP lms_models_loaded Loaded model instances.\n# TYPE lms_models_loaded gauge\nlms_models_loaded {}\n",
-        state.client().list_loaded().map_or(0, |l| l.len())
-    );
+    // Gauges come from the engines, so that every way a prediction can end (a client that hangs
+    // up included) is counted where it happens.
+    let client = state.client();
+    let loaded = client.list_loaded().unwrap_or_default();
+    let activity = loaded
+        .iter()
+        .filter_map(|info| client.get_loaded(info.identifier.as_deref()?).ok().flatten()?.activity().ok())
+        .fold(lmstudio::Activity::default(), |sum, a| lmstudio::Activity {
+            running: sum.running + a.running,
+            queued: sum.queued + a.queued,
+            slots: sum.slots + a.slots,
+        });
+    let gauges = [
+        ("lms_predictions_running", "Predictions holding a slot.", activity.running),
+        ("lms_predictions_queued", "Predictions waiting for a slot.", activity.queued),
+        ("lms_prediction_slots", "Predictions that can run at once, over all loaded instances.", activity.slots),
+        ("lms_models_loaded", "Loaded model instances.", loaded.len()),
+    ];
+    for (name, help, value) in gauges {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -207,10 +207,7 @@ async fn start(
     if req.stream {
         return Ok(sse(state.clone(), shape, stream).into_response());
     }
-    state.metrics().running.fetch_add(1, Ordering::Relaxed);
-    let result = stream.wait_for_result().await;
-    state.metrics().running.fetch_sub(1, Ordering::Relaxed);
-    let result = result?;
+    let result = stream.wait_for_result().await?;
     state.metrics().record(&result);
     Ok(Json(shape.finished(&result, false)).into_response())
 }
@@ -329,7 +326,6 @@ fn sse(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let metrics = state.metrics();
-        metrics.running.fetch_add(1, Ordering::Relaxed);
         let mut first = true;
         let mut alive = true;
         while let Some(fragment) = stream.next().await {
@@ -346,7 +342,6 @@ fn sse(
                 break;
             }
         }
-        metrics.running.fetch_sub(1, Ordering::Relaxed);
         if !alive {
             return; // dropping `stream` cancels the prediction
         }

@@ -34,7 +34,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 pub use api::client::{Client, Llm};
 pub use api::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
 pub use api::error::{Error, Result};
-pub use api::result::{AssistantMessage, ChatMessage, Fragment, ModelInfo, PredictionResult, Stats, StopReason};
+pub use api::result::{
+    Activity, AssistantMessage, ChatMessage, Fragment, ModelInfo, PredictionResult, Stats, StopReason,
+};
 pub use api::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use store::{ModelStore, DEFAULT_MODEL_KEY};
 

@@ -100,9 +100,9 @@ impl KvStack {
         Ok(c)
     }
 
-    /// The load settings it holds (context length, CPU threads).
-    pub fn load_config(&self) -> Result<LoadConfig, Error> {
-        let mut c = LoadConfig::default();
+    /// `defaults` with the load settings it holds (context length, CPU threads) put over them.
+    pub fn load_config(&self, defaults: LoadConfig) -> Result<LoadConfig, Error> {
+        let mut c = defaults;
         if let Some(v) = self.get("llm.load.contextLength") {
             c.context_length = Some(uint("contextLength", v)?);
         }
@@ -306,7 +306,7 @@ mod tests {
     fn load_stack_round_trips() {
         let c = LoadConfig { context_length: Some(1024), cpu_threads: Some(2), ..Default::default() };
         let stack: KvStack = serde_json::from_value(load_stack(&c)).expect("valid stack");
-        let back = stack.load_config().expect("valid");
+        let back = stack.load_config(LoadConfig::default()).expect("valid");
         assert_eq!((back.context_length, back.cpu_threads), (Some(1024), Some(2)));
     }
 

@@ -36,26 +36,28 @@ fn completions_agree_across_backends() {
         let r = model.complete("1, 2, 3, 4,", stop).expect("completes");
         assert_eq!((r.content.as_str(), r.stats.stop_reason), (" 5,", lms::StopReason::StopStringFound), "{name}");
 
-        // Streaming, result() while running, callbacks.
+        // Streaming and callbacks.
         let progress = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&progress);
         let mut stream = model
             .complete_stream("1, 2, 3,", greedy(6))
             .expect("starts")
             .on_prompt_processing_progress(move |p| seen.lock().expect("lock").push(p));
-        assert!(matches!(stream.result(), Err(lms::Error::NotFinished)), "{name}");
         let text: String = (&mut stream).map(|f| f.expect("fragment").content).collect();
         assert_eq!(text, " 4, 5,", "{name}");
         assert_eq!(stream.result().expect("done").content, text, "{name}");
         let progress = progress.lock().expect("lock").clone();
         assert_eq!((progress.first(), progress.last()), (Some(&0.0), Some(&1.0)), "{name}: {progress:?}");
 
-        // Cancel.
+        // result() while running, then cancel: the prediction was cut short, so it was running
+        // when result() answered.
         let mut stream = model.complete_stream("Once upon a time", greedy(500)).expect("starts");
         stream.next().expect("a fragment").expect("ok");
+        assert!(matches!(stream.result(), Err(lms::Error::NotFinished)), "{name}");
         stream.cancel();
         let r = stream.wait_for_result().expect("a result");
         assert_eq!(r.stats.stop_reason, lms::StopReason::UserStopped, "{name}");
+        assert!(r.stats.predicted_tokens_count.is_some_and(|n| n < 500), "{name}: {:?}", r.stats);
 
         // Tokens, errors.
         assert_eq!(model.count_tokens("1, 2, 3,").expect("counts"), 9, "{name}");

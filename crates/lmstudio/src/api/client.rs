@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::api::config::{Config, LoadConfig};
 use crate::api::error::{Error, Result};
-use crate::api::result::{ChatMessage, ModelInfo, PredictionResult};
+use crate::api::result::{Activity, ChatMessage, ModelInfo, PredictionResult};
 use crate::api::stream::{AsyncPredictionStream, PredictionStream};
 use crate::engine::{Engine, Event};
 use crate::lock;
@@ -122,13 +122,19 @@ impl Client {
         }
     }
 
+    /// How [`Client::llm`] loads a model that is not loaded yet (remote: the server decides what
+    /// this leaves unset).
+    pub fn default_load_config(&self) -> LoadConfig {
+        match &self.backend {
+            Backend::Embedded(e) => e.default_load.clone(),
+            Backend::Remote(_) => LoadConfig::default(),
+        }
+    }
+
     /// A handle to the model `query` names: a loaded instance's identifier, else a model in the
     /// store, loaded with the default [`LoadConfig`] if it is not loaded yet.
     pub fn llm(&self, query: &str) -> Result<Llm> {
-        match &self.backend {
-            Backend::Embedded(e) => self.get_or_load(query, &e.default_load).map(|(llm, _)| llm),
-            Backend::Remote(_) => self.get_or_load(query, &LoadConfig::default()).map(|(llm, _)| llm),
-        }
+        self.get_or_load(query, &self.default_load_config()).map(|(llm, _)| llm)
     }
 
     /// The loaded instance `query` names, else the model it names loaded with `config`; the flag
@@ -333,6 +339,16 @@ impl Llm {
     /// The identifier this instance answers to.
     pub fn identifier(&self) -> &str {
         self.info().identifier.as_deref().unwrap_or_default()
+    }
+
+    /// How many predictions are running and queued on this instance now (embedded only: LM
+    /// Studio's protocol has no such call). A prediction counts until just before its result is
+    /// sent, so once a caller has its result, it is no longer counted.
+    pub fn activity(&self) -> Result<Activity> {
+        match &self.inner {
+            LlmInner::Embedded(l) => Ok(l.engine.activity()),
+            LlmInner::Remote { .. } => Err(Error::Unsupported("the activity of a server's model instance".into())),
+        }
     }
 
     /// Completes `prompt` and returns the whole result.

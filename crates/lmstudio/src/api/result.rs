@@ -126,6 +126,18 @@ pub struct ModelInfo {
     pub context_length: Option<u64>,
 }
 
+/// What a loaded instance is doing right now, from [`crate::Llm::activity`]: a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activity {
+    /// Predictions holding a slot (evaluating their prompt or generating).
+    pub running: usize,
+    /// Predictions waiting for a free slot.
+    pub queued: usize,
+    /// Predictions that can run at once (the instance's `parallel`).
+    pub slots: usize,
+}
+
 /// One message of a chat, for [`crate::Llm::apply_prompt_template`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {

@@ -21,7 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::api::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
 use crate::api::error::{Error, Result};
-use crate::api::result::{ChatMessage, Fragment, ModelInfo, PredictionResult};
+use crate::api::result::{Activity, ChatMessage, Fragment, ModelInfo, PredictionResult};
 use crate::lock;
 
 /// What a running prediction reports, in order: progress (0.0 first, 1.0 last), the first token,
@@ -59,11 +59,21 @@ fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|e| Error::Engine(format!("llama.cpp backend: {e}")))
 }
 
+/// How many predictions wait in the queue and how many hold a slot. The worker moves a job from
+/// one count to the other before it takes it off the queue's count, and drops a finished one before
+/// its result is sent, so a caller that has its result never still sees it counted.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    pub queued: AtomicUsize,
+    pub running: AtomicUsize,
+}
+
 /// A loaded model: its weights (shared with callers for tokenizing) and its engine thread.
 pub(crate) struct Engine {
     model: Arc<LlamaModel>,
     jobs: Mutex<Option<flume::Sender<Job>>>,
-    queued: Arc<AtomicUsize>,
+    gauges: Arc<Gauges>,
+    parallel: usize,
     max_queued: usize,
     context_length: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -105,15 +115,15 @@ impl Engine {
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
         };
         let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
-        let queued = Arc::new(AtomicUsize::new(0));
+        let gauges = Arc::new(Gauges::default());
         let (ready_tx, ready_rx) = flume::bounded(1);
         let thread = {
             let model = Arc::clone(&model);
-            let queued = Arc::clone(&queued);
+            let gauges = Arc::clone(&gauges);
             let info = info.clone();
             std::thread::Builder::new()
                 .name(format!("lms-engine-{}", info.model_key))
-                .spawn(move || worker::run(backend, &model, params, info, job_rx, queued, ready_tx))?
+                .spawn(move || worker::run(backend, &model, params, info, job_rx, gauges, ready_tx))?
         };
         ready_rx
             .recv()
@@ -122,7 +132,8 @@ impl Engine {
         Ok(Self {
             model,
             jobs: Mutex::new(Some(jobs)),
-            queued,
+            gauges,
+            parallel: config.parallel as usize,
             max_queued: config.max_queued as usize,
             context_length: context_length as usize,
             thread: Mutex::new(Some(thread)),
@@ -181,12 +192,12 @@ impl Engine {
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
         let jobs = lock(&self.jobs).clone().ok_or(Error::ModelUnloaded)?;
         // Count before sending so the worker's decrement can never run first.
-        let before = self.queued.fetch_add(1, Ordering::SeqCst);
+        let before = self.gauges.queued.fetch_add(1, Ordering::SeqCst);
         let job = Job { tokens, config, events, cancel, submitted };
         match jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
+                self.gauges.queued.fetch_sub(1, Ordering::SeqCst);
                 match e {
                     flume::TrySendError::Full(_) => Err(Error::Overloaded { queued: before.max(self.max_queued) }),
                     flume::TrySendError::Disconnected(_) => Err(Error::ModelUnloaded),
@@ -197,6 +208,12 @@ impl Engine {
 }
 
 impl Engine {
+    /// Predictions running and queued now.
+    pub fn activity(&self) -> Activity {
+        let running = self.gauges.running.load(Ordering::SeqCst);
+        Activity { running, queued: self.gauges.queued.load(Ordering::SeqCst), slots: self.parallel }
+    }
+
     /// Stops the engine: everything queued or running ends with `modelUnloaded`, and later
     /// submissions fail with [`Error::ModelUnloaded`]. Waits for the thread to exit.
     pub fn shutdown(&self) {

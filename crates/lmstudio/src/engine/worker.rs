@@ -13,7 +13,7 @@
 //! same logits cold, from the cache, or in another slot (tests/it/completion.rs checks the text).
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::prompt_cache::PromptCache;
 use super::sampler::Sampler;
 use super::text::{Matched, StopMatcher, Utf8Decoder};
-use super::{EngineParams, Event, Job};
+use super::{EngineParams, Event, Gauges, Job};
 use crate::api::error::Error;
 use crate::api::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
 
@@ -129,7 +129,7 @@ pub(super) fn run(
     params: EngineParams,
     info: ModelInfo,
     jobs: flume::Receiver<Job>,
-    queued: Arc<AtomicUsize>,
+    gauges: Arc<Gauges>,
     ready: flume::Sender<Result<(), String>>,
 ) {
     let mut threads = params.threads;
@@ -142,7 +142,7 @@ pub(super) fn run(
     };
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
-    let mut slots: Vec<Slot> = (0..params.parallel as i32).map(Slot::new).collect();
+    let mut slots: Vec<Slot> = (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&gauges))).collect();
     let mut pacer = Pacer::default();
     let mut saved = PromptCache::new(params.prompt_cache_bytes);
     let view = &ModelView::new(model, &params, &info);
@@ -150,7 +150,7 @@ pub(super) fn run(
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
             for job in jobs.drain() {
-                queued.fetch_sub(1, Ordering::SeqCst);
+                gauges.queued.fetch_sub(1, Ordering::SeqCst);
                 let _ = job.events.send(Event::Done(Box::new(Err(Error::ModelUnloaded))));
             }
             for slot in &mut slots {
@@ -173,8 +173,11 @@ pub(super) fn run(
                     Err(_) => break,
                 }
             };
-            queued.fetch_sub(1, Ordering::SeqCst);
+            // Counted as running before it leaves the queue's count: never missing from both.
+            gauges.running.fetch_add(1, Ordering::SeqCst);
+            gauges.queued.fetch_sub(1, Ordering::SeqCst);
             if job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected() {
+                gauges.running.fetch_sub(1, Ordering::SeqCst);
                 let _ = job.events.send(Event::Done(Box::new(Err(Error::Cancelled))));
                 continue;
             }
@@ -270,7 +273,10 @@ struct Slot {
     /// How many leading `cached` tokens were computed batch-invariantly (prompt chunks, not
     /// generated tokens), so that reusing them changes no result.
     reusable: usize,
+    /// The prediction using the slot; counted in `gauges.running` from before it is set until
+    /// it is taken out.
     active: Option<Active>,
+    gauges: Arc<Gauges>,
 }
 
 struct Active {
@@ -294,8 +300,17 @@ struct Active {
 }
 
 impl Slot {
-    fn new(seq: i32) -> Self {
-        Self { seq, cached: Vec::new(), reusable: 0, active: None }
+    fn new(seq: i32, gauges: Arc<Gauges>) -> Self {
+        Self { seq, cached: Vec::new(), reusable: 0, active: None, gauges }
+    }
+
+    /// Takes the prediction out of the slot, uncounting it before any result is sent.
+    fn end(&mut self) -> Option<Active> {
+        let a = self.active.take();
+        if a.is_some() {
+            self.gauges.running.fetch_sub(1, Ordering::SeqCst);
+        }
+        a
     }
 
     /// How many tokens of `prompt` this slot's cache can serve.
@@ -309,7 +324,7 @@ impl Slot {
         self.reusable = 0;
     }
 
-    /// Takes `job`: reuses the cached prefix, drops the rest of the cache, builds the sampler.
+    /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
     fn start(&mut self, ctx: &mut LlamaContext, job: Job, model: &ModelView) {
         let prompt = &job.tokens;
         let mut reuse = self.reusable_prefix(prompt);
@@ -358,7 +373,7 @@ impl Slot {
     }
 
     fn finish_with(&mut self, reason: StopReason, stop_string: Option<String>, info: &ModelInfo) {
-        let Some(mut a) = self.active.take() else { return };
+        let Some(mut a) = self.end() else { return };
         if stop_string.is_none() {
             let tail = a.decoder.finish();
             let mut rest = match a.matcher.push(&tail) {
@@ -390,14 +405,14 @@ impl Slot {
     }
 
     fn fail(&mut self, error: Error) {
-        if let Some(a) = self.active.take() {
+        if let Some(a) = self.end() {
             let _ = a.job.events.send(Event::Done(Box::new(Err(error))));
         }
     }
 
     /// Frees the slot without a result: its consumer is gone.
     fn release(&mut self) {
-        self.active = None;
+        self.end();
     }
 }
 

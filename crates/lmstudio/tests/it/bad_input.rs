@@ -105,7 +105,7 @@ fn empty_prompt_and_invalid_config_fail_before_any_work() {
 #[test]
 fn overload_is_a_typed_error() {
     let model = crate::own_model(lms::LoadConfig { parallel: 1, max_queued: 1, ..Default::default() });
-    let _running = model.complete_stream("Once upon a time", greedy(500)).expect("starts");
+    let _running = model.complete_stream("Once upon a time", crate::exactly(500)).expect("starts");
     // One may wait; past that, the queue is full. The engine may already have taken the first
     // queued one, so allow one more before expecting the error.
     let mut waiting = Vec::new();

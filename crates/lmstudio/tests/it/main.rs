@@ -45,3 +45,9 @@ pub fn own_model(config: lms::LoadConfig) -> lms::Llm {
 pub fn greedy(n: u32) -> lms::Config {
     lms::Config { max_tokens: Some(n), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() }
 }
+
+/// Greedy decoding of exactly `n` tokens: the end-of-text token is banned, so a prediction that a
+/// test needs to be still running cannot end early on a machine whose rounding favours it.
+pub fn exactly(n: u32) -> lms::Config {
+    lms::Config { ignore_eos: Some(true), ..greedy(n) }
+}
