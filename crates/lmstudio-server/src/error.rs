@@ -54,7 +54,7 @@ impl From<lms::Error> for ApiError {
             E::ContextOverflow { .. } => (StatusCode::BAD_REQUEST, Some("context_length_exceeded")),
             E::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")),
             E::InvalidModelFile { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_model_file")),
-            E::Cancelled | E::ModelUnloaded => (StatusCode::SERVICE_UNAVAILABLE, None),
+            E::ModelUnloaded => (StatusCode::SERVICE_UNAVAILABLE, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {

@@ -356,48 +356,35 @@ fn sse(
 }
 
 pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = model_rows(&state)?
+    let data: Vec<Value> = state
+        .client()
+        .list_models()?
         .into_iter()
-        .map(|(info, _)| json!({"id": info.model_key, "object": "model", "owned_by": publisher(&info)}))
+        .map(|m| json!({"id": m.info.model_key, "object": "model", "owned_by": publisher(&m.info)}))
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
-}
-
-/// Downloaded models (by key, each once) with their loaded instance, if any.
-fn model_rows(state: &AppState) -> Result<Vec<(lms::ModelInfo, Option<lms::ModelInfo>)>, ApiError> {
-    let loaded = state.client().list_loaded()?;
-    let mut rows: Vec<(lms::ModelInfo, Option<lms::ModelInfo>)> = Vec::new();
-    for m in state.client().list_downloaded()? {
-        if let Ok(info) = m.info {
-            if rows.iter().any(|(r, _)| r.model_key == info.model_key) {
-                continue;
-            }
-            let instance = loaded.iter().find(|l| l.model_key == info.model_key).cloned();
-            rows.push((info, instance));
-        }
-    }
-    Ok(rows)
 }
 
 fn publisher(info: &lms::ModelInfo) -> String {
     info.path.split('/').next().unwrap_or("local").to_owned()
 }
 
-fn rest_model(info: &lms::ModelInfo, instance: Option<&lms::ModelInfo>) -> Value {
+fn rest_model(entry: &lms::ModelEntry) -> Value {
+    let info = &entry.info;
     let mut v = json!({
         "id": info.model_key, "object": "model", "type": "llm", "publisher": publisher(info),
         "arch": info.architecture, "compatibility_type": info.format, "quantization": info.quantization,
-        "state": if instance.is_some() { "loaded" } else { "not-loaded" },
+        "state": if entry.instances.is_empty() { "not-loaded" } else { "loaded" },
         "max_context_length": info.max_context_length,
     });
-    if let Some(i) = instance {
+    if let Some(i) = entry.instances.first() {
         v["loaded_context_length"] = json!(i.context_length);
     }
     v
 }
 
 pub(crate) async fn rest_list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = model_rows(&state)?.iter().map(|(i, l)| rest_model(i, l.as_ref())).collect();
+    let data: Vec<Value> = state.client().list_models()?.iter().map(rest_model).collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
@@ -405,11 +392,11 @@ pub(crate) async fn rest_get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = model_rows(&state)?;
-    rows.iter().find(|(i, _)| i.model_key == id).map(|(i, l)| Json(rest_model(i, l.as_ref()))).ok_or_else(|| {
+    let models = state.client().list_models()?;
+    models.iter().find(|m| m.info.model_key == id).map(|m| Json(rest_model(m))).ok_or_else(|| {
         ApiError::from(lms::Error::ModelNotFound {
             query: id,
-            candidates: rows.iter().map(|(i, _)| i.model_key.clone()).collect(),
+            candidates: models.iter().map(|m| m.info.model_key.clone()).collect(),
         })
     })
 }

@@ -314,9 +314,7 @@ async fn channel(
             // What the SDK's stack leaves unset, the server's own load settings decide (its --parallel).
             let mut load = stack(&p["loadConfigStack"])?.load_config(client.default_load_config())?;
             load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
-            if let Some(info) =
-                client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).find(|i| i.model_key == query)
-            {
+            if let Ok(info) = client.resolve(&query) {
                 let start = if new_instance {
                     json!({"type": "resolved", "info": info, "ambiguous": false})
                 } else {

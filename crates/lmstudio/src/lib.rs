@@ -22,26 +22,33 @@
 //! Models live in `$LMSTUDIO_MODELS_DIR` (else the platform data dir, `.../lmstudio-rs/models`), laid
 //! out as `publisher/model/file.gguf`. `lms get gemma-3-270m` fetches the default model.
 
-// The engine module is the one place that talks to llama.cpp (through the safe `llama-cpp-2`).
-pub mod api;
+// Layers, each importing only from those below it:
+//   client                the facade: Client, Llm, prediction streams (blocking and async)
+//   engine | remote       the two backends, side by side; engine (feature `embedded`) is the only
+//                         code that touches llama.cpp, remote speaks LM Studio's websocket protocol
+//   store | wire          the models directory and GGUF headers | the protocol's codec
+//   types                 plain data: configs, results, stats, model info, events, errors
+mod client;
+#[cfg(feature = "embedded")]
 mod engine;
 mod remote;
 pub mod store;
+mod types;
 pub mod wire;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-pub use api::client::{Client, Llm};
-pub use api::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
-pub use api::error::{Error, Result};
-pub use api::result::{
-    Activity, AssistantMessage, ChatMessage, Fragment, ModelInfo, PredictionResult, Stats, StopReason,
+pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
+pub use client::{Client, Llm};
+pub use store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
+pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
+pub use types::error::{Error, Result};
+pub use types::result::{
+    Activity, AssistantMessage, ChatMessage, Fragment, ModelEntry, ModelInfo, PredictionResult, Stats, StopReason,
 };
-pub use api::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
-pub use store::{ModelStore, DEFAULT_MODEL_KEY};
 
-/// The process-wide default client (embedded, on `$LMSTUDIO_MODELS_DIR`), as LM Studio's
-/// top-level convenience API uses.
+/// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,
+/// else embedded on `$LMSTUDIO_MODELS_DIR`), as LM Studio's top-level convenience API uses.
 pub fn client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(Client::from_env)

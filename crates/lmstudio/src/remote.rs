@@ -14,11 +14,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
-use crate::api::config::Config;
-use crate::api::error::{Error, Result};
-use crate::api::result::{Fragment, ModelInfo, PredictionResult, Stats};
-use crate::engine::Event;
 use crate::lock;
+use crate::types::config::Config;
+use crate::types::error::{Error, Result};
+use crate::types::event::Event;
+use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats};
 use crate::wire;
 
 /// How long the IO thread waits for input before looking at its outgoing queue again.
@@ -123,7 +123,7 @@ impl Connection {
                 false
             }
             Some("channelError") => {
-                let _ = tx.send(Err(server_error(&msg["error"])));
+                let _ = tx.send(Err(wire::error_from_object(&msg["error"])));
                 false
             }
             _ => true,
@@ -170,7 +170,7 @@ impl Connection {
                     Err(e) => Event::Done(Box::new(Err(conn_err(e)))),
                 },
                 Some("success") => Event::Done(Box::new(success(msg, std::mem::take(&mut content)))),
-                Some("error" | "channelError") => Event::Done(Box::new(Err(server_error(&msg["error"])))),
+                Some("error" | "channelError") => Event::Done(Box::new(Err(wire::error_from_object(&msg["error"])))),
                 _ => return true,
             };
             let done = matches!(event, Event::Done(_));
@@ -190,17 +190,6 @@ fn success(msg: &Value, content: String) -> Result<PredictionResult> {
     let stats: Stats = serde_json::from_value(msg["stats"].clone()).map_err(conn_err)?;
     let model_info: ModelInfo = serde_json::from_value(msg["modelInfo"].clone()).map_err(conn_err)?;
     Ok(PredictionResult { content, model_info, stats })
-}
-
-/// An LM Studio error object as an [`Error`]: an unknown model keeps its typed variant.
-pub(crate) fn server_error(e: &Value) -> Error {
-    let title = e["title"].as_str().unwrap_or("unknown error").to_owned();
-    if e["displayData"]["code"] == "generic.noModelMatchingQuery" {
-        let query = e["displayData"]["query"]["identifier"].as_str().unwrap_or_default().to_owned();
-        let candidates = serde_json::from_value(e["displayData"]["loadedModelsSample"].clone()).unwrap_or_default();
-        return Error::ModelNotFound { query, candidates };
-    }
-    Error::Server(title)
 }
 
 fn io_loop(
@@ -276,7 +265,7 @@ fn route(
         if let Some(tx) = lock(calls).remove(&id) {
             let result = match msg["type"].as_str() {
                 Some("rpcResult") => Ok(msg.get("result").cloned().unwrap_or(Value::Null)),
-                _ => Err(server_error(&msg["error"])),
+                _ => Err(wire::error_from_object(&msg["error"])),
             };
             let _ = tx.send(result);
         }

@@ -1,6 +1,9 @@
 //! Server tests: the router without sockets, then the real server on loopback driven by real
 //! clients (LM Studio's Python SDK and the `openai` package, installed into a venv by the tests).
 
+// The checks every backend passes alike, shared with the library's own tests.
+#[path = "../../../lmstudio/tests/it/backends.rs"]
+mod backends;
 mod clients;
 mod http;
 mod remote;

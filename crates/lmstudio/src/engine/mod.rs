@@ -19,24 +19,11 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
-use crate::api::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
-use crate::api::error::{Error, Result};
-use crate::api::result::{Activity, ChatMessage, Fragment, ModelInfo, PredictionResult};
 use crate::lock;
-
-/// What a running prediction reports, in order: progress (0.0 first, 1.0 last), the first token,
-/// fragments, then exactly one `Done` (unless the receiver went away first).
-#[derive(Debug)]
-pub enum Event {
-    /// Prompt processing progress in `0.0..=1.0`, strictly increasing.
-    PromptProgress(f32),
-    /// The first token was predicted.
-    FirstToken,
-    /// A piece of text.
-    Fragment(Fragment),
-    /// The prediction ended.
-    Done(Box<Result<PredictionResult>>),
-}
+use crate::types::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
+use crate::types::error::{Error, Result};
+use crate::types::event::Event;
+use crate::types::result::{Activity, ChatMessage, ModelInfo};
 
 /// A prediction as the engine thread receives it: already validated and tokenized.
 pub(crate) struct Job {

@@ -7,7 +7,10 @@
 
 use std::collections::HashMap;
 
-use crate::api::config::{ValidConfig, PENALTY_LAST_N};
+use crate::types::config::ValidConfig;
+
+/// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
+const PENALTY_LAST_N: i32 = 64;
 
 /// Per-prediction sampling state: settings, recent tokens for the penalties, and the RNG.
 #[derive(Debug, Clone)]
@@ -228,7 +231,7 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::config::Config;
+    use crate::types::config::Config;
 
     fn sampler(c: Config) -> Sampler {
         Sampler::new(&c.validate().expect("valid"))

@@ -28,9 +28,10 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::prompt_cache::PromptCache;
 use super::sampler::Sampler;
 use super::text::{Matched, StopMatcher, Utf8Decoder};
-use super::{EngineParams, Event, Gauges, Job};
-use crate::api::error::Error;
-use crate::api::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
+use super::{EngineParams, Gauges, Job};
+use crate::types::error::Error;
+use crate::types::event::Event;
+use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
 
 /// Tokens evaluated per step (llama.cpp's logical batch).
 const BATCH: u32 = 512;
@@ -151,7 +152,7 @@ pub(super) fn run(
             // Unloading: whatever is queued or running ends now.
             for job in jobs.drain() {
                 gauges.queued.fetch_sub(1, Ordering::SeqCst);
-                let _ = job.events.send(Event::Done(Box::new(Err(Error::ModelUnloaded))));
+                end_unstarted(job, StopReason::ModelUnloaded, &info);
             }
             for slot in &mut slots {
                 slot.finish(StopReason::ModelUnloaded, &info);
@@ -178,7 +179,7 @@ pub(super) fn run(
             gauges.queued.fetch_sub(1, Ordering::SeqCst);
             if job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected() {
                 gauges.running.fetch_sub(1, Ordering::SeqCst);
-                let _ = job.events.send(Event::Done(Box::new(Err(Error::Cancelled))));
+                end_unstarted(job, StopReason::UserStopped, &info);
                 continue;
             }
             if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
@@ -198,6 +199,25 @@ pub(super) fn run(
         }
         step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, &mut saved);
     }
+}
+
+/// Ends a prediction that never took a slot (cancelled while queued, or unloaded) with the same
+/// shape of result as one that ran: a stop reason, and nothing predicted.
+fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo) {
+    let prompt_tokens = job.tokens.len() as u64;
+    let stats = Stats {
+        stop_reason: reason,
+        tokens_per_second: None,
+        num_gpu_layers: Some(0.0),
+        time_to_first_token_sec: None,
+        prompt_tokens_count: Some(prompt_tokens),
+        predicted_tokens_count: Some(0),
+        total_tokens_count: Some(prompt_tokens),
+        cached_prompt_tokens_count: Some(0),
+        stop_string: None,
+    };
+    let result = PredictionResult { content: String::new(), model_info: info.clone(), stats };
+    let _ = job.events.send(Event::Done(Box::new(Ok(result))));
 }
 
 fn new_context<'m>(

@@ -10,7 +10,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::ModelStore;
-use crate::api::error::{Error, Result};
+use crate::types::error::{Error, Result};
 
 /// The default model's key.
 pub const DEFAULT_MODEL_KEY: &str = "gemma-3-270m";

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 pub use default_model::{DEFAULT_MODEL_KEY, DEFAULT_MODEL_PATH};
 
-use crate::api::error::{Error, Result};
-use crate::api::result::ModelInfo;
+use crate::types::error::{Error, Result};
+use crate::types::result::ModelInfo;
 use gguf::GgufHeader;
 
 /// How deep below the models directory model files are looked for (`publisher/model/file.gguf`).
@@ -30,6 +30,8 @@ pub struct StoredModel {
     pub key: String,
     /// Its info, or why its header could not be read.
     pub info: std::result::Result<ModelInfo, String>,
+    /// The sliding attention window in tokens, for models that have one (Gemma 3: 512).
+    pub sliding_window: Option<u32>,
 }
 
 impl ModelStore {
@@ -68,9 +70,15 @@ impl ModelStore {
         match GgufHeader::read(&path) {
             Ok(header) => {
                 let info = model_info(&header, &path, rel);
-                StoredModel { path, key: info.model_key.clone(), info: Ok(info) }
+                let sliding_window = header
+                    .architecture()
+                    .and_then(|a| header.uint(&format!("{a}.attention.sliding_window")))
+                    .and_then(|w| u32::try_from(w).ok());
+                StoredModel { path, key: info.model_key.clone(), info: Ok(info), sliding_window }
             }
-            Err(e) => StoredModel { key: key_from_file_name(&path), path, info: Err(e.to_string()) },
+            Err(e) => {
+                StoredModel { key: key_from_file_name(&path), path, info: Err(e.to_string()), sliding_window: None }
+            }
         }
     }
 

@@ -1,14 +1,34 @@
-//! Integration tests of the library against the real default model (fetched on first use).
+//! Integration tests of the library against the real default model (fetched on first use): the
+//! embedded engine by default; built without the `embedded` feature, the remote client alone
+//! against a real `lms server` (`remote_only`).
 //!
 //! Greedy sampling or fixed seeds keep them deterministic. Timings are never asserted.
 
+#![cfg_attr(not(feature = "embedded"), allow(dead_code, unused_imports))]
+
+mod backends;
+#[cfg(feature = "embedded")]
 mod bad_input;
+#[cfg(feature = "embedded")]
 mod completion;
+#[cfg(not(feature = "embedded"))]
+mod remote_only;
+#[cfg(feature = "embedded")]
 mod streaming;
 
 use std::sync::OnceLock;
 
 use lmstudio as lms;
+
+#[cfg(feature = "embedded")]
+#[test]
+fn embedded_backend_passes_the_shared_checks() {
+    let client = lms::Client::with_load_config(
+        store().clone(),
+        lms::LoadConfig { parallel: 2, context_length: Some(2048), ..Default::default() },
+    );
+    backends::completes_alike("embedded", &client);
+}
 
 /// A store holding the real default model, fetched if missing.
 pub fn store() -> &'static lms::ModelStore {
@@ -21,6 +41,7 @@ pub fn store() -> &'static lms::ModelStore {
 }
 
 /// A client shared by the tests, with the default model loaded once (4 slots).
+#[cfg(feature = "embedded")]
 pub fn client() -> &'static lms::Client {
     static CLIENT: OnceLock<lms::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -32,11 +53,13 @@ pub fn client() -> &'static lms::Client {
 }
 
 /// The shared loaded default model.
+#[cfg(feature = "embedded")]
 pub fn model() -> lms::Llm {
     client().llm(lms::DEFAULT_MODEL_KEY).expect("loaded")
 }
 
 /// A private instance, for tests that need the engine to themselves.
+#[cfg(feature = "embedded")]
 pub fn own_model(config: lms::LoadConfig) -> lms::Llm {
     lms::Client::with_store(store().clone()).load(lms::DEFAULT_MODEL_KEY, &config).expect("the default model loads")
 }

@@ -4,8 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::api::config::{Config, ContextOverflowPolicy, LoadConfig};
-use crate::api::error::Error;
+use crate::types::config::{Config, ContextOverflowPolicy, LoadConfig};
+use crate::types::error::Error;
+
+mod error;
+pub use error::{error_from_object, error_object};
 
 /// One `{"key", "value"}` setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,20 +220,6 @@ pub fn load_stack(c: &LoadConfig) -> Value {
     json!({"layers": [{"layerName": "apiOverride", "config": {"fields": fields}}]})
 }
 
-/// LM Studio's error object (`SerializedLMSExtendedError`) for an error.
-pub fn error_object(e: &Error) -> Value {
-    let title = e.to_string();
-    match e {
-        Error::ModelNotFound { query, candidates } => json!({
-            "title": title,
-            "rootTitle": title,
-            "suggestion": if candidates.is_empty() { "Download a model first (lms get)".to_owned() } else { format!("Available: {}", candidates.join(", ")) },
-            "displayData": {"code": "generic.noModelMatchingQuery", "query": {"identifier": query}, "loadedModelsSample": candidates},
-        }),
-        _ => json!({"title": title, "rootTitle": title}),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,11 +297,5 @@ mod tests {
         let stack: KvStack = serde_json::from_value(load_stack(&c)).expect("valid stack");
         let back = stack.load_config(LoadConfig::default()).expect("valid");
         assert_eq!((back.context_length, back.cpu_threads), (Some(1024), Some(2)));
-    }
-
-    #[test]
-    fn model_not_found_has_the_sdk_code() {
-        let e = Error::ModelNotFound { query: "x".into(), candidates: vec![] };
-        assert_eq!(error_object(&e)["displayData"]["code"], "generic.noModelMatchingQuery");
     }
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::api::error::{Error, Result};
-use crate::api::result::{AssistantMessage, Fragment, PredictionResult};
-use crate::engine::Event;
+use crate::types::error::{Error, Result};
+use crate::types::event::Event;
+use crate::types::result::{AssistantMessage, Fragment, PredictionResult};
 
 type Progress = Box<dyn FnMut(f32) + Send>;
 type FirstToken = Box<dyn FnMut() + Send>;

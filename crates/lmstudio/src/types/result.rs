@@ -126,6 +126,16 @@ pub struct ModelInfo {
     pub context_length: Option<u64>,
 }
 
+/// A downloaded model and its loaded instances, as LM Studio's REST model list shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelEntry {
+    /// The model as stored.
+    pub info: ModelInfo,
+    /// Its loaded instances (none when it is not loaded).
+    pub instances: Vec<ModelInfo>,
+}
+
 /// What a loaded instance is doing right now, from [`crate::Llm::activity`]: a snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,21 +1,30 @@
-//! The blocking API: a [`Client`] runs models in this process (embedded) or talks to a server
-//! (remote); an [`Llm`] is a handle to one loaded model that completes prompts. Both modes offer
-//! exactly the same methods and produce the same streams.
+//! The facade on top of the library: a [`Client`] runs models in this process (embedded, feature
+//! `embedded`) or talks to a server (remote); an [`Llm`] is a handle to one loaded model that
+//! completes prompts. Both backends offer exactly the same methods and produce the same streams.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "embedded")]
+mod embedded;
+pub(crate) mod stream;
+
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::api::config::{Config, LoadConfig};
-use crate::api::error::{Error, Result};
-use crate::api::result::{Activity, ChatMessage, ModelInfo, PredictionResult};
-use crate::api::stream::{AsyncPredictionStream, PredictionStream};
-use crate::engine::{Engine, Event};
+#[cfg(feature = "embedded")]
+use self::embedded::{Embedded, Loaded};
+use crate::client::stream::{AsyncPredictionStream, PredictionStream};
 use crate::lock;
 use crate::remote::Connection;
-use crate::store::gguf::GgufHeader;
 use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
+use crate::types::config::{Config, LoadConfig};
+use crate::types::error::{Error, Result};
+use crate::types::event::Event;
+use crate::types::result::{Activity, ChatMessage, ModelEntry, ModelInfo, PredictionResult};
+
+/// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
+#[cfg(not(feature = "embedded"))]
+const DEFAULT_HOST: &str = "localhost:1234";
 
 /// The entry point of the library: runs models in this process (LM Studio's "embedded" mode) or
 /// connects to a server (`lms server start`, or LM Studio itself).
@@ -28,23 +37,9 @@ pub struct Client {
 
 #[derive(Clone)]
 enum Backend {
+    #[cfg(feature = "embedded")]
     Embedded(Arc<Embedded>),
     Remote(Arc<Remote>),
-}
-
-struct Embedded {
-    store: ModelStore,
-    /// How `llm()` loads a model that is not loaded yet.
-    default_load: LoadConfig,
-    loaded: Mutex<Vec<Arc<Loaded>>>,
-    /// Held while a model loads, so two callers asking for the same model load it once.
-    loading: Mutex<()>,
-}
-
-/// A loaded model instance.
-struct Loaded {
-    engine: Engine,
-    info: ModelInfo,
 }
 
 struct Remote {
@@ -71,35 +66,12 @@ impl Remote {
     }
 }
 
-static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
-
+#[cfg(feature = "embedded")]
 impl Client {
     /// An embedded client on the models directory named by `$LMSTUDIO_MODELS_DIR` (else the
     /// platform's).
     pub fn new() -> Self {
         Self::with_store(ModelStore::from_env())
-    }
-
-    /// A remote client when `$LMSTUDIO_HOST` is set (`host:port`; `$LMS_API_KEY` is its key),
-    /// else [`Client::new`]. The connection is made on first use.
-    pub fn from_env() -> Self {
-        match std::env::var("LMSTUDIO_HOST") {
-            Ok(host) if !host.is_empty() => Self::remote(host, std::env::var("LMS_API_KEY").ok()),
-            _ => Self::new(),
-        }
-    }
-
-    /// A client of the server at `host` (`"localhost:1234"`), over LM Studio's websocket protocol.
-    pub fn connect(host: &str) -> Result<Self> {
-        let client = Self::remote(host.to_owned(), std::env::var("LMS_API_KEY").ok());
-        if let Backend::Remote(r) = &client.backend {
-            r.connection()?;
-        }
-        Ok(client)
-    }
-
-    fn remote(host: String, passkey: Option<String>) -> Self {
-        Self { backend: Backend::Remote(Arc::new(Remote { host, passkey, connection: Mutex::new(None) })) }
     }
 
     /// An embedded client on the given models directory.
@@ -110,14 +82,52 @@ impl Client {
     /// An embedded client on the given models directory that loads models with `default_load`
     /// when [`Client::llm`] finds them not loaded.
     pub fn with_load_config(store: ModelStore, default_load: LoadConfig) -> Self {
-        let inner = Embedded { store, default_load, loaded: Mutex::new(Vec::new()), loading: Mutex::new(()) };
-        Self { backend: Backend::Embedded(Arc::new(inner)) }
+        Self { backend: Backend::Embedded(Arc::new(Embedded::new(store, default_load))) }
+    }
+}
+
+#[cfg(feature = "embedded")]
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A remote client when `$LMSTUDIO_HOST` is set (`host:port`; `$LMS_API_KEY` is its key),
+    /// else an embedded one ([`Client::new`]; a build without the `embedded` feature connects to
+    /// `localhost:1234`). The connection is made on first use.
+    pub fn from_env() -> Self {
+        let passkey = std::env::var("LMS_API_KEY").ok();
+        match std::env::var("LMSTUDIO_HOST") {
+            Ok(host) if !host.is_empty() => Self::remote(host, passkey),
+            #[cfg(feature = "embedded")]
+            _ => Self::new(),
+            #[cfg(not(feature = "embedded"))]
+            _ => Self::remote(DEFAULT_HOST.to_owned(), passkey),
+        }
+    }
+
+    /// A client of the server at `host` (`"localhost:1234"`), over LM Studio's websocket protocol.
+    pub fn connect(host: &str) -> Result<Self> {
+        let remote = Arc::new(Remote {
+            host: host.to_owned(),
+            passkey: std::env::var("LMS_API_KEY").ok(),
+            connection: Mutex::new(None),
+        });
+        remote.connection()?;
+        Ok(Self { backend: Backend::Remote(remote) })
+    }
+
+    fn remote(host: String, passkey: Option<String>) -> Self {
+        Self { backend: Backend::Remote(Arc::new(Remote { host, passkey, connection: Mutex::new(None) })) }
     }
 
     /// The models directory (embedded clients only).
     pub fn store(&self) -> Option<&ModelStore> {
         match &self.backend {
-            Backend::Embedded(e) => Some(&e.store),
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => Some(e.store()),
             Backend::Remote(_) => None,
         }
     }
@@ -126,7 +136,8 @@ impl Client {
     /// this leaves unset).
     pub fn default_load_config(&self) -> LoadConfig {
         match &self.backend {
-            Backend::Embedded(e) => e.default_load.clone(),
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.default_load().clone(),
             Backend::Remote(_) => LoadConfig::default(),
         }
     }
@@ -141,41 +152,26 @@ impl Client {
     /// says whether this call loaded it (LM Studio's `getOrLoad`).
     pub fn get_or_load(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
         config.validate()?;
-        let e = match &self.backend {
-            Backend::Embedded(e) => e,
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.get_or_load(query, config),
             Backend::Remote(r) => {
                 let parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
                 let info = r.connection()?.load("getOrLoad", parameter)?;
-                return Ok((Llm::remote(r, info), false));
+                Ok((Llm::remote(r, info), false))
             }
-        };
-        let _loading = lock(&e.loading);
-        if let Some(found) = find_loaded(e, query) {
-            return Ok((Llm { inner: LlmInner::Embedded(found) }, false));
         }
-        let stored = e.store.resolve(query)?;
-        if let Some(found) = find_loaded(e, &stored.key) {
-            return Ok((Llm { inner: LlmInner::Embedded(found) }, false));
-        }
-        Ok((load_stored(e, stored, config)?, true))
     }
 
     /// LM Studio's `lms.llm()` with no name: any loaded model, else the default model
     /// (`gemma-3-270m`; `lms get` fetches it).
     pub fn default_llm(&self) -> Result<Llm> {
-        match &self.backend {
-            Backend::Embedded(e) => {
-                if let Some(first) = lock(&e.loaded).first() {
-                    return Ok(Llm { inner: LlmInner::Embedded(Arc::clone(first)) });
-                }
-            }
-            Backend::Remote(r) => {
-                if let Some(info) = r.list_loaded()?.into_iter().next() {
-                    return Ok(Llm::remote(r, info));
-                }
-            }
-        }
-        self.llm(DEFAULT_MODEL_KEY)
+        let loaded = match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.first_loaded(),
+            Backend::Remote(r) => r.list_loaded()?.into_iter().next().map(|info| Llm::remote(r, info)),
+        };
+        loaded.map_or_else(|| self.llm(DEFAULT_MODEL_KEY), Ok)
     }
 
     /// The async form of [`Client::llm`] (it runs on tokio's blocking pool).
@@ -194,11 +190,8 @@ impl Client {
     pub fn load(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
         config.validate()?;
         match &self.backend {
-            Backend::Embedded(e) => {
-                let _loading = lock(&e.loading);
-                let stored = e.store.resolve(query)?;
-                load_stored(e, stored, config)
-            }
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.load(query, config),
             Backend::Remote(r) => {
                 let mut parameter = json!({"modelKey": query, "loadConfigStack": crate::wire::load_stack(config)});
                 if let Some(id) = &config.identifier {
@@ -213,7 +206,8 @@ impl Client {
     /// The loaded instance `query` names (identifier or instance reference), without loading.
     pub fn get_loaded(&self, query: &str) -> Result<Option<Llm>> {
         Ok(match &self.backend {
-            Backend::Embedded(e) => find_loaded(e, query).map(|l| Llm { inner: LlmInner::Embedded(l) }),
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.get_loaded(query),
             Backend::Remote(r) => {
                 r.list_loaded()?.into_iter().find(|info| answers_to(info, query)).map(|info| Llm::remote(r, info))
             }
@@ -223,7 +217,8 @@ impl Client {
     /// The loaded instances.
     pub fn list_loaded(&self) -> Result<Vec<ModelInfo>> {
         match &self.backend {
-            Backend::Embedded(e) => Ok(lock(&e.loaded).iter().map(|l| l.info.clone()).collect()),
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => Ok(e.list_loaded()),
             Backend::Remote(r) => r.list_loaded(),
         }
     }
@@ -231,79 +226,51 @@ impl Client {
     /// The model files in the store, with their info or why they cannot be read (embedded only).
     pub fn list_downloaded(&self) -> Result<Vec<StoredModel>> {
         match &self.backend {
-            Backend::Embedded(e) => e.store.list(),
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.store().list(),
             Backend::Remote(_) => Err(Error::Unsupported("listing a server's downloaded models".into())),
+        }
+    }
+
+    /// The downloaded models, each key once, with their loaded instances (embedded only).
+    pub fn list_models(&self) -> Result<Vec<ModelEntry>> {
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.list_models(),
+            Backend::Remote(_) => Err(Error::Unsupported("listing a server's downloaded models".into())),
+        }
+    }
+
+    /// The downloaded model `query` names, resolved as [`Client::llm`] resolves a name that is not
+    /// a loaded instance (embedded only).
+    pub fn resolve(&self, query: &str) -> Result<ModelInfo> {
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => {
+                let stored = e.store().resolve(query)?;
+                stored.info.map_err(|reason| Error::InvalidModelFile { path: stored.path, reason })
+            }
+            Backend::Remote(_) => Err(Error::Unsupported(format!("resolving {query:?} among a server's models"))),
         }
     }
 
     /// Unloads the instance named `identifier`. Predictions still running on it end with
     /// `modelUnloaded`; handles to it fail with [`Error::ModelUnloaded`] from then on.
     pub fn unload(&self, identifier: &str) -> Result<()> {
-        let e = match &self.backend {
-            Backend::Embedded(e) => e,
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => e.unload(identifier),
             Backend::Remote(r) => {
                 r.connection()?.rpc("unloadModel", Some(json!({"identifier": identifier})))?;
-                return Ok(());
+                Ok(())
             }
-        };
-        let removed = {
-            let mut loaded = lock(&e.loaded);
-            match loaded.iter().position(|l| l.info.identifier.as_deref() == Some(identifier)) {
-                Some(i) => loaded.remove(i),
-                None => {
-                    let candidates = loaded.iter().filter_map(|l| l.info.identifier.clone()).collect();
-                    return Err(Error::ModelNotFound { query: identifier.to_owned(), candidates });
-                }
-            }
-        };
-        // Handles may still hold the instance: stop its engine now rather than when they drop.
-        removed.engine.shutdown();
-        Ok(())
+        }
     }
-}
-
-fn find_loaded(e: &Embedded, query: &str) -> Option<Arc<Loaded>> {
-    lock(&e.loaded).iter().find(|l| answers_to(&l.info, query)).cloned()
 }
 
 /// Whether a loaded instance answers to `query` (its identifier or its instance reference).
 fn answers_to(info: &ModelInfo, query: &str) -> bool {
     info.identifier.as_deref() == Some(query) || info.instance_reference.as_deref() == Some(query)
-}
-
-fn load_stored(e: &Embedded, stored: StoredModel, config: &LoadConfig) -> Result<Llm> {
-    let mut info =
-        stored.info.clone().map_err(|reason| Error::InvalidModelFile { path: stored.path.clone(), reason })?;
-    let header = GgufHeader::read(&stored.path)
-        .map_err(|err| Error::InvalidModelFile { path: stored.path.clone(), reason: err.to_string() })?;
-    let window = header
-        .architecture()
-        .and_then(|a| header.uint(&format!("{a}.attention.sliding_window")))
-        .and_then(|w| u32::try_from(w).ok())
-        .unwrap_or(0);
-    info.identifier = Some(unique_identifier(e, config.identifier.as_deref().unwrap_or(&info.model_key)));
-    info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
-    let engine = Engine::load(&stored.path, &mut info, window, config)?;
-    let loaded = Arc::new(Loaded { engine, info });
-    lock(&e.loaded).push(Arc::clone(&loaded));
-    tracing::info!(identifier = loaded.info.identifier, path = %stored.path.display(), "loaded");
-    Ok(Llm { inner: LlmInner::Embedded(loaded) })
-}
-
-/// `base`, or `base:2`, `base:3`... if that identifier is taken (LM Studio's scheme).
-fn unique_identifier(e: &Embedded, base: &str) -> String {
-    let loaded = lock(&e.loaded);
-    let taken = |id: &str| loaded.iter().any(|l| l.info.identifier.as_deref() == Some(id));
-    if !taken(base) {
-        return base.to_owned();
-    }
-    (2..).map(|n| format!("{base}:{n}")).find(|id| !taken(id)).unwrap_or_default()
-}
-
-impl Default for Client {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -319,8 +286,12 @@ pub struct Llm {
 
 #[derive(Clone)]
 enum LlmInner {
+    #[cfg(feature = "embedded")]
     Embedded(Arc<Loaded>),
-    Remote { remote: Arc<Remote>, info: Box<ModelInfo> },
+    Remote {
+        remote: Arc<Remote>,
+        info: Box<ModelInfo>,
+    },
 }
 
 impl Llm {
@@ -331,6 +302,7 @@ impl Llm {
     /// The instance's info: key, display name, architecture, size, context length...
     pub fn info(&self) -> &ModelInfo {
         match &self.inner {
+            #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => &l.info,
             LlmInner::Remote { info, .. } => info,
         }
@@ -346,6 +318,7 @@ impl Llm {
     /// sent, so once a caller has its result, it is no longer counted.
     pub fn activity(&self) -> Result<Activity> {
         match &self.inner {
+            #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => Ok(l.engine.activity()),
             LlmInner::Remote { .. } => Err(Error::Unsupported("the activity of a server's model instance".into())),
         }
@@ -376,6 +349,7 @@ impl Llm {
     /// How many tokens `text` is for this model.
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
         match &self.inner {
+            #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => Ok(l.engine.count_tokens(text)),
             LlmInner::Remote { .. } => {
                 let v = self.rpc("countTokens", json!({"inputString": text}))?;
@@ -387,6 +361,7 @@ impl Llm {
     /// The token ids of `text` (with the BOS token the model adds to a prompt).
     pub fn tokenize(&self, text: &str) -> Result<Vec<i32>> {
         match &self.inner {
+            #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => Ok(l.engine.token_ids(text)),
             LlmInner::Remote { .. } => {
                 let v = self.rpc("tokenize", json!({"inputString": text}))?;
@@ -399,6 +374,7 @@ impl Llm {
     /// answer begins; complete it to get the answer.
     pub fn apply_prompt_template(&self, messages: &[ChatMessage]) -> Result<String> {
         match &self.inner {
+            #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => l.engine.apply_chat_template(messages, l.info.architecture.as_deref()),
             LlmInner::Remote { .. } => {
                 let history: Vec<_> = messages
@@ -416,14 +392,19 @@ impl Llm {
 
     /// An RPC about this instance (remote only).
     fn rpc(&self, endpoint: &str, mut parameter: serde_json::Value) -> Result<serde_json::Value> {
-        let LlmInner::Remote { remote, .. } = &self.inner else {
-            return Err(Error::Unsupported(endpoint.into()));
-        };
-        parameter["specifier"] = json!({"type": "query", "query": {"identifier": self.identifier()}});
-        remote.connection()?.rpc(endpoint, Some(parameter))
+        match &self.inner {
+            LlmInner::Remote { remote, .. } => {
+                parameter["specifier"] = json!({"type": "query", "query": {"identifier": self.identifier()}});
+                remote.connection()?.rpc(endpoint, Some(parameter))
+            }
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(_) => Err(Error::Unsupported(endpoint.into())),
+        }
     }
 
     fn submit(&self, prompt: &str, config: &Config) -> Result<(flume::Receiver<Event>, Arc<AtomicBool>)> {
+        // Checked here for both backends; only the engine takes the checked form.
+        #[cfg_attr(not(feature = "embedded"), allow(unused_variables))]
         let valid = config.validate()?;
         if prompt.is_empty() {
             return Err(Error::InvalidPrompt("the prompt is empty".into()));
@@ -431,6 +412,7 @@ impl Llm {
         let (tx, rx) = flume::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         match &self.inner {
+            #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?,
             LlmInner::Remote { remote, .. } => {
                 remote.connection()?.predict(self.identifier(), prompt, config, tx, Arc::clone(&cancel))?

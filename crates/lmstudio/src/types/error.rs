@@ -59,9 +59,6 @@ pub enum Error {
         /// How many predictions are waiting.
         queued: usize,
     },
-    /// The prediction was cancelled before it produced a result.
-    #[error("the prediction was cancelled")]
-    Cancelled,
     /// The prediction has not finished yet (from `result()` on a running stream).
     #[error("the prediction is still running; iterate the stream or call wait_for_result()")]
     NotFinished,

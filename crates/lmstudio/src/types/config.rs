@@ -100,9 +100,6 @@ pub struct ValidConfig {
     pub ignore_eos: bool,
 }
 
-/// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
-pub const PENALTY_LAST_N: i32 = 64;
-
 impl Config {
     /// Parses LM Studio's camelCase JSON config.
     pub fn from_json(json: &str) -> Result<Self> {

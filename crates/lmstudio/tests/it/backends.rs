@@ -1,0 +1,77 @@
+//! Checks that every backend must pass alike: the embedded engine, the remote client talking to
+//! our server in-process, and the remote-only build (no llama.cpp) talking to `lms server`. The
+//! server crate's tests include this file too.
+
+use std::sync::{Arc, Mutex};
+
+use lmstudio as lms;
+
+fn greedy(n: u32) -> lms::Config {
+    lms::Config { max_tokens: Some(n), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() }
+}
+
+/// Completion, streaming, callbacks, cancel, tokens and the typed errors, through `client`, whose
+/// models load with 2,048 tokens of context; `name` labels the failures.
+pub fn completes_alike(name: &str, client: &lms::Client) {
+    let model = client.llm("gemma-3-270m").unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(model.identifier(), "gemma-3-270m", "{name}");
+    assert_eq!(model.info().display_name, "Gemma 3 270m", "{name}");
+    assert_eq!(client.default_llm().expect("default").identifier(), model.identifier(), "{name}");
+
+    let r = model.complete("1, 2, 3,", greedy(6)).expect("completes");
+    assert_eq!(r.content, " 4, 5,", "{name}");
+    assert_eq!(r.stats.predicted_tokens_count, Some(6), "{name}");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::MaxPredictedTokensReached, "{name}");
+    assert_eq!(r.model_info.model_key, "gemma-3-270m", "{name}");
+
+    let stop = lms::Config { stop_strings: vec![" 6".into()], ..greedy(12) };
+    let r = model.complete("1, 2, 3, 4,", stop).expect("completes");
+    assert_eq!((r.content.as_str(), r.stats.stop_reason), (" 5,", lms::StopReason::StopStringFound), "{name}");
+
+    // Streaming and callbacks.
+    let progress = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&progress);
+    let mut stream = model
+        .complete_stream("1, 2, 3,", greedy(6))
+        .expect("starts")
+        .on_prompt_processing_progress(move |p| seen.lock().expect("lock").push(p));
+    let text: String = (&mut stream).map(|f| f.expect("fragment").content).collect();
+    assert_eq!(text, " 4, 5,", "{name}");
+    assert_eq!(stream.result().expect("done").content, text, "{name}");
+    let progress = progress.lock().expect("lock").clone();
+    assert_eq!((progress.first(), progress.last()), (Some(&0.0), Some(&1.0)), "{name}: {progress:?}");
+
+    // result() while running, then cancel: the prediction was cut short, so it was running
+    // when result() answered.
+    let mut stream = model.complete_stream("Once upon a time", greedy(500)).expect("starts");
+    stream.next().expect("a fragment").expect("ok");
+    assert!(matches!(stream.result(), Err(lms::Error::NotFinished)), "{name}");
+    stream.cancel();
+    let r = stream.wait_for_result().expect("a result");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::UserStopped, "{name}");
+    assert!(r.stats.predicted_tokens_count.is_some_and(|n| n < 500), "{name}: {:?}", r.stats);
+
+    // Tokens, errors.
+    assert_eq!(model.count_tokens("1, 2, 3,").expect("counts"), 9, "{name}");
+    assert_eq!(model.tokenize("1, 2, 3,").expect("tokenizes").len(), 9, "{name}");
+    assert!(matches!(client.llm("no-such-model"), Err(lms::Error::ModelNotFound { .. })), "{name}");
+    assert!(matches!(model.complete("", greedy(1)), Err(lms::Error::InvalidPrompt(_))), "{name}");
+    let bad = lms::Config { temperature: Some(-1.0), ..Default::default() };
+    assert!(matches!(model.complete("x", bad), Err(lms::Error::InvalidConfig(_))), "{name}");
+
+    // Errors keep their variant and fields across the wire.
+    let strict = lms::Config { context_overflow_policy: Some(lms::ContextOverflowPolicy::StopAtLimit), ..greedy(4) };
+    match model.complete(&"word ".repeat(3000), strict) {
+        Err(lms::Error::ContextOverflow { prompt_tokens, context_length: 2048 }) => {
+            assert!(prompt_tokens > 2048, "{name}: {prompt_tokens}")
+        }
+        other => panic!("{name}: expected ContextOverflow, got {other:?}"),
+    }
+    match client.llm("no-such-model") {
+        Err(lms::Error::ModelNotFound { query, candidates }) => {
+            assert_eq!(query, "no-such-model", "{name}");
+            assert!(candidates.iter().any(|c| c == "gemma-3-270m"), "{name}: {candidates:?}");
+        }
+        other => panic!("{name}: expected ModelNotFound, got {:?}", other.map(|m| m.info().clone())),
+    }
+}
