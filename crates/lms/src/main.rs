@@ -2,8 +2,6 @@
 //! go to stderr; `--json` prints machine-readable results.
 
 mod bench;
-mod bench_load;
-mod loadgen;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;

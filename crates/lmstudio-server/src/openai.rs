@@ -196,7 +196,7 @@ async fn start(
                 return Err(ApiError::bad_request("`messages` is empty"));
             }
             let chat: Vec<lms::ChatMessage> = messages.into_iter().map(chat_message).collect();
-            llm.apply_prompt_template(&chat)?
+            llm.apply_prompt_template_async(&chat).await?
         }
     };
     let stream = llm.complete_stream_async(&prompt, config)?;
@@ -358,7 +358,8 @@ fn sse(
 pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let data: Vec<Value> = state
         .client()
-        .list_models()?
+        .list_models_async()
+        .await?
         .into_iter()
         .map(|m| json!({"id": m.info.model_key, "object": "model", "owned_by": publisher(&m.info)}))
         .collect();
@@ -384,7 +385,7 @@ fn rest_model(entry: &lms::ModelEntry) -> Value {
 }
 
 pub(crate) async fn rest_list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = state.client().list_models()?.iter().map(rest_model).collect();
+    let data: Vec<Value> = state.client().list_models_async().await?.iter().map(rest_model).collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
@@ -392,7 +393,7 @@ pub(crate) async fn rest_get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let models = state.client().list_models()?;
+    let models = state.client().list_models_async().await?;
     models.iter().find(|m| m.info.model_key == id).map(|m| Json(rest_model(m))).ok_or_else(|| {
         ApiError::from(lms::Error::ModelNotFound {
             query: id,

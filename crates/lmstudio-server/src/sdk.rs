@@ -158,7 +158,11 @@ fn dispatch(
             let (state, out, ns) = (state.clone(), out.clone(), namespace.to_owned());
             let parameter = msg.get("parameter").cloned().unwrap_or(Value::Null);
             tasks.spawn(async move {
-                match rpc(&state, &ns, &endpoint, parameter).await {
+                // The library's calls block (header reads, engine joins): never on the runtime.
+                let outcome = tokio::task::spawn_blocking(move || rpc(&state, &ns, &endpoint, parameter))
+                    .await
+                    .unwrap_or_else(|e| Err(lms::Error::Engine(format!("rpc task failed: {e}"))));
+                match outcome {
                     Ok(Some(result)) => out.send(json!({"type": "rpcResult", "callId": call_id, "result": result})),
                     Ok(None) => out.send(json!({"type": "rpcResult", "callId": call_id})),
                     Err(e) => out.send(json!({"type": "rpcError", "callId": call_id, "error": wire::error_object(&e)})),
@@ -250,7 +254,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-async fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Option<Value>, lms::Error> {
+fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Option<Value>, lms::Error> {
     let client = state.client();
     Ok(Some(match (namespace, endpoint) {
         ("llm", "listLoaded") => to_value(&client.list_loaded()?),
@@ -305,7 +309,7 @@ async fn channel(
                 .ok_or_else(|| invalid("no model named"))?
                 .to_owned();
             if !new_instance {
-                if let Some(llm) = client.get_loaded(&query)? {
+                if let Some(llm) = client.get_loaded_async(&query).await? {
                     out.channel(id, json!({"type": "alreadyLoaded", "info": llm.info()}));
                     out.close(id);
                     return Ok(());
@@ -314,7 +318,7 @@ async fn channel(
             // What the SDK's stack leaves unset, the server's own load settings decide (its --parallel).
             let mut load = stack(&p["loadConfigStack"])?.load_config(client.default_load_config())?;
             load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
-            if let Ok(info) = client.resolve(&query) {
+            if let Ok(info) = client.resolve_async(&query).await {
                 let start = if new_instance {
                     json!({"type": "resolved", "info": info, "ambiguous": false})
                 } else {
@@ -323,15 +327,11 @@ async fn channel(
                 out.channel(id, start);
             }
             out.channel(id, json!({"type": if new_instance { "progress" } else { "loadProgress" }, "progress": 0.0}));
-            let llm = tokio::task::spawn_blocking(move || {
-                if new_instance {
-                    client.load(&query, &load)
-                } else {
-                    client.get_or_load(&query, &load).map(|(llm, _)| llm)
-                }
-            })
-            .await
-            .map_err(|e| lms::Error::Engine(format!("load task failed: {e}")))??;
+            let llm = if new_instance {
+                client.load_async(&query, &load).await?
+            } else {
+                client.get_or_load_async(&query, &load).await?.0
+            };
             let done = if new_instance { "success" } else { "loadSuccess" };
             out.channel(id, json!({"type": done, "info": llm.info()}));
             out.close(id);
@@ -351,7 +351,7 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
     let prompt = if layers.is_raw_completion() {
         messages.iter().map(|m| m.content.as_str()).collect()
     } else {
-        llm.apply_prompt_template(&messages)?
+        llm.apply_prompt_template_async(&messages).await?
     };
     let progress_out = out.clone();
     let mut stream =

@@ -174,18 +174,6 @@ impl Client {
         loaded.map_or_else(|| self.llm(DEFAULT_MODEL_KEY), Ok)
     }
 
-    /// The async form of [`Client::llm`] (it runs on tokio's blocking pool).
-    pub async fn llm_async(&self, query: &str) -> Result<Llm> {
-        let (client, query) = (self.clone(), query.to_owned());
-        blocking(move || client.llm(&query)).await
-    }
-
-    /// The async form of [`Client::default_llm`].
-    pub async fn default_llm_async(&self) -> Result<Llm> {
-        let client = self.clone();
-        blocking(move || client.default_llm()).await
-    }
-
     /// Loads a new instance of the model `query` names, even if one is already loaded.
     pub fn load(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
         config.validate()?;
@@ -268,13 +256,83 @@ impl Client {
     }
 }
 
+/// The async twins of the blocking methods. Each runs the blocking call on a thread of its own,
+/// so it works under any executor (or none: there is no tokio runtime to be inside of) and never
+/// blocks the one it is awaited on.
+impl Client {
+    /// The async form of [`Client::llm`].
+    pub async fn llm_async(&self, query: &str) -> Result<Llm> {
+        let (client, query) = (self.clone(), query.to_owned());
+        off_thread(move || client.llm(&query)).await
+    }
+
+    /// The async form of [`Client::default_llm`].
+    pub async fn default_llm_async(&self) -> Result<Llm> {
+        let client = self.clone();
+        off_thread(move || client.default_llm()).await
+    }
+
+    /// The async form of [`Client::get_or_load`].
+    pub async fn get_or_load_async(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
+        let (client, query, config) = (self.clone(), query.to_owned(), config.clone());
+        off_thread(move || client.get_or_load(&query, &config)).await
+    }
+
+    /// The async form of [`Client::load`].
+    pub async fn load_async(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
+        let (client, query, config) = (self.clone(), query.to_owned(), config.clone());
+        off_thread(move || client.load(&query, &config)).await
+    }
+
+    /// The async form of [`Client::get_loaded`].
+    pub async fn get_loaded_async(&self, query: &str) -> Result<Option<Llm>> {
+        let (client, query) = (self.clone(), query.to_owned());
+        off_thread(move || client.get_loaded(&query)).await
+    }
+
+    /// The async form of [`Client::list_loaded`].
+    pub async fn list_loaded_async(&self) -> Result<Vec<ModelInfo>> {
+        let client = self.clone();
+        off_thread(move || client.list_loaded()).await
+    }
+
+    /// The async form of [`Client::list_downloaded`].
+    pub async fn list_downloaded_async(&self) -> Result<Vec<StoredModel>> {
+        let client = self.clone();
+        off_thread(move || client.list_downloaded()).await
+    }
+
+    /// The async form of [`Client::list_models`].
+    pub async fn list_models_async(&self) -> Result<Vec<ModelEntry>> {
+        let client = self.clone();
+        off_thread(move || client.list_models()).await
+    }
+
+    /// The async form of [`Client::resolve`].
+    pub async fn resolve_async(&self, query: &str) -> Result<ModelInfo> {
+        let (client, query) = (self.clone(), query.to_owned());
+        off_thread(move || client.resolve(&query)).await
+    }
+
+    /// The async form of [`Client::unload`] (which waits for the engine thread to stop).
+    pub async fn unload_async(&self, identifier: &str) -> Result<()> {
+        let (client, identifier) = (self.clone(), identifier.to_owned());
+        off_thread(move || client.unload(&identifier)).await
+    }
+}
+
+/// Runs blocking library work on a thread of its own and awaits its result.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new().name("lms-call".into()).spawn(move || {
+        let _ = tx.send(f());
+    })?;
+    rx.recv_async().await.map_err(|_| Error::Engine("the call's thread panicked".into()))?
+}
+
 /// Whether a loaded instance answers to `query` (its identifier or its instance reference).
 fn answers_to(info: &ModelInfo, query: &str) -> bool {
     info.identifier.as_deref() == Some(query) || info.instance_reference.as_deref() == Some(query)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Engine(format!("loading task failed: {e}")))?
 }
 
 /// A handle to a loaded model. Cloning is cheap; the model stays loaded until
@@ -388,6 +446,24 @@ impl Llm {
                 v["formatted"].as_str().map(str::to_owned).ok_or_else(|| bad_reply("applyPromptTemplate"))
             }
         }
+    }
+
+    /// The async form of [`Llm::count_tokens`].
+    pub async fn count_tokens_async(&self, text: &str) -> Result<usize> {
+        let (llm, text) = (self.clone(), text.to_owned());
+        off_thread(move || llm.count_tokens(&text)).await
+    }
+
+    /// The async form of [`Llm::tokenize`].
+    pub async fn tokenize_async(&self, text: &str) -> Result<Vec<i32>> {
+        let (llm, text) = (self.clone(), text.to_owned());
+        off_thread(move || llm.tokenize(&text)).await
+    }
+
+    /// The async form of [`Llm::apply_prompt_template`].
+    pub async fn apply_prompt_template_async(&self, messages: &[ChatMessage]) -> Result<String> {
+        let (llm, messages) = (self.clone(), messages.to_vec());
+        off_thread(move || llm.apply_prompt_template(&messages)).await
     }
 
     /// An RPC about this instance (remote only).

@@ -4,7 +4,10 @@
 mod default_model;
 pub mod gguf;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 pub use default_model::{DEFAULT_MODEL_KEY, DEFAULT_MODEL_PATH};
 
@@ -16,9 +19,21 @@ use gguf::GgufHeader;
 const MAX_DEPTH: usize = 4;
 
 /// A models directory laid out as LM Studio's: `<publisher>/<model>/<file>.gguf`.
+///
+/// Clones share a cache of the headers read, keyed by path, size and modification time, so that
+/// listing many models reads only the files that changed.
 #[derive(Debug, Clone)]
 pub struct ModelStore {
     root: PathBuf,
+    headers: Arc<Mutex<HashMap<PathBuf, Cached>>>,
+}
+
+/// What a file's header said, and the size and mtime it had then.
+#[derive(Debug)]
+struct Cached {
+    len: u64,
+    modified: Option<SystemTime>,
+    model: StoredModel,
 }
 
 /// One model file found in the store.
@@ -46,7 +61,7 @@ impl ModelStore {
 
     /// The store rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), headers: Arc::default() }
     }
 
     /// The models directory.
@@ -65,7 +80,21 @@ impl ModelStore {
         Ok(files.into_iter().map(|path| self.describe(path)).collect())
     }
 
+    /// The file's entry, from the cache while its size and mtime are unchanged.
     fn describe(&self, path: PathBuf) -> StoredModel {
+        let meta = std::fs::metadata(&path).ok();
+        let (len, modified) = (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()));
+        if let Some(c) = crate::lock(&self.headers).get(&path) {
+            if c.len == len && c.modified == modified {
+                return c.model.clone();
+            }
+        }
+        let model = self.read(path.clone());
+        crate::lock(&self.headers).insert(path, Cached { len, modified, model: model.clone() });
+        model
+    }
+
+    fn read(&self, path: PathBuf) -> StoredModel {
         let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
         match GgufHeader::read(&path) {
             Ok(header) => {
@@ -234,5 +263,24 @@ mod tests {
     fn key_from_file_name_drops_quantization() {
         assert_eq!(key_from_file_name(Path::new("a/Gemma-3-270M-Q4_K_M.gguf")), "gemma-3-270m");
         assert_eq!(key_from_file_name(Path::new("a/tiny.gguf")), "tiny");
+    }
+
+    /// A file that changes after it was listed is read again: the header cache is keyed by size
+    /// and modification time, not by path alone.
+    #[test]
+    fn a_changed_file_is_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("a/m/m.gguf");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"not a model").expect("write");
+        let store = ModelStore::new(dir.path());
+        let first = store.list().expect("lists");
+        assert!(first[0].info.is_err());
+        // Now the real default model (`lms get` fetched it): a new size, and a valid header.
+        let real = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
+        std::fs::copy(real, &file).expect("the default model is needed: run `lms get` first");
+        let again = store.clone().list().expect("lists");
+        assert_eq!(again[0].info.as_ref().map(|i| i.architecture.clone()), Ok(Some("gemma3".into())));
+        assert_eq!(again[0].sliding_window, Some(512));
     }
 }

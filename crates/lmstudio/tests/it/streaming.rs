@@ -157,3 +157,67 @@ fn async_api_streams_and_completes() {
         assert_eq!(stream.result().expect("done").content, whole.content);
     });
 }
+
+/// A future polled on this thread until it is ready: no async runtime at all.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn async_twins_work_outside_any_runtime() {
+    let client = crate::client();
+    block_on(async {
+        let llm = client.llm_async(lms::DEFAULT_MODEL_KEY).await.expect("loaded");
+        let (again, loaded_now) =
+            client.get_or_load_async(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig::default()).await.expect("found");
+        assert_eq!((again.identifier(), loaded_now), (llm.identifier(), false));
+        assert!(client
+            .list_loaded_async()
+            .await
+            .expect("listed")
+            .iter()
+            .any(|i| i.identifier.as_deref() == Some(llm.identifier())));
+        assert!(client
+            .list_models_async()
+            .await
+            .expect("listed")
+            .iter()
+            .any(|m| m.info.model_key == lms::DEFAULT_MODEL_KEY));
+        assert_eq!(client.resolve_async("gemma-3-270m").await.expect("resolves").model_key, lms::DEFAULT_MODEL_KEY);
+        assert_eq!(llm.count_tokens_async("1, 2, 3,").await.expect("counts"), 9);
+        assert_eq!(llm.tokenize_async("1, 2, 3,").await.expect("tokenizes").len(), 9);
+        let chat = [lms::ChatMessage::new("user", "Hi")];
+        assert!(llm.apply_prompt_template_async(&chat).await.expect("templated").contains("Hi"));
+        let r = llm.complete_async("1, 2, 3, 4,", greedy(6)).await.expect("completes");
+        assert_eq!(r.content, " 5, 6,");
+        let mut stream = llm.complete_stream_async("1, 2, 3, 4,", greedy(6)).expect("starts");
+        let mut text = String::new();
+        while let Some(fragment) = stream.next().await {
+            text += &fragment.expect("ok").content;
+        }
+        assert_eq!(text, r.content);
+    });
+    // Loading and unloading an instance of its own.
+    block_on(async {
+        let own = lms::LoadConfig { parallel: 1, identifier: Some("async-twin".into()), ..Default::default() };
+        let llm = client.load_async(lms::DEFAULT_MODEL_KEY, &own).await.expect("loads");
+        assert_eq!(llm.identifier(), "async-twin");
+        assert!(client.get_loaded_async("async-twin").await.expect("looked up").is_some());
+        client.unload_async("async-twin").await.expect("unloads");
+        assert!(client.get_loaded_async("async-twin").await.expect("looked up").is_none());
+    });
+}

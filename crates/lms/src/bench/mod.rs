@@ -1,16 +1,19 @@
 //! `lms bench`: prompt-processing and decode speed through our API, next to llama.cpp's own
 //! `llama-bench` on the same model and thread count, written as a markdown and a JSON table.
 
+mod load;
+mod loadgen;
+mod rss;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use lmstudio as lms;
 use serde::Serialize;
 
-use crate::loadgen::percentile;
+use loadgen::percentile;
 
 /// Options of `lms bench`.
 #[derive(Args)]
@@ -59,6 +62,10 @@ struct Row {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.prompt_tokens >= 16, "--prompt-tokens must be at least 16");
+    anyhow::ensure!(args.gen_tokens >= 1, "--gen-tokens must be at least 1");
+    anyhow::ensure!(args.repetitions >= 1, "--repetitions must be at least 1");
+    anyhow::ensure!(args.clients.iter().all(|&n| n >= 1), "--clients must all be at least 1");
     let store = lms::ModelStore::from_env();
     let client = lms::Client::with_store(store.clone());
     let name = match &args.model {
@@ -118,7 +125,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             pp_tok_s: pp.stats.prompt_tokens_count.unwrap_or(0) as f64 / pp_secs,
             tg_tok_s: tg.stats.tokens_per_second.unwrap_or(f64::NAN),
             ttft_ms: short.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0,
-            peak_rss_mib: peak_rss_mib(std::process::id()).unwrap_or(f64::NAN),
+            peak_rss_mib: rss::peak_rss_mib(std::process::id()).unwrap_or(f64::NAN),
             prefix_cold_ms: ttft(&cold),
             prefix_warm_ms: ttft(&warm),
         });
@@ -133,10 +140,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     md += &remote_md;
     let mut load = None;
     if !args.no_load && !args.clients.is_empty() {
+        let key = model.info().model_key.clone();
         drop(model);
         drop(client);
         let (table, results) =
-            crate::bench_load::run(&path, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions)?;
+            load::run(&path, &key, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions)?;
         md += &table;
         load = Some(results);
     }
@@ -187,7 +195,7 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
         .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
     let pid = child.id();
-    let watcher = watch_peak_rss(pid);
+    let watcher = rss::watch_peak_rss(pid);
     let out = child.wait_with_output()?;
     let peak = watcher.join().unwrap_or(f64::NAN);
     anyhow::ensure!(out.status.success(), "llama-bench failed");
@@ -207,26 +215,6 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
         }
     }
     Ok(row)
-}
-
-/// Follows a child process's peak RSS until it exits (VmHWM disappears with the process).
-pub(crate) fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<f64> {
-    std::thread::spawn(move || {
-        let mut peak: f64 = 0.0;
-        while let Some(v) = peak_rss_mib(pid) {
-            peak = peak.max(v);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak
-    })
-}
-
-/// VmHWM of a process, in MiB; `None` once it has exited.
-pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn median(rows: &[Row]) -> Row {
@@ -304,7 +292,7 @@ struct PathRow {
 /// Decode speed and request-to-first-fragment time through the embedded API and through the
 /// websocket protocol to `lms server` on loopback, alternating, same model and threads.
 fn remote_path(embedded: &lms::Llm, model_path: &std::path::Path, args: &BenchArgs) -> Result<(String, Vec<PathRow>)> {
-    let server = crate::bench_load::ours(model_path, 1, args.threads)?;
+    let server = load::ours(model_path, &embedded.info().model_key, 1, args.threads)?;
     let remote = lms::Client::connect(&server.addr().to_string())?.llm(&embedded.info().model_key)?;
     let config = |seed| lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(seed), ..Default::default() };
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];

@@ -77,6 +77,7 @@ fn stream_one(addr: SocketAddr, body: &str, t0: Instant) -> Result<StreamTiming>
 /// Runs `clients` streams, the i-th starting `stagger * i` after the first.
 pub fn run(
     addr: SocketAddr,
+    model: &str,
     prompts: &[String],
     max_tokens: u32,
     clients: usize,
@@ -86,7 +87,7 @@ pub fn run(
     let handles: Vec<_> = (0..clients)
         .map(|i| {
             let body = serde_json::json!({
-                "model": "gemma-3-270m", "prompt": prompts[i % prompts.len()], "max_tokens": max_tokens,
+                "model": model, "prompt": prompts[i % prompts.len()], "max_tokens": max_tokens,
                 "stream": true, "temperature": 0.8, "seed": i, "ignore_eos": true,
             })
             .to_string();

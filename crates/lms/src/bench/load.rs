@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::loadgen::{self, LoadSummary};
+use super::loadgen::{self, LoadSummary};
 
 /// Tokens of context per slot, as in the reference measurements.
 const CTX_PER_SLOT: usize = 1024;
@@ -41,6 +41,8 @@ pub struct LoadRow {
 pub(crate) struct Server {
     child: Child,
     addr: SocketAddr,
+    /// What requests name as their model.
+    model: String,
     rss: Option<std::thread::JoinHandle<f64>>,
 }
 
@@ -88,25 +90,26 @@ fn wait_healthy(addr: SocketAddr, child: &mut Child) -> Result<()> {
     bail!("server did not become healthy")
 }
 
-fn start(mut cmd: Command, port: u16) -> Result<Server> {
+fn start(mut cmd: Command, port: u16, model: &str) -> Result<Server> {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting a server")?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_healthy(addr, &mut child)?;
-    let rss = Some(crate::bench::watch_peak_rss(child.id()));
-    Ok(Server { child, addr, rss })
+    let rss = Some(super::rss::watch_peak_rss(child.id()));
+    Ok(Server { child, addr, model: model.to_owned(), rss })
 }
 
-pub(crate) fn ours(model: &Path, slots: usize, threads: u32) -> Result<Server> {
+/// Our server with the model at `model` loaded; it answers to `key`.
+pub(crate) fn ours(model: &Path, key: &str, slots: usize, threads: u32) -> Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["server", "start", "--no-discovery-port", "--port", &port.to_string()])
         .args(["--parallel", &slots.to_string(), "--context-length", &CTX_PER_SLOT.to_string()])
         .args(["--threads", &threads.to_string(), "--model"])
         .arg(model);
-    start(cmd, port)
+    start(cmd, port, key)
 }
 
-fn llama_server(bin: &Path, model: &Path, slots: usize, threads: u32) -> Result<Server> {
+fn llama_server(bin: &Path, model: &Path, key: &str, slots: usize, threads: u32) -> Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(bin);
     cmd.arg("-m").arg(model).args(["--host", "127.0.0.1", "--port", &port.to_string(), "--no-webui"]).args([
@@ -117,7 +120,7 @@ fn llama_server(bin: &Path, model: &Path, slots: usize, threads: u32) -> Result<
         "-c",
         &(slots * CTX_PER_SLOT).to_string(),
     ]);
-    start(cmd, port)
+    start(cmd, port, key)
 }
 
 /// Distinct prompts of about 50 tokens, so no request shares more than a few tokens with another.
@@ -149,13 +152,13 @@ const SHARED_PREFIX_MAX_TOKENS: u32 = 16;
 
 fn measure(server: &Server, clients: usize, scenario: Scenario) -> Result<LoadSummary> {
     // One warm-up request, so that both servers have paged the weights in.
-    loadgen::run(server.addr, &prompts(1), 8, 1, Duration::ZERO)?;
+    loadgen::run(server.addr, &server.model, &prompts(1), 8, 1, Duration::ZERO)?;
     let (prompts, max_tokens, stagger) = match scenario {
         Scenario::Together => (prompts(clients), MAX_TOKENS, Duration::ZERO),
         Scenario::Staggered => (prompts(clients), MAX_TOKENS, Duration::from_millis(500)),
         Scenario::SharedPrefix => (shared_prefix_prompts(clients), SHARED_PREFIX_MAX_TOKENS, Duration::ZERO),
     };
-    Ok(loadgen::summarize(&loadgen::run(server.addr, &prompts, max_tokens, clients, stagger)?))
+    Ok(loadgen::summarize(&loadgen::run(server.addr, &server.model, &prompts, max_tokens, clients, stagger)?))
 }
 
 /// Starts a server with the given number of slots.
@@ -241,6 +244,7 @@ pub struct LoadResults {
 /// Runs the load tests; returns the markdown tables and the results.
 pub fn run(
     model: &Path,
+    key: &str,
     clients: &[usize],
     threads: u32,
     tools: Option<&Path>,
@@ -248,9 +252,9 @@ pub fn run(
 ) -> Result<(String, LoadResults)> {
     let rounds = rounds.max(1);
     let mut rows = Vec::new();
-    let ours_start = |slots| ours(model, slots, threads);
+    let ours_start = |slots| ours(model, key, slots, threads);
     let llama_start = |slots| match tools {
-        Some(t) => llama_server(&t.join("llama-server"), model, slots, threads),
+        Some(t) => llama_server(&t.join("llama-server"), model, key, slots, threads),
         None => bail!("no llama-server"),
     };
     let mut servers: Vec<(&str, &StartServer<'_>)> = vec![("lms server", &ours_start)];
