@@ -64,8 +64,8 @@ pub(crate) struct CompletionRequest {
     model: Option<String>,
     prompt: Option<OneOrMany>,
     messages: Option<Vec<ChatIn>>,
-    max_tokens: Option<i64>,
-    max_completion_tokens: Option<i64>,
+    max_tokens: Option<Value>,
+    max_completion_tokens: Option<Value>,
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<u32>,
@@ -95,11 +95,7 @@ enum Flavor {
 
 impl CompletionRequest {
     fn config(&self) -> Result<lms::Config, ApiError> {
-        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
-            None | Some(-1) => None,
-            Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Some(n as u32),
-            Some(n) => return Err(ApiError::bad_request(format!("max_tokens must be positive, got {n}"))),
-        };
+        let max_tokens = lms::Config::token_limit(self.max_completion_tokens.as_ref().or(self.max_tokens.as_ref()))?;
         let seed = match self.seed {
             None => None,
             Some(s) => Some(u32::try_from(s).map_err(|_| ApiError::bad_request(format!("seed out of range: {s}")))?),

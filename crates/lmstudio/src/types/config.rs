@@ -156,19 +156,27 @@ fn check(name: &str, value: Option<f32>, default: f32, ok: impl Fn(f32) -> bool)
     }
 }
 
-/// `maxTokens`: a positive integer, or `false` / `-1` for "no limit" (LM Studio's forms).
+/// `maxTokens` in LM Studio's JSON config: see [`Config::token_limit`].
 fn de_max_tokens<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Bool(bool),
-        Num(f64),
-    }
-    match Option::<Raw>::deserialize(d)? {
-        None | Some(Raw::Bool(false)) => Ok(None),
-        Some(Raw::Num(-1.0)) => Ok(None),
-        Some(Raw::Num(n)) => int_from(n).map(Some).map_err(serde::de::Error::custom),
-        Some(Raw::Bool(true)) => Err(serde::de::Error::custom("maxTokens: expected a number or false")),
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Config::token_limit(v.as_ref()).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// LM Studio's forms of a token limit, the one rule for JSON configs, KV configs and OpenAI
+    /// bodies: a whole number is the limit; `false`, `-1` or nothing means no limit.
+    pub fn token_limit(v: Option<&serde_json::Value>) -> Result<Option<u32>> {
+        use serde_json::Value;
+        match v {
+            None | Some(Value::Null | Value::Bool(false)) => Ok(None),
+            Some(v) if v.as_f64() == Some(-1.0) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("expected a number, false or -1, got {v}"))
+                .and_then(int_from)
+                .map(Some)
+                .map_err(|e| Error::InvalidConfig(format!("maxTokens: {e}"))),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::types::config::{Config, ContextOverflowPolicy, LoadConfig};
+use crate::types::config::{Config, LoadConfig};
 use crate::types::error::Error;
 
 mod error;
@@ -63,42 +63,10 @@ impl KvStack {
     /// are an [`Error::InvalidConfig`].
     pub fn prediction_config(&self) -> Result<Config, Error> {
         let mut c = Config::default();
-        let p = "llm.prediction.";
-        if let Some(v) = self.get(&format!("{p}maxPredictedTokens")) {
-            c.max_tokens = match checkbox(v) {
-                None | Some(Value::Bool(false)) => None,
-                Some(Value::Number(n)) if n.as_i64() == Some(-1) => None,
-                Some(other) => Some(uint("maxPredictedTokens", other)?),
-            };
-        }
-        c.temperature = self.float(&format!("{p}temperature"))?;
-        if let Some(v) = self.get(&format!("{p}stopStrings")) {
-            c.stop_strings = serde_json::from_value(v.clone()).map_err(|_| bad("stopStrings", v))?;
-        }
-        c.top_k = match self.get(&format!("{p}topKSampling")) {
-            Some(v) => Some(uint("topKSampling", v)?),
-            None => None,
-        };
-        c.top_p = self.checkbox_float(&format!("{p}topPSampling"), 1.0)?;
-        c.min_p = self.checkbox_float(&format!("{p}minPSampling"), 0.0)?;
-        c.repeat_penalty = self.checkbox_float(&format!("{p}repeatPenalty"), 1.0)?;
-        c.presence_penalty = self.checkbox_float(&format!("{p}llama.presencePenalty"), 0.0)?;
-        c.frequency_penalty = self.checkbox_float(&format!("{p}llama.frequencyPenalty"), 0.0)?;
-        if let Some(v) = self.get(&format!("{p}seed")) {
-            c.seed = match checkbox(v) {
-                Some(Value::Number(n)) if n.as_i64() == Some(-1) => None,
-                Some(v) => Some(uint("seed", v)?),
-                None => None,
-            };
-        }
-        if let Some(v) = self.get(&format!("{p}llama.cpuThreads")) {
-            c.cpu_threads = Some(uint("cpuThreads", v)?);
-        }
-        if let Some(v) = self.get(&format!("{p}contextOverflowPolicy")) {
-            c.context_overflow_policy = Some(
-                serde_json::from_value::<ContextOverflowPolicy>(v.clone())
-                    .map_err(|_| bad("contextOverflowPolicy", v))?,
-            );
+        for s in PREDICTION {
+            if let Some(v) = self.get(&format!("llm.prediction.{}", s.key)) {
+                (s.read)(&mut c, checkbox(v)).map_err(|_| bad(s.key, v))?;
+            }
         }
         Ok(c)
     }
@@ -106,33 +74,154 @@ impl KvStack {
     /// `defaults` with the load settings it holds (context length, CPU threads) put over them.
     pub fn load_config(&self, defaults: LoadConfig) -> Result<LoadConfig, Error> {
         let mut c = defaults;
-        if let Some(v) = self.get("llm.load.contextLength") {
-            c.context_length = Some(uint("contextLength", v)?);
-        }
-        if let Some(v) = self.get("llm.load.llama.cpuThreadPoolSize") {
-            c.cpu_threads = Some(uint("cpuThreadPoolSize", v)?);
+        for s in LOAD {
+            if let Some(v) = self.get(&format!("llm.load.{}", s.key)) {
+                (s.read)(&mut c, checkbox(v)).map_err(|_| bad(s.key, v))?;
+            }
         }
         Ok(c)
     }
-
-    fn float(&self, key: &str) -> Result<Option<f32>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(|f| Some(f as f32)).ok_or_else(|| bad(key, v)),
-        }
-    }
-
-    /// A checkbox setting: unchecked means the feature is off, which is `off` for this key.
-    fn checkbox_float(&self, key: &str, off: f32) -> Result<Option<f32>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => match checkbox(v) {
-                None => Ok(Some(off)),
-                Some(inner) => inner.as_f64().map(|f| Some(f as f32)).ok_or_else(|| bad(key, v)),
-            },
-        }
-    }
 }
+
+/// One setting of a config `C` on the wire: its key (after `llm.prediction.` or `llm.load.`), how
+/// a field's value goes into `C`, and what `C` writes. The tables below are the codec, both ways.
+struct Setting<C> {
+    key: &'static str,
+    /// Takes the value with any checkbox unwrapped; `None` is an unchecked checkbox.
+    read: fn(&mut C, Option<&Value>) -> Result<(), ()>,
+    /// The field's value, or `None` to leave the key out.
+    write: fn(&C) -> Option<Value>,
+}
+
+/// LM Studio's prediction keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
+const PREDICTION: &[Setting<Config>] = &[
+    Setting {
+        key: "maxPredictedTokens",
+        read: |c, v| {
+            c.max_tokens = Config::token_limit(v).map_err(drop)?;
+            Ok(())
+        },
+        write: |c| c.max_tokens.map(checked),
+    },
+    Setting {
+        key: "temperature",
+        read: |c, v| {
+            c.temperature = v.map(float).transpose()?;
+            Ok(())
+        },
+        write: |c| c.temperature.map(|t| json!(t)),
+    },
+    Setting {
+        key: "stopStrings",
+        read: |c, v| {
+            c.stop_strings =
+                v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?.unwrap_or_default();
+            Ok(())
+        },
+        write: |c| (!c.stop_strings.is_empty()).then(|| json!(c.stop_strings)),
+    },
+    Setting {
+        key: "topKSampling",
+        read: |c, v| {
+            c.top_k = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.top_k.map(|k| json!(k)),
+    },
+    Setting {
+        key: "topPSampling",
+        read: |c, v| {
+            c.top_p = Some(v.map_or(Ok(1.0), float)?);
+            Ok(())
+        },
+        write: |c| c.top_p.map(checked),
+    },
+    Setting {
+        key: "minPSampling",
+        read: |c, v| {
+            c.min_p = Some(v.map_or(Ok(0.0), float)?);
+            Ok(())
+        },
+        write: |c| c.min_p.map(checked),
+    },
+    Setting {
+        key: "repeatPenalty",
+        read: |c, v| {
+            c.repeat_penalty = Some(v.map_or(Ok(1.0), float)?);
+            Ok(())
+        },
+        write: |c| c.repeat_penalty.map(checked),
+    },
+    Setting {
+        key: "llama.presencePenalty",
+        read: |c, v| {
+            c.presence_penalty = Some(v.map_or(Ok(0.0), float)?);
+            Ok(())
+        },
+        write: |c| c.presence_penalty.map(checked),
+    },
+    Setting {
+        key: "llama.frequencyPenalty",
+        read: |c, v| {
+            c.frequency_penalty = Some(v.map_or(Ok(0.0), float)?);
+            Ok(())
+        },
+        write: |c| c.frequency_penalty.map(checked),
+    },
+    Setting {
+        key: "seed",
+        // -1 and unchecked: a random seed.
+        read: |c, v| {
+            c.seed = v.filter(|v| v.as_i64() != Some(-1)).map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.seed.map(checked),
+    },
+    Setting {
+        key: "llama.cpuThreads",
+        read: |c, v| {
+            c.cpu_threads = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.cpu_threads.map(|t| json!(t)),
+    },
+    Setting {
+        key: "contextOverflowPolicy",
+        read: |c, v| {
+            c.context_overflow_policy = v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
+            Ok(())
+        },
+        write: |c| c.context_overflow_policy.map(|p| json!(p)),
+    },
+    Setting {
+        key: "lmstudioRs.ignoreEos",
+        read: |c, v| {
+            c.ignore_eos = v.map(|v| v.as_bool().ok_or(())).transpose()?;
+            Ok(())
+        },
+        write: |c| c.ignore_eos.map(|b| json!(b)),
+    },
+];
+
+/// LM Studio's load keys.
+const LOAD: &[Setting<LoadConfig>] = &[
+    Setting {
+        key: "contextLength",
+        read: |c, v| {
+            c.context_length = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.context_length.map(|n| json!(n)),
+    },
+    Setting {
+        key: "llama.cpuThreadPoolSize",
+        read: |c, v| {
+            c.cpu_threads = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.cpu_threads.map(|t| json!(t)),
+    },
+];
 
 /// `{"checked": true, "value": x}` gives `Some(x)`, unchecked gives `None`; a plain value is itself.
 fn checkbox(v: &Value) -> Option<&Value> {
@@ -148,81 +237,47 @@ fn checkbox(v: &Value) -> Option<&Value> {
     }
 }
 
-fn uint(name: &str, v: &Value) -> Result<u32, Error> {
-    v.as_f64()
-        .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
-        .map(|f| f as u32)
-        .ok_or_else(|| bad(name, v))
+/// A checked checkbox setting: the writing side of [`checkbox`].
+fn checked(value: impl Serialize) -> Value {
+    json!({"checked": true, "value": value})
+}
+
+fn float(v: &Value) -> Result<f32, ()> {
+    v.as_f64().map(|f| f as f32).ok_or(())
+}
+
+fn uint(v: &Value) -> Result<u32, ()> {
+    v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f)).map(|f| f as u32).ok_or(())
 }
 
 fn bad(name: &str, v: &Value) -> Error {
     Error::InvalidConfig(format!("{name}: unexpected value {v}"))
 }
 
-/// A checked checkbox setting: the writing side of [`checkbox`].
-fn checked(value: impl Serialize) -> Value {
-    json!({"checked": true, "value": value})
+fn fields<C>(table: &[Setting<C>], prefix: &str, c: &C) -> KvConfig {
+    let fields = table
+        .iter()
+        .filter_map(|s| Some(KvField { key: format!("{prefix}{}", s.key), value: (s.write)(c)? }))
+        .collect();
+    KvConfig { fields }
 }
 
-/// The prediction settings as LM Studio's KV fields (for `success.predictionConfig`).
+/// The prediction settings as LM Studio's KV fields (a predict's `apiOverride` layer and
+/// `success.predictionConfig`; the inverse of [`KvStack::prediction_config`]).
 pub fn prediction_fields(c: &Config) -> KvConfig {
-    let mut fields = Vec::new();
-    let mut push = |key: &str, value: Value| fields.push(KvField { key: format!("llm.prediction.{key}"), value });
-    if let Some(m) = c.max_tokens {
-        push("maxPredictedTokens", checked(m));
-    }
-    if let Some(t) = c.temperature {
-        push("temperature", json!(t));
-    }
-    if !c.stop_strings.is_empty() {
-        push("stopStrings", json!(c.stop_strings));
-    }
-    if let Some(k) = c.top_k {
-        push("topKSampling", json!(k));
-    }
-    if let Some(p) = c.top_p {
-        push("topPSampling", checked(p));
-    }
-    if let Some(p) = c.min_p {
-        push("minPSampling", checked(p));
-    }
-    if let Some(r) = c.repeat_penalty {
-        push("repeatPenalty", checked(r));
-    }
-    if let Some(p) = c.presence_penalty {
-        push("llama.presencePenalty", checked(p));
-    }
-    if let Some(f) = c.frequency_penalty {
-        push("llama.frequencyPenalty", checked(f));
-    }
-    if let Some(seed) = c.seed {
-        push("seed", checked(seed));
-    }
-    if let Some(t) = c.cpu_threads {
-        push("llama.cpuThreads", json!(t));
-    }
-    if let Some(p) = c.context_overflow_policy {
-        push("contextOverflowPolicy", json!(p));
-    }
-    KvConfig { fields }
+    fields(PREDICTION, "llm.prediction.", c)
 }
 
 /// A load config as the `loadConfigStack` of `getOrLoad` / `loadModel` (the inverse of
 /// [`KvStack::load_config`]).
 pub fn load_stack(c: &LoadConfig) -> Value {
-    let mut fields = Vec::new();
-    if let Some(n) = c.context_length {
-        fields.push(json!({"key": "llm.load.contextLength", "value": n}));
-    }
-    if let Some(t) = c.cpu_threads {
-        fields.push(json!({"key": "llm.load.llama.cpuThreadPoolSize", "value": t}));
-    }
-    json!({"layers": [{"layerName": "apiOverride", "config": {"fields": fields}}]})
+    json!({"layers": [{"layerName": "apiOverride", "config": fields(LOAD, "llm.load.", c)}]})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::config::ContextOverflowPolicy;
 
     fn stack(fields: Value, raw: bool) -> KvStack {
         let mut layers = vec![json!({"layerName": "apiOverride", "config": {"fields": fields}})];
@@ -284,7 +339,7 @@ mod tests {
             seed: Some(3),
             cpu_threads: Some(2),
             context_overflow_policy: Some(ContextOverflowPolicy::RollingWindow),
-            ignore_eos: None, // not one of LM Studio's fields: not on the wire
+            ignore_eos: Some(true),
         };
         let stack =
             KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };

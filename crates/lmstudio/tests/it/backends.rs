@@ -59,6 +59,13 @@ pub fn completes_alike(name: &str, client: &lms::Client) {
     let bad = lms::Config { temperature: Some(-1.0), ..Default::default() };
     assert!(matches!(model.complete("x", bad), Err(lms::Error::InvalidConfig(_))), "{name}");
 
+    // ignore_eos reaches the engine: a C file that ends after its closing brace runs on.
+    let program = "#include <stdio.h>\n\nint main(void) {\n    printf(\"hello\\n\");\n    return 0;\n";
+    let ends = model.complete(program, greedy(20)).expect("completes");
+    assert_eq!((ends.content.as_str(), ends.stats.stop_reason), ("}\n", lms::StopReason::EosFound), "{name}");
+    let runs_on = model.complete(program, lms::Config { ignore_eos: Some(true), ..greedy(20) }).expect("completes");
+    assert_eq!(runs_on.stats.predicted_tokens_count, Some(20), "{name}");
+
     // Errors keep their variant and fields across the wire.
     let strict = lms::Config { context_overflow_policy: Some(lms::ContextOverflowPolicy::StopAtLimit), ..greedy(4) };
     match model.complete(&"word ".repeat(3000), strict) {
