@@ -44,19 +44,21 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
     // up included) is counted where it happens.
     let client = state.client();
     let loaded = client.list_loaded().unwrap_or_default();
-    let activity = loaded
+    let activities: Vec<lmstudio::Activity> = loaded
         .iter()
         .filter_map(|info| client.get_loaded(info.identifier.as_deref()?).ok().flatten()?.activity().ok())
-        .fold(lmstudio::Activity::default(), |sum, a| lmstudio::Activity {
-            running: sum.running + a.running,
-            queued: sum.queued + a.queued,
-            slots: sum.slots + a.slots,
-        });
+        .collect();
+    let sum = |f: fn(&lmstudio::Activity) -> usize| activities.iter().map(f).sum::<usize>();
     let gauges = [
-        ("lms_predictions_running", "Predictions holding a slot.", activity.running),
-        ("lms_predictions_queued", "Predictions waiting for a slot.", activity.queued),
-        ("lms_prediction_slots", "Predictions that can run at once, over all loaded instances.", activity.slots),
+        ("lms_predictions_running", "Predictions holding a slot.", sum(|a| a.running)),
+        ("lms_predictions_queued", "Predictions waiting for a slot.", sum(|a| a.queued)),
+        ("lms_prediction_slots", "Predictions that can run at once, over all loaded instances.", sum(|a| a.slots)),
         ("lms_models_loaded", "Loaded model instances.", loaded.len()),
+        (
+            "lms_models_failed",
+            "Loaded instances whose engine failed (unload and load them again).",
+            sum(|a| usize::from(a.failure.is_some())),
+        ),
     ];
     for (name, help, value) in gauges {
         out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");

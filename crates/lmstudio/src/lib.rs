@@ -40,6 +40,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use engine::FAULT_PANIC;
 pub use store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
 pub use types::error::{Error, Result};

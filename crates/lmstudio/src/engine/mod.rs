@@ -32,6 +32,8 @@ pub(crate) struct Job {
     pub events: flume::Sender<Event>,
     pub cancel: Arc<AtomicBool>,
     pub submitted: Instant,
+    #[cfg(feature = "fault-injection")]
+    pub fault: bool,
 }
 
 /// The process-wide llama.cpp backend; `LlamaBackend::init` may run only once per process.
@@ -46,20 +48,32 @@ fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|e| Error::Engine(format!("llama.cpp backend: {e}")))
 }
 
-/// How many predictions wait in the queue and how many hold a slot. The worker moves a job from
-/// one count to the other before it takes it off the queue's count, and drops a finished one before
-/// its result is sent, so a caller that has its result never still sees it counted.
-#[derive(Debug, Default)]
-pub(crate) struct Gauges {
+/// What the engine thread and its handle share: the queue's sending end, the gauges and the
+/// failure.
+///
+/// Gauges: how many predictions wait in the queue and how many hold a slot. The worker moves a job
+/// from one count to the other before it takes it off the queue's count, and drops a finished one
+/// before its result is sent, so a caller that has its result never still sees it counted.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Taken away to stop the engine (unload, or the worker after a panic); the worker drains the
+    /// queue until the last clone is gone, so no job is ever left unanswered.
+    pub jobs: Mutex<Option<flume::Sender<Job>>>,
     pub queued: AtomicUsize,
     pub running: AtomicUsize,
+    /// Set when the engine thread panicked and stopped: why (the error predictions got).
+    pub failure: Mutex<Option<String>>,
 }
+
+/// With the `fault-injection` feature (tests only), a prompt containing this makes the engine
+/// thread panic after predicting two tokens of it.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_PANIC: &str = "\u{1}lmstudio-rs: panic\u{1}";
 
 /// A loaded model: its weights (shared with callers for tokenizing) and its engine thread.
 pub(crate) struct Engine {
     model: Arc<LlamaModel>,
-    jobs: Mutex<Option<flume::Sender<Job>>>,
-    gauges: Arc<Gauges>,
+    shared: Arc<Shared>,
     parallel: usize,
     max_queued: usize,
     context_length: usize,
@@ -102,15 +116,20 @@ impl Engine {
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
         };
         let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
-        let gauges = Arc::new(Gauges::default());
+        let shared = Arc::new(Shared {
+            jobs: Mutex::new(Some(jobs)),
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+        });
         let (ready_tx, ready_rx) = flume::bounded(1);
         let thread = {
             let model = Arc::clone(&model);
-            let gauges = Arc::clone(&gauges);
+            let shared = Arc::clone(&shared);
             let info = info.clone();
             std::thread::Builder::new()
                 .name(format!("lms-engine-{}", info.model_key))
-                .spawn(move || worker::run(backend, &model, params, info, job_rx, gauges, ready_tx))?
+                .spawn(move || worker::run(backend, &model, params, info, job_rx, shared, ready_tx))?
         };
         ready_rx
             .recv()
@@ -118,8 +137,7 @@ impl Engine {
             .map_err(load_err)?;
         Ok(Self {
             model,
-            jobs: Mutex::new(Some(jobs)),
-            gauges,
+            shared,
             parallel: config.parallel as usize,
             max_queued: config.max_queued as usize,
             context_length: context_length as usize,
@@ -177,17 +195,25 @@ impl Engine {
     ) -> Result<()> {
         let submitted = Instant::now();
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
-        let jobs = lock(&self.jobs).clone().ok_or(Error::ModelUnloaded)?;
+        let jobs = lock(&self.shared.jobs).clone().ok_or_else(|| self.stopped())?;
         // Count before sending so the worker's decrement can never run first.
-        let before = self.gauges.queued.fetch_add(1, Ordering::SeqCst);
-        let job = Job { tokens, config, events, cancel, submitted };
+        let before = self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        let job = Job {
+            tokens,
+            config,
+            events,
+            cancel,
+            submitted,
+            #[cfg(feature = "fault-injection")]
+            fault: prompt.contains(FAULT_PANIC),
+        };
         match jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.gauges.queued.fetch_sub(1, Ordering::SeqCst);
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
                 match e {
                     flume::TrySendError::Full(_) => Err(Error::Overloaded { queued: before.max(self.max_queued) }),
-                    flume::TrySendError::Disconnected(_) => Err(Error::ModelUnloaded),
+                    flume::TrySendError::Disconnected(_) => Err(self.stopped()),
                 }
             }
         }
@@ -195,18 +221,29 @@ impl Engine {
 }
 
 impl Engine {
-    /// Predictions running and queued now.
+    /// Predictions running and queued now, and whether the engine failed.
     pub fn activity(&self) -> Activity {
-        let running = self.gauges.running.load(Ordering::SeqCst);
-        Activity { running, queued: self.gauges.queued.load(Ordering::SeqCst), slots: self.parallel }
+        Activity {
+            running: self.shared.running.load(Ordering::SeqCst),
+            queued: self.shared.queued.load(Ordering::SeqCst),
+            slots: self.parallel,
+            failure: lock(&self.shared.failure).clone(),
+        }
+    }
+
+    /// Why the engine takes no more predictions: it failed, or it was unloaded.
+    fn stopped(&self) -> Error {
+        lock(&self.shared.failure).clone().map_or(Error::ModelUnloaded, Error::Engine)
     }
 
     /// Stops the engine: everything queued or running ends with `modelUnloaded`, and later
     /// submissions fail with [`Error::ModelUnloaded`]. Waits for the thread to exit.
     pub fn shutdown(&self) {
-        lock(&self.jobs).take();
+        lock(&self.shared.jobs).take();
         if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
+            if t.join().is_err() {
+                tracing::error!("the engine thread panicked while stopping");
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::prompt_cache::PromptCache;
 use super::sampler::Sampler;
 use super::text::{Matched, StopMatcher, Utf8Decoder};
-use super::{EngineParams, Gauges, Job};
+use super::{EngineParams, Job, Shared};
 use crate::types::error::Error;
 use crate::types::event::Event;
 use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
@@ -130,7 +130,7 @@ pub(super) fn run(
     params: EngineParams,
     info: ModelInfo,
     jobs: flume::Receiver<Job>,
-    gauges: Arc<Gauges>,
+    shared: Arc<Shared>,
     ready: flume::Sender<Result<(), String>>,
 ) {
     let mut threads = params.threads;
@@ -143,7 +143,7 @@ pub(super) fn run(
     };
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
-    let mut slots: Vec<Slot> = (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&gauges))).collect();
+    let mut slots: Vec<Slot> = (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&shared))).collect();
     let mut pacer = Pacer::default();
     let mut saved = PromptCache::new(params.prompt_cache_bytes);
     let view = &ModelView::new(model, &params, &info);
@@ -151,7 +151,7 @@ pub(super) fn run(
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
             for job in jobs.drain() {
-                gauges.queued.fetch_sub(1, Ordering::SeqCst);
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
                 end_unstarted(job, StopReason::ModelUnloaded, &info);
             }
             for slot in &mut slots {
@@ -159,45 +159,70 @@ pub(super) fn run(
             }
             return;
         }
-        // Admit new predictions into free slots; block only when nothing is running.
-        while slots.iter().any(|s| s.active.is_none()) {
-            let busy = slots.iter().any(|s| s.active.is_some());
-            let job = if busy {
-                match jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(flume::TryRecvError::Empty) => break,
-                    Err(flume::TryRecvError::Disconnected) => break,
-                }
-            } else {
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                }
-            };
-            // Counted as running before it leaves the queue's count: never missing from both.
-            gauges.running.fetch_add(1, Ordering::SeqCst);
-            gauges.queued.fetch_sub(1, Ordering::SeqCst);
-            if job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected() {
-                gauges.running.fetch_sub(1, Ordering::SeqCst);
-                end_unstarted(job, StopReason::UserStopped, &info);
-                continue;
-            }
-            if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
-                match new_context(backend, model, &params, wanted) {
-                    Ok(new) => {
-                        ctx = new;
-                        threads = wanted;
-                        slots.iter_mut().for_each(Slot::forget);
-                        saved.clear();
+        // A panic in a turn (a bug of ours or of the wrapper) fails what runs and what waits, and
+        // leaves the instance failed: nothing after it could trust the slots' state.
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Admit new predictions into free slots; block only when nothing is running.
+            while slots.iter().any(|s| s.active.is_none()) {
+                let busy = slots.iter().any(|s| s.active.is_some());
+                let job = if busy {
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(flume::TryRecvError::Empty) => break,
+                        Err(flume::TryRecvError::Disconnected) => break,
                     }
-                    Err(e) => tracing::warn!("keeping {threads} threads: {e}"),
+                } else {
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                // Counted as running before it leaves the queue's count: never missing from both.
+                shared.running.fetch_add(1, Ordering::SeqCst);
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
+                if job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected() {
+                    shared.running.fetch_sub(1, Ordering::SeqCst);
+                    end_unstarted(job, StopReason::UserStopped, &info);
+                    continue;
                 }
+                if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
+                    match new_context(backend, model, &params, wanted) {
+                        Ok(new) => {
+                            ctx = new;
+                            threads = wanted;
+                            slots.iter_mut().for_each(Slot::forget);
+                            saved.clear();
+                        }
+                        Err(e) => tracing::warn!("keeping {threads} threads: {e}"),
+                    }
+                }
+                let slot = pick_slot(&slots, &job.tokens);
+                save_before_reuse(&mut ctx, &mut saved, &slots, slot, &job.tokens);
+                slots[slot].start(&mut ctx, job, view);
             }
-            let slot = pick_slot(&slots, &job.tokens);
-            save_before_reuse(&mut ctx, &mut saved, &slots, slot, &job.tokens);
-            slots[slot].start(&mut ctx, job, view);
+            step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, &mut saved);
+        }));
+        if let Err(payload) = turn {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!(model = info.model_key, "the engine thread panicked: {why}");
+            let failure = format!("the engine thread panicked ({why}); unload the model and load it again");
+            *crate::lock(&shared.failure) = Some(failure.clone());
+            crate::lock(&shared.jobs).take();
+            let error = Error::Engine(failure);
+            for slot in &mut slots {
+                slot.fail(error.clone());
+            }
+            // Until the last submitter's clone of the sender is gone: none of its jobs is lost.
+            while let Ok(job) = jobs.recv() {
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.events.send(Event::Done(Box::new(Err(error.clone()))));
+            }
+            return;
         }
-        step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, &mut saved);
     }
 }
 
@@ -293,10 +318,10 @@ struct Slot {
     /// How many leading `cached` tokens were computed batch-invariantly (prompt chunks, not
     /// generated tokens), so that reusing them changes no result.
     reusable: usize,
-    /// The prediction using the slot; counted in `gauges.running` from before it is set until
+    /// The prediction using the slot; counted in `shared.running` from before it is set until
     /// it is taken out.
     active: Option<Active>,
-    gauges: Arc<Gauges>,
+    shared: Arc<Shared>,
 }
 
 struct Active {
@@ -320,15 +345,15 @@ struct Active {
 }
 
 impl Slot {
-    fn new(seq: i32, gauges: Arc<Gauges>) -> Self {
-        Self { seq, cached: Vec::new(), reusable: 0, active: None, gauges }
+    fn new(seq: i32, shared: Arc<Shared>) -> Self {
+        Self { seq, cached: Vec::new(), reusable: 0, active: None, shared }
     }
 
     /// Takes the prediction out of the slot, uncounting it before any result is sent.
     fn end(&mut self) -> Option<Active> {
         let a = self.active.take();
         if a.is_some() {
-            self.gauges.running.fetch_sub(1, Ordering::SeqCst);
+            self.shared.running.fetch_sub(1, Ordering::SeqCst);
         }
         a
     }
@@ -702,6 +727,8 @@ impl Slot {
             return;
         }
         a.predicted += 1;
+        #[cfg(feature = "fault-injection")]
+        assert!(!(a.job.fault && a.predicted > 2), "fault injected after two tokens");
         a.unsent_tokens += 1;
         a.piece.clear();
         vocab.token_to_piece_into(token, &mut a.piece, false, None);

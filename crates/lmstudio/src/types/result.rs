@@ -137,7 +137,7 @@ pub struct ModelEntry {
 }
 
 /// What a loaded instance is doing right now, from [`crate::Llm::activity`]: a snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Activity {
     /// Predictions holding a slot (evaluating their prompt or generating).
@@ -146,6 +146,9 @@ pub struct Activity {
     pub queued: usize,
     /// Predictions that can run at once (the instance's `parallel`).
     pub slots: usize,
+    /// Set when the instance failed (its engine thread panicked) and takes no more predictions:
+    /// why. Unload it and load it again.
+    pub failure: Option<String>,
 }
 
 /// One message of a chat, for [`crate::Llm::apply_prompt_template`].

@@ -11,6 +11,8 @@ mod backends;
 mod bad_input;
 #[cfg(feature = "embedded")]
 mod completion;
+#[cfg(feature = "fault-injection")]
+mod faults;
 #[cfg(not(feature = "embedded"))]
 mod remote_only;
 #[cfg(feature = "embedded")]

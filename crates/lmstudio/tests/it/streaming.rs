@@ -104,7 +104,7 @@ fn dropping_a_stream_frees_its_slot_at_once() {
     // done, nothing runs.
     let next = model.complete("1, 2, 3,", greedy(4)).expect("completes");
     assert_eq!(next.stats.predicted_tokens_count, Some(4));
-    let idle = lms::Activity { running: 0, queued: 0, slots: 2 };
+    let idle = lms::Activity { running: 0, queued: 0, slots: 2, failure: None };
     assert_eq!(model.activity().expect("embedded"), idle, "the abandoned prediction kept its slot");
 }
 
