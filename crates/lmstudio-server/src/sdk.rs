@@ -207,10 +207,15 @@ fn invalid(what: impl Into<String>) -> lms::Error {
     lms::Error::InvalidConfig(what.into())
 }
 
-/// The instance a `specifier` / `modelSpecifier` names, among loaded models only.
+/// The instance a `specifier` / `modelSpecifier` names, among loaded models only. An instance
+/// reference names one load: once it is unloaded, the model is unloaded for that handle.
 fn loaded_by_specifier(state: &AppState, spec: &Value) -> Result<lms::Llm, lms::Error> {
     let query = specifier_query(spec)?;
-    state.client().get_loaded(&query)?.ok_or_else(|| lms::Error::ModelNotFound {
+    let found = state.client().get_loaded(&query)?;
+    if spec["type"] == "instanceReference" {
+        return found.ok_or(lms::Error::ModelUnloaded);
+    }
+    found.ok_or_else(|| lms::Error::ModelNotFound {
         query,
         candidates: state.client().list_loaded().unwrap_or_default().into_iter().filter_map(|i| i.identifier).collect(),
     })
@@ -343,8 +348,13 @@ async fn channel(
 }
 
 async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cancels) -> Result<(), lms::Error> {
-    let query = specifier_query(&p["modelSpecifier"])?;
-    let llm = state.client().llm_async(&query).await?;
+    // A query loads the model if needed (JIT, as LM Studio); an instance reference does not.
+    let spec = &p["modelSpecifier"];
+    let llm = if spec["type"] == "instanceReference" {
+        loaded_by_specifier(state, spec)?
+    } else {
+        state.client().llm_async(&specifier_query(spec)?).await?
+    };
     let layers = stack(&p["predictionConfigStack"])?;
     let config = layers.prediction_config()?;
     let messages = history(&p["history"])?;

@@ -135,7 +135,7 @@ impl Connection {
     /// Starts a raw completion; events arrive on `events` as from the embedded engine.
     pub(crate) fn predict(
         &self,
-        identifier: &str,
+        specifier: Value,
         prompt: &str,
         config: &Config,
         events: flume::Sender<Event>,
@@ -148,7 +148,7 @@ impl Connection {
                 "jinjaPromptTemplate": {"template": "{% for message in messages %}{{ message['content'] }}{% endfor %}", "bosToken": "", "eosToken": ""}}}]}}
         ]});
         let parameter = json!({
-            "modelSpecifier": {"type": "query", "query": {"identifier": identifier}},
+            "modelSpecifier": specifier,
             "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}]},
             "predictionConfigStack": stack,
         });

@@ -466,11 +466,20 @@ impl Llm {
         off_thread(move || llm.apply_prompt_template(&messages)).await
     }
 
+    /// How requests name this instance: its instance reference, so that a handle to an instance
+    /// that was unloaded fails with [`Error::ModelUnloaded`] as embedded, instead of loading anew.
+    fn specifier(&self) -> serde_json::Value {
+        match &self.info().instance_reference {
+            Some(r) => json!({"type": "instanceReference", "instanceReference": r}),
+            None => json!({"type": "query", "query": {"identifier": self.identifier()}}),
+        }
+    }
+
     /// An RPC about this instance (remote only).
     fn rpc(&self, endpoint: &str, mut parameter: serde_json::Value) -> Result<serde_json::Value> {
         match &self.inner {
             LlmInner::Remote { remote, .. } => {
-                parameter["specifier"] = json!({"type": "query", "query": {"identifier": self.identifier()}});
+                parameter["specifier"] = self.specifier();
                 remote.connection()?.rpc(endpoint, Some(parameter))
             }
             #[cfg(feature = "embedded")]
@@ -491,7 +500,7 @@ impl Llm {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?,
             LlmInner::Remote { remote, .. } => {
-                remote.connection()?.predict(self.identifier(), prompt, config, tx, Arc::clone(&cancel))?
+                remote.connection()?.predict(self.specifier(), prompt, config, tx, Arc::clone(&cancel))?
             }
         }
         Ok((rx, cancel))
