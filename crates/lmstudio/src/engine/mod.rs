@@ -4,7 +4,9 @@
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
 mod prompt_cache;
+mod rules;
 mod sampler;
+mod slot;
 mod text;
 mod worker;
 

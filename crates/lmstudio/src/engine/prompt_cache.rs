@@ -10,7 +10,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 
-use super::worker::common_prefix;
+use super::rules::common_prefix;
 
 /// Shorter prefixes are not worth saving: evaluating them costs about as much as a restore.
 pub(super) const MIN_SAVED: usize = 64;

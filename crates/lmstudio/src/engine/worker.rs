@@ -11,6 +11,9 @@
 //! positions divisible by [`ROW_GROUP`], hold at least [`MIN_CHUNK`] tokens, and are decoded alone;
 //! a cached prefix is reused only where it was computed that way. The same prompt then gives the
 //! same logits cold, from the cache, or in another slot (tests/it/completion.rs checks the text).
+//!
+//! The rules themselves (chunk lengths, reuse points, pacing) are in `rules`, one slot's life in
+//! `slot`; this module is the loop: admission, sharing between slots, and the [`Worker`]'s steps.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
@@ -23,106 +26,14 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::vocab::LlamaVocab;
 
 use super::prompt_cache::PromptCache;
-use super::sampler::Sampler;
-use super::text::{Matched, StopMatcher, Utf8Decoder};
+use super::rules::{chunk_len, common_prefix, reuse_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY};
+use super::slot::{end_unstarted, ModelView, Slot};
 use super::{EngineParams, Job, Shared};
 use crate::types::error::Error;
 use crate::types::event::Event;
-use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
-
-/// Tokens evaluated per step (llama.cpp's logical batch).
-const BATCH: u32 = 512;
-/// Prompt chunks start at positions divisible by this (the row group of llama.cpp's repacked kernels).
-const ROW_GROUP: usize = 4;
-/// Prompt chunks hold at least this many tokens (below it llama.cpp picks other matrix kernels).
-const MIN_CHUNK: usize = 8;
-/// While other predictions are generating, a new prompt is evaluated in chunks of at most this many
-/// tokens per step, so running streams never stall for a whole long prompt.
-const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
-/// How much longer than a plain generation step a step with a prompt chunk may take: running
-/// streams then never wait much more than twice their usual gap between two tokens.
-const STALL_ALLOWANCE: f64 = 0.8;
-
-/// A copy of another slot's cache must save at least this many prompt tokens: llama.cpp copies the
-/// whole sequence buffer, which costs about as much as evaluating a few tokens.
-const MIN_SHARED: usize = 32;
-
-/// Predicted tokens after which a stream counts as under way, so that new prompts are paced.
-const UNDER_WAY: u32 = 8;
-
-/// What every step needs to know of the loaded model: its vocabulary, end-of-generation tokens,
-/// context per slot, and the info that results carry.
-struct ModelView<'m> {
-    vocab: LlamaVocab<'m>,
-    /// Tokens that end generation (banned from sampling for `ignore_eos`).
-    end_tokens: Vec<i32>,
-    /// Tokens of KV cache per slot.
-    ctx_len: usize,
-    /// The sliding attention window (0: none): a cached prefix is usable only while the window
-    /// before its end is still cached.
-    window: usize,
-    info: &'m ModelInfo,
-}
-
-impl<'m> ModelView<'m> {
-    fn new(model: &'m LlamaModel, params: &EngineParams, info: &'m ModelInfo) -> Self {
-        let vocab = model.vocab();
-        let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
-        let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
-        Self { vocab, end_tokens, ctx_len, window, info }
-    }
-
-    /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
-    /// a sliding window, the cells of the window before `upto` may have been overwritten.
-    fn window_keeps(&self, ctx: &LlamaContext, seq: i32, upto: usize) -> bool {
-        self.window_allows(ctx.kv_cache_seq_pos_min(seq), upto)
-    }
-
-    /// Whether a cache whose oldest position is `pos_min` can continue after `upto` tokens.
-    fn window_allows(&self, pos_min: i32, upto: usize) -> bool {
-        self.window == 0 || pos_min <= upto.saturating_sub(self.window) as i32
-    }
-}
-
-/// Sizes prompt chunks from measured speed so that running streams keep flowing.
-#[derive(Default)]
-struct Pacer {
-    /// Moving averages, 0 until measured: seconds per generation step and per prompt token.
-    step_secs: f64,
-    prompt_token_secs: f64,
-}
-
-impl Pacer {
-    fn record_step(&mut self, started: Instant) {
-        self.step_secs = moving_average(self.step_secs, started.elapsed().as_secs_f64());
-    }
-
-    fn record_prompt(&mut self, tokens: usize, started: Instant) {
-        let per_token = started.elapsed().as_secs_f64() / tokens as f64;
-        self.prompt_token_secs = moving_average(self.prompt_token_secs, per_token);
-    }
-
-    /// Prompt tokens to evaluate in a step in which other predictions generate.
-    fn budget(&self) -> usize {
-        if self.step_secs == 0.0 || self.prompt_token_secs == 0.0 {
-            return PROMPT_CHUNK_WHILE_GENERATING;
-        }
-        // Two minimum chunks at least, so that `chunk_len` always makes progress.
-        let fits = (self.step_secs * STALL_ALLOWANCE / self.prompt_token_secs) as usize;
-        fits.clamp(2 * MIN_CHUNK, PROMPT_CHUNK_WHILE_GENERATING)
-    }
-}
-
-fn moving_average(old: f64, new: f64) -> f64 {
-    if old == 0.0 {
-        new
-    } else {
-        0.8 * old + 0.2 * new
-    }
-}
+use crate::types::result::{ModelInfo, StopReason};
 
 pub(super) fn run(
     backend: &LlamaBackend,
@@ -134,7 +45,7 @@ pub(super) fn run(
     ready: flume::Sender<Result<(), String>>,
 ) {
     let mut threads = params.threads;
-    let mut ctx = match new_context(backend, model, &params, threads) {
+    let ctx = match new_context(backend, model, &params, threads) {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -142,11 +53,14 @@ pub(super) fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    let mut batch = LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32);
-    let mut slots: Vec<Slot> = (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&shared))).collect();
-    let mut pacer = Pacer::default();
-    let mut saved = PromptCache::new(params.prompt_cache_bytes);
-    let view = &ModelView::new(model, &params, &info);
+    let mut w = Worker {
+        ctx,
+        view: ModelView::new(model, &params, &info),
+        batch: LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32),
+        slots: (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&shared))).collect(),
+        pacer: Pacer::default(),
+        saved: PromptCache::new(params.prompt_cache_bytes),
+    };
     loop {
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
@@ -154,7 +68,7 @@ pub(super) fn run(
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
                 end_unstarted(job, StopReason::ModelUnloaded, &info);
             }
-            for slot in &mut slots {
+            for slot in &mut w.slots {
                 slot.finish(StopReason::ModelUnloaded, &info);
             }
             return;
@@ -163,8 +77,8 @@ pub(super) fn run(
         // leaves the instance failed: nothing after it could trust the slots' state.
         let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Admit new predictions into free slots; block only when nothing is running.
-            while slots.iter().any(|s| s.active.is_none()) {
-                let busy = slots.iter().any(|s| s.active.is_some());
+            while w.slots.iter().any(|s| s.active.is_none()) {
+                let busy = w.slots.iter().any(|s| s.active.is_some());
                 let job = if busy {
                     match jobs.try_recv() {
                         Ok(job) => job,
@@ -188,19 +102,17 @@ pub(super) fn run(
                 if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
                     match new_context(backend, model, &params, wanted) {
                         Ok(new) => {
-                            ctx = new;
+                            w.ctx = new;
                             threads = wanted;
-                            slots.iter_mut().for_each(Slot::forget);
-                            saved.clear();
+                            w.slots.iter_mut().for_each(Slot::forget);
+                            w.saved.clear();
                         }
                         Err(e) => tracing::warn!("keeping {threads} threads: {e}"),
                     }
                 }
-                let slot = pick_slot(&slots, &job.tokens);
-                save_before_reuse(&mut ctx, &mut saved, &slots, slot, &job.tokens);
-                slots[slot].start(&mut ctx, job, view);
+                w.admit(job);
             }
-            step(&mut ctx, view, &mut batch, &mut slots, &mut pacer, &mut saved);
+            w.step();
         }));
         if let Err(payload) = turn {
             let why = payload
@@ -213,7 +125,7 @@ pub(super) fn run(
             *crate::lock(&shared.failure) = Some(failure.clone());
             crate::lock(&shared.jobs).take();
             let error = Error::Engine(failure);
-            for slot in &mut slots {
+            for slot in &mut w.slots {
                 slot.fail(error.clone());
             }
             // Until the last submitter's clone of the sender is gone: none of its jobs is lost.
@@ -226,23 +138,25 @@ pub(super) fn run(
     }
 }
 
-/// Ends a prediction that never took a slot (cancelled while queued, or unloaded) with the same
-/// shape of result as one that ran: a stop reason, and nothing predicted.
-fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo) {
-    let prompt_tokens = job.tokens.len() as u64;
-    let stats = Stats {
-        stop_reason: reason,
-        tokens_per_second: None,
-        num_gpu_layers: Some(0.0),
-        time_to_first_token_sec: None,
-        prompt_tokens_count: Some(prompt_tokens),
-        predicted_tokens_count: Some(0),
-        total_tokens_count: Some(prompt_tokens),
-        cached_prompt_tokens_count: Some(0),
-        stop_string: None,
-    };
-    let result = PredictionResult { content: String::new(), model_info: info.clone(), stats };
-    let _ = job.events.send(Event::Done(Box::new(Ok(result))));
+/// The engine thread's state from step to step: the context and what works beside it.
+struct Worker<'m> {
+    ctx: LlamaContext<'m>,
+    view: ModelView<'m>,
+    batch: LlamaBatch<'m>,
+    slots: Vec<Slot>,
+    pacer: Pacer,
+    /// Prompts pushed out of the slots, in host memory.
+    saved: PromptCache,
+}
+
+impl Worker<'_> {
+    /// Puts `job` (counted as running) into the free slot whose cache serves it best, first saving
+    /// what that slot held when no other slot holds it.
+    fn admit(&mut self, job: Job) {
+        let slot = pick_slot(&self.slots, &job.tokens);
+        save_before_reuse(&mut self.ctx, &mut self.saved, &self.slots, slot, &job.tokens);
+        self.slots[slot].start(&mut self.ctx, job, &self.view);
+    }
 }
 
 fn new_context<'m>(
@@ -275,25 +189,6 @@ fn pick_slot(slots: &[Slot], tokens: &[LlamaToken]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Where evaluation of a prompt of `len` tokens starts when its first `common` tokens are cached:
-/// a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] tokens (the last one's logits
-/// are always computed again). Short prompts are always evaluated whole.
-fn reuse_point(common: usize, len: usize) -> usize {
-    if len < MIN_CHUNK {
-        return 0;
-    }
-    common.min(len - MIN_CHUNK) / ROW_GROUP * ROW_GROUP
-}
-
-/// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
-/// them if they fit, else a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] (0: wait).
-fn chunk_len(remaining: usize, budget: usize) -> usize {
-    if remaining <= budget {
-        return remaining;
-    }
-    budget.min(remaining.saturating_sub(MIN_CHUNK)) / ROW_GROUP * ROW_GROUP
-}
-
 /// Saves the prefix that slot `i` could serve to host memory when `prompt`, about to take the slot,
 /// keeps less of it and no other slot holds it.
 fn save_before_reuse(ctx: &mut LlamaContext, saved: &mut PromptCache, slots: &[Slot], i: usize, prompt: &[LlamaToken]) {
@@ -305,262 +200,84 @@ fn save_before_reuse(ctx: &mut LlamaContext, saved: &mut PromptCache, slots: &[S
     }
 }
 
-/// How many leading tokens `a` and `b` have in common.
-pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// One sequence of the context: the tokens its KV cache holds, and the prediction using it.
-struct Slot {
-    seq: i32,
-    /// Tokens whose keys and values are in this sequence's cache, in position order.
-    cached: Vec<LlamaToken>,
-    /// How many leading `cached` tokens were computed batch-invariantly (prompt chunks, not
-    /// generated tokens), so that reusing them changes no result.
-    reusable: usize,
-    /// The prediction using the slot; counted in `shared.running` from before it is set until
-    /// it is taken out.
-    active: Option<Active>,
-    shared: Arc<Shared>,
-}
-
-struct Active {
-    job: Job,
-    sampler: Sampler,
-    /// Prompt tokens evaluated so far (including those found in the cache).
-    prompt_done: usize,
-    cached_prompt: usize,
-    last_progress: f32,
-    /// The sampled token that is to be evaluated in the next step.
-    next: Option<LlamaToken>,
-    /// The bytes of the last sampled token (reused).
-    piece: Vec<u8>,
-    decoder: Utf8Decoder,
-    matcher: StopMatcher,
-    content: String,
-    predicted: u32,
-    /// Tokens predicted since the last fragment was sent.
-    unsent_tokens: u32,
-    first_token_at: Option<Instant>,
-}
-
-impl Slot {
-    fn new(seq: i32, shared: Arc<Shared>) -> Self {
-        Self { seq, cached: Vec::new(), reusable: 0, active: None, shared }
-    }
-
-    /// Takes the prediction out of the slot, uncounting it before any result is sent.
-    fn end(&mut self) -> Option<Active> {
-        let a = self.active.take();
-        if a.is_some() {
-            self.shared.running.fetch_sub(1, Ordering::SeqCst);
-        }
-        a
-    }
-
-    /// How many tokens of `prompt` this slot's cache can serve.
-    fn reusable_prefix(&self, prompt: &[LlamaToken]) -> usize {
-        reuse_point(common_prefix(&self.cached[..self.reusable], prompt), prompt.len())
-    }
-
-    /// Forgets the cache's contents (the caller dropped them or the context is new).
-    fn forget(&mut self) {
-        self.cached.clear();
-        self.reusable = 0;
-    }
-
-    /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
-    fn start(&mut self, ctx: &mut LlamaContext, job: Job, model: &ModelView) {
-        let prompt = &job.tokens;
-        let mut reuse = self.reusable_prefix(prompt);
-        if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
-            reuse = 0;
-        }
-        if reuse > 0 && !model.window_keeps(ctx, self.seq, reuse) {
-            reuse = 0;
-        }
-        if reuse == 0 {
-            let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
-        }
-        self.cached.truncate(reuse);
-        self.reusable = reuse;
-        let mut sampler = Sampler::new(&job.config);
-        if job.config.ignore_eos {
-            sampler.ban(&model.end_tokens);
-        }
-        prompt.iter().for_each(|t| sampler.accept(t.0));
-        let matcher = StopMatcher::new(job.config.stop_strings.clone());
-        let active = Active {
-            sampler,
-            prompt_done: reuse,
-            cached_prompt: reuse,
-            last_progress: 0.0,
-            next: None,
-            piece: Vec::new(),
-            decoder: Utf8Decoder::default(),
-            matcher,
-            content: String::new(),
-            predicted: 0,
-            unsent_tokens: 0,
-            first_token_at: None,
-            job,
-        };
-        let alive = active.job.events.send(Event::PromptProgress(0.0)).is_ok();
-        self.active = Some(active);
-        if !alive {
-            self.release();
-        }
-    }
-
-    /// Ends the prediction: flushes held text and sends the result.
-    fn finish(&mut self, reason: StopReason, info: &ModelInfo) {
-        self.finish_with(reason, None, info);
-    }
-
-    fn finish_with(&mut self, reason: StopReason, stop_string: Option<String>, info: &ModelInfo) {
-        let Some(mut a) = self.end() else { return };
-        if stop_string.is_none() {
-            let tail = a.decoder.finish();
-            let mut rest = match a.matcher.push(&tail) {
-                Matched::Emit(t) | Matched::Stop { text: t, .. } => t,
-            };
-            rest.push_str(&a.matcher.flush());
-            a.send_text(rest);
-        }
-        let now = Instant::now();
-        let prompt_tokens = a.job.tokens.len() as u64;
-        let predicted = u64::from(a.predicted);
-        let tokens_per_second = a.first_token_at.and_then(|t| {
-            let secs = now.duration_since(t).as_secs_f64();
-            (secs > 0.0 && predicted > 0).then(|| predicted as f64 / secs)
-        });
-        let stats = Stats {
-            stop_reason: reason,
-            tokens_per_second,
-            num_gpu_layers: Some(0.0),
-            time_to_first_token_sec: a.first_token_at.map(|t| t.duration_since(a.job.submitted).as_secs_f64()),
-            prompt_tokens_count: Some(prompt_tokens),
-            predicted_tokens_count: Some(predicted),
-            total_tokens_count: Some(prompt_tokens + predicted),
-            cached_prompt_tokens_count: Some(a.cached_prompt as u64),
-            stop_string,
-        };
-        let result = PredictionResult { content: a.content, model_info: info.clone(), stats };
-        let _ = a.job.events.send(Event::Done(Box::new(Ok(result))));
-    }
-
-    fn fail(&mut self, error: Error) {
-        if let Some(a) = self.end() {
-            let _ = a.job.events.send(Event::Done(Box::new(Err(error))));
-        }
-    }
-
-    /// Frees the slot without a result: its consumer is gone.
-    fn release(&mut self) {
-        self.end();
-    }
-}
-
-impl Active {
-    /// Sends text as a fragment; returns false when the consumer is gone.
-    fn send_text(&mut self, text: String) -> bool {
-        if text.is_empty() {
-            return true;
-        }
-        self.content.push_str(&text);
-        let fragment = Fragment { content: text, tokens_count: std::mem::take(&mut self.unsent_tokens) };
-        self.job.events.send(Event::Fragment(fragment)).is_ok()
-    }
-}
-
 /// One engine step: prompt chunks of new predictions, then a token for every generating slot.
 ///
 /// Prompts go first so that a prediction whose prompt is complete samples its first token at once
 /// and generates in the same step's batch; running streams wait for the same work either way.
-fn step(
-    ctx: &mut LlamaContext,
-    model: &ModelView,
-    batch: &mut LlamaBatch,
-    slots: &mut [Slot],
-    pacer: &mut Pacer,
-    saved: &mut PromptCache,
-) {
-    // Cancelled predictions end before any more work is spent on them.
-    for slot in slots.iter_mut() {
-        if let Some(a) = &slot.active {
-            if a.job.events.is_disconnected() {
-                slot.release();
-            } else if a.job.cancel.load(Ordering::Relaxed) {
-                slot.finish(StopReason::UserStopped, model.info);
+impl Worker<'_> {
+    fn step(&mut self) {
+        let Self { view: model, slots, .. } = self;
+        // Cancelled predictions end before any more work is spent on them.
+        for slot in slots.iter_mut() {
+            if let Some(a) = &slot.active {
+                if a.job.events.is_disconnected() {
+                    slot.release();
+                } else if a.job.cancel.load(Ordering::Relaxed) {
+                    slot.finish(StopReason::UserStopped, model.info);
+                }
             }
         }
+        if self.evaluate_prompts() {
+            self.generate();
+        }
     }
-    if evaluate_prompts(ctx, model, batch, slots, pacer, saved) {
-        generate(ctx, model, batch, slots, pacer);
-    }
-}
 
-/// Evaluates the next chunk of every unfinished prompt, each chunk decoded alone so that its rows
-/// do not depend on other predictions, and samples the first token of each prompt completed.
-/// Pacing protects streams that are under way; predictions that arrived together start at full
-/// speed. Returns false when a decode failed (every prediction has then ended).
-fn evaluate_prompts(
-    ctx: &mut LlamaContext,
-    model: &ModelView,
-    batch: &mut LlamaBatch,
-    slots: &mut [Slot],
-    pacer: &mut Pacer,
-    saved: &mut PromptCache,
-) -> bool {
-    let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
-    let mut budget = if paced { pacer.budget() } else { BATCH as usize };
-    for i in 0..slots.len() {
-        match share(ctx, model, slots, saved, i) {
-            Share::Wait => continue,
-            Share::Copy { from, upto } => copy_prefix(ctx, slots, from, i, upto),
-            Share::Restore { entry, upto } => restore_prefix(ctx, slots, saved, entry, i, upto),
-            Share::Nothing => {}
-        }
-        let slot = &mut slots[i];
-        let Some(a) = slot.active.as_mut() else { continue };
-        let prompt_len = a.job.tokens.len();
-        let take = chunk_len(prompt_len - a.prompt_done, budget);
-        if take == 0 {
-            continue;
-        }
-        batch.clear();
-        for (j, &token) in a.job.tokens[a.prompt_done..a.prompt_done + take].iter().enumerate() {
-            let last = a.prompt_done + j + 1 == prompt_len;
-            // Capacity is BATCH and `take` never exceeds the budget.
-            let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], last);
-            slot.cached.push(token);
-        }
-        let started = Instant::now();
-        if !decode(ctx, batch, slots) {
-            return false;
-        }
-        pacer.record_prompt(take, started);
-        budget -= take;
-        let slot = &mut slots[i];
-        let Some(a) = slot.active.as_mut() else { continue };
-        a.prompt_done += take;
-        let progress = if a.prompt_done == prompt_len { 1.0 } else { a.prompt_done as f32 / prompt_len as f32 };
-        if progress > a.last_progress {
-            a.last_progress = progress;
-            if a.job.events.send(Event::PromptProgress(progress)).is_err() {
-                slot.release();
+    /// Evaluates the next chunk of every unfinished prompt, each chunk decoded alone so that its rows
+    /// do not depend on other predictions, and samples the first token of each prompt completed.
+    /// Pacing protects streams that are under way; predictions that arrived together start at full
+    /// speed. Returns false when a decode failed (every prediction has then ended).
+    fn evaluate_prompts(&mut self) -> bool {
+        let Self { ctx, view: model, batch, slots, pacer, saved } = self;
+        let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
+        let mut budget = if paced { pacer.budget() } else { BATCH as usize };
+        for i in 0..slots.len() {
+            match share(ctx, model, slots, saved, i) {
+                Share::Wait => continue,
+                Share::Copy { from, upto } => copy_prefix(ctx, slots, from, i, upto),
+                Share::Restore { entry, upto } => restore_prefix(ctx, slots, saved, entry, i, upto),
+                Share::Nothing => {}
+            }
+            let slot = &mut slots[i];
+            let Some(a) = slot.active.as_mut() else { continue };
+            let prompt_len = a.job.tokens.len();
+            let take = chunk_len(prompt_len - a.prompt_done, budget);
+            if take == 0 {
                 continue;
             }
+            batch.clear();
+            for (j, &token) in a.job.tokens[a.prompt_done..a.prompt_done + take].iter().enumerate() {
+                let last = a.prompt_done + j + 1 == prompt_len;
+                // Capacity is BATCH and `take` never exceeds the budget.
+                let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], last);
+                slot.cached.push(token);
+            }
+            let started = Instant::now();
+            if !decode(ctx, batch, slots) {
+                return false;
+            }
+            pacer.record_prompt(take, started);
+            budget -= take;
+            let slot = &mut slots[i];
+            let Some(a) = slot.active.as_mut() else { continue };
+            a.prompt_done += take;
+            let progress = if a.prompt_done == prompt_len { 1.0 } else { a.prompt_done as f32 / prompt_len as f32 };
+            if progress > a.last_progress {
+                a.last_progress = progress;
+                if a.job.events.send(Event::PromptProgress(progress)).is_err() {
+                    slot.release();
+                    continue;
+                }
+            }
+            if a.prompt_done < prompt_len {
+                // A whole number of row groups from a row-group boundary: other slots may share it now.
+                slot.reusable = a.prompt_done;
+            } else {
+                slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
+                slot.sample(ctx, batch.n_tokens() - 1, model);
+            }
         }
-        if a.prompt_done < prompt_len {
-            // A whole number of row groups from a row-group boundary: other slots may share it now.
-            slot.reusable = a.prompt_done;
-        } else {
-            slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
-            slot.sample(ctx, batch.n_tokens() - 1, model);
-        }
+        true
     }
-    true
 }
 
 /// What other slots can do for the unfinished prompt of a slot.
@@ -646,50 +363,31 @@ fn restore_prefix(
     slots[to].took_prefix(ctx, tokens.filter(|_| restored));
 }
 
-impl Slot {
-    /// After this slot's cache was replaced by another's prefix: continues the prompt after
-    /// `tokens`, or, when the replacement failed (`None`), starts the prompt over.
-    fn took_prefix(&mut self, ctx: &mut LlamaContext, tokens: Option<Vec<LlamaToken>>) {
-        let Some(a) = self.active.as_mut() else { return };
-        match tokens {
-            Some(tokens) => {
-                a.cached_prompt += tokens.len() - a.prompt_done;
-                a.prompt_done = tokens.len();
-                self.reusable = tokens.len();
-                self.cached = tokens;
-            }
-            None => {
-                let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
-                a.cached_prompt = 0;
-                a.prompt_done = 0;
-                self.forget();
-            }
+impl Worker<'_> {
+    /// Decodes the last sampled token of every generating slot in one batch and samples the next.
+    fn generate(&mut self) {
+        let Self { ctx, view: model, batch, slots, pacer, .. } = self;
+        batch.clear();
+        let mut sampling = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(token) = slot.active.as_mut().and_then(|a| a.next.take()) else { continue };
+            sampling.push((i, batch.n_tokens()));
+            // Capacity is at least the number of slots.
+            let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], true);
+            slot.cached.push(token);
         }
+        if sampling.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if !decode(ctx, batch, slots) {
+            return;
+        }
+        for (i, at) in sampling {
+            slots[i].sample(ctx, at, model);
+        }
+        pacer.record_step(started);
     }
-}
-
-/// Decodes the last sampled token of every generating slot in one batch and samples the next.
-fn generate(ctx: &mut LlamaContext, model: &ModelView, batch: &mut LlamaBatch, slots: &mut [Slot], pacer: &mut Pacer) {
-    batch.clear();
-    let mut sampling = Vec::new();
-    for (i, slot) in slots.iter_mut().enumerate() {
-        let Some(token) = slot.active.as_mut().and_then(|a| a.next.take()) else { continue };
-        sampling.push((i, batch.n_tokens()));
-        // Capacity is at least the number of slots.
-        let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], true);
-        slot.cached.push(token);
-    }
-    if sampling.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    if !decode(ctx, batch, slots) {
-        return;
-    }
-    for (i, at) in sampling {
-        slots[i].sample(ctx, at, model);
-    }
-    pacer.record_step(started);
 }
 
 /// Decodes `batch`; on failure the batch's sequences are in an unknown state, so every running
@@ -706,59 +404,9 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
     false
 }
 
-impl Slot {
-    /// Samples from the logits at batch index `at`, delivers the token's text, and decides whether
-    /// the prediction goes on.
-    fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView) {
-        let info = model.info;
-        let vocab = &model.vocab;
-        let Some(a) = self.active.as_mut() else { return };
-        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
-        tracing::trace!(seq = self.seq, token = token.0, "sampled");
-        if a.first_token_at.is_none() {
-            a.first_token_at = Some(Instant::now());
-            if a.job.events.send(Event::FirstToken).is_err() {
-                self.release();
-                return;
-            }
-        }
-        if vocab.is_eog(token) {
-            self.finish(StopReason::EosFound, info);
-            return;
-        }
-        a.predicted += 1;
-        #[cfg(feature = "fault-injection")]
-        assert!(!(a.job.fault && a.predicted > 2), "fault injected after two tokens");
-        a.unsent_tokens += 1;
-        a.piece.clear();
-        vocab.token_to_piece_into(token, &mut a.piece, false, None);
-        let text = a.decoder.push(&a.piece);
-        match a.matcher.push(&text) {
-            Matched::Emit(text) => {
-                if !a.send_text(text) {
-                    self.release();
-                    return;
-                }
-            }
-            Matched::Stop { text, index } => {
-                let stop = a.job.config.stop_strings[index].clone();
-                a.send_text(text);
-                self.finish_with(StopReason::StopStringFound, Some(stop), info);
-                return;
-            }
-        }
-        if a.job.config.max_tokens.is_some_and(|m| a.predicted >= m) {
-            self.finish(StopReason::MaxPredictedTokensReached, info);
-        } else if self.cached.len() + 1 >= model.ctx_len {
-            self.finish(StopReason::ContextLengthReached, info);
-        } else {
-            a.next = Some(token);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::rules::PROMPT_CHUNK_WHILE_GENERATING;
     use super::*;
     use crate::store::{ModelStore, DEFAULT_MODEL_PATH};
 
@@ -781,47 +429,6 @@ mod tests {
             done += take;
         }
         ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
-    }
-
-    /// Every chunk plan that `chunk_len` makes keeps the invariance rules: non-final chunks are whole
-    /// row groups, every chunk of a prompt of at least MIN_CHUNK tokens holds at least MIN_CHUNK, and
-    /// any budget the pacer gives makes progress.
-    #[test]
-    fn chunk_plans_keep_the_rules() {
-        for start in (0..40).step_by(ROW_GROUP) {
-            for len in start + MIN_CHUNK..start + 300 {
-                for budget in [2 * MIN_CHUNK, 17, 50, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
-                    let mut done = start;
-                    while done < len {
-                        let take = chunk_len(len - done, budget);
-                        assert!(take > 0 && take <= budget, "stuck at {done} of {len} with {budget}");
-                        assert!(take >= MIN_CHUNK, "{take} at {done} of {len}");
-                        if done + take < len {
-                            assert_eq!(take % ROW_GROUP, 0, "{take} at {done} of {len}");
-                        }
-                        done += take;
-                    }
-                }
-            }
-        }
-        for (common, len) in [(0, 5), (100, 5), (100, 100), (99, 200), (3, 200), (7, 9)] {
-            let from = reuse_point(common, len);
-            assert!(from % ROW_GROUP == 0 && from <= common, "{common} {len}");
-            assert!(len < MIN_CHUNK && from == 0 || len - from >= MIN_CHUNK, "{common} {len}");
-        }
-    }
-
-    #[test]
-    fn pacer_keeps_chunks_within_bounds() {
-        let mut pacer = Pacer::default();
-        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING, "unmeasured");
-        pacer.step_secs = 0.050;
-        pacer.prompt_token_secs = 0.001;
-        assert_eq!(pacer.budget(), 40, "0.8 of a step's time");
-        pacer.prompt_token_secs = 0.1;
-        assert_eq!(pacer.budget(), 2 * MIN_CHUNK, "never below two minimum chunks");
-        pacer.prompt_token_secs = 0.000_001;
-        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
     }
 
     fn default_model() -> &'static LlamaModel {

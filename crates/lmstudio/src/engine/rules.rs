@@ -1,0 +1,131 @@
+//! The pure rules of the engine thread: prompt chunk lengths and reuse points (the determinism
+//! contract, see `worker`), and the pacer that sizes chunks next to running streams. No llama.cpp.
+
+use std::time::Instant;
+
+/// Tokens evaluated per step (llama.cpp's logical batch).
+pub(super) const BATCH: u32 = 512;
+/// Prompt chunks start at positions divisible by this (the row group of llama.cpp's repacked kernels).
+pub(super) const ROW_GROUP: usize = 4;
+/// Prompt chunks hold at least this many tokens (below it llama.cpp picks other matrix kernels).
+pub(super) const MIN_CHUNK: usize = 8;
+/// While other predictions are generating, a new prompt is evaluated in chunks of at most this many
+/// tokens per step, so running streams never stall for a whole long prompt.
+pub(super) const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
+/// How much longer than a plain generation step a step with a prompt chunk may take: running
+/// streams then never wait much more than twice their usual gap between two tokens.
+pub(super) const STALL_ALLOWANCE: f64 = 0.8;
+
+/// A copy of another slot's cache must save at least this many prompt tokens: llama.cpp copies the
+/// whole sequence buffer, which costs about as much as evaluating a few tokens.
+pub(super) const MIN_SHARED: usize = 32;
+
+/// Predicted tokens after which a stream counts as under way, so that new prompts are paced.
+pub(super) const UNDER_WAY: u32 = 8;
+
+/// Sizes prompt chunks from measured speed so that running streams keep flowing.
+#[derive(Default)]
+pub(super) struct Pacer {
+    /// Moving averages, 0 until measured: seconds per generation step and per prompt token.
+    pub(super) step_secs: f64,
+    pub(super) prompt_token_secs: f64,
+}
+
+impl Pacer {
+    pub(super) fn record_step(&mut self, started: Instant) {
+        self.step_secs = moving_average(self.step_secs, started.elapsed().as_secs_f64());
+    }
+
+    pub(super) fn record_prompt(&mut self, tokens: usize, started: Instant) {
+        let per_token = started.elapsed().as_secs_f64() / tokens as f64;
+        self.prompt_token_secs = moving_average(self.prompt_token_secs, per_token);
+    }
+
+    /// Prompt tokens to evaluate in a step in which other predictions generate.
+    pub(super) fn budget(&self) -> usize {
+        if self.step_secs == 0.0 || self.prompt_token_secs == 0.0 {
+            return PROMPT_CHUNK_WHILE_GENERATING;
+        }
+        // Two minimum chunks at least, so that `chunk_len` always makes progress.
+        let fits = (self.step_secs * STALL_ALLOWANCE / self.prompt_token_secs) as usize;
+        fits.clamp(2 * MIN_CHUNK, PROMPT_CHUNK_WHILE_GENERATING)
+    }
+}
+
+fn moving_average(old: f64, new: f64) -> f64 {
+    if old == 0.0 {
+        new
+    } else {
+        0.8 * old + 0.2 * new
+    }
+}
+
+/// Where evaluation of a prompt of `len` tokens starts when its first `common` tokens are cached:
+/// a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] tokens (the last one's logits
+/// are always computed again). Short prompts are always evaluated whole.
+pub(super) fn reuse_point(common: usize, len: usize) -> usize {
+    if len < MIN_CHUNK {
+        return 0;
+    }
+    common.min(len - MIN_CHUNK) / ROW_GROUP * ROW_GROUP
+}
+
+/// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
+/// them if they fit, else a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] (0: wait).
+pub(super) fn chunk_len(remaining: usize, budget: usize) -> usize {
+    if remaining <= budget {
+        return remaining;
+    }
+    budget.min(remaining.saturating_sub(MIN_CHUNK)) / ROW_GROUP * ROW_GROUP
+}
+
+/// How many leading tokens `a` and `b` have in common.
+pub(crate) fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chunk plan that `chunk_len` makes keeps the invariance rules: non-final chunks are whole
+    /// row groups, every chunk of a prompt of at least MIN_CHUNK tokens holds at least MIN_CHUNK, and
+    /// any budget the pacer gives makes progress.
+    #[test]
+    fn chunk_plans_keep_the_rules() {
+        for start in (0..40).step_by(ROW_GROUP) {
+            for len in start + MIN_CHUNK..start + 300 {
+                for budget in [2 * MIN_CHUNK, 17, 50, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
+                    let mut done = start;
+                    while done < len {
+                        let take = chunk_len(len - done, budget);
+                        assert!(take > 0 && take <= budget, "stuck at {done} of {len} with {budget}");
+                        assert!(take >= MIN_CHUNK, "{take} at {done} of {len}");
+                        if done + take < len {
+                            assert_eq!(take % ROW_GROUP, 0, "{take} at {done} of {len}");
+                        }
+                        done += take;
+                    }
+                }
+            }
+        }
+        for (common, len) in [(0, 5), (100, 5), (100, 100), (99, 200), (3, 200), (7, 9)] {
+            let from = reuse_point(common, len);
+            assert!(from % ROW_GROUP == 0 && from <= common, "{common} {len}");
+            assert!(len < MIN_CHUNK && from == 0 || len - from >= MIN_CHUNK, "{common} {len}");
+        }
+    }
+
+    #[test]
+    fn pacer_keeps_chunks_within_bounds() {
+        let mut pacer = Pacer::default();
+        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING, "unmeasured");
+        pacer.step_secs = 0.050;
+        pacer.prompt_token_secs = 0.001;
+        assert_eq!(pacer.budget(), 40, "0.8 of a step's time");
+        pacer.prompt_token_secs = 0.1;
+        assert_eq!(pacer.budget(), 2 * MIN_CHUNK, "never below two minimum chunks");
+        pacer.prompt_token_secs = 0.000_001;
+        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
+    }
+}

@@ -1,0 +1,308 @@
+//! One prediction slot: a sequence of the context, the tokens its cache holds, and the prediction
+//! using it, from its start to the result it sends (the per-slot state machine of `worker`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
+
+use super::rules::{common_prefix, reuse_point};
+use super::sampler::Sampler;
+use super::text::{Matched, StopMatcher, Utf8Decoder};
+use super::{EngineParams, Job, Shared};
+use crate::types::error::Error;
+use crate::types::event::Event;
+use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
+
+/// What every step needs to know of the loaded model: its vocabulary, end-of-generation tokens,
+/// context per slot, and the info that results carry.
+pub(super) struct ModelView<'m> {
+    pub(super) vocab: LlamaVocab<'m>,
+    /// Tokens that end generation (banned from sampling for `ignore_eos`).
+    pub(super) end_tokens: Vec<i32>,
+    /// Tokens of KV cache per slot.
+    pub(super) ctx_len: usize,
+    /// The sliding attention window (0: none): a cached prefix is usable only while the window
+    /// before its end is still cached.
+    pub(super) window: usize,
+    pub(super) info: &'m ModelInfo,
+}
+
+impl<'m> ModelView<'m> {
+    pub(super) fn new(model: &'m LlamaModel, params: &EngineParams, info: &'m ModelInfo) -> Self {
+        let vocab = model.vocab();
+        let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
+        let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
+        Self { vocab, end_tokens, ctx_len, window, info }
+    }
+
+    /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
+    /// a sliding window, the cells of the window before `upto` may have been overwritten.
+    pub(super) fn window_keeps(&self, ctx: &LlamaContext, seq: i32, upto: usize) -> bool {
+        self.window_allows(ctx.kv_cache_seq_pos_min(seq), upto)
+    }
+
+    /// Whether a cache whose oldest position is `pos_min` can continue after `upto` tokens.
+    pub(super) fn window_allows(&self, pos_min: i32, upto: usize) -> bool {
+        self.window == 0 || pos_min <= upto.saturating_sub(self.window) as i32
+    }
+}
+
+/// One sequence of the context: the tokens its KV cache holds, and the prediction using it.
+pub(super) struct Slot {
+    pub(super) seq: i32,
+    /// Tokens whose keys and values are in this sequence's cache, in position order.
+    pub(super) cached: Vec<LlamaToken>,
+    /// How many leading `cached` tokens were computed batch-invariantly (prompt chunks, not
+    /// generated tokens), so that reusing them changes no result.
+    pub(super) reusable: usize,
+    /// The prediction using the slot; counted in `shared.running` from before it is set until
+    /// it is taken out.
+    pub(super) active: Option<Active>,
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Active {
+    pub(super) job: Job,
+    pub(super) sampler: Sampler,
+    /// Prompt tokens evaluated so far (including those found in the cache).
+    pub(super) prompt_done: usize,
+    pub(super) cached_prompt: usize,
+    pub(super) last_progress: f32,
+    /// The sampled token that is to be evaluated in the next step.
+    pub(super) next: Option<LlamaToken>,
+    /// The bytes of the last sampled token (reused).
+    pub(super) piece: Vec<u8>,
+    pub(super) decoder: Utf8Decoder,
+    pub(super) matcher: StopMatcher,
+    pub(super) content: String,
+    pub(super) predicted: u32,
+    /// Tokens predicted since the last fragment was sent.
+    pub(super) unsent_tokens: u32,
+    pub(super) first_token_at: Option<Instant>,
+}
+
+impl Slot {
+    pub(super) fn new(seq: i32, shared: Arc<Shared>) -> Self {
+        Self { seq, cached: Vec::new(), reusable: 0, active: None, shared }
+    }
+
+    /// Takes the prediction out of the slot, uncounting it before any result is sent.
+    pub(super) fn end(&mut self) -> Option<Active> {
+        let a = self.active.take();
+        if a.is_some() {
+            self.shared.running.fetch_sub(1, Ordering::SeqCst);
+        }
+        a
+    }
+
+    /// How many tokens of `prompt` this slot's cache can serve.
+    pub(super) fn reusable_prefix(&self, prompt: &[LlamaToken]) -> usize {
+        reuse_point(common_prefix(&self.cached[..self.reusable], prompt), prompt.len())
+    }
+
+    /// Forgets the cache's contents (the caller dropped them or the context is new).
+    pub(super) fn forget(&mut self) {
+        self.cached.clear();
+        self.reusable = 0;
+    }
+
+    /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
+    pub(super) fn start(&mut self, ctx: &mut LlamaContext, job: Job, model: &ModelView) {
+        let prompt = &job.tokens;
+        let mut reuse = self.reusable_prefix(prompt);
+        if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
+            reuse = 0;
+        }
+        if reuse > 0 && !model.window_keeps(ctx, self.seq, reuse) {
+            reuse = 0;
+        }
+        if reuse == 0 {
+            let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
+        }
+        self.cached.truncate(reuse);
+        self.reusable = reuse;
+        let mut sampler = Sampler::new(&job.config);
+        if job.config.ignore_eos {
+            sampler.ban(&model.end_tokens);
+        }
+        prompt.iter().for_each(|t| sampler.accept(t.0));
+        let matcher = StopMatcher::new(job.config.stop_strings.clone());
+        let active = Active {
+            sampler,
+            prompt_done: reuse,
+            cached_prompt: reuse,
+            last_progress: 0.0,
+            next: None,
+            piece: Vec::new(),
+            decoder: Utf8Decoder::default(),
+            matcher,
+            content: String::new(),
+            predicted: 0,
+            unsent_tokens: 0,
+            first_token_at: None,
+            job,
+        };
+        let alive = active.job.events.send(Event::PromptProgress(0.0)).is_ok();
+        self.active = Some(active);
+        if !alive {
+            self.release();
+        }
+    }
+
+    /// Ends the prediction: flushes held text and sends the result.
+    pub(super) fn finish(&mut self, reason: StopReason, info: &ModelInfo) {
+        self.finish_with(reason, None, info);
+    }
+
+    pub(super) fn finish_with(&mut self, reason: StopReason, stop_string: Option<String>, info: &ModelInfo) {
+        let Some(mut a) = self.end() else { return };
+        if stop_string.is_none() {
+            let tail = a.decoder.finish();
+            let mut rest = match a.matcher.push(&tail) {
+                Matched::Emit(t) | Matched::Stop { text: t, .. } => t,
+            };
+            rest.push_str(&a.matcher.flush());
+            a.send_text(rest);
+        }
+        let now = Instant::now();
+        let prompt_tokens = a.job.tokens.len() as u64;
+        let predicted = u64::from(a.predicted);
+        let tokens_per_second = a.first_token_at.and_then(|t| {
+            let secs = now.duration_since(t).as_secs_f64();
+            (secs > 0.0 && predicted > 0).then(|| predicted as f64 / secs)
+        });
+        let stats = Stats {
+            stop_reason: reason,
+            tokens_per_second,
+            num_gpu_layers: Some(0.0),
+            time_to_first_token_sec: a.first_token_at.map(|t| t.duration_since(a.job.submitted).as_secs_f64()),
+            prompt_tokens_count: Some(prompt_tokens),
+            predicted_tokens_count: Some(predicted),
+            total_tokens_count: Some(prompt_tokens + predicted),
+            cached_prompt_tokens_count: Some(a.cached_prompt as u64),
+            stop_string,
+        };
+        let result = PredictionResult { content: a.content, model_info: info.clone(), stats };
+        let _ = a.job.events.send(Event::Done(Box::new(Ok(result))));
+    }
+
+    pub(super) fn fail(&mut self, error: Error) {
+        if let Some(a) = self.end() {
+            let _ = a.job.events.send(Event::Done(Box::new(Err(error))));
+        }
+    }
+
+    /// Frees the slot without a result: its consumer is gone.
+    pub(super) fn release(&mut self) {
+        self.end();
+    }
+}
+
+impl Active {
+    /// Sends text as a fragment; returns false when the consumer is gone.
+    pub(super) fn send_text(&mut self, text: String) -> bool {
+        if text.is_empty() {
+            return true;
+        }
+        self.content.push_str(&text);
+        let fragment = Fragment { content: text, tokens_count: std::mem::take(&mut self.unsent_tokens) };
+        self.job.events.send(Event::Fragment(fragment)).is_ok()
+    }
+}
+
+impl Slot {
+    /// After this slot's cache was replaced by another's prefix: continues the prompt after
+    /// `tokens`, or, when the replacement failed (`None`), starts the prompt over.
+    pub(super) fn took_prefix(&mut self, ctx: &mut LlamaContext, tokens: Option<Vec<LlamaToken>>) {
+        let Some(a) = self.active.as_mut() else { return };
+        match tokens {
+            Some(tokens) => {
+                a.cached_prompt += tokens.len() - a.prompt_done;
+                a.prompt_done = tokens.len();
+                self.reusable = tokens.len();
+                self.cached = tokens;
+            }
+            None => {
+                let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
+                a.cached_prompt = 0;
+                a.prompt_done = 0;
+                self.forget();
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// Samples from the logits at batch index `at`, delivers the token's text, and decides whether
+    /// the prediction goes on.
+    pub(super) fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView) {
+        let info = model.info;
+        let vocab = &model.vocab;
+        let Some(a) = self.active.as_mut() else { return };
+        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
+        tracing::trace!(seq = self.seq, token = token.0, "sampled");
+        if a.first_token_at.is_none() {
+            a.first_token_at = Some(Instant::now());
+            if a.job.events.send(Event::FirstToken).is_err() {
+                self.release();
+                return;
+            }
+        }
+        if vocab.is_eog(token) {
+            self.finish(StopReason::EosFound, info);
+            return;
+        }
+        a.predicted += 1;
+        #[cfg(feature = "fault-injection")]
+        assert!(!(a.job.fault && a.predicted > 2), "fault injected after two tokens");
+        a.unsent_tokens += 1;
+        a.piece.clear();
+        vocab.token_to_piece_into(token, &mut a.piece, false, None);
+        let text = a.decoder.push(&a.piece);
+        match a.matcher.push(&text) {
+            Matched::Emit(text) => {
+                if !a.send_text(text) {
+                    self.release();
+                    return;
+                }
+            }
+            Matched::Stop { text, index } => {
+                let stop = a.job.config.stop_strings[index].clone();
+                a.send_text(text);
+                self.finish_with(StopReason::StopStringFound, Some(stop), info);
+                return;
+            }
+        }
+        if a.job.config.max_tokens.is_some_and(|m| a.predicted >= m) {
+            self.finish(StopReason::MaxPredictedTokensReached, info);
+        } else if self.cached.len() + 1 >= model.ctx_len {
+            self.finish(StopReason::ContextLengthReached, info);
+        } else {
+            a.next = Some(token);
+        }
+    }
+}
+
+/// Ends a prediction that never took a slot (cancelled while queued, or unloaded) with the same
+/// shape of result as one that ran: a stop reason, and nothing predicted.
+pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo) {
+    let prompt_tokens = job.tokens.len() as u64;
+    let stats = Stats {
+        stop_reason: reason,
+        tokens_per_second: None,
+        num_gpu_layers: Some(0.0),
+        time_to_first_token_sec: None,
+        prompt_tokens_count: Some(prompt_tokens),
+        predicted_tokens_count: Some(0),
+        total_tokens_count: Some(prompt_tokens),
+        cached_prompt_tokens_count: Some(0),
+        stop_string: None,
+    };
+    let result = PredictionResult { content: String::new(), model_info: info.clone(), stats };
+    let _ = job.events.send(Event::Done(Box::new(Ok(result))));
+}
