@@ -81,6 +81,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Starts a prediction with its tokenizing (and context fitting) off the async runtime: a prompt
+/// of 100k tokens takes a while to tokenize, and `/health` must not wait for it.
+pub(crate) async fn start_prediction(
+    llm: &lmstudio::Llm,
+    prompt: String,
+    config: lmstudio::Config,
+) -> Result<lmstudio::AsyncPredictionStream, lmstudio::Error> {
+    let llm = llm.clone();
+    tokio::task::spawn_blocking(move || llm.complete_stream_async(&prompt, config))
+        .await
+        .map_err(|e| lmstudio::Error::Engine(format!("tokenizing task failed: {e}")))?
+}
+
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(key) = state.api_key() {
         let given = request

@@ -195,7 +195,7 @@ async fn start(
             llm.apply_prompt_template_async(&chat).await?
         }
     };
-    let stream = llm.complete_stream_async(&prompt, config)?;
+    let stream = crate::start_prediction(&llm, prompt, config).await?;
     let id =
         format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -365,7 +365,7 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
     };
     let progress_out = out.clone();
     let mut stream =
-        llm.complete_stream_async(&prompt, config.clone())?.on_prompt_processing_progress(move |progress| {
+        crate::start_prediction(&llm, prompt, config.clone()).await?.on_prompt_processing_progress(move |progress| {
             progress_out.channel(id, json!({"type": "promptProcessingProgress", "progress": progress}));
         });
     lock(cancels).insert(id, stream.cancel_handle());
