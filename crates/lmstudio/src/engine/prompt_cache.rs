@@ -37,11 +37,6 @@ impl PromptCache {
         Self { entries: Vec::new(), capacity, clock: 0 }
     }
 
-    /// Forgets everything (the states belong to a context that is gone).
-    pub(super) fn clear(&mut self) {
-        self.entries.clear();
-    }
-
     fn bytes(&self) -> usize {
         self.entries.iter().map(|e| e.state.byte_len()).sum()
     }

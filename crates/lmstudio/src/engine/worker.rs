@@ -100,12 +100,17 @@ pub(super) fn run(
                     continue;
                 }
                 if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
+                    // llama-cpp-2 0.1.160 cannot change a live context's threads: a new context,
+                    // with what the slots cached moved to host memory first, so none of it is lost.
+                    let Worker { ctx, slots, saved, .. } = &mut w;
+                    for slot in slots.iter() {
+                        saved.save(ctx, slot.seq, &slot.cached[..slot.reusable]);
+                    }
                     match new_context(backend, model, &params, wanted) {
                         Ok(new) => {
                             w.ctx = new;
                             threads = wanted;
                             w.slots.iter_mut().for_each(Slot::forget);
-                            w.saved.clear();
                         }
                         Err(e) => tracing::warn!("keeping {threads} threads: {e}"),
                     }

@@ -193,6 +193,27 @@ fn a_prompt_pushed_out_of_the_slots_is_restored_from_memory() {
     }
 }
 
+/// A prediction that asks for another CPU thread count gets a new context, and what the slots had
+/// cached comes along through host memory: the next prompt sharing it is not evaluated again.
+#[test]
+fn a_thread_count_change_keeps_the_cache() {
+    let model = own_model(lms::LoadConfig {
+        parallel: 1,
+        context_length: Some(1024),
+        cpu_threads: Some(2),
+        ..Default::default()
+    });
+    let story = "In the old harbour town the lighthouse keeper kept a logbook of every ship that passed. ";
+    let prompt = format!("{}On the last page he wrote", story.repeat(5));
+    model.complete(&prompt, greedy(8)).expect("completes");
+    // (The text is not compared: another thread count may split the work into other kernels.)
+    let one_thread = lms::Config { cpu_threads: Some(1), ..greedy(8) };
+    let r = model.complete(&prompt, one_thread).expect("completes");
+    let cached = r.stats.cached_prompt_tokens_count.expect("counted");
+    assert!(cached > 50, "the cached prompt survived the new context ({cached} cached)");
+    assert_eq!(r.stats.predicted_tokens_count, Some(8));
+}
+
 /// Requests that arrive together with a long common prefix compute it once: one evaluates it, the
 /// others copy it.
 #[test]
