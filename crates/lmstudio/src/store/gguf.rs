@@ -53,6 +53,9 @@ pub const MAX_KEPT_ARRAY: u64 = 64;
 /// No single string in a header is longer than this; a longer one means the file is corrupt.
 const MAX_STRING: u64 = 64 << 20;
 const MAX_DIMS: u32 = 8;
+/// llama.cpp's `LLAMA_MAX_LAYERS` and `LLAMA_MAX_EXPERTS` (llama-hparams.h of the vendored source).
+const MAX_LAYERS: u64 = 512;
+const MAX_EXPERTS: u64 = 1024;
 
 /// The header of a GGUF file.
 #[derive(Debug, Clone)]
@@ -75,7 +78,51 @@ impl GgufHeader {
         let file = File::open(path)?;
         let file_size = file.metadata()?.len();
         let mut r = Reader { inner: BufReader::new(file), file_size };
-        r.parse()
+        let header = r.parse()?;
+        header.check_hyperparameters()?;
+        Ok(header)
+    }
+
+    /// The layer and expert counts llama.cpp asserts on while loading (`GGML_ASSERT` aborts the
+    /// whole process, so a file that would fail them must never reach it): 1 to 512 layers, at most
+    /// 1,024 experts, experts used only with experts, expert groups that divide them.
+    fn check_hyperparameters(&self) -> Result<(), GgufError> {
+        let Some(arch) = self.architecture() else { return Ok(()) };
+        let key = |k: &str| format!("{arch}.{k}");
+        let bad = |what: String| Err(malformed(&what));
+        let layers = self.uint(&key("block_count"));
+        if let Some(n) = layers.filter(|n| !(1..=MAX_LAYERS).contains(n)) {
+            return bad(format!("{arch}.block_count is {n}; llama.cpp takes 1 to {MAX_LAYERS} layers"));
+        }
+        if let (Some(nextn), Some(n)) = (self.uint(&key("nextn_predict_layers")), layers) {
+            if nextn > n {
+                return bad(format!("{arch}.nextn_predict_layers ({nextn}) exceeds block_count ({n})"));
+            }
+        }
+        let experts = self.uint(&key("expert_count")).unwrap_or(0);
+        if experts > MAX_EXPERTS {
+            return bad(format!("{arch}.expert_count is {experts}; llama.cpp takes at most {MAX_EXPERTS}"));
+        }
+        let used = match self.metadata.get(&key("expert_used_count")) {
+            Some(Value::Array { items, .. }) => items.iter().filter_map(as_uint).max().unwrap_or(0),
+            _ => self.uint(&key("expert_used_count")).unwrap_or(0),
+        };
+        let groups = self.uint(&key("expert_group_count")).unwrap_or(0);
+        let groups_used = self.uint(&key("expert_group_used_count")).unwrap_or(0);
+        let consistent = if experts == 0 {
+            used == 0 && groups == 0
+        } else {
+            used > 0
+                && used <= experts
+                && groups < experts
+                && (groups <= 1 || (experts % groups == 0 && groups_used > 0 && groups_used < groups))
+        };
+        if !consistent {
+            return bad(format!(
+                "inconsistent experts: {experts} experts, {used} used, {groups} groups, {groups_used} groups used"
+            ));
+        }
+        Ok(())
     }
 
     /// A string metadata value.
@@ -88,11 +135,7 @@ impl GgufHeader {
 
     /// An integer metadata value of any integer type.
     pub fn uint(&self, key: &str) -> Option<u64> {
-        match self.metadata.get(key) {
-            Some(Value::Uint(v)) => Some(*v),
-            Some(Value::Int(v)) => u64::try_from(*v).ok(),
-            _ => None,
-        }
+        self.metadata.get(key).and_then(as_uint)
     }
 
     /// `general.architecture`, e.g. `gemma3`.
@@ -299,6 +342,14 @@ fn fixed_size(ty: u32) -> Option<u64> {
     }
 }
 
+fn as_uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::Uint(n) => Some(*n),
+        Value::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
 fn malformed(what: &str) -> GgufError {
     GgufError::Malformed(what.to_owned())
 }
@@ -310,11 +361,16 @@ mod tests {
 
     /// A minimal valid GGUF: two metadata keys, one 4x2 f32 tensor.
     pub(crate) fn tiny_gguf() -> Vec<u8> {
+        gguf_with(&[])
+    }
+
+    /// [`tiny_gguf`] with more u32 metadata (`llama.` keys).
+    fn gguf_with(extra: &[(&str, u32)]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(b"GGUF");
         b.extend_from_slice(&3u32.to_le_bytes());
         b.extend_from_slice(&1u64.to_le_bytes()); // tensors
-        b.extend_from_slice(&2u64.to_le_bytes()); // kv
+        b.extend_from_slice(&(2 + extra.len() as u64).to_le_bytes()); // kv
         let s = |b: &mut Vec<u8>, s: &str| {
             b.extend_from_slice(&(s.len() as u64).to_le_bytes());
             b.extend_from_slice(s.as_bytes());
@@ -322,9 +378,13 @@ mod tests {
         s(&mut b, "general.architecture");
         b.extend_from_slice(&8u32.to_le_bytes());
         s(&mut b, "llama");
-        s(&mut b, "llama.context_length");
-        b.extend_from_slice(&4u32.to_le_bytes());
-        b.extend_from_slice(&2048u32.to_le_bytes());
+        let mut kv = vec![("context_length", 2048)];
+        kv.extend_from_slice(extra);
+        for (key, value) in kv {
+            s(&mut b, &format!("llama.{key}"));
+            b.extend_from_slice(&4u32.to_le_bytes());
+            b.extend_from_slice(&value.to_le_bytes());
+        }
         s(&mut b, "w");
         b.extend_from_slice(&2u32.to_le_bytes());
         b.extend_from_slice(&4u64.to_le_bytes());
@@ -357,6 +417,31 @@ mod tests {
         let full = tiny_gguf();
         for len in 0..full.len() - 32 {
             assert!(read(&full[..len]).is_err(), "truncated at {len} was accepted");
+        }
+    }
+
+    /// Counts llama.cpp asserts on (it would abort the process) are refused here, with the key.
+    #[test]
+    fn hyperparameters_llama_cpp_asserts_on_are_checked() {
+        for ok in
+            [vec![("block_count", 1)], vec![("block_count", 512)], vec![("expert_count", 8), ("expert_used_count", 2)]]
+        {
+            assert!(read(&gguf_with(&ok)).is_ok(), "{ok:?}");
+        }
+        let refused: [(&[(&str, u32)], &str); 7] = [
+            (&[("block_count", 0)], "block_count is 0"),
+            (&[("block_count", 1000)], "block_count is 1000"),
+            (&[("block_count", 4), ("nextn_predict_layers", 5)], "nextn_predict_layers"),
+            (&[("expert_count", 2000)], "expert_count is 2000"),
+            (&[("expert_used_count", 2)], "inconsistent experts"),
+            (&[("expert_count", 8), ("expert_used_count", 9)], "inconsistent experts"),
+            (&[("expert_count", 8), ("expert_used_count", 2), ("expert_group_count", 3)], "inconsistent experts"),
+        ];
+        for (kv, says) in refused {
+            match read(&gguf_with(kv)) {
+                Err(GgufError::Malformed(m)) => assert!(m.contains(says), "{kv:?}: {m}"),
+                other => panic!("{kv:?}: expected Malformed, got {other:?}"),
+            }
         }
     }
 

@@ -76,6 +76,27 @@ fn truncated_and_random_files_are_invalid_model_files() {
     assert!(listed.iter().all(|m| m.info.is_err()));
 }
 
+/// Issue 12, D1: llama.cpp asserts (and aborts the process) on a layer count of 0 or above 512; such
+/// a file, made here from the real model, is refused before llama.cpp sees it.
+#[test]
+fn a_layer_count_llama_cpp_aborts_on_is_an_invalid_model_file() {
+    let real = std::fs::read(store().root().join(lms::store::DEFAULT_MODEL_PATH)).expect("model");
+    let key = b"gemma3.block_count";
+    let at = real.windows(key.len()).position(|w| w == key).expect("the key is in the header") + key.len();
+    assert_eq!(real[at..at + 4], 4u32.to_le_bytes(), "stored as a u32");
+    for layers in [0u32, 1000] {
+        let mut bytes = real.clone();
+        bytes[at + 4..at + 8].copy_from_slice(&layers.to_le_bytes());
+        let (_dir, client) = temp_store(&[("a/layers/layers.gguf", bytes)]);
+        match client.llm("layers") {
+            Err(lms::Error::InvalidModelFile { reason, .. }) => assert!(reason.contains("block_count"), "{reason}"),
+            other => panic!("{layers} layers: expected InvalidModelFile, got {:?}", other.map(|m| m.info().clone())),
+        }
+        let listed = client.list_downloaded().expect("lists");
+        assert!(listed[0].info.is_err(), "listed as valid with {layers} layers");
+    }
+}
+
 #[test]
 fn ambiguous_names_list_the_matches() {
     let real = std::fs::read(store().root().join(lms::store::DEFAULT_MODEL_PATH)).expect("model");
