@@ -63,7 +63,9 @@ impl From<lms::Error> for ApiError {
         } else {
             e.to_string()
         };
-        let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+        // Overload is the server's state, not a fault of the request.
+        let busy = status == StatusCode::TOO_MANY_REQUESTS;
+        let kind = if status.is_server_error() || busy { "server_error" } else { "invalid_request_error" };
         Self { status, kind, code, message }
     }
 }
@@ -71,6 +73,28 @@ impl From<lms::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // A queue full of predictions drains in about a second on a small model.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, D9: overload is a 429 the client may retry, not a fault of its request.
+    #[test]
+    fn overload_is_a_retryable_429() {
+        let response = ApiError::from(lms::Error::Overloaded { queued: 64 }).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        let api = ApiError::from(lms::Error::Overloaded { queued: 64 });
+        assert_eq!((api.kind, api.code), ("server_error", Some("overloaded")));
+        let bad = ApiError::from(lms::Error::InvalidConfig("x".into()));
+        assert_eq!(bad.kind, "invalid_request_error");
     }
 }

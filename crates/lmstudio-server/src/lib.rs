@@ -57,6 +57,19 @@ impl AppState {
     pub(crate) fn api_key(&self) -> Option<&str> {
         self.inner.api_key.as_deref()
     }
+
+    /// Whether `given` is the API key (always, when the server has none). Compared in constant
+    /// time, so that how long a refusal takes says nothing about how much of a guess was right.
+    pub(crate) fn key_matches(&self, given: Option<&str>) -> bool {
+        let Some(key) = self.api_key() else { return true };
+        let given = given.unwrap_or_default().as_bytes();
+        let key = key.as_bytes();
+        let mut diff = u8::from(given.len() != key.len());
+        for (i, k) in key.iter().enumerate() {
+            diff |= k ^ given.get(i).copied().unwrap_or(!k);
+        }
+        diff == 0
+    }
 }
 
 /// The whole HTTP surface.
@@ -95,15 +108,16 @@ pub(crate) async fn start_prediction(
 }
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(key) = state.api_key() {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key) {
-            return ApiError::unauthorized().into_response();
-        }
+    // The scheme is case-insensitive (RFC 9110): `bearer KEY` is as good as `Bearer KEY`.
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    if !state.key_matches(given) {
+        return ApiError::unauthorized().into_response();
     }
     next.run(request).await
 }

@@ -65,7 +65,11 @@ impl Out {
     }
 }
 
-type Cancels = Arc<Mutex<HashMap<i64, lms::CancelHandle>>>;
+/// The channels open on one socket, with the cancel handle of those that run a prediction.
+type Cancels = Arc<Mutex<HashMap<i64, Option<lms::CancelHandle>>>>;
+
+/// Channels one socket may have open at once; past that, a new one is refused.
+const MAX_OPEN_CHANNELS: usize = 256;
 
 async fn session(socket: WebSocket, namespace: String, state: AppState) {
     let (mut sink, mut incoming) = socket.split();
@@ -122,10 +126,10 @@ async fn authenticate(
             Ok(a) if a.client_identifier.len() > 256 || a.client_passkey.len() > 256 => {
                 Err("credentials too long".into())
             }
-            Ok(a) => match state.api_key() {
-                Some(key) if a.client_passkey != key => Err("invalid API key (send it as the client passkey)".into()),
-                _ => Ok(()),
-            },
+            Ok(a) if !state.key_matches(Some(&a.client_passkey)) => {
+                Err("invalid API key (send it as the client passkey)".into())
+            }
+            Ok(_) => Ok(()),
             Err(e) => Err(format!("malformed authentication packet: {e}")),
         },
         _ => Err("expected an authentication packet".into()),
@@ -174,6 +178,21 @@ fn dispatch(
                 out.send(json!({"type": "communicationWarning", "warning": "channelCreate without channelId"}));
                 return;
             };
+            {
+                let mut open = lock(cancels);
+                if open.contains_key(&id) {
+                    // Not a channelError: that would end the open channel of that id at the client.
+                    let warning = format!("channelCreate refused: channel {id} is already open on this connection");
+                    out.send(json!({"type": "communicationWarning", "warning": warning}));
+                    return;
+                }
+                if open.len() >= MAX_OPEN_CHANNELS {
+                    let why = format!("more than {MAX_OPEN_CHANNELS} channels open on this connection");
+                    out.channel_error(id, &invalid(why));
+                    return;
+                }
+                open.insert(id, None);
+            }
             let endpoint = msg["endpoint"].as_str().unwrap_or_default().to_owned();
             let parameter = msg.get("creationParameter").cloned().unwrap_or(Value::Null);
             let (state, out, cancels) = (state.clone(), out.clone(), Arc::clone(cancels));
@@ -186,7 +205,8 @@ fn dispatch(
         }
         "channelSend" => {
             if msg["message"]["type"] == "cancel" {
-                if let Some(handle) = msg["channelId"].as_i64().and_then(|id| lock(cancels).get(&id).cloned()) {
+                if let Some(handle) = msg["channelId"].as_i64().and_then(|id| lock(cancels).get(&id).cloned().flatten())
+                {
                     handle.cancel();
                 }
             }
@@ -368,7 +388,7 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
         crate::start_prediction(&llm, prompt, config.clone()).await?.on_prompt_processing_progress(move |progress| {
             progress_out.channel(id, json!({"type": "promptProcessingProgress", "progress": progress}));
         });
-    lock(cancels).insert(id, stream.cancel_handle());
+    lock(cancels).insert(id, Some(stream.cancel_handle()));
     while let Some(fragment) = stream.next().await {
         let fragment = fragment?;
         let message = json!({"type": "fragment", "fragment": {

@@ -126,7 +126,20 @@ async fn api_key_guards_every_http_endpoint() {
     let (status, _) = call(guarded.clone(), post("/v1/completions", r#"{"prompt":"x"}"#)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let ok = Request::get("/v1/models").header("authorization", "Bearer sesame").body(Body::empty()).expect("req");
-    assert_eq!(call(guarded, ok).await.0, StatusCode::OK);
+    assert_eq!(call(guarded.clone(), ok).await.0, StatusCode::OK);
+    // Issue 12, D6: the scheme is case-insensitive; near misses are refused.
+    for (value, expected) in [
+        ("bearer sesame", StatusCode::OK),
+        ("BEARER sesame", StatusCode::OK),
+        ("Bearer sesam", StatusCode::UNAUTHORIZED),
+        ("Bearer sesamee", StatusCode::UNAUTHORIZED),
+        ("Bearer ", StatusCode::UNAUTHORIZED),
+        ("Basic sesame", StatusCode::UNAUTHORIZED),
+        ("sesame", StatusCode::UNAUTHORIZED),
+    ] {
+        let req = Request::get("/v1/models").header("authorization", value).body(Body::empty()).expect("req");
+        assert_eq!(call(guarded.clone(), req).await.0, expected, "{value:?}");
+    }
 }
 
 #[tokio::test]

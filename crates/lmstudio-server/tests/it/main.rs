@@ -7,6 +7,7 @@ mod backends;
 mod clients;
 mod http;
 mod remote;
+mod sdk_socket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,80 @@
+//! LM Studio's SDK protocol spoken by hand over a raw websocket, for what no SDK would send.
+
+use std::net::TcpStream;
+
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+use crate::{lms_client, start_server};
+
+type Socket = WebSocket<TcpStream>;
+
+fn connect(addr: std::net::SocketAddr) -> Socket {
+    let tcp = TcpStream::connect(addr).expect("connects");
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/llm"), tcp).expect("upgrades");
+    send(&mut ws, json!({"authVersion": 1, "clientIdentifier": "raw", "clientPasskey": "raw"}));
+    assert_eq!(receive(&mut ws)["success"], true);
+    ws
+}
+
+fn send(ws: &mut Socket, v: Value) {
+    ws.send(Message::text(v.to_string())).expect("sends");
+}
+
+fn receive(ws: &mut Socket) -> Value {
+    loop {
+        if let Message::Text(t) = ws.read().expect("reads") {
+            return serde_json::from_str(&t).expect("JSON");
+        }
+    }
+}
+
+/// A raw completion of 200 tokens that cannot end early, on channel `id`.
+fn predict(id: i64) -> Value {
+    let fields = json!([
+        {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": true, "value": 200}},
+        {"key": "llm.prediction.temperature", "value": 0},
+        {"key": "llm.prediction.lmstudioRs.ignoreEos", "value": true},
+    ]);
+    json!({"type": "channelCreate", "endpoint": "predict", "channelId": id, "creationParameter": {
+        "modelSpecifier": {"type": "query", "query": {"identifier": "gemma-3-270m"}},
+        "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "Once upon a time"}]}]},
+        "predictionConfigStack": {"layers": [
+            {"layerName": "apiOverride", "config": {"fields": fields}},
+            {"layerName": "completeModeFormatting", "config": {"fields": []}},
+        ]},
+    }})
+}
+
+/// Issue 12, D7: a second `channelCreate` with an id that is open is refused with a warning; the
+/// open channel goes on under its id alone, and is cancelled by it.
+#[test]
+fn a_duplicate_channel_id_is_refused_and_the_open_channel_goes_on() {
+    let addr = start_server(lms_client(2), None);
+    let mut ws = connect(addr);
+    send(&mut ws, predict(1));
+    let fragment = |m: &Value| m["type"] == "channelSend" && m["message"]["type"] == "fragment";
+    while !fragment(&receive(&mut ws)) {}
+    send(&mut ws, predict(1));
+    let mut warned = false;
+    let mut fragments_after = 0;
+    let result = loop {
+        let m = receive(&mut ws);
+        assert_ne!(m["type"], "channelError", "{m}");
+        if m["type"] == "communicationWarning" {
+            assert!(m["warning"].as_str().is_some_and(|w| w.contains("already open")), "{m}");
+            warned = true;
+        } else if fragment(&m) {
+            fragments_after += 1;
+            if warned && fragments_after == 3 {
+                send(&mut ws, json!({"type": "channelSend", "channelId": 1, "message": {"type": "cancel"}}));
+            }
+        } else if m["type"] == "channelSend" && m["message"]["type"] == "success" {
+            break m["message"].clone();
+        }
+    };
+    assert!(warned, "no warning for the duplicate id");
+    assert_eq!(result["stats"]["stopReason"], "userStopped", "{result}");
+    // One prediction ran under the id, not two interleaved.
+    assert!(result["stats"]["predictedTokensCount"].as_u64().is_some_and(|n| n < 200), "{result}");
+}
