@@ -205,6 +205,9 @@ async fn start(
     }
     let result = stream.wait_for_result().await?;
     state.metrics().record(&result);
+    if let Some(e) = cut_short(&result) {
+        return Err(e.into());
+    }
     Ok(Json(shape.finished(&result, false)).into_response())
 }
 
@@ -295,6 +298,21 @@ fn runtime() -> Value {
     json!({"name": "llama.cpp-cpu (lmstudio-rs)", "version": env!("CARGO_PKG_VERSION"), "supported_formats": ["gguf"]})
 }
 
+/// A prediction that ended without an answer a client should take as complete (the model was
+/// unloaded under it, or the engine failed): OpenAI has no finish reason for that, so it is an error.
+fn cut_short(r: &lms::PredictionResult) -> Option<lms::Error> {
+    match r.stats.stop_reason {
+        lms::StopReason::ModelUnloaded => Some(lms::Error::ModelUnloaded),
+        lms::StopReason::Failed => Some(lms::Error::Engine("the prediction failed".into())),
+        _ => None,
+    }
+}
+
+/// The error object of a stream that ends in an error.
+fn error_event(e: &lms::Error) -> Value {
+    json!({"error": {"message": e.to_string(), "type": "server_error"}})
+}
+
 fn finish_reason(r: &lms::PredictionResult) -> &'static str {
     match r.stats.stop_reason {
         lms::StopReason::MaxPredictedTokensReached | lms::StopReason::ContextLengthReached => "length",
@@ -329,8 +347,7 @@ fn sse(
                 Ok(f) => Event::default().data(shape.chunk(&f.content, std::mem::take(&mut first)).to_string()),
                 Err(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
-                    Event::default()
-                        .data(json!({"error": {"message": e.to_string(), "type": "server_error"}}).to_string())
+                    Event::default().data(error_event(&e).to_string())
                 }
             };
             if tx.send(event).await.is_err() {
@@ -343,7 +360,11 @@ fn sse(
         }
         if let Ok(result) = stream.result() {
             metrics.record(&result);
-            let _ = tx.send(Event::default().data(shape.finished(&result, true).to_string())).await;
+            let last = match cut_short(&result) {
+                Some(e) => error_event(&e),
+                None => shape.finished(&result, true),
+            };
+            let _ = tx.send(Event::default().data(last.to_string())).await;
         }
         let _ = tx.send(Event::default().data("[DONE]")).await;
     });

@@ -148,3 +148,26 @@ async fn metrics_are_prometheus_text() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("# TYPE lms_predicted_tokens_total counter"), "{body}");
 }
+
+/// Issue 12, D8: a stream cut by unloading the model ends with an error event, not with a
+/// `finish_reason` a client would take for a complete answer.
+#[tokio::test]
+async fn a_stream_cut_by_unloading_ends_with_an_error() {
+    let client = crate::lms_client(1);
+    let llm = client.llm_async("gemma-3-270m").await.expect("loads");
+    let state = AppState::new(client.clone(), None);
+    let req = json!({"model": "gemma-3-270m", "prompt": "Once upon a time", "max_tokens": 2000,
+        "temperature": 0, "ignore_eos": true, "stream": true});
+    let request = tokio::spawn(call(state, post("/v1/completions", req.to_string())));
+    // Wait for the prediction to hold its slot (an event, not a time), then unload under it.
+    while llm.activity().expect("embedded").running == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    client.unload_async("gemma-3-270m").await.expect("unloads");
+    let (status, body) = request.await.expect("joins");
+    assert_eq!(status, StatusCode::OK, "the stream had started");
+    let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let last = events.iter().rev().find(|e| **e != "[DONE]").map(|e| json_of(e)).expect("events");
+    assert!(last["error"]["message"].as_str().is_some_and(|m| m.contains("unloaded")), "{last}");
+    assert!(events.iter().all(|e| !e.contains(r#""finish_reason":"stop""#)), "{body}");
+}
