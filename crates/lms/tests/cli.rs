@@ -90,3 +90,39 @@ fn ls_lists_the_default_model() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(v.as_array().expect("array").iter().any(|m| m["modelKey"] == "gemma-3-270m"));
 }
+
+/// Issue 12, D3: SIGTERM shuts the server down in order: a stream in flight ends with an error
+/// event that says why, and the process exits 0.
+#[test]
+fn sigterm_ends_streams_with_a_reason_and_exits_0() {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["server", "start", "--port", "0", "--no-discovery-port", "--parallel", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lms runs");
+    let mut stderr = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let addr = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+        .expect("the server says where it listens");
+    let body = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"ignore_eos":true,"stream":true}"#;
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connects");
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sends");
+    let mut events = BufReader::new(sock).lines().map_while(Result::ok).filter(|l| l.starts_with("data: "));
+    assert!(events.next().is_some(), "the stream started");
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let rest: Vec<String> = events.collect();
+    assert!(rest.iter().any(|e| e.contains("error") && e.contains("unloaded")), "{rest:?}");
+    let status = server.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(stderr.map_while(Result::ok).any(|l| l.contains("shutting down")));
+}

@@ -141,14 +141,21 @@ impl Default for ServerConfig {
     }
 }
 
+/// How long connections may take to close once shutdown has begun.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves until `shutdown` resolves; returns the addresses it listened on through `on_ready`.
+///
+/// On shutdown every loaded model is unloaded first, so that running predictions end with a
+/// reason (`modelUnloaded`: an SDK error, an error event over SSE) instead of being cut; then the
+/// listeners stop, and connections still open after [`SHUTDOWN_GRACE`] are dropped.
 pub async fn serve(
     client: lms::Client,
     config: ServerConfig,
     on_ready: impl FnOnce(&[SocketAddr]),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(AppState::new(client, config.api_key.clone()));
+    let app = router(AppState::new(client.clone(), config.api_key.clone()));
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {
         match tokio::net::TcpListener::bind((config.host.as_str(), SDK_DISCOVERY_PORT)).await {
@@ -161,8 +168,15 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
+        let unloading = tokio::task::spawn_blocking(move || {
+            for id in client.list_loaded().unwrap_or_default().into_iter().filter_map(|i| i.identifier) {
+                let _ = client.unload(&id);
+            }
+        });
+        let _ = unloading.await;
         let _ = stop_tx.send(true);
     });
+    let mut deadline = stop_rx.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         let app = app.clone();
@@ -175,8 +189,20 @@ pub async fn serve(
                 .await
         });
     }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(std::io::Error::other)??;
+    let serving = async {
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        served = serving => served,
+        _ = async {
+            let _ = deadline.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began: closed");
+            Ok(())
+        }
     }
-    Ok(())
 }

@@ -196,3 +196,17 @@ fn a_client_that_hangs_up_frees_its_slot() {
     assert_eq!(gauge(addr, "lms_predictions_queued"), 0);
     assert_eq!(gauge(addr, "lms_prediction_slots"), 2);
 }
+
+/// Issue 12, D5: a non-streaming client that hangs up leaves no prediction counted: the gauges come
+/// from the engine, which counts the prediction until it ends.
+#[test]
+fn a_non_streaming_client_that_hangs_up_leaves_the_gauges_at_0() {
+    let addr = start_server(lms_client(1), None);
+    let body =
+        r#"{"model":"gemma-3-270m","prompt":"Once upon a time","max_tokens":16,"temperature":0,"ignore_eos":true}"#;
+    drop(request(addr, "POST /v1/completions", body));
+    // One slot: this one runs after the abandoned one, whether or not that one was stopped.
+    let next = http(addr, "POST /v1/completions", body);
+    assert!(next.contains(r#""completion_tokens":16"#), "{next}");
+    assert_eq!((gauge(addr, "lms_predictions_running"), gauge(addr, "lms_predictions_queued")), (0, 0));
+}
