@@ -73,6 +73,10 @@ struct ServerArgs {
     /// Require this key: `Authorization: Bearer KEY` over HTTP, the client passkey over websockets.
     #[arg(long, env = "LMS_API_KEY")]
     api_key: Option<String>,
+    /// A web origin allowed to call the server from a browser (`https://app.example`), with CORS
+    /// headers; repeat for more. Pages on loopback need none; any other page is refused.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
     /// Do not also listen on the SDK discovery port 41343.
     #[arg(long)]
     no_discovery_port: bool,
@@ -317,6 +321,7 @@ fn server(args: ServerArgs) -> Result<()> {
         port: args.port,
         discovery_port: !args.no_discovery_port,
         api_key: args.api_key,
+        cors_origins: args.cors_origins,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(lmstudio_server::serve(

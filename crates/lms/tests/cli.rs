@@ -112,7 +112,7 @@ fn sigterm_ends_streams_with_a_reason_and_exits_0() {
     let mut sock = std::net::TcpStream::connect(&addr).expect("connects");
     write!(
         sock,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("sends");

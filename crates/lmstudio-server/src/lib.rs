@@ -7,6 +7,7 @@
 mod error;
 mod metrics;
 mod openai;
+mod origin;
 mod sdk;
 
 use std::net::SocketAddr;
@@ -37,13 +38,37 @@ struct Inner {
     client: lms::Client,
     api_key: Option<String>,
     metrics: metrics::Metrics,
+    /// Origins that get CORS headers (`--cors-origin`).
+    cors_origins: Vec<String>,
+    /// Whether the server listens on loopback only, so that `Host` must name loopback too.
+    loopback_bound: bool,
 }
 
 impl AppState {
     /// State over `client`; with `api_key`, every endpoint but the greeting and `/health` requires
     /// `Authorization: Bearer <key>` (websocket clients may instead send it as `clientPasskey`).
     pub fn new(client: lms::Client, api_key: Option<String>) -> Self {
-        Self { inner: Arc::new(Inner { client, api_key, metrics: metrics::Metrics::default() }) }
+        Self::with_policy(client, api_key, Vec::new(), true)
+    }
+
+    /// [`AppState::new`] with the web-page policy of `origin.rs`: `cors_origins` get CORS headers;
+    /// with `loopback_bound`, requests must name a loopback `Host`.
+    pub fn with_policy(
+        client: lms::Client,
+        api_key: Option<String>,
+        cors_origins: Vec<String>,
+        loopback_bound: bool,
+    ) -> Self {
+        let metrics = metrics::Metrics::default();
+        Self { inner: Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound }) }
+    }
+
+    pub(crate) fn cors_origins(&self) -> &[String] {
+        &self.inner.cors_origins
+    }
+
+    pub(crate) fn loopback_bound(&self) -> bool {
+        self.inner.loopback_bound
     }
 
     pub(crate) fn client(&self) -> &lms::Client {
@@ -91,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::guard))
         .with_state(state)
 }
 
@@ -133,11 +159,14 @@ pub struct ServerConfig {
     pub discovery_port: bool,
     /// Required bearer token, if any.
     pub api_key: Option<String>,
+    /// Web origins (`https://app.example`) allowed to call the server from a browser, with CORS
+    /// headers; pages on loopback may call it without them, any other page is refused.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 1234, discovery_port: true, api_key: None }
+        Self { host: "127.0.0.1".into(), port: 1234, discovery_port: true, api_key: None, cors_origins: Vec::new() }
     }
 }
 
@@ -155,7 +184,10 @@ pub async fn serve(
     on_ready: impl FnOnce(&[SocketAddr]),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(AppState::new(client.clone(), config.api_key.clone()));
+    let loopback_bound = origin::is_loopback_host(&config.host);
+    let state =
+        AppState::with_policy(client.clone(), config.api_key.clone(), config.cors_origins.clone(), loopback_bound);
+    let app = router(state);
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {
         match tokio::net::TcpListener::bind((config.host.as_str(), SDK_DISCOVERY_PORT)).await {

@@ -78,7 +78,7 @@ fn wait_healthy(addr: SocketAddr, child: &mut Child) -> Result<()> {
         }
         if let Ok(mut s) = TcpStream::connect(addr) {
             use std::io::{Read, Write};
-            let _ = write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = write!(s, "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             if buf.starts_with("HTTP/1.1 200") {

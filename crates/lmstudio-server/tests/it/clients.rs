@@ -143,7 +143,7 @@ fn openai_client_works() {
 /// Sends one HTTP/1.1 request on a fresh connection.
 fn request(addr: SocketAddr, request_line: &str, body: &str) -> TcpStream {
     let mut sock = TcpStream::connect(addr).expect("connects");
-    let head = "Host: x\r\nConnection: close\r\nContent-Type: application/json";
+    let head = "Host: localhost\r\nConnection: close\r\nContent-Type: application/json";
     write!(sock, "{request_line} HTTP/1.1\r\n{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).expect("sends");
     sock
 }

@@ -171,3 +171,46 @@ async fn a_stream_cut_by_unloading_ends_with_an_error() {
     assert!(last["error"]["message"].as_str().is_some_and(|m| m.contains("unloaded")), "{last}");
     assert!(events.iter().all(|e| !e.contains(r#""finish_reason":"stop""#)), "{body}");
 }
+
+/// Issue 12, D4: a web page on another origin cannot drive the server (HTTP or the SDK's
+/// websocket), a hostile name for 127.0.0.1 (DNS rebinding) is refused, loopback pages are served,
+/// and only listed origins get CORS headers.
+#[tokio::test]
+async fn web_pages_of_other_origins_are_refused() {
+    let with = |uri: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::get(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Body::empty()).expect("request")
+    };
+    let upgrade = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let evil = ("origin", "https://evil.example");
+    let cases: Vec<(Request<Body>, StatusCode)> = vec![
+        (with("/v1/models", &[evil]), StatusCode::FORBIDDEN),
+        (with("/llm", &[&upgrade[..], &[evil]].concat()), StatusCode::FORBIDDEN),
+        (with("/v1/models", &[("host", "evil.example:1234")]), StatusCode::FORBIDDEN),
+        (with("/v1/models", &[("origin", "http://localhost:3000"), ("host", "localhost:1234")]), StatusCode::OK),
+        (with("/v1/models", &[("host", "127.0.0.1:1234")]), StatusCode::OK),
+    ];
+    for (req, expected) in cases {
+        let what = format!("{:?}", req.headers());
+        let res = router(state()).oneshot(req).await.expect("infallible");
+        assert_eq!(res.status(), expected, "{what}");
+        assert!(res.headers().get("access-control-allow-origin").is_none(), "{what}");
+    }
+    let listed = AppState::with_policy(crate::lms_client(1), None, vec!["https://app.example".into()], true);
+    let app = ("origin", "https://app.example");
+    let res = router(listed.clone()).oneshot(with("/health", &[app])).await.expect("infallible");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+    let preflight = Request::options("/v1/completions").header(app.0, app.1).body(Body::empty()).expect("req");
+    let res = router(listed).oneshot(preflight).await.expect("infallible");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(res.headers()["access-control-allow-headers"].to_str().is_ok_and(|h| h.contains("authorization")));
+}

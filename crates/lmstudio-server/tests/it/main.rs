@@ -36,6 +36,7 @@ pub fn start_server(client: lms::Client, api_key: Option<&str>) -> SocketAddr {
         port: 0,
         discovery_port: false,
         api_key: api_key.map(str::to_owned),
+        cors_origins: Vec::new(),
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
