@@ -177,7 +177,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 ///
 /// On shutdown every loaded model is unloaded first, so that running predictions end with a
 /// reason (`modelUnloaded`: an SDK error, an error event over SSE) instead of being cut; then the
-/// listeners stop, and connections still open after [`SHUTDOWN_GRACE`] are dropped.
+/// listeners stop, and connections still open 5 s later are dropped.
 pub async fn serve(
     client: lms::Client,
     config: ServerConfig,
