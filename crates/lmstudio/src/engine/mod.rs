@@ -199,7 +199,7 @@ impl Engine {
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
         let jobs = lock(&self.shared.jobs).clone().ok_or_else(|| self.stopped())?;
         // Count before sending so the worker's decrement can never run first.
-        let before = self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
         let job = Job {
             tokens,
             config,
@@ -214,7 +214,9 @@ impl Engine {
             Err(e) => {
                 self.shared.queued.fetch_sub(1, Ordering::SeqCst);
                 match e {
-                    flume::TrySendError::Full(_) => Err(Error::Overloaded { queued: before.max(self.max_queued) }),
+                    // A full queue holds exactly its capacity (the gauge may also count a job being
+                    // admitted, which is no longer waiting).
+                    flume::TrySendError::Full(_) => Err(Error::Overloaded { queued: self.max_queued }),
                     flume::TrySendError::Disconnected(_) => Err(self.stopped()),
                 }
             }

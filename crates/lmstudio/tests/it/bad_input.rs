@@ -137,5 +137,6 @@ fn overload_is_a_typed_error() {
         }
         Err(e) => Some(e),
     });
-    assert!(matches!(err, Some(lms::Error::Overloaded { .. })), "{err:?}");
+    // Issue 12, D9: the count is the queue's capacity, not one more.
+    assert!(matches!(err, Some(lms::Error::Overloaded { queued: 1 })), "{err:?}");
 }
