@@ -334,7 +334,7 @@ async fn channel(
                 .ok_or_else(|| invalid("no model named"))?
                 .to_owned();
             if !new_instance {
-                if let Some(llm) = client.get_loaded_async(&query).await? {
+                if let Some(llm) = client.get_loaded(&query)? {
                     out.channel(id, json!({"type": "alreadyLoaded", "info": llm.info()}));
                     out.close(id);
                     return Ok(());

@@ -102,8 +102,7 @@ impl Embedded {
     }
 
     fn load_stored(&self, stored: StoredModel, config: &LoadConfig) -> Result<Llm> {
-        let mut info =
-            stored.info.clone().map_err(|reason| Error::InvalidModelFile { path: stored.path.clone(), reason })?;
+        let mut info = stored.valid_info()?;
         info.identifier = Some(self.unique_identifier(config.identifier.as_deref().unwrap_or(&info.model_key)));
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
         let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config)?;

@@ -234,10 +234,7 @@ impl Client {
     pub fn resolve(&self, query: &str) -> Result<ModelInfo> {
         match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => {
-                let stored = e.store().resolve(query)?;
-                stored.info.map_err(|reason| Error::InvalidModelFile { path: stored.path, reason })
-            }
+            Backend::Embedded(e) => e.store().resolve(query)?.valid_info(),
             Backend::Remote(_) => Err(Error::Unsupported(format!("resolving {query:?} among a server's models"))),
         }
     }

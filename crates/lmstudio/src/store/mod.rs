@@ -49,6 +49,13 @@ pub struct StoredModel {
     pub sliding_window: Option<u32>,
 }
 
+impl StoredModel {
+    /// Its info, or [`Error::InvalidModelFile`] naming the file and why its header is unusable.
+    pub fn valid_info(&self) -> Result<ModelInfo> {
+        self.info.clone().map_err(|reason| Error::InvalidModelFile { path: self.path.clone(), reason })
+    }
+}
+
 impl ModelStore {
     /// The store at `$LMSTUDIO_MODELS_DIR`, else the platform data dir (`.../lmstudio-rs/models`).
     pub fn from_env() -> Self {
