@@ -36,6 +36,9 @@ enum Command {
     },
     /// Measure prompt processing and decode speed (see README: Benchmarks).
     Bench(bench::BenchArgs),
+    /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
+    /// (see bench/HARDENING.md).
+    Stress(bench::stress::StressArgs),
     /// Run the server (LM Studio SDK protocol, OpenAI-compatible and REST endpoints).
     Server {
         #[command(subcommand)]
@@ -70,6 +73,10 @@ struct ServerArgs {
     /// shares their prefix (MiB; 0: off).
     #[arg(long, default_value_t = 512)]
     prompt_cache_mib: u32,
+    /// Map model files into memory instead of reading them: loads share pages, but a model file
+    /// truncated on disk while loaded then kills the server (SIGBUS).
+    #[arg(long)]
+    mmap: bool,
     /// Require this key: `Authorization: Bearer KEY` over HTTP, the client passkey over websockets.
     #[arg(long, env = "LMS_API_KEY")]
     api_key: Option<String>,
@@ -77,6 +84,16 @@ struct ServerArgs {
     /// headers; repeat for more. Pages on loopback need none; any other page is refused.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
+    /// Seconds a client may take to send a request's headers (and a kept-alive connection may
+    /// idle between requests) before it is closed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Connections served at once (per port); more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
+    /// The largest request body or SDK message taken, in MiB.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_body_mib: u64,
     /// Do not also listen on the SDK discovery port 41343.
     #[arg(long)]
     no_discovery_port: bool,
@@ -183,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { model } => get(&model),
         Command::Ls { json } => ls(json),
         Command::Bench(args) => bench::run(args),
+        Command::Stress(args) => bench::stress::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
     }
 }
@@ -308,6 +326,7 @@ fn server(args: ServerArgs) -> Result<()> {
         context_length: args.context_length,
         cpu_threads: args.threads,
         prompt_cache_mib: args.prompt_cache_mib,
+        try_mmap: args.mmap,
         ..Default::default()
     };
     load.validate()?;
@@ -322,6 +341,9 @@ fn server(args: ServerArgs) -> Result<()> {
         discovery_port: !args.no_discovery_port,
         api_key: args.api_key,
         cors_origins: args.cors_origins,
+        header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
+        max_connections: args.max_connections as usize,
+        max_body_bytes: (args.max_body_mib << 20) as usize,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(lmstudio_server::serve(

@@ -126,3 +126,57 @@ fn sigterm_ends_streams_with_a_reason_and_exits_0() {
     assert!(status.success(), "{status:?}");
     assert!(stderr.map_while(Result::ok).any(|l| l.contains("shutting down")));
 }
+
+/// Issue 12, item 5: a server killed with SIGKILL mid-prediction leaves nothing behind: a new one
+/// binds the same port at once and serves.
+#[test]
+fn a_server_killed_mid_prediction_restarts_on_the_same_port() {
+    use std::io::{BufRead, BufReader, Read};
+    let start = |port: &str| {
+        let mut server = Command::new(env!("CARGO_BIN_EXE_lms"))
+            .args(["server", "start", "--port", port, "--no-discovery-port", "--parallel", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lms runs");
+        let mut stderr = BufReader::new(server.stderr.take().expect("stderr")).lines();
+        let addr = stderr
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+            .expect("the server says where it listens");
+        // Keep reading what it writes, so that its stderr never fills or closes.
+        std::thread::spawn(move || stderr.map_while(Result::ok).for_each(drop));
+        (server, addr)
+    };
+    let (mut first, addr) = start("0");
+    let body = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"ignore_eos":true,"stream":true}"#;
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connects");
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sends");
+    let mut events = BufReader::new(sock).lines().map_while(Result::ok).filter(|l| l.starts_with("data: "));
+    assert!(events.next().is_some(), "the stream started");
+    first.kill().expect("SIGKILL");
+    first.wait().expect("exits");
+    let port = addr.rsplit(':').next().expect("a port");
+    let (mut second, again) = start(port);
+    assert_eq!(again, addr, "the new server took the same port");
+    let body = r#"{"model":"gemma-3-270m","prompt":"1, 2, 3,","max_tokens":4,"temperature":0}"#;
+    let mut sock = std::net::TcpStream::connect(&again).expect("connects");
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sends");
+    let mut response = String::new();
+    sock.read_to_string(&mut response).expect("reads");
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"finish_reason\""), "{response}");
+}

@@ -5,6 +5,9 @@
 //! the library's public API and its result back into the wire shape.
 
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod openai;
 mod origin;
@@ -25,13 +28,16 @@ pub use error::ApiError;
 
 /// The port the LM Studio SDK probes first when no host is given.
 pub const SDK_DISCOVERY_PORT: u16 = 41343;
-/// Request bodies larger than this are refused with 413.
+/// Request bodies (and websocket messages) larger than this are refused (413 over HTTP), unless
+/// [`AppState::with_body_limit`] says otherwise. 8 MiB holds a prompt of about two million tokens.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// The largest request body or websocket message taken.
+    body_limit: usize,
 }
 
 struct Inner {
@@ -60,7 +66,17 @@ impl AppState {
         loopback_bound: bool,
     ) -> Self {
         let metrics = metrics::Metrics::default();
-        Self { inner: Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound }) }
+        let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound });
+        Self { inner, body_limit: MAX_BODY_BYTES }
+    }
+
+    /// This state with request bodies and websocket messages limited to `bytes`.
+    pub fn with_body_limit(self, bytes: usize) -> Self {
+        Self { body_limit: bytes, ..self }
+    }
+
+    pub(crate) fn body_limit(&self) -> usize {
+        self.body_limit
     }
 
     pub(crate) fn cors_origins(&self) -> &[String] {
@@ -115,7 +131,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sdk::routes())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), origin::guard))
         .with_state(state)
 }
@@ -162,11 +178,27 @@ pub struct ServerConfig {
     /// Web origins (`https://app.example`) allowed to call the server from a browser, with CORS
     /// headers; pages on loopback may call it without them, any other page is refused.
     pub cors_origins: Vec<String>,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request (websockets, once open, are not bound).
+    pub header_read_timeout: std::time::Duration,
+    /// Connections served at once, per listener; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// The largest request body or websocket message taken ([`MAX_BODY_BYTES`] by default).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 1234, discovery_port: true, api_key: None, cors_origins: Vec::new() }
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1234,
+            discovery_port: true,
+            api_key: None,
+            cors_origins: Vec::new(),
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_connections: 1024,
+            max_body_bytes: MAX_BODY_BYTES,
+        }
     }
 }
 
@@ -186,7 +218,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let loopback_bound = origin::is_loopback_host(&config.host);
     let state =
-        AppState::with_policy(client.clone(), config.api_key.clone(), config.cors_origins.clone(), loopback_bound);
+        AppState::with_policy(client.clone(), config.api_key.clone(), config.cors_origins.clone(), loopback_bound)
+            .with_body_limit(config.max_body_bytes);
     let app = router(state);
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {
@@ -211,19 +244,11 @@ pub async fn serve(
     let mut deadline = stop_rx.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        let app = app.clone();
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        tasks.spawn(accept_loop(listener, app.clone(), stop_rx.clone(), config.clone()));
     }
     let serving = async {
         while let Some(done) = tasks.join_next().await {
-            done.map_err(std::io::Error::other)??;
+            done.map_err(std::io::Error::other)?;
         }
         Ok(())
     };
@@ -237,4 +262,54 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Accepts connections until `stop`, each served by hyper on a task of its own, at most
+/// `config.max_connections` at once; then lets the open ones finish (graceful shutdown).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    config: ServerConfig,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!("{} connections open: one more refused", config.max_connections);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades();
+        let mut stop = stop.clone();
+        open.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                stopped = stop.wait_for(|s| *s) => stopped.is_ok(),
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            drop(slot);
+        });
+        while open.try_join_next().is_some() {}
+    }
+    while open.join_next().await.is_some() {}
 }

@@ -53,6 +53,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
         ("lms_predictions_running", "Predictions holding a slot.", sum(|a| a.running)),
         ("lms_predictions_queued", "Predictions waiting for a slot.", sum(|a| a.queued)),
         ("lms_prediction_slots", "Predictions that can run at once, over all loaded instances.", sum(|a| a.slots)),
+        (
+            "lms_prompt_cache_bytes",
+            "Host memory held by saved prompts, over all loaded instances.",
+            sum(|a| a.prompt_cache_bytes),
+        ),
         ("lms_models_loaded", "Loaded model instances.", loaded.len()),
         (
             "lms_models_failed",

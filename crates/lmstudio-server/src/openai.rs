@@ -82,7 +82,7 @@ pub(crate) struct CompletionRequest {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Text,
     Chat,
 }
@@ -93,7 +93,37 @@ enum Flavor {
     RestV0,
 }
 
+/// What a request asks to complete.
+pub(crate) enum Input {
+    Text(String),
+    Chat(Vec<lms::ChatMessage>),
+}
+
 impl CompletionRequest {
+    /// Everything the request says, checked, before any model is looked up.
+    pub(crate) fn decode(&mut self, kind: Kind) -> Result<(lms::Config, Input), ApiError> {
+        let config = self.config()?;
+        config.validate()?;
+        let input = match kind {
+            Kind::Text => {
+                let mut prompts =
+                    self.prompt.take().ok_or_else(|| ApiError::bad_request("`prompt` is required"))?.into_vec();
+                if prompts.len() != 1 {
+                    return Err(ApiError::bad_request("`prompt` must be one string"));
+                }
+                Input::Text(prompts.remove(0))
+            }
+            Kind::Chat => {
+                let messages = self.messages.take().ok_or_else(|| ApiError::bad_request("`messages` is required"))?;
+                if messages.is_empty() {
+                    return Err(ApiError::bad_request("`messages` is empty"));
+                }
+                Input::Chat(messages.into_iter().map(chat_message).collect())
+            }
+        };
+        Ok((config, input))
+    }
+
     fn config(&self) -> Result<lms::Config, ApiError> {
         let max_tokens = lms::Config::token_limit(self.max_completion_tokens.as_ref().or(self.max_tokens.as_ref()))?;
         let seed = match self.seed {
@@ -171,29 +201,16 @@ async fn start(
     kind: Kind,
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
-    let req = req?;
-    let config = req.config()?;
+    let mut req = req?;
+    let (config, input) = req.decode(kind)?;
     let client = state.client();
     let llm = match &req.model {
         Some(name) => client.llm_async(name).await?,
         None => client.default_llm_async().await?,
     };
-    let prompt = match kind {
-        Kind::Text => {
-            let mut prompts = req.prompt.ok_or_else(|| ApiError::bad_request("`prompt` is required"))?.into_vec();
-            if prompts.len() != 1 {
-                return Err(ApiError::bad_request("`prompt` must be one string"));
-            }
-            prompts.remove(0)
-        }
-        Kind::Chat => {
-            let messages = req.messages.ok_or_else(|| ApiError::bad_request("`messages` is required"))?;
-            if messages.is_empty() {
-                return Err(ApiError::bad_request("`messages` is empty"));
-            }
-            let chat: Vec<lms::ChatMessage> = messages.into_iter().map(chat_message).collect();
-            llm.apply_prompt_template_async(&chat).await?
-        }
+    let prompt = match input {
+        Input::Text(prompt) => prompt,
+        Input::Chat(chat) => llm.apply_prompt_template_async(&chat).await?,
     };
     let stream = crate::start_prediction(&llm, prompt, config).await?;
     let id =

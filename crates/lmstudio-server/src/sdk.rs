@@ -36,9 +36,7 @@ async fn upgrade(
 ) -> Response {
     let namespace = uri.path().trim_start_matches('/').to_owned();
     match ws {
-        Ok(ws) => {
-            ws.max_message_size(crate::MAX_BODY_BYTES).on_upgrade(move |socket| session(socket, namespace, state))
-        }
+        Ok(ws) => ws.max_message_size(state.body_limit()).on_upgrade(move |socket| session(socket, namespace, state)),
         Err(e) => crate::ApiError::bad_request(format!("/{namespace} is a websocket endpoint: {e}")).into_response(),
     }
 }
@@ -241,7 +239,7 @@ fn loaded_by_specifier(state: &AppState, spec: &Value) -> Result<lms::Llm, lms::
     })
 }
 
-fn specifier_query(spec: &Value) -> Result<String, lms::Error> {
+pub(crate) fn specifier_query(spec: &Value) -> Result<String, lms::Error> {
     let q = match spec["type"].as_str() {
         Some("instanceReference") => spec["instanceReference"].as_str(),
         _ => spec["query"]["identifier"].as_str().or_else(|| spec["query"]["path"].as_str()),
@@ -249,7 +247,7 @@ fn specifier_query(spec: &Value) -> Result<String, lms::Error> {
     q.map(str::to_owned).ok_or_else(|| invalid(format!("unsupported model specifier {spec}")))
 }
 
-fn stack(v: &Value) -> Result<KvStack, lms::Error> {
+pub(crate) fn stack(v: &Value) -> Result<KvStack, lms::Error> {
     if v.is_null() {
         return Ok(KvStack::default());
     }
@@ -257,7 +255,7 @@ fn stack(v: &Value) -> Result<KvStack, lms::Error> {
 }
 
 /// The text of each message of an SDK chat history.
-fn history(v: &Value) -> Result<Vec<lms::ChatMessage>, lms::Error> {
+pub(crate) fn history(v: &Value) -> Result<Vec<lms::ChatMessage>, lms::Error> {
     let messages = v["messages"].as_array().ok_or_else(|| invalid("history.messages is missing"))?;
     messages
         .iter()

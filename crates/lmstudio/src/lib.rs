@@ -26,13 +26,19 @@
 //   client                the facade: Client, Llm, prediction streams (blocking and async)
 //   engine | remote       the two backends, side by side; engine (feature `embedded`) is the only
 //                         code that touches llama.cpp, remote speaks LM Studio's websocket protocol
-//   store | wire          the models directory and GGUF headers | the protocol's codec
+//   store | wire | text   the models directory and GGUF headers | the protocol's codec |
+//                         incremental UTF-8 decoding and stop strings (pure)
 //   types                 plain data: configs, results, stats, model info, events, errors
 mod client;
 #[cfg(feature = "embedded")]
 mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod remote;
 pub mod store;
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))]
+mod text;
 mod types;
 pub mod wire;
 

@@ -52,6 +52,11 @@ impl Server {
         self.addr
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn stop(mut self) -> f64 {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -126,7 +131,7 @@ fn llama_server(bin: &Path, model: &Path, key: &str, slots: usize, threads: u32)
 /// Distinct prompts of about 50 tokens, so no request shares more than a few tokens with another.
 /// Each call gives new ones: a server's prompt cache (llama-server keeps past prompts in RAM and
 /// restores them into any slot) must not turn a repeated measurement into a cache hit.
-fn prompts(n: usize) -> Vec<String> {
+pub(crate) fn prompts(n: usize) -> Vec<String> {
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     (0..n)

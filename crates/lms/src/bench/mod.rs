@@ -4,6 +4,7 @@
 mod load;
 mod loadgen;
 mod rss;
+pub mod stress;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -4,8 +4,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use crate::{lms_client, run_python, start_server};
+use crate::{lms_client, run_python, start_server, start_server_with, test_config};
 
 fn shared_server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
@@ -209,4 +210,50 @@ fn a_non_streaming_client_that_hangs_up_leaves_the_gauges_at_0() {
     let next = http(addr, "POST /v1/completions", body);
     assert!(next.contains(r#""completion_tokens":16"#), "{next}");
     assert_eq!((gauge(addr, "lms_predictions_running"), gauge(addr, "lms_predictions_queued")), (0, 0));
+}
+
+/// Whether the server closes `sock` (reads end) before `within` passes, sending nothing back.
+fn closed_by_server(sock: &mut TcpStream, within: Duration) -> bool {
+    sock.set_read_timeout(Some(within)).expect("timeout");
+    match sock.read(&mut [0u8; 256]) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Issue 12, D3: a client that sends half a request head and stops is closed after the header-read
+/// timeout (1 s here), as is an idle connection that never sends anything; a whole request on a
+/// fresh connection is served meanwhile.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_closed() {
+    let config = lmstudio_server::ServerConfig { header_read_timeout: Duration::from_secs(1), ..test_config() };
+    let addr = start_server_with(lms_client(1), config);
+    let mut slow = TcpStream::connect(addr).expect("connects");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: local").expect("sends");
+    let mut idle = TcpStream::connect(addr).expect("connects");
+    assert!(http(addr, "GET /health", "").contains("ok"));
+    // Far longer than the timeout: only a server that never closes them fails this.
+    assert!(closed_by_server(&mut slow, Duration::from_secs(30)), "a half-sent head was kept open");
+    assert!(closed_by_server(&mut idle, Duration::from_secs(30)), "an idle connection was kept open");
+}
+
+/// Issue 12, D3: connections beyond `max_connections` are closed as soon as they are accepted;
+/// once one of those held closes, a new one is served again.
+#[test]
+fn connections_beyond_the_cap_are_closed_at_once() {
+    let config = lmstudio_server::ServerConfig { max_connections: 3, ..test_config() };
+    let addr = start_server_with(lms_client(1), config);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).expect("connects")).collect();
+    // The cap is per served connection: wait until the server has taken all three.
+    let mut extra = TcpStream::connect(addr).expect("the kernel accepts");
+    assert!(closed_by_server(&mut extra, Duration::from_secs(30)), "a 4th connection was served");
+    held.pop();
+    let served = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut response = String::new();
+        let _ = request(addr, "GET /health", "").read_to_string(&mut response);
+        response.contains("ok")
+    });
+    assert!(served, "no connection was served after one of the three closed");
+    drop(held);
 }

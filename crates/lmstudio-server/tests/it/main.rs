@@ -19,25 +19,32 @@ use lmstudio as lms;
 /// A client on the real models directory (default model fetched if missing), loading models with
 /// `parallel` slots of 2,048 tokens.
 pub fn lms_client(parallel: u32) -> lms::Client {
+    lms_client_with(lms::LoadConfig { parallel, context_length: Some(2048), ..Default::default() })
+}
+
+/// [`lms_client`] loading models with `load`.
+pub fn lms_client_with(load: lms::LoadConfig) -> lms::Client {
     static FETCHED: OnceLock<()> = OnceLock::new();
     let store = lms::ModelStore::from_env();
     FETCHED.get_or_init(|| {
         store.ensure_default_model(&mut |l| eprintln!("{l}")).expect("the default model can be fetched");
     });
-    let load = lms::LoadConfig { parallel, context_length: Some(2048), ..Default::default() };
     lms::Client::with_load_config(store, load)
 }
 
 /// Starts a server on a free loopback port, in a background thread; returns its address.
 pub fn start_server(client: lms::Client, api_key: Option<&str>) -> SocketAddr {
+    start_server_with(client, lmstudio_server::ServerConfig { api_key: api_key.map(str::to_owned), ..test_config() })
+}
+
+/// The config of [`start_server`]: a free loopback port, no discovery port.
+pub fn test_config() -> lmstudio_server::ServerConfig {
+    lmstudio_server::ServerConfig { host: "127.0.0.1".into(), port: 0, discovery_port: false, ..Default::default() }
+}
+
+/// [`start_server`] with a config of the test's own.
+pub fn start_server_with(client: lms::Client, config: lmstudio_server::ServerConfig) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
-    let config = lmstudio_server::ServerConfig {
-        host: "127.0.0.1".into(),
-        port: 0,
-        discovery_port: false,
-        api_key: api_key.map(str::to_owned),
-        cors_origins: Vec::new(),
-    };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(lmstudio_server::serve(

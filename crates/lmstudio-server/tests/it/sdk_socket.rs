@@ -2,6 +2,7 @@
 
 use std::net::TcpStream;
 
+use lmstudio as lms;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -77,4 +78,49 @@ fn a_duplicate_channel_id_is_refused_and_the_open_channel_goes_on() {
     assert_eq!(result["stats"]["stopReason"], "userStopped", "{result}");
     // One prediction ran under the id, not two interleaved.
     assert!(result["stats"]["predictedTokensCount"].as_u64().is_some_and(|n| n < 200), "{result}");
+}
+
+/// Issue 12, item 6: a websocket message over the size limit ends the connection (a protocol
+/// error), and the server goes on: a new socket is served.
+#[test]
+fn an_oversized_message_ends_the_socket_and_the_server_goes_on() {
+    let config = lmstudio_server::ServerConfig { max_body_bytes: 64 << 10, ..crate::test_config() };
+    let addr = crate::start_server_with(lms_client(1), config);
+    let mut ws = connect(addr);
+    let huge = json!({"type": "rpcCall", "callId": 1, "endpoint": "version", "parameter": "x".repeat(100 << 10)});
+    let _ = ws.send(Message::text(huge.to_string()));
+    let ended = loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(_) => break true,
+            Ok(Message::Text(t)) if t.contains("rpcResult") => break false,
+            Ok(_) => {}
+        }
+    };
+    assert!(ended, "a message over the limit was taken");
+    let mut again = connect(addr);
+    send(&mut again, json!({"type": "rpcCall", "callId": 2, "endpoint": "listLoaded"}));
+    assert_eq!(receive(&mut again)["type"], "rpcResult");
+}
+
+/// Issue 12, item 6: a socket cannot open unbounded channels: past 256 open ones, each new one is
+/// refused with a channel error, and the socket still answers calls.
+#[test]
+fn channels_beyond_the_cap_are_refused() {
+    // One slot and room to queue them all: every prediction stays open, waiting behind the first
+    // (200 tokens that cannot end early), while the rest arrive.
+    let load = lms::LoadConfig { parallel: 1, max_queued: 512, context_length: Some(1024), ..Default::default() };
+    let addr = start_server(crate::lms_client_with(load), None);
+    let mut ws = connect(addr);
+    for id in 0..300 {
+        send(&mut ws, predict(id));
+    }
+    let mut refused = 0;
+    while refused < 300 - 256 {
+        let m = receive(&mut ws);
+        if m["type"] == "channelError" && m["error"].to_string().contains("channels open") {
+            refused += 1;
+        }
+    }
+    send(&mut ws, json!({"type": "rpcCall", "callId": 7, "endpoint": "listLoaded"}));
+    while receive(&mut ws)["type"] != "rpcResult" {}
 }

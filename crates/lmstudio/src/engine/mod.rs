@@ -7,7 +7,6 @@ mod prompt_cache;
 mod rules;
 mod sampler;
 mod slot;
-mod text;
 mod worker;
 
 use std::path::Path;
@@ -63,6 +62,8 @@ pub(crate) struct Shared {
     pub jobs: Mutex<Option<flume::Sender<Job>>>,
     pub queued: AtomicUsize,
     pub running: AtomicUsize,
+    /// Bytes the prompt cache holds, set by the worker after each save.
+    pub prompt_cache_bytes: AtomicUsize,
     /// Set when the engine thread panicked and stopped: why (the error predictions got).
     pub failure: Mutex<Option<String>>,
 }
@@ -100,8 +101,8 @@ impl Engine {
         config.validate()?;
         let backend = backend()?;
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-            .map_err(|e| load_err(e.to_string()))?;
+        let params = LlamaModelParams::default().with_use_mmap(config.try_mmap);
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
         let context_length = config.context_length.unwrap_or(4096).min(trained);
@@ -122,6 +123,7 @@ impl Engine {
             jobs: Mutex::new(Some(jobs)),
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            prompt_cache_bytes: AtomicUsize::new(0),
             failure: Mutex::new(None),
         });
         let (ready_tx, ready_rx) = flume::bounded(1);
@@ -231,6 +233,7 @@ impl Engine {
             running: self.shared.running.load(Ordering::SeqCst),
             queued: self.shared.queued.load(Ordering::SeqCst),
             slots: self.parallel,
+            prompt_cache_bytes: self.shared.prompt_cache_bytes.load(Ordering::SeqCst),
             failure: lock(&self.shared.failure).clone(),
         }
     }

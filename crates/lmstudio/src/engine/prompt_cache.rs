@@ -37,7 +37,7 @@ impl PromptCache {
         Self { entries: Vec::new(), capacity, clock: 0 }
     }
 
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.entries.iter().map(|e| e.state.byte_len()).sum()
     }
 

@@ -12,8 +12,8 @@ use llama_cpp_2::vocab::LlamaVocab;
 
 use super::rules::{common_prefix, reuse_point};
 use super::sampler::Sampler;
-use super::text::{Matched, StopMatcher, Utf8Decoder};
 use super::{EngineParams, Job, Shared};
+use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
 use crate::types::event::Event;
 use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};

@@ -106,6 +106,7 @@ pub(super) fn run(
                     for slot in slots.iter() {
                         saved.save(ctx, slot.seq, &slot.cached[..slot.reusable]);
                     }
+                    shared.prompt_cache_bytes.store(w.saved.bytes(), Ordering::SeqCst);
                     match new_context(backend, model, &params, wanted) {
                         Ok(new) => {
                             w.ctx = new;
@@ -116,6 +117,7 @@ pub(super) fn run(
                     }
                 }
                 w.admit(job);
+                shared.prompt_cache_bytes.store(w.saved.bytes(), Ordering::SeqCst);
             }
             w.step();
         }));

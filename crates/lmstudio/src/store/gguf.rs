@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Why a file is not a readable GGUF model.
@@ -24,6 +24,9 @@ pub enum GgufError {
     /// The header is inconsistent or points past the end of the file.
     #[error("malformed GGUF header: {0}")]
     Malformed(String),
+    /// `general.architecture` names an architecture llama.cpp cannot run (or none at all).
+    #[error("architecture {0:?} is not one llama.cpp knows")]
+    UnknownArchitecture(String),
 }
 
 /// One metadata value; arrays keep only their length and, for short ones, their items.
@@ -52,7 +55,9 @@ pub enum Value {
 pub const MAX_KEPT_ARRAY: u64 = 64;
 /// No single string in a header is longer than this; a longer one means the file is corrupt.
 const MAX_STRING: u64 = 64 << 20;
-const MAX_DIMS: u32 = 8;
+/// ggml's `GGML_MAX_DIMS` and `GGML_MAX_NAME` (a tensor name is shorter than this, NUL included).
+const MAX_DIMS: u32 = 4;
+const MAX_NAME: usize = 64;
 /// llama.cpp's `LLAMA_MAX_LAYERS` and `LLAMA_MAX_EXPERTS` (llama-hparams.h of the vendored source).
 const MAX_LAYERS: u64 = 512;
 const MAX_EXPERTS: u64 = 1024;
@@ -77,17 +82,35 @@ impl GgufHeader {
     pub fn read(path: &Path) -> Result<Self, GgufError> {
         let file = File::open(path)?;
         let file_size = file.metadata()?.len();
-        let mut r = Reader { inner: BufReader::new(file), file_size };
-        let header = r.parse()?;
+        Self::parse(BufReader::new(file), file_size)
+    }
+
+    /// Reads and validates a whole GGUF file held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, GgufError> {
+        Self::parse(Cursor::new(bytes), bytes.len() as u64)
+    }
+
+    fn parse(inner: impl Read + Seek, file_size: u64) -> Result<Self, GgufError> {
+        let header = Reader { inner, file_size }.parse()?;
+        header.check_architecture()?;
         header.check_hyperparameters()?;
         Ok(header)
+    }
+
+    /// llama.cpp refuses an unknown architecture (with an error, not an abort); refusing it here
+    /// too lets `lms ls` say so before anyone loads the file.
+    fn check_architecture(&self) -> Result<(), GgufError> {
+        match self.architecture() {
+            Some(arch) if ARCHITECTURES.contains(&arch) => Ok(()),
+            other => Err(GgufError::UnknownArchitecture(other.unwrap_or_default().to_owned())),
+        }
     }
 
     /// The layer and expert counts llama.cpp asserts on while loading (`GGML_ASSERT` aborts the
     /// whole process, so a file that would fail them must never reach it): 1 to 512 layers, at most
     /// 1,024 experts, experts used only with experts, expert groups that divide them.
     fn check_hyperparameters(&self) -> Result<(), GgufError> {
-        let Some(arch) = self.architecture() else { return Ok(()) };
+        let arch = self.architecture().unwrap_or_default();
         let key = |k: &str| format!("{arch}.{k}");
         let bad = |what: String| Err(malformed(&what));
         let layers = self.uint(&key("block_count"));
@@ -219,36 +242,82 @@ impl<R: Read + Seek> Reader<R> {
         let mut metadata = BTreeMap::new();
         for _ in 0..kv_count {
             let key = self.string()?;
+            if key.is_empty() {
+                return Err(malformed("a metadata key is empty"));
+            }
             let ty = self.u32()?;
+            if key == "general.alignment" && ty != 4 {
+                return Err(malformed("general.alignment is not a u32"));
+            }
             let value = self.value(ty, 0)?;
-            metadata.insert(key, value);
+            if metadata.insert(key.clone(), value).is_some() {
+                return Err(malformed(&format!("metadata key {key:?} appears twice")));
+            }
         }
         let alignment = match metadata.get("general.alignment") {
             Some(Value::Uint(a)) if *a > 0 && a.is_power_of_two() => *a,
             Some(_) => return Err(malformed("general.alignment is not a power of two")),
             None => 32,
         };
+        // The checks of ggml's own reader (gguf.cpp), so that llama.cpp never meets a table it
+        // would refuse or misread: each tensor's data follows the previous one's, padded to the
+        // alignment, and all of it lies inside the file.
         let mut parameter_count: u64 = 0;
-        let mut data_end: u64 = 0;
+        let mut data_size: u64 = 0;
+        let mut names = std::collections::HashSet::new();
         for _ in 0..tensor_count {
-            let _name = self.string()?;
+            let name = self.string()?;
+            if name.len() >= MAX_NAME {
+                return Err(malformed(&format!("tensor name {name:?} is longer than {} bytes", MAX_NAME - 1)));
+            }
+            let bad = |what: String| malformed(&format!("tensor {name:?} {what}"));
             let dims = self.u32()?;
             if dims == 0 || dims > MAX_DIMS {
-                return Err(malformed(&format!("a tensor has {dims} dimensions")));
+                return Err(bad(format!("has {dims} dimensions; ggml takes 1 to {MAX_DIMS}")));
             }
-            let mut elements: u64 = 1;
+            let mut extents = Vec::new();
             for _ in 0..dims {
-                elements = elements.checked_mul(self.u64()?).ok_or_else(|| malformed("tensor size overflows"))?;
+                extents.push(i64::from_le_bytes(self.bytes()?));
             }
-            let _ty = self.u32()?;
+            if let Some(n) = extents.iter().find(|n| **n < 0) {
+                return Err(bad(format!("has a negative extent ({n})")));
+            }
+            let elements = extents
+                .iter()
+                .try_fold(1i64, |acc, n| acc.checked_mul(*n))
+                .ok_or_else(|| bad("has more elements than an i64 holds".into()))? as u64;
+            let ty = self.u32()?;
+            let Some((block, type_size)) = tensor_type(ty) else {
+                return Err(bad(format!("has unknown type {ty}")));
+            };
+            if extents[0] as u64 % block != 0 {
+                return Err(bad(format!(
+                    "has rows of {} elements, not a multiple of its type's block ({block})",
+                    extents[0]
+                )));
+            }
             let offset = self.u64()?;
+            if offset != data_size {
+                return Err(bad(format!("starts at offset {offset}; the tensors before it end at {data_size}")));
+            }
+            let bytes = (elements / block)
+                .checked_mul(type_size)
+                .and_then(|b| b.checked_next_multiple_of(alignment))
+                .ok_or_else(|| bad("is larger than a file can be".into()))?;
+            data_size = data_size.checked_add(bytes).ok_or_else(|| bad("ends past any file size".into()))?;
+            if !names.insert(name.clone()) {
+                return Err(bad("appears twice".into()));
+            }
             parameter_count = parameter_count.saturating_add(elements);
-            data_end = data_end.max(offset);
         }
         let header_end = self.inner.stream_position()?;
         let data_start = header_end.div_ceil(alignment) * alignment;
-        if data_start.saturating_add(data_end) > self.file_size {
-            return Err(malformed("tensor data lies past the end of the file (truncated download?)"));
+        if data_start.saturating_add(data_size) > self.file_size {
+            return Err(malformed(&format!(
+                "tensor data ends at byte {}, past the end of the file ({} bytes; truncated download?)",
+                data_start.saturating_add(data_size),
+                self.file_size
+            )));
         }
         Ok(GgufHeader { version, metadata, parameter_count, tensor_count, file_size: self.file_size })
     }
@@ -331,6 +400,203 @@ impl<R: Read + Seek> Reader<R> {
     }
 }
 
+/// A ggml tensor type's block: elements per block and bytes per block (ggml.c's `type_traits`,
+/// the sizes of ggml-common.h's block structs, as vendored by llama-cpp-sys-2 0.1.161). Numbers
+/// ggml has retired (4, 5, 31 to 33, 36 to 38) are unknown.
+fn tensor_type(ty: u32) -> Option<(u64, u64)> {
+    Some(match ty {
+        0 => (1, 4),           // F32
+        1 | 30 => (1, 2),      // F16, BF16
+        2 | 20 => (32, 18),    // Q4_0, IQ4_NL
+        3 => (32, 20),         // Q4_1
+        6 => (32, 22),         // Q5_0
+        7 => (32, 24),         // Q5_1
+        8 => (32, 34),         // Q8_0
+        9 => (32, 36),         // Q8_1
+        10 => (256, 84),       // Q2_K
+        11 | 21 => (256, 110), // Q3_K, IQ3_S
+        12 => (256, 144),      // Q4_K
+        13 => (256, 176),      // Q5_K
+        14 => (256, 210),      // Q6_K
+        15 => (256, 292),      // Q8_K
+        16 | 35 => (256, 66),  // IQ2_XXS, TQ2_0
+        17 => (256, 74),       // IQ2_XS
+        18 => (256, 98),       // IQ3_XXS
+        19 => (256, 50),       // IQ1_S
+        22 => (256, 82),       // IQ2_S
+        23 => (256, 136),      // IQ4_XS
+        24 => (1, 1),          // I8
+        25 => (1, 2),          // I16
+        26 => (1, 4),          // I32
+        27 | 28 => (1, 8),     // I64, F64
+        29 => (256, 56),       // IQ1_M
+        34 => (256, 54),       // TQ1_0
+        39 => (32, 17),        // MXFP4
+        40 => (64, 36),        // NVFP4
+        41 => (128, 18),       // Q1_0
+        42 => (64, 18),        // Q2_0
+        _ => return None,
+    })
+}
+
+/// The architectures llama.cpp loads (`LLM_ARCH_NAMES` in llama-arch.cpp of llama-cpp-sys-2
+/// 0.1.161), less `clip`, which names a vision projector, not a language model.
+const ARCHITECTURES: &[&str] = &[
+    "llama",
+    "llama4",
+    "deci",
+    "falcon",
+    "grok",
+    "gpt2",
+    "gptj",
+    "gptneox",
+    "mpt",
+    "baichuan",
+    "starcoder",
+    "refact",
+    "bert",
+    "modern-bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "neo-bert",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "eurobert",
+    "bloom",
+    "stablelm",
+    "qwen",
+    "qwen2",
+    "qwen2moe",
+    "qwen2vl",
+    "qwen3",
+    "qwen3moe",
+    "qwen3next",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "qwen35",
+    "qwen35moe",
+    "clef",
+    "qwen4exp",
+    "phi2",
+    "phi3",
+    "phimoe",
+    "plamo",
+    "plamo2",
+    "plamo3",
+    "codeshell",
+    "orion",
+    "internlm2",
+    "minicpm",
+    "minicpm3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3n",
+    "gemma4",
+    "gemma4-assistant",
+    "gemma-embedding",
+    "starcoder2",
+    "mamba",
+    "mamba2",
+    "maple",
+    "jamba",
+    "falcon-h1",
+    "xverse",
+    "command-r",
+    "cohere2",
+    "cohere2moe",
+    "dbrx",
+    "olmo",
+    "olmo2",
+    "olmoe",
+    "muse-glimmer",
+    "openelm",
+    "arctic",
+    "deepseek",
+    "deepseek2",
+    "deepseek2-ocr",
+    "deepseek32",
+    "deepseek4",
+    "chatglm",
+    "glm4",
+    "glm4moe",
+    "glm-dsa",
+    "bitnet",
+    "t5",
+    "t5encoder",
+    "jais",
+    "jais2",
+    "nemotron",
+    "nemotron_h",
+    "nemotron_h_moe",
+    "exaone",
+    "exaone4",
+    "exaone-moe",
+    "rwkv6",
+    "rwkv6qwen2",
+    "rwkv7",
+    "arwkv7",
+    "granite",
+    "granitemoe",
+    "granitehybrid",
+    "graniteswitch",
+    "granite_swa",
+    "chameleon",
+    "wavtokenizer-dec",
+    "plm",
+    "bailingmoe",
+    "bailingmoe2",
+    "bailingmoe3",
+    "dots1",
+    "dots3note",
+    "arcee",
+    "afmoe",
+    "laguna",
+    "ernie4_5",
+    "ernie4_5-moe",
+    "hunyuan-moe",
+    "hunyuan-dense",
+    "hunyuan_vl",
+    "hy_v3",
+    "hy_v4",
+    "smollm3",
+    "gpt-oss",
+    "lfm2",
+    "lfm2moe",
+    "dream",
+    "smallthinker",
+    "llada",
+    "llada-moe",
+    "seed_oss",
+    "grovemoe",
+    "apertus",
+    "minimax-01",
+    "hrm_text",
+    "minimax-m2",
+    "minimax-m3",
+    "cogvlm",
+    "rnd1",
+    "pangu-embedded",
+    "mistral3",
+    "eagle3",
+    "dflash",
+    "mistral4",
+    "paddleocr",
+    "mimo2",
+    "step35",
+    "spark2_5",
+    "llama-embed",
+    "maincoder",
+    "kimi-linear",
+    "kimi-k3",
+    "glm5-next",
+    "talkie",
+    "mellum",
+    "nanbeige",
+    "qwen3tts",
+    "pockettts",
+];
+
 /// Size in bytes of one item of a fixed-size metadata type.
 fn fixed_size(ty: u32) -> Option<u64> {
     match ty {
@@ -353,6 +619,11 @@ fn as_uint(v: &Value) -> Option<u64> {
 fn malformed(what: &str) -> GgufError {
     GgufError::Malformed(what.to_owned())
 }
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[path = "../../tests/it/gguf_corpus.rs"]
+#[allow(missing_docs, dead_code)]
+pub(crate) mod corpus;
 
 #[cfg(test)]
 mod tests {
@@ -442,6 +713,31 @@ mod tests {
                 Err(GgufError::Malformed(m)) => assert!(m.contains(says), "{kv:?}: {m}"),
                 other => panic!("{kv:?}: expected Malformed, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_corpus_file_is_valid() {
+        let h = GgufHeader::from_bytes(&corpus::Gguf::valid().bytes()).expect("valid");
+        assert_eq!(h.parameter_count, 256 * 8 + 256 + 256);
+        assert_eq!(h.tensor_count, 3);
+    }
+
+    /// Issue 12, item 2: every lie a header can tell is refused here, with words that say which.
+    #[test]
+    fn every_malformed_file_of_the_corpus_is_refused_with_its_reason() {
+        let cases = corpus::malformed();
+        assert!(cases.len() > 50, "{}", cases.len());
+        eprintln!("{} malformed files refused", cases.len());
+        for case in cases {
+            match GgufHeader::from_bytes(&case.bytes) {
+                Ok(_) => panic!("{}: accepted", case.name),
+                Err(e) => assert!(e.to_string().contains(case.says), "{}: {e}", case.name),
+            }
+        }
+        let valid = corpus::Gguf::valid().bytes();
+        for len in 0..valid.len() {
+            assert!(GgufHeader::from_bytes(&valid[..len]).is_err(), "truncated at {len} was accepted");
         }
     }
 

@@ -213,6 +213,11 @@ pub struct LoadConfig {
     /// Host memory for prompts that no slot holds any more, restored into any slot when a later
     /// prompt shares their prefix (MiB; 0: off). Default 512.
     pub prompt_cache_mib: u32,
+    /// Map the model file into memory instead of reading it (LM Studio's `tryMmap`). Off by
+    /// default: a mapped file that is truncated or rewritten on disk while loaded (a re-download,
+    /// say) kills the process with SIGBUS at the next access to its weights; a read one cannot.
+    /// On, instances of one file share its pages (and the page cache). Default false.
+    pub try_mmap: bool,
 }
 
 impl Default for LoadConfig {
@@ -224,6 +229,7 @@ impl Default for LoadConfig {
             max_queued: 64,
             identifier: None,
             prompt_cache_mib: 512,
+            try_mmap: false,
         }
     }
 }

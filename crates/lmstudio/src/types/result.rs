@@ -146,6 +146,9 @@ pub struct Activity {
     pub queued: usize,
     /// Predictions that can run at once (the instance's `parallel`).
     pub slots: usize,
+    /// Bytes of host memory the instance's prompt cache holds now (saved prompts; see
+    /// [`crate::LoadConfig::prompt_cache_mib`]).
+    pub prompt_cache_bytes: usize,
     /// Set when the instance failed (its engine thread panicked) and takes no more predictions:
     /// why. Unload it and load it again.
     pub failure: Option<String>,

@@ -221,6 +221,14 @@ const LOAD: &[Setting<LoadConfig>] = &[
         },
         write: |c| c.cpu_threads.map(|t| json!(t)),
     },
+    Setting {
+        key: "llama.tryMmap",
+        read: |c, v| {
+            c.try_mmap = v.map(|b| b.as_bool().ok_or(())).transpose()?.unwrap_or(false);
+            Ok(())
+        },
+        write: |c| c.try_mmap.then_some(json!(true)),
+    },
 ];
 
 /// `{"checked": true, "value": x}` gives `Some(x)`, unchecked gives `None`; a plain value is itself.

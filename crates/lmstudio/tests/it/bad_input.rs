@@ -7,10 +7,10 @@ use lmstudio as lms;
 use crate::{greedy, model, store};
 
 /// A store in a temp dir holding the given files (paths relative to its root).
-fn temp_store(files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, lms::Client) {
+fn temp_store(files: &[(impl AsRef<str>, Vec<u8>)]) -> (tempfile::TempDir, lms::Client) {
     let dir = tempfile::tempdir().expect("temp dir");
     for (path, bytes) in files {
-        let path = dir.path().join(path);
+        let path = dir.path().join(path.as_ref());
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::File::create(path).expect("create").write_all(bytes).expect("write");
     }
@@ -34,15 +34,33 @@ fn unknown_model_lists_candidates() {
         }
         other => panic!("expected ModelNotFound, got {:?}", other.map(|m| m.info().clone())),
     }
-    let (_dir, empty) = temp_store(&[]);
+    let (_dir, empty) = temp_store(&[] as &[(&str, Vec<u8>)]);
     let err = empty.llm("gemma-3-270m").err().expect("nothing to find");
     assert!(err.to_string().contains("lms get"), "{err}");
 }
 
 #[test]
 fn names_never_escape_the_models_directory() {
-    let (_dir, client) = temp_store(&[]);
+    let (_dir, client) = temp_store(&[] as &[(&str, Vec<u8>)]);
     for query in ["../../etc/passwd", "/etc/passwd", "..", "../", ""] {
+        assert!(matches!(client.llm(query), Err(lms::Error::ModelNotFound { .. })), "{query}");
+    }
+}
+
+/// Issue 12, item 6: a symlink inside the models directory that points outside it (to a real
+/// model, here) is neither listed nor loadable by its path.
+#[cfg(unix)]
+#[test]
+fn symlinks_never_lead_out_of_the_models_directory() {
+    let outside = tempfile::tempdir().expect("temp dir");
+    let real = store().root().join(lms::store::DEFAULT_MODEL_PATH);
+    std::fs::copy(&real, outside.path().join("m.gguf")).expect("copies");
+    let (dir, client) = temp_store(&[] as &[(&str, Vec<u8>)]);
+    std::fs::create_dir_all(dir.path().join("a/link")).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path().join("m.gguf"), dir.path().join("a/link/m.gguf")).expect("file link");
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("a/dir")).expect("dir link");
+    assert!(client.list_downloaded().expect("lists").is_empty(), "a link was listed");
+    for query in ["a/link/m.gguf", "a/dir/m.gguf", "m"] {
         assert!(matches!(client.llm(query), Err(lms::Error::ModelNotFound { .. })), "{query}");
     }
 }
@@ -95,6 +113,54 @@ fn a_layer_count_llama_cpp_aborts_on_is_an_invalid_model_file() {
         let listed = client.list_downloaded().expect("lists");
         assert!(listed[0].info.is_err(), "listed as valid with {layers} layers");
     }
+}
+
+/// Issue 12, item 2: every file of the malformed corpus (`gguf_corpus.rs`: truncations, lying
+/// counts, sizes and offsets, absurd lengths, unknown types and architectures), loaded by path, is an
+/// `InvalidModelFile` naming the file and the problem; llama.cpp never sees one (it would abort on
+/// some). The well-formed file of the corpus passes our checks and llama.cpp refuses it (it lacks
+/// most of a model's tensors) with an error, not an abort.
+#[test]
+fn every_malformed_file_of_the_corpus_is_an_invalid_model_file() {
+    let cases = crate::gguf_corpus::malformed();
+    let mut files: Vec<(String, Vec<u8>)> =
+        cases.iter().map(|c| (format!("corpus/{0}/{0}.gguf", c.name), c.bytes.clone())).collect();
+    files.push(("corpus/valid/valid.gguf".into(), crate::gguf_corpus::Gguf::valid().bytes()));
+    let (_dir, client) = temp_store(&files);
+    let one = lms::LoadConfig { parallel: 1, ..Default::default() };
+    for case in &cases {
+        let file = format!("corpus/{0}/{0}.gguf", case.name);
+        match client.load(&file, &one) {
+            Err(lms::Error::InvalidModelFile { path, reason }) => {
+                assert!(path.ends_with(&file), "{}: names {path:?}", case.name);
+                assert!(reason.contains(case.says), "{}: {reason}", case.name);
+            }
+            other => panic!("{}: expected InvalidModelFile, got {:?}", case.name, other.map(|m| m.info().clone())),
+        }
+    }
+    let listed = client.list_downloaded().expect("lists");
+    assert_eq!(listed.len(), cases.len() + 1);
+    assert_eq!(listed.iter().filter(|m| m.info.is_ok()).count(), 1, "only the valid file reads as valid");
+    let refused =
+        client.load("corpus/valid/valid.gguf", &one).err().expect("llama.cpp refuses a model without its tensors");
+    assert!(!matches!(refused, lms::Error::InvalidModelFile { .. }), "{refused}");
+    // The process is still here, and the real model still answers.
+    assert!(!model().complete("1, 2, 3,", greedy(2)).expect("completes").content.is_empty());
+}
+
+/// Issue 12, D2: a loaded model whose file is truncated, then removed, on disk goes on predicting
+/// (it was read, not mapped: a mapped file would kill the process with SIGBUS here).
+#[test]
+fn a_model_file_truncated_or_removed_while_loaded_does_not_crash() {
+    let real = std::fs::read(store().root().join(lms::store::DEFAULT_MODEL_PATH)).expect("model");
+    let (dir, client) = temp_store(&[("a/copy/copy.gguf", real)]);
+    let llm = client.load("a/copy/copy.gguf", &lms::LoadConfig { parallel: 1, ..Default::default() }).expect("loads");
+    let before = llm.complete("1, 2, 3,", greedy(6)).expect("completes").content;
+    let file = dir.path().join("a/copy/copy.gguf");
+    std::fs::OpenOptions::new().write(true).open(&file).expect("opens").set_len(100 << 20).expect("truncates");
+    assert_eq!(llm.complete("1, 2, 3,", greedy(6)).expect("completes after truncation").content, before);
+    std::fs::remove_file(&file).expect("removes");
+    assert_eq!(llm.complete("1, 2, 3,", greedy(6)).expect("completes after removal").content, before);
 }
 
 #[test]

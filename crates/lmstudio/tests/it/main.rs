@@ -13,6 +13,8 @@ mod bad_input;
 mod completion;
 #[cfg(feature = "fault-injection")]
 mod faults;
+#[cfg(feature = "embedded")]
+mod gguf_corpus;
 #[cfg(not(feature = "embedded"))]
 mod remote_only;
 #[cfg(feature = "embedded")]

@@ -1,0 +1,85 @@
+//! Fuzz targets of the server's request decoders (see `lmstudio::fuzzing`, whose [`Target`] and
+//! mutation run these share): OpenAI / REST request bodies, and the SDK protocol's messages.
+//!
+//! Not part of the API: compiled for tests and with the `fuzzing` feature only.
+
+use lms::fuzzing::Target;
+use lmstudio as lms;
+use serde_json::Value;
+
+use crate::openai::{CompletionRequest, Kind};
+use crate::sdk;
+
+/// The server's targets.
+pub const TARGETS: &[Target] = &[
+    Target { name: "openai_request", run: openai_request, seeds: openai_seeds },
+    Target { name: "sdk_message", run: sdk_message, seeds: sdk_seeds },
+];
+
+/// A `/v1/completions` or `/v1/chat/completions` body (the REST `/api/v0` ones are the same), as
+/// the handlers decode it before any model is looked up.
+pub fn openai_request(data: &[u8]) {
+    for kind in [Kind::Text, Kind::Chat] {
+        if let Ok(mut req) = serde_json::from_slice::<CompletionRequest>(data) {
+            let _ = req.decode(kind);
+        }
+    }
+}
+
+/// An SDK message: what `rpcCall` and `channelCreate` read from its parameters.
+pub fn sdk_message(data: &[u8]) {
+    let Ok(msg) = serde_json::from_slice::<Value>(data) else { return };
+    let p = msg.get("creationParameter").or_else(|| msg.get("parameter")).unwrap_or(&msg);
+    let _ = sdk::specifier_query(&p["modelSpecifier"]);
+    let _ = sdk::specifier_query(&p["specifier"]);
+    if let Ok(stack) = sdk::stack(&p["predictionConfigStack"]) {
+        let _ = stack.prediction_config().map(|c| c.validate());
+    }
+    if let Ok(stack) = sdk::stack(&p["loadConfigStack"]) {
+        let _ = stack.load_config(lms::LoadConfig::default()).map(|c| c.validate());
+    }
+    let _ = sdk::history(&p["history"]);
+}
+
+fn openai_seeds() -> Vec<Vec<u8>> {
+    vec![
+        br#"{"model":"gemma-3-270m","prompt":"My name is","max_tokens":20,"temperature":0.5,"stop":["\n"],"seed":1,"stream":true}"#.to_vec(),
+        br#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi"}]}],"max_completion_tokens":-1,"top_p":0.9,"top_k":40,"min_p":0.05,"repeat_penalty":1.1,"presence_penalty":0.1,"frequency_penalty":0.2,"ignore_eos":false}"#.to_vec(),
+        br#"{"prompt":["a","b"],"stop":"x"}"#.to_vec(),
+    ]
+}
+
+fn sdk_seeds() -> Vec<Vec<u8>> {
+    vec![
+        br#"{"type":"channelCreate","channelId":1,"endpoint":"predict","creationParameter":{"modelSpecifier":{"type":"instanceReference","instanceReference":"abc"},"history":{"messages":[{"role":"user","content":[{"type":"text","text":"Hi"}]}]},"predictionConfigStack":{"layers":[{"layerName":"apiOverride","config":{"fields":[{"key":"llm.prediction.maxPredictedTokens","value":{"checked":true,"value":20}},{"key":"llm.prediction.stopStrings","value":["\n"]}]}}]}}}"#.to_vec(),
+        br#"{"type":"channelCreate","channelId":2,"endpoint":"getOrLoad","creationParameter":{"identifier":"gemma-3-270m","loadConfigStack":{"layers":[{"layerName":"apiOverride","config":{"fields":[{"key":"llm.load.contextLength","value":2048}]}}]}}}"#.to_vec(),
+        br#"{"type":"rpcCall","callId":3,"endpoint":"applyPromptTemplate","parameter":{"specifier":{"type":"query","query":{"identifier":"gemma"}},"history":{"messages":[{"role":"user","content":"Hi"}]}}}"#.to_vec(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CI version of the fuzzing (see `lmstudio::fuzzing`).
+    #[test]
+    fn every_target_survives_a_short_mutation_run() {
+        for target in TARGETS {
+            lms::fuzzing::mutate(target, 20_000, 0x5eed);
+        }
+    }
+
+    #[test]
+    fn the_seeds_decode() {
+        let mut req: CompletionRequest = serde_json::from_slice(&openai_seeds()[0]).expect("a request");
+        assert!(req.decode(Kind::Text).is_ok());
+        let mut req: CompletionRequest = serde_json::from_slice(&openai_seeds()[1]).expect("a request");
+        assert!(req.decode(Kind::Chat).is_ok());
+        let msg: Value = serde_json::from_slice(&sdk_seeds()[0]).expect("json");
+        let p = &msg["creationParameter"];
+        assert_eq!(sdk::specifier_query(&p["modelSpecifier"]).ok().as_deref(), Some("abc"));
+        let config = sdk::stack(&p["predictionConfigStack"]).and_then(|s| s.prediction_config()).expect("config");
+        assert_eq!(config.max_tokens, Some(20));
+        assert_eq!(sdk::history(&p["history"]).expect("history")[0].content, "Hi");
+    }
+}
