@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub failure: Mutex<Option<String>>,
 }
 
+/// Tokens of context per slot when the load config names none (capped at the trained length).
+pub const DEFAULT_CONTEXT: u32 = 4096;
+
 /// With the `fault-injection` feature (tests only), a prompt containing this makes the engine
 /// thread panic after predicting two tokens of it.
 #[cfg(feature = "fault-injection")]
@@ -105,7 +108,7 @@ impl Engine {
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
-        let context_length = config.context_length.unwrap_or(4096).min(trained);
+        let context_length = config.context_length.unwrap_or(DEFAULT_CONTEXT).min(trained);
         let threads = config
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4)));

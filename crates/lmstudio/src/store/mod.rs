@@ -47,6 +47,9 @@ pub struct StoredModel {
     pub info: std::result::Result<ModelInfo, String>,
     /// The sliding attention window in tokens, for models that have one (Gemma 3: 512).
     pub sliding_window: Option<u32>,
+    /// Bytes of KV cache one token of context takes (f16 keys and values, every layer), from the
+    /// header's attention shape; `None` when the header does not say.
+    pub kv_bytes_per_token: Option<u64>,
 }
 
 impl StoredModel {
@@ -110,11 +113,16 @@ impl ModelStore {
                     .architecture()
                     .and_then(|a| header.uint(&format!("{a}.attention.sliding_window")))
                     .and_then(|w| u32::try_from(w).ok());
-                StoredModel { path, key: info.model_key.clone(), info: Ok(info), sliding_window }
+                let kv_bytes_per_token = kv_bytes_per_token(&header);
+                StoredModel { path, key: info.model_key.clone(), info: Ok(info), sliding_window, kv_bytes_per_token }
             }
-            Err(e) => {
-                StoredModel { key: key_from_file_name(&path), path, info: Err(e.to_string()), sliding_window: None }
-            }
+            Err(e) => StoredModel {
+                key: key_from_file_name(&path),
+                path,
+                info: Err(e.to_string()),
+                sliding_window: None,
+                kv_bytes_per_token: None,
+            },
         }
     }
 
@@ -204,6 +212,20 @@ fn collect_gguf(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// KV cache bytes per token of context: layers x KV heads x (key + value width) x 2 bytes (f16),
+/// the head widths defaulting to embedding / heads as llama.cpp's do. Every layer counts the whole
+/// context, so for sliding-window models (whose window layers keep less) this is an upper bound.
+fn kv_bytes_per_token(h: &GgufHeader) -> Option<u64> {
+    let arch = h.architecture()?;
+    let key = |k: &str| h.uint(&format!("{arch}.{k}"));
+    let layers = key("block_count")?;
+    let heads = key("attention.head_count").filter(|&n| n > 0)?;
+    let kv_heads = key("attention.head_count_kv").unwrap_or(heads);
+    let width = key("embedding_length")? / heads;
+    let (k, v) = (key("attention.key_length").unwrap_or(width), key("attention.value_length").unwrap_or(width));
+    layers.checked_mul(kv_heads)?.checked_mul(k.checked_add(v)?)?.checked_mul(2)
 }
 
 /// The info of a model file, from its header alone.

@@ -53,6 +53,14 @@ pub enum Error {
         /// What llama.cpp reported.
         reason: String,
     },
+    /// Loading would take more memory than the machine has free.
+    #[error("loading needs about {needed_mib} MiB (weights, and KV cache for the context times the parallel slots) but {available_mib} MiB are available; unload a model, or load with a shorter context or fewer parallel slots")]
+    InsufficientMemory {
+        /// The estimate.
+        needed_mib: u64,
+        /// What the system reported free.
+        available_mib: u64,
+    },
     /// Too many predictions are queued on this model; retry later.
     #[error("the model is overloaded: {queued} predictions are already queued")]
     Overloaded {

@@ -24,6 +24,7 @@ enum Wire {
     InvalidPrompt { message: String },
     ContextOverflow { prompt_tokens: usize, context_length: usize },
     Load { path: PathBuf, reason: String },
+    InsufficientMemory { needed_mib: u64, available_mib: u64 },
     Overloaded { queued: usize },
     NotFinished,
     ModelUnloaded,
@@ -54,6 +55,9 @@ impl From<&Error> for Wire {
                 Self::ContextOverflow { prompt_tokens: *prompt_tokens, context_length: *context_length }
             }
             Error::Load { path, reason } => Self::Load { path: path.clone(), reason: reason.clone() },
+            Error::InsufficientMemory { needed_mib, available_mib } => {
+                Self::InsufficientMemory { needed_mib: *needed_mib, available_mib: *available_mib }
+            }
             Error::Overloaded { queued } => Self::Overloaded { queued: *queued },
             Error::NotFinished => Self::NotFinished,
             Error::ModelUnloaded => Self::ModelUnloaded,
@@ -79,6 +83,9 @@ impl From<Wire> for Error {
                 Self::ContextOverflow { prompt_tokens, context_length }
             }
             Wire::Load { path, reason } => Self::Load { path, reason },
+            Wire::InsufficientMemory { needed_mib, available_mib } => {
+                Self::InsufficientMemory { needed_mib, available_mib }
+            }
             Wire::Overloaded { queued } => Self::Overloaded { queued },
             Wire::NotFinished => Self::NotFinished,
             Wire::ModelUnloaded => Self::ModelUnloaded,
