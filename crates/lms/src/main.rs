@@ -231,7 +231,7 @@ fn ls(json: bool) -> Result<()> {
                 "{:<24} {:<8} {:<8} {:>8} MB  ctx {:<6} {}",
                 i.model_key,
                 i.params_string.unwrap_or_default(),
-                i.quantization.unwrap_or_default(),
+                i.quantization.map(|q| q.name).unwrap_or_default(),
                 i.size_bytes / 1_000_000,
                 i.max_context_length,
                 i.path

@@ -16,6 +16,8 @@ pub(crate) struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub predicted_tokens: AtomicU64,
     pub errors: AtomicU64,
+    /// `communicationWarning`s SDK clients sent: messages of ours they could not take.
+    pub client_warnings: AtomicU64,
 }
 
 impl Metrics {
@@ -35,6 +37,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
         ("lms_prompt_tokens_total", "Prompt tokens of completed predictions.", m.prompt_tokens.load(Ordering::Relaxed)),
         ("lms_predicted_tokens_total", "Tokens predicted.", m.predicted_tokens.load(Ordering::Relaxed)),
         ("lms_request_errors_total", "Requests that ended in an error.", m.errors.load(Ordering::Relaxed)),
+        (
+            "lms_client_warnings_total",
+            "Messages SDK clients could not take (communicationWarning).",
+            m.client_warnings.load(Ordering::Relaxed),
+        ),
     ];
     let mut out = String::new();
     for (name, help, value) in counters {

@@ -305,7 +305,7 @@ impl Shape {
         });
         let i = &r.model_info;
         body["model_info"] = json!({
-            "arch": i.architecture, "quant": i.quantization, "format": i.format, "context_length": i.context_length,
+            "arch": i.architecture, "quant": i.quantization.as_ref().map(|q| &q.name), "format": i.format, "context_length": i.context_length,
         });
         body["runtime"] = runtime();
     }
@@ -408,7 +408,7 @@ fn rest_model(entry: &lms::ModelEntry) -> Value {
     let info = &entry.info;
     let mut v = json!({
         "id": info.model_key, "object": "model", "type": "llm", "publisher": publisher(info),
-        "arch": info.architecture, "compatibility_type": info.format, "quantization": info.quantization,
+        "arch": info.architecture, "compatibility_type": info.format, "quantization": info.quantization.as_ref().map(|q| &q.name),
         "state": if entry.instances.is_empty() { "not-loaded" } else { "loaded" },
         "max_context_length": info.max_context_length,
     });

@@ -202,6 +202,7 @@ fn dispatch(
             });
         }
         "channelSend" => {
+            // The JS SDK sends its cancel twice; the second finds the prediction cancelled or gone.
             if msg["message"]["type"] == "cancel" {
                 if let Some(handle) = msg["channelId"].as_i64().and_then(|id| lock(cancels).get(&id).cloned().flatten())
                 {
@@ -209,8 +210,22 @@ fn dispatch(
                 }
             }
         }
-        // The SDK never sends these; accepted so that other clients do not get warnings.
-        "channelClose" | "channelAck" | "keepAlive" => {}
+        "communicationWarning" => {
+            // The client found a message of ours it could not take: a bug of ours, so it counts.
+            state.metrics().client_warnings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(warning = msg["warning"].as_str().unwrap_or_default(), "the client warns");
+        }
+        "keepAlive" => {
+            out.send(json!({"type": "keepAliveAck"}));
+        }
+        "signalSubscribe" | "writableSignalSubscribe" => {
+            let kind = if kind == "signalSubscribe" { "signalError" } else { "writableSignalError" };
+            let endpoint = msg["endpoint"].as_str().unwrap_or_default();
+            let error = wire::error_object(&lms::Error::Unsupported(format!("signal {namespace}/{endpoint}")));
+            out.send(json!({"type": kind, "subscribeId": msg["subscribeId"], "error": error}));
+        }
+        // Acknowledgements and the ends of subscriptions we never opened need no answer.
+        "channelClose" | "channelAck" | "signalUnsubscribe" | "writableSignalUnsubscribe" | "writableSignalUpdate" => {}
         other => {
             out.send(json!({"type": "communicationWarning", "warning": format!("unknown message type {other:?}")}));
         }
@@ -228,6 +243,12 @@ fn invalid(what: impl Into<String>) -> lms::Error {
 /// The instance a `specifier` / `modelSpecifier` names, among loaded models only. An instance
 /// reference names one load: once it is unloaded, the model is unloaded for that handle.
 fn loaded_by_specifier(state: &AppState, spec: &Value) -> Result<lms::Llm, lms::Error> {
+    if spec["type"] == "query" && spec["query"]["identifier"].is_null() && spec["query"]["path"].is_null() {
+        // `client.llm.model()` with no key: any loaded model.
+        let any = state.client().list_loaded()?.into_iter().find_map(|i| i.identifier);
+        let any = any.ok_or_else(|| lms::Error::ModelNotFound { query: String::new(), candidates: Vec::new() })?;
+        return state.client().get_loaded(&any)?.ok_or(lms::Error::ModelUnloaded);
+    }
     let query = specifier_query(spec)?;
     let found = state.client().get_loaded(&query)?;
     if spec["type"] == "instanceReference" {
@@ -288,7 +309,12 @@ fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Op
             to_value(&infos)
         }
         ("system", "version") => json!({"version": env!("CARGO_PKG_VERSION"), "build": 0}),
-        ("llm", "getModelInfo") => to_value(loaded_by_specifier(state, &p["specifier"])?.info()),
+        ("llm", "getModelInfo") => match loaded_by_specifier(state, &p["specifier"]) {
+            Ok(llm) => to_value(llm.info()),
+            // Not found, and not asked to throw: no result at all (the JS SDK takes no `null`).
+            Err(_) if p["throwIfNotFound"] == false => return Ok(None),
+            Err(e) => return Err(e),
+        },
         ("llm", "tokenize") => {
             let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
             json!({"tokens": loaded_by_specifier(state, &p["specifier"])?.tokenize(text)?})
@@ -343,7 +369,7 @@ async fn channel(
             load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
             if let Ok(info) = client.resolve_async(&query).await {
                 let start = if new_instance {
-                    json!({"type": "resolved", "info": info, "ambiguous": false})
+                    json!({"type": "resolved", "info": info})
                 } else {
                     json!({"type": "startLoading", "identifier": info.model_key, "info": info})
                 };
@@ -391,7 +417,7 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
         let fragment = fragment?;
         let message = json!({"type": "fragment", "fragment": {
             "content": fragment.content, "tokensCount": fragment.tokens_count,
-            "containsDrafted": false, "reasoningType": "none"}});
+            "containsDrafted": false, "reasoningType": "none", "isStructural": false}});
         if !out.channel(id, message) {
             return Ok(()); // the socket is gone; dropping the stream stops the prediction
         }

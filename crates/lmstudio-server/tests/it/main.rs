@@ -6,6 +6,7 @@
 mod backends;
 mod clients;
 mod http;
+mod js_sdk;
 mod remote;
 mod sdk_socket;
 
@@ -78,6 +79,51 @@ pub fn python() -> PathBuf {
         py
     })
     .clone()
+}
+
+/// LM Studio's JavaScript SDK (`@lmstudio/sdk` from npm) in `target/js-sdk` (installed once);
+/// returns that folder, where scripts find it.
+pub fn js_sdk() -> PathBuf {
+    static JS: OnceLock<PathBuf> = OnceLock::new();
+    JS.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/js-sdk");
+        if !dir.join("node_modules/@lmstudio/sdk/package.json").exists() {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let ok = Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .arg(format!("@lmstudio/sdk@{JS_SDK_VERSION}"))
+                .status()
+                .expect("npm runs (scripts/setup installs it)")
+                .success();
+            assert!(ok, "npm install @lmstudio/sdk failed");
+        }
+        dir
+    })
+    .clone()
+}
+
+/// The JavaScript SDK's version the tests hold the server to (LM Studio's app ships it).
+pub const JS_SDK_VERSION: &str = "1.5.0";
+
+/// Runs a Node.js script (CommonJS) next to the JS SDK with `BASE_URL` set to `ws://addr`;
+/// panics with its output unless it exits 0.
+pub fn run_node(script: &str, addr: SocketAddr) -> String {
+    let dir = js_sdk();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("script-{}-{n}.js", std::process::id()));
+    std::fs::write(&file, script).expect("writes the script");
+    let out = Command::new("node")
+        .arg(&file)
+        .current_dir(&dir)
+        .env("BASE_URL", format!("ws://{addr}"))
+        .output()
+        .expect("node runs");
+    let _ = std::fs::remove_file(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }
 
 /// Runs a Python script with `HOST` set to `addr`; panics with its output unless it exits 0.

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 pub use default_model::{DEFAULT_MODEL_KEY, DEFAULT_MODEL_PATH};
 
 use crate::types::error::{Error, Result};
-use crate::types::result::ModelInfo;
+use crate::types::result::{ModelInfo, Quantization};
 use gguf::GgufHeader;
 
 /// How deep below the models directory model files are looked for (`publisher/model/file.gguf`).
@@ -245,7 +245,7 @@ pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelIn
         size_bytes: header.file_size,
         params_string,
         architecture: header.architecture().map(str::to_owned),
-        quantization: header.quantization().map(str::to_owned),
+        quantization: header.quantization().map(Quantization::from_name),
         vision: false,
         trained_for_tool_use: false,
         max_context_length: header.context_length().unwrap_or(2048),

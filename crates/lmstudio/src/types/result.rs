@@ -66,16 +66,22 @@ pub struct Stats {
     /// Why it stopped.
     pub stop_reason: StopReason,
     /// Predicted tokens per second, from the first token to the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
     /// Layers on the GPU (0 on a CPU-only build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_gpu_layers: Option<f64>,
     /// Seconds from the request to the first predicted token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_first_token_sec: Option<f64>,
     /// Tokens in the prompt (after any truncation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_count: Option<u64>,
     /// Tokens predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_tokens_count: Option<u64>,
     /// Prompt plus predicted tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tokens_count: Option<u64>,
     /// Prompt tokens that were already in the KV cache and not evaluated again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,12 +109,14 @@ pub struct ModelInfo {
     /// Size of the file in bytes.
     pub size_bytes: u64,
     /// Parameter count as LM Studio writes it, e.g. `270M`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params_string: Option<String>,
     /// Architecture, e.g. `gemma3`.
-    pub architecture: Option<String>,
-    /// Quantization, e.g. `Q4_K_M`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantization: Option<String>,
+    pub architecture: Option<String>,
+    /// Quantization, e.g. `Q4_K_M` of 4 bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
     /// Whether the model takes images.
     pub vision: bool,
     /// Whether the model was trained for tool use.
@@ -124,6 +132,30 @@ pub struct ModelInfo {
     /// For a loaded instance: the context length it was loaded with (per prediction slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u64>,
+}
+
+/// A model file's quantization as LM Studio describes it: `{"name": "Q4_K_M", "bits": 4}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// llama.cpp's name for it.
+    pub name: String,
+    /// Bits per weight it is named for (the first number in the name: `Q4_K_M` 4, `BF16` 16).
+    pub bits: u32,
+}
+
+impl Quantization {
+    /// The quantization called `name`.
+    pub fn from_name(name: &str) -> Self {
+        let digits: String =
+            name.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+        Self { name: name.to_owned(), bits: digits.parse().unwrap_or(0) }
+    }
+}
+
+impl fmt::Display for Quantization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// A downloaded model and its loaded instances, as LM Studio's REST model list shows them.

@@ -113,6 +113,7 @@ pub fn error_object(e: &Error) -> Value {
             "code": "generic.noModelMatchingQuery",
             "query": {"identifier": query},
             "loadedModelsSample": candidates,
+            "totalLoadedModels": candidates.len(),
         });
     }
     object

@@ -1,0 +1,113 @@
+//! LM Studio's JavaScript SDK (`@lmstudio/sdk`, installed from npm by the tests), unmodified,
+//! against the real server. It validates every message against its schemas, so a field of the
+//! wrong shape shows up here as a `communicationWarning` the SDK sends back (counted on
+//! `/metrics`) or as a call that never resolves.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use crate::{lms_client, run_node, start_server};
+
+/// The seed's flow, in JavaScript: load by name, complete, stream with callbacks, stats, model
+/// info, cancel, respond, list, unload, load under an identifier. Everything the SDK logs as a
+/// warning or an error fails the script.
+const SEED_FLOW: &str = r#"
+const { LMStudioClient } = require("@lmstudio/sdk");
+const assert = require("node:assert/strict");
+const logged = [];
+const logger = {
+  debug() {}, info() {},
+  warn: (...a) => logged.push("warn: " + a.join(" ")),
+  error: (...a) => logged.push("error: " + a.join(" ")),
+};
+setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); process.exit(3); }, 120000).unref();
+
+(async () => {
+  const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
+  const version = await client.system.getLMStudioVersion();
+  assert.equal(typeof version.version, "string");
+  const downloaded = await client.system.listDownloadedModels();
+  assert.ok(downloaded.some(m => m.modelKey === "gemma-3-270m"), JSON.stringify(downloaded));
+  const q = downloaded.find(m => m.modelKey === "gemma-3-270m").quantization;
+  assert.deepEqual(q, { name: "Q4_K_M", bits: 4 });
+
+  const model = await client.llm.model("gemma-3-270m");
+  const info = await model.getModelInfo();
+  assert.equal(info.displayName, "Gemma 3 270m");
+  assert.equal(info.architecture, "gemma3");
+  assert.ok(info.contextLength > 0 && info.maxContextLength >= info.contextLength);
+  assert.ok((await model.getContextLength()) > 0);
+  const any = await client.llm.model();
+  assert.equal(any.identifier, model.identifier);
+
+  const greedy = { maxTokens: 6, temperature: 0, repeatPenalty: 1 };
+  const done = await model.complete("1, 2, 3,", greedy);
+  assert.equal(done.content, " 4, 5,");
+  assert.equal(done.stats.stopReason, "maxPredictedTokensReached");
+  assert.equal(done.stats.predictedTokensCount, 6);
+  assert.ok(done.stats.timeToFirstTokenSec > 0 && done.stats.tokensPerSecond > 0);
+  assert.equal(done.modelInfo.identifier, model.identifier);
+
+  // Streaming with callbacks: progress up to 1, the first token, each fragment.
+  const progress = [], fragments = [];
+  let firstToken = 0;
+  const stream = model.complete("1, 2, 3,", {
+    ...greedy,
+    onPromptProcessingProgress: p => progress.push(p),
+    onFirstToken: () => firstToken++,
+    onPredictionFragment: f => fragments.push(f.content),
+  });
+  const iterated = [];
+  for await (const fragment of stream) iterated.push(fragment.content);
+  const streamed = await stream.result();
+  assert.equal(iterated.join(""), " 4, 5,");
+  assert.equal(fragments.join(""), " 4, 5,");
+  assert.equal(streamed.content, " 4, 5,");
+  assert.equal(firstToken, 1);
+  assert.equal(progress[progress.length - 1], 1);
+
+  // Cancel after two fragments of a prediction that could run for 500 tokens.
+  const long = model.complete("Once upon a time", { maxTokens: 500, temperature: 0 });
+  let n = 0;
+  for await (const _ of long) { if (++n === 2) long.cancel(); }
+  const cancelled = await long.result();
+  assert.equal(cancelled.stats.stopReason, "userStopped");
+  assert.ok(cancelled.stats.predictedTokensCount < 500);
+
+  // Chat.
+  const reply = await model.respond([{ role: "user", content: "Say hello." }], { maxTokens: 8, temperature: 0 });
+  assert.equal(typeof reply.content, "string");
+  assert.ok(reply.stats.predictedTokensCount > 0);
+
+  const loaded = await client.llm.listLoaded();
+  assert.ok(loaded.some(m => m.identifier === model.identifier));
+  const named = await client.llm.load("gemma-3-270m", { identifier: "js-named", config: { contextLength: 1024 } });
+  assert.equal(named.identifier, "js-named");
+  assert.equal(await named.getContextLength(), 1024);
+  await named.unload();
+  assert.ok(!(await client.llm.listLoaded()).some(m => m.identifier === "js-named"));
+
+  assert.deepEqual(logged, []);
+  console.log("JS OK");
+})().catch(e => { console.log("JS FAILED: " + (e && e.stack || e) + "\nlogged: " + JSON.stringify(logged)); process.exit(1); });
+"#;
+
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut sock = TcpStream::connect(addr).expect("connects");
+    write!(sock, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("sends");
+    let mut text = String::new();
+    sock.read_to_string(&mut text).expect("reads");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Issue 13, item 1: the JS SDK runs the seed's flow, and sends not one communication warning
+/// (it sends one for every message of ours it cannot validate).
+#[test]
+fn js_sdk_runs_the_seed_flow_without_a_warning() {
+    let addr = start_server(lms_client(2), None);
+    let out = run_node(SEED_FLOW, addr);
+    assert!(out.contains("JS OK"), "{out}");
+    assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
+}
