@@ -55,6 +55,7 @@ impl From<lms::Error> for ApiError {
             E::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")),
             E::InvalidModelFile { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_model_file")),
             E::ModelUnloaded => (StatusCode::SERVICE_UNAVAILABLE, None),
+            E::IdentifierInUse { .. } => (StatusCode::CONFLICT, Some("identifier_in_use")),
             E::InsufficientMemory { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some("insufficient_memory")),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };

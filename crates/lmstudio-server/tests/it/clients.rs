@@ -257,3 +257,34 @@ fn connections_beyond_the_cap_are_closed_at_once() {
     assert!(served, "no connection was served after one of the three closed");
     drop(held);
 }
+
+const DUPLICATES: &str = r#"
+import os, re
+import lmstudio as lms
+
+client = lms.Client(os.environ["HOST"])
+small = {"contextLength": 512}
+client.llm.load_new_instance("gemma-3-270m", "dup-id", config=small)
+try:
+    client.llm.load_new_instance("gemma-3-270m", "dup-id", config=small)
+    raise SystemExit("a duplicate identifier was accepted")
+except lms.LMStudioServerError as e:
+    # LM Studio's own test suite matches exactly this.
+    assert re.search("Model load error.*already exists", str(e)), str(e)
+first = client.llm.load_new_instance("gemma-3-270m", config=small)
+second = client.llm.load_new_instance("gemma-3-270m", config=small)
+assert (first.identifier, second.identifier) == ("gemma-3-270m", "gemma-3-270m:2"), (first, second)
+client.llm.unload("gemma-3-270m")
+client.llm.unload("dup-id")
+found = client.llm.model("gemma-3-270m").identifier
+assert found == "gemma-3-270m:2", (found, [m.identifier for m in client.llm.list_loaded()])
+print("DUPLICATES OK")
+"#;
+
+/// Issue 13, item 5, through LM Studio's Python SDK: a duplicate identifier fails as LM Studio's
+/// suite expects; loads without one are named `key`, `key:2`; the key finds `key:2`.
+#[test]
+fn python_sdk_sees_instances_named_as_lm_studio_names_them() {
+    let out = run_python(DUPLICATES, start_server(lms_client(1), None));
+    assert!(out.contains("DUPLICATES OK"), "{out}");
+}

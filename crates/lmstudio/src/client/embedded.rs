@@ -65,8 +65,12 @@ impl Embedded {
         lock(&self.loaded).first().map(|l| handle(Arc::clone(l)))
     }
 
+    /// The instance `query` names (identifier or instance reference), else any instance of the
+    /// model whose key it is (`key`, or `key:2` once `key` was unloaded).
     pub fn get_loaded(&self, query: &str) -> Option<Llm> {
-        lock(&self.loaded).iter().find(|l| answers_to(&l.info, query)).map(|l| handle(Arc::clone(l)))
+        let loaded = lock(&self.loaded);
+        let found = loaded.iter().find(|l| answers_to(&l.info, query));
+        found.or_else(|| loaded.iter().find(|l| l.info.model_key == query)).map(|l| handle(Arc::clone(l)))
     }
 
     pub fn list_loaded(&self) -> Vec<ModelInfo> {
@@ -105,7 +109,13 @@ impl Embedded {
         let mut info = stored.valid_info()?;
         config.validate()?;
         check_memory(&stored, &info, config, available_memory())?;
-        info.identifier = Some(self.unique_identifier(config.identifier.as_deref().unwrap_or(&info.model_key)));
+        info.identifier = Some(match &config.identifier {
+            Some(id) if lock(&self.loaded).iter().any(|l| answers_to(&l.info, id)) => {
+                return Err(Error::IdentifierInUse { identifier: id.clone() })
+            }
+            Some(id) => id.clone(),
+            None => self.unique_identifier(&info.model_key),
+        });
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
         let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config)?;
         let loaded = Arc::new(Loaded { engine, info });

@@ -191,13 +191,18 @@ impl Client {
         }
     }
 
-    /// The loaded instance `query` names (identifier or instance reference), without loading.
+    /// The loaded instance `query` names (identifier or instance reference), else any loaded
+    /// instance of the model whose key it is; without loading.
     pub fn get_loaded(&self, query: &str) -> Result<Option<Llm>> {
         Ok(match &self.backend {
             #[cfg(feature = "embedded")]
             Backend::Embedded(e) => e.get_loaded(query),
             Backend::Remote(r) => {
-                r.list_loaded()?.into_iter().find(|info| answers_to(info, query)).map(|info| Llm::remote(r, info))
+                let loaded = r.list_loaded()?;
+                let found = loaded.iter().find(|info| answers_to(info, query));
+                found
+                    .or_else(|| loaded.iter().find(|info| info.model_key == query))
+                    .map(|info| Llm::remote(r, info.clone()))
             }
         })
     }

@@ -53,6 +53,12 @@ pub enum Error {
         /// What llama.cpp reported.
         reason: String,
     },
+    /// A load named an identifier that a loaded instance already answers to.
+    #[error("an instance with identifier {identifier:?} already exists; unload it, or load under another identifier (or none: the next free one, `key:2`, is taken)")]
+    IdentifierInUse {
+        /// The identifier asked for.
+        identifier: String,
+    },
     /// Loading would take more memory than the machine has free.
     #[error("loading needs about {needed_mib} MiB (weights, and KV cache for the context times the parallel slots) but {available_mib} MiB are available; unload a model, or load with a shorter context or fewer parallel slots")]
     InsufficientMemory {

@@ -25,6 +25,7 @@ enum Wire {
     ContextOverflow { prompt_tokens: usize, context_length: usize },
     Load { path: PathBuf, reason: String },
     InsufficientMemory { needed_mib: u64, available_mib: u64 },
+    IdentifierInUse { identifier: String },
     Overloaded { queued: usize },
     NotFinished,
     ModelUnloaded,
@@ -58,6 +59,7 @@ impl From<&Error> for Wire {
             Error::InsufficientMemory { needed_mib, available_mib } => {
                 Self::InsufficientMemory { needed_mib: *needed_mib, available_mib: *available_mib }
             }
+            Error::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier: identifier.clone() },
             Error::Overloaded { queued } => Self::Overloaded { queued: *queued },
             Error::NotFinished => Self::NotFinished,
             Error::ModelUnloaded => Self::ModelUnloaded,
@@ -86,6 +88,7 @@ impl From<Wire> for Error {
             Wire::InsufficientMemory { needed_mib, available_mib } => {
                 Self::InsufficientMemory { needed_mib, available_mib }
             }
+            Wire::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier },
             Wire::Overloaded { queued } => Self::Overloaded { queued },
             Wire::NotFinished => Self::NotFinished,
             Wire::ModelUnloaded => Self::ModelUnloaded,
@@ -102,6 +105,11 @@ impl From<Wire> for Error {
 /// LM Studio's error object for `e`.
 pub fn error_object(e: &Error) -> Value {
     let title = e.to_string();
+    if let Error::IdentifierInUse { .. } = e {
+        // LM Studio's clients (and its test suite) match this one by its text on one line, which
+        // the Python SDK writes only for an error that has nothing but its title.
+        return json!({"title": title, "rootTitle": title});
+    }
     let mut object = json!({"title": title, "rootTitle": title, "errorData": {KEY: Wire::from(e)}});
     if let Error::ModelNotFound { query, candidates } = e {
         object["suggestion"] = json!(if candidates.is_empty() {

@@ -280,3 +280,27 @@ fn unloading_ends_handles() {
     assert!(matches!(llm.complete("Hi", greedy(2)), Err(lms::Error::ModelUnloaded)));
     assert!(matches!(client.unload(&id), Err(lms::Error::ModelNotFound { .. })));
 }
+
+/// Issue 13, item 5: instances as LM Studio names them. An identifier in use is refused; loads
+/// without one become `key`, `key:2`; asking for the key finds any instance of it.
+#[test]
+fn instances_are_named_as_lm_studio_names_them() {
+    let client = lms::Client::with_store(crate::store().clone());
+    let small = lms::LoadConfig { parallel: 1, context_length: Some(512), ..Default::default() };
+    let named = lms::LoadConfig { identifier: Some("mine".into()), ..small.clone() };
+    assert_eq!(client.load(lms::DEFAULT_MODEL_KEY, &named).expect("loads").identifier(), "mine");
+    match client.load(lms::DEFAULT_MODEL_KEY, &named) {
+        Err(lms::Error::IdentifierInUse { identifier }) => assert_eq!(identifier, "mine"),
+        other => panic!("expected IdentifierInUse, got {:?}", other.map(|m| m.identifier().to_owned())),
+    }
+    let first = client.load(lms::DEFAULT_MODEL_KEY, &small).expect("loads");
+    let second = client.load(lms::DEFAULT_MODEL_KEY, &small).expect("loads");
+    assert_eq!((first.identifier(), second.identifier()), ("gemma-3-270m", "gemma-3-270m:2"));
+    client.unload("gemma-3-270m").expect("unloads");
+    client.unload("mine").expect("unloads");
+    let (found, loaded_now) = client.get_or_load(lms::DEFAULT_MODEL_KEY, &small).expect("finds");
+    assert!(!loaded_now, "a new instance was loaded while gemma-3-270m:2 was there");
+    assert_eq!(found.identifier(), "gemma-3-270m:2");
+    assert_eq!(client.llm(lms::DEFAULT_MODEL_KEY).expect("finds").identifier(), "gemma-3-270m:2");
+    assert_eq!(client.list_loaded().expect("lists").len(), 1);
+}
