@@ -56,9 +56,13 @@ pub(crate) struct ChatIn {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// Anything else (`name`, `tool_calls`...): refused by name.
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
 }
 
-/// The fields of `/v1/completions` and `/v1/chat/completions` that we act on; others are ignored.
+/// The fields of `/v1/completions` and `/v1/chat/completions`. Any other field is refused by name
+/// ([`CompletionRequest::decode`]), never ignored.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CompletionRequest {
     model: Option<String>,
@@ -79,6 +83,40 @@ pub(crate) struct CompletionRequest {
     ignore_eos: Option<bool>,
     #[serde(default)]
     stream: bool,
+    /// Everything else: checked by [`refuse_unsupported`].
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
+}
+
+/// A field we take only with the value that asks for nothing (`n: 1`, `logprobs: false`, a `text`
+/// response format): any other value, or any field not named here, is a 400 naming it. `user`
+/// (an end user's id, for the provider's abuse monitoring) changes no output and is taken;
+/// `stream_options.include_usage` is always honoured (the last chunk carries `usage`).
+fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    let empty = |v: &Value| {
+        v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
+    };
+    for (name, value) in other {
+        let harmless = match name.as_str() {
+            "user" => true,
+            "stream_options" => {
+                value.is_null() || value.as_object().is_some_and(|o| o.keys().all(|k| k == "include_usage"))
+            }
+            "n" | "best_of" => value.is_null() || value == 1,
+            "logprobs" | "echo" => value.is_null() || value == false || value == 0,
+            "top_logprobs" => value.is_null() || value == 0,
+            "response_format" => value.is_null() || value["type"] == "text",
+            "logit_bias" | "tools" | "functions" => empty(value),
+            "tool_choice" | "function_call" => value.is_null() || value == "none",
+            "parallel_tool_calls" | "store" => value.is_null() || value.is_boolean(),
+            "suffix" => value.is_null() || value == "",
+            _ => false,
+        };
+        if !harmless {
+            return Err(ApiError::bad_request(format!("unsupported field `{name}`: {value}")));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -102,6 +140,7 @@ pub(crate) enum Input {
 impl CompletionRequest {
     /// Everything the request says, checked, before any model is looked up.
     pub(crate) fn decode(&mut self, kind: Kind) -> Result<(lms::Config, Input), ApiError> {
+        refuse_unsupported(&self.other)?;
         let config = self.config()?;
         config.validate()?;
         let input = match kind {
@@ -118,7 +157,7 @@ impl CompletionRequest {
                 if messages.is_empty() {
                     return Err(ApiError::bad_request("`messages` is empty"));
                 }
-                Input::Chat(messages.into_iter().map(chat_message).collect())
+                Input::Chat(messages.into_iter().map(chat_message).collect::<Result<_, _>>()?)
             }
         };
         Ok((config, input))
@@ -228,15 +267,27 @@ async fn start(
     Ok(Json(shape.finished(&result, false)).into_response())
 }
 
-fn chat_message(m: ChatIn) -> lms::ChatMessage {
+fn chat_message(m: ChatIn) -> Result<lms::ChatMessage, ApiError> {
+    if let Some(name) = m.other.keys().next() {
+        return Err(ApiError::bad_request(format!("unsupported message field `{name}`")));
+    }
     let content = match m.content {
         None => String::new(),
         Some(Content::Text(t)) => t,
         Some(Content::Parts(parts)) => {
-            parts.into_iter().filter(|p| p.kind == "text").filter_map(|p| p.text).collect::<Vec<_>>().join("")
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    (kind, _) => {
+                        return Err(ApiError::bad_request(format!("unsupported content part `{kind}`: only text")))
+                    }
+                }
+            }
+            text
         }
     };
-    lms::ChatMessage::new(m.role, content)
+    Ok(lms::ChatMessage::new(m.role, content))
 }
 
 /// Everything needed to write responses for one request.

@@ -116,6 +116,48 @@ async fn bad_requests_get_json_4xx() {
     }
 }
 
+/// Issue 13, item 8: a field we do not act on is a 400 that names it, never silently ignored;
+/// the values that ask for nothing (`n: 1`, `logprobs: false`, a text format) are taken.
+#[tokio::test]
+async fn unsupported_fields_are_refused_by_name() {
+    let refused = [
+        ("/v1/completions", r#"{"prompt": "x", "n": 2}"#, "`n`"),
+        ("/v1/completions", r#"{"prompt": "x", "logprobs": 3}"#, "`logprobs`"),
+        ("/v1/completions", r#"{"prompt": "x", "frobnicate": true}"#, "`frobnicate`"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}"#,
+            "`response_format`",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}"#,
+            "`tools`",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 2}"#,
+            "logprobs`",
+        ),
+        ("/api/v0/chat/completions", r#"{"messages": [{"role": "user", "content": "x", "name": "bob"}]}"#, "`name`"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}"#,
+            "`image_url`",
+        ),
+    ];
+    for (uri, body, names) in refused {
+        let (status, text) = call(state(), post(uri, body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        let message = json_of(&text)["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    let taken = r#"{"prompt": "1, 2, 3,", "max_tokens": 2, "temperature": 0, "n": 1, "logprobs": null, "user": "u1",
+        "stream_options": {"include_usage": true}, "response_format": {"type": "text"}}"#;
+    let (status, text) = call(state(), post("/v1/completions", taken)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+}
+
 #[tokio::test]
 async fn api_key_guards_every_http_endpoint() {
     let guarded = AppState::new(crate::lms_client(1), Some("sesame".into()));
