@@ -34,6 +34,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// LM Studio's presets (`*.preset.json` in $LMSTUDIO_PRESETS_DIR).
+    Preset {
+        #[command(subcommand)]
+        action: PresetAction,
+    },
     /// Measure prompt processing and decode speed (see README: Benchmarks).
     Bench(bench::BenchArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
@@ -44,6 +49,12 @@ enum Command {
         #[command(subcommand)]
         action: ServerAction,
     },
+}
+
+#[derive(Subcommand)]
+enum PresetAction {
+    /// List the presets and what each sets.
+    Ls,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +141,9 @@ struct CompleteArgs {
     /// Presence penalty.
     #[arg(long)]
     presence_penalty: Option<f32>,
+    /// A preset (`lms preset ls`) filling in the settings not given here.
+    #[arg(long)]
+    preset: Option<String>,
     /// Frequency penalty.
     #[arg(long)]
     frequency_penalty: Option<f32>,
@@ -199,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Complete(args) => complete(args),
         Command::Get { model } => get(&model),
         Command::Ls { json } => ls(json),
+        Command::Preset { action: PresetAction::Ls } => preset_ls(),
         Command::Bench(args) => bench::run(args),
         Command::Stress(args) => bench::stress::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
@@ -242,6 +257,28 @@ fn ls(json: bool) -> Result<()> {
     Ok(())
 }
 
+fn preset_ls() -> Result<()> {
+    let store = lms::PresetStore::from_env();
+    let presets = store.list()?;
+    if presets.is_empty() {
+        eprintln!("no presets in {} (hint: put LM Studio's *.preset.json files there)", store.root().display());
+    }
+    for p in presets {
+        let sets: Vec<String> = p
+            .fields
+            .fields
+            .iter()
+            .map(|f| format!("{}={}", f.key.trim_start_matches("llm.prediction."), f.value))
+            .collect();
+        println!("{:<28} {:<20} {}", p.identifier, p.name, sets.join(" "));
+        let ignored = p.ignored_keys();
+        if !ignored.is_empty() {
+            println!("{:<28} ignored (not read here): {}", "", ignored.join(", "));
+        }
+    }
+    Ok(())
+}
+
 /// Loads the model asked for; with no name, the default model, fetched first if missing.
 fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Option<u32>) -> Result<lms::Llm> {
     let store = lms::ModelStore::from_env();
@@ -275,6 +312,7 @@ fn complete(args: CompleteArgs) -> Result<()> {
         presence_penalty: args.presence_penalty,
         frequency_penalty: args.frequency_penalty,
         seed: args.seed,
+        preset: args.preset.clone(),
         ..Default::default()
     };
     config.validate()?;

@@ -180,3 +180,35 @@ fn a_server_killed_mid_prediction_restarts_on_the_same_port() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"finish_reason\""), "{response}");
 }
+
+/// Issue 13, item 4: `--preset` applies a preset file's settings under the command line's own;
+/// `lms preset ls` lists it; an unknown preset is an error naming the ones there are.
+#[test]
+fn presets_apply_under_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preset = r#"{"identifier": "@local:counting", "name": "Counting", "operation": {"fields": [
+        {"key": "llm.prediction.temperature", "value": 0},
+        {"key": "llm.prediction.repeatPenalty", "value": {"checked": false, "value": 1.1}},
+        {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": true, "value": 6}}]}}"#;
+    std::fs::write(dir.path().join("counting.preset.json"), preset).expect("writes");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lms"))
+            .args(args)
+            .env("LMSTUDIO_PRESETS_DIR", dir.path())
+            .output()
+            .expect("runs")
+    };
+    let out = run(&["complete", "--preset", "counting", "1, 2, 3,"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim_end_matches('\n'), " 4, 5,");
+    // The command line's own value wins: 2 tokens, not the preset's 6.
+    let out = run(&["complete", "--preset", "counting", "--max-tokens", "2", "1, 2, 3,"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("predicted tokens: 2 |"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim_end_matches('\n'), " 4");
+    let listed = run(&["preset", "ls"]);
+    assert!(text(&listed.stdout).contains("@local:counting"), "{}", text(&listed.stdout));
+    let missing = run(&["complete", "--preset", "nope", "Hi"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("@local:counting"), "{}", text(&missing.stderr));
+}

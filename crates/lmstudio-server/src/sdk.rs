@@ -399,7 +399,17 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
     } else {
         state.client().llm_async(&specifier_query(spec)?).await?
     };
-    let layers = stack(&p["predictionConfigStack"])?;
+    let mut layers = stack(&p["predictionConfigStack"])?;
+    if let Some(name) = p["fuzzyPresetIdentifier"].as_str() {
+        // Under the request's own layers: what they set wins.
+        let preset = tokio::task::spawn_blocking({
+            let name = name.to_owned();
+            move || lms::PresetStore::from_env().find(&name)
+        })
+        .await
+        .map_err(|e| lms::Error::Engine(format!("preset task failed: {e}")))??;
+        layers.layers.push(wire::KvLayer { layer_name: "preset".into(), config: preset.fields });
+    }
     let config = layers.prediction_config()?;
     let messages = history(&p["history"])?;
     let prompt = if layers.is_raw_completion() {

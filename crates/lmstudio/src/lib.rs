@@ -44,6 +44,7 @@ pub mod wire;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};
 #[cfg(feature = "fault-injection")]

@@ -147,11 +147,14 @@ impl Connection {
                 "type": "jinja", "stopStrings": [],
                 "jinjaPromptTemplate": {"template": "{% for message in messages %}{{ message['content'] }}{% endfor %}", "bosToken": "", "eosToken": ""}}}]}}
         ]});
-        let parameter = json!({
+        let mut parameter = json!({
             "modelSpecifier": specifier,
             "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}]},
             "predictionConfigStack": stack,
         });
+        if let Some(preset) = &config.preset {
+            parameter["fuzzyPresetIdentifier"] = json!(preset);
+        }
         let mut first = true;
         let mut content = String::new();
         let sink: ChannelSink = Box::new(move |msg| {

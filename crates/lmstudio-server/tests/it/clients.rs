@@ -288,3 +288,30 @@ fn python_sdk_sees_instances_named_as_lm_studio_names_them() {
     let out = run_python(DUPLICATES, start_server(lms_client(1), None));
     assert!(out.contains("DUPLICATES OK"), "{out}");
 }
+
+const NO_SUCH_PRESET: &str = r#"
+import os
+import lmstudio as lms
+
+client = lms.Client(os.environ["HOST"])
+model = client.llm.model("gemma-3-270m")
+for stream in (False, True):
+    try:
+        if stream:
+            prediction = model.complete_stream("Some text", preset="No such preset")
+            prediction.wait_for_result()
+        else:
+            model.complete("Some text", preset="No such preset")
+        raise SystemExit("an unknown preset was accepted")
+    except lms.LMStudioPresetNotFoundError as e:
+        assert "No such preset" in str(e), str(e)
+print("PRESET OK")
+"#;
+
+/// Issue 13, item 4, as LM Studio's suite checks it (`test_invalid_preset_request_*`): an unknown
+/// preset is `LMStudioPresetNotFoundError` in the Python SDK, streaming or not.
+#[test]
+fn python_sdk_gets_preset_not_found() {
+    let out = run_python(NO_SUCH_PRESET, shared_server());
+    assert!(out.contains("PRESET OK"), "{out}");
+}

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "embedded")]
 mod embedded;
+pub(crate) mod presets;
 pub(crate) mod stream;
 
 use std::sync::atomic::AtomicBool;
@@ -491,6 +492,17 @@ impl Llm {
 
     fn submit(&self, prompt: &str, config: &Config) -> Result<(flume::Receiver<Event>, Arc<AtomicBool>)> {
         // Checked here for both backends; only the engine takes the checked form.
+        #[cfg(feature = "embedded")]
+        let applied;
+        #[cfg(feature = "embedded")]
+        let config = match (&self.inner, &config.preset) {
+            // Embedded: the preset is read here; a server reads its own (`fuzzyPresetIdentifier`).
+            (LlmInner::Embedded(_), Some(name)) => {
+                applied = presets::PresetStore::from_env().find(name)?.under(config.clone())?;
+                &applied
+            }
+            _ => config,
+        };
         #[cfg_attr(not(feature = "embedded"), allow(unused_variables))]
         let valid = config.validate()?;
         if prompt.is_empty() {

@@ -55,6 +55,10 @@ pub struct Config {
     /// Not one of LM Studio's fields. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
+    /// A preset (LM Studio's `preset`: a `*.preset.json` by identifier, name or file name) whose
+    /// settings fill in what this config leaves unset. Unknown: [`Error::PresetNotFound`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 /// What happens to a prompt that does not fit in the context (LM Studio's names).
@@ -101,6 +105,26 @@ pub struct ValidConfig {
 }
 
 impl Config {
+    /// This config, with what it leaves unset taken from `base` (a preset's settings).
+    pub fn over(self, base: Config) -> Config {
+        Config {
+            max_tokens: self.max_tokens.or(base.max_tokens),
+            temperature: self.temperature.or(base.temperature),
+            stop_strings: if self.stop_strings.is_empty() { base.stop_strings } else { self.stop_strings },
+            top_k: self.top_k.or(base.top_k),
+            top_p: self.top_p.or(base.top_p),
+            min_p: self.min_p.or(base.min_p),
+            repeat_penalty: self.repeat_penalty.or(base.repeat_penalty),
+            presence_penalty: self.presence_penalty.or(base.presence_penalty),
+            frequency_penalty: self.frequency_penalty.or(base.frequency_penalty),
+            seed: self.seed.or(base.seed),
+            cpu_threads: self.cpu_threads.or(base.cpu_threads),
+            context_overflow_policy: self.context_overflow_policy.or(base.context_overflow_policy),
+            ignore_eos: self.ignore_eos.or(base.ignore_eos),
+            preset: self.preset.or(base.preset),
+        }
+    }
+
     /// Parses LM Studio's camelCase JSON config.
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str(json).map_err(|e| Error::InvalidConfig(e.to_string()))

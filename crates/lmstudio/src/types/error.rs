@@ -53,6 +53,14 @@ pub enum Error {
         /// What llama.cpp reported.
         reason: String,
     },
+    /// No preset answers to the name asked for.
+    #[error("no preset {query:?}{}", if available.is_empty() { "; there are none (put *.preset.json files in $LMSTUDIO_PRESETS_DIR)".to_owned() } else { format!("; available: {}", available.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")) })]
+    PresetNotFound {
+        /// The name asked for.
+        query: String,
+        /// The presets there are: identifier and name.
+        available: Vec<(String, String)>,
+    },
     /// A load named an identifier that a loaded instance already answers to.
     #[error("an instance with identifier {identifier:?} already exists; unload it, or load under another identifier (or none: the next free one, `key:2`, is taken)")]
     IdentifierInUse {

@@ -26,6 +26,7 @@ enum Wire {
     Load { path: PathBuf, reason: String },
     InsufficientMemory { needed_mib: u64, available_mib: u64 },
     IdentifierInUse { identifier: String },
+    PresetNotFound { query: String, available: Vec<(String, String)> },
     Overloaded { queued: usize },
     NotFinished,
     ModelUnloaded,
@@ -60,6 +61,9 @@ impl From<&Error> for Wire {
                 Self::InsufficientMemory { needed_mib: *needed_mib, available_mib: *available_mib }
             }
             Error::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier: identifier.clone() },
+            Error::PresetNotFound { query, available } => {
+                Self::PresetNotFound { query: query.clone(), available: available.clone() }
+            }
             Error::Overloaded { queued } => Self::Overloaded { queued: *queued },
             Error::NotFinished => Self::NotFinished,
             Error::ModelUnloaded => Self::ModelUnloaded,
@@ -89,6 +93,7 @@ impl From<Wire> for Error {
                 Self::InsufficientMemory { needed_mib, available_mib }
             }
             Wire::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier },
+            Wire::PresetNotFound { query, available } => Self::PresetNotFound { query, available },
             Wire::Overloaded { queued } => Self::Overloaded { queued },
             Wire::NotFinished => Self::NotFinished,
             Wire::ModelUnloaded => Self::ModelUnloaded,
@@ -111,6 +116,15 @@ pub fn error_object(e: &Error) -> Value {
         return json!({"title": title, "rootTitle": title});
     }
     let mut object = json!({"title": title, "rootTitle": title, "errorData": {KEY: Wire::from(e)}});
+    if let Error::PresetNotFound { query, available } = e {
+        let sample: Vec<Value> = available.iter().map(|(id, name)| json!({"identifier": id, "name": name})).collect();
+        object["displayData"] = json!({
+            "code": "generic.presetNotFound",
+            "specifiedFuzzyPresetIdentifier": query,
+            "availablePresetsSample": sample,
+            "totalAvailablePresets": available.len(),
+        });
+    }
     if let Error::ModelNotFound { query, candidates } = e {
         object["suggestion"] = json!(if candidates.is_empty() {
             "Download a model first (lms get)".to_owned()

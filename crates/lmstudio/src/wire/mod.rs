@@ -276,6 +276,11 @@ pub fn prediction_fields(c: &Config) -> KvConfig {
     fields(PREDICTION, "llm.prediction.", c)
 }
 
+/// Whether `key` is a prediction setting we read (`llm.prediction.temperature`...).
+pub fn is_prediction_key(key: &str) -> bool {
+    key.strip_prefix("llm.prediction.").is_some_and(|k| PREDICTION.iter().any(|s| s.key == k))
+}
+
 /// A load config as the `loadConfigStack` of `getOrLoad` / `loadModel` (the inverse of
 /// [`KvStack::load_config`]).
 pub fn load_stack(c: &LoadConfig) -> Value {
@@ -348,6 +353,8 @@ mod tests {
             cpu_threads: Some(2),
             context_overflow_policy: Some(ContextOverflowPolicy::RollingWindow),
             ignore_eos: Some(true),
+            // Not a setting on the wire: `fuzzyPresetIdentifier` of the request.
+            preset: None,
         };
         let stack =
             KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };
