@@ -81,6 +81,10 @@ pub(crate) struct CompletionRequest {
     seed: Option<i64>,
     /// llama.cpp's extension: never end at an end-of-generation token.
     ignore_eos: Option<bool>,
+    /// Completions: how many alternatives per token (0 to 20); chat: `true` to have them.
+    logprobs: Option<Value>,
+    /// Chat: how many alternatives per token, with `logprobs: true`.
+    top_logprobs: Option<u32>,
     #[serde(default)]
     stream: bool,
     /// Everything else: checked by [`refuse_unsupported`].
@@ -103,8 +107,7 @@ fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiE
                 value.is_null() || value.as_object().is_some_and(|o| o.keys().all(|k| k == "include_usage"))
             }
             "n" | "best_of" => value.is_null() || value == 1,
-            "logprobs" | "echo" => value.is_null() || value == false || value == 0,
-            "top_logprobs" => value.is_null() || value == 0,
+            "echo" => value.is_null() || value == false,
             "response_format" => value.is_null() || value["type"] == "text",
             "logit_bias" | "tools" | "functions" => empty(value),
             "tool_choice" | "function_call" => value.is_null() || value == "none",
@@ -141,7 +144,8 @@ impl CompletionRequest {
     /// Everything the request says, checked, before any model is looked up.
     pub(crate) fn decode(&mut self, kind: Kind) -> Result<(lms::Config, Input), ApiError> {
         refuse_unsupported(&self.other)?;
-        let config = self.config()?;
+        let mut config = self.config()?;
+        config.logprobs = self.logprobs(kind)?;
         config.validate()?;
         let input = match kind {
             Kind::Text => {
@@ -161,6 +165,23 @@ impl CompletionRequest {
             }
         };
         Ok((config, input))
+    }
+
+    /// The alternatives per token asked for, in each endpoint's own form.
+    fn logprobs(&self, kind: Kind) -> Result<Option<u32>, ApiError> {
+        let bad = |what: &str| Err(ApiError::bad_request(what.to_owned()));
+        match (kind, self.logprobs.as_ref().filter(|v| !v.is_null()), self.top_logprobs) {
+            (Kind::Text, None, None) | (Kind::Chat, None, None) => Ok(None),
+            (Kind::Text, Some(n), None) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => Ok(Some(n)),
+                None => bad("`logprobs` of /v1/completions is how many alternatives per token: 0 to 20"),
+            },
+            (Kind::Text, _, Some(_)) => bad("`top_logprobs` is for chat completions; here `logprobs` is the count"),
+            (Kind::Chat, Some(Value::Bool(false)), None) => Ok(None),
+            (Kind::Chat, Some(Value::Bool(true)), n) => Ok(Some(n.unwrap_or(0))),
+            (Kind::Chat, Some(Value::Bool(false)) | None, Some(_)) => bad("`top_logprobs` needs `logprobs: true`"),
+            (Kind::Chat, Some(_), _) => bad("`logprobs` of chat completions is true or false"),
+        }
     }
 
     fn config(&self) -> Result<lms::Config, ApiError> {
@@ -242,6 +263,7 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let mut req = req?;
     let (config, input) = req.decode(kind)?;
+    let logprobs = config.logprobs.is_some();
     let client = state.client();
     let llm = match &req.model {
         Some(name) => client.llm_async(name).await?,
@@ -255,7 +277,7 @@ async fn start(
     let id =
         format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let shape = Shape { id, created, model: llm.identifier().to_owned(), kind, flavor };
+    let shape = Shape { id, created, model: llm.identifier().to_owned(), kind, flavor, logprobs };
     if req.stream {
         return Ok(sse(state.clone(), shape, stream).into_response());
     }
@@ -297,6 +319,8 @@ struct Shape {
     model: String,
     kind: Kind,
     flavor: Flavor,
+    /// Whether the request asked for log probabilities.
+    logprobs: bool,
 }
 
 impl Shape {
@@ -312,12 +336,14 @@ impl Shape {
     fn finished(&self, r: &lms::PredictionResult, chunk: bool) -> Value {
         let reason = finish_reason(r);
         let text = if chunk { "" } else { r.content.as_str() };
+        // Streamed, the tokens' log probabilities went out with their chunks.
+        let logprobs = if chunk { Value::Null } else { self.logprobs(&r.logprobs) };
         let choice = match (self.kind, chunk) {
-            (Kind::Text, _) => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason}),
+            (Kind::Text, _) => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}),
             (Kind::Chat, false) => {
-                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason})
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": reason})
             }
-            (Kind::Chat, true) => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}),
+            (Kind::Chat, true) => json!({"index": 0, "delta": {}, "logprobs": logprobs, "finish_reason": reason}),
         };
         let mut body = json!({
             "id": self.id, "object": self.object(chunk), "created": self.created, "model": self.model,
@@ -327,13 +353,57 @@ impl Shape {
         body
     }
 
-    fn chunk(&self, text: &str, first: bool) -> Value {
+    /// The `logprobs` of a choice: OpenAI's shape for each endpoint, `null` when not asked for.
+    fn logprobs(&self, tokens: &[lms::TokenLogprob]) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        match self.kind {
+            Kind::Text => {
+                let mut offset = 0;
+                let text_offset: Vec<usize> = tokens
+                    .iter()
+                    .map(|t| {
+                        offset += t.token.len();
+                        offset - t.token.len()
+                    })
+                    .collect();
+                let top: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| Value::Object(t.top.iter().map(|a| (a.token.clone(), json!(a.logprob))).collect()))
+                    .collect();
+                json!({
+                    "tokens": tokens.iter().map(|t| &t.token).collect::<Vec<_>>(),
+                    "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                    "top_logprobs": top,
+                    "text_offset": text_offset,
+                })
+            }
+            Kind::Chat => {
+                let content: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        let top: Vec<Value> = t
+                            .top
+                            .iter()
+                            .map(|a| json!({"token": a.token, "logprob": a.logprob, "bytes": a.bytes}))
+                            .collect();
+                        json!({"token": t.token, "logprob": t.logprob, "bytes": t.bytes, "top_logprobs": top})
+                    })
+                    .collect();
+                json!({"content": content, "refusal": null})
+            }
+        }
+    }
+
+    fn chunk(&self, fragment: &lms::Fragment, first: bool) -> Value {
+        let (text, logprobs) = (fragment.content.as_str(), self.logprobs(&fragment.logprobs));
         let choice = match self.kind {
-            Kind::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null}),
+            Kind::Text => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": null}),
             Kind::Chat => {
                 let delta =
                     if first { json!({"role": "assistant", "content": text}) } else { json!({"content": text}) };
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null})
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null})
             }
         };
         json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]})
@@ -412,7 +482,7 @@ fn sse(
         let mut alive = true;
         while let Some(fragment) = stream.next().await {
             let event = match fragment {
-                Ok(f) => Event::default().data(shape.chunk(&f.content, std::mem::take(&mut first)).to_string()),
+                Ok(f) => Event::default().data(shape.chunk(&f, std::mem::take(&mut first)).to_string()),
                 Err(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
                     Event::default().data(error_event(&e).to_string())

@@ -55,7 +55,7 @@ pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
 pub use types::error::{Error, Result};
 pub use types::result::{
     Activity, AssistantMessage, ChatMessage, Fragment, ModelEntry, ModelInfo, PredictionResult, Quantization, Stats,
-    StopReason,
+    StopReason, TokenLogprob, TopLogprob,
 };
 
 /// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,

@@ -192,7 +192,7 @@ impl Drop for Connection {
 fn success(msg: &Value, content: String) -> Result<PredictionResult> {
     let stats: Stats = serde_json::from_value(msg["stats"].clone()).map_err(conn_err)?;
     let model_info: ModelInfo = serde_json::from_value(msg["modelInfo"].clone()).map_err(conn_err)?;
-    Ok(PredictionResult { content, model_info, stats })
+    Ok(PredictionResult { content, model_info, stats, logprobs: Vec::new() })
 }
 
 fn io_loop(

@@ -122,7 +122,8 @@ async fn bad_requests_get_json_4xx() {
 async fn unsupported_fields_are_refused_by_name() {
     let refused = [
         ("/v1/completions", r#"{"prompt": "x", "n": 2}"#, "`n`"),
-        ("/v1/completions", r#"{"prompt": "x", "logprobs": 3}"#, "`logprobs`"),
+        ("/v1/completions", r#"{"prompt": "x", "logprobs": true}"#, "`logprobs`"),
+        ("/v1/completions", r#"{"prompt": "x", "logprobs": 50}"#, "logprobs"),
         ("/v1/completions", r#"{"prompt": "x", "frobnicate": true}"#, "`frobnicate`"),
         (
             "/v1/chat/completions",
@@ -136,8 +137,8 @@ async fn unsupported_fields_are_refused_by_name() {
         ),
         (
             "/v1/chat/completions",
-            r#"{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 2}"#,
-            "logprobs`",
+            r#"{"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}"#,
+            "`top_logprobs`",
         ),
         ("/api/v0/chat/completions", r#"{"messages": [{"role": "user", "content": "x", "name": "bob"}]}"#, "`name`"),
         (
@@ -255,4 +256,53 @@ async fn web_pages_of_other_origins_are_refused() {
     let res = router(listed).oneshot(preflight).await.expect("infallible");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert!(res.headers()["access-control-allow-headers"].to_str().is_ok_and(|h| h.contains("authorization")));
+}
+
+/// Issue 13, item 6: OpenAI log probabilities on both endpoints, streamed and not: one entry per
+/// predicted token, greedy tokens are their step's most likely, alternatives sorted, probabilities
+/// that sum to at most 1.
+#[tokio::test]
+async fn logprobs_come_in_openai_shapes() {
+    let body = r#"{"prompt": "1, 2, 3,", "max_tokens": 6, "temperature": 0, "repeat_penalty": 1, "logprobs": 3}"#;
+    let (status, text) = call(state(), post("/v1/completions", body)).await;
+    assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(500)]);
+    let v = json_of(&text);
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens = lp["tokens"].as_array().expect("tokens");
+    assert_eq!(tokens.len(), 6);
+    let joined: String = tokens.iter().filter_map(Value::as_str).collect();
+    assert_eq!(joined, v["choices"][0]["text"].as_str().expect("text"));
+    for (i, top) in lp["top_logprobs"].as_array().expect("top").iter().enumerate() {
+        let top = top.as_object().expect("an object per token");
+        assert!(top.len() <= 3 && !top.is_empty());
+        let best = top.values().filter_map(Value::as_f64).fold(f64::NEG_INFINITY, f64::max);
+        let own = lp["token_logprobs"][i].as_f64().expect("logprob");
+        assert!((own - best).abs() < 1e-6, "greedy token {i} is not its step's most likely: {own} vs {best}");
+        assert!(top.values().filter_map(Value::as_f64).map(f64::exp).sum::<f64>() <= 1.0 + 1e-4);
+    }
+    let chat = r#"{"messages": [{"role": "user", "content": "Count: 1, 2, 3,"}], "max_tokens": 5, "temperature": 0,
+        "logprobs": true, "top_logprobs": 2, "stream": true}"#;
+    let (status, text) = call(state(), post("/v1/chat/completions", chat)).await;
+    assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(500)]);
+    let mut entries = Vec::new();
+    let mut content = String::new();
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
+        let chunk = json_of(data);
+        content += chunk["choices"][0]["delta"]["content"].as_str().unwrap_or_default();
+        if let Some(c) = chunk["choices"][0]["logprobs"]["content"].as_array() {
+            entries.extend(c.iter().cloned());
+        }
+    }
+    assert!(!entries.is_empty() && entries.len() <= 5, "{} entries", entries.len());
+    for e in &entries {
+        let top = e["top_logprobs"].as_array().expect("top");
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0]["token"], e["token"], "greedy picks the most likely");
+        assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64());
+        let bytes: Vec<u8> =
+            e["bytes"].as_array().expect("bytes").iter().filter_map(Value::as_u64).map(|b| b as u8).collect();
+        assert_eq!(String::from_utf8_lossy(&bytes), e["token"].as_str().expect("token"));
+    }
+    let streamed: String = entries.iter().filter_map(|e| e["token"].as_str()).collect();
+    assert_eq!(streamed, content, "the streamed tokens are the streamed text");
 }

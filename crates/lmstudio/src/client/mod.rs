@@ -513,6 +513,9 @@ impl Llm {
         match &self.inner {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?,
+            LlmInner::Remote { .. } if config.logprobs.is_some() => {
+                return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));
+            }
             LlmInner::Remote { remote, .. } => {
                 remote.connection()?.predict(self.specifier(), prompt, config, tx, Arc::clone(&cancel))?
             }

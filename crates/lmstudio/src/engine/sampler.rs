@@ -70,6 +70,45 @@ impl Sampler {
         token
     }
 
+    /// The log probability of `token`, and the `n` most likely tokens with theirs (most likely
+    /// first), in the distribution the last [`Sampler::sample`] drew from: penalized logits,
+    /// banned tokens out, at temperature 1, before top-k, top-p and min-p (OpenAI's definition).
+    /// One pass over the vocabulary; only predictions that ask for log probabilities pay it.
+    pub(crate) fn logprobs(&self, logits: &[f32], token: i32, n: usize) -> (f32, Vec<(i32, f32)>) {
+        let banned = |t: i32| self.banned.contains(&t);
+        let raw = |t: i32| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
+        let value = |t: i32| {
+            if banned(t) {
+                f32::NEG_INFINITY
+            } else if self.counts.contains_key(&t) {
+                self.adjust(t, raw(t))
+            } else {
+                raw(t)
+            }
+        };
+        // Tokens whose value is not their raw logit: the penalized and the banned ones.
+        let mut special: Vec<i32> = self.counts.keys().chain(&self.banned).copied().collect();
+        special.sort_unstable();
+        special.dedup();
+        let max =
+            special.iter().map(|&t| value(t)).fold(logits.iter().copied().fold(f32::NEG_INFINITY, f32::max), f32::max);
+        let mut sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        for &t in &special {
+            sum += f64::from(value(t) - max).exp() - f64::from(raw(t) - max).exp();
+        }
+        let log_total = f64::from(max) + sum.max(f64::MIN_POSITIVE).ln();
+        let logprob = |t: i32| (f64::from(value(t)) - log_total) as f32;
+        let mut top = Vec::new();
+        if n > 0 {
+            top_k_into(logits, n + special.len(), &mut top);
+            top.retain(|c| !special.contains(&c.0));
+            top.extend(special.iter().filter(|&&t| !banned(t)).map(|&t| (t, value(t))));
+            top.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            top.truncate(n);
+        }
+        (logprob(token), top.into_iter().map(|(t, _)| (t, logprob(t))).collect())
+    }
+
     fn penalized(&mut self) -> bool {
         let on = self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0;
         self.counts.clear();
@@ -235,6 +274,23 @@ mod tests {
 
     fn sampler(c: Config) -> Sampler {
         Sampler::new(&c.validate().expect("valid"))
+    }
+
+    #[test]
+    fn logprobs_are_a_distribution_whose_argmax_is_the_greedy_pick() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        let mut s = sampler(Config { temperature: Some(0.0), repeat_penalty: Some(1.5), ..Default::default() });
+        s.accept(100); // penalized: a top logit, pushed down
+        s.ban(&[201]);
+        let token = s.sample(&logits);
+        let (lp, top) = s.logprobs(&logits, token, 5);
+        assert_eq!(top[0], (token, lp), "greedy takes the most likely token");
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "{top:?}");
+        assert!(top.iter().all(|(t, _)| *t != 201), "a banned token is listed");
+        // Over the whole vocabulary the probabilities sum to 1.
+        let total: f64 = (0..1000).map(|t| f64::from(s.logprobs(&logits, t, 0).0).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        assert_eq!(s.logprobs(&logits, 201, 0).0, f32::NEG_INFINITY);
     }
 
     #[test]

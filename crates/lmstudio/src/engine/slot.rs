@@ -16,7 +16,7 @@ use super::{EngineParams, Job, Shared};
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
 use crate::types::event::Event;
-use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason};
+use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason, TokenLogprob, TopLogprob};
 
 /// What every step needs to know of the loaded model: its vocabulary, end-of-generation tokens,
 /// context per slot, and the info that results carry.
@@ -83,6 +83,9 @@ pub(super) struct Active {
     pub(super) predicted: u32,
     /// Tokens predicted since the last fragment was sent.
     pub(super) unsent_tokens: u32,
+    /// Their log probabilities, when asked for; and all of them, for the result.
+    pub(super) unsent_logprobs: Vec<TokenLogprob>,
+    pub(super) logprobs: Vec<TokenLogprob>,
     pub(super) first_token_at: Option<Instant>,
 }
 
@@ -144,6 +147,8 @@ impl Slot {
             content: String::new(),
             predicted: 0,
             unsent_tokens: 0,
+            unsent_logprobs: Vec::new(),
+            logprobs: Vec::new(),
             first_token_at: None,
             job,
         };
@@ -187,7 +192,10 @@ impl Slot {
             cached_prompt_tokens_count: Some(a.cached_prompt as u64),
             stop_string,
         };
-        let result = PredictionResult { content: a.content, model_info: info.clone(), stats };
+        // Tokens whose text a stop string swallowed were predicted all the same.
+        let mut logprobs = a.logprobs;
+        logprobs.append(&mut a.unsent_logprobs);
+        let result = PredictionResult { content: a.content, model_info: info.clone(), stats, logprobs };
         let _ = a.job.events.send(Event::Done(Box::new(Ok(result))));
     }
 
@@ -210,7 +218,9 @@ impl Active {
             return true;
         }
         self.content.push_str(&text);
-        let fragment = Fragment { content: text, tokens_count: std::mem::take(&mut self.unsent_tokens) };
+        let logprobs = std::mem::take(&mut self.unsent_logprobs);
+        self.logprobs.extend(logprobs.iter().cloned());
+        let fragment = Fragment { content: text, tokens_count: std::mem::take(&mut self.unsent_tokens), logprobs };
         self.job.events.send(Event::Fragment(fragment)).is_ok()
     }
 }
@@ -244,7 +254,8 @@ impl Slot {
         let info = model.info;
         let vocab = &model.vocab;
         let Some(a) = self.active.as_mut() else { return };
-        let token = LlamaToken(a.sampler.sample(ctx.get_logits_ith(at)));
+        let logits = ctx.get_logits_ith(at);
+        let token = LlamaToken(a.sampler.sample(logits));
         tracing::trace!(seq = self.seq, token = token.0, "sampled");
         if a.first_token_at.is_none() {
             a.first_token_at = Some(Instant::now());
@@ -263,6 +274,23 @@ impl Slot {
         a.unsent_tokens += 1;
         a.piece.clear();
         vocab.token_to_piece_into(token, &mut a.piece, false, None);
+        if let Some(n) = a.job.config.logprobs {
+            let (logprob, top) = a.sampler.logprobs(logits, token.0, n as usize);
+            let piece = |t: i32| {
+                let mut bytes = Vec::new();
+                vocab.token_to_piece_into(LlamaToken(t), &mut bytes, false, None);
+                (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+            };
+            let top = top
+                .into_iter()
+                .map(|(t, logprob)| {
+                    let (token, bytes) = piece(t);
+                    TopLogprob { token, logprob, bytes }
+                })
+                .collect();
+            let token = String::from_utf8_lossy(&a.piece).into_owned();
+            a.unsent_logprobs.push(TokenLogprob { token, logprob, bytes: a.piece.clone(), top });
+        }
         let text = a.decoder.push(&a.piece);
         match a.matcher.push(&text) {
             Matched::Emit(text) => {
@@ -303,6 +331,6 @@ pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo) {
         cached_prompt_tokens_count: Some(0),
         stop_string: None,
     };
-    let result = PredictionResult { content: String::new(), model_info: info.clone(), stats };
+    let result = PredictionResult { content: String::new(), model_info: info.clone(), stats, logprobs: Vec::new() };
     let _ = job.events.send(Event::Done(Box::new(Ok(result))));
 }

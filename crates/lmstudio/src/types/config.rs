@@ -59,6 +59,10 @@ pub struct Config {
     /// settings fill in what this config leaves unset. Unknown: [`Error::PresetNotFound`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// Report each predicted token's log probability with this many most likely alternatives
+    /// (0 to 20; 0: the token's own alone). See [`crate::TokenLogprob`]. Default: off.
+    #[serde(default, deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
 }
 
 /// What happens to a prompt that does not fit in the context (LM Studio's names).
@@ -102,6 +106,8 @@ pub struct ValidConfig {
     pub context_overflow_policy: ContextOverflowPolicy,
     /// End-of-generation tokens are never predicted.
     pub ignore_eos: bool,
+    /// Log probabilities wanted, with this many alternatives.
+    pub logprobs: Option<u32>,
 }
 
 impl Config {
@@ -122,6 +128,7 @@ impl Config {
             context_overflow_policy: self.context_overflow_policy.or(base.context_overflow_policy),
             ignore_eos: self.ignore_eos.or(base.ignore_eos),
             preset: self.preset.or(base.preset),
+            logprobs: self.logprobs.or(base.logprobs),
         }
     }
 
@@ -149,6 +156,11 @@ impl Config {
                 return Err(Error::InvalidConfig(format!("cpuThreads must be in 1..=1024, got {t}")));
             }
         }
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(Error::InvalidConfig(format!(
+                "logprobs asks for {n} alternatives; at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
         let top_k = self.top_k.unwrap_or(40);
         if top_k > i32::MAX as u32 {
             return Err(Error::InvalidConfig(format!("topK is too large: {top_k}")));
@@ -167,9 +179,13 @@ impl Config {
             cpu_threads: self.cpu_threads,
             context_overflow_policy: self.context_overflow_policy.unwrap_or(ContextOverflowPolicy::TruncateMiddle),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            logprobs: self.logprobs,
         })
     }
 }
+
+/// The most alternatives [`Config::logprobs`] takes (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 fn check(name: &str, value: Option<f32>, default: f32, ok: impl Fn(f32) -> bool) -> Result<f32> {
     let v = value.unwrap_or(default);

@@ -13,6 +13,39 @@ pub struct Fragment {
     pub content: String,
     /// How many predicted tokens this fragment covers.
     pub tokens_count: u32,
+    /// With [`crate::Config::logprobs`]: each of those tokens, how likely it was and the most
+    /// likely alternatives (embedded backend; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// One predicted token and its log probability (natural log), from the distribution it was
+/// sampled from: the model's logits after the repeat, presence and frequency penalties and with
+/// banned tokens removed, at temperature 1 and before top-k, top-p and min-p cut it (as OpenAI
+/// and llama-server report them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text (invalid UTF-8 replaced; see `bytes`).
+    pub token: String,
+    /// Its log probability.
+    pub logprob: f32,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this step, most likely first (the predicted one among them
+    /// when it is likely enough), as many as asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<TopLogprob>,
+}
+
+/// An alternative of a [`TokenLogprob`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log probability.
+    pub logprob: f32,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Why a prediction stopped (LM Studio's names).
@@ -221,6 +254,9 @@ pub struct PredictionResult {
     pub model_info: ModelInfo,
     /// What happened.
     pub stats: Stats,
+    /// With [`crate::Config::logprobs`]: every predicted token with its log probability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 impl PredictionResult {

@@ -353,8 +353,10 @@ mod tests {
             cpu_threads: Some(2),
             context_overflow_policy: Some(ContextOverflowPolicy::RollingWindow),
             ignore_eos: Some(true),
-            // Not a setting on the wire: `fuzzyPresetIdentifier` of the request.
+            // Not settings on the wire: `fuzzyPresetIdentifier` of the request; log probabilities
+            // are the embedded backend's and OpenAI's only.
             preset: None,
+            logprobs: None,
         };
         let stack =
             KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };

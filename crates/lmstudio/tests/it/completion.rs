@@ -304,3 +304,37 @@ fn instances_are_named_as_lm_studio_names_them() {
     assert_eq!(client.llm(lms::DEFAULT_MODEL_KEY).expect("finds").identifier(), "gemma-3-270m:2");
     assert_eq!(client.list_loaded().expect("lists").len(), 1);
 }
+
+/// Issue 13, item 6: log probabilities in the Rust API, per fragment and in the result: one per
+/// predicted token, greedy tokens are the most likely of their step, alternatives sorted, the
+/// tokens' bytes are the text.
+#[test]
+fn logprobs_describe_every_predicted_token() {
+    let config = lms::Config { logprobs: Some(4), ..greedy(8) };
+    let mut stream = model().complete_stream("1, 2, 3,", config).expect("starts");
+    let mut from_fragments = Vec::new();
+    for fragment in &mut stream {
+        let fragment = fragment.expect("ok");
+        assert_eq!(fragment.logprobs.len(), fragment.tokens_count as usize);
+        from_fragments.extend(fragment.logprobs);
+    }
+    let result = stream.result().expect("done");
+    assert_eq!(result.logprobs.len() as u64, result.stats.predicted_tokens_count.expect("count"));
+    assert_eq!(result.logprobs, from_fragments);
+    let bytes: Vec<u8> = result.logprobs.iter().flat_map(|t| t.bytes.clone()).collect();
+    assert_eq!(String::from_utf8_lossy(&bytes), result.content);
+    for t in &result.logprobs {
+        assert_eq!(t.top.len(), 4);
+        assert_eq!(
+            (t.top[0].token.as_str(), t.top[0].logprob),
+            (t.token.as_str(), t.logprob),
+            "greedy takes the argmax"
+        );
+        assert!(t.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        assert!(t.logprob <= 0.0);
+        assert!(t.top.iter().map(|a| f64::from(a.logprob).exp()).sum::<f64>() <= 1.0 + 1e-4);
+    }
+    let off = model().complete("1, 2, 3,", greedy(8)).expect("completes");
+    assert!(off.logprobs.is_empty(), "computed without being asked");
+    assert_eq!(off.content, result.content, "asking for log probabilities changed the text");
+}
