@@ -2,6 +2,7 @@
 //! go to stderr; `--json` prints machine-readable results.
 
 mod bench;
+mod chat;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
         #[arg(default_value = lms::DEFAULT_MODEL_KEY)]
         model: String,
     },
+    /// Chat with a model in the terminal: answers stream, the history is kept.
+    Chat(chat::ChatArgs),
     /// List the models in the models directory.
     Ls {
         /// Print JSON.
@@ -212,6 +215,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Complete(args) => complete(args),
         Command::Get { model } => get(&model),
+        Command::Chat(args) => chat::run(args),
         Command::Ls { json } => ls(json),
         Command::Preset { action: PresetAction::Ls } => preset_ls(),
         Command::Bench(args) => bench::run(args),

@@ -212,3 +212,47 @@ fn presets_apply_under_the_command_line() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("@local:counting"), "{}", text(&missing.stderr));
 }
+
+/// Issue 13, item 7: `lms chat` keeps the history, takes `/system` and `/reset`, and Ctrl-C stops
+/// the answer being generated, not the program (which goes on to the next question, then ends at
+/// end of input with exit 0).
+#[test]
+fn chat_streams_answers_and_ctrl_c_stops_only_the_answer() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["chat", "--temperature", "0", "--max-tokens", "400"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lms runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("chatting with") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("reads") > 0, "lms chat ended early");
+    }
+    writeln!(stdin, "/system You tell very long stories.").expect("writes");
+    writeln!(stdin, "Tell me a long story about a lighthouse.").expect("writes");
+    // Wait for the answer to stream, then interrupt it.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("the answer streams");
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(interrupted.success());
+    let mut seen = String::new();
+    while !seen.contains("[stopped]") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("reads") > 0, "no [stopped]: {seen}");
+        seen += &line;
+    }
+    writeln!(stdin, "/reset").expect("writes");
+    writeln!(stdin, "/frobnicate").expect("writes");
+    drop(stdin);
+    let status = child.wait().expect("exits");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("reads");
+    assert!(status.success(), "{status:?}: {rest}");
+    assert!(rest.contains("(history cleared)") && rest.contains("unknown command /frobnicate"), "{rest}");
+}

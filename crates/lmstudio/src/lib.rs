@@ -54,8 +54,8 @@ pub use store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
 pub use types::error::{Error, Result};
 pub use types::result::{
-    Activity, AssistantMessage, ChatMessage, Fragment, ModelEntry, ModelInfo, PredictionResult, Quantization, Stats,
-    StopReason, TokenLogprob, TopLogprob,
+    Activity, AssistantMessage, Chat, ChatMessage, Fragment, ModelEntry, ModelInfo, PredictionResult, Quantization,
+    Stats, StopReason, TokenLogprob, TopLogprob,
 };
 
 /// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,

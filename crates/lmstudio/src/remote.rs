@@ -132,25 +132,33 @@ impl Connection {
         rx.recv().map_err(|_| conn_err("the connection closed while loading"))?
     }
 
-    /// Starts a raw completion; events arrive on `events` as from the embedded engine.
+    /// Starts a prediction: a raw completion of `input`'s one message, or a chat reply to its
+    /// messages (the server applies the model's template); events arrive on `events` as from the
+    /// embedded engine.
     pub(crate) fn predict(
         &self,
         specifier: Value,
-        prompt: &str,
+        input: &crate::client::Input<'_>,
         config: &Config,
         events: flume::Sender<Event>,
         cancel: Arc<AtomicBool>,
     ) -> Result<()> {
-        let stack = json!({"layers": [
-            {"layerName": "apiOverride", "config": wire::prediction_fields(config)},
-            {"layerName": wire::COMPLETE_MODE_LAYER, "config": {"fields": [{"key": "llm.prediction.promptTemplate", "value": {
-                "type": "jinja", "stopStrings": [],
-                "jinjaPromptTemplate": {"template": "{% for message in messages %}{{ message['content'] }}{% endfor %}", "bosToken": "", "eosToken": ""}}}]}}
-        ]});
+        let mut layers = vec![json!({"layerName": "apiOverride", "config": wire::prediction_fields(config)})];
+        let messages: Vec<Value> = match input {
+            crate::client::Input::Raw(prompt) => {
+                layers.push(json!({"layerName": wire::COMPLETE_MODE_LAYER, "config": {"fields": [{"key": "llm.prediction.promptTemplate", "value": {
+                    "type": "jinja", "stopStrings": [],
+                    "jinjaPromptTemplate": {"template": "{% for message in messages %}{{ message['content'] }}{% endfor %}", "bosToken": "", "eosToken": ""}}}]}}));
+                vec![json!({"role": "user", "content": [{"type": "text", "text": prompt}]})]
+            }
+            crate::client::Input::Chat(chat) => {
+                chat.iter().map(|m| json!({"role": m.role, "content": [{"type": "text", "text": m.content}]})).collect()
+            }
+        };
         let mut parameter = json!({
             "modelSpecifier": specifier,
-            "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}]},
-            "predictionConfigStack": stack,
+            "history": {"messages": messages},
+            "predictionConfigStack": {"layers": layers},
         });
         if let Some(preset) = &config.preset {
             parameter["fuzzyPresetIdentifier"] = json!(preset);

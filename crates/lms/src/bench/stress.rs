@@ -351,6 +351,24 @@ pub fn run(args: StressArgs) -> Result<()> {
     let body = serde_json::json!({"model": model, "messages": messages, "max_tokens": 4}).to_string();
     let (health_chat, probes_chat, chat_out) = health_during(addr, move || huge(addr, "/v1/chat/completions", body))?;
     let (chat_reply, chat_ms) = chat_out?;
+    // The same 100k tokens over the SDK protocol with `stopAtLimit`: a context-overflow error.
+    let (model_key, words) = (model.clone(), "lighthouse keeper counted the stairs ".repeat(25_000));
+    let (health_overflow, probes_overflow, overflow_out) = health_during(addr, move || {
+        let t0 = Instant::now();
+        let config = lms::Config {
+            max_tokens: Some(4),
+            context_overflow_policy: Some(lms::ContextOverflowPolicy::StopAtLimit),
+            ..Default::default()
+        };
+        let outcome = lms::Client::connect(&addr.to_string()).and_then(|c| c.llm(&model_key)?.complete(&words, config));
+        (outcome.map(|r| r.content), t0.elapsed().as_secs_f64() * 1000.0)
+    })?;
+    let (overflow, overflow_ms) = overflow_out;
+    let overflow_reply = match &overflow {
+        Err(e @ lms::Error::ContextOverflow { .. }) => format!("ContextOverflow: {e}"),
+        Err(e) => format!("unexpected error: {e}"),
+        Ok(text) => format!("unexpected completion: {text:?}"),
+    };
     let peak_rss = server.stop();
 
     let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
@@ -367,7 +385,16 @@ pub fn run(args: StressArgs) -> Result<()> {
         ("gauges back to 0 (running, queued)", running == 0.0 && queued == 0.0, false),
         ("no slot stuck: TTFT after / before <= 1.2", ttft_ratio <= 1.2, true),
         ("RSS less the prompt cache: after / before <= 1.1", rss_ratio <= 1.1, false),
-        ("/health within 100 ms during huge inputs", health_prompt <= 100.0 && health_chat <= 100.0, true),
+        (
+            "a prompt over the context with stopAtLimit: ContextOverflow",
+            matches!(overflow, Err(lms::Error::ContextOverflow { .. })),
+            false,
+        ),
+        (
+            "/health within 100 ms during huge inputs",
+            health_prompt <= 100.0 && health_chat <= 100.0 && health_overflow <= 100.0,
+            true,
+        ),
     ];
     let mut md = String::new();
     md += &format!(
@@ -401,6 +428,10 @@ pub fn run(args: StressArgs) -> Result<()> {
     md += &format!(
         "| 5,000-message chat, /v1/chat/completions | {} | {chat_ms:.0} | {health_chat:.1} | {probes_chat} |\n",
         chat_reply.replace('|', "\\|")
+    );
+    md += &format!(
+        "| 100k-token prompt, SDK protocol, stopAtLimit | {} | {overflow_ms:.0} | {health_overflow:.1} | {probes_overflow} |\n",
+        overflow_reply.chars().take(120).collect::<String>().replace('|', "\\|")
     );
     md += "\n| check | |\n|---|---|\n";
     for (what, ok, _) in checks {

@@ -21,7 +21,7 @@ use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::Event;
-use crate::types::result::{Activity, ChatMessage, ModelEntry, ModelInfo, PredictionResult};
+use crate::types::result::{Activity, Chat, ChatMessage, ModelEntry, ModelInfo, PredictionResult};
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
 #[cfg(not(feature = "embedded"))]
@@ -385,6 +385,30 @@ impl Llm {
         }
     }
 
+    /// LM Studio's `model.respond(chat)`: the model's reply to `chat`, rendered by the model's
+    /// own chat template, as one result.
+    pub fn respond(&self, chat: &Chat, config: Config) -> Result<PredictionResult> {
+        self.respond_stream(chat, config)?.wait_for_result()
+    }
+
+    /// Starts the model's reply to `chat`: the same stream, callbacks and cancel as
+    /// [`Llm::complete_stream`]; `on_message` gives the message to [`Chat::append`].
+    pub fn respond_stream(&self, chat: &Chat, config: Config) -> Result<PredictionStream> {
+        let (events, cancel) = self.submit(Input::Chat(chat.messages()), &config)?;
+        Ok(PredictionStream::new(events, cancel))
+    }
+
+    /// The async form of [`Llm::respond_stream`].
+    pub fn respond_stream_async(&self, chat: &Chat, config: Config) -> Result<AsyncPredictionStream> {
+        let (events, cancel) = self.submit(Input::Chat(chat.messages()), &config)?;
+        Ok(AsyncPredictionStream::new(events, cancel))
+    }
+
+    /// The async form of [`Llm::respond`].
+    pub async fn respond_async(&self, chat: &Chat, config: Config) -> Result<PredictionResult> {
+        self.respond_stream_async(chat, config)?.wait_for_result().await
+    }
+
     /// Completes `prompt` and returns the whole result.
     pub fn complete(&self, prompt: &str, config: Config) -> Result<PredictionResult> {
         self.complete_stream(prompt, config)?.wait_for_result()
@@ -392,13 +416,13 @@ impl Llm {
 
     /// Starts completing `prompt`; iterate the stream for fragments, attach callbacks, or wait.
     pub fn complete_stream(&self, prompt: &str, config: Config) -> Result<PredictionStream> {
-        let (events, cancel) = self.submit(prompt, &config)?;
+        let (events, cancel) = self.submit(Input::Raw(prompt), &config)?;
         Ok(PredictionStream::new(events, cancel))
     }
 
     /// The async form of [`Llm::complete_stream`]; the stream is a [`futures_core::Stream`].
     pub fn complete_stream_async(&self, prompt: &str, config: Config) -> Result<AsyncPredictionStream> {
-        let (events, cancel) = self.submit(prompt, &config)?;
+        let (events, cancel) = self.submit(Input::Raw(prompt), &config)?;
         Ok(AsyncPredictionStream::new(events, cancel))
     }
 
@@ -490,7 +514,7 @@ impl Llm {
         }
     }
 
-    fn submit(&self, prompt: &str, config: &Config) -> Result<(flume::Receiver<Event>, Arc<AtomicBool>)> {
+    fn submit(&self, input: Input<'_>, config: &Config) -> Result<(flume::Receiver<Event>, Arc<AtomicBool>)> {
         // Checked here for both backends; only the engine takes the checked form.
         #[cfg(feature = "embedded")]
         let applied;
@@ -505,23 +529,41 @@ impl Llm {
         };
         #[cfg_attr(not(feature = "embedded"), allow(unused_variables))]
         let valid = config.validate()?;
-        if prompt.is_empty() {
-            return Err(Error::InvalidPrompt("the prompt is empty".into()));
+        match input {
+            Input::Raw("") => return Err(Error::InvalidPrompt("the prompt is empty".into())),
+            Input::Chat([]) => return Err(Error::InvalidPrompt("the chat has no messages".into())),
+            _ => {}
         }
         let (tx, rx) = flume::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         match &self.inner {
             #[cfg(feature = "embedded")]
-            LlmInner::Embedded(l) => l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?,
+            LlmInner::Embedded(l) => {
+                let templated;
+                let prompt = match input {
+                    Input::Raw(prompt) => prompt,
+                    Input::Chat(chat) => {
+                        templated = self.apply_prompt_template(chat)?;
+                        templated.as_str()
+                    }
+                };
+                l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?
+            }
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));
             }
             LlmInner::Remote { remote, .. } => {
-                remote.connection()?.predict(self.specifier(), prompt, config, tx, Arc::clone(&cancel))?
+                remote.connection()?.predict(self.specifier(), &input, config, tx, Arc::clone(&cancel))?
             }
         }
         Ok((rx, cancel))
     }
+}
+
+/// What a prediction starts from: a raw prompt, or a chat for the model's template.
+pub(crate) enum Input<'a> {
+    Raw(&'a str),
+    Chat(&'a [ChatMessage]),
 }
 
 fn bad_reply(endpoint: &str) -> Error {

@@ -235,6 +235,65 @@ impl ChatMessage {
     }
 }
 
+/// A conversation for [`crate::Llm::respond`], as LM Studio's `Chat`: an optional system prompt,
+/// then user and assistant messages in order.
+///
+/// ```
+/// let mut chat = lmstudio::Chat::with_system_prompt("Answer in one word.");
+/// chat.add_user_message("The capital of France?");
+/// chat.add_assistant_response("Paris.");
+/// assert_eq!(chat.messages().len(), 3);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chat {
+    messages: Vec<ChatMessage>,
+}
+
+impl Chat {
+    /// An empty chat.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A chat that starts with a system prompt.
+    pub fn with_system_prompt(prompt: impl Into<String>) -> Self {
+        Self { messages: vec![ChatMessage::new("system", prompt)] }
+    }
+
+    /// Sets the system prompt: replaces the one there is, else puts one first.
+    pub fn set_system_prompt(&mut self, prompt: impl Into<String>) {
+        match self.messages.first_mut().filter(|m| m.role == "system") {
+            Some(m) => m.content = prompt.into(),
+            None => self.messages.insert(0, ChatMessage::new("system", prompt)),
+        }
+    }
+
+    /// Adds what the user says.
+    pub fn add_user_message(&mut self, text: impl Into<String>) {
+        self.messages.push(ChatMessage::new("user", text));
+    }
+
+    /// Adds what the assistant said.
+    pub fn add_assistant_response(&mut self, text: impl Into<String>) {
+        self.messages.push(ChatMessage::new("assistant", text));
+    }
+
+    /// Adds a message as `on_message` gives it (LM Studio's `chat.append`).
+    pub fn append(&mut self, message: &AssistantMessage) {
+        self.messages.push(ChatMessage::new(message.role.clone(), message.content.clone()));
+    }
+
+    /// Forgets every message but the system prompt.
+    pub fn reset(&mut self) {
+        self.messages.retain(|m| m.role == "system");
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> &[ChatMessage] {
+        &self.messages
+    }
+}
+
 /// An assistant message: what `on_message` receives when a prediction completes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssistantMessage {

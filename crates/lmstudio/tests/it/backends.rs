@@ -28,6 +28,28 @@ pub fn completes_alike(name: &str, client: &lms::Client) {
     let r = model.complete("1, 2, 3, 4,", stop).expect("completes");
     assert_eq!((r.content.as_str(), r.stats.stop_reason), (" 5,", lms::StopReason::StopStringFound), "{name}");
 
+    // A chat: the model's template renders it (on the server, for the remote backend); the reply
+    // is what completing the rendered prompt gives, and `on_message` adds it to the chat.
+    let mut chat = lms::Chat::with_system_prompt("You count.");
+    chat.add_user_message("1, 2, 3,");
+    let rendered = model.apply_prompt_template(chat.messages()).expect("renders");
+    let expected = model.complete(&rendered, greedy(5)).expect("completes").content;
+    let appended = Arc::new(Mutex::new(None));
+    let sink = Arc::clone(&appended);
+    let reply = model
+        .respond_stream(&chat, greedy(5))
+        .expect("starts")
+        .on_message(move |m| *sink.lock().expect("lock") = Some(m.clone()))
+        .wait_for_result()
+        .expect("responds");
+    assert_eq!(reply.content, expected, "{name}");
+    chat.append(appended.lock().expect("lock").as_ref().expect("on_message ran"));
+    assert_eq!(
+        chat.messages().last().map(|m| (m.role.as_str(), m.content.as_str())),
+        Some(("assistant", expected.as_str()))
+    );
+    assert!(matches!(model.respond(&lms::Chat::new(), greedy(2)), Err(lms::Error::InvalidPrompt(_))), "{name}");
+
     // Streaming and callbacks.
     let progress = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&progress);
