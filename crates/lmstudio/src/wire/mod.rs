@@ -59,9 +59,18 @@ impl KvStack {
         self.layers.iter().any(|l| l.layer_name == COMPLETE_MODE_LAYER)
     }
 
-    /// The prediction settings it holds; unknown keys are ignored, known keys with a wrong shape
-    /// are an [`Error::InvalidConfig`].
+    /// The prediction settings it holds. Known keys with a wrong shape are an
+    /// [`Error::InvalidConfig`]; so are LM Studio's settings we cannot honour yet when they ask for
+    /// something ([`UNSUPPORTED`]: structured output, tools, log probabilities, a draft model), so
+    /// that none is silently ignored. Other keys (UI and template settings) are ignored.
     pub fn prediction_config(&self) -> Result<Config, Error> {
+        for (key, asks_for_nothing) in UNSUPPORTED {
+            if let Some(v) = self.get(&format!("llm.prediction.{key}")) {
+                if !asks_for_nothing(checkbox(v)) {
+                    return Err(Error::InvalidConfig(format!("llm.prediction.{key} is not supported yet: {v}")));
+                }
+            }
+        }
         let mut c = Config::default();
         for s in PREDICTION {
             if let Some(v) = self.get(&format!("llm.prediction.{}", s.key)) {
@@ -92,6 +101,15 @@ struct Setting<C> {
     /// The field's value, or `None` to leave the key out.
     write: fn(&C) -> Option<Value>,
 }
+
+/// LM Studio's prediction settings that are refused unless they ask for nothing (`{"type":
+/// "none"}`, an unchecked checkbox, an empty value).
+const UNSUPPORTED: &[(&str, fn(Option<&Value>) -> bool)] = &[
+    ("structured", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
+    ("tools", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
+    ("logProbs", |v| v.is_none_or(|v| v.is_null() || v == false || v == 0)),
+    ("speculativeDecoding.draftModel", |v| v.is_none_or(|v| v.is_null() || v == "")),
+];
 
 /// LM Studio's prediction keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
 const PREDICTION: &[Setting<Config>] = &[
@@ -335,6 +353,39 @@ mod tests {
     fn wrong_shapes_are_invalid_config() {
         let s = stack(json!([{"key": "llm.prediction.temperature", "value": "hot"}]), false);
         assert!(matches!(s.prediction_config(), Err(Error::InvalidConfig(_))));
+    }
+
+    /// Issue 13, item 8: what we cannot do yet is refused by name, never ignored; the values that
+    /// ask for nothing pass.
+    #[test]
+    fn settings_we_cannot_honour_are_refused_by_name() {
+        let stack = |key: &str, value: Value| KvStack {
+            layers: vec![KvLayer {
+                layer_name: "apiOverride".into(),
+                config: KvConfig { fields: vec![KvField { key: format!("llm.prediction.{key}"), value }] },
+            }],
+        };
+        let refused = [
+            ("structured", json!({"type": "json", "jsonSchema": {"type": "object"}})),
+            ("tools", json!({"type": "toolArray", "tools": []})),
+            ("logProbs", json!({"checked": true, "value": 3})),
+            ("speculativeDecoding.draftModel", json!("some-draft")),
+        ];
+        for (key, value) in refused {
+            match stack(key, value).prediction_config() {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains(key), "{m}"),
+                other => panic!("{key}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        let taken = [
+            ("structured", json!({"type": "none"})),
+            ("tools", json!({"type": "none"})),
+            ("logProbs", json!({"checked": false, "value": 3})),
+            ("promptTemplate", json!({"type": "jinja"})),
+        ];
+        for (key, value) in taken {
+            assert!(stack(key, value).prediction_config().is_ok(), "{key}");
+        }
     }
 
     #[test]
