@@ -102,9 +102,12 @@ struct Setting<C> {
     write: fn(&C) -> Option<Value>,
 }
 
+/// Whether a setting's value (its checkbox unwrapped) asks for nothing.
+type AsksForNothing = fn(Option<&Value>) -> bool;
+
 /// LM Studio's prediction settings that are refused unless they ask for nothing (`{"type":
 /// "none"}`, an unchecked checkbox, an empty value).
-const UNSUPPORTED: &[(&str, fn(Option<&Value>) -> bool)] = &[
+const UNSUPPORTED: &[(&str, AsksForNothing)] = &[
     ("structured", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
     ("tools", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
     ("logProbs", |v| v.is_none_or(|v| v.is_null() || v == false || v == 0)),
