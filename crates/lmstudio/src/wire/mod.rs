@@ -61,7 +61,7 @@ impl KvStack {
 
     /// The prediction settings it holds. Known keys with a wrong shape are an
     /// [`Error::InvalidConfig`]; so are LM Studio's settings we cannot honour yet when they ask for
-    /// something ([`UNSUPPORTED`]: structured output, tools, log probabilities, a draft model), so
+    /// something (structured output, tools, log probabilities, a draft model), so
     /// that none is silently ignored. Other keys (UI and template settings) are ignored.
     pub fn prediction_config(&self) -> Result<Config, Error> {
         for (key, asks_for_nothing) in UNSUPPORTED {
