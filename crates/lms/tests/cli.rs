@@ -91,32 +91,49 @@ fn ls_lists_the_default_model() {
     assert!(v.as_array().expect("array").iter().any(|m| m["modelKey"] == "gemma-3-270m"));
 }
 
-/// Issue 12, D3: SIGTERM shuts the server down in order: a stream in flight ends with an error
-/// event that says why, and the process exits 0.
-#[test]
-fn sigterm_ends_streams_with_a_reason_and_exits_0() {
-    use std::io::{BufRead, BufReader};
+type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// Starts `lms server` on `port` (`"0"`: any free one) with one slot; returns it, the address it
+/// says it listens on, and the rest of its stderr.
+fn spawn_server(port: &str) -> (std::process::Child, String, StderrLines) {
+    use std::io::BufRead;
     let mut server = Command::new(env!("CARGO_BIN_EXE_lms"))
-        .args(["server", "start", "--port", "0", "--no-discovery-port", "--parallel", "1"])
+        .args(["server", "start", "--port", port, "--no-discovery-port", "--parallel", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("lms runs");
-    let mut stderr = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let mut stderr = std::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
     let addr = stderr
         .by_ref()
         .map_while(Result::ok)
         .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
         .expect("the server says where it listens");
-    let body = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"ignore_eos":true,"stream":true}"#;
-    let mut sock = std::net::TcpStream::connect(&addr).expect("connects");
+    (server, addr, stderr)
+}
+
+/// POSTs `body` to `/v1/completions` at `addr`; returns the response's lines, as they come.
+fn post(addr: &str, body: &str) -> impl Iterator<Item = String> {
+    use std::io::BufRead;
+    let mut sock = std::net::TcpStream::connect(addr).expect("connects");
     write!(
         sock,
-        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("sends");
-    let mut events = BufReader::new(sock).lines().map_while(Result::ok).filter(|l| l.starts_with("data: "));
+    std::io::BufReader::new(sock).lines().map_while(Result::ok)
+}
+
+/// A stream that cannot end by itself for a while: 2,000 tokens with end-of-text banned.
+const ENDLESS: &str = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"ignore_eos":true,"stream":true}"#;
+
+/// Issue 12, D3: SIGTERM shuts the server down in order: a stream in flight ends with an error
+/// event that says why, and the process exits 0.
+#[test]
+fn sigterm_ends_streams_with_a_reason_and_exits_0() {
+    let (mut server, addr, stderr) = spawn_server("0");
+    let mut events = post(&addr, ENDLESS).filter(|l| l.starts_with("data: "));
     assert!(events.next().is_some(), "the stream started");
     let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill runs");
     assert!(killed.success());
@@ -131,34 +148,14 @@ fn sigterm_ends_streams_with_a_reason_and_exits_0() {
 /// binds the same port at once and serves.
 #[test]
 fn a_server_killed_mid_prediction_restarts_on_the_same_port() {
-    use std::io::{BufRead, BufReader, Read};
     let start = |port: &str| {
-        let mut server = Command::new(env!("CARGO_BIN_EXE_lms"))
-            .args(["server", "start", "--port", port, "--no-discovery-port", "--parallel", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("lms runs");
-        let mut stderr = BufReader::new(server.stderr.take().expect("stderr")).lines();
-        let addr = stderr
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
-            .expect("the server says where it listens");
+        let (server, addr, stderr) = spawn_server(port);
         // Keep reading what it writes, so that its stderr never fills or closes.
         std::thread::spawn(move || stderr.map_while(Result::ok).for_each(drop));
         (server, addr)
     };
     let (mut first, addr) = start("0");
-    let body = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"ignore_eos":true,"stream":true}"#;
-    let mut sock = std::net::TcpStream::connect(&addr).expect("connects");
-    write!(
-        sock,
-        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sends");
-    let mut events = BufReader::new(sock).lines().map_while(Result::ok).filter(|l| l.starts_with("data: "));
+    let mut events = post(&addr, ENDLESS).filter(|l| l.starts_with("data: "));
     assert!(events.next().is_some(), "the stream started");
     first.kill().expect("SIGKILL");
     first.wait().expect("exits");
@@ -166,15 +163,7 @@ fn a_server_killed_mid_prediction_restarts_on_the_same_port() {
     let (mut second, again) = start(port);
     assert_eq!(again, addr, "the new server took the same port");
     let body = r#"{"model":"gemma-3-270m","prompt":"1, 2, 3,","max_tokens":4,"temperature":0}"#;
-    let mut sock = std::net::TcpStream::connect(&again).expect("connects");
-    write!(
-        sock,
-        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sends");
-    let mut response = String::new();
-    sock.read_to_string(&mut response).expect("reads");
+    let response = post(&again, body).collect::<Vec<_>>().join("\n");
     let _ = second.kill();
     let _ = second.wait();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

@@ -272,7 +272,6 @@ async fn accept_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
     config: ServerConfig,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(config.header_read_timeout);
     let mut open = tokio::task::JoinSet::new();
@@ -290,10 +289,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        // The connections open are the tasks still serving them.
+        while open.try_join_next().is_some() {}
+        if open.len() >= config.max_connections {
             tracing::warn!("{} connections open: one more refused", config.max_connections);
             continue;
-        };
+        }
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades();
         let mut stop = stop.clone();
@@ -307,9 +308,7 @@ async fn accept_loop(
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
-            drop(slot);
         });
-        while open.try_join_next().is_some() {}
     }
     while open.join_next().await.is_some() {}
 }

@@ -50,7 +50,7 @@ pub fn kv_config(data: &[u8]) {
         if c.validate().is_ok() {
             // What we decode, we can encode and decode again to the same config.
             let fields = wire::prediction_fields(&c);
-            let again = KvStack { layers: vec![wire::KvLayer { layer_name: "x".into(), config: fields }] };
+            let again = KvStack::of("x", fields);
             assert_eq!(again.prediction_config().ok().as_ref(), Some(&c), "round trip of {c:?}");
         }
     }
@@ -162,7 +162,7 @@ fn kv_seeds() -> Vec<Vec<u8>> {
         seed: Some(7),
         ..Default::default()
     };
-    let layer = |fields| KvStack { layers: vec![wire::KvLayer { layer_name: "apiOverride".into(), config: fields }] };
+    let layer = |fields| KvStack::of("apiOverride", fields);
     vec![
         serde_json::to_vec(&layer(wire::prediction_fields(&full))).unwrap_or_default(),
         serde_json::to_vec(&wire::load_stack(&LoadConfig { context_length: Some(2048), ..Default::default() }))

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{answers_to, Llm, LlmInner};
+use super::{answers_to, find_instance, Llm, LlmInner};
 use crate::engine::Engine;
 use crate::lock;
 use crate::store::{ModelStore, StoredModel};
@@ -68,9 +68,7 @@ impl Embedded {
     /// The instance `query` names (identifier or instance reference), else any instance of the
     /// model whose key it is (`key`, or `key:2` once `key` was unloaded).
     pub fn get_loaded(&self, query: &str) -> Option<Llm> {
-        let loaded = lock(&self.loaded);
-        let found = loaded.iter().find(|l| answers_to(&l.info, query));
-        found.or_else(|| loaded.iter().find(|l| l.info.model_key == query)).map(|l| handle(Arc::clone(l)))
+        find_instance(&lock(&self.loaded), |l| &l.info, query).map(|l| handle(Arc::clone(l)))
     }
 
     pub fn list_loaded(&self) -> Vec<ModelInfo> {

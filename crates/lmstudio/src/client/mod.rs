@@ -200,10 +200,7 @@ impl Client {
             Backend::Embedded(e) => e.get_loaded(query),
             Backend::Remote(r) => {
                 let loaded = r.list_loaded()?;
-                let found = loaded.iter().find(|info| answers_to(info, query));
-                found
-                    .or_else(|| loaded.iter().find(|info| info.model_key == query))
-                    .map(|info| Llm::remote(r, info.clone()))
+                find_instance(&loaded, |info| info, query).map(|info| Llm::remote(r, info.clone()))
             }
         })
     }
@@ -336,6 +333,13 @@ async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 's
 /// Whether a loaded instance answers to `query` (its identifier or its instance reference).
 fn answers_to(info: &ModelInfo, query: &str) -> bool {
     info.identifier.as_deref() == Some(query) || info.instance_reference.as_deref() == Some(query)
+}
+
+/// The loaded instance `query` names, else any instance of the model whose key it is (`key`, or
+/// `key:2` once `key` was unloaded): the one lookup rule of both backends.
+fn find_instance<'a, T>(loaded: &'a [T], info: impl Fn(&T) -> &ModelInfo, query: &str) -> Option<&'a T> {
+    let named = loaded.iter().find(|l| answers_to(info(l), query));
+    named.or_else(|| loaded.iter().find(|l| info(l).model_key == query))
 }
 
 /// A handle to a loaded model. Cloning is cheap; the model stays loaded until

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::types::config::Config;
 use crate::types::error::{Error, Result};
-use crate::wire::{KvConfig, KvLayer, KvStack};
+use crate::wire::{KvConfig, KvStack};
 
 /// One preset.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +39,7 @@ struct PresetFile {
 impl Preset {
     /// The preset's settings as a config; an unusable value of a known key is an error naming it.
     pub fn config(&self) -> Result<Config> {
-        let layer = KvLayer { layer_name: "preset".into(), config: self.fields.clone() };
-        KvStack { layers: vec![layer] }.prediction_config().map_err(|e| match e {
+        KvStack::of("preset", self.fields.clone()).prediction_config().map_err(|e| match e {
             Error::InvalidConfig(m) => Error::InvalidConfig(format!("preset {}: {m}", self.identifier)),
             other => other,
         })
@@ -81,11 +80,7 @@ impl PresetStore {
 
     /// The store at `$LMSTUDIO_PRESETS_DIR`, else `.../lmstudio-rs/presets` in the data dir.
     pub fn from_env() -> Self {
-        let root = std::env::var_os("LMSTUDIO_PRESETS_DIR")
-            .map(PathBuf::from)
-            .or_else(|| dirs::data_dir().map(|d| d.join("lmstudio-rs").join("presets")))
-            .unwrap_or_else(|| PathBuf::from("presets"));
-        Self::new(root)
+        Self::new(crate::store::dir_from_env("LMSTUDIO_PRESETS_DIR", "presets"))
     }
 
     /// The directory.

@@ -62,11 +62,7 @@ impl StoredModel {
 impl ModelStore {
     /// The store at `$LMSTUDIO_MODELS_DIR`, else the platform data dir (`.../lmstudio-rs/models`).
     pub fn from_env() -> Self {
-        let root = std::env::var_os("LMSTUDIO_MODELS_DIR")
-            .map(PathBuf::from)
-            .or_else(|| dirs::data_dir().map(|d| d.join("lmstudio-rs").join("models")))
-            .unwrap_or_else(|| PathBuf::from("models"));
-        Self::new(root)
+        Self::new(dir_from_env("LMSTUDIO_MODELS_DIR", "models"))
     }
 
     /// The store rooted at `root` (which need not exist yet).
@@ -172,6 +168,14 @@ impl ModelStore {
     fn rel(&self, path: &Path) -> String {
         path.strip_prefix(&self.root).unwrap_or(path).to_string_lossy().into_owned()
     }
+}
+
+/// `$var` when set, else `<data dir>/lmstudio-rs/<name>` (else `<name>` in the working directory).
+pub(crate) fn dir_from_env(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("lmstudio-rs").join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// One match is the answer, none means keep looking, several are ambiguous.

@@ -50,6 +50,11 @@ pub struct KvStack {
 pub const COMPLETE_MODE_LAYER: &str = "completeModeFormatting";
 
 impl KvStack {
+    /// A stack of one layer.
+    pub fn of(layer_name: &str, config: KvConfig) -> Self {
+        Self { layers: vec![KvLayer { layer_name: layer_name.into(), config }] }
+    }
+
     fn get(&self, key: &str) -> Option<&Value> {
         self.layers.iter().flat_map(|l| &l.config.fields).find(|f| f.key == key).map(|f| &f.value)
     }
@@ -362,11 +367,11 @@ mod tests {
     /// ask for nothing pass.
     #[test]
     fn settings_we_cannot_honour_are_refused_by_name() {
-        let stack = |key: &str, value: Value| KvStack {
-            layers: vec![KvLayer {
-                layer_name: "apiOverride".into(),
-                config: KvConfig { fields: vec![KvField { key: format!("llm.prediction.{key}"), value }] },
-            }],
+        let stack = |key: &str, value: Value| {
+            KvStack::of(
+                "apiOverride",
+                KvConfig { fields: vec![KvField { key: format!("llm.prediction.{key}"), value }] },
+            )
         };
         let refused = [
             ("structured", json!({"type": "json", "jsonSchema": {"type": "object"}})),
@@ -412,8 +417,7 @@ mod tests {
             preset: None,
             logprobs: None,
         };
-        let stack =
-            KvStack { layers: vec![KvLayer { layer_name: "apiOverride".into(), config: prediction_fields(&c) }] };
+        let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);
     }
 
