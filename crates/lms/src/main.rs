@@ -156,6 +156,12 @@ struct CompleteArgs {
     /// Stop before this string (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
+    /// Constrain the output to JSON valid under the JSON Schema in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    schema: Option<std::path::PathBuf>,
+    /// Constrain the output to the language of the GBNF grammar in this file (start rule `root`).
+    #[arg(long, value_name = "FILE")]
+    grammar: Option<std::path::PathBuf>,
     /// Context length to load the model with.
     #[arg(long)]
     context_length: Option<u32>,
@@ -297,6 +303,16 @@ fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Option<u
     Ok(lms::Client::with_store(store).load(&name, &config)?)
 }
 
+/// `--schema FILE` (JSON) or `--grammar FILE` (GBNF) as structured output.
+fn structured(schema: Option<&std::path::Path>, grammar: Option<&std::path::Path>) -> Result<Option<lms::Structured>> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    if let Some(p) = schema {
+        let schema = serde_json::from_str(&read(p)?).with_context(|| format!("{} is not JSON", p.display()))?;
+        return Ok(Some(lms::Structured::Json(schema)));
+    }
+    grammar.map(|p| Ok(lms::Structured::Gbnf(read(p)?))).transpose()
+}
+
 fn complete(args: CompleteArgs) -> Result<()> {
     let prompt = if args.prompt == "-" {
         let mut s = String::new();
@@ -317,6 +333,7 @@ fn complete(args: CompleteArgs) -> Result<()> {
         frequency_penalty: args.frequency_penalty,
         seed: args.seed,
         preset: args.preset.clone(),
+        structured: structured(args.schema.as_deref(), args.grammar.as_deref())?,
         ..Default::default()
     };
     config.validate()?;

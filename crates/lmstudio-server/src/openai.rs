@@ -85,6 +85,10 @@ pub(crate) struct CompletionRequest {
     logprobs: Option<Value>,
     /// Chat: how many alternatives per token, with `logprobs: true`.
     top_logprobs: Option<u32>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema": ...}}`.
+    response_format: Option<Value>,
+    /// llama.cpp's extension: a GBNF grammar the output follows.
+    grammar: Option<String>,
     #[serde(default)]
     stream: bool,
     /// Everything else: checked by [`refuse_unsupported`].
@@ -92,8 +96,8 @@ pub(crate) struct CompletionRequest {
     other: serde_json::Map<String, Value>,
 }
 
-/// A field we take only with the value that asks for nothing (`n: 1`, `logprobs: false`, a `text`
-/// response format): any other value, or any field not named here, is a 400 naming it. `user`
+/// A field we take only with the value that asks for nothing (`n: 1`, `echo: false`, no tools):
+/// any other value, or any field not named here, is a 400 naming it. `user`
 /// (an end user's id, for the provider's abuse monitoring) changes no output and is taken;
 /// `stream_options.include_usage` is always honoured (the last chunk carries `usage`).
 fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
@@ -108,7 +112,6 @@ fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiE
             }
             "n" | "best_of" => value.is_null() || value == 1,
             "echo" => value.is_null() || value == false,
-            "response_format" => value.is_null() || value["type"] == "text",
             "logit_bias" | "tools" | "functions" => empty(value),
             "tool_choice" | "function_call" => value.is_null() || value == "none",
             "parallel_tool_calls" | "store" => value.is_null() || value.is_boolean(),
@@ -146,6 +149,7 @@ impl CompletionRequest {
         refuse_unsupported(&self.other)?;
         let mut config = self.config()?;
         config.logprobs = self.logprobs(kind)?;
+        config.structured = self.structured()?;
         config.validate()?;
         let input = match kind {
             Kind::Text => {
@@ -165,6 +169,29 @@ impl CompletionRequest {
             }
         };
         Ok((config, input))
+    }
+
+    /// The language `response_format` (or llama.cpp's `grammar`) constrains the output to.
+    fn structured(&self) -> Result<Option<lms::Structured>, ApiError> {
+        let bad = |what: String| Err(ApiError::bad_request(what));
+        let format = self.response_format.as_ref().filter(|v| !v.is_null());
+        match (format, &self.grammar) {
+            (Some(_), Some(_)) => bad("`response_format` and `grammar` exclude each other".into()),
+            (None, Some(g)) => Ok(Some(lms::Structured::Gbnf(g.clone()))),
+            (None, None) => Ok(None),
+            (Some(f), None) => match f.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(None),
+                Some("json_object") => Ok(Some(lms::Structured::Json(json!({"type": "object"})))),
+                Some("json_schema") => match f.get("json_schema").and_then(|j| j.get("schema")) {
+                    Some(schema) => Ok(Some(lms::Structured::Json(schema.clone()))),
+                    None => bad("`response_format.json_schema.schema` is required".into()),
+                },
+                _ => bad(format!(
+                    "unsupported `response_format.type`: {} (text, json_object or json_schema)",
+                    f.get("type").unwrap_or(&Value::Null)
+                )),
+            },
+        }
     }
 
     /// The alternatives per token asked for, in each endpoint's own form.

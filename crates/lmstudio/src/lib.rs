@@ -51,7 +51,7 @@ pub use client::{Client, Llm};
 #[doc(hidden)]
 pub use engine::FAULT_PANIC;
 pub use store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
-pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, ValidConfig};
+pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, Structured, ValidConfig};
 pub use types::error::{Error, Result};
 pub use types::result::{
     Activity, AssistantMessage, Chat, ChatMessage, Fragment, ModelEntry, ModelInfo, PredictionResult, Quantization,

@@ -92,6 +92,15 @@ assert model.get_context_length() == 2048, model.get_context_length()
 assert model.count_tokens("hello world") == len(model.tokenize("hello world"))
 assert [m.identifier for m in lms.list_loaded_models()] == [model.identifier]
 assert any(m.model_key == "gemma-3-270m" for m in lms.list_downloaded_models())
+
+# Structured output: a pydantic class as the response format; the result's `parsed`.
+from pydantic import BaseModel, Field
+class Answer(BaseModel):
+    answer: bool
+    reason: str = Field(max_length=40)  # bounded, so that no seed outruns maxTokens
+r = model.complete("Is water wet? As JSON:", response_format=Answer, config={"maxTokens": 300, "seed": 4})
+assert r.stats.stop_reason == "eosFound" and set(r.parsed) == {"answer", "reason"}, r
+assert isinstance(r.parsed["answer"], bool)
 try:
     lms.llm("no-such-model")
     raise AssertionError("loaded a model that does not exist")
@@ -132,6 +141,18 @@ try:
     raise AssertionError("unknown model accepted")
 except NotFoundError:
     pass
+# Structured output: a JSON schema, and any JSON object.
+import json
+schema = {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]},
+          "population": {"type": "integer", "minimum": 0, "maximum": 99999999}},
+          "required": ["city", "population"], "additionalProperties": False}
+c = client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "A city?"}],
+    max_tokens=200, seed=1, response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}})
+v = json.loads(c.choices[0].message.content)
+assert v["city"] in ("Paris", "Rome") and isinstance(v["population"], int), v
+c = client.completions.create(model="gemma-3-270m", prompt="A JSON object:", max_tokens=60, seed=2,
+    extra_body={"response_format": {"type": "json_object"}})
+assert c.choices[0].finish_reason == "length" or isinstance(json.loads(c.choices[0].text), dict), c
 print("OPENAI OK")
 "#;
 

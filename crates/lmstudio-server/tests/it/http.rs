@@ -117,7 +117,7 @@ async fn bad_requests_get_json_4xx() {
 }
 
 /// Issue 13, item 8: a field we do not act on is a 400 that names it, never silently ignored;
-/// the values that ask for nothing (`n: 1`, `logprobs: false`, a text format) are taken.
+/// the values that ask for nothing (`n: 1`, `logprobs: null`, a text format) are taken.
 #[tokio::test]
 async fn unsupported_fields_are_refused_by_name() {
     let refused = [
@@ -127,8 +127,13 @@ async fn unsupported_fields_are_refused_by_name() {
         ("/v1/completions", r#"{"prompt": "x", "frobnicate": true}"#, "`frobnicate`"),
         (
             "/v1/chat/completions",
-            r#"{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}"#,
-            "`response_format`",
+            r#"{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}"#,
+            "`response_format.type`",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}"#,
+            "`response_format.json_schema.schema`",
         ),
         (
             "/v1/chat/completions",

@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
+mod grammar;
 mod prompt_cache;
 mod rules;
 mod sampler;
@@ -30,6 +31,8 @@ use crate::types::result::{Activity, ChatMessage, ModelInfo};
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
     pub config: ValidConfig,
+    /// The compiled language of `config.structured`.
+    pub grammar: Option<grammar::Grammar>,
     pub events: flume::Sender<Event>,
     pub cancel: Arc<AtomicBool>,
     pub submitted: Instant,
@@ -79,6 +82,7 @@ pub const FAULT_PANIC: &str = "\u{1}lmstudio-rs: panic\u{1}";
 /// A loaded model: its weights (shared with callers for tokenizing) and its engine thread.
 pub(crate) struct Engine {
     model: Arc<LlamaModel>,
+    grammars: grammar::Grammars,
     shared: Arc<Shared>,
     parallel: usize,
     max_queued: usize,
@@ -144,6 +148,7 @@ impl Engine {
             .map_err(load_err)?;
         Ok(Self {
             model,
+            grammars: grammar::Grammars::default(),
             shared,
             parallel: config.parallel as usize,
             max_queued: config.max_queued as usize,
@@ -202,12 +207,14 @@ impl Engine {
     ) -> Result<()> {
         let submitted = Instant::now();
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
+        let grammar = config.structured.as_ref().map(|s| self.grammars.get(&self.model, s)).transpose()?;
         let jobs = lock(&self.shared.jobs).clone().ok_or_else(|| self.stopped())?;
         // Count before sending so the worker's decrement can never run first.
         self.shared.queued.fetch_add(1, Ordering::SeqCst);
         let job = Job {
             tokens,
             config,
+            grammar,
             events,
             cancel,
             submitted,

@@ -9,6 +9,9 @@ use std::collections::HashMap;
 
 use crate::types::config::ValidConfig;
 
+/// A filter on candidate tokens: keeps those that may come next.
+pub(crate) type Allowed<'a> = &'a mut dyn FnMut(&mut Vec<(i32, f32)>);
+
 /// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
 const PENALTY_LAST_N: i32 = 64;
 
@@ -131,6 +134,19 @@ impl Sampler {
     }
 
     fn pick(&mut self, logits: &[f32]) -> i32 {
+        self.pick_from(logits, None).unwrap_or(0)
+    }
+
+    /// Like [`Sampler::sample`], over the tokens `allowed` keeps of the candidates it is given (a
+    /// grammar's): exactly the distribution of the whole vocabulary with the others masked out.
+    /// `None` when it allows none.
+    pub(crate) fn sample_allowed(&mut self, logits: &[f32], allowed: Allowed<'_>) -> Option<i32> {
+        let token = self.pick_from(logits, Some(allowed))?;
+        self.accept(token);
+        Some(token)
+    }
+
+    fn pick_from(&mut self, logits: &[f32], mut allowed: Option<Allowed<'_>>) -> Option<i32> {
         let penalized = self.penalized();
         let greedy = self.temperature <= 0.0;
         // Candidates: the top-k (top-1 when greedy), or the whole vocabulary when top-k is off.
@@ -142,11 +158,41 @@ impl Sampler {
             self.top_k.min(logits.len())
         };
         let mut cands = std::mem::take(&mut self.candidates);
-        cands.clear();
+        // With a filter, look at more than k, and at everything unless k plain (unpenalized)
+        // candidates pass it: every token left out is then below k allowed ones, so the top-k
+        // is exact.
+        let mut want = if allowed.is_some() { (4 * k).max(64).min(logits.len()) } else { k };
+        loop {
+            cands.clear();
+            self.candidates_into(logits, want, penalized, &mut cands);
+            let Some(filter) = allowed.as_mut() else { break };
+            filter(&mut cands);
+            let plain = cands.iter().filter(|c| !self.counts.contains_key(&c.0)).count();
+            if plain >= k || want == logits.len() {
+                break;
+            }
+            // Then the whole vocabulary: a filter that allowed few of the best tokens tends to
+            // allow few at all, and checks a long list in one go (the grammar's prefix tree).
+            want = logits.len();
+        }
+        if cands.is_empty() {
+            self.candidates = cands;
+            return None;
+        }
+        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        cands.truncate(k);
+        let token = if greedy || cands.len() == 1 { cands[0].0 } else { self.draw(&mut cands) };
+        self.candidates = cands;
+        Some(token)
+    }
+
+    /// The `k` best tokens after the penalties, banned ones out (more when penalties are on: the
+    /// penalized tokens come along, adjusted).
+    fn candidates_into(&self, logits: &[f32], k: usize, penalized: bool, cands: &mut Vec<(i32, f32)>) {
         if k == logits.len() {
             cands.extend(logits.iter().enumerate().map(|(i, &l)| (i as i32, l)));
             if penalized {
-                for c in &mut cands {
+                for c in cands.iter_mut() {
                     c.1 = self.adjust(c.0, c.1);
                 }
             }
@@ -155,11 +201,13 @@ impl Sampler {
                     c.1 = f32::NEG_INFINITY;
                 }
             }
+            // What cannot be drawn (banned) is no candidate.
+            cands.retain(|c| c.1 > f32::NEG_INFINITY);
         } else if penalized || !self.banned.is_empty() {
             // Penalties may push tokens out of the top-k and let others in; banned tokens leave it.
             // Of the top k + n raw logits (n = penalized and banned tokens), at least k are neither:
             // the true top-k is among those plus the penalized tokens that are not banned.
-            top_k_into(logits, k + self.counts.len() + self.banned.len(), &mut cands);
+            top_k_into(logits, k + self.counts.len() + self.banned.len(), cands);
             cands.retain(|c| !self.counts.contains_key(&c.0) && !self.banned.contains(&c.0));
             for &t in self.counts.keys().filter(|t| !self.banned.contains(t)) {
                 if let Some(&l) = logits.get(t as usize) {
@@ -167,13 +215,8 @@ impl Sampler {
                 }
             }
         } else {
-            top_k_into(logits, k, &mut cands);
+            top_k_into(logits, k, cands);
         }
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        cands.truncate(k);
-        let token = if greedy || cands.len() == 1 { cands[0].0 } else { self.draw(&mut cands) };
-        self.candidates = cands;
-        token
     }
 
     /// top-p, min-p, temperature and the weighted draw over sorted candidates.
@@ -291,6 +334,41 @@ mod tests {
         let total: f64 = (0..1000).map(|t| f64::from(s.logprobs(&logits, t, 0).0).exp()).sum();
         assert!((total - 1.0).abs() < 1e-4, "{total}");
         assert_eq!(s.logprobs(&logits, 201, 0).0, f32::NEG_INFINITY);
+    }
+
+    /// Structured output's contract: sampling under a filter is sampling from the whole
+    /// vocabulary with what the filter rejects masked out, even when the allowed tokens rank low.
+    #[test]
+    fn a_filter_masks_the_whole_vocabulary() {
+        let logits: Vec<f32> = (0..5000).map(|i| (i % 997) as f32 / 100.0).collect();
+        let allowed: Vec<i32> = (0..5000).filter(|t| t % 250 == 3).collect();
+        let mut by_logit = allowed.clone();
+        by_logit.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        let filter = |c: &mut Vec<(i32, f32)>| c.retain(|&(t, _)| t % 250 == 3);
+        let mut greedy = sampler(Config { temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() });
+        assert_eq!(greedy.sample_allowed(&logits, &mut { filter }), Some(by_logit[0]));
+        // A penalty pushes the best allowed token below the second.
+        let mut penalized =
+            sampler(Config { temperature: Some(0.0), repeat_penalty: Some(10.0), ..Default::default() });
+        penalized.accept(by_logit[0]);
+        assert_eq!(penalized.sample_allowed(&logits, &mut { filter }), Some(by_logit[1]));
+        // Top-3 of the masked vocabulary, drawn: exactly the three best allowed tokens.
+        let mut s = sampler(Config {
+            seed: Some(5),
+            top_k: Some(3),
+            top_p: Some(1.0),
+            min_p: Some(0.0),
+            repeat_penalty: Some(1.0),
+            temperature: Some(50.0),
+            ..Default::default()
+        });
+        let drawn: std::collections::BTreeSet<i32> =
+            (0..300).filter_map(|_| s.sample_allowed(&logits, &mut { filter })).collect();
+        assert_eq!(drawn, by_logit[..3].iter().copied().collect());
+        // Top-k off: the whole vocabulary, still only allowed tokens.
+        let mut all = sampler(Config { top_k: Some(0), seed: Some(2), temperature: Some(50.0), ..Default::default() });
+        assert!((0..50).all(|_| all.sample_allowed(&logits, &mut { filter }).is_some_and(|t| allowed.contains(&t))));
+        assert_eq!(greedy.sample_allowed(&logits, &mut |c: &mut Vec<(i32, f32)>| c.clear()), None);
     }
 
     #[test]

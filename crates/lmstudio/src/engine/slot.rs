@@ -11,6 +11,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
 use super::rules::{common_prefix, reuse_point};
+use super::grammar::Grammar;
 use super::sampler::Sampler;
 use super::{EngineParams, Job, Shared};
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
@@ -69,6 +70,8 @@ pub(super) struct Slot {
 pub(super) struct Active {
     pub(super) job: Job,
     pub(super) sampler: Sampler,
+    /// The language of structured output, when asked for.
+    pub(super) grammar: Option<Grammar>,
     /// Prompt tokens evaluated so far (including those found in the cache).
     pub(super) prompt_done: usize,
     pub(super) cached_prompt: usize,
@@ -115,7 +118,7 @@ impl Slot {
     }
 
     /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
-    pub(super) fn start(&mut self, ctx: &mut LlamaContext, job: Job, model: &ModelView) {
+    pub(super) fn start(&mut self, ctx: &mut LlamaContext, mut job: Job, model: &ModelView) {
         let prompt = &job.tokens;
         let mut reuse = self.reusable_prefix(prompt);
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
@@ -137,6 +140,7 @@ impl Slot {
         let matcher = StopMatcher::new(job.config.stop_strings.clone());
         let active = Active {
             sampler,
+            grammar: job.grammar.take(),
             prompt_done: reuse,
             cached_prompt: reuse,
             last_progress: 0.0,
@@ -255,7 +259,18 @@ impl Slot {
         let vocab = &model.vocab;
         let Some(a) = self.active.as_mut() else { return };
         let logits = ctx.get_logits_ith(at);
-        let token = LlamaToken(a.sampler.sample(logits));
+        let token = match a.grammar.as_mut() {
+            None => Some(a.sampler.sample(logits)),
+            Some(grammar) => {
+                let token = a.sampler.sample_allowed(logits, &mut |c| grammar.retain(c));
+                token.inspect(|&t| grammar.accept(t))
+            }
+        };
+        // The grammar allows nothing more: its sentence is whole (and `ignore_eos` bans the end).
+        let Some(token) = token.map(LlamaToken) else {
+            self.finish(StopReason::EosFound, info);
+            return;
+        };
         tracing::trace!(seq = self.seq, token = token.0, "sampled");
         if a.first_token_at.is_none() {
             a.first_token_at = Some(Instant::now());

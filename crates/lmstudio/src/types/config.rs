@@ -63,6 +63,88 @@ pub struct Config {
     /// (0 to 20; 0: the token's own alone). See [`crate::TokenLogprob`]. Default: off.
     #[serde(default, deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+    /// Constrain the output to JSON of a schema or to a grammar's language (LM Studio's
+    /// `structured`: `{"type": "json", "jsonSchema": {...}}`, `{"type": "gbnf", "gbnfGrammar":
+    /// "..."}`; `{"type": "none"}` is `None`). Default: unconstrained.
+    #[serde(
+        default,
+        deserialize_with = "de_structured",
+        serialize_with = "ser_structured",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub structured: Option<Structured>,
+}
+
+/// Output constrained token by token to a formal language, so that it always parses: only
+/// tokens that keep the text a prefix of a sentence of the language are sampled, and the end of
+/// text only when it is a whole one. A prediction cut by `maxTokens` or a stop string may still
+/// end early; its stop reason says so.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Structured {
+    /// JSON that validates against this JSON Schema (`{}`: any JSON value). The schema features
+    /// llama.cpp's converter knows: types, properties (in their order), required, enum, const,
+    /// items, min/max items and lengths, patterns, `$ref` to `$defs`, anyOf/oneOf/allOf.
+    Json(serde_json::Value),
+    /// Text in the language of this GBNF grammar (llama.cpp's format; the start rule is `root`).
+    Gbnf(String),
+}
+
+impl Structured {
+    /// LM Studio's `structured` value: `{"type": "none" | "json" | "gbnf", "jsonSchema"?,
+    /// "gbnfGrammar"?}`. `none` (and `null`) is no constraint; `json` without a schema is any JSON.
+    pub fn from_wire(v: &serde_json::Value) -> Result<Option<Self>> {
+        use serde_json::Value;
+        let bad = |why: String| Error::InvalidConfig(format!("structured: {why}"));
+        let o = match v {
+            Value::Null => return Ok(None),
+            Value::Object(o) => o,
+            other => return Err(bad(format!("expected an object, got {other}"))),
+        };
+        if let Some(k) = o.keys().find(|k| !["type", "jsonSchema", "gbnfGrammar"].contains(&k.as_str())) {
+            return Err(bad(format!("unknown field `{k}`")));
+        }
+        match o.get("type").and_then(Value::as_str) {
+            Some("none") => Ok(None),
+            Some("json") => Ok(Some(Self::Json(o.get("jsonSchema").cloned().unwrap_or_else(|| serde_json::json!({}))))),
+            Some("gbnf") => match o.get("gbnfGrammar") {
+                Some(Value::String(g)) => Ok(Some(Self::Gbnf(g.clone()))),
+                _ => Err(bad("type gbnf needs a gbnfGrammar string".into())),
+            },
+            _ => Err(bad(format!("type must be \"none\", \"json\" or \"gbnf\", got {}", o.get("type").unwrap_or(&Value::Null)))),
+        }
+    }
+
+    /// The inverse of [`Structured::from_wire`].
+    pub fn to_wire(&self) -> serde_json::Value {
+        match self {
+            Self::Json(schema) => serde_json::json!({"type": "json", "jsonSchema": schema}),
+            Self::Gbnf(grammar) => serde_json::json!({"type": "gbnf", "gbnfGrammar": grammar}),
+        }
+    }
+
+    /// Checks what can be checked without the engine: a schema is an object (`true` is `{}`), a
+    /// grammar is not empty.
+    fn validate(&self) -> Result<Self> {
+        use serde_json::Value;
+        let bad = |why: String| Err(Error::InvalidConfig(format!("structured: {why}")));
+        match self {
+            Self::Json(Value::Bool(true)) => Ok(Self::Json(serde_json::json!({}))),
+            Self::Json(Value::Bool(false)) => bad("the JSON schema `false` matches nothing".into()),
+            Self::Json(Value::Object(_)) => Ok(self.clone()),
+            Self::Json(other) => bad(format!("a JSON schema is an object, got {other}")),
+            Self::Gbnf(g) if g.trim().is_empty() => bad("the GBNF grammar is empty".into()),
+            Self::Gbnf(_) => Ok(self.clone()),
+        }
+    }
+}
+
+fn de_structured<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Structured>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Structured::from_wire(&v).map_err(serde::de::Error::custom)
+}
+
+fn ser_structured<S: serde::Serializer>(s: &Option<Structured>, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    s.as_ref().map(Structured::to_wire).serialize(ser)
 }
 
 /// What happens to a prompt that does not fit in the context (LM Studio's names).
@@ -108,6 +190,8 @@ pub struct ValidConfig {
     pub ignore_eos: bool,
     /// Log probabilities wanted, with this many alternatives.
     pub logprobs: Option<u32>,
+    /// The language the output is constrained to.
+    pub structured: Option<Structured>,
 }
 
 impl Config {
@@ -129,6 +213,7 @@ impl Config {
             ignore_eos: self.ignore_eos.or(base.ignore_eos),
             preset: self.preset.or(base.preset),
             logprobs: self.logprobs.or(base.logprobs),
+            structured: self.structured.or(base.structured),
         }
     }
 
@@ -180,6 +265,7 @@ impl Config {
             context_overflow_policy: self.context_overflow_policy.unwrap_or(ContextOverflowPolicy::TruncateMiddle),
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs: self.logprobs,
+            structured: self.structured.as_ref().map(Structured::validate).transpose()?,
         })
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::types::config::{Config, LoadConfig};
+use crate::types::config::{Config, LoadConfig, Structured};
 use crate::types::error::Error;
 
 mod error;
@@ -66,7 +66,7 @@ impl KvStack {
 
     /// The prediction settings it holds. Known keys with a wrong shape are an
     /// [`Error::InvalidConfig`]; so are LM Studio's settings we cannot honour yet when they ask for
-    /// something (structured output, tools, log probabilities, a draft model), so
+    /// something (tools, log probabilities, a draft model), so
     /// that none is silently ignored. Other keys (UI and template settings) are ignored.
     pub fn prediction_config(&self) -> Result<Config, Error> {
         for (key, asks_for_nothing) in UNSUPPORTED {
@@ -113,7 +113,6 @@ type AsksForNothing = fn(Option<&Value>) -> bool;
 /// LM Studio's prediction settings that are refused unless they ask for nothing (`{"type":
 /// "none"}`, an unchecked checkbox, an empty value).
 const UNSUPPORTED: &[(&str, AsksForNothing)] = &[
-    ("structured", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
     ("tools", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
     ("logProbs", |v| v.is_none_or(|v| v.is_null() || v == false || v == 0)),
     ("speculativeDecoding.draftModel", |v| v.is_none_or(|v| v.is_null() || v == "")),
@@ -121,6 +120,14 @@ const UNSUPPORTED: &[(&str, AsksForNothing)] = &[
 
 /// LM Studio's prediction keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
 const PREDICTION: &[Setting<Config>] = &[
+    Setting {
+        key: "structured",
+        read: |c, v| {
+            c.structured = v.map(Structured::from_wire).transpose().map_err(drop)?.flatten();
+            Ok(())
+        },
+        write: |c| c.structured.as_ref().map(Structured::to_wire),
+    },
     Setting {
         key: "maxPredictedTokens",
         read: |c, v| {
@@ -374,7 +381,7 @@ mod tests {
             )
         };
         let refused = [
-            ("structured", json!({"type": "json", "jsonSchema": {"type": "object"}})),
+            ("structured", json!({"type": "regex", "pattern": "a+"})),
             ("tools", json!({"type": "toolArray", "tools": []})),
             ("logProbs", json!({"checked": true, "value": 3})),
             ("speculativeDecoding.draftModel", json!("some-draft")),
@@ -416,6 +423,7 @@ mod tests {
             // are the embedded backend's and OpenAI's only.
             preset: None,
             logprobs: None,
+            structured: Some(Structured::Json(json!({"type": "object", "properties": {"b": {}, "a": {}}}))),
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);

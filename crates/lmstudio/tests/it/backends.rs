@@ -28,6 +28,16 @@ pub fn completes_alike(name: &str, client: &lms::Client) {
     let r = model.complete("1, 2, 3, 4,", stop).expect("completes");
     assert_eq!((r.content.as_str(), r.stats.stop_reason), (" 5,", lms::StopReason::StopStringFound), "{name}");
 
+    // Structured output: the schema travels with the request and constrains every token.
+    let schema = serde_json::json!({"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
+        "required": ["answer"], "additionalProperties": false});
+    let config = lms::Config { structured: Some(lms::Structured::Json(schema)), ..greedy(40) };
+    let r = model.complete("Is the sky blue? As JSON:", config).expect("completes");
+    let answer: serde_json::Value = serde_json::from_str(&r.content).unwrap_or_else(|e| panic!("{name}: {e}: {r}"));
+    assert!(answer["answer"] == "yes" || answer["answer"] == "no", "{name}: {r}");
+    let bad = lms::Config { structured: Some(lms::Structured::Gbnf("root ::= nowhere".into())), ..greedy(4) };
+    assert!(matches!(model.complete("x", bad), Err(lms::Error::InvalidConfig(_))), "{name}");
+
     // A chat: the model's template renders it (on the server, for the remote backend); the reply
     // is what completing the rendered prompt gives, and `on_message` adds it to the chat.
     let mut chat = lms::Chat::with_system_prompt("You count.");

@@ -19,6 +19,8 @@ mod gguf_corpus;
 mod remote_only;
 #[cfg(feature = "embedded")]
 mod streaming;
+#[cfg(feature = "embedded")]
+mod structured;
 
 use std::sync::OnceLock;
 
