@@ -44,6 +44,9 @@ enum Command {
     },
     /// Measure prompt processing and decode speed (see README: Benchmarks).
     Bench(bench::BenchArgs),
+    /// Measure decode speed with structured output (a JSON schema, a grammar) against the same
+    /// tokens without, and the first-use compile time (see bench/structured.md).
+    BenchStructured(bench::structured::StructuredArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
     /// (see bench/HARDENING.md).
     Stress(bench::stress::StressArgs),
@@ -226,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Preset { action: PresetAction::Ls } => preset_ls(),
         Command::Bench(args) => bench::run(args),
         Command::Stress(args) => bench::stress::run(args),
+        Command::BenchStructured(args) => bench::structured::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
     }
 }

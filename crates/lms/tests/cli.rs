@@ -245,3 +245,30 @@ fn chat_streams_answers_and_ctrl_c_stops_only_the_answer() {
     assert!(status.success(), "{status:?}: {rest}");
     assert!(rest.contains("(history cleared)") && rest.contains("unknown command /frobnicate"), "{rest}");
 }
+
+#[test]
+fn schema_and_grammar_files_constrain_the_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = dir.path().join("answer.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}"#,
+    )
+    .expect("write");
+    let out = lms(&["complete", "--schema", schema.to_str().expect("utf-8"), "--seed", "1", "Is it? As JSON:"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("JSON on stdout");
+    assert!(value["answer"] == "yes" || value["answer"] == "no", "{value}");
+
+    let grammar = dir.path().join("digits.gbnf");
+    std::fs::write(&grammar, "root ::= [0-9]{3}\n").expect("write");
+    let out = lms(&["complete", "--grammar", grammar.to_str().expect("utf-8"), "--seed", "2", "A number:"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digits = text(&out.stdout);
+    assert!(digits.trim_end().len() == 3 && digits.trim_end().bytes().all(|b| b.is_ascii_digit()), "{digits:?}");
+
+    std::fs::write(&grammar, "root ::= nowhere\n").expect("write");
+    let out = lms(&["complete", "--grammar", grammar.to_str().expect("utf-8"), "x"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("structured"), "{}", text(&out.stderr));
+}

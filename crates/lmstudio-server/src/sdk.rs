@@ -192,6 +192,13 @@ fn dispatch(
                 open.insert(id, None);
             }
             let endpoint = msg["endpoint"].as_str().unwrap_or_default().to_owned();
+            if !CHANNEL_ENDPOINTS.contains(&endpoint.as_str()) {
+                // As LM Studio: a warning, and the channel is never answered.
+                lock(cancels).remove(&id);
+                let warning = format!("channelCreate for unknown endpoint {endpoint:?} (channel {id})");
+                out.send(json!({"type": "communicationWarning", "warning": warning}));
+                return;
+            }
             let parameter = msg.get("creationParameter").cloned().unwrap_or(Value::Null);
             let (state, out, cancels) = (state.clone(), out.clone(), Arc::clone(cancels));
             tasks.spawn(async move {
@@ -340,6 +347,9 @@ fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Op
 fn load_fields(llm: &lms::Llm) -> Value {
     json!({"fields": [{"key": "llm.load.contextLength", "value": llm.info().context_length}]})
 }
+
+/// The channel endpoints [`channel`] serves.
+const CHANNEL_ENDPOINTS: &[&str] = &["getOrLoad", "loadModel", "predict"];
 
 async fn channel(
     state: &AppState,

@@ -26,8 +26,9 @@
 //   client                the facade: Client, Llm, prediction streams (blocking and async)
 //   engine | remote       the two backends, side by side; engine (feature `embedded`) is the only
 //                         code that touches llama.cpp, remote speaks LM Studio's websocket protocol
-//   store | wire | text   the models directory and GGUF headers | the protocol's codec |
-//                         incremental UTF-8 decoding and stop strings (pure)
+//   store | wire | text | template
+//                         the models directory and GGUF headers | the protocol's codec |
+//                         incremental UTF-8 decoding and stop strings | chat templates (pure)
 //   types                 plain data: configs, results, stats, model info, events, errors
 mod client;
 #[cfg(feature = "embedded")]
@@ -37,6 +38,8 @@ mod engine;
 pub mod fuzzing;
 mod remote;
 pub mod store;
+#[cfg(feature = "embedded")]
+mod template;
 #[cfg_attr(not(feature = "embedded"), allow(dead_code))]
 mod text;
 mod types;

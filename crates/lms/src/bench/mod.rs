@@ -5,6 +5,7 @@ mod load;
 mod loadgen;
 mod rss;
 pub mod stress;
+pub mod structured;
 
 use std::path::PathBuf;
 use std::process::Command;

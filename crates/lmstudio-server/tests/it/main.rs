@@ -7,6 +7,7 @@ mod backends;
 mod clients;
 mod http;
 mod js_sdk;
+mod lmstudio_suite;
 mod remote;
 mod sdk_socket;
 

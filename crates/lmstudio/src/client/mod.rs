@@ -336,10 +336,17 @@ fn answers_to(info: &ModelInfo, query: &str) -> bool {
 }
 
 /// The loaded instance `query` names, else any instance of the model whose key it is (`key`, or
-/// `key:2` once `key` was unloaded): the one lookup rule of both backends.
+/// `key:2` once `key` was unloaded), else one whose file is under the `publisher/model` folder it
+/// names (LM Studio's long form of a key): the one lookup rule of both backends.
 fn find_instance<'a, T>(loaded: &'a [T], info: impl Fn(&T) -> &ModelInfo, query: &str) -> Option<&'a T> {
     let named = loaded.iter().find(|l| answers_to(info(l), query));
-    named.or_else(|| loaded.iter().find(|l| info(l).model_key == query))
+    let keyed = || loaded.iter().find(|l| info(l).model_key == query);
+    let folder = query.to_lowercase();
+    let under = || {
+        let under_folder = |l: &&T| info(l).path.to_lowercase().starts_with(&folder);
+        folder.contains('/').then(|| loaded.iter().find(under_folder)).flatten()
+    };
+    named.or_else(keyed).or_else(under)
 }
 
 /// A handle to a loaded model. Cloning is cheap; the model stays loaded until
@@ -464,7 +471,7 @@ impl Llm {
     pub fn apply_prompt_template(&self, messages: &[ChatMessage]) -> Result<String> {
         match &self.inner {
             #[cfg(feature = "embedded")]
-            LlmInner::Embedded(l) => l.engine.apply_chat_template(messages, l.info.architecture.as_deref()),
+            LlmInner::Embedded(l) => l.engine.apply_chat_template(messages),
             LlmInner::Remote { .. } => {
                 let history: Vec<_> = messages
                     .iter()

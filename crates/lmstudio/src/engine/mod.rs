@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::lock;
+use crate::template::{self, ChatTemplate};
 use crate::types::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::Event;
@@ -82,6 +83,8 @@ pub const FAULT_PANIC: &str = "\u{1}lmstudio-rs: panic\u{1}";
 /// A loaded model: its weights (shared with callers for tokenizing) and its engine thread.
 pub(crate) struct Engine {
     model: Arc<LlamaModel>,
+    /// The compiled chat template, or why it does not compile (completions work all the same).
+    template: Result<ChatTemplate>,
     grammars: grammar::Grammars,
     shared: Arc<Shared>,
     parallel: usize,
@@ -117,6 +120,7 @@ impl Engine {
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4)));
         info.context_length = Some(u64::from(context_length));
+        let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
         let params = EngineParams {
             context_length,
@@ -148,6 +152,7 @@ impl Engine {
             .map_err(load_err)?;
         Ok(Self {
             model,
+            template,
             grammars: grammar::Grammars::default(),
             shared,
             parallel: config.parallel as usize,
@@ -173,22 +178,13 @@ impl Engine {
         self.tokenize(text).into_iter().map(|t| t.0).collect()
     }
 
-    /// Formats a chat with the model's chat template (or, when it has none llama.cpp knows, the
-    /// template of its family), ready for the assistant's turn.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], architecture: Option<&str>) -> Result<String> {
-        let chat = messages
-            .iter()
-            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::InvalidPrompt(format!("a message cannot be used: {e}")))?;
-        let fallback = if architecture.is_some_and(|a| a.starts_with("gemma")) { "gemma" } else { "chatml" };
-        let own = self.model.chat_template(None).ok();
-        for template in own.into_iter().chain(LlamaChatTemplate::new(fallback).ok()) {
-            if let Ok(text) = self.model.apply_chat_template(&template, &chat, true) {
-                return Ok(text);
-            }
+    /// Formats a chat with the model's chat template (its family's, or ChatML, when the file has
+    /// none), ready for the assistant's turn.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
+        match &self.template {
+            Ok(t) => t.render(messages),
+            Err(e) => Err(e.clone()),
         }
-        Err(Error::InvalidPrompt("the model's chat template cannot be applied".into()))
     }
 
     /// Number of tokens `text` becomes.
@@ -269,6 +265,19 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The model file's chat template (`tokenizer.chat_template`), else its family's.
+fn chat_template(model: &LlamaModel, architecture: Option<&str>) -> Result<ChatTemplate> {
+    let own = model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.trim().is_empty());
+    let vocab = model.vocab();
+    let text = |token: LlamaToken| {
+        let mut piece = Vec::new();
+        vocab.token_to_piece_into(token, &mut piece, true, None);
+        String::from_utf8_lossy(&piece).into_owned()
+    };
+    let source = own.as_deref().unwrap_or_else(|| template::fallback_for(architecture));
+    ChatTemplate::new(source, &text(vocab.bos()), &text(vocab.eos()))
 }
 
 /// Applies the context overflow policy: the prompt must leave room for at least one new token.

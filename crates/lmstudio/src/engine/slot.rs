@@ -10,8 +10,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
-use super::rules::{common_prefix, reuse_point};
 use super::grammar::Grammar;
+use super::rules::{common_prefix, reuse_point};
 use super::sampler::Sampler;
 use super::{EngineParams, Job, Shared};
 use crate::text::{Matched, StopMatcher, Utf8Decoder};

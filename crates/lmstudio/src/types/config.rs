@@ -110,7 +110,10 @@ impl Structured {
                 Some(Value::String(g)) => Ok(Some(Self::Gbnf(g.clone()))),
                 _ => Err(bad("type gbnf needs a gbnfGrammar string".into())),
             },
-            _ => Err(bad(format!("type must be \"none\", \"json\" or \"gbnf\", got {}", o.get("type").unwrap_or(&Value::Null)))),
+            _ => Err(bad(format!(
+                "type must be \"none\", \"json\" or \"gbnf\", got {}",
+                o.get("type").unwrap_or(&Value::Null)
+            ))),
         }
     }
 

@@ -40,7 +40,8 @@ fn json_output_validates_against_its_schema() {
         let config = structured(lms::Structured::Json(schema.clone()), seed, 1000);
         let r = model().complete("A person, as JSON:", config).expect("completes");
         assert_eq!(r.stats.stop_reason, lms::StopReason::EosFound, "seed {seed}: {}", r.content);
-        let value: Value = serde_json::from_str(&r.content).unwrap_or_else(|e| panic!("seed {seed}: {e}: {}", r.content));
+        let value: Value =
+            serde_json::from_str(&r.content).unwrap_or_else(|e| panic!("seed {seed}: {e}: {}", r.content));
         let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "seed {seed}: {}: {errors:?}", r.content);
     }
@@ -68,7 +69,8 @@ fn gbnf_output_is_a_sentence_of_the_grammar() {
 /// grammar allows nothing more.
 #[test]
 fn a_finished_sentence_ends_the_prediction_even_without_an_end_token() {
-    let config = lms::Config { structured: Some(lms::Structured::Gbnf("root ::= \"yes\" | \"no\"".into())), ..exactly(50) };
+    let config =
+        lms::Config { structured: Some(lms::Structured::Gbnf("root ::= \"yes\" | \"no\"".into())), ..exactly(50) };
     let r = model().complete("Is the sky blue? Answer:", config).expect("completes");
     assert!(["yes", "no"].contains(&r.content.as_str()), "{:?}", r.content);
     assert_eq!(r.stats.stop_reason, lms::StopReason::EosFound);

@@ -1,0 +1,153 @@
+//! Chat templates: the Jinja template a model file carries (`tokenizer.chat_template`), rendered
+//! with minijinja the way Hugging Face's `transformers` renders it (blocks trimmed, Python's string
+//! and dict methods, `raise_exception`), so that a chat reaches the model exactly as it was trained
+//! to see one. Pure: the engine hands in the template and the model's BOS/EOS texts.
+//!
+//! Templates come from model files, which may be hostile: rendering runs on a fuel budget, so a
+//! template that loops without end fails with an error instead of hanging the caller.
+
+use minijinja::{Environment, ErrorKind};
+
+use crate::types::error::{Error, Result};
+use crate::types::result::ChatMessage;
+
+/// ChatML, the format most chat models share: the template of a model file that has none.
+const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + \
+    message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Gemma's turn format (the template Gemma's instruct models carry, in short), for Gemma files
+/// without a template, such as the base models: a system message goes before the first user
+/// message; assistant turns are the `model`'s; roles must alternate.
+const GEMMA: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+  {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+  {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+  {%- set first_user_prefix = '' -%}
+  {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+  {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+    {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+  {%- endif -%}
+  {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+  {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{ '<start_of_turn>model\n' }}
+{%- endif -%}"#;
+
+/// The template for a model file that carries none: its family's format, else ChatML.
+pub(crate) fn fallback_for(architecture: Option<&str>) -> &'static str {
+    if architecture.is_some_and(|a| a.starts_with("gemma")) {
+        GEMMA
+    } else {
+        CHATML
+    }
+}
+
+/// Template instructions a render may run: far more than any real chat takes (Gemma 3's template
+/// runs a few dozen per message), and well under a second of work.
+const FUEL: u64 = 20_000_000;
+
+/// A model's chat template, compiled once.
+pub(crate) struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").field("bos", &self.bos).field("eos", &self.eos).finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos` and `eos` are the texts of the model's BOS and EOS tokens.
+    pub(crate) fn new(source: &str, bos: &str, eos: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+        env.set_syntax(syntax.map_err(|e| Error::Engine(format!("template syntax: {e}")))?);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+        });
+        env.set_fuel(Some(FUEL));
+        env.add_template_owned("chat", source.to_owned())
+            .map_err(|e| Error::InvalidPrompt(format!("the model's chat template does not compile: {e:#}")))?;
+        Ok(Self { env, bos: bos.to_owned(), eos: eos.to_owned() })
+    }
+
+    /// The chat as the model sees it, ready for the assistant's turn.
+    pub(crate) fn render(&self, messages: &[ChatMessage]) -> Result<String> {
+        let template = self.env.get_template("chat").map_err(|e| Error::InvalidPrompt(e.to_string()))?;
+        let messages: Vec<minijinja::Value> = messages
+            .iter()
+            .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
+            .collect();
+        let context = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => self.bos.as_str(),
+            eos_token => self.eos.as_str(),
+        };
+        template.render(context).map_err(|e| {
+            let why = match e.kind() {
+                ErrorKind::OutOfFuel => "it ran too long (a loop without end?)".to_owned(),
+                ErrorKind::InvalidOperation => e.detail().unwrap_or("raise_exception").to_owned(),
+                _ => format!("{e:#}"),
+            };
+            Error::InvalidPrompt(format!("the model's chat template refused this chat: {why}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(pairs: &[(&str, &str)]) -> Vec<ChatMessage> {
+        pairs.iter().map(|(r, c)| ChatMessage { role: (*r).into(), content: (*c).into() }).collect()
+    }
+
+    #[test]
+    fn gemmas_format_puts_the_system_prompt_in_the_first_turn() {
+        let t = ChatTemplate::new(fallback_for(Some("gemma3")), "<bos>", "<eos>").expect("compiles");
+        let text =
+            t.render(&chat(&[("system", "Be brief."), ("user", " Hi "), ("assistant", "Hello!"), ("user", "2+2?")]));
+        assert_eq!(
+            text.expect("renders"),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n\
+             <start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"
+        );
+        // The template's own check: roles must alternate.
+        match t.render(&chat(&[("user", "a"), ("user", "b")])) {
+            Err(Error::InvalidPrompt(m)) => assert!(m.contains("alternate"), "{m}"),
+            other => panic!("expected the template's exception, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chatml_is_the_fallback() {
+        let t = ChatTemplate::new(fallback_for(Some("llama")), "", "").expect("compiles");
+        assert_eq!(
+            t.render(&chat(&[("user", "Hi")])).expect("renders"),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn hostile_templates_fail_cleanly() {
+        assert!(matches!(ChatTemplate::new("{% for %}", "", ""), Err(Error::InvalidPrompt(_))));
+        let loops = "{% for i in range(10000) %}{% for j in range(10000) %}{{ j }}{% endfor %}{% endfor %}";
+        let endless = ChatTemplate::new(loops, "", "").expect("compiles");
+        match endless.render(&chat(&[("user", "x")])) {
+            Err(Error::InvalidPrompt(m)) => assert!(m.contains("too long"), "{m}"),
+            other => panic!("expected out of fuel, got {other:?}"),
+        }
+        // Python's string methods work, as in transformers.
+        let py = ChatTemplate::new("{{ messages[0]['content'].strip().upper() }}", "", "").expect("compiles");
+        assert_eq!(py.render(&chat(&[("user", "  hi ")])).expect("renders"), "HI");
+    }
+}
