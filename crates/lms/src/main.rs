@@ -29,6 +29,20 @@ enum Command {
         #[arg(default_value = lms::DEFAULT_MODEL_KEY)]
         model: String,
     },
+    /// Put a GGUF file into the models directory (checked first), and print the key it got.
+    Import {
+        /// The GGUF file.
+        file: std::path::PathBuf,
+        /// The publisher folder (default: `local`).
+        #[arg(long)]
+        publisher: Option<String>,
+        /// Move the file instead of copying it.
+        #[arg(long = "move", conflicts_with = "hard_link")]
+        move_file: bool,
+        /// Hard-link the file (same file system; no second copy on disk).
+        #[arg(long)]
+        hard_link: bool,
+    },
     /// Chat with a model in the terminal: answers stream, the history is kept.
     Chat(chat::ChatArgs),
     /// List the models in the models directory.
@@ -226,6 +240,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { model } => get(&model),
         Command::Chat(args) => chat::run(args),
         Command::Ls { json } => ls(json),
+        Command::Import { file, publisher, move_file, hard_link } => {
+            let mode = match (move_file, hard_link) {
+                (true, _) => lms::ImportMode::Move,
+                (_, true) => lms::ImportMode::HardLink,
+                _ => lms::ImportMode::Copy,
+            };
+            let stored = lms::ModelStore::from_env().import(&file, publisher.as_deref(), mode)?;
+            eprintln!("imported {} as {}", file.display(), stored.path.display());
+            println!("{}", stored.key);
+            Ok(())
+        }
         Command::Preset { action: PresetAction::Ls } => preset_ls(),
         Command::Bench(args) => bench::run(args),
         Command::Stress(args) => bench::stress::run(args),

@@ -272,3 +272,32 @@ fn schema_and_grammar_files_constrain_the_output() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("structured"), "{}", text(&out.stderr));
 }
+
+/// Issue 14, item 1: `lms import` checks the file before placing it, and the key it prints loads.
+#[test]
+fn import_places_a_valid_gguf_and_refuses_the_rest() {
+    let models = tempfile::tempdir().expect("tempdir");
+    let source = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
+    let staged = tempfile::tempdir().expect("tempdir");
+    let file = staged.path().join("My-Model-Q4_K_M.gguf");
+    std::fs::hard_link(&source, &file).or_else(|_| std::fs::copy(&source, &file).map(drop)).expect("stage");
+    let import = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lms"))
+            .args(args)
+            .env("LMSTUDIO_MODELS_DIR", models.path())
+            .output()
+            .expect("runs")
+    };
+    let out = import(&["import", file.to_str().expect("utf-8"), "--publisher", "me"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "gemma-3-270m", "the key comes from the file's metadata");
+    assert!(models.path().join("me/My-Model-GGUF/My-Model-Q4_K_M.gguf").is_file());
+    // The same again: already there. A bad publisher, a file that is not GGUF: refused, nothing placed.
+    assert!(!import(&["import", file.to_str().expect("utf-8"), "--publisher", "me"]).status.success());
+    assert!(!import(&["import", file.to_str().expect("utf-8"), "--publisher", "../x"]).status.success());
+    let junk = staged.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF but not really").expect("write");
+    let out = import(&["import", junk.to_str().expect("utf-8")]);
+    assert!(!out.status.success() && text(&out.stderr).contains("not a valid model file"), "{}", text(&out.stderr));
+    assert!(!models.path().join("local").exists(), "a refused file left something behind");
+}

@@ -377,6 +377,12 @@ async fn channel(
             // What the SDK's stack leaves unset, the server's own load settings decide (its --parallel).
             let mut load = stack(&p["loadConfigStack"])?.load_config(client.default_load_config())?;
             load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
+            // The SDKs' `ttl` (seconds) arrives in milliseconds, under a name of each endpoint's own.
+            let ttl_ms = &p[if new_instance { "ttlMs" } else { "loadTtlMs" }];
+            if !ttl_ms.is_null() {
+                let ms = ttl_ms.as_f64().filter(|ms| *ms > 0.0).ok_or_else(|| invalid(format!("bad TTL: {ttl_ms}")))?;
+                load.ttl = Some((ms / 1000.0).ceil() as u64);
+            }
             if let Ok(info) = client.resolve_async(&query).await {
                 let start = if new_instance {
                     json!({"type": "resolved", "info": info})

@@ -53,7 +53,7 @@ pub use client::{Client, Llm};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use engine::FAULT_PANIC;
-pub use store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
+pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{Config, ContextOverflowPolicy, LoadConfig, Structured, ValidConfig};
 pub use types::error::{Error, Result};
 pub use types::result::{

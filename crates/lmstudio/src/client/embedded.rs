@@ -2,7 +2,8 @@
 //! each with its engine thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use super::{answers_to, find_instance, Llm, LlmInner};
 use crate::engine::Engine;
@@ -19,20 +20,80 @@ pub(super) struct Embedded {
     store: ModelStore,
     /// How `llm()` loads a model that is not loaded yet.
     default_load: LoadConfig,
-    loaded: Mutex<Vec<Arc<Loaded>>>,
+    loaded: Arc<Mutex<Vec<Arc<Loaded>>>>,
     /// Held while a model loads, so two callers asking for the same model load it once.
     loading: Mutex<()>,
+    /// Started with the first instance that has a TTL: unloads idle ones.
+    reaper: OnceLock<()>,
 }
 
 /// A loaded model instance.
 pub(super) struct Loaded {
     pub engine: Engine,
     pub info: ModelInfo,
+    /// Idle time after which the instance is unloaded.
+    ttl: Option<Duration>,
+    /// When it was last used (a prediction submitted or running, a lookup).
+    last_used: Mutex<Instant>,
 }
+
+impl Loaded {
+    /// Starts the idle count again.
+    pub fn touch(&self) {
+        *lock(&self.last_used) = Instant::now();
+    }
+
+    /// Whether its TTL has run out: idle (nothing running or queued) for that long.
+    fn expired(&self, now: Instant) -> bool {
+        let Some(ttl) = self.ttl else { return false };
+        let activity = self.engine.activity();
+        if activity.running + activity.queued > 0 {
+            self.touch();
+            return false;
+        }
+        now.duration_since(*lock(&self.last_used)) >= ttl
+    }
+}
+
+/// How often idle instances are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(250);
 
 impl Embedded {
     pub fn new(store: ModelStore, default_load: LoadConfig) -> Self {
-        Self { store, default_load, loaded: Mutex::new(Vec::new()), loading: Mutex::new(()) }
+        Self {
+            store,
+            default_load,
+            loaded: Arc::new(Mutex::new(Vec::new())),
+            loading: Mutex::new(()),
+            reaper: OnceLock::new(),
+        }
+    }
+
+    /// Starts the thread that unloads instances whose TTL ran out; it ends with the client.
+    fn start_reaper(&self) {
+        self.reaper.get_or_init(|| {
+            let loaded: Weak<Mutex<Vec<Arc<Loaded>>>> = Arc::downgrade(&self.loaded);
+            let spawned = std::thread::Builder::new().name("lms-ttl".into()).spawn(move || {
+                while let Some(loaded) = loaded.upgrade() {
+                    let now = Instant::now();
+                    let expired: Vec<Arc<Loaded>> = {
+                        let mut list = lock(&loaded);
+                        let (gone, kept) = std::mem::take(&mut *list).into_iter().partition(|l| l.expired(now));
+                        *list = kept;
+                        gone
+                    };
+                    drop(loaded);
+                    for l in expired {
+                        tracing::info!(identifier = l.info.identifier, "unloaded: its TTL ran out");
+                        l.engine.shutdown();
+                    }
+                    std::thread::sleep(REAP_EVERY);
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!("no TTL thread ({e}): instances stay loaded until unloaded");
+            }
+        });
     }
 
     pub fn store(&self) -> &ModelStore {
@@ -68,7 +129,11 @@ impl Embedded {
     /// The instance `query` names (identifier or instance reference), else any instance of the
     /// model whose key it is (`key`, or `key:2` once `key` was unloaded).
     pub fn get_loaded(&self, query: &str) -> Option<Llm> {
-        find_instance(&lock(&self.loaded), |l| &l.info, query).map(|l| handle(Arc::clone(l)))
+        let found = find_instance(&lock(&self.loaded), |l| &l.info, query).cloned();
+        found.map(|l| {
+            l.touch();
+            handle(l)
+        })
     }
 
     pub fn list_loaded(&self) -> Vec<ModelInfo> {
@@ -116,8 +181,12 @@ impl Embedded {
         });
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
         let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config)?;
-        let loaded = Arc::new(Loaded { engine, info });
+        let ttl = config.ttl.map(Duration::from_secs);
+        let loaded = Arc::new(Loaded { engine, info, ttl, last_used: Mutex::new(Instant::now()) });
         lock(&self.loaded).push(Arc::clone(&loaded));
+        if ttl.is_some() {
+            self.start_reaper();
+        }
         tracing::info!(identifier = loaded.info.identifier, path = %stored.path.display(), "loaded");
         Ok(handle(loaded))
     }

@@ -157,7 +157,10 @@ impl Client {
             #[cfg(feature = "embedded")]
             Backend::Embedded(e) => e.get_or_load(query, config),
             Backend::Remote(r) => {
-                let parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
+                let mut parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
+                if let Some(ttl) = config.ttl {
+                    parameter["loadTtlMs"] = json!(ttl.saturating_mul(1000));
+                }
                 let info = r.connection()?.load("getOrLoad", parameter)?;
                 Ok((Llm::remote(r, info), false))
             }
@@ -185,6 +188,9 @@ impl Client {
                 let mut parameter = json!({"modelKey": query, "loadConfigStack": crate::wire::load_stack(config)});
                 if let Some(id) = &config.identifier {
                     parameter["identifier"] = json!(id);
+                }
+                if let Some(ttl) = config.ttl {
+                    parameter["ttlMs"] = json!(ttl.saturating_mul(1000));
                 }
                 let info = r.connection()?.load("loadModel", parameter)?;
                 Ok(Llm::remote(r, info))
@@ -558,6 +564,7 @@ impl Llm {
                         templated.as_str()
                     }
                 };
+                l.touch();
                 l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?
             }
             LlmInner::Remote { .. } if config.logprobs.is_some() => {

@@ -3,6 +3,7 @@
 
 mod default_model;
 pub mod gguf;
+mod import;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub use default_model::{DEFAULT_MODEL_KEY, DEFAULT_MODEL_PATH};
+pub use import::{ImportMode, LOCAL_PUBLISHER};
 
 use crate::types::error::{Error, Result};
 use crate::types::result::{ModelInfo, Quantization};

@@ -347,6 +347,9 @@ pub struct LoadConfig {
     /// say) kills the process with SIGBUS at the next access to its weights; a read one cannot.
     /// On, instances of one file share its pages (and the page cache). Default false.
     pub try_mmap: bool,
+    /// Unload the instance after this many seconds without a prediction (LM Studio's `ttl`;
+    /// a prediction or a lookup of the instance starts the count again). Default: never.
+    pub ttl: Option<u64>,
 }
 
 impl Default for LoadConfig {
@@ -359,6 +362,7 @@ impl Default for LoadConfig {
             identifier: None,
             prompt_cache_mib: 512,
             try_mmap: false,
+            ttl: None,
         }
     }
 }
@@ -382,6 +386,9 @@ impl LoadConfig {
             if !(1..=1024).contains(&t) {
                 return Err(Error::InvalidConfig(format!("cpuThreads must be in 1..=1024, got {t}")));
             }
+        }
+        if self.ttl == Some(0) {
+            return Err(Error::InvalidConfig("ttl must be at least 1 second".into()));
         }
         Ok(())
     }

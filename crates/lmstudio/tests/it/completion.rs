@@ -338,3 +338,25 @@ fn logprobs_describe_every_predicted_token() {
     assert!(off.logprobs.is_empty(), "computed without being asked");
     assert_eq!(off.content, result.content, "asking for log probabilities changed the text");
 }
+
+/// Issue 14, TTL: an instance idle for its TTL is unloaded; one that is predicting is not, however
+/// long the prediction takes. (The wait below is a deadline, not a timing assertion.)
+#[test]
+fn an_idle_instance_unloads_when_its_ttl_runs_out() {
+    let client = lms::Client::with_store(crate::store().clone());
+    let config = lms::LoadConfig { ttl: Some(1), parallel: 1, context_length: Some(1024), ..Default::default() };
+    let model = client.load(lms::DEFAULT_MODEL_KEY, &config).expect("loads");
+    // Longer than the TTL on any machine: 300 tokens, the end of text banned.
+    let r = model.complete("Once upon a time", crate::exactly(300)).expect("the TTL waits for a running prediction");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::MaxPredictedTokensReached);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !client.list_loaded().expect("lists").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still loaded a minute after its 1 s TTL");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(matches!(model.complete("x", crate::exactly(1)), Err(lms::Error::ModelUnloaded)));
+    assert!(matches!(
+        client.load("x", &lms::LoadConfig { ttl: Some(0), ..Default::default() }),
+        Err(lms::Error::InvalidConfig(_))
+    ));
+}
