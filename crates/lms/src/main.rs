@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod manage;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -28,6 +29,22 @@ enum Command {
         /// The model to fetch.
         #[arg(default_value = lms::DEFAULT_MODEL_KEY)]
         model: String,
+    },
+    /// The models a running server has loaded.
+    Ps {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model on the running server.
+    Load(manage::LoadArgs),
+    /// Unload a model instance from the running server.
+    Unload {
+        /// The instance's identifier (`lms ps`).
+        identifier: Option<String>,
+        /// Unload every instance.
+        #[arg(long, conflicts_with = "identifier")]
+        all: bool,
     },
     /// Put a GGUF file into the models directory (checked first), and print the key it got.
     Import {
@@ -81,6 +98,8 @@ enum PresetAction {
 enum ServerAction {
     /// Serve until Ctrl-C.
     Start(ServerArgs),
+    /// Whether a server runs at $LMSTUDIO_HOST (else 127.0.0.1:1234).
+    Status,
 }
 
 #[derive(Args)]
@@ -240,6 +259,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { model } => get(&model),
         Command::Chat(args) => chat::run(args),
         Command::Ls { json } => ls(json),
+        Command::Ps { json } => manage::ps(json),
+        Command::Load(args) => manage::load(args),
+        Command::Unload { identifier, all } => manage::unload(identifier, all),
         Command::Import { file, publisher, move_file, hard_link } => {
             let mode = match (move_file, hard_link) {
                 (true, _) => lms::ImportMode::Move,
@@ -256,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stress(args) => bench::stress::run(args),
         Command::BenchStructured(args) => bench::structured::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
+        Command::Server { action: ServerAction::Status } => manage::status(),
     }
 }
 

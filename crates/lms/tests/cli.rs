@@ -301,3 +301,28 @@ fn import_places_a_valid_gguf_and_refuses_the_rest() {
     assert!(!out.status.success() && text(&out.stderr).contains("not a valid model file"), "{}", text(&out.stderr));
     assert!(!models.path().join("local").exists(), "a refused file left something behind");
 }
+
+/// Issue 14, item 3: the CLI manages a running server's models (found at $LMSTUDIO_HOST).
+#[test]
+fn ps_load_and_unload_manage_a_running_server() {
+    let (mut server, addr, _stderr) = spawn_server("0");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lms")).args(args).env("LMSTUDIO_HOST", &addr).output().expect("runs")
+    };
+    assert!(text(&run(&["server", "status"]).stdout).contains("0 model instance(s)"));
+    let out = run(&["load", "gemma-3-270m", "--identifier", "mine", "--context-length", "512", "--ttl", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "mine");
+    let out = run(&["ps", "--json"]);
+    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(loaded[0]["identifier"], "mine", "{loaded}");
+    assert_eq!(loaded[0]["contextLength"], 512, "{loaded}");
+    assert!(!run(&["load", "gemma-3-270m", "--identifier", "mine"]).status.success(), "a duplicate identifier");
+    assert!(run(&["unload", "--all"]).status.success());
+    assert!(text(&run(&["ps"]).stderr).contains("no models loaded"));
+    server.kill().expect("kill");
+    let _ = server.wait();
+    // No server: a clear hint.
+    let out = run(&["ps"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("lms server start"), "{}", text(&out.stderr));
+}
