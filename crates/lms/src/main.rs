@@ -147,9 +147,17 @@ struct ServerArgs {
     /// Do not also listen on the SDK discovery port 41343.
     #[arg(long)]
     no_discovery_port: bool,
-    /// Load this model at start (default: none; models load on first use).
+    /// Load this model at start (default: none; models load on first use). It has no TTL.
     #[arg(long)]
     model: Option<String>,
+    /// Seconds a model loaded on demand, or by a client that names no TTL, stays loaded without
+    /// predictions (LM Studio's default, 3600; 0: until unloaded).
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Keep the models loaded on demand when another is: without this, loading one on demand
+    /// unloads the one loaded on demand before it (as LM Studio does).
+    #[arg(long)]
+    no_auto_evict: bool,
 }
 
 #[derive(Args)]
@@ -438,12 +446,14 @@ fn server(args: ServerArgs) -> Result<()> {
         cpu_threads: args.threads,
         prompt_cache_mib: args.prompt_cache_mib,
         try_mmap: args.mmap,
+        ttl: (args.ttl > 0).then_some(args.ttl),
         ..Default::default()
     };
     load.validate()?;
     let client = lms::Client::with_load_config(lms::ModelStore::from_env(), load.clone());
+    client.set_auto_evict(!args.no_auto_evict)?;
     if let Some(model) = &args.model {
-        let llm = client.load(model, &load)?;
+        let llm = client.load(model, &lms::LoadConfig { ttl: None, ..load.clone() })?;
         eprintln!("loaded {}", llm.identifier());
     }
     let config = lmstudio_server::ServerConfig {

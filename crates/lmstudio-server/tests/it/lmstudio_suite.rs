@@ -68,7 +68,7 @@ fn lm_studios_own_python_sdk_suite_passes() {
     let plugins = ["pytest-asyncio==0.25.3", "pytest-subtests==0.14.1", "pytest-rerunfailures==15.1"];
     pip(&py, &[&["pytest==8.3.5", "gguf==0.19.0"][..], &plugins].concat());
     let sdist = sdist(&py, &dir);
-    let models = alias_models(&py, &dir.join("models"));
+    let models = alias_models();
     // 1,024 tokens of context: enough for every test, and a JSON string that runs away (below)
     // is cut there.
     let load = lms::LoadConfig { context_length: Some(1024), ..Default::default() };
@@ -134,8 +134,20 @@ fn sdist(py: &Path, dir: &Path) -> PathBuf {
     root
 }
 
-/// A models directory holding the default model as `llama-3.2-1b-instruct` (made once).
-fn alias_models(py: &Path, models: &Path) -> PathBuf {
+/// A models directory holding the default model as `llama-3.2-1b-instruct`, a second model key
+/// (made once, for the suite and the JIT tests).
+pub fn alias_models() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/lmstudio-suite/models");
+        let py = python();
+        pip(&py, &["gguf==0.19.0"]);
+        make_alias(&py, &dir)
+    })
+    .clone()
+}
+
+fn make_alias(py: &Path, models: &Path) -> PathBuf {
     let folder = models.join("hugging-quants/Llama-3.2-1B-Instruct-GGUF");
     let file = folder.join("llama-3.2-1b-instruct-q4_k_m.gguf");
     if file.exists() {

@@ -6,6 +6,7 @@
 mod backends;
 mod clients;
 mod http;
+mod jit;
 mod js_sdk;
 mod lmstudio_suite;
 mod remote;

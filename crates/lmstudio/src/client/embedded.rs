@@ -1,7 +1,7 @@
 //! The embedded backend of [`Client`](super::Client): models of a store loaded into this process,
 //! each with its engine thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub(super) struct Embedded {
     loading: Mutex<()>,
     /// Started with the first instance that has a TTL: unloads idle ones.
     reaper: OnceLock<()>,
+    /// A load on demand (JIT) first unloads the instances earlier ones made.
+    auto_evict: AtomicBool,
 }
 
 /// A loaded model instance.
@@ -33,6 +35,8 @@ pub(super) struct Loaded {
     pub info: ModelInfo,
     /// Idle time after which the instance is unloaded.
     ttl: Option<Duration>,
+    /// Loaded on demand (by a lookup that found nothing loaded), not by an explicit load.
+    jit: bool,
     /// When it was last used (a prediction submitted or running, a lookup).
     last_used: Mutex<Instant>,
 }
@@ -66,7 +70,12 @@ impl Embedded {
             loaded: Arc::new(Mutex::new(Vec::new())),
             loading: Mutex::new(()),
             reaper: OnceLock::new(),
+            auto_evict: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_auto_evict(&self, on: bool) {
+        self.auto_evict.store(on, Ordering::SeqCst);
     }
 
     /// Starts the thread that unloads instances whose TTL ran out; it ends with the client.
@@ -113,13 +122,25 @@ impl Embedded {
         if let Some(found) = self.get_loaded(&stored.key) {
             return Ok((found, false));
         }
-        Ok((self.load_stored(stored, config)?, true))
+        if self.auto_evict.load(Ordering::SeqCst) {
+            let evicted: Vec<Arc<Loaded>> = {
+                let mut list = lock(&self.loaded);
+                let (gone, kept) = std::mem::take(&mut *list).into_iter().partition(|l| l.jit);
+                *list = kept;
+                gone
+            };
+            for l in evicted {
+                tracing::info!(identifier = l.info.identifier, for_model = stored.key, "unloaded: another JIT load");
+                l.engine.shutdown();
+            }
+        }
+        Ok((self.load_stored(stored, config, true)?, true))
     }
 
     pub fn load(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
         let _loading = lock(&self.loading);
         let stored = self.store.resolve(query)?;
-        self.load_stored(stored, config)
+        self.load_stored(stored, config, false)
     }
 
     pub fn first_loaded(&self) -> Option<Llm> {
@@ -168,7 +189,7 @@ impl Embedded {
         Ok(())
     }
 
-    fn load_stored(&self, stored: StoredModel, config: &LoadConfig) -> Result<Llm> {
+    fn load_stored(&self, stored: StoredModel, config: &LoadConfig, jit: bool) -> Result<Llm> {
         let mut info = stored.valid_info()?;
         config.validate()?;
         check_memory(&stored, &info, config, available_memory())?;
@@ -182,7 +203,7 @@ impl Embedded {
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
         let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config)?;
         let ttl = config.ttl.map(Duration::from_secs);
-        let loaded = Arc::new(Loaded { engine, info, ttl, last_used: Mutex::new(Instant::now()) });
+        let loaded = Arc::new(Loaded { engine, info, ttl, jit, last_used: Mutex::new(Instant::now()) });
         lock(&self.loaded).push(Arc::clone(&loaded));
         if ttl.is_some() {
             self.start_reaper();

@@ -124,6 +124,21 @@ impl Client {
         Self { backend: Backend::Remote(Arc::new(Remote { host, passkey, connection: Mutex::new(None) })) }
     }
 
+    /// Whether a model loaded on demand (by [`Client::llm`] or [`Client::get_or_load`] finding
+    /// nothing loaded: LM Studio's JIT) first unloads the instances earlier such loads made, as
+    /// LM Studio's server does; explicit loads are never evicted. Off by default; `lms server`
+    /// turns it on. Embedded clients only (a server applies its own setting).
+    pub fn set_auto_evict(&self, on: bool) -> Result<()> {
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => {
+                e.set_auto_evict(on);
+                Ok(())
+            }
+            Backend::Remote(_) => Err(Error::Unsupported("setting a server's auto-evict".into())),
+        }
+    }
+
     /// The models directory (embedded clients only).
     pub fn store(&self) -> Option<&ModelStore> {
         match &self.backend {
