@@ -154,6 +154,10 @@ struct ServerArgs {
     /// predictions (LM Studio's default, 3600; 0: until unloaded).
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
+    /// The memory check before each load: strict (everything counts, the prompt cache at its
+    /// limit), relaxed (not the prompt cache) or off.
+    #[arg(long, default_value = "strict")]
+    guardrail: lms::Guardrail,
     /// Keep the models loaded on demand when another is: without this, loading one on demand
     /// unloads the one loaded on demand before it (as LM Studio does).
     #[arg(long)]
@@ -447,6 +451,7 @@ fn server(args: ServerArgs) -> Result<()> {
         prompt_cache_mib: args.prompt_cache_mib,
         try_mmap: args.mmap,
         ttl: (args.ttl > 0).then_some(args.ttl),
+        guardrail: args.guardrail,
         ..Default::default()
     };
     load.validate()?;

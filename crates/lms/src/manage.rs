@@ -58,11 +58,14 @@ pub struct LoadArgs {
     /// Unload after this many seconds without a prediction.
     #[arg(long)]
     ttl: Option<u64>,
+    /// Print the memory estimate of this load (weights, KV cache, compute, prompt cache) and what
+    /// is available, from the local models directory; load nothing.
+    #[arg(long)]
+    estimate_only: bool,
 }
 
 /// `lms load`: a new instance on the running server.
 pub fn load(args: LoadArgs) -> Result<()> {
-    let client = server()?;
     let mut config = lms::LoadConfig {
         identifier: args.identifier,
         context_length: args.context_length,
@@ -72,6 +75,20 @@ pub fn load(args: LoadArgs) -> Result<()> {
     if let Some(p) = args.parallel {
         config.parallel = p;
     }
+    if args.estimate_only {
+        let (estimate, available) = lms::Client::new().estimate(&args.model, &config)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"estimate": estimate, "availableMib": available}))?
+        );
+        eprintln!(
+            "loading {} needs about {estimate}; available: {}",
+            args.model,
+            available.map_or("unknown".into(), |a| format!("{a} MiB"))
+        );
+        return Ok(());
+    }
+    let client = server()?;
     let llm = client.load(&args.model, &config)?;
     let info = llm.info();
     println!("{}", llm.identifier());

@@ -9,9 +9,9 @@ use super::{answers_to, find_instance, Llm, LlmInner};
 use crate::engine::Engine;
 use crate::lock;
 use crate::store::{ModelStore, StoredModel};
-use crate::types::config::LoadConfig;
+use crate::types::config::{Guardrail, LoadConfig};
 use crate::types::error::{Error, Result};
-use crate::types::result::{ModelEntry, ModelInfo};
+use crate::types::result::{MemoryEstimate, ModelEntry, ModelInfo};
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
@@ -230,28 +230,57 @@ fn overhead(weights: u64) -> u64 {
     (64 << 20) + weights / 16
 }
 
-/// Loading needs the weights (read into memory) and the KV cache of every slot; refused when that
-/// is more than the system has available, so that a load (from a web page, a script in a loop, a
-/// 128k context) cannot push the machine into swap or the OOM killer. Without a figure of available
-/// memory (not Linux), nothing is checked.
-fn check_memory(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, available: Option<u64>) -> Result<()> {
-    let Some(available) = available else { return Ok(()) };
+/// What loading `stored` with `config` takes: the weights (read into memory), the KV cache of
+/// every slot, compute buffers, and the host prompt cache at its limit.
+pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig) -> MemoryEstimate {
     let context =
         u64::from(config.context_length.unwrap_or(crate::engine::DEFAULT_CONTEXT)).min(info.max_context_length.max(16));
     let kv = stored.kv_bytes_per_token.unwrap_or(0).saturating_mul(context).saturating_mul(u64::from(config.parallel));
-    let needed = info.size_bytes.saturating_add(kv).saturating_add(overhead(info.size_bytes));
-    if needed > available {
-        return Err(Error::InsufficientMemory { needed_mib: needed >> 20, available_mib: available >> 20 });
+    let prompt_cache = u64::from(config.prompt_cache_mib) << 20;
+    let counted = match config.guardrail {
+        Guardrail::Strict => prompt_cache,
+        Guardrail::Relaxed | Guardrail::Off => 0,
+    };
+    let total = info.size_bytes.saturating_add(kv).saturating_add(overhead(info.size_bytes)).saturating_add(counted);
+    MemoryEstimate {
+        weights_mib: info.size_bytes >> 20,
+        kv_cache_mib: kv >> 20,
+        compute_mib: overhead(info.size_bytes) >> 20,
+        prompt_cache_mib: prompt_cache >> 20,
+        total_mib: total >> 20,
+    }
+}
+
+/// The guardrail: a load whose estimate is more than the machine has available is refused, so
+/// that a load (from a web page, a script in a loop, a 128k context) cannot push the machine into
+/// swap or the OOM killer. Without a figure of available memory (not Linux), nothing is checked.
+fn check_memory(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, available: Option<u64>) -> Result<()> {
+    let Some(available) = available.filter(|_| config.guardrail != Guardrail::Off) else { return Ok(()) };
+    let estimate = estimate(stored, info, config);
+    if estimate.total_mib > available >> 20 {
+        return Err(Error::InsufficientMemory { estimate, available_mib: available >> 20 });
     }
     Ok(())
 }
 
-/// `MemAvailable` of `/proc/meminfo`, in bytes.
-fn available_memory() -> Option<u64> {
+/// What the machine has available for a load, in bytes: `MemAvailable` of `/proc/meminfo`, or
+/// what this process's cgroup (v2) may still use when that is less (containers, systemd units).
+pub(super) fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 =
         meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.split_whitespace().next()?.parse().ok()?;
-    kb.checked_mul(1024)
+    let system = kb.checked_mul(1024)?;
+    Some(cgroup_headroom().map_or(system, |c| c.min(system)))
+}
+
+/// `memory.max - memory.current` of this process's cgroup v2, when it has a limit.
+fn cgroup_headroom() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let (max, current) = (read("memory.max")?, read("memory.current")?);
+    Some(max.saturating_sub(current))
 }
 
 fn handle(loaded: Arc<Loaded>) -> Llm {
@@ -270,15 +299,34 @@ mod tests {
         // Gemma 3 270M: 18 layers, 1 KV head, keys and values of 256.
         let kv = stored.kv_bytes_per_token.expect("the header gives the attention shape");
         assert_eq!(kv, 18 * (256 + 256) * 2);
-        let config = LoadConfig { context_length: Some(4096), parallel: 4, ..Default::default() };
+        let config = LoadConfig { context_length: Some(4096), parallel: 4, prompt_cache_mib: 0, ..Default::default() };
         let needed = info.size_bytes + kv * 4096 * 4 + overhead(info.size_bytes);
         assert!(check_memory(&stored, &info, &config, Some(needed)).is_ok());
-        match check_memory(&stored, &info, &config, Some(needed - 1)) {
-            Err(Error::InsufficientMemory { needed_mib, available_mib }) => {
-                assert_eq!((needed_mib, available_mib), (needed >> 20, (needed - 1) >> 20));
+        match check_memory(&stored, &info, &config, Some(needed - (1 << 20))) {
+            Err(e @ Error::InsufficientMemory { estimate, available_mib }) => {
+                assert_eq!((estimate.total_mib, available_mib), (needed >> 20, (needed >> 20) - 1));
+                assert_eq!(estimate.kv_cache_mib, (kv * 4096 * 4) >> 20);
+                // The message names every number.
+                let m = e.to_string();
+                for n in [
+                    estimate.total_mib,
+                    estimate.weights_mib,
+                    estimate.kv_cache_mib,
+                    estimate.compute_mib,
+                    available_mib,
+                ] {
+                    assert!(m.contains(&n.to_string()), "{n} missing: {m}");
+                }
             }
             other => panic!("expected InsufficientMemory, got {other:?}"),
         }
+        // Strict counts the prompt cache at its limit; relaxed does not; off checks nothing.
+        let cached = LoadConfig { prompt_cache_mib: 512, ..config.clone() };
+        assert!(check_memory(&stored, &info, &cached, Some(needed)).is_err());
+        let relaxed = LoadConfig { guardrail: Guardrail::Relaxed, ..cached.clone() };
+        assert!(check_memory(&stored, &info, &relaxed, Some(needed)).is_ok());
+        let off = LoadConfig { guardrail: Guardrail::Off, ..cached };
+        assert!(check_memory(&stored, &info, &off, Some(1)).is_ok());
         // Eight times the context, eight times the KV cache: refused where the first fitted.
         let long = LoadConfig { context_length: Some(32768), ..config.clone() };
         assert!(check_memory(&stored, &info, &long, Some(needed)).is_err());

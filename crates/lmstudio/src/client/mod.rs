@@ -21,7 +21,7 @@ use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::Event;
-use crate::types::result::{Activity, Chat, ChatMessage, ModelEntry, ModelInfo, PredictionResult};
+use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEntry, ModelInfo, PredictionResult};
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
 #[cfg(not(feature = "embedded"))]
@@ -250,6 +250,22 @@ impl Client {
             #[cfg(feature = "embedded")]
             Backend::Embedded(e) => e.list_models(),
             Backend::Remote(_) => Err(Error::Unsupported("listing a server's downloaded models".into())),
+        }
+    }
+
+    /// What loading the model `query` names with `config` would take in memory, and what the
+    /// machine has available now (MiB; `None` where the system does not say), without loading
+    /// (embedded only: the estimate of the models directory this client reads).
+    pub fn estimate(&self, query: &str, config: &LoadConfig) -> Result<(MemoryEstimate, Option<u64>)> {
+        config.validate()?;
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => {
+                let stored = e.store().resolve(query)?;
+                let info = stored.valid_info()?;
+                Ok((embedded::estimate(&stored, &info, config), embedded::available_memory().map(|b| b >> 20)))
+            }
+            Backend::Remote(_) => Err(Error::Unsupported("estimating a load on a server".into())),
         }
     }
 

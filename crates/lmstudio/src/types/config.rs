@@ -350,6 +350,34 @@ pub struct LoadConfig {
     /// Unload the instance after this many seconds without a prediction (LM Studio's `ttl`;
     /// a prediction or a lookup of the instance starts the count again). Default: never.
     pub ttl: Option<u64>,
+    /// How the memory check before the load counts. Default: strict.
+    pub guardrail: Guardrail,
+}
+
+/// The memory check before a load (LM Studio's model loading guardrails): the estimate against
+/// what the machine has available (`MemAvailable`, or the cgroup's limit when lower).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Guardrail {
+    /// Everything counts: weights, KV cache, compute buffers and the full host prompt cache.
+    #[default]
+    Strict,
+    /// The prompt cache does not count (it fills only as prompts are pushed out of the slots).
+    Relaxed,
+    /// No check: the load may push the machine into swap.
+    Off,
+}
+
+impl std::str::FromStr for Guardrail {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "strict" => Ok(Self::Strict),
+            "relaxed" => Ok(Self::Relaxed),
+            "off" => Ok(Self::Off),
+            other => Err(format!("guardrail is strict, relaxed or off, not {other:?}")),
+        }
+    }
 }
 
 impl Default for LoadConfig {
@@ -363,6 +391,7 @@ impl Default for LoadConfig {
             prompt_cache_mib: 512,
             try_mmap: false,
             ttl: None,
+            guardrail: Guardrail::Strict,
         }
     }
 }

@@ -68,11 +68,11 @@ pub enum Error {
         identifier: String,
     },
     /// Loading would take more memory than the machine has free.
-    #[error("loading needs about {needed_mib} MiB (weights, and KV cache for the context times the parallel slots) but {available_mib} MiB are available; unload a model, or load with a shorter context or fewer parallel slots")]
+    #[error("loading needs about {estimate} (KV cache for the context times the parallel slots) but {available_mib} MiB are available; unload a model, load with a shorter context, fewer parallel slots or a smaller prompt cache, or relax the guardrail")]
     InsufficientMemory {
-        /// The estimate.
-        needed_mib: u64,
-        /// What the system reported free.
+        /// The estimate, by part.
+        estimate: crate::types::result::MemoryEstimate,
+        /// What the system reported available (`MemAvailable`, or the cgroup's limit when lower).
         available_mib: u64,
     },
     /// Too many predictions are queued on this model; retry later.

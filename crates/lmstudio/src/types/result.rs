@@ -330,3 +330,29 @@ impl fmt::Display for PredictionResult {
         f.write_str(&self.content)
     }
 }
+
+/// What loading a model is expected to take in memory, by part (MiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryEstimate {
+    /// The weights, read into memory.
+    pub weights_mib: u64,
+    /// Keys and values for the context of every slot.
+    pub kv_cache_mib: u64,
+    /// llama.cpp's compute buffers and the rest of a context.
+    pub compute_mib: u64,
+    /// The host prompt cache at its limit.
+    pub prompt_cache_mib: u64,
+    /// What the guardrail compares with the memory available (the prompt cache only when strict).
+    pub total_mib: u64,
+}
+
+impl std::fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} MiB: weights {}, KV cache {}, compute {}, prompt cache {}",
+            self.total_mib, self.weights_mib, self.kv_cache_mib, self.compute_mib, self.prompt_cache_mib
+        )
+    }
+}

@@ -24,7 +24,7 @@ enum Wire {
     InvalidPrompt { message: String },
     ContextOverflow { prompt_tokens: usize, context_length: usize },
     Load { path: PathBuf, reason: String },
-    InsufficientMemory { needed_mib: u64, available_mib: u64 },
+    InsufficientMemory { estimate: crate::types::result::MemoryEstimate, available_mib: u64 },
     IdentifierInUse { identifier: String },
     PresetNotFound { query: String, available: Vec<(String, String)> },
     Overloaded { queued: usize },
@@ -57,8 +57,8 @@ impl From<&Error> for Wire {
                 Self::ContextOverflow { prompt_tokens: *prompt_tokens, context_length: *context_length }
             }
             Error::Load { path, reason } => Self::Load { path: path.clone(), reason: reason.clone() },
-            Error::InsufficientMemory { needed_mib, available_mib } => {
-                Self::InsufficientMemory { needed_mib: *needed_mib, available_mib: *available_mib }
+            Error::InsufficientMemory { estimate, available_mib } => {
+                Self::InsufficientMemory { estimate: *estimate, available_mib: *available_mib }
             }
             Error::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier: identifier.clone() },
             Error::PresetNotFound { query, available } => {
@@ -89,8 +89,8 @@ impl From<Wire> for Error {
                 Self::ContextOverflow { prompt_tokens, context_length }
             }
             Wire::Load { path, reason } => Self::Load { path, reason },
-            Wire::InsufficientMemory { needed_mib, available_mib } => {
-                Self::InsufficientMemory { needed_mib, available_mib }
+            Wire::InsufficientMemory { estimate, available_mib } => {
+                Self::InsufficientMemory { estimate, available_mib }
             }
             Wire::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier },
             Wire::PresetNotFound { query, available } => Self::PresetNotFound { query, available },
