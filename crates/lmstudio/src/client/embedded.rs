@@ -223,11 +223,12 @@ impl Embedded {
     }
 }
 
-/// Compute buffers and the rest of a context beyond its weights and KV cache: 64 MiB and a
+/// Compute buffers and the rest of a context beyond its weights and KV cache: 32 MiB and a
 /// sixteenth of the weights (llama.cpp's compute buffers grow with the model). For the default
-/// model, 4 slots of 4,096 tokens: 608 MiB estimated, 580 to 594 MiB measured (RSS growth per load).
+/// model, measured RSS growth of a load and a first prediction (`tests/memory.rs`): 306 MiB at
+/// 1,024 x 1 slot (estimate 306), 536 at 4,096 x 4 (576), 800 at 16,384 x 2 (864).
 fn overhead(weights: u64) -> u64 {
-    (64 << 20) + weights / 16
+    (32 << 20) + weights / 16
 }
 
 /// What loading `stored` with `config` takes: the weights (read into memory), the KV cache of
