@@ -16,8 +16,10 @@ const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['
     message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// Gemma's turn format (the template Gemma's instruct models carry, in short), for Gemma files
-/// without a template, such as the base models: a system message goes before the first user
-/// message; assistant turns are the `model`'s; roles must alternate.
+/// without a template, such as the base models: a first system message goes before the first user
+/// message; assistant turns are the `model`'s, every other turn the `user`'s. Unlike the instruct
+/// models' own template it takes any order of roles (LM Studio's SDK tests send two user
+/// messages in a row, and a system message mid-chat).
 const GEMMA: &str = r#"{{ bos_token }}
 {%- if messages[0]['role'] == 'system' -%}
   {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
@@ -27,10 +29,7 @@ const GEMMA: &str = r#"{{ bos_token }}
   {%- set loop_messages = messages -%}
 {%- endif -%}
 {%- for message in loop_messages -%}
-  {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
-    {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
-  {%- endif -%}
-  {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+  {%- set role = 'model' if message['role'] == 'assistant' else 'user' -%}
   {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
@@ -121,8 +120,16 @@ mod tests {
             "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n\
              <start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"
         );
-        // The template's own check: roles must alternate.
-        match t.render(&chat(&[("user", "a"), ("user", "b")])) {
+        // Any order of roles: a later system message is a user turn.
+        let text = t.render(&chat(&[("user", "a"), ("user", "b"), ("system", "c")])).expect("renders");
+        assert_eq!(
+            text,
+            "<bos><start_of_turn>user\na<end_of_turn>\n<start_of_turn>user\nb<end_of_turn>\n\
+             <start_of_turn>user\nc<end_of_turn>\n<start_of_turn>model\n"
+        );
+        // A template's own exception (here a made-up one) is the caller's error, with its message.
+        let strict = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").expect("compiles");
+        match strict.render(&chat(&[("user", "a")])) {
             Err(Error::InvalidPrompt(m)) => assert!(m.contains("alternate"), "{m}"),
             other => panic!("expected the template's exception, got {other:?}"),
         }
