@@ -11,6 +11,7 @@ pub mod fuzzing;
 mod metrics;
 mod openai;
 mod origin;
+mod rest_v1;
 mod sdk;
 
 use std::net::SocketAddr;
@@ -123,6 +124,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/models/{*id}", get(openai::rest_get_model))
         .route("/api/v0/completions", post(openai::rest_completions))
         .route("/api/v0/chat/completions", post(openai::rest_chat_completions))
+        .route("/api/v1/models", get(rest_v1::list_models))
+        .route("/api/v1/models/load", post(rest_v1::load))
+        .route("/api/v1/models/unload", post(rest_v1::unload))
         .route("/metrics", get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()

@@ -311,3 +311,41 @@ async fn logprobs_come_in_openai_shapes() {
     let streamed: String = entries.iter().filter_map(|e| e["token"].as_str()).collect();
     assert_eq!(streamed, content, "the streamed tokens are the streamed text");
 }
+
+/// Issue 14, item 4: LM Studio's REST API v1 for models, with its field names.
+#[tokio::test]
+async fn rest_v1_lists_loads_and_unloads_models() {
+    let own = AppState::new(crate::lms_client(1), None);
+    let (status, body) = call(
+        own.clone(),
+        post("/api/v1/models/load", r#"{"model": "gemma-3-270m", "config": {"context_length": 512}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let loaded = json_of(&body);
+    let id = loaded["model_instance_id"].as_str().expect("an instance id").to_owned();
+    assert_eq!(loaded["config"]["context_length"], 512, "{body}");
+    assert!(loaded["load_time_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{body}");
+
+    let (status, body) = call(own.clone(), get("/api/v1/models")).await;
+    assert_eq!(status, StatusCode::OK);
+    let models = json_of(&body);
+    let gemma = models["models"].as_array().and_then(|m| m.iter().find(|m| m["key"] == "gemma-3-270m")).cloned();
+    let gemma = gemma.unwrap_or_else(|| panic!("no gemma in {body}"));
+    assert_eq!((gemma["type"].as_str(), gemma["format"].as_str()), (Some("llm"), Some("gguf")));
+    assert_eq!(gemma["quantization"]["name"], "Q4_K_M");
+    assert_eq!(gemma["loaded_instances"][0]["id"], id.as_str(), "{gemma}");
+
+    // What we do not act on is refused by name; an unknown instance is a 404.
+    let (status, body) = call(
+        own.clone(),
+        post("/api/v1/models/load", r#"{"model": "gemma-3-270m", "config": {"flash_attention": true}}"#),
+    )
+    .await;
+    assert!(status == StatusCode::BAD_REQUEST && body.contains("flash_attention"), "{status} {body}");
+    let unload = format!(r#"{{"instance_id": "{id}"}}"#);
+    let (status, body) = call(own.clone(), post("/api/v1/models/unload", unload.clone())).await;
+    assert_eq!((status, json_of(&body)["instance_id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    let (status, _) = call(own, post("/api/v1/models/unload", unload)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

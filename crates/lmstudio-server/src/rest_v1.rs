@@ -1,0 +1,93 @@
+//! LM Studio's REST API v1, model management: `GET /api/v1/models` (with loaded instances),
+//! `POST /api/v1/models/load`, `POST /api/v1/models/unload`, with LM Studio's field names.
+
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::Json;
+use lmstudio as lms;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{ApiError, AppState};
+
+pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let models: Vec<Value> = state.client().list_models_async().await?.iter().map(model).collect();
+    Ok(Json(json!({ "models": models })))
+}
+
+fn model(entry: &lms::ModelEntry) -> Value {
+    let info = &entry.info;
+    let instances: Vec<Value> = entry
+        .instances
+        .iter()
+        .map(|i| json!({"id": i.identifier, "config": {"context_length": i.context_length}}))
+        .collect();
+    json!({
+        "type": "llm",
+        "publisher": info.path.split('/').next().unwrap_or_default(),
+        "key": info.model_key,
+        "display_name": info.display_name,
+        "architecture": info.architecture,
+        "quantization": info.quantization.as_ref().map(|q| json!({"name": q.name, "bits_per_weight": q.bits})),
+        "size_bytes": info.size_bytes,
+        "params_string": info.params_string,
+        "loaded_instances": instances,
+        "max_context_length": info.max_context_length,
+        "format": "gguf",
+        "capabilities": {"vision": false, "trained_for_tool_use": false},
+        "description": null,
+    })
+}
+
+/// The body of `POST /api/v1/models/load`; LM Studio's other `config` fields (flash attention,
+/// batch size, experts, GPU offload) are refused by name until we act on them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadRequest {
+    model: String,
+    #[serde(default)]
+    config: LoadSettings,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoadSettings {
+    context_length: Option<u32>,
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+pub(crate) async fn load(
+    State(state): State<AppState>,
+    request: Result<Json<LoadRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body(request)?;
+    let client = state.client();
+    let config = lms::LoadConfig { context_length: request.config.context_length, ..client.default_load_config() };
+    let started = Instant::now();
+    let llm = client.load_async(&request.model, &config).await?;
+    Ok(Json(json!({
+        "model_instance_id": llm.identifier(),
+        "config": {"context_length": llm.info().context_length},
+        "load_time_seconds": started.elapsed().as_secs_f64(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnloadRequest {
+    instance_id: String,
+}
+
+pub(crate) async fn unload(
+    State(state): State<AppState>,
+    request: Result<Json<UnloadRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body(request)?;
+    state.client().unload_async(&request.instance_id).await?;
+    Ok(Json(json!({ "instance_id": request.instance_id })))
+}
