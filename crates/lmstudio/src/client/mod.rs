@@ -128,6 +128,7 @@ impl Client {
     /// nothing loaded: LM Studio's JIT) first unloads the instances earlier such loads made, as
     /// LM Studio's server does; explicit loads are never evicted. Off by default; `lms server`
     /// turns it on. Embedded clients only (a server applies its own setting).
+    #[cfg_attr(not(feature = "embedded"), allow(unused_variables))]
     pub fn set_auto_evict(&self, on: bool) -> Result<()> {
         match &self.backend {
             #[cfg(feature = "embedded")]
@@ -256,6 +257,7 @@ impl Client {
     /// What loading the model `query` names with `config` would take in memory, and what the
     /// machine has available now (MiB; `None` where the system does not say), without loading
     /// (embedded only: the estimate of the models directory this client reads).
+    #[cfg_attr(not(feature = "embedded"), allow(unused_variables))]
     pub fn estimate(&self, query: &str, config: &LoadConfig) -> Result<(MemoryEstimate, Option<u64>)> {
         config.validate()?;
         match &self.backend {

@@ -3,6 +3,8 @@
 
 mod default_model;
 pub mod gguf;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod import;
 
 use std::collections::HashMap;

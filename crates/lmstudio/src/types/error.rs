@@ -91,7 +91,7 @@ pub enum Error {
     #[error("the engine failed: {0}")]
     Engine(String),
     /// Getting the default model failed.
-    #[error("could not fetch the default model: {0}")]
+    #[error("download failed: {0}")]
     Download(String),
     /// The server answered with an error (remote mode).
     #[error("the server reported: {0}")]

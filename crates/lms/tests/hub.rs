@@ -1,0 +1,152 @@
+//! Issue 14, item 2: `lms get publisher/repo[@QUANT]` against a server on loopback that answers
+//! as the Hugging Face hub does (the tree API, `resolve` downloads with Range), serving the real
+//! default model: a transfer cut mid-way resumes, a wrong checksum is refused, split files come
+//! whole, an unknown repository is a 404.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+struct Hub {
+    model: PathBuf,
+    sha256: String,
+    /// The next model download is cut half-way.
+    cut_next: AtomicBool,
+}
+
+impl Hub {
+    fn files(&self, repo: &str) -> Option<Vec<(String, String)>> {
+        let good = self.sha256.clone();
+        match repo {
+            "ok/Model-GGUF" => Some(vec![("m-Q8_0.gguf".into(), good.clone()), ("m-Q4_K_M.gguf".into(), good)]),
+            "bad/Model-GGUF" => Some(vec![("m-Q4_K_M.gguf".into(), "0".repeat(64))]),
+            "split/Model-GGUF" => Some(vec![
+                ("m-Q4_K_M-00001-of-00002.gguf".into(), good.clone()),
+                ("m-Q4_K_M-00002-of-00002.gguf".into(), good),
+            ]),
+            _ => None,
+        }
+    }
+
+    fn serve(&self, mut sock: TcpStream) {
+        let mut reader = BufReader::new(sock.try_clone().expect("clone"));
+        let mut request_line = String::new();
+        let _ = reader.read_line(&mut request_line);
+        let mut range = 0u64;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                range = v.trim().trim_end_matches('-').parse().unwrap_or(0);
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let size = std::fs::metadata(&self.model).expect("model").len();
+        if let Some(repo) = path.strip_prefix("/api/models/").and_then(|p| p.split("/tree/").next()) {
+            let Some(files) = self.files(repo) else { return not_found(&mut sock) };
+            let list: Vec<serde_json::Value> = files
+                .iter()
+                .map(|(name, sha)| serde_json::json!({"type": "file", "path": name, "size": 135, "lfs": {"oid": sha, "size": size, "pointerSize": 135}}))
+                .chain(std::iter::once(serde_json::json!({"type": "file", "path": "README.md", "size": 10})))
+                .collect();
+            let body = serde_json::to_string(&list).expect("json");
+            let _ = write!(sock, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            return;
+        }
+        let Some((repo, _file)) = path.trim_start_matches('/').split_once("/resolve/main/") else {
+            return not_found(&mut sock);
+        };
+        if self.files(repo).is_none() {
+            return not_found(&mut sock);
+        }
+        let mut file = std::fs::File::open(&self.model).expect("model");
+        file.seek(SeekFrom::Start(range)).expect("seek");
+        let status = if range > 0 { "206 Partial Content" } else { "200 OK" };
+        let length = size - range;
+        let _ = write!(sock, "HTTP/1.1 {status}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+        let send = if self.cut_next.swap(false, Ordering::SeqCst) { length / 2 } else { length };
+        let _ = std::io::copy(&mut file.take(send), &mut sock);
+    }
+}
+
+fn not_found(sock: &mut TcpStream) {
+    let _ = write!(sock, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
+}
+
+fn start_hub(model: PathBuf) -> (String, Arc<Hub>) {
+    let mut bytes = std::fs::File::open(&model).expect("model");
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut bytes, &mut hasher).expect("hash");
+    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hub = Arc::new(Hub { model, sha256, cut_next: AtomicBool::new(false) });
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = Arc::clone(&hub);
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let hub = Arc::clone(&served);
+            std::thread::spawn(move || hub.serve(sock));
+        }
+    });
+    (format!("http://{addr}"), hub)
+}
+
+fn get(endpoint: &str, models: &Path, what: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["get", what])
+        .env("HF_ENDPOINT", endpoint)
+        .env("LMSTUDIO_MODELS_DIR", models)
+        .env_remove("HF_TOKEN")
+        .output()
+        .expect("lms runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn get_downloads_from_a_hub_resumes_and_checks() {
+    let model = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
+    let (endpoint, hub) = start_hub(model.clone());
+    let models = tempfile::tempdir().expect("tempdir");
+
+    // Cut half-way: an error that says so, the partial file kept; run again: resumed, checked, placed.
+    hub.cut_next.store(true, Ordering::SeqCst);
+    let out = get(&endpoint, models.path(), "ok/Model-GGUF");
+    assert!(!out.status.success() && text(&out.stderr).contains("resume"), "{}", text(&out.stderr));
+    let partial = models.path().join("ok/Model-GGUF/m-Q4_K_M.gguf.partial");
+    assert!(partial.metadata().is_ok_and(|m| m.len() > 0), "nothing kept to resume from");
+    let out = get(&endpoint, models.path(), "ok/Model-GGUF");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "gemma-3-270m", "the key of what arrived");
+    let placed = models.path().join("ok/Model-GGUF/m-Q4_K_M.gguf");
+    assert_eq!(std::fs::read(&placed).expect("placed"), std::fs::read(&model).expect("model"), "resumed bytes differ");
+    assert!(!partial.exists());
+
+    // The hub's checksum does not match: refused, nothing left behind.
+    let out = get(&endpoint, models.path(), "bad/Model-GGUF@Q4_K_M");
+    assert!(!out.status.success() && text(&out.stderr).contains("SHA-256"), "{}", text(&out.stderr));
+    assert!(!models.path().join("bad/Model-GGUF/m-Q4_K_M.gguf").exists());
+    assert!(!models.path().join("bad/Model-GGUF/m-Q4_K_M.gguf.partial").exists());
+
+    // A split file: every part.
+    let out = get(&endpoint, models.path(), "split/Model-GGUF");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for part in ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"] {
+        assert!(models.path().join("split/Model-GGUF").join(part).is_file(), "{part}");
+    }
+
+    // No such repository; no such quantization.
+    let out = get(&endpoint, models.path(), "nobody/Nothing-GGUF");
+    assert!(!out.status.success() && text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+    let out = get(&endpoint, models.path(), "ok/Model-GGUF@Q2_K");
+    assert!(!out.status.success() && text(&out.stderr).contains("m-Q8_0.gguf"), "{}", text(&out.stderr));
+}
