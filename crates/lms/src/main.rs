@@ -102,6 +102,9 @@ enum ServerAction {
     Start(ServerArgs),
     /// Whether a server runs at $LMSTUDIO_HOST (else 127.0.0.1:1234).
     Status,
+    /// Stop the server this machine started on that port (its in-flight streams end with an
+    /// error that says so, as with Ctrl-C).
+    Stop,
 }
 
 #[derive(Args)]
@@ -293,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchStructured(args) => bench::structured::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
         Command::Server { action: ServerAction::Status } => manage::status(),
+        Command::Server { action: ServerAction::Stop } => manage::stop(),
     }
 }
 
@@ -500,12 +504,19 @@ fn server(args: ServerArgs) -> Result<()> {
         max_body_bytes: (args.max_body_mib << 20) as usize,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(lmstudio_server::serve(
+    let pid_port = std::sync::Mutex::new(None);
+    let served = runtime.block_on(lmstudio_server::serve(
         client,
         config,
         |addrs| {
             for a in addrs {
                 eprintln!("listening on http://{a}");
+            }
+            if let Some(a) = addrs.first() {
+                *pid_port.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.port());
+                if let Err(e) = manage::write_pid_file(a.port()) {
+                    eprintln!("warning: no pid file, so `lms server stop` cannot find this server: {e}");
+                }
             }
         },
         async {
@@ -529,6 +540,10 @@ fn server(args: ServerArgs) -> Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down");
         },
-    ))?;
+    ));
+    if let Some(port) = *pid_port.lock().unwrap_or_else(|p| p.into_inner()) {
+        manage::remove_pid_file(port);
+    }
+    served?;
     Ok(())
 }

@@ -123,3 +123,61 @@ pub fn status() -> Result<()> {
         Err(e) => bail!("not running on {host} ({e})"),
     }
 }
+
+/// Where `lms server start` notes its process id, per port.
+fn pid_file(port: u16) -> std::path::PathBuf {
+    let base = dirs::runtime_dir().or_else(dirs::data_local_dir).unwrap_or_else(std::env::temp_dir);
+    base.join("lmstudio-rs").join(format!("server-{port}.pid"))
+}
+
+pub fn write_pid_file(port: u16) -> std::io::Result<()> {
+    let path = pid_file(port);
+    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+    std::fs::write(path, std::process::id().to_string())
+}
+
+pub fn remove_pid_file(port: u16) {
+    let path = pid_file(port);
+    // Only our own: another server may have started on the port since.
+    if std::fs::read_to_string(&path).is_ok_and(|p| p.trim() == std::process::id().to_string()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// `lms server stop`: SIGTERM to the `lms` process whose pid file names the port, then waits for it.
+#[cfg(unix)]
+pub fn stop() -> Result<()> {
+    let host = host();
+    let port: u16 = host.rsplit(':').next().and_then(|p| p.parse().ok()).context("LMSTUDIO_HOST has no port")?;
+    let path = pid_file(port);
+    let pid: i32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("no server started by lms on port {port} ({} is missing)", path.display()))?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains("lms") {
+        let _ = std::fs::remove_file(&path);
+        bail!("the server on port {port} (pid {pid}) is no longer running");
+    }
+    // kill(1): this crate has no unsafe code, so no kill(2) of its own.
+    let signalled = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    if !signalled.is_ok_and(|s| s.success()) {
+        bail!("cannot signal pid {pid} (kill -TERM failed)");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Gone, or a zombie its parent has not reaped yet.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("stopped the server on port {port} (pid {pid})");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn stop() -> Result<()> {
+    bail!("`lms server stop` needs a Unix system; stop the server with Ctrl-C")
+}

@@ -326,3 +326,22 @@ fn ps_load_and_unload_manage_a_running_server() {
     let out = run(&["ps"]);
     assert!(!out.status.success() && text(&out.stderr).contains("lms server start"), "{}", text(&out.stderr));
 }
+
+/// Issue 14, item 3: `lms server stop` ends the server started on that port, in order (exit 0).
+#[test]
+fn server_stop_ends_the_server_in_order() {
+    let (mut server, addr, _stderr) = spawn_server("0");
+    let out = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["server", "stop"])
+        .env("LMSTUDIO_HOST", &addr)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(server.wait().expect("exits").success(), "SIGTERM is an orderly shutdown");
+    let again = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["server", "stop"])
+        .env("LMSTUDIO_HOST", &addr)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success(), "nothing left to stop");
+}
