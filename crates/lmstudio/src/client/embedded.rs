@@ -85,12 +85,7 @@ impl Embedded {
             let spawned = std::thread::Builder::new().name("lms-ttl".into()).spawn(move || {
                 while let Some(loaded) = loaded.upgrade() {
                     let now = Instant::now();
-                    let expired: Vec<Arc<Loaded>> = {
-                        let mut list = lock(&loaded);
-                        let (gone, kept) = std::mem::take(&mut *list).into_iter().partition(|l| l.expired(now));
-                        *list = kept;
-                        gone
-                    };
+                    let expired = take_where(&loaded, |l| l.expired(now));
                     drop(loaded);
                     for l in expired {
                         tracing::info!(identifier = l.info.identifier, "unloaded: its TTL ran out");
@@ -115,21 +110,23 @@ impl Embedded {
 
     pub fn get_or_load(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
         let _loading = lock(&self.loading);
+        // Asking for a loaded instance is using it: its TTL starts again (a mere lookup, such as a
+        // metrics scrape, is not).
+        let used = |found: Llm| {
+            if let LlmInner::Embedded(l) = &found.inner {
+                l.touch();
+            }
+            Ok((found, false))
+        };
         if let Some(found) = self.get_loaded(query) {
-            return Ok((found, false));
+            return used(found);
         }
         let stored = self.store.resolve(query)?;
         if let Some(found) = self.get_loaded(&stored.key) {
-            return Ok((found, false));
+            return used(found);
         }
         if self.auto_evict.load(Ordering::SeqCst) {
-            let evicted: Vec<Arc<Loaded>> = {
-                let mut list = lock(&self.loaded);
-                let (gone, kept) = std::mem::take(&mut *list).into_iter().partition(|l| l.jit);
-                *list = kept;
-                gone
-            };
-            for l in evicted {
+            for l in take_where(&self.loaded, |l| l.jit) {
                 tracing::info!(identifier = l.info.identifier, for_model = stored.key, "unloaded: another JIT load");
                 l.engine.shutdown();
             }
@@ -150,11 +147,7 @@ impl Embedded {
     /// The instance `query` names (identifier or instance reference), else any instance of the
     /// model whose key it is (`key`, or `key:2` once `key` was unloaded).
     pub fn get_loaded(&self, query: &str) -> Option<Llm> {
-        let found = find_instance(&lock(&self.loaded), |l| &l.info, query).cloned();
-        found.map(|l| {
-            l.touch();
-            handle(l)
-        })
+        find_instance(&lock(&self.loaded), |l| &l.info, query).map(|l| handle(Arc::clone(l)))
     }
 
     pub fn list_loaded(&self) -> Vec<ModelInfo> {
@@ -282,6 +275,14 @@ fn cgroup_headroom() -> Option<u64> {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().and_then(|v| v.trim().parse::<u64>().ok());
     let (max, current) = (read("memory.max")?, read("memory.current")?);
     Some(max.saturating_sub(current))
+}
+
+/// Takes the instances `pred` picks out of the list (their engines still to be shut down).
+fn take_where(loaded: &Mutex<Vec<Arc<Loaded>>>, pred: impl Fn(&Loaded) -> bool) -> Vec<Arc<Loaded>> {
+    let mut list = lock(loaded);
+    let (taken, kept) = std::mem::take(&mut *list).into_iter().partition(|l| pred(l));
+    *list = kept;
+    taken
 }
 
 fn handle(loaded: Arc<Loaded>) -> Llm {

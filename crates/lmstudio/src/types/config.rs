@@ -348,7 +348,7 @@ pub struct LoadConfig {
     /// On, instances of one file share its pages (and the page cache). Default false.
     pub try_mmap: bool,
     /// Unload the instance after this many seconds without a prediction (LM Studio's `ttl`;
-    /// a prediction or a lookup of the instance starts the count again). Default: never.
+    /// a prediction, or a `get_or_load` that finds it, starts the count again). Default: never.
     pub ttl: Option<u64>,
     /// How the memory check before the load counts. Default: strict.
     pub guardrail: Guardrail,
