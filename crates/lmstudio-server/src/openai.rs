@@ -236,7 +236,8 @@ impl CompletionRequest {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn parse(body: Result<Json<CompletionRequest>, JsonRejection>) -> Result<CompletionRequest, ApiError> {
+/// A JSON body, or the error for it: 413 and 415 as such, anything else a 400 that says why.
+pub(crate) fn parse<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(r)| r).map_err(|e| match e.status() {
         s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => ApiError::new(s, e.body_text()),
         _ => ApiError::bad_request(e.body_text()),

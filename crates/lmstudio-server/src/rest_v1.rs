@@ -57,15 +57,11 @@ struct LoadSettings {
     context_length: Option<u32>,
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| ApiError::bad_request(e.body_text()))
-}
-
 pub(crate) async fn load(
     State(state): State<AppState>,
     request: Result<Json<LoadRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = body(request)?;
+    let request = crate::openai::parse(request)?;
     let client = state.client();
     let config = lms::LoadConfig { context_length: request.config.context_length, ..client.default_load_config() };
     let started = Instant::now();
@@ -87,7 +83,7 @@ pub(crate) async fn unload(
     State(state): State<AppState>,
     request: Result<Json<UnloadRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = body(request)?;
+    let request = crate::openai::parse(request)?;
     state.client().unload_async(&request.instance_id).await?;
     Ok(Json(json!({ "instance_id": request.instance_id })))
 }
