@@ -20,6 +20,11 @@ fn lms(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("lms finishes")
 }
 
+/// `lms args` with one environment variable set; waits for it.
+fn lms_env(args: &[&str], var: &str, value: impl AsRef<std::ffi::OsStr>) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lms")).args(args).env(var, value).output().expect("lms runs")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -180,13 +185,7 @@ fn presets_apply_under_the_command_line() {
         {"key": "llm.prediction.repeatPenalty", "value": {"checked": false, "value": 1.1}},
         {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": true, "value": 6}}]}}"#;
     std::fs::write(dir.path().join("counting.preset.json"), preset).expect("writes");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_lms"))
-            .args(args)
-            .env("LMSTUDIO_PRESETS_DIR", dir.path())
-            .output()
-            .expect("runs")
-    };
+    let run = |args: &[&str]| lms_env(args, "LMSTUDIO_PRESETS_DIR", dir.path());
     let out = run(&["complete", "--preset", "counting", "1, 2, 3,"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim_end_matches('\n'), " 4, 5,");
@@ -252,7 +251,7 @@ fn schema_and_grammar_files_constrain_the_output() {
     let schema = dir.path().join("answer.json");
     std::fs::write(
         &schema,
-        r#"{"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}"#,
+        r#"{"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"], "additionalProperties": false}"#,
     )
     .expect("write");
     let out = lms(&["complete", "--schema", schema.to_str().expect("utf-8"), "--seed", "1", "Is it? As JSON:"], None);
@@ -281,13 +280,7 @@ fn import_places_a_valid_gguf_and_refuses_the_rest() {
     let staged = tempfile::tempdir().expect("tempdir");
     let file = staged.path().join("My-Model-Q4_K_M.gguf");
     std::fs::hard_link(&source, &file).or_else(|_| std::fs::copy(&source, &file).map(drop)).expect("stage");
-    let import = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_lms"))
-            .args(args)
-            .env("LMSTUDIO_MODELS_DIR", models.path())
-            .output()
-            .expect("runs")
-    };
+    let import = |args: &[&str]| lms_env(args, "LMSTUDIO_MODELS_DIR", models.path());
     let out = import(&["import", file.to_str().expect("utf-8"), "--publisher", "me"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "gemma-3-270m", "the key comes from the file's metadata");
@@ -306,9 +299,7 @@ fn import_places_a_valid_gguf_and_refuses_the_rest() {
 #[test]
 fn ps_load_and_unload_manage_a_running_server() {
     let (mut server, addr, _stderr) = spawn_server("0");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_lms")).args(args).env("LMSTUDIO_HOST", &addr).output().expect("runs")
-    };
+    let run = |args: &[&str]| lms_env(args, "LMSTUDIO_HOST", &addr);
     assert!(text(&run(&["server", "status"]).stdout).contains("0 model instance(s)"));
     let out = run(&["load", "gemma-3-270m", "--identifier", "mine", "--context-length", "512", "--ttl", "600"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -331,17 +322,9 @@ fn ps_load_and_unload_manage_a_running_server() {
 #[test]
 fn server_stop_ends_the_server_in_order() {
     let (mut server, addr, _stderr) = spawn_server("0");
-    let out = Command::new(env!("CARGO_BIN_EXE_lms"))
-        .args(["server", "stop"])
-        .env("LMSTUDIO_HOST", &addr)
-        .output()
-        .expect("runs");
+    let out = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &addr);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(server.wait().expect("exits").success(), "SIGTERM is an orderly shutdown");
-    let again = Command::new(env!("CARGO_BIN_EXE_lms"))
-        .args(["server", "stop"])
-        .env("LMSTUDIO_HOST", &addr)
-        .output()
-        .expect("runs");
+    let again = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &addr);
     assert!(!again.status.success(), "nothing left to stop");
 }

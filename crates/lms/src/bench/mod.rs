@@ -63,22 +63,27 @@ struct Row {
     prefix_warm_ms: f64,
 }
 
+/// The model a bench names (default: the default model, fetched if missing), loaded with one
+/// slot and `threads` CPU threads.
+fn load_one_slot(store: &lms::ModelStore, model: Option<&str>, threads: u32) -> Result<lms::Llm> {
+    let name = match model {
+        Some(m) => m.to_owned(),
+        None => {
+            store.ensure_default_model(&mut |l| eprintln!("{l}"))?;
+            lms::DEFAULT_MODEL_KEY.into()
+        }
+    };
+    let load = lms::LoadConfig { cpu_threads: Some(threads), parallel: 1, ..Default::default() };
+    Ok(lms::Client::with_store(store.clone()).load(&name, &load)?)
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.prompt_tokens >= 16, "--prompt-tokens must be at least 16");
     anyhow::ensure!(args.gen_tokens >= 1, "--gen-tokens must be at least 1");
     anyhow::ensure!(args.repetitions >= 1, "--repetitions must be at least 1");
     anyhow::ensure!(args.clients.iter().all(|&n| n >= 1), "--clients must all be at least 1");
     let store = lms::ModelStore::from_env();
-    let client = lms::Client::with_store(store.clone());
-    let name = match &args.model {
-        Some(m) => m.clone(),
-        None => {
-            store.ensure_default_model(&mut |l| eprintln!("{l}"))?;
-            lms::DEFAULT_MODEL_KEY.into()
-        }
-    };
-    let load = lms::LoadConfig { cpu_threads: Some(args.threads), parallel: 1, ..Default::default() };
-    let model = client.load(&name, &load)?;
+    let model = load_one_slot(&store, args.model.as_deref(), args.threads)?;
     let path = store.root().join(&model.info().path);
     let prompt = prompt_of(&model, args.prompt_tokens - 4)?;
     let greedy = |max| lms::Config {
@@ -143,8 +148,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut load = None;
     if !args.no_load && !args.clients.is_empty() {
         let key = model.info().model_key.clone();
-        drop(model);
-        drop(client);
+        drop(model); // unloads it: the client that loaded it is gone
         let (table, results) =
             load::run(&path, &key, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions)?;
         md += &table;
