@@ -55,12 +55,18 @@ enum Command {
         /// The publisher folder (default: `local`).
         #[arg(long)]
         publisher: Option<String>,
+        /// Copy the file (the default).
+        #[arg(long, group = "how")]
+        copy: bool,
         /// Move the file instead of copying it.
-        #[arg(long = "move", conflicts_with = "hard_link")]
+        #[arg(long = "move", group = "how")]
         move_file: bool,
         /// Hard-link the file (same file system; no second copy on disk).
-        #[arg(long)]
+        #[arg(long, group = "how")]
         hard_link: bool,
+        /// Link to the file where it is (a symbolic link; the model goes if the file moves).
+        #[arg(long, group = "how")]
+        symlink: bool,
     },
     /// Chat with a model in the terminal: answers stream, the history is kept.
     Chat(chat::ChatArgs),
@@ -279,10 +285,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ps { json } => manage::ps(json),
         Command::Load(args) => manage::load(args),
         Command::Unload { identifier, all } => manage::unload(identifier, all),
-        Command::Import { file, publisher, move_file, hard_link } => {
-            let mode = match (move_file, hard_link) {
-                (true, _) => lms::ImportMode::Move,
-                (_, true) => lms::ImportMode::HardLink,
+        Command::Import { file, publisher, copy: _, move_file, hard_link, symlink } => {
+            let mode = match (move_file, hard_link, symlink) {
+                (true, ..) => lms::ImportMode::Move,
+                (_, true, _) => lms::ImportMode::HardLink,
+                (.., true) => lms::ImportMode::Symlink,
                 _ => lms::ImportMode::Copy,
             };
             let stored = lms::ModelStore::from_env().import(&file, publisher.as_deref(), mode)?;
@@ -395,8 +402,8 @@ fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Option<u
             lms::DEFAULT_MODEL_KEY.to_owned()
         }
     };
-    let config = lms::LoadConfig { context_length, cpu_threads: threads, parallel: 1, ..Default::default() };
-    Ok(lms::Client::with_store(store).load(&name, &config)?)
+    let config = lms::LoadConfig { context_length, cpu_threads: threads, parallel: Some(1), ..Default::default() };
+    Ok(lms::Client::with_store(store).load_with(&name, &config, &manage::progress_bar())?)
 }
 
 /// `--schema FILE` (JSON) or `--grammar FILE` (GBNF) as structured output.
@@ -477,7 +484,7 @@ fn complete(args: CompleteArgs) -> Result<()> {
 
 fn server(args: ServerArgs) -> Result<()> {
     let load = lms::LoadConfig {
-        parallel: args.parallel,
+        parallel: Some(args.parallel),
         context_length: args.context_length,
         cpu_threads: args.threads,
         prompt_cache_mib: args.prompt_cache_mib,

@@ -27,18 +27,38 @@ pub fn ps(json: bool) -> Result<()> {
     }
     if loaded.is_empty() {
         eprintln!("no models loaded (lms load KEY)");
+        return Ok(());
     }
+    println!(
+        "{:<28} {:<24} {:>7} {:>8} {:>7} {:>6} {:>9} {:>8}",
+        "IDENTIFIER", "MODEL", "CONTEXT", "PARALLEL", "RUNNING", "QUEUED", "TTL LEFT", "MEMORY"
+    );
     for i in loaded {
+        let state = i.state.unwrap_or_default();
+        let ttl_left = state.ttl_left_ms.map_or("-".into(), |ms| duration(ms / 1000));
         println!(
-            "{:<28} {:<24} ctx {:>6}  {:>6} MB  {}",
+            "{:<28} {:<24} {:>7} {:>8} {:>7} {:>6} {:>9} {:>5} MiB{}",
             i.identifier.as_deref().unwrap_or("?"),
             i.model_key,
             i.context_length.unwrap_or(0),
-            i.size_bytes / 1_000_000,
-            i.path
+            state.activity.slots,
+            state.activity.running,
+            state.activity.queued,
+            ttl_left,
+            state.memory_mib,
+            if state.jit { "  (JIT)" } else { "" },
         );
     }
     Ok(())
+}
+
+/// `1h 05m`, `4m 10s`, `12s`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 /// Options of `lms load`.
@@ -66,15 +86,13 @@ pub struct LoadArgs {
 
 /// `lms load`: a new instance on the running server.
 pub fn load(args: LoadArgs) -> Result<()> {
-    let mut config = lms::LoadConfig {
+    let config = lms::LoadConfig {
         identifier: args.identifier,
         context_length: args.context_length,
+        parallel: args.parallel,
         ttl: args.ttl,
         ..Default::default()
     };
-    if let Some(p) = args.parallel {
-        config.parallel = p;
-    }
     if args.estimate_only {
         let (estimate, available) = lms::Client::new().estimate(&args.model, &config)?;
         println!(
@@ -89,11 +107,33 @@ pub fn load(args: LoadArgs) -> Result<()> {
         return Ok(());
     }
     let client = server()?;
-    let llm = client.load(&args.model, &config)?;
+    let llm = client.load_with(&args.model, &config, &progress_bar())?;
     let info = llm.info();
     println!("{}", llm.identifier());
     eprintln!("loaded {} ({}, context {}) on {}", info.model_key, info.path, info.context_length.unwrap_or(0), host());
     Ok(())
+}
+
+/// Load progress as a bar on stderr when it is a terminal (nothing in a pipe or a log); a JIT
+/// eviction is said either way.
+pub fn progress_bar() -> lms::OnLoad {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    std::sync::Arc::new(move |event| match event {
+        lms::LoadEvent::UnloadingOther(info) => {
+            eprintln!("unloading {} (loaded on demand before)", info.identifier.as_deref().unwrap_or(&info.model_key));
+        }
+        lms::LoadEvent::Progress(p) if tty => {
+            const WIDTH: usize = 30;
+            let filled = ((p.clamp(0.0, 1.0) * WIDTH as f32) as usize).min(WIDTH);
+            eprint!("\rloading [{}{}] {:>3.0}%", "#".repeat(filled), " ".repeat(WIDTH - filled), p * 100.0);
+            if p >= 1.0 {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        }
+        lms::LoadEvent::Progress(_) => {}
+    })
 }
 
 /// `lms unload ID | --all`.

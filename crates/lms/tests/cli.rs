@@ -293,6 +293,15 @@ fn import_places_a_valid_gguf_and_refuses_the_rest() {
     let out = import(&["import", junk.to_str().expect("utf-8")]);
     assert!(!out.status.success() && text(&out.stderr).contains("not a valid model file"), "{}", text(&out.stderr));
     assert!(!models.path().join("local").exists(), "a refused file left something behind");
+    // A symbolic link to the file where it is: listed, loadable by its key, no second copy.
+    let out = import(&["import", file.to_str().expect("utf-8"), "--publisher", "linked", "--symlink"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let link = models.path().join("linked/My-Model-GGUF/My-Model-Q4_K_M.gguf");
+    assert!(link.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()));
+    let listed = text(&import(&["ls"]).stdout);
+    assert!(listed.contains("linked/My-Model-GGUF/My-Model-Q4_K_M.gguf"), "{listed}");
+    let two = import(&["import", file.to_str().expect("utf-8"), "--move", "--symlink"]);
+    assert!(!two.status.success(), "two ways at once");
 }
 
 /// Issue 14, item 3: the CLI manages a running server's models (found at $LMSTUDIO_HOST).
@@ -301,13 +310,26 @@ fn ps_load_and_unload_manage_a_running_server() {
     let (mut server, addr, _stderr) = spawn_server("0");
     let run = |args: &[&str]| lms_env(args, "LMSTUDIO_HOST", &addr);
     assert!(text(&run(&["server", "status"]).stdout).contains("0 model instance(s)"));
-    let out = run(&["load", "gemma-3-270m", "--identifier", "mine", "--context-length", "512", "--ttl", "600"]);
+    let load = ["load", "gemma-3-270m", "--identifier", "mine", "--context-length", "512", "--parallel", "2"];
+    let out = run(&[&load[..], &["--ttl", "600"]].concat());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "mine");
     let out = run(&["ps", "--json"]);
     let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(loaded[0]["identifier"], "mine", "{loaded}");
     assert_eq!(loaded[0]["contextLength"], 512, "{loaded}");
+    // How it is loaded and what it does now: slots, predictions, TTL, memory.
+    let state = &loaded[0]["state"];
+    assert_eq!((state["slots"].as_u64(), state["running"].as_u64()), (Some(2), Some(0)), "{state}");
+    assert_eq!((state["ttlMs"].as_u64(), state["jit"].as_bool()), (Some(600_000), Some(false)), "{state}");
+    assert!(state["ttlLeftMs"].as_u64().is_some_and(|ms| ms > 0 && ms <= 600_000), "{state}");
+    // The weights alone are over 200 MiB; the estimate of 512 x 2 tokens is under 400.
+    assert!(state["memoryMib"].as_u64().is_some_and(|m| (200..400).contains(&m)), "{state}");
+    let table = text(&run(&["ps"]).stdout);
+    assert!(
+        table.contains("TTL LEFT") && table.lines().any(|l| l.starts_with("mine ") && l.contains("MiB")),
+        "{table}"
+    );
     assert!(!run(&["load", "gemma-3-270m", "--identifier", "mine"]).status.success(), "a duplicate identifier");
     assert!(run(&["unload", "--all"]).status.success());
     assert!(text(&run(&["ps"]).stderr).contains("no models loaded"));

@@ -150,3 +150,100 @@ fn get_downloads_from_a_hub_resumes_and_checks() {
     let out = get(&endpoint, models.path(), "ok/Model-GGUF@Q2_K");
     assert!(!out.status.success() && text(&out.stderr).contains("m-Q8_0.gguf"), "{}", text(&out.stderr));
 }
+
+/// `lms server start` with its models directory at `models`, downloading from `endpoint`; its log
+/// goes on being read (a closed pipe would fail its writes).
+fn server(endpoint: &str, models: &Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["server", "start", "--port", "0", "--no-discovery-port"])
+        .env("HF_ENDPOINT", endpoint)
+        .env("LMSTUDIO_MODELS_DIR", models)
+        .env_remove("HF_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lms runs");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+        .expect("the server says where it listens");
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("server: {l}")));
+    (child, addr)
+}
+
+/// One HTTP request; the status and the JSON body.
+fn call(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut sock = TcpStream::connect(addr).expect("connects");
+    write!(
+        sock,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).expect("reads");
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let json = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+}
+
+/// Polls a job's status until it is no longer downloading (a deadline, not a timing check).
+fn finished(addr: &str, job: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (code, status) = call(addr, "GET", &format!("/api/v1/models/download/status/{job}"), "");
+        assert_eq!(code, 200, "{status}");
+        if status["status"] != "downloading" {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still downloading after two minutes: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Issue 14, item 4: LM Studio's REST download endpoint and its status, over the same hub code.
+#[test]
+fn rest_download_jobs_fetch_from_the_hub_and_report() {
+    let model = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
+    let size = std::fs::metadata(&model).expect("model").len();
+    let (endpoint, _hub) = start_hub(model);
+    let models = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = server(&endpoint, models.path());
+
+    let (code, started) =
+        call(&addr, "POST", "/api/v1/models/download", r#"{"model": "ok/Model-GGUF", "quantization": "Q8_0"}"#);
+    assert_eq!(code, 200, "{started}");
+    assert_eq!(started["total_size_bytes"], size, "{started}");
+    let job = started["job_id"].as_str().expect("a job id").to_owned();
+    let done = finished(&addr, &job);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((done["downloaded_bytes"].as_u64(), done["total_size_bytes"].as_u64()), (Some(size), Some(size)));
+    assert!(done["completed_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{done}");
+    assert!(models.path().join("ok/Model-GGUF/m-Q8_0.gguf").is_file());
+    // Asked again: there already, no job.
+    let (code, again) = call(&addr, "POST", "/api/v1/models/download", r#"{"model": "ok/Model-GGUF@Q8_0"}"#);
+    assert_eq!((code, again["status"].as_str(), again.get("job_id")), (200, Some("already_downloaded"), None));
+    // The model list has it.
+    let (_, list) = call(&addr, "GET", "/api/v1/models", "");
+    assert!(list["models"].as_array().is_some_and(|m| m.iter().any(|m| m["key"] == "gemma-3-270m")), "{list}");
+
+    // A wrong checksum: the job fails and says why.
+    let (_, bad) = call(&addr, "POST", "/api/v1/models/download", r#"{"model": "bad/Model-GGUF"}"#);
+    let failed = finished(&addr, bad["job_id"].as_str().expect("a job id"));
+    assert!(
+        failed["status"] == "failed" && failed["error"].as_str().is_some_and(|e| e.contains("SHA-256")),
+        "{failed}"
+    );
+    // No such repository, a request that is not one, an unknown job.
+    let (code, none) = call(&addr, "POST", "/api/v1/models/download", r#"{"model": "nobody/Nothing-GGUF"}"#);
+    assert!(code == 502 && none["error"]["message"].as_str().is_some_and(|m| m.contains("404")), "{code} {none}");
+    let (code, _) = call(&addr, "POST", "/api/v1/models/download", r#"{"model": "../../etc"}"#);
+    assert_eq!(code, 400);
+    let (code, _) = call(&addr, "POST", "/api/v1/models/download", r#"{"model": "ok/Model-GGUF", "mirror": "x"}"#);
+    assert_eq!(code, 400, "an unknown field is refused by name");
+    assert_eq!(call(&addr, "GET", "/api/v1/models/download/status/job_nope", "").0, 404);
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

@@ -58,9 +58,12 @@ impl From<lms::Error> for ApiError {
             E::ModelUnloaded => (StatusCode::SERVICE_UNAVAILABLE, None),
             E::IdentifierInUse { .. } => (StatusCode::CONFLICT, Some("identifier_in_use")),
             E::InsufficientMemory { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some("insufficient_memory")),
+            // The hub refused or failed: its answer, not ours, so the message says it.
+            E::Download(_) => (StatusCode::BAD_GATEWAY, Some("download_failed")),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
-        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        let said = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY];
+        let message = if status.is_server_error() && !said.contains(&status) {
             tracing::error!("request failed: {e}");
             "internal error".to_owned()
         } else {

@@ -4,6 +4,7 @@
 //! Architecture invariant: no model logic lives here. Every handler turns a request into calls of
 //! the library's public API and its result back into the wire shape.
 
+mod downloads;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -49,6 +50,8 @@ struct Inner {
     cors_origins: Vec<String>,
     /// Whether the server listens on loopback only, so that `Host` must name loopback too.
     loopback_bound: bool,
+    /// `POST /api/v1/models/download` jobs.
+    downloads: downloads::Jobs,
 }
 
 impl AppState {
@@ -67,7 +70,8 @@ impl AppState {
         loopback_bound: bool,
     ) -> Self {
         let metrics = metrics::Metrics::default();
-        let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound });
+        let downloads = downloads::Jobs::default();
+        let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound, downloads });
         Self { inner, body_limit: MAX_BODY_BYTES }
     }
 
@@ -92,6 +96,10 @@ impl AppState {
         &self.inner.client
     }
 
+    pub(crate) fn downloads(&self) -> &downloads::Jobs {
+        &self.inner.downloads
+    }
+
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
     }
@@ -114,6 +122,11 @@ impl AppState {
     }
 }
 
+/// Locks `m` even if a panic poisoned it (what our mutexes guard is never left half-updated).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -127,6 +140,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/models", get(rest_v1::list_models))
         .route("/api/v1/models/load", post(rest_v1::load))
         .route("/api/v1/models/unload", post(rest_v1::unload))
+        .route("/api/v1/models/download", post(downloads::download))
+        .route("/api/v1/models/download/status/{job_id}", get(downloads::status))
         .route("/metrics", get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()

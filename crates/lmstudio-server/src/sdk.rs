@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::AppState;
+use crate::{lock, AppState};
 
 /// The SDK's websocket namespaces.
 const NAMESPACES: [&str; 6] = ["llm", "embedding", "system", "files", "repository", "diagnostics"];
@@ -239,10 +239,6 @@ fn dispatch(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn invalid(what: impl Into<String>) -> lms::Error {
     lms::Error::InvalidConfig(what.into())
 }
@@ -391,11 +387,20 @@ async fn channel(
                 };
                 out.channel(id, start);
             }
-            out.channel(id, json!({"type": if new_instance { "progress" } else { "loadProgress" }, "progress": 0.0}));
+            let events = out.clone();
+            let on_load: lms::OnLoad = std::sync::Arc::new(move |event| match event {
+                lms::LoadEvent::Progress(progress) => {
+                    let kind = if new_instance { "progress" } else { "loadProgress" };
+                    events.channel(id, json!({"type": kind, "progress": progress}));
+                }
+                lms::LoadEvent::UnloadingOther(info) => {
+                    events.channel(id, json!({"type": "unloadingOtherJITModel", "info": info}));
+                }
+            });
             let llm = if new_instance {
-                client.load_async(&query, &load).await?
+                client.load_with_async(&query, &load, &on_load).await?
             } else {
-                client.get_or_load_async(&query, &load).await?.0
+                client.get_or_load_with_async(&query, &load, &on_load).await?.0
             };
             let done = if new_instance { "success" } else { "loadSuccess" };
             out.channel(id, json!({"type": done, "info": llm.info()}));

@@ -17,7 +17,7 @@ use tungstenite::{Message, WebSocket};
 use crate::lock;
 use crate::types::config::Config;
 use crate::types::error::{Error, Result};
-use crate::types::event::Event;
+use crate::types::event::{Event, LoadEvent, OnLoad};
 use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats};
 use crate::wire;
 
@@ -115,9 +115,20 @@ impl Connection {
     }
 
     /// Opens a load channel (`getOrLoad` or `loadModel`) and waits for the instance info.
-    pub(crate) fn load(&self, endpoint: &str, parameter: Value) -> Result<ModelInfo> {
+    pub(crate) fn load(&self, endpoint: &str, parameter: Value, on_load: &OnLoad) -> Result<ModelInfo> {
         let (tx, rx) = flume::bounded(1);
+        let on_load = on_load.clone();
         let sink: ChannelSink = Box::new(move |msg| match msg["type"].as_str() {
+            Some("progress" | "loadProgress") => {
+                on_load(LoadEvent::Progress(msg["progress"].as_f64().unwrap_or(0.0) as f32));
+                true
+            }
+            Some("unloadingOtherJITModel") => {
+                if let Ok(info) = serde_json::from_value::<ModelInfo>(msg["info"].clone()) {
+                    on_load(LoadEvent::UnloadingOther(Box::new(info)));
+                }
+                true
+            }
             Some("alreadyLoaded" | "loadSuccess" | "success") => {
                 let _ = tx.send(serde_json::from_value::<ModelInfo>(msg["info"].clone()).map_err(conn_err));
                 false

@@ -24,8 +24,12 @@ fn the_estimate_is_within_ten_percent_of_real_loads() {
     let client = lms::Client::with_store(store);
     let mut report = Vec::new();
     for (context, parallel) in [(1024, 1), (4096, 4), (16384, 2)] {
-        let config =
-            lms::LoadConfig { context_length: Some(context), parallel, prompt_cache_mib: 0, ..Default::default() };
+        let config = lms::LoadConfig {
+            context_length: Some(context),
+            parallel: Some(parallel),
+            prompt_cache_mib: 0,
+            ..Default::default()
+        };
         let (estimate, _) = client.estimate(lms::DEFAULT_MODEL_KEY, &config).expect("estimates");
         let before = rss_mib();
         let llm = client.load(lms::DEFAULT_MODEL_KEY, &config).expect("loads");

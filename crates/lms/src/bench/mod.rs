@@ -73,7 +73,7 @@ fn load_one_slot(store: &lms::ModelStore, model: Option<&str>, threads: u32) -> 
             lms::DEFAULT_MODEL_KEY.into()
         }
     };
-    let load = lms::LoadConfig { cpu_threads: Some(threads), parallel: 1, ..Default::default() };
+    let load = lms::LoadConfig { cpu_threads: Some(threads), parallel: Some(1), ..Default::default() };
     Ok(lms::Client::with_store(store.clone()).load(&name, &load)?)
 }
 

@@ -25,7 +25,7 @@ fn two_model_store(dir: &Path) -> lms::ModelStore {
 fn concurrent_jit_requests_load_once_and_jit_loads_evict_each_other() {
     crate::lms_client(1); // the default model, fetched if missing
     let dir = tempfile::tempdir().expect("tempdir");
-    let load = lms::LoadConfig { parallel: 2, context_length: Some(512), ..Default::default() };
+    let load = lms::LoadConfig { parallel: Some(2), context_length: Some(512), ..Default::default() };
     let client = lms::Client::with_load_config(two_model_store(dir.path()), load);
     client.set_auto_evict(true).expect("embedded");
 
@@ -50,9 +50,60 @@ fn concurrent_jit_requests_load_once_and_jit_loads_evict_each_other() {
     client
         .load("gemma-3-270m", &lms::LoadConfig { identifier: Some("pinned".into()), ..Default::default() })
         .expect("loads");
-    client.llm("llama-3.2-1b-instruct").expect("loads on demand");
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&events);
+    let on_load: lms::OnLoad = std::sync::Arc::new(move |e| seen.lock().expect("lock").push(e));
+    client.get_or_load_with("llama-3.2-1b-instruct", &client.default_load_config(), &on_load).expect("loads on demand");
+    let events = events.lock().expect("lock").clone();
+    // It said which instance it unloaded, then how the load went: 0.0 first, 1.0 last, rising.
+    match &events[..] {
+        [lms::LoadEvent::UnloadingOther(gone), progress @ ..] => {
+            assert_eq!(gone.identifier.as_deref(), Some("gemma-3-270m"));
+            let p: Vec<f32> = progress
+                .iter()
+                .map(|e| match e {
+                    lms::LoadEvent::Progress(p) => *p,
+                    other => panic!("{other:?} after the progress began"),
+                })
+                .collect();
+            assert!(p.first() == Some(&0.0) && p.last() == Some(&1.0), "{p:?}");
+            assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+        }
+        other => panic!("expected the eviction first: {other:?}"),
+    }
     let mut loaded: Vec<String> =
         client.list_loaded().expect("lists").into_iter().filter_map(|i| i.identifier).collect();
     loaded.sort();
     assert_eq!(loaded, ["llama-3.2-1b-instruct", "pinned"]);
+}
+
+/// What LM Studio's Python SDK sees of a JIT load that evicts another: the eviction message it
+/// logs ("Unloading other JIT model", with the model's key), and only the new instance loaded.
+const JIT_EVICTION: &str = r#"
+import logging, os
+import lmstudio as lms
+
+said = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+logging.getLogger().addHandler(Keep())
+logging.getLogger().setLevel(logging.INFO)
+
+with lms.Client(os.environ["HOST"]) as client:
+    client.llm.model("gemma-3-270m")
+    client.llm.model("llama-3.2-1b-instruct")
+    assert [m.identifier for m in client.llm.list_loaded()] == ["llama-3.2-1b-instruct"]
+evictions = [m for m in said if "Unloading other JIT model" in m]
+assert len(evictions) == 1 and "gemma-3-270m" in evictions[0], said
+"#;
+
+#[test]
+fn python_sdk_is_told_of_a_jit_eviction() {
+    crate::lms_client(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let load = lms::LoadConfig { parallel: Some(1), context_length: Some(512), ..Default::default() };
+    let client = lms::Client::with_load_config(two_model_store(dir.path()), load);
+    client.set_auto_evict(true).expect("embedded");
+    crate::run_python(JIT_EVICTION, crate::start_server(client, None));
 }

@@ -22,7 +22,7 @@ use lmstudio as lms;
 /// A client on the real models directory (default model fetched if missing), loading models with
 /// `parallel` slots of 2,048 tokens.
 pub fn lms_client(parallel: u32) -> lms::Client {
-    lms_client_with(lms::LoadConfig { parallel, context_length: Some(2048), ..Default::default() })
+    lms_client_with(lms::LoadConfig { parallel: Some(parallel), context_length: Some(2048), ..Default::default() })
 }
 
 /// [`lms_client`] loading models with `load`.

@@ -108,7 +108,7 @@ fn an_oversized_message_ends_the_socket_and_the_server_goes_on() {
 fn channels_beyond_the_cap_are_refused() {
     // One slot and room to queue them all: every prediction stays open, waiting behind the first
     // (200 tokens that cannot end early), while the rest arrive.
-    let load = lms::LoadConfig { parallel: 1, max_queued: 512, context_length: Some(1024), ..Default::default() };
+    let load = lms::LoadConfig { parallel: Some(1), max_queued: 512, context_length: Some(1024), ..Default::default() };
     let addr = start_server(crate::lms_client_with(load), None);
     let mut ws = connect(addr);
     for id in 0..300 {

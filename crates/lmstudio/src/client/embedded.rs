@@ -11,7 +11,8 @@ use crate::lock;
 use crate::store::{ModelStore, StoredModel};
 use crate::types::config::{Guardrail, LoadConfig};
 use crate::types::error::{Error, Result};
-use crate::types::result::{MemoryEstimate, ModelEntry, ModelInfo};
+use crate::types::event::{LoadEvent, OnLoad};
+use crate::types::result::{InstanceState, MemoryEstimate, ModelEntry, ModelInfo};
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
@@ -27,7 +28,20 @@ pub(super) struct Embedded {
     reaper: OnceLock<()>,
     /// A load on demand (JIT) first unloads the instances earlier ones made.
     auto_evict: AtomicBool,
+    /// Instances whose TTL ran out, as they were loaded: a request that names one again loads it
+    /// with the same settings (identifier, context, slots, TTL), not the defaults.
+    expired: Arc<Mutex<Vec<Expired>>>,
 }
+
+/// How an instance that its TTL unloaded was loaded.
+struct Expired {
+    key: String,
+    config: LoadConfig,
+    jit: bool,
+}
+
+/// Settings of TTL-unloaded instances kept for their reload, at most.
+const EXPIRED_KEPT: usize = 32;
 
 /// A loaded model instance.
 pub(super) struct Loaded {
@@ -37,6 +51,10 @@ pub(super) struct Loaded {
     ttl: Option<Duration>,
     /// Loaded on demand (by a lookup that found nothing loaded), not by an explicit load.
     jit: bool,
+    /// How it was loaded (for its reload after its TTL ran out).
+    config: LoadConfig,
+    /// Its memory estimate at load.
+    estimate: MemoryEstimate,
     /// When it was last used (a prediction submitted or running, a lookup).
     last_used: Mutex<Instant>,
 }
@@ -57,6 +75,27 @@ impl Loaded {
         }
         now.duration_since(*lock(&self.last_used)) >= ttl
     }
+
+    /// Its info with its state now.
+    fn info_now(&self) -> ModelInfo {
+        let activity = self.engine.activity();
+        let ttl_left = self.ttl.map(|ttl| match activity.running + activity.queued {
+            0 => ttl.saturating_sub(lock(&self.last_used).elapsed()),
+            _ => ttl,
+        });
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let state = InstanceState {
+            jit: self.jit,
+            ttl_ms: self.ttl.map(millis),
+            ttl_left_ms: ttl_left.map(millis),
+            memory_mib: self.estimate.weights_mib
+                + self.estimate.kv_cache_mib
+                + self.estimate.compute_mib
+                + (activity.prompt_cache_bytes >> 20) as u64,
+            activity,
+        };
+        ModelInfo { state: Some(state), ..self.info.clone() }
+    }
 }
 
 /// How often idle instances are looked for.
@@ -71,6 +110,7 @@ impl Embedded {
             loading: Mutex::new(()),
             reaper: OnceLock::new(),
             auto_evict: AtomicBool::new(false),
+            expired: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -82,14 +122,21 @@ impl Embedded {
     fn start_reaper(&self) {
         self.reaper.get_or_init(|| {
             let loaded: Weak<Mutex<Vec<Arc<Loaded>>>> = Arc::downgrade(&self.loaded);
+            let remembered = Arc::downgrade(&self.expired);
             let spawned = std::thread::Builder::new().name("lms-ttl".into()).spawn(move || {
-                while let Some(loaded) = loaded.upgrade() {
+                while let (Some(loaded), Some(remembered)) = (loaded.upgrade(), remembered.upgrade()) {
                     let now = Instant::now();
                     let expired = take_where(&loaded, |l| l.expired(now));
                     drop(loaded);
                     for l in expired {
                         tracing::info!(identifier = l.info.identifier, "unloaded: its TTL ran out");
                         l.engine.shutdown();
+                        let config = LoadConfig { identifier: l.info.identifier.clone(), ..l.config.clone() };
+                        let mut remembered = lock(&remembered);
+                        if remembered.len() == EXPIRED_KEPT {
+                            remembered.remove(0);
+                        }
+                        remembered.push(Expired { key: l.info.model_key.clone(), config, jit: l.jit });
                     }
                     std::thread::sleep(REAP_EVERY);
                 }
@@ -108,7 +155,7 @@ impl Embedded {
         &self.default_load
     }
 
-    pub fn get_or_load(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
+    pub fn get_or_load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<(Llm, bool)> {
         let _loading = lock(&self.loading);
         // Asking for a loaded instance is using it: its TTL starts again (a mere lookup, such as a
         // metrics scrape, is not).
@@ -121,23 +168,42 @@ impl Embedded {
         if let Some(found) = self.get_loaded(query) {
             return used(found);
         }
-        let stored = self.store.resolve(query)?;
+        // An instance its TTL unloaded comes back as it was (LM Studio forgets its settings).
+        let (stored, config, jit) = match self.take_expired(query) {
+            Some(e) => (self.store.resolve(&e.key)?, e.config, e.jit),
+            None => (self.store.resolve(query)?, config.clone(), true),
+        };
         if let Some(found) = self.get_loaded(&stored.key) {
             return used(found);
         }
-        if self.auto_evict.load(Ordering::SeqCst) {
+        if jit && self.auto_evict.load(Ordering::SeqCst) {
             for l in take_where(&self.loaded, |l| l.jit) {
                 tracing::info!(identifier = l.info.identifier, for_model = stored.key, "unloaded: another JIT load");
+                on_load(LoadEvent::UnloadingOther(Box::new(l.info.clone())));
                 l.engine.shutdown();
             }
         }
-        Ok((self.load_stored(stored, config, true)?, true))
+        Ok((self.load_stored(stored, &config, jit, on_load)?, true))
     }
 
-    pub fn load(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
+    /// The settings of the TTL-unloaded instance `query` names (identifier or key), taken.
+    fn take_expired(&self, query: &str) -> Option<Expired> {
+        let mut expired = lock(&self.expired);
+        let names = |e: &Expired| e.config.identifier.as_deref() == Some(query) || e.key == query;
+        let at = expired.iter().rposition(names)?;
+        let e = expired.remove(at);
+        // Its identifier may have been taken since: then it gets a new one.
+        let taken =
+            lock(&self.loaded).iter().any(|l| e.config.identifier.as_deref().is_some_and(|id| answers_to(&l.info, id)));
+        Some(if taken { Expired { config: LoadConfig { identifier: None, ..e.config }, ..e } } else { e })
+    }
+
+    pub fn load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<Llm> {
         let _loading = lock(&self.loading);
         let stored = self.store.resolve(query)?;
-        self.load_stored(stored, config, false)
+        // An explicit load says how the model is loaded from now on.
+        lock(&self.expired).retain(|e| e.key != stored.key);
+        self.load_stored(stored, config, false, on_load)
     }
 
     pub fn first_loaded(&self) -> Option<Llm> {
@@ -151,7 +217,7 @@ impl Embedded {
     }
 
     pub fn list_loaded(&self) -> Vec<ModelInfo> {
-        lock(&self.loaded).iter().map(|l| l.info.clone()).collect()
+        lock(&self.loaded).iter().map(|l| l.info_now()).collect()
     }
 
     pub fn list_models(&self) -> Result<Vec<ModelEntry>> {
@@ -182,10 +248,11 @@ impl Embedded {
         Ok(())
     }
 
-    fn load_stored(&self, stored: StoredModel, config: &LoadConfig, jit: bool) -> Result<Llm> {
+    fn load_stored(&self, stored: StoredModel, config: &LoadConfig, jit: bool, on_load: &OnLoad) -> Result<Llm> {
         let mut info = stored.valid_info()?;
         config.validate()?;
-        check_memory(&stored, &info, config, available_memory())?;
+        let estimate = estimate(&stored, &info, config);
+        check_memory(estimate, config, available_memory())?;
         info.identifier = Some(match &config.identifier {
             Some(id) if lock(&self.loaded).iter().any(|l| answers_to(&l.info, id)) => {
                 return Err(Error::IdentifierInUse { identifier: id.clone() })
@@ -194,9 +261,17 @@ impl Embedded {
             None => self.unique_identifier(&info.model_key),
         });
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
-        let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config)?;
+        let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config, on_load)?;
         let ttl = config.ttl.map(Duration::from_secs);
-        let loaded = Arc::new(Loaded { engine, info, ttl, jit, last_used: Mutex::new(Instant::now()) });
+        let loaded = Arc::new(Loaded {
+            engine,
+            info,
+            ttl,
+            jit,
+            config: config.clone(),
+            estimate,
+            last_used: Mutex::new(Instant::now()),
+        });
         lock(&self.loaded).push(Arc::clone(&loaded));
         if ttl.is_some() {
             self.start_reaper();
@@ -229,7 +304,8 @@ fn overhead(weights: u64) -> u64 {
 pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig) -> MemoryEstimate {
     let context =
         u64::from(config.context_length.unwrap_or(crate::engine::DEFAULT_CONTEXT)).min(info.max_context_length.max(16));
-    let kv = stored.kv_bytes_per_token.unwrap_or(0).saturating_mul(context).saturating_mul(u64::from(config.parallel));
+    let kv =
+        stored.kv_bytes_per_token.unwrap_or(0).saturating_mul(context).saturating_mul(u64::from(config.parallel()));
     let prompt_cache = u64::from(config.prompt_cache_mib) << 20;
     let counted = match config.guardrail {
         Guardrail::Strict => prompt_cache,
@@ -248,9 +324,8 @@ pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConf
 /// The guardrail: a load whose estimate is more than the machine has available is refused, so
 /// that a load (from a web page, a script in a loop, a 128k context) cannot push the machine into
 /// swap or the OOM killer. Without a figure of available memory (not Linux), nothing is checked.
-fn check_memory(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, available: Option<u64>) -> Result<()> {
+fn check_memory(estimate: MemoryEstimate, config: &LoadConfig, available: Option<u64>) -> Result<()> {
     let Some(available) = available.filter(|_| config.guardrail != Guardrail::Off) else { return Ok(()) };
-    let estimate = estimate(stored, info, config);
     if estimate.total_mib > available >> 20 {
         return Err(Error::InsufficientMemory { estimate, available_mib: available >> 20 });
     }
@@ -301,10 +376,12 @@ mod tests {
         // Gemma 3 270M: 18 layers, 1 KV head, keys and values of 256.
         let kv = stored.kv_bytes_per_token.expect("the header gives the attention shape");
         assert_eq!(kv, 18 * (256 + 256) * 2);
-        let config = LoadConfig { context_length: Some(4096), parallel: 4, prompt_cache_mib: 0, ..Default::default() };
+        let config =
+            LoadConfig { context_length: Some(4096), parallel: Some(4), prompt_cache_mib: 0, ..Default::default() };
         let needed = info.size_bytes + kv * 4096 * 4 + overhead(info.size_bytes);
-        assert!(check_memory(&stored, &info, &config, Some(needed)).is_ok());
-        match check_memory(&stored, &info, &config, Some(needed - (1 << 20))) {
+        let check = |c: &LoadConfig, available| check_memory(estimate(&stored, &info, c), c, available);
+        assert!(check(&config, Some(needed)).is_ok());
+        match check(&config, Some(needed - (1 << 20))) {
             Err(e @ Error::InsufficientMemory { estimate, available_mib }) => {
                 assert_eq!((estimate.total_mib, available_mib), (needed >> 20, (needed >> 20) - 1));
                 assert_eq!(estimate.kv_cache_mib, (kv * 4096 * 4) >> 20);
@@ -324,14 +401,14 @@ mod tests {
         }
         // Strict counts the prompt cache at its limit; relaxed does not; off checks nothing.
         let cached = LoadConfig { prompt_cache_mib: 512, ..config.clone() };
-        assert!(check_memory(&stored, &info, &cached, Some(needed)).is_err());
+        assert!(check(&cached, Some(needed)).is_err());
         let relaxed = LoadConfig { guardrail: Guardrail::Relaxed, ..cached.clone() };
-        assert!(check_memory(&stored, &info, &relaxed, Some(needed)).is_ok());
+        assert!(check(&relaxed, Some(needed)).is_ok());
         let off = LoadConfig { guardrail: Guardrail::Off, ..cached };
-        assert!(check_memory(&stored, &info, &off, Some(1)).is_ok());
+        assert!(check(&off, Some(1)).is_ok());
         // Eight times the context, eight times the KV cache: refused where the first fitted.
         let long = LoadConfig { context_length: Some(32768), ..config.clone() };
-        assert!(check_memory(&stored, &info, &long, Some(needed)).is_err());
-        assert!(check_memory(&stored, &info, &long, None).is_ok(), "no figure, no check");
+        assert!(check(&long, Some(needed)).is_err());
+        assert!(check(&long, None).is_ok(), "no figure, no check");
     }
 }

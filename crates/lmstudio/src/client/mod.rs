@@ -20,7 +20,7 @@ use crate::remote::Connection;
 use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
-use crate::types::event::Event;
+use crate::types::event::{Event, LoadEvent, OnLoad};
 use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEntry, ModelInfo, PredictionResult};
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
@@ -168,16 +168,22 @@ impl Client {
     /// The loaded instance `query` names, else the model it names loaded with `config`; the flag
     /// says whether this call loaded it (LM Studio's `getOrLoad`).
     pub fn get_or_load(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
+        self.get_or_load_with(query, config, &no_load_events())
+    }
+
+    /// [`Client::get_or_load`], with what a load does reported to `on_load` as it runs (nothing
+    /// when an instance is found).
+    pub fn get_or_load_with(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<(Llm, bool)> {
         config.validate()?;
         match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => e.get_or_load(query, config),
+            Backend::Embedded(e) => e.get_or_load(query, config, on_load),
             Backend::Remote(r) => {
                 let mut parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
                 if let Some(ttl) = config.ttl {
                     parameter["loadTtlMs"] = json!(ttl.saturating_mul(1000));
                 }
-                let info = r.connection()?.load("getOrLoad", parameter)?;
+                let info = r.connection()?.load("getOrLoad", parameter, on_load)?;
                 Ok((Llm::remote(r, info), false))
             }
         }
@@ -196,10 +202,15 @@ impl Client {
 
     /// Loads a new instance of the model `query` names, even if one is already loaded.
     pub fn load(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
+        self.load_with(query, config, &no_load_events())
+    }
+
+    /// [`Client::load`], with its progress reported to `on_load` as it runs.
+    pub fn load_with(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<Llm> {
         config.validate()?;
         match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => e.load(query, config),
+            Backend::Embedded(e) => e.load(query, config, on_load),
             Backend::Remote(r) => {
                 let mut parameter = json!({"modelKey": query, "loadConfigStack": crate::wire::load_stack(config)});
                 if let Some(id) = &config.identifier {
@@ -208,7 +219,7 @@ impl Client {
                 if let Some(ttl) = config.ttl {
                     parameter["ttlMs"] = json!(ttl.saturating_mul(1000));
                 }
-                let info = r.connection()?.load("loadModel", parameter)?;
+                let info = r.connection()?.load("loadModel", parameter, on_load)?;
                 Ok(Llm::remote(r, info))
             }
         }
@@ -313,14 +324,29 @@ impl Client {
 
     /// The async form of [`Client::get_or_load`].
     pub async fn get_or_load_async(&self, query: &str, config: &LoadConfig) -> Result<(Llm, bool)> {
-        let (client, query, config) = (self.clone(), query.to_owned(), config.clone());
-        off_thread(move || client.get_or_load(&query, &config)).await
+        self.get_or_load_with_async(query, config, &no_load_events()).await
+    }
+
+    /// The async form of [`Client::get_or_load_with`].
+    pub async fn get_or_load_with_async(
+        &self,
+        query: &str,
+        config: &LoadConfig,
+        on_load: &OnLoad,
+    ) -> Result<(Llm, bool)> {
+        let (client, query, config, on_load) = (self.clone(), query.to_owned(), config.clone(), on_load.clone());
+        off_thread(move || client.get_or_load_with(&query, &config, &on_load)).await
     }
 
     /// The async form of [`Client::load`].
     pub async fn load_async(&self, query: &str, config: &LoadConfig) -> Result<Llm> {
-        let (client, query, config) = (self.clone(), query.to_owned(), config.clone());
-        off_thread(move || client.load(&query, &config)).await
+        self.load_with_async(query, config, &no_load_events()).await
+    }
+
+    /// The async form of [`Client::load_with`].
+    pub async fn load_with_async(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<Llm> {
+        let (client, query, config, on_load) = (self.clone(), query.to_owned(), config.clone(), on_load.clone());
+        off_thread(move || client.load_with(&query, &config, &on_load)).await
     }
 
     /// The async form of [`Client::get_loaded`].
@@ -358,6 +384,11 @@ impl Client {
         let (client, identifier) = (self.clone(), identifier.to_owned());
         off_thread(move || client.unload(&identifier)).await
     }
+}
+
+/// An [`OnLoad`] that drops what it is told.
+fn no_load_events() -> OnLoad {
+    Arc::new(|_: LoadEvent| {})
 }
 
 /// Runs blocking library work on a thread of its own and awaits its result.

@@ -25,7 +25,7 @@ use crate::lock;
 use crate::template::{self, ChatTemplate};
 use crate::types::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
 use crate::types::error::{Error, Result};
-use crate::types::event::Event;
+use crate::types::event::{Event, LoadEvent, OnLoad};
 use crate::types::result::{Activity, ChatMessage, ModelInfo};
 
 /// A prediction as the engine thread receives it: already validated and tokenized.
@@ -107,11 +107,25 @@ pub(crate) struct EngineParams {
 impl Engine {
     /// Loads the model at `path` and starts its engine thread. `info` describes the file.
     /// Fills in `info.context_length` with the length it loads with.
-    pub fn load(path: &Path, info: &mut ModelInfo, sliding_window: u32, config: &LoadConfig) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        info: &mut ModelInfo,
+        sliding_window: u32,
+        config: &LoadConfig,
+        on_load: &OnLoad,
+    ) -> Result<Self> {
         config.validate()?;
         let backend = backend()?;
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
-        let params = LlamaModelParams::default().with_use_mmap(config.try_mmap);
+        on_load(LoadEvent::Progress(0.0));
+        // llama.cpp reports as it reads the tensors; the last report is 1.0 (sent once, below).
+        let reporter = Arc::clone(on_load);
+        let params = LlamaModelParams::default().with_use_mmap(config.try_mmap).with_progress_callback(move |p| {
+            if p > 0.0 && p < 1.0 {
+                reporter(LoadEvent::Progress(p));
+            }
+            true
+        });
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
@@ -124,7 +138,7 @@ impl Engine {
         let info = info.clone();
         let params = EngineParams {
             context_length,
-            parallel: config.parallel,
+            parallel: config.parallel(),
             threads,
             sliding_window,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
@@ -150,12 +164,13 @@ impl Engine {
             .recv()
             .map_err(|_| load_err("the engine thread stopped while creating the context".into()))?
             .map_err(load_err)?;
+        on_load(LoadEvent::Progress(1.0));
         Ok(Self {
             model,
             template,
             grammars: grammar::Grammars::default(),
             shared,
-            parallel: config.parallel as usize,
+            parallel: config.parallel() as usize,
             max_queued: config.max_queued as usize,
             context_length: context_length as usize,
             thread: Mutex::new(Some(thread)),

@@ -351,6 +351,12 @@ impl<R: Read + Seek> Reader<R> {
                             .ok_or_else(|| malformed("array size overflows"))?;
                         self.inner.seek(SeekFrom::Current(skip))?;
                     }
+                    // A vocabulary's strings: their lengths are checked, their bytes passed over.
+                    None if item_ty == 8 && len > MAX_KEPT_ARRAY => {
+                        for _ in 0..len {
+                            self.skip_string()?;
+                        }
+                    }
                     _ => {
                         for _ in 0..len {
                             let item = self.value(item_ty, depth + 1)?;
@@ -382,13 +388,33 @@ impl<R: Read + Seek> Reader<R> {
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
+    /// [`Reader::string`] without keeping it.
+    fn skip_string(&mut self) -> Result<(), GgufError> {
+        let len = self.u64()?;
+        if len > MAX_STRING || len > self.file_size {
+            return Err(malformed("string longer than the file"));
+        }
+        let mut buf = [0u8; 256];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.exact(&mut buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
         let mut buf = [0u8; N];
-        self.inner.read_exact(&mut buf).map_err(|e| match e.kind() {
+        self.exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn exact(&mut self, buf: &mut [u8]) -> Result<(), GgufError> {
+        self.inner.read_exact(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => malformed("file ends inside the header"),
             _ => GgufError::Io(e),
-        })?;
-        Ok(buf)
+        })
     }
 
     fn u32(&mut self) -> Result<u32, GgufError> {

@@ -92,6 +92,62 @@ pub enum Progress<'a> {
     Verifying(&'a str),
 }
 
+/// What a download of a request takes: its files, as the hub lists them, and where they go.
+#[derive(Debug, Clone)]
+pub struct HubPlan {
+    endpoint: String,
+    repo: String,
+    files: Vec<(HubFile, PathBuf)>,
+}
+
+impl HubPlan {
+    /// Bytes of every file.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|(f, _)| f.size()).sum()
+    }
+
+    /// Bytes of the files in place already.
+    pub fn bytes_in_place(&self) -> u64 {
+        self.files.iter().filter(|(f, target)| in_place(f, target)).map(|(f, _)| f.size()).sum()
+    }
+
+    /// Whether every file is in place already (nothing to fetch).
+    pub fn complete(&self) -> bool {
+        self.files.iter().all(|(f, target)| in_place(f, target))
+    }
+
+    /// Where the model's entry is (the first part of a split file).
+    pub fn first_file(&self) -> &Path {
+        &self.files[0].1
+    }
+}
+
+impl HubFile {
+    fn size(&self) -> u64 {
+        self.lfs.as_ref().map_or(self.size, |l| l.size)
+    }
+}
+
+fn in_place(file: &HubFile, target: &Path) -> bool {
+    target.metadata().is_ok_and(|m| m.len() == file.size())
+}
+
+/// The hub's host (`$HF_ENDPOINT`, else huggingface.co) and a GET with `$HF_TOKEN` when set.
+fn hub() -> (String, impl Fn(&str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody>) {
+    let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
+    let endpoint = endpoint.as_deref().unwrap_or("https://huggingface.co").trim_end_matches('/').to_owned();
+    let agent = ureq::Agent::new_with_defaults();
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    let get = move |url: &str| {
+        let mut req = agent.get(url);
+        if let Some(t) = &token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        req
+    };
+    (endpoint, get)
+}
+
 impl ModelStore {
     /// Downloads what `request` names into `<publisher>/<repo>/`; returns the model's entry (its
     /// first part for a split file). Files already in place are not fetched again.
@@ -100,17 +156,13 @@ impl ModelStore {
         request: &HubRequest,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<StoredModel> {
-        let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
-        let endpoint = endpoint.as_deref().unwrap_or("https://huggingface.co").trim_end_matches('/').to_owned();
-        let agent = ureq::Agent::new_with_defaults();
-        let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
-        let get = |url: &str| {
-            let mut req = agent.get(url);
-            if let Some(t) = &token {
-                req = req.header("Authorization", &format!("Bearer {t}"));
-            }
-            req
-        };
+        let plan = self.plan_hub_download(request)?;
+        self.fetch_hub_plan(&plan, progress)
+    }
+
+    /// Asks the hub which files `request` names (its file list; nothing is downloaded).
+    pub fn plan_hub_download(&self, request: &HubRequest) -> Result<HubPlan> {
+        let (endpoint, get) = hub();
         let tree = format!("{endpoint}/api/models/{}/tree/main?recursive=true", request.repo);
         let files: Vec<HubFile> = get(&tree)
             .call()
@@ -118,23 +170,28 @@ impl ModelStore {
             .body_mut()
             .read_json()
             .map_err(|e| Error::Download(format!("{tree}: not the hub's file list: {e}")))?;
-        let chosen = pick(&files, request)?;
         let dir = self.root().join(&request.repo);
-        std::fs::create_dir_all(&dir)?;
-        let mut first = None;
-        for file in &chosen {
-            let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-            let target = dir.join(name);
-            first.get_or_insert_with(|| target.clone());
-            let size = file.lfs.as_ref().map_or(file.size, |l| l.size);
-            if target.metadata().is_ok_and(|m| m.len() == size) {
-                continue;
+        let files = pick(&files, request)?
+            .into_iter()
+            .map(|f| {
+                let target = dir.join(f.path.rsplit('/').next().unwrap_or(&f.path));
+                (f, target)
+            })
+            .collect();
+        Ok(HubPlan { endpoint, repo: request.repo.clone(), files })
+    }
+
+    /// Downloads the files of `plan` that are not in place; returns the model's entry.
+    pub fn fetch_hub_plan(&self, plan: &HubPlan, progress: &mut dyn FnMut(Progress<'_>)) -> Result<StoredModel> {
+        let (_, get) = hub();
+        std::fs::create_dir_all(self.root().join(&plan.repo))?;
+        for (file, target) in &plan.files {
+            if !in_place(file, target) {
+                let url = format!("{}/{}/resolve/main/{}", plan.endpoint, plan.repo, file.path);
+                fetch(&url, &get, file, target, progress)?;
             }
-            let url = format!("{endpoint}/{}/resolve/main/{}", request.repo, file.path);
-            fetch(&url, &get, file, &target, progress)?;
         }
-        let first = first.ok_or_else(|| Error::Download("nothing to download".into()))?;
-        let stored = self.describe(first);
+        let stored = self.describe(plan.first_file().to_owned());
         stored.valid_info()?;
         Ok(stored)
     }
@@ -148,8 +205,12 @@ fn pick(files: &[HubFile], request: &HubRequest) -> Result<Vec<HubFile>> {
         return Err(Error::Download(format!("{} has no GGUF file", request.repo)));
     }
     let wanted = request.pick.clone().unwrap_or_else(|| DEFAULT_QUANT.into()).to_ascii_lowercase();
-    let by_name: Vec<&HubFile> =
-        ggufs.iter().copied().filter(|f| f.path.to_ascii_lowercase().ends_with(&wanted)).collect();
+    // A file named exactly (its path, or its name in its folder), else a quantization tag.
+    let named = |f: &&HubFile| {
+        f.path.eq_ignore_ascii_case(&wanted)
+            || f.path.rsplit('/').next().is_some_and(|n| n.eq_ignore_ascii_case(&wanted))
+    };
+    let by_name: Vec<&HubFile> = ggufs.iter().copied().filter(named).collect();
     let mut chosen: Vec<&HubFile> = if by_name.len() == 1 {
         by_name
     } else {
@@ -202,7 +263,7 @@ fn fetch(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<()> {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let size = file.lfs.as_ref().map_or(file.size, |l| l.size);
+    let size = file.size();
     let partial = PathBuf::from(format!("{}.partial", target.display()));
     let mut out = OpenOptions::new().create(true).read(true).append(true).open(&partial)?;
     let mut have = out.metadata()?.len();
@@ -319,6 +380,8 @@ mod tests {
         assert_eq!(names(&default).expect("picks"), ["m-Q4_K_M.gguf"]);
         let q8 = HubRequest { repo: "a/b".into(), pick: Some("q8_0".into()) };
         assert_eq!(names(&q8).expect("picks"), ["m-Q8_0-00001-of-00002.gguf", "m-Q8_0-00002-of-00002.gguf"]);
+        let exact = HubRequest { repo: "a/b".into(), pick: Some("M-Q4_K_M_L.gguf".into()) };
+        assert_eq!(names(&exact).expect("picks"), ["m-Q4_K_M_L.gguf"]);
         let none = HubRequest { repo: "a/b".into(), pick: Some("Q2_K".into()) };
         assert!(matches!(names(&none), Err(Error::Download(m)) if m.contains("m-Q4_K_M.gguf")));
     }

@@ -16,6 +16,9 @@ pub enum ImportMode {
     Move,
     /// A hard link: no second copy on disk (same file system only).
     HardLink,
+    /// A symbolic link to the file where it is (by its absolute path): nothing copied, and the
+    /// model is gone from the store if the file moves (Unix only).
+    Symlink,
 }
 
 /// The publisher folder of imports that name none.
@@ -65,6 +68,10 @@ fn plain_folder_name(s: &str) -> bool {
 fn place(file: &Path, dest: &Path, mode: ImportMode) -> Result<()> {
     match mode {
         ImportMode::HardLink => std::fs::hard_link(file, dest)?,
+        #[cfg(unix)]
+        ImportMode::Symlink => std::os::unix::fs::symlink(file.canonicalize()?, dest)?,
+        #[cfg(not(unix))]
+        ImportMode::Symlink => return Err(Error::InvalidConfig("symbolic links need a Unix system".into())),
         ImportMode::Move if std::fs::rename(file, dest).is_ok() => {}
         ImportMode::Copy | ImportMode::Move => {
             let partial = PathBuf::from(format!("{}.partial", dest.display()));

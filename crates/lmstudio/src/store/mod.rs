@@ -213,9 +213,12 @@ fn collect_gguf(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> 
         let entry = entry?;
         let path = entry.path();
         let ty = entry.file_type()?;
+        // A symbolic link counts when it leads to a file (`lms import --symlink`); linked folders
+        // are not walked (no loops).
+        let file = ty.is_file() || ty.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
         if ty.is_dir() && depth > 1 {
             collect_gguf(&path, depth - 1, out)?;
-        } else if ty.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        } else if file && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
             out.push(path);
         }
     }
@@ -260,6 +263,7 @@ pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelIn
         identifier: None,
         instance_reference: None,
         context_length: None,
+        state: None,
     }
 }
 

@@ -331,8 +331,9 @@ fn int_from(n: f64) -> std::result::Result<u32, String> {
 pub struct LoadConfig {
     /// Tokens of context per prediction slot. Default 4096, capped at the model's trained length.
     pub context_length: Option<u32>,
-    /// Predictions that run at once (continuous batching). Default 4, like LM Studio.
-    pub parallel: u32,
+    /// Predictions that run at once (continuous batching). Default [`DEFAULT_PARALLEL`], like LM
+    /// Studio; through a server, unset leaves it to the server (`lms server start --parallel`).
+    pub parallel: Option<u32>,
     /// CPU threads. Default: all available cores.
     pub cpu_threads: Option<u32>,
     /// Predictions that may wait for a free slot before new ones get [`Error::Overloaded`].
@@ -384,7 +385,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         Self {
             context_length: None,
-            parallel: 4,
+            parallel: None,
             cpu_threads: None,
             max_queued: 64,
             identifier: None,
@@ -396,11 +397,19 @@ impl Default for LoadConfig {
     }
 }
 
+/// Predictions an instance runs at once when its [`LoadConfig::parallel`] is unset.
+pub const DEFAULT_PARALLEL: u32 = 4;
+
 impl LoadConfig {
+    /// The slots it asks for: [`LoadConfig::parallel`], else [`DEFAULT_PARALLEL`].
+    pub fn parallel(&self) -> u32 {
+        self.parallel.unwrap_or(DEFAULT_PARALLEL)
+    }
+
     /// Checks the values that do not depend on the model.
     pub fn validate(&self) -> Result<()> {
-        if !(1..=64).contains(&self.parallel) {
-            return Err(Error::InvalidConfig(format!("parallel must be in 1..=64, got {}", self.parallel)));
+        if !(1..=64).contains(&self.parallel()) {
+            return Err(Error::InvalidConfig(format!("parallel must be in 1..=64, got {}", self.parallel())));
         }
         if self.prompt_cache_mib > 1 << 20 {
             let mib = self.prompt_cache_mib;

@@ -17,3 +17,16 @@ pub enum Event {
     /// The prediction ended.
     Done(Box<Result<PredictionResult>>),
 }
+
+/// What a load reports while it runs, to [`crate::Client::load_with`] and
+/// [`crate::Client::get_or_load_with`] (LM Studio's load progress and JIT messages).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadEvent {
+    /// A load on demand (JIT) first unloads this instance, which an earlier one made (auto-evict).
+    UnloadingOther(Box<crate::types::result::ModelInfo>),
+    /// Reading the weights, in `0.0..=1.0`: 0.0 first, 1.0 once they are in.
+    Progress(f32),
+}
+
+/// Where a load's [`LoadEvent`]s go.
+pub type OnLoad = std::sync::Arc<dyn Fn(LoadEvent) + Send + Sync>;

@@ -165,6 +165,30 @@ pub struct ModelInfo {
     /// For a loaded instance: the context length it was loaded with (per prediction slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u64>,
+    /// For a loaded instance in a [`crate::Client::list_loaded`] answer: how it is loaded and what
+    /// it is doing at that moment (our addition; LM Studio's SDKs ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+}
+
+/// A loaded instance at one moment, as `lms ps` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceState {
+    /// Loaded on demand, by a request that named a model that was not loaded (JIT).
+    pub jit: bool,
+    /// The idle time after which it unloads itself, in milliseconds (none: it stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// What is left of that time now (the whole of it while a prediction runs or waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_left_ms: Option<u64>,
+    /// The memory it takes, in MiB: its load estimate of weights, KV cache and compute buffers,
+    /// plus what its prompt cache holds now.
+    pub memory_mib: u64,
+    /// Its predictions and slots now.
+    #[serde(flatten)]
+    pub activity: Activity,
 }
 
 /// A model file's quantization as LM Studio describes it: `{"name": "Q4_K_M", "bits": 4}`.

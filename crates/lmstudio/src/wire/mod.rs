@@ -236,8 +236,16 @@ const PREDICTION: &[Setting<Config>] = &[
     },
 ];
 
-/// LM Studio's load keys.
+/// LM Studio's load keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
 const LOAD: &[Setting<LoadConfig>] = &[
+    Setting {
+        key: "lmstudioRs.parallel",
+        read: |c, v| {
+            c.parallel = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.parallel.map(|n| json!(n)),
+    },
     Setting {
         key: "contextLength",
         read: |c, v| {
@@ -431,9 +439,14 @@ mod tests {
 
     #[test]
     fn load_stack_round_trips() {
-        let c = LoadConfig { context_length: Some(1024), cpu_threads: Some(2), ..Default::default() };
+        let c =
+            LoadConfig { context_length: Some(1024), cpu_threads: Some(2), parallel: Some(3), ..Default::default() };
         let stack: KvStack = serde_json::from_value(load_stack(&c)).expect("valid stack");
         let back = stack.load_config(LoadConfig::default()).expect("valid");
-        assert_eq!((back.context_length, back.cpu_threads), (Some(1024), Some(2)));
+        assert_eq!((back.context_length, back.cpu_threads, back.parallel), (Some(1024), Some(2), Some(3)));
+        // What a config leaves unset, the receiver's defaults decide (a server's --parallel).
+        let unset: KvStack = serde_json::from_value(load_stack(&LoadConfig::default())).expect("valid stack");
+        let server = LoadConfig { parallel: Some(1), ..Default::default() };
+        assert_eq!(unset.load_config(server).expect("valid").parallel, Some(1));
     }
 }

@@ -107,7 +107,7 @@ pub fn completes_alike(name: &str, client: &lms::Client) {
         other => panic!("{name}: expected ContextOverflow, got {other:?}"),
     }
     // A handle to an instance that was unloaded.
-    let config = lms::LoadConfig { parallel: 1, identifier: Some("short-lived".into()), ..Default::default() };
+    let config = lms::LoadConfig { parallel: Some(1), identifier: Some("short-lived".into()), ..Default::default() };
     let short_lived = client.load(lms::DEFAULT_MODEL_KEY, &config).expect("loads");
     client.unload("short-lived").expect("unloads");
     let gone = short_lived.complete("1, 2, 3,", greedy(2));

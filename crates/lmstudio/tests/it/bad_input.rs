@@ -127,7 +127,7 @@ fn every_malformed_file_of_the_corpus_is_an_invalid_model_file() {
         cases.iter().map(|c| (format!("corpus/{0}/{0}.gguf", c.name), c.bytes.clone())).collect();
     files.push(("corpus/valid/valid.gguf".into(), crate::gguf_corpus::Gguf::valid().bytes()));
     let (_dir, client) = temp_store(&files);
-    let one = lms::LoadConfig { parallel: 1, ..Default::default() };
+    let one = lms::LoadConfig { parallel: Some(1), ..Default::default() };
     for case in &cases {
         let file = format!("corpus/{0}/{0}.gguf", case.name);
         match client.load(&file, &one) {
@@ -154,7 +154,8 @@ fn every_malformed_file_of_the_corpus_is_an_invalid_model_file() {
 fn a_model_file_truncated_or_removed_while_loaded_does_not_crash() {
     let real = std::fs::read(store().root().join(lms::store::DEFAULT_MODEL_PATH)).expect("model");
     let (dir, client) = temp_store(&[("a/copy/copy.gguf", real)]);
-    let llm = client.load("a/copy/copy.gguf", &lms::LoadConfig { parallel: 1, ..Default::default() }).expect("loads");
+    let llm =
+        client.load("a/copy/copy.gguf", &lms::LoadConfig { parallel: Some(1), ..Default::default() }).expect("loads");
     let before = llm.complete("1, 2, 3,", greedy(6)).expect("completes").content;
     let file = dir.path().join("a/copy/copy.gguf");
     std::fs::OpenOptions::new().write(true).open(&file).expect("opens").set_len(100 << 20).expect("truncates");
@@ -172,7 +173,8 @@ fn ambiguous_names_list_the_matches() {
         other => panic!("expected AmbiguousModel, got {:?}", other.map(|m| m.info().clone())),
     }
     // A path inside the store picks one.
-    let llm = client.load("x/gemma/one.gguf", &lms::LoadConfig { parallel: 1, ..Default::default() }).expect("loads");
+    let llm =
+        client.load("x/gemma/one.gguf", &lms::LoadConfig { parallel: Some(1), ..Default::default() }).expect("loads");
     assert_eq!(llm.info().path, "x/gemma/one.gguf");
 }
 
@@ -183,7 +185,7 @@ fn empty_prompt_and_invalid_config_fail_before_any_work() {
     assert!(matches!(model().complete("Hi", bad), Err(lms::Error::InvalidConfig(_))));
     let bad = lms::Config { top_p: Some(2.0), ..Default::default() };
     assert!(matches!(model().complete_stream("Hi", bad), Err(lms::Error::InvalidConfig(_))));
-    let bad = lms::LoadConfig { parallel: 0, ..Default::default() };
+    let bad = lms::LoadConfig { parallel: Some(0), ..Default::default() };
     assert!(matches!(crate::client().load("gemma-3-270m", &bad), Err(lms::Error::InvalidConfig(_))));
     // The model still works afterwards.
     assert!(model().complete("Hi", greedy(2)).is_ok());
@@ -191,7 +193,7 @@ fn empty_prompt_and_invalid_config_fail_before_any_work() {
 
 #[test]
 fn overload_is_a_typed_error() {
-    let model = crate::own_model(lms::LoadConfig { parallel: 1, max_queued: 1, ..Default::default() });
+    let model = crate::own_model(lms::LoadConfig { parallel: Some(1), max_queued: 1, ..Default::default() });
     let _running = model.complete_stream("Once upon a time", crate::exactly(500)).expect("starts");
     // One may wait; past that, the queue is full. The engine may already have taken the first
     // queued one, so allow one more before expecting the error.

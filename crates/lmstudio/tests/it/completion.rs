@@ -37,7 +37,7 @@ fn greedy_completion_is_deterministic_and_known() {
 fn seeded_sampling_repeats_and_seeds_differ() {
     // A private instance: next to other tests' predictions, batch composition could change the
     // last bits of the logits, and at temperature 1 that can change a draw.
-    let model = own_model(lms::LoadConfig { parallel: 1, ..Default::default() });
+    let model = own_model(lms::LoadConfig { parallel: Some(1), ..Default::default() });
     let config =
         |seed| lms::Config { max_tokens: Some(24), seed: Some(seed), temperature: Some(1.0), ..Default::default() };
     let a = model.complete("Once upon a time", config(7)).expect("completes");
@@ -79,7 +79,7 @@ fn eos_stops_with_eos_found() {
 
 #[test]
 fn prefix_cache_is_used_and_changes_nothing() {
-    let model = own_model(lms::LoadConfig { parallel: 1, context_length: Some(1024), ..Default::default() });
+    let model = own_model(lms::LoadConfig { parallel: Some(1), context_length: Some(1024), ..Default::default() });
     let prefix = "The following is a list of fruits: apple, banana, cherry, date, elderberry, fig, grape. ".repeat(8);
     let prompt = format!("{prefix}My favourite is");
     let cold = model.complete(&prompt, greedy(16)).expect("completes");
@@ -101,7 +101,7 @@ fn results_do_not_depend_on_cache_or_slot() {
     // Without host memory for prompts, so that a prompt pushed out of the slots is computed cold.
     let fresh = || {
         own_model(lms::LoadConfig {
-            parallel: 2,
+            parallel: Some(2),
             context_length: Some(1024),
             prompt_cache_mib: 0,
             ..Default::default()
@@ -143,7 +143,7 @@ fn results_do_not_depend_on_cache_or_slot() {
 /// other prediction's and may differ: see ARCHITECTURE.md.)
 #[test]
 fn a_prefix_in_a_busy_slot_is_shared() {
-    let fresh = || own_model(lms::LoadConfig { parallel: 2, context_length: Some(1024), ..Default::default() });
+    let fresh = || own_model(lms::LoadConfig { parallel: Some(2), context_length: Some(1024), ..Default::default() });
     let story = "In the old harbour town the lighthouse keeper kept a logbook of every ship that passed. ";
     let sibling = format!("{}At dawn the fog", story.repeat(5));
     let cold = fresh().complete(&sibling, greedy(1)).expect("completes");
@@ -167,7 +167,7 @@ fn a_prefix_in_a_busy_slot_is_shared() {
 fn a_prompt_pushed_out_of_the_slots_is_restored_from_memory() {
     let with_cache = |mib| {
         own_model(lms::LoadConfig {
-            parallel: 1,
+            parallel: Some(1),
             context_length: Some(1024),
             prompt_cache_mib: mib,
             ..Default::default()
@@ -198,7 +198,7 @@ fn a_prompt_pushed_out_of_the_slots_is_restored_from_memory() {
 #[test]
 fn a_thread_count_change_keeps_the_cache() {
     let model = own_model(lms::LoadConfig {
-        parallel: 1,
+        parallel: Some(1),
         context_length: Some(1024),
         cpu_threads: Some(2),
         ..Default::default()
@@ -218,7 +218,7 @@ fn a_thread_count_change_keeps_the_cache() {
 /// others copy it.
 #[test]
 fn concurrent_prompts_compute_a_shared_prefix_once() {
-    let model = own_model(lms::LoadConfig { parallel: 3, context_length: Some(1024), ..Default::default() });
+    let model = own_model(lms::LoadConfig { parallel: Some(3), context_length: Some(1024), ..Default::default() });
     let prefix =
         "The council of the northern valley met in the long hall to settle the matter of the bridge. ".repeat(8);
     let prompts: Vec<String> = ["First,", "Second,", "Third,"].iter().map(|e| format!("{prefix}{e}")).collect();
@@ -235,7 +235,7 @@ fn concurrent_prompts_compute_a_shared_prefix_once() {
 
 #[test]
 fn context_overflow_policies() {
-    let model = own_model(lms::LoadConfig { parallel: 1, context_length: Some(64), ..Default::default() });
+    let model = own_model(lms::LoadConfig { parallel: Some(1), context_length: Some(64), ..Default::default() });
     let long = "one two three four five six seven eight nine ten ".repeat(20);
     let strict = lms::Config { context_overflow_policy: Some(lms::ContextOverflowPolicy::StopAtLimit), ..greedy(8) };
     match model.complete(&long, strict) {
@@ -272,8 +272,9 @@ fn unicode_text_streams_without_replacement_characters() {
 #[test]
 fn unloading_ends_handles() {
     let client = lms::Client::with_store(crate::store().clone());
-    let llm =
-        client.load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { parallel: 1, ..Default::default() }).expect("loads");
+    let llm = client
+        .load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { parallel: Some(1), ..Default::default() })
+        .expect("loads");
     let id = llm.identifier().to_owned();
     client.unload(&id).expect("unloads");
     assert!(client.list_loaded().expect("listed").is_empty());
@@ -286,7 +287,7 @@ fn unloading_ends_handles() {
 #[test]
 fn instances_are_named_as_lm_studio_names_them() {
     let client = lms::Client::with_store(crate::store().clone());
-    let small = lms::LoadConfig { parallel: 1, context_length: Some(512), ..Default::default() };
+    let small = lms::LoadConfig { parallel: Some(1), context_length: Some(512), ..Default::default() };
     let named = lms::LoadConfig { identifier: Some("mine".into()), ..small.clone() };
     assert_eq!(client.load(lms::DEFAULT_MODEL_KEY, &named).expect("loads").identifier(), "mine");
     match client.load(lms::DEFAULT_MODEL_KEY, &named) {
@@ -340,22 +341,38 @@ fn logprobs_describe_every_predicted_token() {
 }
 
 /// Issue 14, TTL: an instance idle for its TTL is unloaded; one that is predicting is not, however
-/// long the prediction takes. (The wait below is a deadline, not a timing assertion.)
+/// long the prediction takes; named again, it comes back as it was loaded, not with the defaults.
+/// (The waits below are deadlines, not timing assertions.)
 #[test]
 fn an_idle_instance_unloads_when_its_ttl_runs_out() {
     let client = lms::Client::with_store(crate::store().clone());
-    let config = lms::LoadConfig { ttl: Some(1), parallel: 1, context_length: Some(1024), ..Default::default() };
+    let config = lms::LoadConfig {
+        ttl: Some(1),
+        parallel: Some(1),
+        context_length: Some(1024),
+        identifier: Some("short-lived".into()),
+        ..Default::default()
+    };
+    assert_ne!(client.default_load_config().context_length, config.context_length, "the test needs a difference");
     let model = client.load(lms::DEFAULT_MODEL_KEY, &config).expect("loads");
     // Longer than the TTL on any machine: 300 tokens, the end of text banned.
     let r = model.complete("Once upon a time", crate::exactly(300)).expect("the TTL waits for a running prediction");
     assert_eq!(r.stats.stop_reason, lms::StopReason::MaxPredictedTokensReached);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // Looking it up (as a metrics scrape does) is not using it: the TTL runs on.
-    while client.get_loaded(lms::DEFAULT_MODEL_KEY).expect("looks up").is_some() {
-        assert!(std::time::Instant::now() < deadline, "still loaded a minute after its 1 s TTL");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let gone = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Looking it up (as a metrics scrape does) is not using it: the TTL runs on.
+        while client.get_loaded("short-lived").expect("looks up").is_some() {
+            assert!(std::time::Instant::now() < deadline, "still loaded a minute after its 1 s TTL");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    gone();
     assert!(matches!(model.complete("x", crate::exactly(1)), Err(lms::Error::ModelUnloaded)));
+    // A request that names it again: the same identifier, context and TTL (it unloads again).
+    let again = client.llm("short-lived").expect("reloads on demand");
+    assert_eq!(again.identifier(), "short-lived");
+    assert_eq!(again.info().context_length, Some(1024));
+    gone();
     assert!(matches!(
         client.load("x", &lms::LoadConfig { ttl: Some(0), ..Default::default() }),
         Err(lms::Error::InvalidConfig(_))

@@ -8,7 +8,7 @@ use crate::{exactly, greedy, store};
 #[test]
 fn an_engine_panic_fails_its_requests_and_the_instance_can_be_loaded_again() {
     let client = lms::Client::with_store(store().clone());
-    let config = lms::LoadConfig { parallel: 2, identifier: Some("doomed".into()), ..Default::default() };
+    let config = lms::LoadConfig { parallel: Some(2), identifier: Some("doomed".into()), ..Default::default() };
     let model = client.load(lms::DEFAULT_MODEL_KEY, &config).expect("loads");
     let mut bystander = model.complete_stream("Once upon a time", exactly(400)).expect("starts");
     bystander.next().expect("a fragment").expect("ok");

@@ -162,6 +162,23 @@ pub fn malformed() -> Vec<Case> {
         with(&|g| g.set("tokenizer.ggml.tokens", 9, array(8, 1 << 50))),
         "array longer than the file",
     );
+    // A vocabulary (longer than the reader keeps, so its strings are passed over) with a lying
+    // string in the middle.
+    let vocabulary = |absurd_at: usize| {
+        let mut p = array(8, 100);
+        for i in 0..100 {
+            match i == absurd_at {
+                true => p.extend_from_slice(&(1u64 << 40).to_le_bytes()),
+                false => p.extend_from_slice(&string(&format!("tok{i}"))),
+            }
+        }
+        p
+    };
+    add(
+        "vocabulary-string-length-absurd",
+        with(&|g| g.set("tokenizer.ggml.tokens", 9, vocabulary(70))),
+        "string longer than the file",
+    );
     let mut nested = Vec::new();
     for _ in 0..8 {
         nested.extend_from_slice(&array(9, 1));

@@ -31,7 +31,7 @@ use lmstudio as lms;
 fn embedded_backend_passes_the_shared_checks() {
     let client = lms::Client::with_load_config(
         store().clone(),
-        lms::LoadConfig { parallel: 2, context_length: Some(2048), ..Default::default() },
+        lms::LoadConfig { parallel: Some(2), context_length: Some(2048), ..Default::default() },
     );
     backends::completes_alike("embedded", &client);
 }

@@ -93,7 +93,7 @@ fn cancel_stops_with_user_stopped() {
 
 #[test]
 fn dropping_a_stream_frees_its_slot_at_once() {
-    let model = own_model(lms::LoadConfig { parallel: 2, ..Default::default() });
+    let model = own_model(lms::LoadConfig { parallel: Some(2), ..Default::default() });
     // Unlimited and unable to end by itself: left alone, it would fill its 4,096-token context.
     let endless = lms::Config { max_tokens: None, ..exactly(1) };
     let mut abandoned = model.complete_stream("Once upon a time", endless).expect("starts");
@@ -113,7 +113,7 @@ fn dropping_a_stream_frees_its_slot_at_once() {
 /// generating, as seen by two consumers logging into one list.
 #[test]
 fn concurrent_predictions_interleave() {
-    let m = own_model(lms::LoadConfig { parallel: 2, ..Default::default() });
+    let m = own_model(lms::LoadConfig { parallel: Some(2), ..Default::default() });
     let log = Mutex::new(Vec::new());
     let note = |what: &'static str| log.lock().expect("lock").push(what);
     let mut long = m.complete_stream("Once upon a time", exactly(200)).expect("starts");
@@ -214,7 +214,7 @@ fn async_twins_work_outside_any_runtime() {
     });
     // Loading and unloading an instance of its own.
     block_on(async {
-        let own = lms::LoadConfig { parallel: 1, identifier: Some("async-twin".into()), ..Default::default() };
+        let own = lms::LoadConfig { parallel: Some(1), identifier: Some("async-twin".into()), ..Default::default() };
         let llm = client.load_async(lms::DEFAULT_MODEL_KEY, &own).await.expect("loads");
         assert_eq!(llm.identifier(), "async-twin");
         assert!(client.get_loaded_async("async-twin").await.expect("looked up").is_some());
