@@ -86,6 +86,9 @@ enum Command {
     /// Measure decode speed with structured output (a JSON schema, a grammar) against the same
     /// tokens without, and the first-use compile time (see bench/structured.md).
     BenchStructured(bench::structured::StructuredArgs),
+    /// Measure decode speed with n-gram speculation against without, and how often the greedy
+    /// text is the same (see bench/speculation.md).
+    BenchSpeculation(bench::speculation::SpeculationArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
     /// (see bench/HARDENING.md).
     Stress(bench::stress::StressArgs),
@@ -212,6 +215,10 @@ struct CompleteArgs {
     /// Sampler seed.
     #[arg(long)]
     seed: Option<u32>,
+    /// Speculative decoding: `ngram` drafts tokens from the prompt and the text so far (faster on
+    /// text that repeats; the same text).
+    #[arg(long, value_name = "ngram|off")]
+    speculative: Option<lms::Speculation>,
     /// Stop before this string (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
@@ -301,6 +308,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Stress(args) => bench::stress::run(args),
         Command::BenchStructured(args) => bench::structured::run(args),
+        Command::BenchSpeculation(args) => bench::speculation::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
         Command::Server { action: ServerAction::Status } => manage::status(),
         Command::Server { action: ServerAction::Stop } => manage::stop(),
@@ -435,6 +443,7 @@ fn complete(args: CompleteArgs) -> Result<()> {
         presence_penalty: args.presence_penalty,
         frequency_penalty: args.frequency_penalty,
         seed: args.seed,
+        speculation: args.speculative,
         preset: args.preset.clone(),
         structured: structured(args.schema.as_deref(), args.grammar.as_deref())?,
         ..Default::default()
@@ -479,6 +488,16 @@ fn complete(args: CompleteArgs) -> Result<()> {
         s.stop_reason,
         s.stop_string.as_ref().map(|x| format!(" ({x:?})")).unwrap_or_default(),
     );
+    if let Some(d) = &s.drafts {
+        eprintln!(
+            "drafts ({}): {} drafted, {} accepted, {} rejected, {} ignored",
+            d.used_draft_model_key,
+            d.total_draft_tokens_count,
+            d.accepted_draft_tokens_count,
+            d.rejected_draft_tokens_count,
+            d.ignored_draft_tokens_count
+        );
+    }
     Ok(())
 }
 

@@ -82,6 +82,10 @@ pub struct LoadArgs {
     /// is available, from the local models directory; load nothing.
     #[arg(long)]
     estimate_only: bool,
+    /// When the name matches several models, load the first of them (in path order) instead of
+    /// listing them.
+    #[arg(short = 'y', long = "yes")]
+    yes: bool,
 }
 
 /// `lms load`: a new instance on the running server.
@@ -107,7 +111,14 @@ pub fn load(args: LoadArgs) -> Result<()> {
         return Ok(());
     }
     let client = server()?;
-    let llm = client.load_with(&args.model, &config, &progress_bar())?;
+    let llm = match client.load_with(&args.model, &config, &progress_bar()) {
+        Err(lms::Error::AmbiguousModel { candidates, .. }) if args.yes && !candidates.is_empty() => {
+            let first = candidates.iter().min().cloned().unwrap_or_default();
+            eprintln!("{} names {} models; loading {first}", args.model, candidates.len());
+            client.load_with(&first, &config, &progress_bar())?
+        }
+        other => other?,
+    };
     let info = llm.info();
     println!("{}", llm.identifier());
     eprintln!("loaded {} ({}, context {}) on {}", info.model_key, info.path, info.context_length.unwrap_or(0), host());

@@ -101,9 +101,15 @@ type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>
 /// Starts `lms server` on `port` (`"0"`: any free one) with one slot; returns it, the address it
 /// says it listens on, and the rest of its stderr.
 fn spawn_server(port: &str) -> (std::process::Child, String, StderrLines) {
+    spawn_server_on(port, lmstudio::ModelStore::from_env().root())
+}
+
+/// [`spawn_server`] over the models directory `models`.
+fn spawn_server_on(port: &str, models: &std::path::Path) -> (std::process::Child, String, StderrLines) {
     use std::io::BufRead;
     let mut server = Command::new(env!("CARGO_BIN_EXE_lms"))
         .args(["server", "start", "--port", port, "--no-discovery-port", "--parallel", "1"])
+        .env("LMSTUDIO_MODELS_DIR", models)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -338,6 +344,31 @@ fn ps_load_and_unload_manage_a_running_server() {
     // No server: a clear hint.
     let out = run(&["ps"]);
     assert!(!out.status.success() && text(&out.stderr).contains("lms server start"), "{}", text(&out.stderr));
+}
+
+/// Issue 14, item 3: a name that matches two models is refused with both named; `-y` loads the
+/// first.
+#[test]
+fn load_yes_takes_the_first_of_several_matches() {
+    let models = tempfile::tempdir().expect("tempdir");
+    let source = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
+    for publisher in ["b", "a"] {
+        let dir = models.path().join(publisher).join("gemma-GGUF");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("gemma-3-270m-Q4_K_M.gguf");
+        std::fs::hard_link(&source, &file).or_else(|_| std::fs::copy(&source, &file).map(drop)).expect("stage");
+    }
+    let (mut server, addr, _stderr) = spawn_server_on("0", models.path());
+    let run = |args: &[&str]| lms_env(args, "LMSTUDIO_HOST", &addr);
+    let out = run(&["load", "gemma-3-270m", "--context-length", "256"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("a/gemma-GGUF") && err.contains("b/gemma-GGUF"), "{err}");
+    let out = run(&["load", "gemma-3-270m", "--context-length", "256", "-y"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let loaded: serde_json::Value = serde_json::from_slice(&run(&["ps", "--json"]).stdout).expect("JSON");
+    assert_eq!(loaded[0]["path"], "a/gemma-GGUF/gemma-3-270m-Q4_K_M.gguf", "{loaded}");
+    server.kill().expect("kill");
+    let _ = server.wait();
 }
 
 /// Issue 14, item 3: `lms server stop` ends the server started on that port, in order (exit 0).

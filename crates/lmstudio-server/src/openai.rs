@@ -81,6 +81,8 @@ pub(crate) struct CompletionRequest {
     seed: Option<i64>,
     /// llama.cpp's extension: never end at an end-of-generation token.
     ignore_eos: Option<bool>,
+    /// Ours: `"ngram"` drafts tokens from the context (speculative decoding), `"off"`.
+    speculation: Option<lms::Speculation>,
     /// Completions: how many alternatives per token (0 to 20); chat: `true` to have them.
     logprobs: Option<Value>,
     /// Chat: how many alternatives per token, with `logprobs: true`.
@@ -229,6 +231,7 @@ impl CompletionRequest {
             frequency_penalty: self.frequency_penalty,
             seed,
             ignore_eos: self.ignore_eos,
+            speculation: self.speculation,
             ..Default::default()
         })
     }
@@ -452,6 +455,14 @@ impl Shape {
             "generation_time": generation_time,
             "stop_reason": s.stop_reason,
         });
+        if let Some(d) = &s.drafts {
+            // LM Studio's names, as REST v0 writes its stats: snake case.
+            body["stats"]["used_draft_model_key"] = json!(d.used_draft_model_key);
+            body["stats"]["total_draft_tokens_count"] = json!(d.total_draft_tokens_count);
+            body["stats"]["accepted_draft_tokens_count"] = json!(d.accepted_draft_tokens_count);
+            body["stats"]["rejected_draft_tokens_count"] = json!(d.rejected_draft_tokens_count);
+            body["stats"]["ignored_draft_tokens_count"] = json!(d.ignored_draft_tokens_count);
+        }
         let i = &r.model_info;
         body["model_info"] = json!({
             "arch": i.architecture, "quant": i.quantization.as_ref().map(|q| &q.name), "format": i.format, "context_length": i.context_length,

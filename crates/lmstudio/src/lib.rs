@@ -55,13 +55,13 @@ pub use client::{Client, Llm};
 pub use engine::FAULT_PANIC;
 pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
-    Config, ContextOverflowPolicy, Guardrail, LoadConfig, Structured, ValidConfig, DEFAULT_PARALLEL,
+    Config, ContextOverflowPolicy, Guardrail, LoadConfig, Speculation, Structured, ValidConfig, DEFAULT_PARALLEL,
 };
 pub use types::error::{Error, Result};
 pub use types::event::{LoadEvent, OnLoad};
 pub use types::result::{
-    Activity, AssistantMessage, Chat, ChatMessage, Fragment, InstanceState, MemoryEstimate, ModelEntry, ModelInfo,
-    PredictionResult, Quantization, Stats, StopReason, TokenLogprob, TopLogprob,
+    Activity, AssistantMessage, Chat, ChatMessage, DraftStats, Fragment, InstanceState, MemoryEstimate, ModelEntry,
+    ModelInfo, PredictionResult, Quantization, Stats, StopReason, TokenLogprob, TopLogprob,
 };
 
 /// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,

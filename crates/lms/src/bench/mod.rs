@@ -4,6 +4,7 @@
 mod load;
 mod loadgen;
 mod rss;
+pub mod speculation;
 pub mod stress;
 pub mod structured;
 

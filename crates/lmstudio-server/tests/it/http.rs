@@ -71,6 +71,21 @@ async fn completion_shapes() {
     assert!(v["stats"]["generation_time"].is_number());
     assert_eq!(v["model_info"]["arch"], "gemma3");
     assert_eq!(v["runtime"]["supported_formats"], json!(["gguf"]));
+    // Speculation (our field): the same text, and the drafts in the stats.
+    let cycle = json!({"model": "gemma-3-270m", "prompt": "1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4,", "max_tokens": 12,
+        "temperature": 0, "repeat_penalty": 1});
+    let mut fast = cycle.clone();
+    fast["speculation"] = json!("ngram");
+    let (_, plain) = call(state(), post("/api/v0/completions", cycle.to_string())).await;
+    let (status, body) = call(state(), post("/api/v0/completions", fast.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["choices"][0]["text"], json_of(&plain)["choices"][0]["text"]);
+    assert_eq!(v["stats"]["used_draft_model_key"], "ngram", "{v}");
+    assert!(v["stats"]["accepted_draft_tokens_count"].as_u64().is_some_and(|n| n > 0), "{v}");
+    fast["speculation"] = json!("medusa");
+    let (status, body) = call(state(), post("/v1/completions", fast.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test]

@@ -73,12 +73,11 @@ fn lm_studios_own_python_sdk_suite_passes() {
     let load = lms::LoadConfig { context_length: Some(1024), ..Default::default() };
     let client = lms::Client::with_load_config(lms::ModelStore::new(models), load.clone());
     client.load("llama-3.2-1b-instruct", &load).expect("the suite's LLM loads");
-    // The listing tests look for the suite's vision and tool models among the loaded instances by
-    // identifier; instances of our model answer to those names (the tests that use them as
-    // vision or tool models are left out).
-    for identifier in ["mobilevlm_v2-1.7b", "qwen2.5-7b-instruct-1m"] {
-        let named = lms::LoadConfig { identifier: Some(identifier.into()), ..load.clone() };
-        client.load("llama-3.2-1b-instruct", &named).expect("a named instance loads");
+    // The listing tests look for the suite's vision and tool models among the loaded instances;
+    // models of those keys (our model again) stand in (the tests that use them as vision or tool
+    // models are left out).
+    for (key, _) in STAND_INS {
+        client.load(key, &load).expect("a stand-in loads");
     }
     let config = lmstudio_server::ServerConfig { port: 1234, discovery_port: true, ..test_config() };
     start_server_with(client, config);
@@ -153,15 +152,33 @@ pub fn alias_models() -> PathBuf {
     .clone()
 }
 
+/// The suite's vision and tool models by key, and where their stand-ins go: hard links of the
+/// alias file, whose key comes from the file name.
+const STAND_INS: &[(&str, &str)] = &[
+    ("mobilevlm_v2-1.7b", "lmstudio-community/MobileVLM_V2-1.7B-GGUF/mobilevlm_v2-1.7b-Q4_K_M.gguf"),
+    ("qwen2.5-7b-instruct-1m", "lmstudio-community/Qwen2.5-7B-Instruct-1M-GGUF/qwen2.5-7b-instruct-1m-Q4_K_M.gguf"),
+];
+
 fn make_alias(py: &Path, models: &Path) -> PathBuf {
     let folder = models.join("hugging-quants/Llama-3.2-1B-Instruct-GGUF");
     let file = folder.join("llama-3.2-1b-instruct-q4_k_m.gguf");
-    if file.exists() {
-        return models.to_owned();
+    if !file.exists() {
+        write_alias(py, &folder, &file);
     }
+    for (_, path) in STAND_INS {
+        let link = models.join(path);
+        if !link.exists() {
+            std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+            std::fs::hard_link(&file, &link).or_else(|_| std::fs::copy(&file, &link).map(drop)).expect("stand-in");
+        }
+    }
+    models.to_owned()
+}
+
+fn write_alias(py: &Path, folder: &Path, file: &Path) {
     crate::lms_client(1); // fetches the default model if missing
     let source = lms::ModelStore::from_env().resolve(lms::DEFAULT_MODEL_KEY).expect("the default model is there").path;
-    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::create_dir_all(folder).expect("mkdir");
     let partial = folder.join("partial.gguf.tmp");
     // gguf-py is llama.cpp's own GGUF library; its `gguf_new_metadata` rewrites the header.
     let ok = Command::new(py)
@@ -179,6 +196,5 @@ fn make_alias(py: &Path, models: &Path) -> PathBuf {
         .status
         .success();
     assert!(ok, "gguf_new_metadata failed");
-    std::fs::rename(&partial, &file).expect("rename");
-    models.to_owned()
+    std::fs::rename(&partial, file).expect("rename");
 }

@@ -23,6 +23,41 @@ pub(super) const MIN_SHARED: usize = 32;
 /// Predicted tokens after which a stream counts as under way, so that new prompts are paced.
 pub(super) const UNDER_WAY: u32 = 8;
 
+/// N-gram speculation: the longest and shortest tail matched against the context, and the most
+/// tokens one draft holds (its length adapts between the bounds to how drafts fare).
+pub(super) const NGRAM_MAX: usize = 4;
+pub(super) const NGRAM_MIN: usize = 3;
+pub(super) const DRAFT_MAX: usize = 32;
+pub(super) const DRAFT_START: usize = 4;
+
+/// Prompt lookup: the tokens that followed the latest earlier occurrence of the last `n` tokens of
+/// `history` (the longest `n` from [`NGRAM_MAX`] down to [`NGRAM_MIN`] that occurs), at most `max`.
+pub(super) fn ngram_draft<T: PartialEq + Copy>(history: &[T], max: usize) -> &[T] {
+    let len = history.len();
+    for n in (NGRAM_MIN..=NGRAM_MAX).rev() {
+        if len <= n || max == 0 {
+            continue;
+        }
+        let tail = &history[len - n..];
+        if let Some(start) = (0..len - n).rev().find(|&i| &history[i..i + n] == tail) {
+            return &history[start + n..(start + n + max).min(len)];
+        }
+    }
+    &[]
+}
+
+/// The next draft's length: longer after a draft that was wholly accepted, as long as what was
+/// accepted (and one more) after one that was not.
+pub(super) fn next_draft_len(len: usize, drafted: usize, accepted: usize) -> usize {
+    if drafted == 0 {
+        len
+    } else if accepted == drafted {
+        (len * 2).min(DRAFT_MAX)
+    } else {
+        (accepted + 1).clamp(NGRAM_MIN, DRAFT_MAX)
+    }
+}
+
 /// Sizes prompt chunks from measured speed so that running streams keep flowing.
 #[derive(Default)]
 pub(super) struct Pacer {
@@ -127,5 +162,29 @@ mod tests {
         assert_eq!(pacer.budget(), 2 * MIN_CHUNK, "never below two minimum chunks");
         pacer.prompt_token_secs = 0.000_001;
         assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
+    }
+
+    #[test]
+    fn ngram_drafts_continue_the_latest_earlier_match() {
+        // "a b c d a b" -> the tail "a b" occurred at 0, followed by "c d a b".
+        let h = [1, 2, 3, 4, 1, 2];
+        assert_eq!(ngram_draft(&h, 8), &[3, 4, 1, 2]);
+        assert_eq!(ngram_draft(&h, 2), &[3, 4]);
+        // The longest tail wins: "9 1 2" matches at 3, before the "1 2" at 4 would.
+        let h = [1, 2, 7, 9, 1, 2, 5, 9, 1, 2];
+        assert_eq!(ngram_draft(&h, 3), &[5, 9, 1]);
+        // Nothing repeats: no draft.
+        assert!(ngram_draft(&[1, 2, 3, 4, 5], 8).is_empty());
+        assert!(ngram_draft(&[1, 1], 8).is_empty(), "a tail needs an earlier occurrence");
+        assert!(ngram_draft(&[1, 2, 1, 2], 0).is_empty());
+    }
+
+    #[test]
+    fn draft_length_adapts() {
+        assert_eq!(next_draft_len(8, 8, 8), 16);
+        assert_eq!(next_draft_len(16, 16, 16), DRAFT_MAX);
+        assert_eq!(next_draft_len(8, 8, 0), NGRAM_MIN);
+        assert_eq!(next_draft_len(8, 8, 5), 6);
+        assert_eq!(next_draft_len(8, 0, 0), 8, "no draft, no news");
     }
 }

@@ -11,13 +11,15 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
 use super::grammar::Grammar;
-use super::rules::{common_prefix, reuse_point};
+use super::rules::{common_prefix, reuse_point, DRAFT_START};
 use super::sampler::Sampler;
 use super::{EngineParams, Job, Shared};
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
 use crate::types::event::Event;
-use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats, StopReason, TokenLogprob, TopLogprob};
+use crate::types::result::{
+    DraftStats, Fragment, ModelInfo, PredictionResult, Stats, StopReason, TokenLogprob, TopLogprob,
+};
 
 /// What every step needs to know of the loaded model: its vocabulary, end-of-generation tokens,
 /// context per slot, and the info that results carry.
@@ -90,6 +92,13 @@ pub(super) struct Active {
     pub(super) unsent_logprobs: Vec<TokenLogprob>,
     pub(super) logprobs: Vec<TokenLogprob>,
     pub(super) first_token_at: Option<Instant>,
+    /// With n-gram speculation: the next draft's length and what became of drafts so far.
+    pub(super) drafts: Option<Drafts>,
+}
+
+pub(super) struct Drafts {
+    pub(super) len: usize,
+    pub(super) stats: DraftStats,
 }
 
 impl Slot {
@@ -154,6 +163,10 @@ impl Slot {
             unsent_logprobs: Vec::new(),
             logprobs: Vec::new(),
             first_token_at: None,
+            drafts: job.config.ngram_speculation.then(|| Drafts {
+                len: DRAFT_START,
+                stats: DraftStats { used_draft_model_key: "ngram".into(), ..Default::default() },
+            }),
             job,
         };
         let alive = active.job.events.send(Event::PromptProgress(0.0)).is_ok();
@@ -195,6 +208,12 @@ impl Slot {
             total_tokens_count: Some(prompt_tokens + predicted),
             cached_prompt_tokens_count: Some(a.cached_prompt as u64),
             stop_string,
+            drafts: a.drafts.map(|d| DraftStats {
+                ignored_draft_tokens_count: d.stats.total_draft_tokens_count
+                    - d.stats.accepted_draft_tokens_count
+                    - d.stats.rejected_draft_tokens_count,
+                ..d.stats
+            }),
         };
         // Tokens whose text a stop string swallowed were predicted all the same.
         let mut logprobs = a.logprobs;
@@ -345,6 +364,7 @@ pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo) {
         total_tokens_count: Some(prompt_tokens),
         cached_prompt_tokens_count: Some(0),
         stop_string: None,
+        drafts: None,
     };
     let result = PredictionResult { content: String::new(), model_info: info.clone(), stats, logprobs: Vec::new() };
     let _ = job.events.send(Event::Done(Box::new(Ok(result))));

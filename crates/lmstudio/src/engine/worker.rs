@@ -28,7 +28,10 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use super::prompt_cache::PromptCache;
-use super::rules::{chunk_len, common_prefix, reuse_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY};
+use super::rules::{
+    chunk_len, common_prefix, next_draft_len, ngram_draft, reuse_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP,
+    UNDER_WAY,
+};
 use super::slot::{end_unstarted, ModelView, Slot};
 use super::{EngineParams, Job, Shared};
 use crate::types::error::Error;
@@ -372,16 +375,36 @@ fn restore_prefix(
 
 impl Worker<'_> {
     /// Decodes the last sampled token of every generating slot in one batch and samples the next.
+    /// A slot that speculates puts a draft after its token (positions after it, logits for each)
+    /// and keeps the drafted tokens its own draws agree with; its KV cache loses the rest.
     fn generate(&mut self) {
         let Self { ctx, view: model, batch, slots, pacer, .. } = self;
         batch.clear();
+        let generating = slots.iter().filter(|s| s.active.as_ref().is_some_and(|a| a.next.is_some())).count();
         let mut sampling = Vec::new();
         for (i, slot) in slots.iter_mut().enumerate() {
-            let Some(token) = slot.active.as_mut().and_then(|a| a.next.take()) else { continue };
-            sampling.push((i, batch.n_tokens()));
+            let Some(a) = slot.active.as_mut() else { continue };
+            let Some(token) = a.next.take() else { continue };
+            let at = batch.n_tokens();
+            let pos = slot.cached.len();
             // Capacity is at least the number of slots.
-            let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], true);
+            let _ = batch.add(token, pos as i32, &[slot.seq], true);
             slot.cached.push(token);
+            let mut draft = Vec::new();
+            if let Some(d) = a.drafts.as_mut() {
+                // Room in the context and the batch (one token for each other generating slot),
+                // and no more than the prediction may still make.
+                let left = a.job.config.max_tokens.map_or(usize::MAX, |m| m.saturating_sub(a.predicted) as usize);
+                let room = (model.ctx_len.saturating_sub(pos + 2))
+                    .min((BATCH as usize).saturating_sub(batch.n_tokens() as usize + generating))
+                    .min(left.saturating_sub(1));
+                draft = ngram_draft(&slot.cached, d.len.min(room)).to_vec();
+                d.stats.total_draft_tokens_count += draft.len() as u64;
+                for (j, &t) in draft.iter().enumerate() {
+                    let _ = batch.add(t, (pos + 1 + j) as i32, &[slot.seq], true);
+                }
+            }
+            sampling.push((i, at, draft));
         }
         if sampling.is_empty() {
             return;
@@ -390,8 +413,38 @@ impl Worker<'_> {
         if !decode(ctx, batch, slots) {
             return;
         }
-        for (i, at) in sampling {
-            slots[i].sample(ctx, at, model);
+        for (i, at, draft) in sampling {
+            let slot = &mut slots[i];
+            slot.sample(ctx, at, model);
+            if draft.is_empty() {
+                continue;
+            }
+            let mut accepted = 0;
+            // Each drafted token stands while the draw at the position before it produced it (a
+            // prediction that ended leaves the rest ignored).
+            while let Some(a) = slot.active.as_mut() {
+                let Some(d) = a.drafts.as_mut() else { break };
+                if accepted == draft.len() {
+                    d.len = next_draft_len(d.len, draft.len(), accepted);
+                    break;
+                }
+                if a.next != Some(draft[accepted]) {
+                    d.stats.rejected_draft_tokens_count += 1;
+                    d.len = next_draft_len(d.len, draft.len(), accepted);
+                    break;
+                }
+                d.stats.accepted_draft_tokens_count += 1;
+                a.next = None;
+                slot.cached.push(draft[accepted]);
+                accepted += 1;
+                slot.sample(ctx, at + accepted as i32, model);
+            }
+            // What was drafted past the last kept token leaves the cache.
+            if accepted < draft.len() && ctx.kv_cache_seq_rm(slot.seq, Some(slot.cached.len() as u32), None).is_err() {
+                let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+                slot.forget();
+                slot.fail(Error::Engine("could not drop a rejected draft from the KV cache".into()));
+            }
         }
         pacer.record_step(started);
     }

@@ -73,6 +73,34 @@ pub struct Config {
         skip_serializing_if = "Option::is_none"
     )]
     pub structured: Option<Structured>,
+    /// Speculative decoding: `ngram` drafts tokens from what the context already holds (prompt
+    /// lookup) and checks them in one batch; the text is what it would be without (the same
+    /// draws, see ARCHITECTURE.md), only sooner when it repeats. Not one of LM Studio's fields
+    /// (our key `lmstudioRs.speculation`). Default off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculation: Option<Speculation>,
+}
+
+/// How a prediction drafts tokens ahead ([`Config::speculation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Speculation {
+    /// No drafts: one token per step.
+    Off,
+    /// Drafts from the context: the tokens that followed the latest earlier occurrence of the
+    /// last few tokens.
+    Ngram,
+}
+
+impl std::str::FromStr for Speculation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "ngram" => Ok(Self::Ngram),
+            other => Err(format!("speculation is ngram or off, not {other:?}")),
+        }
+    }
 }
 
 /// Output constrained token by token to a formal language, so that it always parses: only
@@ -195,6 +223,8 @@ pub struct ValidConfig {
     pub logprobs: Option<u32>,
     /// The language the output is constrained to.
     pub structured: Option<Structured>,
+    /// Whether tokens are drafted from the context.
+    pub ngram_speculation: bool,
 }
 
 impl Config {
@@ -217,6 +247,7 @@ impl Config {
             preset: self.preset.or(base.preset),
             logprobs: self.logprobs.or(base.logprobs),
             structured: self.structured.or(base.structured),
+            speculation: self.speculation.or(base.speculation),
         }
     }
 
@@ -269,6 +300,7 @@ impl Config {
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs: self.logprobs,
             structured: self.structured.as_ref().map(Structured::validate).transpose()?,
+            ngram_speculation: self.speculation == Some(Speculation::Ngram),
         })
     }
 }

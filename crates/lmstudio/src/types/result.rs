@@ -122,6 +122,26 @@ pub struct Stats {
     /// The stop string that ended the prediction, when `stop_reason` is `stopStringFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_string: Option<String>,
+    /// With speculation ([`crate::Config::speculation`]): what drafted tokens, and what became of
+    /// them, by LM Studio's names; accepted + rejected + ignored = total.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub drafts: Option<DraftStats>,
+}
+
+/// What became of a prediction's drafted tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DraftStats {
+    /// The draft model's key (LM Studio's `usedDraftModelKey`); `ngram` for drafts from the context.
+    pub used_draft_model_key: String,
+    /// Tokens drafted.
+    pub total_draft_tokens_count: u64,
+    /// Drafted tokens that were what the model predicted, and kept.
+    pub accepted_draft_tokens_count: u64,
+    /// Drafted tokens the model predicted otherwise (the first wrong one of each draft).
+    pub rejected_draft_tokens_count: u64,
+    /// Drafted tokens never checked: after a rejected one, or after the prediction ended.
+    pub ignored_draft_tokens_count: u64,
 }
 
 /// A model as stored (and, for a loaded instance, how it is loaded).

@@ -234,6 +234,14 @@ const PREDICTION: &[Setting<Config>] = &[
         },
         write: |c| c.ignore_eos.map(|b| json!(b)),
     },
+    Setting {
+        key: "lmstudioRs.speculation",
+        read: |c, v| {
+            c.speculation = v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
+            Ok(())
+        },
+        write: |c| c.speculation.map(|s| json!(s)),
+    },
 ];
 
 /// LM Studio's load keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
@@ -432,6 +440,7 @@ mod tests {
             preset: None,
             logprobs: None,
             structured: Some(Structured::Json(json!({"type": "object", "properties": {"b": {}, "a": {}}}))),
+            speculation: Some(crate::types::config::Speculation::Ngram),
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);

@@ -56,13 +56,18 @@ fn symlinks_never_lead_out_of_the_models_directory() {
     let real = store().root().join(lms::store::DEFAULT_MODEL_PATH);
     std::fs::copy(&real, outside.path().join("m.gguf")).expect("copies");
     let (dir, client) = temp_store(&[] as &[(&str, Vec<u8>)]);
-    std::fs::create_dir_all(dir.path().join("a/link")).expect("mkdir");
-    std::os::unix::fs::symlink(outside.path().join("m.gguf"), dir.path().join("a/link/m.gguf")).expect("file link");
-    std::os::unix::fs::symlink(outside.path(), dir.path().join("a/dir")).expect("dir link");
-    assert!(client.list_downloaded().expect("lists").is_empty(), "a link was listed");
-    for query in ["a/link/m.gguf", "a/dir/m.gguf", "m"] {
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("a")).expect("dir link");
+    // A linked folder is not walked, and no path through it resolves.
+    assert!(client.list_downloaded().expect("lists").is_empty(), "a linked folder was walked");
+    for query in ["a/m.gguf", "m", "../m.gguf"] {
         assert!(matches!(client.llm(query), Err(lms::Error::ModelNotFound { .. })), "{query}");
     }
+    // A linked file is the user's own placing (`lms import --symlink`): listed at its place inside.
+    std::fs::create_dir_all(dir.path().join("b/link")).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path().join("m.gguf"), dir.path().join("b/link/m.gguf")).expect("file link");
+    let listed = client.list_downloaded().expect("lists");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].path, dir.path().join("b/link/m.gguf"));
 }
 
 #[test]

@@ -18,6 +18,8 @@ mod gguf_corpus;
 #[cfg(not(feature = "embedded"))]
 mod remote_only;
 #[cfg(feature = "embedded")]
+mod speculation;
+#[cfg(feature = "embedded")]
 mod streaming;
 #[cfg(feature = "embedded")]
 mod structured;
