@@ -166,17 +166,18 @@ mod tests {
 
     #[test]
     fn ngram_drafts_continue_the_latest_earlier_match() {
-        // "a b c d a b" -> the tail "a b" occurred at 0, followed by "c d a b".
-        let h = [1, 2, 3, 4, 1, 2];
-        assert_eq!(ngram_draft(&h, 8), &[3, 4, 1, 2]);
-        assert_eq!(ngram_draft(&h, 2), &[3, 4]);
-        // The longest tail wins: "9 1 2" matches at 3, before the "1 2" at 4 would.
-        let h = [1, 2, 7, 9, 1, 2, 5, 9, 1, 2];
-        assert_eq!(ngram_draft(&h, 3), &[5, 9, 1]);
-        // Nothing repeats: no draft.
+        // The tail "1 2 3" occurred at 0, followed by "4 5 1 2 3".
+        let h = [1, 2, 3, 4, 5, 1, 2, 3];
+        assert_eq!(ngram_draft(&h, 8), &[4, 5, 1, 2, 3]);
+        assert_eq!(ngram_draft(&h, 2), &[4, 5]);
+        // The longest tail wins: "9 1 2 3" matches at 0, before the later "1 2 3" at 6 would.
+        let h = [9, 1, 2, 3, 7, 8, 1, 2, 3, 5, 9, 1, 2, 3];
+        assert_eq!(ngram_draft(&h, 3), &[7, 8, 1]);
+        // Nothing repeats, or too little (two tokens): no draft.
         assert!(ngram_draft(&[1, 2, 3, 4, 5], 8).is_empty());
-        assert!(ngram_draft(&[1, 1], 8).is_empty(), "a tail needs an earlier occurrence");
-        assert!(ngram_draft(&[1, 2, 1, 2], 0).is_empty());
+        assert!(ngram_draft(&[1, 2, 7, 1, 2], 8).is_empty());
+        assert!(ngram_draft(&[1, 1, 1], 8).is_empty(), "a tail needs an earlier occurrence");
+        assert!(ngram_draft(&[1, 2, 3, 1, 2, 3], 0).is_empty());
     }
 
     #[test]
