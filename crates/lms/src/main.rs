@@ -137,6 +137,10 @@ struct ServerArgs {
     /// shares their prefix (MiB; 0: off).
     #[arg(long, default_value_t = 512)]
     prompt_cache_mib: u32,
+    /// Keep the prompt cache in this directory across restarts: written when a model unloads
+    /// (and at shutdown), read back when the same model file loads again.
+    #[arg(long, value_name = "DIR")]
+    prompt_cache_dir: Option<std::path::PathBuf>,
     /// Map model files into memory instead of reading them: loads share pages, but a model file
     /// truncated on disk while loaded then kills the server (SIGBUS).
     #[arg(long)]
@@ -507,6 +511,7 @@ fn server(args: ServerArgs) -> Result<()> {
         context_length: args.context_length,
         cpu_threads: args.threads,
         prompt_cache_mib: args.prompt_cache_mib,
+        prompt_cache_dir: args.prompt_cache_dir.clone(),
         try_mmap: args.mmap,
         ttl: (args.ttl > 0).then_some(args.ttl),
         guardrail: args.guardrail,

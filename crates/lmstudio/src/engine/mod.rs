@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
+mod disk_cache;
 mod grammar;
 mod prompt_cache;
 mod rules;
@@ -102,6 +103,8 @@ pub(crate) struct EngineParams {
     pub sliding_window: u32,
     /// Bytes of host memory for prompts saved from slots.
     pub prompt_cache_bytes: usize,
+    /// Where those prompts are kept across loads, if anywhere.
+    pub disk_cache: Option<disk_cache::DiskCache>,
 }
 
 impl Engine {
@@ -142,6 +145,7 @@ impl Engine {
             threads,
             sliding_window,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
+            disk_cache: config.prompt_cache_dir.as_deref().and_then(|dir| disk_cache::DiskCache::for_model(dir, path)),
         };
         let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
         let shared = Arc::new(Shared {

@@ -37,6 +37,17 @@ impl PromptCache {
         Self { entries: Vec::new(), capacity, clock: 0 }
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each saved prefix and its state, least recently used first.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&[LlamaToken], &SeqState)> {
+        let mut entries: Vec<&Saved> = self.entries.iter().collect();
+        entries.sort_by_key(|e| e.used);
+        entries.into_iter().map(|e| (e.tokens.as_slice(), &e.state))
+    }
+
     pub(super) fn bytes(&self) -> usize {
         self.entries.iter().map(|e| e.state.byte_len()).sum()
     }

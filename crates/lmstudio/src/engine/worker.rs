@@ -64,6 +64,10 @@ pub(super) fn run(
         pacer: Pacer::default(),
         saved: PromptCache::new(params.prompt_cache_bytes),
     };
+    if let Some(disk) = &params.disk_cache {
+        disk.restore(&mut w.ctx, &mut w.saved, 0, params.context_length as usize);
+        shared.prompt_cache_bytes.store(w.saved.bytes(), Ordering::SeqCst);
+    }
     loop {
         if jobs.is_disconnected() {
             // Unloading: whatever is queued or running ends now.
@@ -73,6 +77,14 @@ pub(super) fn run(
             }
             for slot in &mut w.slots {
                 slot.finish(StopReason::ModelUnloaded, &info);
+            }
+            if let Some(disk) = &params.disk_cache {
+                // What the slots hold too: the prompts used last are the likeliest to come again.
+                let Worker { ctx, slots, saved, .. } = &mut w;
+                for slot in slots.iter() {
+                    saved.save(ctx, slot.seq, &slot.cached[..slot.reusable]);
+                }
+                disk.persist(ctx, saved, 0);
             }
             return;
         }
@@ -514,8 +526,14 @@ mod tests {
     fn prompt_logits_do_not_depend_on_chunking_or_cache() {
         let model = default_model();
         let backend = super::super::backend().expect("backend");
-        let params =
-            EngineParams { context_length: 1024, parallel: 1, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
+        let params = EngineParams {
+            context_length: 1024,
+            parallel: 1,
+            threads: 2,
+            sliding_window: 0,
+            prompt_cache_bytes: 0,
+            disk_cache: None,
+        };
         let mut ctx = new_context(backend, model, &params, 2).expect("context");
         let text = HARBOUR.repeat(4);
         let other = tokenize(&format!("{text}Nobody on the quay said a word"));
@@ -545,8 +563,14 @@ mod tests {
     fn sharing_fixture() -> (LlamaContext<'static>, Vec<LlamaToken>, Vec<LlamaToken>, Vec<f32>) {
         let model = default_model();
         let backend = super::super::backend().expect("backend");
-        let params =
-            EngineParams { context_length: 1024, parallel: 2, threads: 2, sliding_window: 0, prompt_cache_bytes: 0 };
+        let params = EngineParams {
+            context_length: 1024,
+            parallel: 2,
+            threads: 2,
+            sliding_window: 0,
+            prompt_cache_bytes: 0,
+            disk_cache: None,
+        };
         let mut ctx = new_context(backend, model, &params, 2).expect("context");
         let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
         let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));

@@ -385,6 +385,11 @@ pub struct LoadConfig {
     pub ttl: Option<u64>,
     /// How the memory check before the load counts. Default: strict.
     pub guardrail: Guardrail,
+    /// A directory where the host prompt cache is written when the instance unloads and read
+    /// back when the same model file loads again (a hash of its size, time and header names it),
+    /// so prompts that were warm before a restart are warm after it. Files that are not what was
+    /// written are ignored. Default: none (not kept).
+    pub prompt_cache_dir: Option<std::path::PathBuf>,
 }
 
 /// The memory check before a load (LM Studio's model loading guardrails): the estimate against
@@ -425,6 +430,7 @@ impl Default for LoadConfig {
             try_mmap: false,
             ttl: None,
             guardrail: Guardrail::Strict,
+            prompt_cache_dir: None,
         }
     }
 }

@@ -378,3 +378,50 @@ fn an_idle_instance_unloads_when_its_ttl_runs_out() {
         Err(lms::Error::InvalidConfig(_))
     ));
 }
+
+/// Issue 15, item 5: the host prompt cache is written at unload and read back by the next load of
+/// the same file, so a prompt that was warm is warm again with the same text; a cache file that is
+/// not what was written is ignored (the prompt is evaluated again, the text is the same).
+#[test]
+fn the_prompt_cache_survives_a_reload_and_ignores_a_corrupted_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = lms::LoadConfig {
+        parallel: Some(1),
+        context_length: Some(1024),
+        prompt_cache_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    };
+    // Within Gemma 3's 512-token window (see disk_cache.rs: a longer saved prompt cannot be
+    // continued on a sliding-window model).
+    let prompt = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(12) + "The fox";
+    let client = lms::Client::with_store(crate::store().clone());
+    let run = || {
+        let llm = client.load(lms::DEFAULT_MODEL_KEY, &config).expect("loads");
+        let r = llm.complete(&prompt, crate::greedy(8)).expect("completes");
+        client.unload(llm.identifier()).expect("unloads");
+        (r.content, r.stats.cached_prompt_tokens_count.unwrap_or(0))
+    };
+    let (cold, none) = run();
+    assert_eq!(none, 0, "nothing cached before the first load");
+    let states = || {
+        let files = std::fs::read_dir(dir.path()).expect("the model's folder").flatten().next().expect("one folder");
+        std::fs::read_dir(files.path())
+            .expect("reads")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "state"))
+            .collect::<Vec<_>>()
+    };
+    assert!(!states().is_empty(), "nothing written at unload");
+    let (warm, cached) = run();
+    assert_eq!(warm, cold, "a restored prefix changed the text");
+    assert!(cached >= 64, "the prompt was not restored: {cached} tokens cached");
+    for file in states() {
+        let mut bytes = std::fs::read(&file).expect("reads");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&file, bytes).expect("writes");
+    }
+    let (again, cached) = run();
+    assert_eq!((again.as_str(), cached), (cold.as_str(), 0), "a corrupted file was used");
+}
