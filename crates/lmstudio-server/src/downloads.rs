@@ -130,6 +130,7 @@ impl Jobs {
         if let Some(running) = jobs.values().find(|j| j.target == target && j.running()) {
             return Arc::clone(running);
         }
+        let in_place = plan.bytes_in_place();
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let job = Arc::new(Job {
@@ -138,13 +139,13 @@ impl Jobs {
             total_bytes: plan.total_bytes(),
             started_at: SystemTime::now(),
             started: Instant::now(),
-            bytes_at_start: AtomicU64::new(plan.bytes_in_place()),
-            state: Mutex::new(JobState { downloaded_bytes: plan.bytes_in_place(), outcome: None }),
+            bytes_at_start: AtomicU64::new(in_place),
+            state: Mutex::new(JobState { downloaded_bytes: in_place, outcome: None }),
         });
         jobs.insert(job.id.clone(), Arc::clone(&job));
         let worker = Arc::clone(&job);
         let spawned = std::thread::Builder::new().name("lms-download".into()).spawn(move || {
-            let outcome = fetch(&store, &plan, &worker);
+            let outcome = fetch(&store, &plan, in_place, &worker);
             if let Err(e) = &outcome {
                 tracing::warn!(job = worker.id, "download failed: {e}");
             }
@@ -157,10 +158,11 @@ impl Jobs {
     }
 }
 
-/// Fetches `plan`, counting its bytes into `job` as they arrive.
-fn fetch(store: &lms::ModelStore, plan: &HubPlan, job: &Job) -> lms::Result<()> {
+/// Fetches `plan`, counting its bytes into `job` as they arrive (`in_place`: those of the files
+/// already there, which are not fetched).
+fn fetch(store: &lms::ModelStore, plan: &HubPlan, in_place: u64, job: &Job) -> lms::Result<()> {
     // Bytes of the files before the current one (those in place count from the start).
-    let mut before = plan.bytes_in_place();
+    let mut before = in_place;
     let mut current = 0u64;
     store.fetch_hub_plan(plan, &mut |p| match p {
         Progress::File { size, resumed_from, .. } => {

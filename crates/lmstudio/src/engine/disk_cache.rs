@@ -22,6 +22,7 @@ use llama_cpp_2::context::LlamaContext;
 use sha2::{Digest, Sha256};
 
 use super::prompt_cache::PromptCache;
+use crate::store::{hex, sha256_hex};
 
 /// Models whose caches are kept on disk, at most (the least recently written go first).
 const MODELS_KEPT: usize = 8;
@@ -130,11 +131,5 @@ fn evict_old_models(root: &Path) {
 }
 
 fn sha256_of(file: &Path) -> Option<String> {
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(file).ok()?, &mut hasher).ok()?;
-    Some(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&mut std::fs::File::open(file).ok()?).ok()
 }

@@ -106,7 +106,7 @@ fn assemble(dir: &Path, out: &Path) -> Result<()> {
         }
     }
     file.sync_all()?;
-    let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got = super::hex(&hasher.finalize());
     if got != SHA256 {
         return Err(Error::Download(format!("checksum mismatch: got {got}, expected {SHA256}")));
     }

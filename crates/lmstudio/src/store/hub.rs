@@ -5,12 +5,11 @@
 //! SHA-256 is checked against the one the hub publishes, and only then is it renamed into place
 //! at `<publisher>/<repo>/<file>`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::{ModelStore, StoredModel};
 use crate::types::error::{Error, Result};
@@ -309,7 +308,8 @@ fn fetch(
     }
     progress(Progress::Verifying(&name));
     if let Some(lfs) = &file.lfs {
-        let got = sha256_of(&mut out)?;
+        out.rewind()?;
+        let got = super::sha256_hex(&mut out)?;
         if !got.eq_ignore_ascii_case(&lfs.oid) {
             drop(out);
             std::fs::remove_file(&partial)?;
@@ -321,20 +321,6 @@ fn fetch(
     }
     std::fs::rename(&partial, target)?;
     Ok(())
-}
-
-fn sha256_of(file: &mut File) -> Result<String> {
-    file.rewind()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn download_error(url: &str, e: ureq::Error) -> Error {

@@ -174,6 +174,20 @@ impl ModelStore {
     }
 }
 
+/// Lowercase hex of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of what `reader` gives, in lowercase hex (hub downloads, the prompt cache on disk).
+#[cfg(any(feature = "hub", feature = "embedded"))]
+pub(crate) fn sha256_hex(reader: &mut impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(reader, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
 /// `$var` when set, else `<data dir>/lmstudio-rs/<name>` (else `<name>` in the working directory).
 pub(crate) fn dir_from_env(var: &str, name: &str) -> PathBuf {
     std::env::var_os(var)
