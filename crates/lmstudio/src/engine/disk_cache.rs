@@ -10,10 +10,9 @@
 //! shape (another context size). Restored states are the bytes that were saved, so results are
 //! those of a cold run (the prefix-cache invariance, `worker.rs`).
 //!
-//! Limit (the host prompt cache's own): a sequence state of a sliding-window model (Gemma 3) keeps
-//! only the window's cells of its window layers, so a saved prompt longer than the window (512
-//! tokens for Gemma 3) cannot be continued from and is not restored into a slot; models without a
-//! window restore prompts of any length.
+//! A sequence state of a sliding-window model (Gemma 3) keeps only the window's last cells of its
+//! window layers, so such a prompt is saved where the same prompt sent again continues from
+//! (`rules::save_point`) and restored only there.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

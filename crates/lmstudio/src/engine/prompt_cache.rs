@@ -25,16 +25,28 @@ struct Saved {
     used: u64,
 }
 
+/// Whether a saved `state_of` serves every prompt that a state of `tokens` would serve. A state of
+/// a sliding-window model (`window` > 0) continues only from its end, so there only the same
+/// tokens do.
+fn covers(window: usize, state_of: &[LlamaToken], tokens: &[LlamaToken]) -> bool {
+    match window {
+        0 => state_of.starts_with(tokens),
+        _ => state_of == tokens,
+    }
+}
+
 /// The saved prefixes, at most `capacity` bytes of state.
 pub(super) struct PromptCache {
     entries: Vec<Saved>,
     capacity: usize,
+    /// The model's sliding window (0: none).
+    window: usize,
     clock: u64,
 }
 
 impl PromptCache {
-    pub(super) fn new(capacity: usize) -> Self {
-        Self { entries: Vec::new(), capacity, clock: 0 }
+    pub(super) fn new(capacity: usize, window: usize) -> Self {
+        Self { entries: Vec::new(), capacity, window, clock: 0 }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -54,9 +66,10 @@ impl PromptCache {
 
     /// Saves the first `tokens.len()` tokens of sequence `seq`, which holds them at positions
     /// `0..tokens.len()`; drops the sequence's later tokens first. Nothing happens when the prefix
-    /// is short, already saved within a longer one, or larger than the whole cache.
+    /// is short, already saved within a longer one, or larger than the whole cache. (With a sliding
+    /// window, see `rules::save_point` for where a prompt is worth saving.)
     pub(super) fn save(&mut self, ctx: &mut LlamaContext, seq: i32, tokens: &[LlamaToken]) {
-        if tokens.len() < MIN_SAVED || self.entries.iter().any(|e| e.tokens.starts_with(tokens)) {
+        if tokens.len() < MIN_SAVED || self.entries.iter().any(|e| covers(self.window, &e.tokens, tokens)) {
             return;
         }
         if ctx.kv_cache_seq_rm(seq, Some(tokens.len() as u32), None).is_err() {
@@ -68,7 +81,8 @@ impl PromptCache {
         }
         let Ok(state) = ctx.state_seq_get(seq, LlamaStateSeqFlags::empty()) else { return };
         // A saved prefix of this one is covered by it.
-        self.entries.retain(|e| !tokens.starts_with(&e.tokens));
+        let window = self.window;
+        self.entries.retain(|e| !covers(window, tokens, &e.tokens));
         while self.bytes() + state.byte_len() > self.capacity {
             let oldest = self.entries.iter().enumerate().min_by_key(|(_, e)| e.used).map(|(i, _)| i);
             match oldest {
@@ -77,7 +91,10 @@ impl PromptCache {
             }
         }
         self.clock += 1;
-        let pos_min = ctx.kv_cache_seq_pos_min(seq);
+        // The state holds only the window's last cells of the window layers (llama.cpp leaves
+        // out the cells the window masks); the live sequence may still hold older ones.
+        let kept = tokens.len().saturating_sub(self.window) as i32;
+        let pos_min = ctx.kv_cache_seq_pos_min(seq).max(if self.window == 0 { 0 } else { kept });
         tracing::debug!(tokens = tokens.len(), bytes = state.byte_len(), "saved a prompt to host memory");
         self.entries.push(Saved { tokens: tokens.to_vec(), state, pos_min, used: self.clock });
     }

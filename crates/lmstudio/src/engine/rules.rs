@@ -105,6 +105,29 @@ pub(super) fn reuse_point(common: usize, len: usize) -> usize {
     common.min(len - MIN_CHUNK) / ROW_GROUP * ROW_GROUP
 }
 
+/// Restored cells of a sliding-window model's window layers are laid out from the sequence's first
+/// cell, not where they were computed; a saved prompt ends a multiple of this past the window, so
+/// that each cell keeps its place within the dot products' SIMD groups (at most 64 wide in ggml's
+/// x86 and Arm kernels) and the results stay bitwise those of a cold run. (Measured on AVX-512:
+/// bitwise at a multiple of 4 too; 64 is the margin for wider accumulator groups.)
+pub(super) const WINDOW_ALIGN: usize = 64;
+
+/// How many of a slot's `reusable` prompt rows to save to host memory, for a model with a sliding
+/// window of `window` tokens (0: none). Without a window: all of them (a restored prefix can be
+/// cut anywhere). With one, llama.cpp's sequence state keeps only the window's last cells of the
+/// window layers, so the saved prompt can be continued from its end only: it ends where the same
+/// prompt sent again reuses up to ([`reuse_point`]), aligned by [`WINDOW_ALIGN`] past the window.
+pub(super) fn save_point(reusable: usize, window: usize) -> usize {
+    if window == 0 || reusable <= window {
+        return reusable;
+    }
+    let end = reuse_point(reusable, reusable);
+    if end <= window {
+        return end;
+    }
+    window + (end - window) / WINDOW_ALIGN * WINDOW_ALIGN
+}
+
 /// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
 /// them if they fit, else a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] (0: wait).
 pub(super) fn chunk_len(remaining: usize, budget: usize) -> usize {
@@ -148,6 +171,25 @@ mod tests {
             let from = reuse_point(common, len);
             assert!(from % ROW_GROUP == 0 && from <= common, "{common} {len}");
             assert!(len < MIN_CHUNK && from == 0 || len - from >= MIN_CHUNK, "{common} {len}");
+        }
+    }
+
+    /// A sliding-window model's saved prompt is one the same prompt sent again reuses whole, and
+    /// past the window it ends on the alignment; without a window everything reusable is saved.
+    #[test]
+    fn save_points_serve_the_same_prompt_again() {
+        for len in 8..3000 {
+            let reusable = len / ROW_GROUP * ROW_GROUP;
+            assert_eq!(save_point(reusable, 0), reusable);
+            let at = save_point(reusable, 512);
+            assert!(at <= reusable, "{len}");
+            if reusable > 512 {
+                assert_eq!(reuse_point(at, len), at, "the same prompt reuses it whole: {len}");
+            }
+            if at > 512 {
+                assert_eq!((at - 512) % WINDOW_ALIGN, 0, "{len}");
+                assert!(len - at < WINDOW_ALIGN + MIN_CHUNK + ROW_GROUP, "little is left to evaluate: {len}");
+            }
         }
     }
 

@@ -29,8 +29,8 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::prompt_cache::PromptCache;
 use super::rules::{
-    chunk_len, common_prefix, next_draft_len, ngram_draft, reuse_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP,
-    UNDER_WAY,
+    chunk_len, common_prefix, next_draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK,
+    MIN_SHARED, ROW_GROUP, UNDER_WAY,
 };
 use super::slot::{end_unstarted, ModelView, Slot};
 use super::{EngineParams, Job, Shared};
@@ -62,7 +62,7 @@ pub(super) fn run(
         batch: LlamaBatch::new(BATCH.max(params.parallel) as usize, params.parallel as i32),
         slots: (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&shared))).collect(),
         pacer: Pacer::default(),
-        saved: PromptCache::new(params.prompt_cache_bytes),
+        saved: PromptCache::new(params.prompt_cache_bytes, params.sliding_window as usize),
     };
     if let Some(disk) = &params.disk_cache {
         disk.restore(&mut w.ctx, &mut w.saved, 0, params.context_length as usize);
@@ -80,9 +80,9 @@ pub(super) fn run(
             }
             if let Some(disk) = &params.disk_cache {
                 // What the slots hold too: the prompts used last are the likeliest to come again.
-                let Worker { ctx, slots, saved, .. } = &mut w;
-                for slot in slots.iter() {
-                    saved.save(ctx, slot.seq, &slot.cached[..slot.reusable]);
+                let Worker { ctx, slots, saved, view, .. } = &mut w;
+                for slot in slots.iter_mut() {
+                    save_slot(ctx, saved, slot, view.window);
                 }
                 disk.persist(ctx, saved, 0);
             }
@@ -117,9 +117,9 @@ pub(super) fn run(
                 if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
                     // llama-cpp-2 0.1.160 cannot change a live context's threads: a new context,
                     // with what the slots cached moved to host memory first, so none of it is lost.
-                    let Worker { ctx, slots, saved, .. } = &mut w;
-                    for slot in slots.iter() {
-                        saved.save(ctx, slot.seq, &slot.cached[..slot.reusable]);
+                    let Worker { ctx, slots, saved, view, .. } = &mut w;
+                    for slot in slots.iter_mut() {
+                        save_slot(ctx, saved, slot, view.window);
                     }
                     shared.prompt_cache_bytes.store(w.saved.bytes(), Ordering::SeqCst);
                     match new_context(backend, model, &params, wanted) {
@@ -176,7 +176,8 @@ impl Worker<'_> {
     /// what that slot held when no other slot holds it.
     fn admit(&mut self, job: Job) {
         let slot = pick_slot(&self.slots, &job.tokens);
-        save_before_reuse(&mut self.ctx, &mut self.saved, &self.slots, slot, &job.tokens);
+        let window = self.view.window;
+        save_before_reuse(&mut self.ctx, &mut self.saved, &mut self.slots, slot, &job.tokens, window);
         self.slots[slot].start(&mut self.ctx, job, &self.view);
     }
 }
@@ -213,12 +214,33 @@ fn pick_slot(slots: &[Slot], tokens: &[LlamaToken]) -> usize {
 
 /// Saves the prefix that slot `i` could serve to host memory when `prompt`, about to take the slot,
 /// keeps less of it and no other slot holds it.
-fn save_before_reuse(ctx: &mut LlamaContext, saved: &mut PromptCache, slots: &[Slot], i: usize, prompt: &[LlamaToken]) {
+fn save_before_reuse(
+    ctx: &mut LlamaContext,
+    saved: &mut PromptCache,
+    slots: &mut [Slot],
+    i: usize,
+    prompt: &[LlamaToken],
+    window: usize,
+) {
     let slot = &slots[i];
-    let prefix = &slot.cached[..slot.reusable];
+    let prefix = &slot.cached[..save_point(slot.reusable, window)];
     let elsewhere = slots.iter().any(|s| s.seq != slot.seq && s.cached[..s.reusable].starts_with(prefix));
-    if slot.reusable_prefix(prompt) < slot.reusable && !elsewhere {
-        saved.save(ctx, slot.seq, prefix);
+    if slot.reusable_prefix(prompt) < prefix.len() && !elsewhere {
+        save_slot(ctx, saved, &mut slots[i], window);
+    }
+}
+
+/// Saves what free slot `slot` could serve (`rules::save_point`) to host memory; the slot keeps
+/// just that much (the sequence state is taken from a sequence cut there).
+fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, window: usize) {
+    let len = save_point(slot.reusable, window);
+    saved.save(ctx, slot.seq, &slot.cached[..len]);
+    if ctx.kv_cache_seq_rm(slot.seq, Some(len as u32), None).is_ok() {
+        slot.cached.truncate(len);
+        slot.reusable = len;
+    } else {
+        let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+        slot.forget();
     }
 }
 
@@ -612,13 +634,68 @@ mod tests {
         let shared = |saved: &PromptCache, t: &[LlamaToken]| saved.best(t, |common, _| Some(common)).map(|(_, c)| c);
         evaluate_on(&mut ctx, 0, &donor, 0, BATCH as usize);
         let one = ctx.state_seq_get_size_ext(0, llama_cpp_2::LlamaStateSeqFlags::empty());
-        let mut saved = PromptCache::new(one * 3 / 2);
+        let mut saved = PromptCache::new(one * 3 / 2, 0);
         saved.save(&mut ctx, 0, &donor[..whole(&donor)]);
         assert_eq!(shared(&saved, &donor), Some(whole(&donor)));
         evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
         saved.save(&mut ctx, 1, &prompt[..whole(&prompt)]);
         assert_eq!(shared(&saved, &prompt), Some(whole(&prompt)));
         assert!(shared(&saved, &donor).is_some_and(|c| c < whole(&donor)), "only one fits: the older is gone");
+    }
+
+    /// Gemma 3's window layers (512 tokens): a prompt longer than the window, saved where
+    /// `save_point` puts it and restored into a slot that held other tokens, gives the cold logits
+    /// bit for bit. The whole prompt saved cannot be cut back (its state lacks the window cells
+    /// before the cut), and the cache does not offer it.
+    #[test]
+    fn a_prompt_longer_than_the_window_is_restored_where_it_was_saved() {
+        const WINDOW: usize = 512;
+        let model = default_model();
+        let backend = super::super::backend().expect("backend");
+        let params = EngineParams {
+            context_length: 2048,
+            parallel: 2,
+            threads: 2,
+            sliding_window: WINDOW as u32,
+            prompt_cache_bytes: 0,
+            disk_cache: None,
+        };
+        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(45)));
+        assert!(prompt.len() > 2 * WINDOW, "{}", prompt.len());
+        let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+        ctx.clear_kv_cache();
+        evaluate_on(
+            &mut ctx,
+            1,
+            &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(30)),
+            0,
+            BATCH as usize,
+        );
+        evaluate_on(&mut ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
+        let whole = prompt.len() / ROW_GROUP * ROW_GROUP;
+        let at = save_point(whole, WINDOW);
+        let usable = |common: usize, pos_min: i32| {
+            let upto = reuse_point(common, prompt.len());
+            (pos_min <= upto.saturating_sub(WINDOW) as i32).then_some(upto)
+        };
+        let mut naive = PromptCache::new(64 << 20, WINDOW);
+        naive.save(&mut ctx, 0, &prompt[..whole]);
+        assert_eq!(naive.best(&prompt, usable), None, "the whole prompt's state continues only from its end");
+        let mut saved = PromptCache::new(64 << 20, WINDOW);
+        saved.save(&mut ctx, 0, &prompt[..at]);
+        let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
+        assert_eq!(upto, at);
+        ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+        saved.restore(&mut ctx, entry, 1).expect("restores");
+        let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+        assert!(same_bits(&cold, &restored), "cold and restored past the window");
+        // Why: the whole prompt's state cut back to the same point gives other logits.
+        ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+        naive.restore(&mut ctx, 0, 1).expect("restores");
+        ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+        let cut = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+        assert!(!same_bits(&cold, &cut), "a cut state lacks window cells");
     }
 
     /// A prefix saved to host memory (`PromptCache`) and restored into another slot, one that held
@@ -628,7 +705,7 @@ mod tests {
         let (mut ctx, donor, prompt, cold) = sharing_fixture();
         evaluate_on(&mut ctx, 1, &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(9)), 0, BATCH as usize);
         evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
-        let mut saved = PromptCache::new(64 << 20);
+        let mut saved = PromptCache::new(64 << 20, 0);
         saved.save(&mut ctx, 0, &donor[..donor.len() / ROW_GROUP * ROW_GROUP]);
         ctx.kv_cache_seq_rm(0, None, None).expect("the slot moves on");
         let (entry, upto) =
