@@ -141,6 +141,10 @@ struct ServerArgs {
     /// (and at shutdown), read back when the same model file loads again.
     #[arg(long, value_name = "DIR")]
     prompt_cache_dir: Option<std::path::PathBuf>,
+    /// The most the prompt cache directory holds for all models (MiB): least recently used
+    /// prompts and models go first.
+    #[arg(long, default_value_t = 4096)]
+    prompt_cache_disk_mib: u32,
     /// Map model files into memory instead of reading them: loads share pages, but a model file
     /// truncated on disk while loaded then kills the server (SIGBUS).
     #[arg(long)]
@@ -512,6 +516,7 @@ fn server(args: ServerArgs) -> Result<()> {
         cpu_threads: args.threads,
         prompt_cache_mib: args.prompt_cache_mib,
         prompt_cache_dir: args.prompt_cache_dir.clone(),
+        prompt_cache_disk_mib: args.prompt_cache_disk_mib,
         try_mmap: args.mmap,
         ttl: (args.ttl > 0).then_some(args.ttl),
         guardrail: args.guardrail,

@@ -2,6 +2,10 @@
 //! instance unloads, read back when the same model file loads again, so a warm prompt stays warm
 //! across a restart.
 //!
+//! The directory holds at most a byte budget ([`crate::LoadConfig::prompt_cache_disk_mib`]) and
+//! [`MODELS_KEPT`] models: a model's least recently used prompts are left out past it, and the
+//! folders of the models written or restored longest ago go first.
+//!
 //! Each model file has a folder of its own, named by a hash of its size, modification time and
 //! first 8 MiB (the header): a file replaced under the same name is another model. Each saved
 //! prefix is one llama.cpp sequence-state file; `manifest` lists them with their SHA-256, and a
@@ -32,23 +36,29 @@ const IDENTITY_BYTES: u64 = 8 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct DiskCache {
     dir: PathBuf,
+    /// Bytes the whole cache directory may hold.
+    budget: u64,
 }
 
 impl DiskCache {
     /// The folder for the model file at `model` under `root`; `None` when the file cannot be read.
-    pub(crate) fn for_model(root: &Path, model: &Path) -> Option<Self> {
+    pub(crate) fn for_model(root: &Path, model: &Path, budget: u64) -> Option<Self> {
         let meta = std::fs::metadata(model).ok()?;
         let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
         let mut hasher = Sha256::new();
         hasher.update(meta.len().to_le_bytes());
         hasher.update(modified.to_le_bytes());
         std::io::copy(&mut std::fs::File::open(model).ok()?.take(IDENTITY_BYTES), &mut hasher).ok()?;
-        Some(Self { dir: root.join(&hex(&hasher.finalize())[..24]) })
+        Some(Self { dir: root.join(&hex(&hasher.finalize())[..24]), budget })
     }
 
     /// Fills `saved` from the folder, through sequence `scratch` (empty before and after).
     pub(super) fn restore(&self, ctx: &mut LlamaContext, saved: &mut PromptCache, scratch: i32, max_tokens: usize) {
         let Ok(manifest) = std::fs::read_to_string(self.dir.join("manifest")) else { return };
+        // Used now: the last of the folders to go.
+        if let Ok(file) = std::fs::File::options().append(true).open(self.dir.join("manifest")) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         let mut restored = 0;
         for line in manifest.lines() {
             let Some((name, sha)) = line.split_once(' ') else { continue };
@@ -80,7 +90,7 @@ impl DiskCache {
             tracing::warn!(dir = %self.dir.display(), "prompt cache not saved: {e}");
         }
         if let Some(root) = self.dir.parent() {
-            evict_old_models(root);
+            evict_old_models(root, &self.dir, self.budget);
         }
     }
 
@@ -90,8 +100,21 @@ impl DiskCache {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir)?;
+        // The most recently used prompts that fit the budget, written least recently used first
+        // (the order restore brings them back in).
+        let entries: Vec<_> = saved.entries().collect();
+        let mut bytes = 0u64;
+        let fit = entries
+            .iter()
+            .rev()
+            .take_while(|(_, state)| {
+                bytes += state.byte_len() as u64;
+                bytes <= self.budget
+            })
+            .count();
+        let kept = entries.len() - fit;
         let mut manifest = String::new();
-        for (n, (tokens, state)) in saved.entries().enumerate() {
+        for (n, (tokens, state)) in entries.into_iter().skip(kept).enumerate() {
             let _ = ctx.kv_cache_seq_rm(scratch, None, None);
             let name = format!("{n}.state");
             let file = self.dir.join(&name);
@@ -112,23 +135,58 @@ impl DiskCache {
     }
 }
 
-/// Keeps the [`MODELS_KEPT`] model folders whose manifests were written last.
-fn evict_old_models(root: &Path) {
+/// Keeps at most [`MODELS_KEPT`] model folders and `budget` bytes under `root`: the folders whose
+/// manifests were written or restored longest ago go first; `current` (just written) stays.
+fn evict_old_models(root: &Path, current: &Path, budget: u64) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
-    let mut folders: Vec<(std::time::SystemTime, PathBuf)> = entries
+    let mut folders: Vec<(bool, std::time::SystemTime, u64, PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
-            let written = e.path().join("manifest").metadata().and_then(|m| m.modified()).ok()?;
-            Some((written, e.path()))
+            let used = e.path().join("manifest").metadata().and_then(|m| m.modified()).ok()?;
+            let bytes =
+                std::fs::read_dir(e.path()).ok()?.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+            Some((e.path() == current, used, bytes, e.path()))
         })
         .collect();
-    folders.sort();
-    let excess = folders.len().saturating_sub(MODELS_KEPT);
-    for (_, dir) in folders.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(dir);
+    // The current folder first (it stays), then from the most recently used on.
+    folders.sort_by_key(|f| std::cmp::Reverse((f.0, f.1)));
+    let mut total = 0u64;
+    for (n, (is_current, _, bytes, dir)) in folders.into_iter().enumerate() {
+        total += bytes;
+        if !is_current && (n >= MODELS_KEPT || total > budget) {
+            tracing::info!(dir = %dir.display(), bytes, "prompt cache of a model used longer ago removed (disk budget)");
+            let _ = std::fs::remove_dir_all(dir);
+            total -= bytes;
+        }
     }
 }
 
 fn sha256_of(file: &Path) -> Option<String> {
     sha256_hex(&mut std::fs::File::open(file).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the budget, the folders used longest ago go; the one just written stays, however old.
+    #[test]
+    fn the_models_used_longest_ago_leave_the_budget_first() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let now = std::time::SystemTime::now();
+        let folder = |name: &str, minutes_ago: u64| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(&dir).expect("creates");
+            std::fs::write(dir.join("0.state"), vec![0u8; 1000]).expect("writes");
+            let manifest = std::fs::File::create(dir.join("manifest")).expect("creates");
+            manifest.set_modified(now - std::time::Duration::from_secs(60 * minutes_ago)).expect("dates");
+            dir
+        };
+        let (oldest, middle, newest) = (folder("a", 30), folder("b", 20), folder("c", 10));
+        evict_old_models(root.path(), &oldest, 2500);
+        assert!(oldest.exists() && newest.exists(), "the current and the most recent stay");
+        assert!(!middle.exists(), "over the budget: the least recently used other one goes");
+        evict_old_models(root.path(), &newest, 100_000);
+        assert!(oldest.exists() && newest.exists(), "within the budget nothing goes");
+    }
 }

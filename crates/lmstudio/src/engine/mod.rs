@@ -145,7 +145,9 @@ impl Engine {
             threads,
             sliding_window,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
-            disk_cache: config.prompt_cache_dir.as_deref().and_then(|dir| disk_cache::DiskCache::for_model(dir, path)),
+            disk_cache: config.prompt_cache_dir.as_deref().and_then(|dir| {
+                disk_cache::DiskCache::for_model(dir, path, u64::from(config.prompt_cache_disk_mib) << 20)
+            }),
         };
         let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
         let shared = Arc::new(Shared {

@@ -390,6 +390,10 @@ pub struct LoadConfig {
     /// so prompts that were warm before a restart are warm after it. Files that are not what was
     /// written are ignored. Default: none (not kept).
     pub prompt_cache_dir: Option<std::path::PathBuf>,
+    /// The most [`LoadConfig::prompt_cache_dir`] holds, for all models together (MiB): a
+    /// model's least recently used prompts are not written past it, and the caches of the models
+    /// used longest ago are removed first. Default 4096.
+    pub prompt_cache_disk_mib: u32,
 }
 
 /// The memory check before a load (LM Studio's model loading guardrails): the estimate against
@@ -431,6 +435,7 @@ impl Default for LoadConfig {
             ttl: None,
             guardrail: Guardrail::Strict,
             prompt_cache_dir: None,
+            prompt_cache_disk_mib: 4096,
         }
     }
 }
