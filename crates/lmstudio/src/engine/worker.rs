@@ -525,6 +525,19 @@ mod tests {
         ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
     }
 
+    /// A context on the default model with `parallel` slots of `context_length` cells, 2 threads.
+    fn test_context(context_length: u32, parallel: u32, window: usize) -> LlamaContext<'static> {
+        let params = EngineParams {
+            context_length,
+            parallel,
+            threads: 2,
+            sliding_window: window as u32,
+            prompt_cache_bytes: 0,
+            disk_cache: None,
+        };
+        new_context(super::super::backend().expect("backend"), default_model(), &params, 2).expect("context")
+    }
+
     fn default_model() -> &'static LlamaModel {
         static MODEL: std::sync::OnceLock<LlamaModel> = std::sync::OnceLock::new();
         MODEL.get_or_init(|| {
@@ -546,17 +559,7 @@ mod tests {
     /// prefix the cache held, its logits are bitwise the same.
     #[test]
     fn prompt_logits_do_not_depend_on_chunking_or_cache() {
-        let model = default_model();
-        let backend = super::super::backend().expect("backend");
-        let params = EngineParams {
-            context_length: 1024,
-            parallel: 1,
-            threads: 2,
-            sliding_window: 0,
-            prompt_cache_bytes: 0,
-            disk_cache: None,
-        };
-        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let mut ctx = test_context(1024, 1, 0);
         let text = HARBOUR.repeat(4);
         let other = tokenize(&format!("{text}Nobody on the quay said a word"));
         for ending in ["The", "The old", "The old man", "The old man who"] {
@@ -583,17 +586,7 @@ mod tests {
     /// A context with two slots, a donor prompt, a prompt that shares its prefix, and that prompt's
     /// logits computed cold in slot 1 (the cache is empty again after).
     fn sharing_fixture() -> (LlamaContext<'static>, Vec<LlamaToken>, Vec<LlamaToken>, Vec<f32>) {
-        let model = default_model();
-        let backend = super::super::backend().expect("backend");
-        let params = EngineParams {
-            context_length: 1024,
-            parallel: 2,
-            threads: 2,
-            sliding_window: 0,
-            prompt_cache_bytes: 0,
-            disk_cache: None,
-        };
-        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let mut ctx = test_context(1024, 2, 0);
         let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
         let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));
         let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
@@ -650,17 +643,7 @@ mod tests {
     #[test]
     fn a_prompt_longer_than_the_window_is_restored_where_it_was_saved() {
         const WINDOW: usize = 512;
-        let model = default_model();
-        let backend = super::super::backend().expect("backend");
-        let params = EngineParams {
-            context_length: 2048,
-            parallel: 2,
-            threads: 2,
-            sliding_window: WINDOW as u32,
-            prompt_cache_bytes: 0,
-            disk_cache: None,
-        };
-        let mut ctx = new_context(backend, model, &params, 2).expect("context");
+        let mut ctx = test_context(2048, 2, WINDOW);
         let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(45)));
         assert!(prompt.len() > 2 * WINDOW, "{}", prompt.len());
         let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
