@@ -227,6 +227,10 @@ struct CompleteArgs {
     /// text that repeats; the same text).
     #[arg(long, value_name = "ngram|off")]
     speculative: Option<lms::Speculation>,
+    /// Speculative decoding with a draft model: the key of a smaller model of the same family
+    /// (the same tokenizer), loaded along (LM Studio's `draftModel`).
+    #[arg(long, value_name = "KEY")]
+    draft_model: Option<String>,
     /// Stop before this string (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
@@ -452,6 +456,7 @@ fn complete(args: CompleteArgs) -> Result<()> {
         frequency_penalty: args.frequency_penalty,
         seed: args.seed,
         speculation: args.speculative,
+        draft_model: args.draft_model.clone(),
         preset: args.preset.clone(),
         structured: structured(args.schema.as_deref(), args.grammar.as_deref())?,
         ..Default::default()

@@ -51,6 +51,7 @@ impl From<lms::Error> for ApiError {
             E::ModelNotFound { .. } => (StatusCode::NOT_FOUND, Some("model_not_found")),
             E::PresetNotFound { .. } => (StatusCode::NOT_FOUND, Some("preset_not_found")),
             E::AmbiguousModel { .. } => (StatusCode::BAD_REQUEST, Some("ambiguous_model")),
+            E::IncompatibleDraftModel { .. } => (StatusCode::BAD_REQUEST, Some("incompatible_draft_model")),
             E::InvalidConfig(_) | E::InvalidPrompt(_) => (StatusCode::BAD_REQUEST, None),
             E::ContextOverflow { .. } => (StatusCode::BAD_REQUEST, Some("context_length_exceeded")),
             E::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")),

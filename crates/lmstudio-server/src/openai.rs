@@ -83,6 +83,8 @@ pub(crate) struct CompletionRequest {
     ignore_eos: Option<bool>,
     /// Ours: `"ngram"` drafts tokens from the context (speculative decoding), `"off"`.
     speculation: Option<lms::Speculation>,
+    /// LM Studio's extension: the key of a draft model (speculative decoding).
+    draft_model: Option<String>,
     /// Completions: how many alternatives per token (0 to 20); chat: `true` to have them.
     logprobs: Option<Value>,
     /// Chat: how many alternatives per token, with `logprobs: true`.
@@ -232,6 +234,7 @@ impl CompletionRequest {
             seed,
             ignore_eos: self.ignore_eos,
             speculation: self.speculation,
+            draft_model: self.draft_model.clone(),
             ..Default::default()
         })
     }

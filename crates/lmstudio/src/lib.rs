@@ -55,7 +55,8 @@ pub use client::{Client, Llm};
 pub use engine::FAULT_PANIC;
 pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
-    Config, ContextOverflowPolicy, Guardrail, LoadConfig, Speculation, Structured, ValidConfig, DEFAULT_PARALLEL,
+    Config, ContextOverflowPolicy, DraftSettings, Guardrail, LoadConfig, Speculation, Structured, ValidConfig,
+    DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
 };
 pub use types::error::{Error, Result};
 pub use types::event::{LoadEvent, OnLoad};

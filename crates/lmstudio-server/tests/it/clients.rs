@@ -101,6 +101,16 @@ class Answer(BaseModel):
 r = model.complete("Is water wet? As JSON:", response_format=Answer, config={"maxTokens": 300, "seed": 4})
 assert r.stats.stop_reason == "eosFound" and set(r.parsed) == {"answer", "reason"}, r
 assert isinstance(r.parsed["answer"], bool)
+
+# Speculative decoding with a draft model (the model as its own), and its stats by LM Studio's names.
+r = model.complete("1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4,", config={"draftModel": "gemma-3-270m",
+    "maxTokens": 12, "temperature": 0, "repeatPenalty": 1, "speculativeDecodingMinContinueDraftingProbability": 0.5})
+plain = model.complete("1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4,", config={"maxTokens": 12, "temperature": 0, "repeatPenalty": 1})
+assert r.content == plain.content, (r.content, plain.content)
+assert r.stats.used_draft_model_key == "gemma-3-270m", r.stats
+assert r.stats.accepted_draft_tokens_count > 0 and r.stats.total_draft_tokens_count == (
+    r.stats.accepted_draft_tokens_count + r.stats.rejected_draft_tokens_count + r.stats.ignored_draft_tokens_count), r.stats
+assert plain.stats.used_draft_model_key is None
 try:
     lms.llm("no-such-model")
     raise AssertionError("loaded a model that does not exist")

@@ -83,6 +83,18 @@ async fn completion_shapes() {
     assert_eq!(v["choices"][0]["text"], json_of(&plain)["choices"][0]["text"]);
     assert_eq!(v["stats"]["used_draft_model_key"], "ngram", "{v}");
     assert!(v["stats"]["accepted_draft_tokens_count"].as_u64().is_some_and(|n| n > 0), "{v}");
+    // LM Studio's draft_model: the model as its own draft; one of another vocabulary is a 400.
+    let mut drafted = cycle.clone();
+    drafted["draft_model"] = json!("gemma-3-270m");
+    let (status, body) = call(state(), post("/api/v0/completions", drafted.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["choices"][0]["text"], json_of(&plain)["choices"][0]["text"]);
+    assert_eq!(v["stats"]["used_draft_model_key"], "gemma-3-270m", "{v}");
+    drafted["speculation"] = json!("ngram");
+    let (status, body) = call(state(), post("/v1/completions", drafted.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("exclude each other"), "{body}");
     fast["speculation"] = json!("medusa");
     let (status, body) = call(state(), post("/v1/completions", fast.to_string())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -1,6 +1,7 @@
 //! The embedded backend of [`Client`](super::Client): models of a store loaded into this process,
 //! each with its engine thread.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -57,12 +58,21 @@ pub(super) struct Loaded {
     estimate: MemoryEstimate,
     /// When it was last used (a prediction submitted or running, a lookup).
     last_used: Mutex<Instant>,
+    /// Where draft models are found.
+    store: ModelStore,
 }
 
 impl Loaded {
     /// Starts the idle count again.
     pub fn touch(&self) {
         *lock(&self.last_used) = Instant::now();
+    }
+
+    /// The key and file of the draft model `query` names, its header checked.
+    pub fn draft_file(&self, query: &str) -> Result<(String, PathBuf)> {
+        let stored = self.store.resolve(query)?;
+        stored.valid_info()?;
+        Ok((stored.key, stored.path))
     }
 
     /// Whether its TTL has run out: idle (nothing running or queued) for that long.
@@ -271,6 +281,7 @@ impl Embedded {
             config: config.clone(),
             estimate,
             last_used: Mutex::new(Instant::now()),
+            store: self.store.clone(),
         });
         lock(&self.loaded).push(Arc::clone(&loaded));
         if ttl.is_some() {

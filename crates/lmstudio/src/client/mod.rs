@@ -629,7 +629,9 @@ impl Llm {
                     }
                 };
                 l.touch();
-                l.engine.submit(prompt, valid, tx, Arc::clone(&cancel))?
+                let draft = valid.draft.as_ref().map(|d| l.draft_file(&d.model)).transpose()?;
+                let draft = draft.as_ref().map(|(key, path)| (key.as_str(), path.as_path()));
+                l.engine.submit(prompt, valid, draft, tx, Arc::clone(&cancel))?
             }
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));

@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
 mod disk_cache;
+mod draft;
 mod grammar;
 mod prompt_cache;
 mod rules;
@@ -35,6 +36,8 @@ pub(crate) struct Job {
     pub config: ValidConfig,
     /// The compiled language of `config.structured`.
     pub grammar: Option<grammar::Grammar>,
+    /// The draft model of `config.draft`, loaded, and how to draft with it.
+    pub draft: Option<(Arc<draft::DraftModel>, draft::DraftRule)>,
     pub events: flume::Sender<Event>,
     pub cancel: Arc<AtomicBool>,
     pub submitted: Instant,
@@ -91,6 +94,10 @@ pub(crate) struct Engine {
     parallel: usize,
     max_queued: usize,
     context_length: usize,
+    threads: u32,
+    /// The draft model predictions asked for last (kept for the next; running predictions hold
+    /// their own reference, so replacing it never stops one).
+    draft: Mutex<Option<Arc<draft::DraftModel>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -179,6 +186,8 @@ impl Engine {
             parallel: config.parallel() as usize,
             max_queued: config.max_queued as usize,
             context_length: context_length as usize,
+            threads,
+            draft: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -214,17 +223,22 @@ impl Engine {
     }
 
     /// Tokenizes, fits and queues a prediction (the caller has refused an empty prompt); events
-    /// arrive on `events`.
+    /// arrive on `events`. `draft_file` is the file of `config.draft`'s model, with its key.
     pub fn submit(
         &self,
         prompt: &str,
         config: ValidConfig,
+        draft_file: Option<(&str, &Path)>,
         events: flume::Sender<Event>,
         cancel: Arc<AtomicBool>,
     ) -> Result<()> {
         let submitted = Instant::now();
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
         let grammar = config.structured.as_ref().map(|s| self.grammars.get(&self.model, s)).transpose()?;
+        let draft = match (&config.draft, draft_file) {
+            (Some(d), Some((key, path))) => Some((self.draft_model(key, path)?, draft::DraftRule::of(d))),
+            _ => None,
+        };
         let jobs = lock(&self.shared.jobs).clone().ok_or_else(|| self.stopped())?;
         // Count before sending so the worker's decrement can never run first.
         self.shared.queued.fetch_add(1, Ordering::SeqCst);
@@ -232,6 +246,7 @@ impl Engine {
             tokens,
             config,
             grammar,
+            draft,
             events,
             cancel,
             submitted,
@@ -254,6 +269,24 @@ impl Engine {
 }
 
 impl Engine {
+    /// The draft model at `path`: the one loaded last when it is that file, else loaded now (its
+    /// vocabulary checked against this model's).
+    fn draft_model(&self, key: &str, path: &Path) -> Result<Arc<draft::DraftModel>> {
+        let mut current = lock(&self.draft);
+        if let Some(d) = current.as_ref().filter(|d| d.path == path) {
+            return Ok(Arc::clone(d));
+        }
+        let target = draft::DraftTarget {
+            model: &self.model,
+            context_length: self.context_length as u32,
+            parallel: self.parallel as u32,
+            threads: self.threads,
+        };
+        let loaded = Arc::new(draft::DraftModel::load(backend()?, key, path, target)?);
+        *current = Some(Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
     /// Predictions running and queued now, and whether the engine failed.
     pub fn activity(&self) -> Activity {
         Activity {

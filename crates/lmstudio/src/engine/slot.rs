@@ -10,6 +10,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
+use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::rules::{common_prefix, reuse_point, DRAFT_START};
 use super::sampler::Sampler;
@@ -92,13 +93,29 @@ pub(super) struct Active {
     pub(super) unsent_logprobs: Vec<TokenLogprob>,
     pub(super) logprobs: Vec<TokenLogprob>,
     pub(super) first_token_at: Option<Instant>,
-    /// With n-gram speculation: the next draft's length and what became of drafts so far.
+    /// With speculation: where drafts come from, the next one's length, and what became of
+    /// drafts so far.
     pub(super) drafts: Option<Drafts>,
 }
 
 pub(super) struct Drafts {
+    /// The draft model, or `None` for drafts from the context (n-grams).
+    pub(super) model: Option<(Arc<DraftModel>, DraftRule)>,
+    /// The next n-gram draft's most tokens.
     pub(super) len: usize,
     pub(super) stats: DraftStats,
+}
+
+impl Drafts {
+    fn new(job: &mut Job) -> Option<Self> {
+        let model = job.draft.take();
+        let key = match &model {
+            Some((m, _)) => m.key.clone(),
+            None if job.config.ngram_speculation => "ngram".into(),
+            None => return None,
+        };
+        Some(Self { model, len: DRAFT_START, stats: DraftStats { used_draft_model_key: key, ..Default::default() } })
+    }
 }
 
 impl Slot {
@@ -163,10 +180,7 @@ impl Slot {
             unsent_logprobs: Vec::new(),
             logprobs: Vec::new(),
             first_token_at: None,
-            drafts: job.config.ngram_speculation.then(|| Drafts {
-                len: DRAFT_START,
-                stats: DraftStats { used_draft_model_key: "ngram".into(), ..Default::default() },
-            }),
+            drafts: Drafts::new(&mut job),
             job,
         };
         let alive = active.job.events.send(Event::PromptProgress(0.0)).is_ok();

@@ -432,7 +432,10 @@ impl Worker<'_> {
                 let room = (model.ctx_len.saturating_sub(pos + 2))
                     .min((BATCH as usize).saturating_sub(batch.n_tokens() as usize + generating))
                     .min(left.saturating_sub(1));
-                draft = ngram_draft(&slot.cached, d.len.min(room)).to_vec();
+                draft = match &d.model {
+                    None => ngram_draft(&slot.cached, d.len.min(room)).to_vec(),
+                    Some((m, rule)) => m.draft(slot.seq, &slot.cached, room, *rule),
+                };
                 d.stats.total_draft_tokens_count += draft.len() as u64;
                 for (j, &t) in draft.iter().enumerate() {
                     let _ = batch.add(t, (pos + 1 + j) as i32, &[slot.seq], true);

@@ -79,7 +79,40 @@ pub struct Config {
     /// (our key `lmstudioRs.speculation`). Default off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speculation: Option<Speculation>,
+    /// Speculative decoding with a draft model (LM Studio's `draftModel`): the key of a smaller
+    /// model with the same vocabulary, loaded with the first prediction that names it, guesses
+    /// tokens greedily for this model to check. The text is what it would be without (the same
+    /// draws). A model whose vocabulary differs: [`Error::IncompatibleDraftModel`]. `""` is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_model: Option<String>,
+    /// With a draft model: draft exactly this many tokens each step (1 to 64), however unsure
+    /// the draft model is. Default: up to 16, while it is sure enough.
+    #[serde(default, deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
+    pub speculative_decoding_num_draft_tokens_exact: Option<u32>,
+    /// With a draft model: drafts shorter than this are not checked. Default 0.
+    #[serde(default, deserialize_with = "de_opt_int", skip_serializing_if = "Option::is_none")]
+    pub speculative_decoding_min_draft_length_to_consider: Option<u32>,
+    /// With a draft model: drafting stops at a token the draft model gives less than this
+    /// probability, in `[0, 1]`. Default 0.75.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative_decoding_min_continue_drafting_probability: Option<f32>,
 }
+
+/// A draft model and how to draft with it ([`ValidConfig::draft`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftSettings {
+    /// The draft model's key (as asked; the client resolves it).
+    pub model: String,
+    /// Tokens drafted each step, when fixed.
+    pub num_draft_tokens_exact: Option<u32>,
+    /// Shortest draft checked.
+    pub min_draft_length_to_consider: u32,
+    /// Least probability at which drafting goes on.
+    pub min_continue_drafting_probability: f32,
+}
+
+/// The most tokens [`Config::speculative_decoding_num_draft_tokens_exact`] takes.
+pub const MAX_DRAFT_TOKENS: u32 = 64;
 
 /// How a prediction drafts tokens ahead ([`Config::speculation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +258,8 @@ pub struct ValidConfig {
     pub structured: Option<Structured>,
     /// Whether tokens are drafted from the context.
     pub ngram_speculation: bool,
+    /// The draft model, when one drafts.
+    pub draft: Option<DraftSettings>,
 }
 
 impl Config {
@@ -248,6 +283,16 @@ impl Config {
             logprobs: self.logprobs.or(base.logprobs),
             structured: self.structured.or(base.structured),
             speculation: self.speculation.or(base.speculation),
+            draft_model: self.draft_model.or(base.draft_model),
+            speculative_decoding_num_draft_tokens_exact: self
+                .speculative_decoding_num_draft_tokens_exact
+                .or(base.speculative_decoding_num_draft_tokens_exact),
+            speculative_decoding_min_draft_length_to_consider: self
+                .speculative_decoding_min_draft_length_to_consider
+                .or(base.speculative_decoding_min_draft_length_to_consider),
+            speculative_decoding_min_continue_drafting_probability: self
+                .speculative_decoding_min_continue_drafting_probability
+                .or(base.speculative_decoding_min_continue_drafting_probability),
         }
     }
 
@@ -301,7 +346,60 @@ impl Config {
             logprobs: self.logprobs,
             structured: self.structured.as_ref().map(Structured::validate).transpose()?,
             ngram_speculation: self.speculation == Some(Speculation::Ngram),
+            draft: self.draft_settings()?,
         })
+    }
+
+    /// The draft model's settings, checked; `None` without a draft model (its knobs alone are
+    /// refused: they would do nothing).
+    fn draft_settings(&self) -> Result<Option<DraftSettings>> {
+        let model = self.draft_model.as_deref().map(str::trim).filter(|m| !m.is_empty());
+        let Some(model) = model else {
+            let knob = [
+                ("speculativeDecodingNumDraftTokensExact", self.speculative_decoding_num_draft_tokens_exact.is_some()),
+                (
+                    "speculativeDecodingMinDraftLengthToConsider",
+                    self.speculative_decoding_min_draft_length_to_consider.is_some(),
+                ),
+                (
+                    "speculativeDecodingMinContinueDraftingProbability",
+                    self.speculative_decoding_min_continue_drafting_probability.is_some(),
+                ),
+            ]
+            .into_iter()
+            .find(|(_, set)| *set);
+            return match knob {
+                Some((name, _)) => Err(Error::InvalidConfig(format!("{name} needs draftModel"))),
+                None => Ok(None),
+            };
+        };
+        if self.speculation == Some(Speculation::Ngram) {
+            return Err(Error::InvalidConfig("draftModel and n-gram speculation exclude each other".into()));
+        }
+        let exact = self.speculative_decoding_num_draft_tokens_exact;
+        if let Some(n) = exact.filter(|n| !(1..=MAX_DRAFT_TOKENS).contains(n)) {
+            return Err(Error::InvalidConfig(format!(
+                "speculativeDecodingNumDraftTokensExact must be in 1..={MAX_DRAFT_TOKENS}, got {n}"
+            )));
+        }
+        let min_len = self.speculative_decoding_min_draft_length_to_consider.unwrap_or(0);
+        if min_len > MAX_DRAFT_TOKENS {
+            return Err(Error::InvalidConfig(format!(
+                "speculativeDecodingMinDraftLengthToConsider must be at most {MAX_DRAFT_TOKENS}, got {min_len}"
+            )));
+        }
+        let min_p = check(
+            "speculativeDecodingMinContinueDraftingProbability",
+            self.speculative_decoding_min_continue_drafting_probability,
+            0.75,
+            |p| (0.0..=1.0).contains(&p),
+        )?;
+        Ok(Some(DraftSettings {
+            model: model.to_owned(),
+            num_draft_tokens_exact: exact,
+            min_draft_length_to_consider: min_len,
+            min_continue_drafting_probability: min_p,
+        }))
     }
 }
 
@@ -478,6 +576,38 @@ impl LoadConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draft_model_settings_are_checked() {
+        let draft = |json: &str| Config::from_json(json).expect("parses").validate();
+        let d = draft(r#"{"draftModel": "small"}"#).expect("valid").draft.expect("a draft model");
+        assert_eq!((d.model.as_str(), d.num_draft_tokens_exact, d.min_draft_length_to_consider), ("small", None, 0));
+        assert_eq!(d.min_continue_drafting_probability, 0.75);
+        let d = draft(
+            r#"{"draftModel": "small", "speculativeDecodingNumDraftTokensExact": 4,
+                "speculativeDecodingMinDraftLengthToConsider": 2,
+                "speculativeDecodingMinContinueDraftingProbability": 0.5}"#,
+        )
+        .expect("valid")
+        .draft
+        .expect("a draft model");
+        assert_eq!((d.num_draft_tokens_exact, d.min_draft_length_to_consider), (Some(4), 2));
+        assert_eq!(d.min_continue_drafting_probability, 0.5);
+        assert!(draft(r#"{"draftModel": ""}"#).expect("valid").draft.is_none(), "empty is none");
+        for (json, name) in [
+            (r#"{"speculativeDecodingNumDraftTokensExact": 4}"#, "needs draftModel"),
+            (r#"{"draftModel": "s", "speculation": "ngram"}"#, "exclude each other"),
+            (r#"{"draftModel": "s", "speculativeDecodingNumDraftTokensExact": 0}"#, "1..=64"),
+            (r#"{"draftModel": "s", "speculativeDecodingNumDraftTokensExact": 65}"#, "1..=64"),
+            (r#"{"draftModel": "s", "speculativeDecodingMinDraftLengthToConsider": 99}"#, "at most 64"),
+            (r#"{"draftModel": "s", "speculativeDecodingMinContinueDraftingProbability": 1.5}"#, "out of range"),
+        ] {
+            match draft(json) {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains(name), "{json}: {m}"),
+                other => panic!("{json}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn parses_lm_studio_camel_case() {

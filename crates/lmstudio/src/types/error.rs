@@ -53,6 +53,16 @@ pub enum Error {
         /// What llama.cpp reported.
         reason: String,
     },
+    /// The draft model asked for cannot draft for this model: its tokens are not the same.
+    #[error("{draft:?} ({}) cannot be the draft model of this model: {reason}; pick a model of the same family (the same tokenizer)", path.display())]
+    IncompatibleDraftModel {
+        /// The draft model's key.
+        draft: String,
+        /// Its file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// No preset answers to the name asked for.
     #[error("no preset {query:?}{}", if available.is_empty() { "; there are none (put *.preset.json files in $LMSTUDIO_PRESETS_DIR)".to_owned() } else { format!("; available: {}", available.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")) })]
     PresetNotFound {

@@ -26,6 +26,7 @@ enum Wire {
     Load { path: PathBuf, reason: String },
     InsufficientMemory { estimate: crate::types::result::MemoryEstimate, available_mib: u64 },
     IdentifierInUse { identifier: String },
+    IncompatibleDraftModel { draft: String, path: PathBuf, reason: String },
     PresetNotFound { query: String, available: Vec<(String, String)> },
     Overloaded { queued: usize },
     NotFinished,
@@ -61,6 +62,9 @@ impl From<&Error> for Wire {
                 Self::InsufficientMemory { estimate: *estimate, available_mib: *available_mib }
             }
             Error::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier: identifier.clone() },
+            Error::IncompatibleDraftModel { draft, path, reason } => {
+                Self::IncompatibleDraftModel { draft: draft.clone(), path: path.clone(), reason: reason.clone() }
+            }
             Error::PresetNotFound { query, available } => {
                 Self::PresetNotFound { query: query.clone(), available: available.clone() }
             }
@@ -93,6 +97,9 @@ impl From<Wire> for Error {
                 Self::InsufficientMemory { estimate, available_mib }
             }
             Wire::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier },
+            Wire::IncompatibleDraftModel { draft, path, reason } => {
+                Self::IncompatibleDraftModel { draft, path, reason }
+            }
             Wire::PresetNotFound { query, available } => Self::PresetNotFound { query, available },
             Wire::Overloaded { queued } => Self::Overloaded { queued },
             Wire::NotFinished => Self::NotFinished,
@@ -178,6 +185,7 @@ mod tests {
             Error::ContextOverflow { prompt_tokens: 5000, context_length: 4096 },
             Error::Load { path: "/m/y.gguf".into(), reason: "no memory".into() },
             Error::Overloaded { queued: 64 },
+            Error::IncompatibleDraftModel { draft: "d".into(), path: "/m/d.gguf".into(), reason: "token 5".into() },
             Error::NotFinished,
             Error::ModelUnloaded,
             Error::Engine("decode".into()),

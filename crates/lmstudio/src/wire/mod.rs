@@ -115,7 +115,6 @@ type AsksForNothing = fn(Option<&Value>) -> bool;
 const UNSUPPORTED: &[(&str, AsksForNothing)] = &[
     ("tools", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
     ("logProbs", |v| v.is_none_or(|v| v.is_null() || v == false || v == 0)),
-    ("speculativeDecoding.draftModel", |v| v.is_none_or(|v| v.is_null() || v == "")),
 ];
 
 /// LM Studio's prediction keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
@@ -241,6 +240,38 @@ const PREDICTION: &[Setting<Config>] = &[
             Ok(())
         },
         write: |c| c.speculation.map(|s| json!(s)),
+    },
+    Setting {
+        key: "speculativeDecoding.draftModel",
+        read: |c, v| {
+            c.draft_model = v.filter(|v| !v.is_null()).map(|v| v.as_str().map(str::to_owned).ok_or(())).transpose()?;
+            Ok(())
+        },
+        write: |c| c.draft_model.as_ref().map(|m| json!(m)),
+    },
+    Setting {
+        key: "speculativeDecoding.numDraftTokensExact",
+        read: |c, v| {
+            c.speculative_decoding_num_draft_tokens_exact = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.speculative_decoding_num_draft_tokens_exact.map(|n| json!(n)),
+    },
+    Setting {
+        key: "speculativeDecoding.minDraftLengthToConsider",
+        read: |c, v| {
+            c.speculative_decoding_min_draft_length_to_consider = v.map(uint).transpose()?;
+            Ok(())
+        },
+        write: |c| c.speculative_decoding_min_draft_length_to_consider.map(|n| json!(n)),
+    },
+    Setting {
+        key: "speculativeDecoding.minContinueDraftingProbability",
+        read: |c, v| {
+            c.speculative_decoding_min_continue_drafting_probability = v.map(float).transpose()?;
+            Ok(())
+        },
+        write: |c| c.speculative_decoding_min_continue_drafting_probability.map(|p| json!(p)),
     },
 ];
 
@@ -400,7 +431,6 @@ mod tests {
             ("structured", json!({"type": "regex", "pattern": "a+"})),
             ("tools", json!({"type": "toolArray", "tools": []})),
             ("logProbs", json!({"checked": true, "value": 3})),
-            ("speculativeDecoding.draftModel", json!("some-draft")),
         ];
         for (key, value) in refused {
             match stack(key, value).prediction_config() {
@@ -413,6 +443,7 @@ mod tests {
             ("tools", json!({"type": "none"})),
             ("logProbs", json!({"checked": false, "value": 3})),
             ("promptTemplate", json!({"type": "jinja"})),
+            ("speculativeDecoding.draftModel", json!("")),
         ];
         for (key, value) in taken {
             assert!(stack(key, value).prediction_config().is_ok(), "{key}");
@@ -441,9 +472,23 @@ mod tests {
             logprobs: None,
             structured: Some(Structured::Json(json!({"type": "object", "properties": {"b": {}, "a": {}}}))),
             speculation: Some(crate::types::config::Speculation::Ngram),
+            draft_model: None,
+            speculative_decoding_num_draft_tokens_exact: None,
+            speculative_decoding_min_draft_length_to_consider: None,
+            speculative_decoding_min_continue_drafting_probability: None,
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);
+        let drafted = Config {
+            speculation: None,
+            draft_model: Some("gemma-3-270m".into()),
+            speculative_decoding_num_draft_tokens_exact: Some(5),
+            speculative_decoding_min_draft_length_to_consider: Some(2),
+            speculative_decoding_min_continue_drafting_probability: Some(0.5),
+            ..c
+        };
+        let stack = KvStack::of("apiOverride", prediction_fields(&drafted));
+        assert_eq!(stack.prediction_config().expect("valid"), drafted);
     }
 
     #[test]
