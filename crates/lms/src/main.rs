@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The inference runtime of this build: its backends and the devices they find.
+    Runtime {
+        #[command(subcommand)]
+        action: RuntimeAction,
+    },
     /// LM Studio's presets (`*.preset.json` in $LMSTUDIO_PRESETS_DIR).
     Preset {
         #[command(subcommand)]
@@ -96,6 +101,16 @@ enum Command {
     Server {
         #[command(subcommand)]
         action: ServerAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimeAction {
+    /// List the backends built in and the devices they find, with memory.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -149,6 +164,10 @@ struct ServerArgs {
     /// truncated on disk while loaded then kills the server (SIGBUS).
     #[arg(long)]
     mmap: bool,
+    /// GPU offload of the models the server loads: `off`, `max` or a share of the layers in 0..1
+    /// (`max` runs on the CPU where no GPU device is found; see `lms runtime ls`).
+    #[arg(long, value_name = "off|max|0..1")]
+    gpu: Option<lms::GpuOffload>,
     /// Require this key: `Authorization: Bearer KEY` over HTTP, the client passkey over websockets.
     #[arg(long, env = "LMS_API_KEY")]
     api_key: Option<String>,
@@ -317,6 +336,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Preset { action: PresetAction::Ls } => preset_ls(),
+        Command::Runtime { action: RuntimeAction::Ls { json } } => runtime_ls(json),
         Command::Bench(args) => bench::run(args),
         Command::Stress(args) => bench::stress::run(args),
         Command::BenchStructured(args) => bench::structured::run(args),
@@ -325,6 +345,41 @@ fn run(cli: Cli) -> Result<()> {
         Command::Server { action: ServerAction::Status } => manage::status(),
         Command::Server { action: ServerAction::Stop } => manage::stop(),
     }
+}
+
+/// The backends this build has (llama.cpp's CPU backend always; CUDA with the `cuda` feature) and
+/// the devices they find.
+fn runtime_ls(json: bool) -> Result<()> {
+    let devices = lms::devices()?;
+    let mut backends = vec![("CPU", true)];
+    backends.push(("CUDA", cfg!(feature = "cuda")));
+    if json {
+        let backends: Vec<_> = backends
+            .iter()
+            .map(|(name, built)| {
+                let found = devices.iter().filter(|d| d.backend == *name).count();
+                serde_json::json!({"name": name, "built": built, "devices": found})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"backends": backends, "devices": devices}))?);
+        return Ok(());
+    }
+    for (name, built) in &backends {
+        let found = devices.iter().filter(|d| d.backend == *name).count();
+        let state = match (built, found) {
+            (false, _) => "not in this build (cargo build --release -p lms --features cuda)".to_owned(),
+            (true, 0) => "built in; no device found".to_owned(),
+            (true, n) => format!("built in; {n} device(s)"),
+        };
+        println!("{name}: {state}");
+    }
+    for d in &devices {
+        println!(
+            "  {} ({}, {}): {}, {} MiB total, {} MiB free",
+            d.name, d.backend, d.kind, d.description, d.memory_total_mib, d.memory_free_mib
+        );
+    }
+    Ok(())
 }
 
 fn get(model: &str) -> Result<()> {
@@ -523,6 +578,7 @@ fn server(args: ServerArgs) -> Result<()> {
         prompt_cache_dir: args.prompt_cache_dir.clone(),
         prompt_cache_disk_mib: args.prompt_cache_disk_mib,
         try_mmap: args.mmap,
+        gpu: args.gpu,
         ttl: (args.ttl > 0).then_some(args.ttl),
         guardrail: args.guardrail,
         ..Default::default()

@@ -82,35 +82,25 @@ pub struct LoadArgs {
     /// is available, from the local models directory; load nothing.
     #[arg(long)]
     estimate_only: bool,
-    /// GPU offload, as LM Studio's `lms load --gpu`: `off`, `max` or a ratio in 0..1. This build
-    /// runs on the CPU only, so anything but `off` (or 0) is refused.
-    #[arg(long, value_parser = parse_gpu)]
-    gpu: Option<f32>,
+    /// GPU offload, as LM Studio's `lms load --gpu`: `off`, `max` or a share of the layers in
+    /// 0..1. Where no GPU device is found (`lms runtime ls`), `max` runs on the CPU and a share
+    /// above 0 is refused.
+    #[arg(long, value_name = "off|max|0..1")]
+    gpu: Option<lms::GpuOffload>,
     /// When the name matches several models, load the first of them (in path order) instead of
     /// listing them.
     #[arg(short = 'y', long = "yes")]
     yes: bool,
 }
 
-/// `off` is 0, `max` is 1, else a ratio in 0..=1.
-fn parse_gpu(s: &str) -> std::result::Result<f32, String> {
-    match s {
-        "off" => Ok(0.0),
-        "max" => Ok(1.0),
-        _ => s.parse().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| format!("{s:?} is not off, max or 0..1")),
-    }
-}
-
 /// `lms load`: a new instance on the running server.
 pub fn load(args: LoadArgs) -> Result<()> {
-    if args.gpu.is_some_and(|r| r > 0.0) {
-        bail!("this build has no GPU backend: models run on the CPU (use --gpu off, or leave it out)");
-    }
     let config = lms::LoadConfig {
         identifier: args.identifier,
         context_length: args.context_length,
         parallel: args.parallel,
         ttl: args.ttl,
+        gpu: args.gpu,
         ..Default::default()
     };
     if args.estimate_only {

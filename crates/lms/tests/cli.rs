@@ -383,3 +383,18 @@ fn server_stop_ends_the_server_in_order() {
     let again = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &addr);
     assert!(!again.status.success(), "nothing left to stop");
 }
+
+/// `lms runtime ls`: the CPU backend and its device, always; a GPU backend that is not built in
+/// says how to build it.
+#[test]
+fn runtime_ls_lists_backends_and_devices() {
+    let out = lms(&["runtime", "ls", "--json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let cpu = v["devices"].as_array().expect("devices").iter().find(|d| d["kind"] == "cpu").expect("a CPU device");
+    assert_eq!(cpu["backend"], "CPU");
+    assert!(cpu["memoryTotalMib"].as_u64().is_some(), "{cpu}");
+    assert!(v["backends"].as_array().expect("backends").iter().any(|b| b["name"] == "CPU" && b["built"] == true));
+    let out = lms(&["runtime", "ls"], None);
+    assert!(text(&out.stdout).starts_with("CPU: built in"), "{}", text(&out.stdout));
+}

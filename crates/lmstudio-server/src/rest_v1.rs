@@ -41,8 +41,8 @@ fn model(entry: &lms::ModelEntry) -> Value {
     })
 }
 
-/// The body of `POST /api/v1/models/load`; LM Studio's other `config` fields (flash attention,
-/// batch size, experts, GPU offload) are refused by name until we act on them.
+/// The body of `POST /api/v1/models/load`; LM Studio's other `config` fields (batch size,
+/// experts) are refused by name until we act on them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoadRequest {
@@ -55,6 +55,8 @@ pub(crate) struct LoadRequest {
 #[serde(deny_unknown_fields)]
 struct LoadSettings {
     context_length: Option<u32>,
+    flash_attention: Option<bool>,
+    offload_kv_cache_to_gpu: Option<bool>,
 }
 
 pub(crate) async fn load(
@@ -63,7 +65,12 @@ pub(crate) async fn load(
 ) -> Result<Json<Value>, ApiError> {
     let request = crate::openai::parse(request)?;
     let client = state.client();
-    let config = lms::LoadConfig { context_length: request.config.context_length, ..client.default_load_config() };
+    let config = lms::LoadConfig {
+        context_length: request.config.context_length,
+        flash_attention: request.config.flash_attention,
+        offload_kv_cache_to_gpu: request.config.offload_kv_cache_to_gpu,
+        ..client.default_load_config()
+    };
     let started = Instant::now();
     let llm = client.load_async(&request.model, &config).await?;
     Ok(Json(json!({

@@ -50,19 +50,23 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};
+/// The devices llama.cpp's backends in this build find: the CPU, and GPUs where a GPU backend
+/// (the `cuda` feature) is built in and sees one (`lms runtime ls`).
+#[cfg(feature = "embedded")]
+pub use engine::devices;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use engine::FAULT_PANIC;
 pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
-    Config, ContextOverflowPolicy, DraftSettings, Guardrail, LoadConfig, Speculation, Structured, ValidConfig,
-    DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
+    Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, Speculation, Structured,
+    ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
 };
 pub use types::error::{Error, Result};
 pub use types::event::{LoadEvent, OnLoad};
 pub use types::result::{
-    Activity, AssistantMessage, Chat, ChatMessage, DraftStats, Fragment, InstanceState, MemoryEstimate, ModelEntry,
-    ModelInfo, PredictionResult, Quantization, Stats, StopReason, TokenLogprob, TopLogprob,
+    Activity, AssistantMessage, Chat, ChatMessage, Device, DraftStats, Fragment, InstanceState, MemoryEstimate,
+    ModelEntry, ModelInfo, PredictionResult, Quantization, Stats, StopReason, TokenLogprob, TopLogprob,
 };
 
 /// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,

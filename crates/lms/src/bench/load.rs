@@ -114,9 +114,19 @@ pub(crate) fn ours(model: &Path, key: &str, slots: usize, threads: u32) -> Resul
     start(cmd, port, key)
 }
 
-fn llama_server(bin: &Path, model: &Path, key: &str, slots: usize, threads: u32) -> Result<Server> {
+/// llama.cpp's `llama-server` with the model at `model` (answering to `key`), `slots` slots of
+/// [`CTX_PER_SLOT`] tokens, and `extra` arguments.
+pub(crate) fn llama_server(
+    bin: &Path,
+    model: &Path,
+    key: &str,
+    slots: usize,
+    threads: u32,
+    extra: &[&std::ffi::OsStr],
+) -> Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(bin);
+    cmd.args(extra);
     cmd.arg("-m").arg(model).args(["--host", "127.0.0.1", "--port", &port.to_string(), "--no-webui"]).args([
         "-t",
         &threads.to_string(),
@@ -259,7 +269,7 @@ pub fn run(
     let mut rows = Vec::new();
     let ours_start = |slots| ours(model, key, slots, threads);
     let llama_start = |slots| match tools {
-        Some(t) => llama_server(&t.join("llama-server"), model, key, slots, threads),
+        Some(t) => llama_server(&t.join("llama-server"), model, key, slots, threads, &[]),
         None => bail!("no llama-server"),
     };
     let mut servers: Vec<(&str, &StartServer<'_>)> = vec![("lms server", &ours_start)];

@@ -1,7 +1,7 @@
 //! A small load generator for `lms bench`: N streaming clients on an OpenAI `/v1/completions`
 //! endpoint, timing every token. The same code drives our server and llama.cpp's `llama-server`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,22 @@ fn stream_one(addr: SocketAddr, body: &str, t0: Instant) -> Result<StreamTiming>
         line.clear();
     }
     Ok(StreamTiming { started, tokens })
+}
+
+/// Sends `body` as a JSON POST to `path` and returns the JSON answer (a body of known length).
+pub(crate) fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+    let body = body.to_string();
+    let mut sock = TcpStream::connect(addr).context("connecting")?;
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    let (head, rest) = answer.split_once("\r\n\r\n").context("no HTTP body")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    serde_json::from_str(rest).with_context(|| format!("{path}: not JSON: {rest}"))
 }
 
 /// Runs `clients` streams, the i-th starting `stagger * i` after the first.

@@ -1,5 +1,7 @@
-//! `lms bench-speculation`: decode speed with n-gram speculation against without, on text that
-//! repeats its context and text that does not, and how often the greedy text is the same
+//! `lms bench-speculation`: decode speed with n-gram speculation and with the model as its own
+//! draft model against without, on text that repeats its context and text that does not; the
+//! same greedy requests to llama.cpp's `llama-server` in each of its n-gram modes and with the
+//! model as its draft, when it is given; and how often the greedy text is the same
 //! (bench/speculation.md).
 
 use anyhow::{Context, Result};
@@ -26,6 +28,10 @@ pub struct SpeculationArgs {
     /// Write the table to this markdown file (e.g. `bench/speculation.md`).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// llama.cpp's `llama-server` (scripts/build-llama-tools builds it): the greedy cases are
+    /// sent to it too, without speculation, in each `--spec-type ngram-*` and with `-md`.
+    #[arg(long)]
+    llama_server: Option<std::path::PathBuf>,
 }
 
 const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog near the river bank, while the old farmer \
@@ -50,8 +56,10 @@ struct Case {
     config: lms::Config,
 }
 
+/// Greedy cases have no repeat penalty, as llama-server's default sampling.
 fn cases() -> Vec<Case> {
-    let greedy = lms::Config { temperature: Some(0.0), max_tokens: Some(96), ..Default::default() };
+    let greedy =
+        lms::Config { temperature: Some(0.0), repeat_penalty: Some(1.0), max_tokens: Some(96), ..Default::default() };
     // Exactly 128 tokens either way (the end of text banned), sampled with a seed.
     let story = lms::Config { max_tokens: Some(128), ignore_eos: Some(true), seed: Some(7), ..Default::default() };
     vec![
@@ -69,41 +77,138 @@ fn with(config: &lms::Config, speculation: lms::Speculation) -> lms::Config {
     lms::Config { speculation: Some(speculation), ..config.clone() }
 }
 
+fn own_draft(config: &lms::Config, key: &str) -> lms::Config {
+    lms::Config { draft_model: Some(key.to_owned()), ..config.clone() }
+}
+
+/// llama-server's modes: its arguments and the name the table gives them.
+const LLAMA_MODES: &[(&str, &[&str])] = &[
+    ("off", &[]),
+    ("ngram-simple", &["--spec-type", "ngram-simple"]),
+    ("ngram-map-k", &["--spec-type", "ngram-map-k"]),
+    ("ngram-mod", &["--spec-type", "ngram-mod"]),
+    ("ngram-cache", &["--spec-type", "ngram-cache"]),
+    ("draft: the model (-md)", &["-md"]),
+];
+
+/// Median decode tok/s (llama-server's own `predicted_per_second`) of each greedy case in each
+/// mode, and whether the text was the one without speculation.
+fn llama_server_speeds(
+    bin: &std::path::Path,
+    model: &std::path::Path,
+    threads: u32,
+    cases: &[&Case],
+    repetitions: u32,
+) -> Result<Vec<Vec<(f64, String)>>> {
+    let mut speeds = Vec::new();
+    for (mode, args) in LLAMA_MODES {
+        let mut extra: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        if args == &["-md"] {
+            extra.push(model.as_os_str());
+        }
+        let server = super::load::llama_server(bin, model, "model", 1, threads, &extra)?;
+        let mut per_case = Vec::new();
+        for case in cases {
+            let body = serde_json::json!({
+                "prompt": case.prompt, "n_predict": case.config.max_tokens, "temperature": 0.0,
+                "repeat_penalty": 1.0, "cache_prompt": true,
+            });
+            let (mut tps, mut content) = (Vec::new(), String::new());
+            for _ in 0..repetitions {
+                let v = super::loadgen::post_json(server.addr(), "/completion", &body)?;
+                tps.push(v["timings"]["predicted_per_second"].as_f64().context("no predicted_per_second")?);
+                content = v["content"].as_str().unwrap_or_default().to_owned();
+            }
+            let median = percentile(tps, 0.5);
+            eprintln!("llama-server {mode}: {}: {median:.1} tok/s", case.name);
+            per_case.push((median, content));
+        }
+        server.stop();
+        speeds.push(per_case);
+    }
+    Ok(speeds)
+}
+
 pub fn run(args: SpeculationArgs) -> Result<()> {
-    let model = super::load_one_slot(&lms::ModelStore::from_env(), args.model.as_deref(), args.threads)?;
+    let store = lms::ModelStore::from_env();
+    let model = super::load_one_slot(&store, args.model.as_deref(), args.threads)?;
+    let key = model.info().model_key.clone();
     let mut md = format!(
-        "# Speculative decoding (n-gram)\n\nWritten by `lms bench-speculation --repetitions {reps} --out \
-         bench/speculation.md`: model {model}, {threads} threads, one slot, medians of {reps} runs.\n\n\
-         | case | tokens | tok/s off | tok/s ngram | speed-up | drafted | accepted | same text |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "# Speculative decoding\n\nWritten by `lms bench-speculation --repetitions {reps}{server} --out \
+         bench/speculation.md`: model {key}, {threads} threads, one slot, medians of {reps} runs; decode \
+         tok/s (from the first token to the last). Greedy cases: temperature 0, no repeat penalty. \
+         \"own draft\": the model as its own draft model (`draftModel`), which shows the checking, not a \
+         gain: a draft model pays off only when it is much faster than the model.\n\n\
+         | case | tokens | tok/s off | tok/s ngram | ngram speed-up | drafted | accepted | tok/s own draft | \
+         own draft speed-up | same text |\n|---|---|---|---|---|---|---|---|---|---|\n",
         reps = args.repetitions,
-        model = model.info().model_key,
+        server = if args.llama_server.is_some() { " --llama-server target/llama-tools/bin/llama-server" } else { "" },
         threads = args.threads,
     );
-    for case in cases() {
-        let (mut off, mut on) = (Vec::new(), Vec::new());
+    let cases = cases();
+    let mut ours_off = Vec::new();
+    for case in &cases {
+        let (mut off, mut on, mut drafted) = (Vec::new(), Vec::new(), Vec::new());
         let (mut same, mut last) = (true, None);
         for _ in 0..args.repetitions {
             let plain = model.complete(&case.prompt, with(&case.config, lms::Speculation::Off))?;
             let fast = model.complete(&case.prompt, with(&case.config, lms::Speculation::Ngram))?;
+            let own = model.complete(&case.prompt, own_draft(&case.config, &key))?;
             off.push(plain.stats.tokens_per_second.context("no tokens per second")?);
             on.push(fast.stats.tokens_per_second.context("no tokens per second")?);
-            same &= plain.content == fast.content;
+            drafted.push(own.stats.tokens_per_second.context("no tokens per second")?);
+            same &= plain.content == fast.content && plain.content == own.content;
             last = Some((plain, fast));
         }
         let (plain, fast) = last.context("no runs")?;
         let drafts = fast.stats.drafts.clone().unwrap_or_default();
-        let (off, on) = (percentile(off, 0.5), percentile(on, 0.5));
-        eprintln!("{}: {off:.1} -> {on:.1} tok/s, {drafts:?}", case.name);
+        let (off, on, own) = (percentile(off, 0.5), percentile(on, 0.5), percentile(drafted, 0.5));
+        eprintln!("{}: {off:.1} -> {on:.1} tok/s (own draft {own:.1}), {drafts:?}", case.name);
         md += &format!(
-            "| {} | {} | {off:.1} | {on:.1} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {off:.1} | {on:.1} | {:.2} | {} | {} | {own:.1} | {:.2} | {} |\n",
             case.name,
             plain.stats.predicted_tokens_count.unwrap_or(0),
             on / off,
             drafts.total_draft_tokens_count,
             drafts.accepted_draft_tokens_count,
+            own / off,
             if same { "yes" } else { "no" },
         );
+        ours_off.push((off, on, own, plain.content));
+    }
+
+    if let Some(bin) = &args.llama_server {
+        let path = store.root().join(&model.info().path);
+        let greedy: Vec<&Case> = cases.iter().filter(|c| c.config.temperature == Some(0.0)).collect();
+        let speeds = llama_server_speeds(bin, &path, args.threads, &greedy, args.repetitions)?;
+        md += "\nThe same greedy requests to llama.cpp's `llama-server` (llama.cpp 0c1e570, built by \
+               `scripts/build-llama-tools`, one slot, the same threads), decode tok/s by its own timings; \
+               \"same text\": as ours without speculation.\n\n| case | llama-server mode | tok/s | same text |\n\
+               |---|---|---|---|\n";
+        for (c, case) in greedy.iter().enumerate() {
+            for (m, (mode, _)) in LLAMA_MODES.iter().enumerate() {
+                let (tps, content) = &speeds[m][c];
+                let same = if *content == ours_off[c].3 { "yes" } else { "no" };
+                md += &format!("| {} | {mode} | {tps:.1} | {same} |\n", case.name);
+            }
+        }
+        md += "\n| case | ours ngram vs llama-server's best n-gram mode | ours off vs llama-server off | \
+               ours own draft vs llama-server -md |\n|---|---|---|---|\n";
+        for (c, case) in greedy.iter().enumerate() {
+            let ngram_modes = 1..LLAMA_MODES.len() - 1;
+            let (best, mode) =
+                ngram_modes
+                    .map(|m| (speeds[m][c].0, LLAMA_MODES[m].0))
+                    .fold((0.0, ""), |b, x| if x.0 > b.0 { x } else { b });
+            let (off, on, own, _) = &ours_off[c];
+            md += &format!(
+                "| {} | {:.2} ({mode}: {best:.1} tok/s) | {:.2} | {:.2} |\n",
+                case.name,
+                on / best,
+                off / speeds[0][c].0,
+                own / speeds[LLAMA_MODES.len() - 1][c].0,
+            );
+        }
     }
 
     // Greedy text with and without, over many prompts: where batch numerics flip a near-tie, the

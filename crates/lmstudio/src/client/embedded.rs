@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::{answers_to, find_instance, Llm, LlmInner};
-use crate::engine::Engine;
+use crate::engine::{Engine, ModelShape};
 use crate::lock;
 use crate::store::{ModelStore, StoredModel};
 use crate::types::config::{Guardrail, LoadConfig};
@@ -271,7 +271,8 @@ impl Embedded {
             None => self.unique_identifier(&info.model_key),
         });
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
-        let engine = Engine::load(&stored.path, &mut info, stored.sliding_window.unwrap_or(0), config, on_load)?;
+        let shape = ModelShape { sliding_window: stored.sliding_window.unwrap_or(0), layers: stored.layers };
+        let engine = Engine::load(&stored.path, &mut info, shape, config, on_load)?;
         let ttl = config.ttl.map(Duration::from_secs);
         let loaded = Arc::new(Loaded {
             engine,

@@ -1,6 +1,7 @@
 //! The host prompt cache on disk ([`crate::LoadConfig::prompt_cache_dir`]): written when the
-//! instance unloads, read back when the same model file loads again, so a warm prompt stays warm
-//! across a restart.
+//! instance unloads and, as prompts are made, when the engine has been idle a moment (what is
+//! already on disk is not written again), read back when the same model file loads again, so a
+//! warm prompt stays warm across a restart, even one the process did not live to see.
 //!
 //! The directory holds at most a byte budget ([`crate::LoadConfig::prompt_cache_disk_mib`]) and
 //! [`MODELS_KEPT`] models: a model's least recently used prompts are left out past it, and the
@@ -63,8 +64,13 @@ impl DiskCache {
         for line in manifest.lines() {
             let Some((name, sha)) = line.split_once(' ') else { continue };
             let file = self.dir.join(name);
-            if name.contains(['/', '\\']) || sha256_of(&file).as_deref() != Some(sha) {
+            if name.contains(['/', '\\']) {
+                continue;
+            }
+            if sha256_of(&file).as_deref() != Some(sha) {
                 tracing::warn!(file = %file.display(), "prompt cache file ignored: not the bytes that were saved");
+                // Gone, so that the next write puts the prompt's state there again.
+                let _ = std::fs::remove_file(&file);
                 continue;
             }
             let _ = ctx.kv_cache_seq_rm(scratch, None, None);
@@ -83,24 +89,32 @@ impl DiskCache {
         }
     }
 
-    /// Writes what `saved` holds, through sequence `scratch` (its contents are lost), replacing
-    /// what the folder held; then drops the folders of models written longest ago.
-    pub(super) fn persist(&self, ctx: &mut LlamaContext, saved: &PromptCache, scratch: i32) {
-        if let Err(e) = self.write(ctx, saved, scratch) {
+    /// Writes what `saved` holds, replacing what the folder held, through sequence `scratch`
+    /// (emptied when a prompt was written: returns whether it was); then drops the folders of
+    /// models written longest ago.
+    pub(super) fn persist(&self, ctx: &mut LlamaContext, saved: &PromptCache, scratch: i32) -> bool {
+        let written = self.write(ctx, saved, scratch).unwrap_or_else(|e| {
             tracing::warn!(dir = %self.dir.display(), "prompt cache not saved: {e}");
-        }
+            true
+        });
         if let Some(root) = self.dir.parent() {
             evict_old_models(root, &self.dir, self.budget);
         }
+        written
     }
 
-    fn write(&self, ctx: &mut LlamaContext, saved: &PromptCache, scratch: i32) -> std::io::Result<()> {
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// Makes the folder hold what `saved` holds, within the budget: a prompt already on disk (its
+    /// file is named by its tokens) is not written again, files no longer listed are removed.
+    /// Returns whether a prompt was written (through `scratch`).
+    fn write(&self, ctx: &mut LlamaContext, saved: &PromptCache, scratch: i32) -> std::io::Result<bool> {
         if saved.is_empty() {
-            return Ok(());
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return Ok(false);
         }
         std::fs::create_dir_all(&self.dir)?;
-        // The most recently used prompts that fit the budget, written least recently used first
+        let before = std::fs::read_to_string(self.dir.join("manifest")).unwrap_or_default();
+        let on_disk: std::collections::HashMap<&str, &str> = before.lines().filter_map(|l| l.split_once(' ')).collect();
+        // The most recently used prompts that fit the budget, listed least recently used first
         // (the order restore brings them back in).
         let entries: Vec<_> = saved.entries().collect();
         let mut bytes = 0u64;
@@ -113,26 +127,48 @@ impl DiskCache {
             })
             .count();
         let kept = entries.len() - fit;
-        let mut manifest = String::new();
-        for (n, (tokens, state)) in entries.into_iter().skip(kept).enumerate() {
-            let _ = ctx.kv_cache_seq_rm(scratch, None, None);
-            let name = format!("{n}.state");
+        let (mut manifest, mut written) = (String::new(), 0);
+        for (tokens, state) in entries.into_iter().skip(kept) {
+            let name = state_file_name(tokens);
             let file = self.dir.join(&name);
-            let written =
-                ctx.state_seq_set(state, scratch).is_ok() && ctx.state_seq_save_file(&file, scratch, tokens).is_ok();
-            if let (true, Some(sha)) = (written, sha256_of(&file)) {
+            if let Some(sha) = on_disk.get(name.as_str()).filter(|_| file.exists()) {
                 manifest += &format!("{name} {sha}\n");
+                continue;
+            }
+            let _ = ctx.kv_cache_seq_rm(scratch, None, None);
+            let ok =
+                ctx.state_seq_set(state, scratch).is_ok() && ctx.state_seq_save_file(&file, scratch, tokens).is_ok();
+            if let (true, Some(sha)) = (ok, sha256_of(&file)) {
+                manifest += &format!("{name} {sha}\n");
+                written += 1;
             }
         }
-        let _ = ctx.kv_cache_seq_rm(scratch, None, None);
+        if written > 0 {
+            let _ = ctx.kv_cache_seq_rm(scratch, None, None);
+        }
         // The manifest last, through a temporary name: a crash mid-way leaves no manifest naming a
         // file that is not whole.
         let partial = self.dir.join("manifest.partial");
         std::fs::File::create(&partial)?.write_all(manifest.as_bytes())?;
         std::fs::rename(partial, self.dir.join("manifest"))?;
-        tracing::info!(dir = %self.dir.display(), bytes = saved.bytes(), "saved the prompt cache to disk");
-        Ok(())
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "manifest" && !manifest.lines().any(|l| l.split_once(' ').is_some_and(|(n, _)| n == name)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        tracing::info!(dir = %self.dir.display(), bytes = saved.bytes(), written, "saved the prompt cache to disk");
+        Ok(written > 0)
     }
+}
+
+/// The file of a saved prompt: named by its tokens, so a prompt on disk is known again.
+fn state_file_name(tokens: &[llama_cpp_2::token::LlamaToken]) -> String {
+    let mut hasher = Sha256::new();
+    for t in tokens {
+        hasher.update(t.0.to_le_bytes());
+    }
+    format!("{}.state", &hex(&hasher.finalize())[..32])
 }
 
 /// Keeps at most [`MODELS_KEPT`] model folders and `budget` bytes under `root`: the folders whose

@@ -25,10 +25,10 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::lock;
 use crate::template::{self, ChatTemplate};
-use crate::types::config::{ContextOverflowPolicy, LoadConfig, ValidConfig};
+use crate::types::config::{ContextOverflowPolicy, GpuOffload, LoadConfig, ValidConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Event, LoadEvent, OnLoad};
-use crate::types::result::{Activity, ChatMessage, ModelInfo};
+use crate::types::result::{Activity, ChatMessage, Device, ModelInfo};
 
 /// A prediction as the engine thread receives it: already validated and tokenized.
 pub(crate) struct Job {
@@ -74,6 +74,59 @@ pub(crate) struct Shared {
     pub prompt_cache_bytes: AtomicUsize,
     /// Set when the engine thread panicked and stopped: why (the error predictions got).
     pub failure: Mutex<Option<String>>,
+    /// Layers on the GPU (LM Studio's `numGpuLayers`).
+    pub gpu_layers: u32,
+}
+
+/// The devices llama.cpp's backends in this build find (the CPU, and GPUs where a GPU backend is
+/// built in and sees one).
+pub fn devices() -> Result<Vec<Device>> {
+    backend()?;
+    Ok(llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| {
+            use llama_cpp_2::LlamaBackendDeviceType as T;
+            let kind = match d.device_type {
+                T::Cpu => "cpu",
+                T::Gpu => "gpu",
+                T::IntegratedGpu => "igpu",
+                T::Accelerator => "accel",
+                T::Unknown => "unknown",
+            };
+            Device {
+                name: d.name,
+                description: d.description,
+                backend: d.backend,
+                kind: kind.into(),
+                memory_total_mib: (d.memory_total >> 20) as u64,
+                memory_free_mib: (d.memory_free >> 20) as u64,
+            }
+        })
+        .collect())
+}
+
+/// The layers to offload for `config` with `gpus` GPU devices found, of a model of `layers`
+/// layers: none without a GPU for `max` (the CPU runs it), an error for a share above 0, a
+/// main GPU that is not there, or flash attention.
+fn gpu_layers(config: &LoadConfig, gpus: usize, layers: Option<u32>) -> Result<u32> {
+    if let Some(main) = config.main_gpu.filter(|&m| m as usize >= gpus.max(1)) {
+        return Err(Error::InvalidConfig(format!("mainGpu {main}: there are {gpus} GPU devices (lms runtime ls)")));
+    }
+    // llama.cpp counts the output layer as one more.
+    let all = layers.map_or(u32::MAX, |n| n + 1);
+    match config.gpu {
+        None | Some(GpuOffload::Off) => Ok(0),
+        Some(GpuOffload::Ratio(r)) if r <= 0.0 => Ok(0),
+        Some(GpuOffload::Max) if gpus == 0 => {
+            tracing::info!("gpu max: no GPU device found, the CPU runs the model");
+            Ok(0)
+        }
+        Some(GpuOffload::Max) => Ok(all),
+        Some(GpuOffload::Ratio(r)) if gpus == 0 => Err(Error::InvalidConfig(format!(
+            "gpu ratio {r} asks for GPU offload, but no GPU device was found (lms runtime ls); use \"off\", or \"max\", which runs on the CPU where there is no GPU"
+        ))),
+        Some(GpuOffload::Ratio(r)) => Ok(((r * all.min(1 << 16) as f32).round() as u32).min(all)),
+    }
 }
 
 /// Tokens of context per slot when the load config names none (capped at the trained length).
@@ -101,6 +154,15 @@ pub(crate) struct Engine {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What the engine needs to know of a model file before loading it (from its header).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ModelShape {
+    /// The sliding attention window (0: none).
+    pub sliding_window: u32,
+    /// Its layers, when the header says.
+    pub layers: Option<u32>,
+}
+
 /// Engine settings fixed at load time.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineParams {
@@ -108,6 +170,8 @@ pub(crate) struct EngineParams {
     pub parallel: u32,
     pub threads: u32,
     pub sliding_window: u32,
+    /// The KV cache of offloaded layers on the GPU.
+    pub offload_kv_cache: bool,
     /// Bytes of host memory for prompts saved from slots.
     pub prompt_cache_bytes: usize,
     /// Where those prompts are kept across loads, if anywhere.
@@ -120,22 +184,28 @@ impl Engine {
     pub fn load(
         path: &Path,
         info: &mut ModelInfo,
-        sliding_window: u32,
+        shape: ModelShape,
         config: &LoadConfig,
         on_load: &OnLoad,
     ) -> Result<Self> {
         config.validate()?;
         let backend = backend()?;
+        let gpus = devices()?.iter().filter(|d| d.is_gpu()).count();
+        let gpu_layers = gpu_layers(config, gpus, shape.layers)?;
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
         on_load(LoadEvent::Progress(0.0));
         // llama.cpp reports as it reads the tensors; the last report is 1.0 (sent once, below).
         let reporter = Arc::clone(on_load);
-        let params = LlamaModelParams::default().with_use_mmap(config.try_mmap).with_progress_callback(move |p| {
-            if p > 0.0 && p < 1.0 {
-                reporter(LoadEvent::Progress(p));
-            }
-            true
-        });
+        let params = LlamaModelParams::default()
+            .with_use_mmap(config.try_mmap)
+            .with_n_gpu_layers(gpu_layers)
+            .with_main_gpu(config.main_gpu.unwrap_or(0) as i32)
+            .with_progress_callback(move |p| {
+                if p > 0.0 && p < 1.0 {
+                    reporter(LoadEvent::Progress(p));
+                }
+                true
+            });
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
@@ -150,7 +220,8 @@ impl Engine {
             context_length,
             parallel: config.parallel(),
             threads,
-            sliding_window,
+            sliding_window: shape.sliding_window,
+            offload_kv_cache: config.offload_kv_cache_to_gpu.unwrap_or(true),
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
             disk_cache: config.prompt_cache_dir.as_deref().and_then(|dir| {
                 disk_cache::DiskCache::for_model(dir, path, u64::from(config.prompt_cache_disk_mib) << 20)
@@ -163,6 +234,7 @@ impl Engine {
             running: AtomicUsize::new(0),
             prompt_cache_bytes: AtomicUsize::new(0),
             failure: Mutex::new(None),
+            gpu_layers,
         });
         let (ready_tx, ready_rx) = flume::bounded(1);
         let thread = {
@@ -355,5 +427,29 @@ fn fit_prompt(tokens: Vec<LlamaToken>, config: &ValidConfig, context_length: usi
             let first = tokens[0];
             Ok(std::iter::once(first).chain(tokens[tokens.len() - (keep - 1)..].iter().copied()).collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_layers_follow_the_devices_found() {
+        let with = |gpu, main_gpu| LoadConfig { gpu, main_gpu, ..Default::default() };
+        let layers = |c: &LoadConfig, gpus| gpu_layers(c, gpus, Some(18));
+        // No GPU: off and max run on the CPU; a share or a main GPU past the first is an error.
+        for gpu in [None, Some(GpuOffload::Off), Some(GpuOffload::Max), Some(GpuOffload::Ratio(0.0))] {
+            assert_eq!(layers(&with(gpu, None), 0).expect("the CPU"), 0, "{gpu:?}");
+        }
+        assert!(matches!(layers(&with(Some(GpuOffload::Ratio(0.5)), None), 0), Err(Error::InvalidConfig(_))));
+        assert!(layers(&with(None, Some(0)), 0).is_ok());
+        assert!(matches!(layers(&with(None, Some(1)), 0), Err(Error::InvalidConfig(_))));
+        // One GPU: every layer and the output layer, or the share of them.
+        assert_eq!(layers(&with(Some(GpuOffload::Max), None), 1).expect("offloads"), 19);
+        assert_eq!(layers(&with(Some(GpuOffload::Ratio(0.5)), None), 1).expect("offloads"), 10);
+        assert_eq!(layers(&with(Some(GpuOffload::Ratio(1.0)), None), 1).expect("offloads"), 19);
+        assert!(matches!(layers(&with(Some(GpuOffload::Max), Some(1)), 1), Err(Error::InvalidConfig(_))));
+        assert!(layers(&with(Some(GpuOffload::Max), Some(1)), 2).is_ok());
     }
 }

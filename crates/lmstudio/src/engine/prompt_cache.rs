@@ -60,6 +60,11 @@ impl PromptCache {
         entries.into_iter().map(|e| (e.tokens.as_slice(), &e.state))
     }
 
+    /// Changes whenever an entry is saved or used.
+    pub(super) fn version(&self) -> u64 {
+        self.clock
+    }
+
     pub(super) fn bytes(&self) -> usize {
         self.entries.iter().map(|e| e.state.byte_len()).sum()
     }

@@ -27,8 +27,8 @@ pub(super) const UNDER_WAY: u32 = 8;
 /// tokens one draft holds (its length adapts between the bounds to how drafts fare).
 pub(super) const NGRAM_MAX: usize = 4;
 pub(super) const NGRAM_MIN: usize = 3;
-pub(super) const DRAFT_MAX: usize = 32;
-pub(super) const DRAFT_START: usize = 4;
+pub(super) const DRAFT_MAX: usize = 64;
+pub(super) const DRAFT_START: usize = 8;
 
 /// Prompt lookup: the tokens that followed the latest earlier occurrence of the last `n` tokens of
 /// `history` (the longest `n` from [`NGRAM_MAX`] down to [`NGRAM_MIN`] that occurs), at most `max`.
@@ -225,7 +225,8 @@ mod tests {
     #[test]
     fn draft_length_adapts() {
         assert_eq!(next_draft_len(8, 8, 8), 16);
-        assert_eq!(next_draft_len(16, 16, 16), DRAFT_MAX);
+        assert_eq!(next_draft_len(32, 32, 32), DRAFT_MAX);
+        assert_eq!(next_draft_len(DRAFT_MAX, DRAFT_MAX, DRAFT_MAX), DRAFT_MAX, "no longer than the most");
         assert_eq!(next_draft_len(8, 8, 0), NGRAM_MIN);
         assert_eq!(next_draft_len(8, 8, 5), 6);
         assert_eq!(next_draft_len(8, 0, 0), 8, "no draft, no news");

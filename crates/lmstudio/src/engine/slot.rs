@@ -215,7 +215,7 @@ impl Slot {
         let stats = Stats {
             stop_reason: reason,
             tokens_per_second,
-            num_gpu_layers: Some(0.0),
+            num_gpu_layers: Some(f64::from(self.shared.gpu_layers)),
             time_to_first_token_sec: a.first_token_at.map(|t| t.duration_since(a.job.submitted).as_secs_f64()),
             prompt_tokens_count: Some(prompt_tokens),
             predicted_tokens_count: Some(predicted),
@@ -366,12 +366,12 @@ impl Slot {
 
 /// Ends a prediction that never took a slot (cancelled while queued, or unloaded) with the same
 /// shape of result as one that ran: a stop reason, and nothing predicted.
-pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo) {
+pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo, shared: &Shared) {
     let prompt_tokens = job.tokens.len() as u64;
     let stats = Stats {
         stop_reason: reason,
         tokens_per_second: None,
-        num_gpu_layers: Some(0.0),
+        num_gpu_layers: Some(f64::from(shared.gpu_layers)),
         time_to_first_token_sec: None,
         prompt_tokens_count: Some(prompt_tokens),
         predicted_tokens_count: Some(0),

@@ -27,6 +27,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::disk_cache::DiskCache;
 use super::prompt_cache::PromptCache;
 use super::rules::{
     chunk_len, common_prefix, next_draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK,
@@ -63,6 +64,7 @@ pub(super) fn run(
         slots: (0..params.parallel as i32).map(|seq| Slot::new(seq, Arc::clone(&shared))).collect(),
         pacer: Pacer::default(),
         saved: PromptCache::new(params.prompt_cache_bytes, params.sliding_window as usize),
+        on_disk: None,
     };
     if let Some(disk) = &params.disk_cache {
         disk.restore(&mut w.ctx, &mut w.saved, 0, params.context_length as usize);
@@ -73,7 +75,7 @@ pub(super) fn run(
             // Unloading: whatever is queued or running ends now.
             for job in jobs.drain() {
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
-                end_unstarted(job, StopReason::ModelUnloaded, &info);
+                end_unstarted(job, StopReason::ModelUnloaded, &info, &shared);
             }
             for slot in &mut w.slots {
                 slot.finish(StopReason::ModelUnloaded, &info);
@@ -84,7 +86,7 @@ pub(super) fn run(
                 for slot in slots.iter_mut() {
                     save_slot(ctx, saved, slot, view.window);
                 }
-                disk.persist(ctx, saved, 0);
+                let _ = disk.persist(ctx, saved, 0);
             }
             return;
         }
@@ -101,9 +103,9 @@ pub(super) fn run(
                         Err(flume::TryRecvError::Disconnected) => break,
                     }
                 } else {
-                    match jobs.recv() {
-                        Ok(job) => job,
-                        Err(_) => break,
+                    match w.wait_idle(&jobs, params.disk_cache.as_ref()) {
+                        Some(job) => job,
+                        None => break,
                     }
                 };
                 // Counted as running before it leaves the queue's count: never missing from both.
@@ -111,7 +113,7 @@ pub(super) fn run(
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
                 if job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected() {
                     shared.running.fetch_sub(1, Ordering::SeqCst);
-                    end_unstarted(job, StopReason::UserStopped, &info);
+                    end_unstarted(job, StopReason::UserStopped, &info, &shared);
                     continue;
                 }
                 if let Some(wanted) = job.config.cpu_threads.filter(|&t| t != threads && !busy) {
@@ -169,6 +171,52 @@ struct Worker<'m> {
     pacer: Pacer,
     /// Prompts pushed out of the slots, in host memory.
     saved: PromptCache,
+    /// What the disk cache was last written from (`Worker::cache_state`).
+    on_disk: Option<u64>,
+}
+
+/// How long the engine is idle before what is new in the prompt cache is written to disk.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Worker<'_> {
+    /// Waits for the next job while nothing runs; with a disk cache, first writes what is new to
+    /// it once the engine has been idle for [`IDLE_FLUSH`], so that a restart, even one after a
+    /// crash, finds it. `None`: the queue is closed.
+    fn wait_idle(&mut self, jobs: &flume::Receiver<Job>, disk: Option<&DiskCache>) -> Option<Job> {
+        if let Some(disk) = disk.filter(|_| self.on_disk != Some(self.cache_state())) {
+            match jobs.recv_timeout(IDLE_FLUSH) {
+                Ok(job) => return Some(job),
+                Err(flume::RecvTimeoutError::Disconnected) => return None,
+                Err(flume::RecvTimeoutError::Timeout) => self.write_through(disk),
+            }
+        }
+        jobs.recv().ok()
+    }
+
+    /// Saves what the slots could serve to host memory and writes the cache to disk, through the
+    /// slot that held least (it starts empty again; what it held is in host memory).
+    fn write_through(&mut self, disk: &DiskCache) {
+        let Self { ctx, slots, saved, view, .. } = self;
+        for slot in slots.iter_mut() {
+            save_slot(ctx, saved, slot, view.window);
+        }
+        let Some(scratch) = slots.iter_mut().min_by_key(|s| s.cached.len()) else { return };
+        if disk.persist(ctx, saved, scratch.seq) {
+            scratch.forget();
+        }
+        self.on_disk = Some(self.cache_state());
+    }
+
+    /// A fingerprint of what the host cache and the slots hold.
+    fn cache_state(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.saved.version().hash(&mut h);
+        for slot in &self.slots {
+            slot.cached[..save_point(slot.reusable, self.view.window)].iter().for_each(|t| t.0.hash(&mut h));
+        }
+        h.finish()
+    }
 }
 
 impl Worker<'_> {
@@ -196,6 +244,7 @@ fn new_context<'m>(
         .with_n_seq_max(params.parallel)
         .with_kv_unified(false)
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        .with_offload_kqv(params.offload_kv_cache)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
     model.new_context(backend, ctx_params).map_err(|e| e.to_string())
@@ -271,7 +320,7 @@ impl Worker<'_> {
     /// Pacing protects streams that are under way; predictions that arrived together start at full
     /// speed. Returns false when a decode failed (every prediction has then ended).
     fn evaluate_prompts(&mut self) -> bool {
-        let Self { ctx, view: model, batch, slots, pacer, saved } = self;
+        let Self { ctx, view: model, batch, slots, pacer, saved, .. } = self;
         let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
         let mut budget = if paced { pacer.budget() } else { BATCH as usize };
         for i in 0..slots.len() {
@@ -535,6 +584,7 @@ mod tests {
             parallel,
             threads: 2,
             sliding_window: window as u32,
+            offload_kv_cache: true,
             prompt_cache_bytes: 0,
             disk_cache: None,
         };

@@ -54,6 +54,8 @@ pub struct StoredModel {
     /// Bytes of KV cache one token of context takes (f16 keys and values, every layer), from the
     /// header's attention shape; `None` when the header does not say.
     pub kv_bytes_per_token: Option<u64>,
+    /// Its layers (`block_count`), when the header says.
+    pub layers: Option<u32>,
 }
 
 impl StoredModel {
@@ -114,7 +116,12 @@ impl ModelStore {
                     .and_then(|a| header.uint(&format!("{a}.attention.sliding_window")))
                     .and_then(|w| u32::try_from(w).ok());
                 let kv_bytes_per_token = kv_bytes_per_token(&header);
-                StoredModel { path, key: info.model_key.clone(), info: Ok(info), sliding_window, kv_bytes_per_token }
+                let layers = header
+                    .architecture()
+                    .and_then(|a| header.uint(&format!("{a}.block_count")))
+                    .and_then(|n| u32::try_from(n).ok());
+                let key = info.model_key.clone();
+                StoredModel { path, key, info: Ok(info), sliding_window, kv_bytes_per_token, layers }
             }
             Err(e) => StoredModel {
                 key: key_from_file_name(&path),
@@ -122,6 +129,7 @@ impl ModelStore {
                 info: Err(e.to_string()),
                 sliding_window: None,
                 kv_bytes_per_token: None,
+                layers: None,
             },
         }
     }

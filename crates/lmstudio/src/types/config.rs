@@ -492,6 +492,77 @@ pub struct LoadConfig {
     /// model's least recently used prompts are not written past it, and the caches of the models
     /// used longest ago are removed first. Default 4096.
     pub prompt_cache_disk_mib: u32,
+    /// GPU offload (LM Studio's `gpu.ratio`): `"off"`, `"max"` or the share of layers in
+    /// `[0, 1]` (JSON: the string or the number). Without a GPU device (this build's backends
+    /// see none: `lms runtime ls`), `max` runs on the CPU and a share above 0 is refused.
+    /// Default off.
+    pub gpu: Option<GpuOffload>,
+    /// The GPU device that holds what is not split across devices (LM Studio's `gpu.mainGpu`):
+    /// an index among the GPU devices. Default: the first.
+    pub main_gpu: Option<u32>,
+    /// LM Studio's `flashAttention`: only off is taken (flash attention's tiling makes prompt
+    /// rows depend on the batch, and the prefix cache reuses rows only where they do not).
+    pub flash_attention: Option<bool>,
+    /// LM Studio's `offloadKVCacheToGpu`: the KV cache of offloaded layers on the GPU with them.
+    /// Default on.
+    pub offload_kv_cache_to_gpu: Option<bool>,
+}
+
+/// How much of a model runs on the GPU ([`LoadConfig::gpu`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GpuOffload {
+    /// The CPU alone.
+    Off,
+    /// Every layer, where there is a GPU.
+    Max,
+    /// This share of the layers, in `[0, 1]`.
+    Ratio(f32),
+}
+
+impl std::str::FromStr for GpuOffload {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "max" => Ok(Self::Max),
+            _ => match s.parse::<f32>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(Self::Ratio(r)),
+                _ => Err(format!("gpu offload is off, max or a share in 0..1, not {s:?}")),
+            },
+        }
+    }
+}
+
+impl GpuOffload {
+    /// LM Studio's JSON form: `"off"`, `"max"` or the number.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            Self::Off => "off".into(),
+            Self::Max => "max".into(),
+            Self::Ratio(r) => serde_json::json!(r),
+        }
+    }
+
+    /// Reads LM Studio's JSON form.
+    pub fn from_json(v: &serde_json::Value) -> std::result::Result<Self, String> {
+        match v {
+            serde_json::Value::String(s) => s.parse(),
+            serde_json::Value::Number(n) => n.as_f64().map(|r| r.to_string()).unwrap_or_default().parse(),
+            other => Err(format!("gpu offload is off, max or a share in 0..1, not {other}")),
+        }
+    }
+}
+
+impl Serialize for GpuOffload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuOffload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Self::from_json(&serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The memory check before a load (LM Studio's model loading guardrails): the estimate against
@@ -534,6 +605,10 @@ impl Default for LoadConfig {
             guardrail: Guardrail::Strict,
             prompt_cache_dir: None,
             prompt_cache_disk_mib: 4096,
+            gpu: None,
+            main_gpu: None,
+            flash_attention: None,
+            offload_kv_cache_to_gpu: None,
         }
     }
 }
@@ -568,6 +643,18 @@ impl LoadConfig {
         }
         if self.ttl == Some(0) {
             return Err(Error::InvalidConfig("ttl must be at least 1 second".into()));
+        }
+        if let Some(GpuOffload::Ratio(r)) = self.gpu {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(Error::InvalidConfig(format!("gpu ratio must be in 0..1, got {r}")));
+            }
+        }
+        if self.flash_attention == Some(true) {
+            return Err(Error::InvalidConfig(
+                "flashAttention is not supported: its tiling makes prompt rows depend on the batch, and the \
+                 prefix cache reuses only rows that do not (leave it off)"
+                    .into(),
+            ));
         }
         Ok(())
     }

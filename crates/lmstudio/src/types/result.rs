@@ -375,6 +375,31 @@ impl fmt::Display for PredictionResult {
     }
 }
 
+/// A device llama.cpp's backends in this build found (`lms runtime ls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// The device's name (`CPU`, `CUDA0`, `Vulkan0`).
+    pub name: String,
+    /// What it is (`NVIDIA H200`, the CPU's model).
+    pub description: String,
+    /// The backend that runs it (`CPU`, `CUDA`, `Vulkan`).
+    pub backend: String,
+    /// `cpu`, `gpu`, `igpu` (integrated GPU), `accel` or `unknown`.
+    pub kind: String,
+    /// Its memory in MiB.
+    pub memory_total_mib: u64,
+    /// Its free memory in MiB.
+    pub memory_free_mib: u64,
+}
+
+impl Device {
+    /// Whether models can be offloaded to it ([`crate::LoadConfig::gpu`]).
+    pub fn is_gpu(&self) -> bool {
+        self.kind == "gpu" || self.kind == "igpu"
+    }
+}
+
 /// What loading a model is expected to take in memory, by part (MiB).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::types::config::{Config, LoadConfig, Structured};
+use crate::types::config::{Config, GpuOffload, LoadConfig, Structured};
 use crate::types::error::Error;
 
 mod error;
@@ -92,6 +92,10 @@ impl KvStack {
             if let Some(v) = self.get(&format!("llm.load.{}", s.key)) {
                 (s.read)(&mut c, checkbox(v)).map_err(|_| bad(s.key, v))?;
             }
+        }
+        if let Some(v) = self.get(GPU_SPLIT) {
+            let main = main_gpu_of(v).map_err(|why| Error::InvalidConfig(format!("{GPU_SPLIT}: {why}: {v}")))?;
+            c.main_gpu = main.or(c.main_gpu);
         }
         Ok(c)
     }
@@ -309,7 +313,52 @@ const LOAD: &[Setting<LoadConfig>] = &[
         },
         write: |c| c.try_mmap.then_some(json!(true)),
     },
+    Setting {
+        key: "llama.acceleration.offloadRatio",
+        read: |c, v| {
+            c.gpu = v.map(GpuOffload::from_json).transpose().map_err(drop)?;
+            Ok(())
+        },
+        write: |c| c.gpu.map(GpuOffload::to_json),
+    },
+    Setting {
+        key: "llama.flashAttention",
+        read: |c, v| {
+            c.flash_attention = v.map(|b| b.as_bool().ok_or(())).transpose()?;
+            Ok(())
+        },
+        write: |c| c.flash_attention.map(|b| json!(b)),
+    },
+    Setting {
+        key: "offloadKVCacheToGpu",
+        read: |c, v| {
+            c.offload_kv_cache_to_gpu = v.map(|b| b.as_bool().ok_or(())).transpose()?;
+            Ok(())
+        },
+        write: |c| c.offload_kv_cache_to_gpu.map(|b| json!(b)),
+    },
 ];
+
+/// LM Studio's GPU split (`load.gpuSplitConfig`, outside `llm.load.`): the main GPU it names, if
+/// any. Only what one main GPU says is taken: `evenly` over all GPUs, or `priorityOrder` with
+/// none disabled.
+fn main_gpu_of(v: &Value) -> Result<Option<u32>, String> {
+    let disabled = v["disabledGpus"].as_array().is_some_and(|d| !d.is_empty());
+    let custom = v["customRatio"].as_array().is_some_and(|r| !r.is_empty());
+    if disabled || custom {
+        return Err("disabled GPUs and custom ratios are not supported".into());
+    }
+    match v["strategy"].as_str() {
+        Some("evenly") | None => Ok(None),
+        Some("priorityOrder") => match v["priority"].as_array().and_then(|p| p.first()) {
+            Some(first) => uint(first).map(Some).map_err(|()| "priority must list GPU indices".into()),
+            None => Ok(None),
+        },
+        Some(other) => Err(format!("strategy {other:?} is not supported")),
+    }
+}
+
+const GPU_SPLIT: &str = "load.gpuSplitConfig";
 
 /// `{"checked": true, "value": x}` gives `Some(x)`, unchecked gives `None`; a plain value is itself.
 fn checkbox(v: &Value) -> Option<&Value> {
@@ -364,7 +413,12 @@ pub fn is_prediction_key(key: &str) -> bool {
 /// A load config as the `loadConfigStack` of `getOrLoad` / `loadModel` (the inverse of
 /// [`KvStack::load_config`]).
 pub fn load_stack(c: &LoadConfig) -> Value {
-    json!({"layers": [{"layerName": "apiOverride", "config": fields(LOAD, "llm.load.", c)}]})
+    let mut config = fields(LOAD, "llm.load.", c);
+    if let Some(main) = c.main_gpu {
+        let split = json!({"strategy": "priorityOrder", "disabledGpus": [], "priority": [main], "customRatio": []});
+        config.fields.push(KvField { key: GPU_SPLIT.into(), value: split });
+    }
+    json!({"layers": [{"layerName": "apiOverride", "config": config}]})
 }
 
 #[cfg(test)]
@@ -499,6 +553,33 @@ mod tests {
         let back = stack.load_config(LoadConfig::default()).expect("valid");
         assert_eq!((back.context_length, back.cpu_threads, back.parallel), (Some(1024), Some(2), Some(3)));
         // What a config leaves unset, the receiver's defaults decide (a server's --parallel).
+        let gpu = LoadConfig {
+            gpu: Some(GpuOffload::Ratio(0.5)),
+            main_gpu: Some(1),
+            flash_attention: Some(false),
+            offload_kv_cache_to_gpu: Some(false),
+            ..Default::default()
+        };
+        let stack: KvStack = serde_json::from_value(load_stack(&gpu)).expect("valid stack");
+        assert_eq!(stack.load_config(LoadConfig::default()).expect("valid"), gpu);
+        for ratio in ["max", "off"] {
+            let s = KvStack::of(
+                "apiOverride",
+                KvConfig {
+                    fields: vec![KvField {
+                        key: "llm.load.llama.acceleration.offloadRatio".into(),
+                        value: json!(ratio),
+                    }],
+                },
+            );
+            assert_eq!(s.load_config(LoadConfig::default()).expect("valid").gpu, Some(ratio.parse().expect("known")));
+        }
+        let split = |v: Value| {
+            KvStack::of("apiOverride", KvConfig { fields: vec![KvField { key: GPU_SPLIT.into(), value: v }] })
+                .load_config(LoadConfig::default())
+        };
+        assert_eq!(split(json!({"strategy": "evenly", "disabledGpus": []})).expect("valid").main_gpu, None);
+        assert!(matches!(split(json!({"strategy": "evenly", "disabledGpus": [0]})), Err(Error::InvalidConfig(_))));
         let unset: KvStack = serde_json::from_value(load_stack(&LoadConfig::default())).expect("valid stack");
         let server = LoadConfig { parallel: Some(1), ..Default::default() };
         assert_eq!(unset.load_config(server).expect("valid").parallel, Some(1));

@@ -213,3 +213,32 @@ fn overload_is_a_typed_error() {
     // Issue 12, D9: the count is the queue's capacity, not one more.
     assert!(matches!(err, Some(lms::Error::Overloaded { queued: 1 })), "{err:?}");
 }
+
+/// GPU settings where no GPU device is found (this machine's build has none): `max` falls back
+/// to the CPU and says so in the stats, a share above 0 and a missing main GPU are typed errors,
+/// flash attention is refused by name. The error comes before any weights are read.
+#[test]
+fn gpu_settings_without_a_gpu() {
+    if lms::devices().expect("devices").iter().any(lms::Device::is_gpu) {
+        eprintln!("a GPU device is present: the fallback does not apply");
+        return;
+    }
+    let client = lms::Client::with_store(crate::store().clone());
+    let base = lms::LoadConfig { context_length: Some(256), parallel: Some(1), ..Default::default() };
+    let llm = client
+        .load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { gpu: Some(lms::GpuOffload::Max), ..base.clone() })
+        .expect("max runs on the CPU");
+    let r = llm.complete("Hello", crate::greedy(2)).expect("completes");
+    assert_eq!(r.stats.num_gpu_layers, Some(0.0));
+    client.unload(llm.identifier()).expect("unloads");
+    for (config, says) in [
+        (lms::LoadConfig { gpu: Some(lms::GpuOffload::Ratio(0.5)), ..base.clone() }, "no GPU device"),
+        (lms::LoadConfig { main_gpu: Some(1), ..base.clone() }, "mainGpu 1"),
+        (lms::LoadConfig { flash_attention: Some(true), ..base.clone() }, "flashAttention"),
+    ] {
+        match client.load(lms::DEFAULT_MODEL_KEY, &config) {
+            Err(lms::Error::InvalidConfig(m)) => assert!(m.contains(says), "{m}"),
+            other => panic!("{config:?}: expected InvalidConfig, got {:?}", other.map(|l| l.identifier().to_owned())),
+        }
+    }
+}

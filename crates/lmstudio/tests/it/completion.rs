@@ -437,3 +437,44 @@ fn the_prompt_cache_survives_a_reload_and_ignores_a_corrupted_file() {
     let again = run();
     assert_eq!(again, cold, "a corrupted file was used");
 }
+
+/// Prompts reach the disk cache while the model stays loaded, once the engine has been idle a
+/// moment: the folder as a crash would leave it (copied while loaded) warms a new load.
+#[test]
+fn the_prompt_cache_is_written_through_while_loaded() {
+    let (dir, after_crash) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let config = |d: &std::path::Path| lms::LoadConfig {
+        parallel: Some(1),
+        context_length: Some(1024),
+        prompt_cache_dir: Some(d.to_owned()),
+        ..Default::default()
+    };
+    let prompt = "Rain fell on the old stone bridge while the town slept. ".repeat(12) + "The bridge";
+    let client = lms::Client::with_store(crate::store().clone());
+    let llm = client.load(lms::DEFAULT_MODEL_KEY, &config(dir.path())).expect("loads");
+    let cold = llm.complete(&prompt, crate::greedy(8)).expect("completes");
+    let listed = || {
+        let folder = std::fs::read_dir(dir.path()).ok()?.flatten().next()?;
+        let manifest = std::fs::read_to_string(folder.path().join("manifest")).ok()?;
+        (!manifest.is_empty()).then_some(folder.path())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let folder = loop {
+        match listed() {
+            Some(folder) => break folder,
+            None if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(200)),
+            None => panic!("nothing was written to the disk cache while loaded"),
+        }
+    };
+    let copy = after_crash.path().join(folder.file_name().expect("a folder name"));
+    std::fs::create_dir_all(&copy).expect("creates");
+    for file in std::fs::read_dir(&folder).expect("reads").flatten() {
+        std::fs::copy(file.path(), copy.join(file.file_name())).expect("copies");
+    }
+    client.unload(llm.identifier()).expect("unloads");
+    let llm = client.load(lms::DEFAULT_MODEL_KEY, &config(after_crash.path())).expect("loads");
+    let warm = llm.complete(&prompt, crate::greedy(8)).expect("completes");
+    assert_eq!(warm.content, cold.content, "a restored prefix changed the text");
+    assert!(warm.stats.cached_prompt_tokens_count.unwrap_or(0) >= 64, "not restored: {:?}", warm.stats);
+    client.unload(llm.identifier()).expect("unloads");
+}
