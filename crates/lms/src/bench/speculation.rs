@@ -68,6 +68,14 @@ fn cases() -> Vec<Case> {
             prompt: format!("Copy exactly: {PARAGRAPH}\nCopy: {PARAGRAPH}\nCopy:"),
             config: greedy.clone(),
         },
+        Case {
+            name: "repeat a paragraph with changes (greedy)",
+            prompt: format!(
+                "Rewrite the paragraph with the fox made a cat and the farmer a baker.\nParagraph: {PARAGRAPH}\n\
+                 Rewritten: The quick brown cat jumps over the lazy dog near the river bank, while the old baker"
+            ),
+            config: greedy.clone(),
+        },
         Case { name: "terminal history (greedy)", prompt: terminal_history(), config: greedy },
         Case { name: "a story, not repeating (sampled)", prompt: "Once upon a time".into(), config: story },
     ]
@@ -91,42 +99,30 @@ const LLAMA_MODES: &[(&str, &[&str])] = &[
     ("draft: the model (-md)", &["-md"]),
 ];
 
-/// Median decode tok/s (llama-server's own `predicted_per_second`) of each greedy case in each
-/// mode, and whether the text was the one without speculation.
-fn llama_server_speeds(
-    bin: &std::path::Path,
-    model: &std::path::Path,
-    threads: u32,
-    cases: &[&Case],
-    repetitions: u32,
-) -> Result<Vec<Vec<(f64, String)>>> {
-    let mut speeds = Vec::new();
-    for (mode, args) in LLAMA_MODES {
-        let mut extra: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-        if args == &["-md"] {
-            extra.push(model.as_os_str());
-        }
-        let server = super::load::llama_server(bin, model, "model", 1, threads, &extra)?;
-        let mut per_case = Vec::new();
-        for case in cases {
-            let body = serde_json::json!({
-                "prompt": case.prompt, "n_predict": case.config.max_tokens, "temperature": 0.0,
-                "repeat_penalty": 1.0, "cache_prompt": true,
-            });
-            let (mut tps, mut content) = (Vec::new(), String::new());
-            for _ in 0..repetitions {
-                let v = super::loadgen::post_json(server.addr(), "/completion", &body)?;
-                tps.push(v["timings"]["predicted_per_second"].as_f64().context("no predicted_per_second")?);
-                content = v["content"].as_str().unwrap_or_default().to_owned();
+/// llama-server in each of [`LLAMA_MODES`], all started before the measurements, so that each
+/// repetition sends a case to ours and to every mode in turn (this machine's speed drifts).
+fn llama_servers(bin: &std::path::Path, model: &std::path::Path, threads: u32) -> Result<Vec<super::load::Server>> {
+    LLAMA_MODES
+        .iter()
+        .map(|(_, args)| {
+            let mut extra: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+            if args == &["-md"] {
+                extra.push(model.as_os_str());
             }
-            let median = percentile(tps, 0.5);
-            eprintln!("llama-server {mode}: {}: {median:.1} tok/s", case.name);
-            per_case.push((median, content));
-        }
-        server.stop();
-        speeds.push(per_case);
-    }
-    Ok(speeds)
+            super::load::llama_server(bin, model, "model", 1, threads, &extra)
+        })
+        .collect()
+}
+
+/// One greedy case on a llama-server: its decode tok/s (its own `predicted_per_second`) and text.
+fn on_llama_server(server: &super::load::Server, case: &Case) -> Result<(f64, String)> {
+    let body = serde_json::json!({
+        "prompt": case.prompt, "n_predict": case.config.max_tokens, "temperature": 0.0,
+        "repeat_penalty": 1.0, "cache_prompt": true,
+    });
+    let v = super::loadgen::post_json(server.addr(), "/completion", &body)?;
+    let tps = v["timings"]["predicted_per_second"].as_f64().context("no predicted_per_second")?;
+    Ok((tps, v["content"].as_str().unwrap_or_default().to_owned()))
 }
 
 pub fn run(args: SpeculationArgs) -> Result<()> {
@@ -146,11 +142,24 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
         threads = args.threads,
     );
     let cases = cases();
+    let servers = match &args.llama_server {
+        Some(bin) => llama_servers(bin, &store.root().join(&model.info().path), args.threads)?,
+        None => Vec::new(),
+    };
     let mut ours_off = Vec::new();
+    // For each greedy case, each llama-server mode's speeds and last text.
+    let mut theirs: Vec<Vec<(Vec<f64>, String)>> = Vec::new();
     for case in &cases {
         let (mut off, mut on, mut drafted) = (Vec::new(), Vec::new(), Vec::new());
         let (mut same, mut last) = (true, None);
+        let greedy = case.config.temperature == Some(0.0);
+        let mut modes = vec![(Vec::new(), String::new()); if greedy { servers.len() } else { 0 }];
         for _ in 0..args.repetitions {
+            for (server, (tps, text)) in servers.iter().zip(modes.iter_mut()) {
+                let (t, content) = on_llama_server(server, case)?;
+                tps.push(t);
+                *text = content;
+            }
             let plain = model.complete(&case.prompt, with(&case.config, lms::Speculation::Off))?;
             let fast = model.complete(&case.prompt, with(&case.config, lms::Speculation::Ngram))?;
             let own = model.complete(&case.prompt, own_draft(&case.config, &key))?;
@@ -175,14 +184,22 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
             if same { "yes" } else { "no" },
         );
         ours_off.push((off, on, own, plain.content));
+        if greedy {
+            theirs.push(modes);
+        }
+    }
+    for server in servers {
+        server.stop();
     }
 
-    if let Some(bin) = &args.llama_server {
-        let path = store.root().join(&model.info().path);
+    if args.llama_server.is_some() {
         let greedy: Vec<&Case> = cases.iter().filter(|c| c.config.temperature == Some(0.0)).collect();
-        let speeds = llama_server_speeds(bin, &path, args.threads, &greedy, args.repetitions)?;
+        let speeds: Vec<Vec<(f64, String)>> = (0..LLAMA_MODES.len())
+            .map(|m| theirs.iter().map(|modes| (percentile(modes[m].0.clone(), 0.5), modes[m].1.clone())).collect())
+            .collect();
         md += "\nThe same greedy requests to llama.cpp's `llama-server` (llama.cpp 0c1e570, built by \
-               `scripts/build-llama-tools`, one slot, the same threads), decode tok/s by its own timings; \
+               `scripts/build-llama-tools`, one slot, the same threads; every mode's server started first, and each repetition sends the \
+               case to ours and to each mode in turn), decode tok/s by its own timings; \
                \"same text\": as ours without speculation.\n\n| case | llama-server mode | tok/s | same text |\n\
                |---|---|---|---|\n";
         for (c, case) in greedy.iter().enumerate() {

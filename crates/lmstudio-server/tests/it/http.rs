@@ -366,10 +366,16 @@ async fn rest_v1_lists_loads_and_unloads_models() {
     // What we do not act on is refused by name; an unknown instance is a 404.
     let (status, body) = call(
         own.clone(),
+        post("/api/v1/models/load", r#"{"model": "gemma-3-270m", "config": {"eval_batch_size": 256}}"#),
+    )
+    .await;
+    assert!(status == StatusCode::BAD_REQUEST && body.contains("eval_batch_size"), "{status} {body}");
+    let (status, body) = call(
+        own.clone(),
         post("/api/v1/models/load", r#"{"model": "gemma-3-270m", "config": {"flash_attention": true}}"#),
     )
     .await;
-    assert!(status == StatusCode::BAD_REQUEST && body.contains("flash_attention"), "{status} {body}");
+    assert!(status == StatusCode::BAD_REQUEST && body.contains("flashAttention"), "{status} {body}");
     let unload = format!(r#"{{"instance_id": "{id}"}}"#);
     let (status, body) = call(own.clone(), post("/api/v1/models/unload", unload.clone())).await;
     assert_eq!((status, json_of(&body)["instance_id"].as_str()), (StatusCode::OK, Some(id.as_str())));
