@@ -72,6 +72,8 @@ pub(super) struct DraftTarget<'a> {
     pub context_length: u32,
     pub parallel: u32,
     pub threads: u32,
+    /// Whether the main model runs on the GPU (then the draft model does too).
+    pub gpu: bool,
 }
 
 impl DraftModel {
@@ -79,8 +81,11 @@ impl DraftModel {
     /// the main model's, and starts its thread.
     pub(super) fn load(backend: &'static LlamaBackend, key: &str, path: &Path, target: DraftTarget) -> Result<Self> {
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-            .map_err(|e| load_err(e.to_string()))?;
+        // Read, not mapped (a mapped file cut on disk kills the process, see `LoadConfig::try_mmap`),
+        // and on the GPU when the main model is.
+        let params =
+            LlamaModelParams::default().with_use_mmap(false).with_n_gpu_layers(if target.gpu { u32::MAX } else { 0 });
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         if let Some(reason) = vocabulary_difference(target.model, &model) {
             return Err(Error::IncompatibleDraftModel { draft: key.to_owned(), path: path.to_owned(), reason });
         }

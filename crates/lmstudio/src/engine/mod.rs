@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
@@ -196,16 +196,17 @@ impl Engine {
         on_load(LoadEvent::Progress(0.0));
         // llama.cpp reports as it reads the tensors; the last report is 1.0 (sent once, below).
         let reporter = Arc::clone(on_load);
-        let params = LlamaModelParams::default()
-            .with_use_mmap(config.try_mmap)
-            .with_n_gpu_layers(gpu_layers)
-            .with_main_gpu(config.main_gpu.unwrap_or(0) as i32)
-            .with_progress_callback(move |p| {
-                if p > 0.0 && p < 1.0 {
-                    reporter(LoadEvent::Progress(p));
-                }
-                true
-            });
+        let mut params = LlamaModelParams::default().with_use_mmap(config.try_mmap).with_n_gpu_layers(gpu_layers);
+        if let Some(main) = config.main_gpu.filter(|_| gpus > 0) {
+            // llama.cpp takes a main GPU only with the model on that one device.
+            params = params.with_split_mode(LlamaSplitMode::None).with_main_gpu(main as i32);
+        }
+        let params = params.with_progress_callback(move |p| {
+            if p > 0.0 && p < 1.0 {
+                reporter(LoadEvent::Progress(p));
+            }
+            true
+        });
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
@@ -353,6 +354,7 @@ impl Engine {
             context_length: self.context_length as u32,
             parallel: self.parallel as u32,
             threads: self.threads,
+            gpu: self.shared.gpu_layers > 0,
         };
         let loaded = Arc::new(draft::DraftModel::load(backend()?, key, path, target)?);
         *current = Some(Arc::clone(&loaded));

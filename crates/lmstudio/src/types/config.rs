@@ -497,8 +497,8 @@ pub struct LoadConfig {
     /// see none: `lms runtime ls`), `max` runs on the CPU and a share above 0 is refused.
     /// Default off.
     pub gpu: Option<GpuOffload>,
-    /// The GPU device that holds what is not split across devices (LM Studio's `gpu.mainGpu`):
-    /// an index among the GPU devices. Default: the first.
+    /// The GPU device that holds the model (LM Studio's `gpu.mainGpu`): an index among the GPU
+    /// devices; set, the model is not split across devices. Default: split across all.
     pub main_gpu: Option<u32>,
     /// LM Studio's `flashAttention`: only off is taken (flash attention's tiling makes prompt
     /// rows depend on the batch, and the prefix cache reuses rows only where they do not).

@@ -231,6 +231,11 @@ fn gpu_settings_without_a_gpu() {
     let r = llm.complete("Hello", crate::greedy(2)).expect("completes");
     assert_eq!(r.stats.num_gpu_layers, Some(0.0));
     client.unload(llm.identifier()).expect("unloads");
+    // The first GPU named as the main one (as an SDK's split config may say): the CPU runs it.
+    let llm = client
+        .load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { main_gpu: Some(0), ..base.clone() })
+        .expect("main GPU 0 without a GPU: the CPU");
+    client.unload(llm.identifier()).expect("unloads");
     for (config, says) in [
         (lms::LoadConfig { gpu: Some(lms::GpuOffload::Ratio(0.5)), ..base.clone() }, "no GPU device"),
         (lms::LoadConfig { main_gpu: Some(1), ..base.clone() }, "mainGpu 1"),
