@@ -1,7 +1,6 @@
 //! The embedded backend of [`Client`](super::Client): models of a store loaded into this process,
 //! each with its engine thread.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -68,11 +67,11 @@ impl Loaded {
         *lock(&self.last_used) = Instant::now();
     }
 
-    /// The key and file of the draft model `query` names, its header checked.
-    pub fn draft_file(&self, query: &str) -> Result<(String, PathBuf)> {
+    /// The store's entry of the draft model `query` names, its header checked.
+    pub fn draft_file(&self, query: &str) -> Result<StoredModel> {
         let stored = self.store.resolve(query)?;
         stored.valid_info()?;
-        Ok((stored.key, stored.path))
+        Ok(stored)
     }
 
     /// Whether its TTL has run out: idle (nothing running or queued) for that long.

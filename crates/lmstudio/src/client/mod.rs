@@ -630,8 +630,7 @@ impl Llm {
                 };
                 l.touch();
                 let draft = valid.draft.as_ref().map(|d| l.draft_file(&d.model)).transpose()?;
-                let draft = draft.as_ref().map(|(key, path)| (key.as_str(), path.as_path()));
-                l.engine.submit(prompt, valid, draft, tx, Arc::clone(&cancel))?
+                l.engine.submit(prompt, valid, draft.as_ref(), tx, Arc::clone(&cancel))?
             }
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));

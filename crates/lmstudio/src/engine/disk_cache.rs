@@ -151,9 +151,10 @@ impl DiskCache {
         let partial = self.dir.join("manifest.partial");
         std::fs::File::create(&partial)?.write_all(manifest.as_bytes())?;
         std::fs::rename(partial, self.dir.join("manifest"))?;
+        let listed: std::collections::HashSet<&str> = manifest.lines().filter_map(|l| l.split(' ').next()).collect();
         for entry in std::fs::read_dir(&self.dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != "manifest" && !manifest.lines().any(|l| l.split_once(' ').is_some_and(|(n, _)| n == name)) {
+            if name != "manifest" && !listed.contains(name.as_str()) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

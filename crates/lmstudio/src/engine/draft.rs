@@ -8,10 +8,8 @@
 //! token), drops rejected draft tokens, and drafts from there. The thread's own model and context
 //! never borrow from the engine thread's, and it stops when the last prediction using it is gone.
 
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -20,6 +18,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use super::rules::{common_prefix, BATCH};
+use super::worker::context_params;
+use crate::store::StoredModel;
 use crate::types::config::DraftSettings;
 use crate::types::error::{Error, Result};
 
@@ -77,9 +77,10 @@ pub(super) struct DraftTarget<'a> {
 }
 
 impl DraftModel {
-    /// Loads the draft model at `path` (header already checked), checks that its vocabulary is
+    /// Loads the draft model in `file` (header already checked), checks that its vocabulary is
     /// the main model's, and starts its thread.
-    pub(super) fn load(backend: &'static LlamaBackend, key: &str, path: &Path, target: DraftTarget) -> Result<Self> {
+    pub(super) fn load(backend: &'static LlamaBackend, file: &StoredModel, target: DraftTarget) -> Result<Self> {
+        let (key, path) = (file.key.as_str(), file.path.as_path());
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
         // Read, not mapped (a mapped file cut on disk kills the process, see `LoadConfig::try_mmap`),
         // and on the GPU when the main model is.
@@ -89,15 +90,8 @@ impl DraftModel {
         if let Some(reason) = vocabulary_difference(target.model, &model) {
             return Err(Error::IncompatibleDraftModel { draft: key.to_owned(), path: path.to_owned(), reason });
         }
-        let window = sliding_window(&model);
-        let ctx_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(target.context_length.saturating_mul(target.parallel)))
-            .with_n_batch(BATCH)
-            .with_n_ubatch(BATCH)
-            .with_n_seq_max(target.parallel)
-            .with_kv_unified(false)
-            .with_n_threads(target.threads as i32)
-            .with_n_threads_batch(target.threads as i32);
+        let window = file.sliding_window.unwrap_or(0) as usize;
+        let ctx_params = context_params(target.context_length, target.parallel, target.threads);
         let (requests, rx) = flume::unbounded::<Request>();
         let (ready_tx, ready_rx) = flume::bounded(1);
         let parallel = target.parallel as usize;
@@ -110,7 +104,8 @@ impl DraftModel {
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let mut drafter = Drafter { ctx, held: vec![Vec::new(); parallel], window };
+            let batch = LlamaBatch::new(BATCH as usize, 1);
+            let mut drafter = Drafter { ctx, batch, held: vec![Vec::new(); parallel], window };
             for r in rx.iter() {
                 let draft = drafter.draft(r.seq, &r.history, r.max, r.rule);
                 let _ = r.reply.send(draft);
@@ -161,15 +156,10 @@ fn vocabulary_difference(main: &LlamaModel, draft: &LlamaModel) -> Option<String
     })
 }
 
-/// The model's sliding attention window from its header (0: none).
-fn sliding_window(model: &LlamaModel) -> usize {
-    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
-    model.meta_val_str(&format!("{arch}.attention.sliding_window")).ok().and_then(|w| w.parse().ok()).unwrap_or(0)
-}
-
-/// The draft thread's state: the context and the tokens each sequence holds.
+/// The draft thread's state: the context, its batch, and the tokens each sequence holds.
 struct Drafter<'m> {
     ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'m>,
     held: Vec<Vec<LlamaToken>>,
     window: usize,
 }
@@ -182,7 +172,7 @@ impl Drafter<'_> {
         }
         // Keep what still matches, but evaluate at least the last token (its logits are needed).
         let mut keep = common_prefix(held, history).min(history.len() - 1);
-        let ctx = &mut self.ctx;
+        let (ctx, batch) = (&mut self.ctx, &mut self.batch);
         if ctx.kv_cache_seq_rm(seq, Some(keep as u32), None).is_err() || !continues(ctx, seq, keep, self.window) {
             keep = 0;
         }
@@ -190,7 +180,6 @@ impl Drafter<'_> {
             let _ = ctx.kv_cache_seq_rm(seq, None, None);
         }
         held.truncate(keep);
-        let mut batch = LlamaBatch::new(BATCH as usize, 1);
         for chunk in history[keep..].chunks(BATCH as usize) {
             batch.clear();
             for &t in chunk {
@@ -198,7 +187,7 @@ impl Drafter<'_> {
                 let _ = batch.add(t, held.len() as i32, &[seq], last);
                 held.push(t);
             }
-            if ctx.decode(&mut batch).is_err() {
+            if ctx.decode(batch).is_err() {
                 let _ = ctx.kv_cache_seq_rm(seq, None, None);
                 held.clear();
                 return Vec::new();
@@ -218,7 +207,7 @@ impl Drafter<'_> {
             }
             batch.clear();
             let _ = batch.add(LlamaToken(token), held.len() as i32, &[seq], true);
-            if ctx.decode(&mut batch).is_err() {
+            if ctx.decode(batch).is_err() {
                 break;
             }
             held.push(LlamaToken(token));

@@ -24,6 +24,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::lock;
+use crate::store::StoredModel;
 use crate::template::{self, ChatTemplate};
 use crate::types::config::{ContextOverflowPolicy, GpuOffload, LoadConfig, ValidConfig};
 use crate::types::error::{Error, Result};
@@ -296,12 +297,12 @@ impl Engine {
     }
 
     /// Tokenizes, fits and queues a prediction (the caller has refused an empty prompt); events
-    /// arrive on `events`. `draft_file` is the file of `config.draft`'s model, with its key.
+    /// arrive on `events`. `draft_file` is the store's entry of `config.draft`'s model.
     pub fn submit(
         &self,
         prompt: &str,
         config: ValidConfig,
-        draft_file: Option<(&str, &Path)>,
+        draft_file: Option<&StoredModel>,
         events: flume::Sender<Event>,
         cancel: Arc<AtomicBool>,
     ) -> Result<()> {
@@ -309,7 +310,7 @@ impl Engine {
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
         let grammar = config.structured.as_ref().map(|s| self.grammars.get(&self.model, s)).transpose()?;
         let draft = match (&config.draft, draft_file) {
-            (Some(d), Some((key, path))) => Some((self.draft_model(key, path)?, draft::DraftRule::of(d))),
+            (Some(d), Some(file)) => Some((self.draft_model(file)?, draft::DraftRule::of(d))),
             _ => None,
         };
         let jobs = lock(&self.shared.jobs).clone().ok_or_else(|| self.stopped())?;
@@ -342,11 +343,11 @@ impl Engine {
 }
 
 impl Engine {
-    /// The draft model at `path`: the one loaded last when it is that file, else loaded now (its
+    /// The draft model in `file`: the one loaded last when it is that file, else loaded now (its
     /// vocabulary checked against this model's).
-    fn draft_model(&self, key: &str, path: &Path) -> Result<Arc<draft::DraftModel>> {
+    fn draft_model(&self, file: &StoredModel) -> Result<Arc<draft::DraftModel>> {
         let mut current = lock(&self.draft);
-        if let Some(d) = current.as_ref().filter(|d| d.path == path) {
+        if let Some(d) = current.as_ref().filter(|d| d.path == file.path) {
             return Ok(Arc::clone(d));
         }
         let target = draft::DraftTarget {
@@ -356,7 +357,7 @@ impl Engine {
             threads: self.threads,
             gpu: self.shared.gpu_layers > 0,
         };
-        let loaded = Arc::new(draft::DraftModel::load(backend()?, key, path, target)?);
+        let loaded = Arc::new(draft::DraftModel::load(backend()?, file, target)?);
         *current = Some(Arc::clone(&loaded));
         Ok(loaded)
     }

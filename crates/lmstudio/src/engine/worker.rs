@@ -236,18 +236,23 @@ fn new_context<'m>(
     params: &EngineParams,
     threads: u32,
 ) -> Result<LlamaContext<'m>, String> {
-    let n_ctx = params.context_length.saturating_mul(params.parallel);
-    let ctx_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
+    let ctx_params = context_params(params.context_length, params.parallel, threads)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        .with_offload_kqv(params.offload_kv_cache);
+    model.new_context(backend, ctx_params).map_err(|e| e.to_string())
+}
+
+/// A context of `parallel` sequences of `context_length` tokens each (not unified), evaluated in
+/// batches of [`BATCH`] on `threads` threads: the main model's and a draft model's shape.
+pub(super) fn context_params(context_length: u32, parallel: u32, threads: u32) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(context_length.saturating_mul(parallel)))
         .with_n_batch(BATCH)
         .with_n_ubatch(BATCH)
-        .with_n_seq_max(params.parallel)
+        .with_n_seq_max(parallel)
         .with_kv_unified(false)
-        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        .with_offload_kqv(params.offload_kv_cache)
         .with_n_threads(threads as i32)
-        .with_n_threads_batch(threads as i32);
-    model.new_context(backend, ctx_params).map_err(|e| e.to_string())
+        .with_n_threads_batch(threads as i32)
 }
 
 /// The free slot with the longest reusable prefix of `tokens`; on a tie, the one caching the least,
