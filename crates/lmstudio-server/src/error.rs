@@ -58,7 +58,9 @@ impl From<lms::Error> for ApiError {
             E::InvalidModelFile { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_model_file")),
             E::ModelUnloaded => (StatusCode::SERVICE_UNAVAILABLE, None),
             E::IdentifierInUse { .. } => (StatusCode::CONFLICT, Some("identifier_in_use")),
-            E::InsufficientMemory { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some("insufficient_memory")),
+            E::InsufficientMemory { .. } | E::InsufficientGpuMemory { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some("insufficient_memory"))
+            }
             // The hub refused or failed: its answer, not ours, so the message says it.
             E::Download(_) => (StatusCode::BAD_GATEWAY, Some("download_failed")),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),

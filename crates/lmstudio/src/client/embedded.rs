@@ -260,8 +260,9 @@ impl Embedded {
     fn load_stored(&self, stored: StoredModel, config: &LoadConfig, jit: bool, on_load: &OnLoad) -> Result<Llm> {
         let mut info = stored.valid_info()?;
         config.validate()?;
-        let estimate = estimate(&stored, &info, config);
-        check_memory(estimate, config, available_memory())?;
+        let offload = crate::engine::offload(config, stored.layers)?;
+        let estimate = estimate(&stored, &info, config, offload.gpu_layers);
+        check_memory(estimate, config, available_memory(), offload.gpu_free)?;
         info.identifier = Some(match &config.identifier {
             Some(id) if lock(&self.loaded).iter().any(|l| answers_to(&l.info, id)) => {
                 return Err(Error::IdentifierInUse { identifier: id.clone() })
@@ -310,9 +311,13 @@ fn overhead(weights: u64) -> u64 {
     (32 << 20) + weights / 16
 }
 
-/// What loading `stored` with `config` takes: the weights (read into memory), the KV cache of
-/// every slot, compute buffers, and the host prompt cache at its limit.
-pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig) -> MemoryEstimate {
+/// What loading `stored` with `config` takes, with `gpu_layers` of its layers offloaded: the
+/// weights (read into memory), the KV cache of every slot, compute buffers, and the host prompt
+/// cache at its limit; and what of it lies on the GPU, as llama.cpp places it (the offloaded
+/// layers' weights, their share of the KV cache unless it is kept on the CPU, compute buffers
+/// beside them). The GPU part is llama.cpp's placement rule applied to the file's tensor table; it
+/// has not been measured against a GPU here.
+pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, gpu_layers: u32) -> MemoryEstimate {
     let context =
         u64::from(config.context_length.unwrap_or(crate::engine::DEFAULT_CONTEXT)).min(info.max_context_length.max(16));
     let kv =
@@ -322,23 +327,48 @@ pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConf
         Guardrail::Strict => prompt_cache,
         Guardrail::Relaxed | Guardrail::Off => 0,
     };
-    let total = info.size_bytes.saturating_add(kv).saturating_add(overhead(info.size_bytes)).saturating_add(counted);
+    let (gpu_weights, gpu_kv) = match &stored.weights {
+        Some(w) if gpu_layers > 0 && !w.blocks.is_empty() => {
+            let (bytes, blocks) = w.offloaded(gpu_layers);
+            let kv_share = kv / w.blocks.len() as u64 * blocks as u64;
+            (bytes, if config.offload_kv_cache_to_gpu.unwrap_or(true) { kv_share } else { 0 })
+        }
+        _ => (0, 0),
+    };
+    // The tied output's copy on the GPU comes on top of the file's bytes.
+    let weights = info.size_bytes + stored.weights.as_ref().filter(|_| gpu_weights > 0).map_or(0, |w| w.tied_output);
+    let host_weights = weights.saturating_sub(gpu_weights);
+    let gpu_compute = if gpu_weights > 0 { overhead(gpu_weights) } else { 0 };
+    let host = host_weights.saturating_add(kv - gpu_kv).saturating_add(overhead(host_weights)).saturating_add(counted);
+    let gpu = gpu_weights + gpu_kv + gpu_compute;
     MemoryEstimate {
-        weights_mib: info.size_bytes >> 20,
+        weights_mib: weights >> 20,
         kv_cache_mib: kv >> 20,
-        compute_mib: overhead(info.size_bytes) >> 20,
+        compute_mib: (overhead(host_weights) + gpu_compute) >> 20,
         prompt_cache_mib: prompt_cache >> 20,
-        total_mib: total >> 20,
+        total_mib: host >> 20,
+        gpu_mib: gpu >> 20,
     }
 }
 
-/// The guardrail: a load whose estimate is more than the machine has available is refused, so
-/// that a load (from a web page, a script in a loop, a 128k context) cannot push the machine into
-/// swap or the OOM killer. Without a figure of available memory (not Linux), nothing is checked.
-fn check_memory(estimate: MemoryEstimate, config: &LoadConfig, available: Option<u64>) -> Result<()> {
-    let Some(available) = available.filter(|_| config.guardrail != Guardrail::Off) else { return Ok(()) };
-    if estimate.total_mib > available >> 20 {
+/// The guardrail: a load whose estimate is more than the machine has available (in host memory,
+/// or on the GPU it offloads to) is refused, so that a load (from a web page, a script in a loop,
+/// a 128k context) cannot push the machine into swap, the OOM killer or a failed allocation on the
+/// GPU. Without a figure of available memory (not Linux; no GPU), nothing is checked there.
+fn check_memory(
+    estimate: MemoryEstimate,
+    config: &LoadConfig,
+    available: Option<u64>,
+    gpu_free: Option<u64>,
+) -> Result<()> {
+    if config.guardrail == Guardrail::Off {
+        return Ok(());
+    }
+    if let Some(available) = available.filter(|&a| estimate.total_mib > a >> 20) {
         return Err(Error::InsufficientMemory { estimate, available_mib: available >> 20 });
+    }
+    if let Some(free) = gpu_free.filter(|&f| estimate.gpu_mib > f >> 20) {
+        return Err(Error::InsufficientGpuMemory { estimate, free_mib: free >> 20 });
     }
     Ok(())
 }
@@ -390,7 +420,7 @@ mod tests {
         let config =
             LoadConfig { context_length: Some(4096), parallel: Some(4), prompt_cache_mib: 0, ..Default::default() };
         let needed = info.size_bytes + kv * 4096 * 4 + overhead(info.size_bytes);
-        let check = |c: &LoadConfig, available| check_memory(estimate(&stored, &info, c), c, available);
+        let check = |c: &LoadConfig, available| check_memory(estimate(&stored, &info, c, 0), c, available, None);
         assert!(check(&config, Some(needed)).is_ok());
         match check(&config, Some(needed - (1 << 20))) {
             Err(e @ Error::InsufficientMemory { estimate, available_mib }) => {
@@ -421,5 +451,48 @@ mod tests {
         let long = LoadConfig { context_length: Some(32768), ..config.clone() };
         assert!(check(&long, Some(needed)).is_err());
         assert!(check(&long, None).is_ok(), "no figure, no check");
+    }
+
+    #[test]
+    fn offloaded_layers_are_counted_in_gpu_memory() {
+        let stored = ModelStore::from_env().resolve(DEFAULT_MODEL_KEY).expect("the default model (lms get)");
+        let info = stored.valid_info().expect("valid");
+        // Gemma 3 270M: 18 blocks; the output layer is its norm, the weight tied to the embeddings.
+        let w = stored.weights.clone().expect("the tensor table");
+        assert_eq!(w.blocks.len(), 18);
+        assert!(w.output > 0 && w.tied_output > w.blocks.iter().sum::<u64>(), "{w:?}");
+        assert!(w.input + w.blocks.iter().sum::<u64>() + w.output <= info.size_bytes);
+        let config =
+            LoadConfig { context_length: Some(4096), parallel: Some(2), prompt_cache_mib: 0, ..Default::default() };
+        let kv = stored.kv_bytes_per_token.expect("the attention shape") * 4096 * 2;
+        let cpu = estimate(&stored, &info, &config, 0);
+        assert_eq!(cpu.gpu_mib, 0);
+        // All 18 blocks and the output layer: the host keeps the input layer (the embeddings).
+        let all = estimate(&stored, &info, &config, 19);
+        let on_gpu = w.blocks.iter().sum::<u64>() + w.output + w.tied_output;
+        assert_eq!(all.gpu_mib, (on_gpu + kv + overhead(on_gpu)) >> 20);
+        let host_weights = info.size_bytes - w.blocks.iter().sum::<u64>() - w.output;
+        assert_eq!(all.total_mib, (host_weights + overhead(host_weights)) >> 20, "no KV cache on the host");
+        assert_eq!((all.kv_cache_mib, all.weights_mib), (cpu.kv_cache_mib, (info.size_bytes + w.tied_output) >> 20));
+        // The KV cache kept on the CPU; half the layers (the output and the last 9 blocks).
+        let kv_on_cpu = LoadConfig { offload_kv_cache_to_gpu: Some(false), ..config.clone() };
+        assert_eq!(estimate(&stored, &info, &kv_on_cpu, 19).gpu_mib, (on_gpu + overhead(on_gpu)) >> 20);
+        let half = estimate(&stored, &info, &config, 10);
+        let on_gpu = w.blocks[9..].iter().sum::<u64>() + w.output + w.tied_output;
+        assert_eq!(half.gpu_mib, (on_gpu + kv / 2 + overhead(on_gpu)) >> 20);
+        // The guardrail checks each memory against its own figure.
+        let host = Some((all.total_mib + 1) << 20);
+        assert!(check_memory(all, &config, host, Some(all.gpu_mib << 20)).is_ok());
+        assert!(matches!(check_memory(cpu, &config, host, None), Err(Error::InsufficientMemory { .. })));
+        match check_memory(all, &config, host, Some((all.gpu_mib - 1) << 20)) {
+            Err(e @ Error::InsufficientGpuMemory { estimate, free_mib }) => {
+                assert_eq!((estimate, free_mib), (all, all.gpu_mib - 1));
+                let m = e.to_string();
+                assert!(m.contains(&format!("{} MiB of GPU memory", all.gpu_mib)) && m.contains("GPU has"), "{m}");
+            }
+            other => panic!("expected InsufficientGpuMemory, got {other:?}"),
+        }
+        let off = LoadConfig { guardrail: Guardrail::Off, ..config };
+        assert!(check_memory(all, &off, Some(1), Some(1)).is_ok());
     }
 }

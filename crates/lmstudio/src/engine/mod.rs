@@ -106,6 +106,28 @@ pub fn devices() -> Result<Vec<Device>> {
         .collect())
 }
 
+/// Where a load puts a model: how many layers go to the GPU, and the free memory of the GPU
+/// devices they go to (the main GPU's alone when one is named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Offload {
+    pub gpu_layers: u32,
+    pub gpus: usize,
+    pub gpu_free: Option<u64>,
+}
+
+/// The [`Offload`] of `config` for a model of `layers` layers, on the devices found now.
+pub(crate) fn offload(config: &LoadConfig, layers: Option<u32>) -> Result<Offload> {
+    let gpus: Vec<Device> = devices()?.into_iter().filter(Device::is_gpu).collect();
+    let gpu_layers = gpu_layers(config, gpus.len(), layers)?;
+    let free = |d: &Device| d.memory_free_mib << 20;
+    let gpu_free = match config.main_gpu {
+        _ if gpus.is_empty() => None,
+        Some(main) => gpus.get(main as usize).map(free),
+        None => Some(gpus.iter().map(free).sum()),
+    };
+    Ok(Offload { gpu_layers, gpus: gpus.len(), gpu_free })
+}
+
 /// The layers to offload for `config` with `gpus` GPU devices found, of a model of `layers`
 /// layers: none without a GPU for `max` (the CPU runs it), an error for a share above 0, a
 /// main GPU that is not there, or flash attention.
@@ -191,8 +213,7 @@ impl Engine {
     ) -> Result<Self> {
         config.validate()?;
         let backend = backend()?;
-        let gpus = devices()?.iter().filter(|d| d.is_gpu()).count();
-        let gpu_layers = gpu_layers(config, gpus, shape.layers)?;
+        let Offload { gpu_layers, gpus, .. } = offload(config, shape.layers)?;
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
         on_load(LoadEvent::Progress(0.0));
         // llama.cpp reports as it reads the tensors; the last report is 1.0 (sent once, below).
@@ -216,6 +237,7 @@ impl Engine {
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4)));
         info.context_length = Some(u64::from(context_length));
+        info.num_gpu_layers = Some(gpu_layers);
         let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
         let params = EngineParams {

@@ -75,6 +75,56 @@ pub struct GgufHeader {
     pub tensor_count: u64,
     /// Size of the file in bytes.
     pub file_size: u64,
+    /// The tensor data by layer.
+    pub weights: WeightLayout,
+}
+
+/// The tensor data's bytes by the layer llama.cpp gives each tensor when it offloads: the input
+/// layer (the token embeddings, always on the CPU), each block, and the output layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightLayout {
+    /// The input layer: every tensor that is neither in a block nor the output layer's.
+    pub input: u64,
+    /// The blocks' (`blk.N.*`), by N.
+    pub blocks: Vec<u64>,
+    /// The output layer's (`output.*`, `output_norm.*`).
+    pub output: u64,
+    /// What llama.cpp copies to the output layer's device when the output has no weight of its own
+    /// (tied to the token embeddings, as Gemma's): the embeddings' bytes, else 0.
+    pub tied_output: u64,
+}
+
+impl WeightLayout {
+    /// llama.cpp's placement for `gpu_layers` offloaded layers: the output layer counts as one more
+    /// layer, the last, and the last `gpu_layers` of them go to the GPU. The bytes on the GPU, and
+    /// how many of the blocks are there.
+    pub fn offloaded(&self, gpu_layers: u32) -> (u64, usize) {
+        if gpu_layers == 0 {
+            return (0, 0);
+        }
+        let n = self.blocks.len();
+        let blocks = (gpu_layers as usize - 1).min(n);
+        let on_gpu: u64 = self.blocks[n - blocks..].iter().sum();
+        (on_gpu + self.output + self.tied_output, blocks)
+    }
+
+    fn add(&mut self, name: &str, bytes: u64) {
+        let block = name
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| (n as u64) < MAX_LAYERS);
+        if let Some(n) = block {
+            if self.blocks.len() <= n {
+                self.blocks.resize(n + 1, 0);
+            }
+            self.blocks[n] += bytes;
+        } else if name.starts_with("output.") || name.starts_with("output_norm.") {
+            self.output += bytes;
+        } else {
+            self.input += bytes;
+        }
+    }
 }
 
 impl GgufHeader {
@@ -265,6 +315,8 @@ impl<R: Read + Seek> Reader<R> {
         let mut parameter_count: u64 = 0;
         let mut data_size: u64 = 0;
         let mut names = std::collections::HashSet::new();
+        let mut weights = WeightLayout::default();
+        let (mut output_weight, mut token_embd) = (false, 0);
         for _ in 0..tensor_count {
             let name = self.string()?;
             if name.len() >= MAX_NAME {
@@ -308,6 +360,11 @@ impl<R: Read + Seek> Reader<R> {
             if !names.insert(name.clone()) {
                 return Err(bad("appears twice".into()));
             }
+            weights.add(&name, bytes);
+            output_weight |= name == "output.weight";
+            if name == "token_embd.weight" {
+                token_embd = bytes;
+            }
             parameter_count = parameter_count.saturating_add(elements);
         }
         let header_end = self.inner.stream_position()?;
@@ -319,7 +376,10 @@ impl<R: Read + Seek> Reader<R> {
                 self.file_size
             )));
         }
-        Ok(GgufHeader { version, metadata, parameter_count, tensor_count, file_size: self.file_size })
+        if !output_weight {
+            weights.tied_output = token_embd;
+        }
+        Ok(GgufHeader { version, metadata, parameter_count, tensor_count, file_size: self.file_size, weights })
     }
 
     fn value(&mut self, ty: u32, depth: u32) -> Result<Value, GgufError> {
@@ -707,6 +767,29 @@ mod tests {
         assert_eq!(h.architecture(), Some("llama"));
         assert_eq!(h.context_length(), Some(2048));
         assert_eq!(h.parameter_count, 8);
+    }
+
+    #[test]
+    fn weights_are_placed_as_llama_cpp_offloads_them() {
+        let mut w = WeightLayout::default();
+        for (name, bytes) in [
+            ("token_embd.weight", 100),
+            ("blk.0.attn_q.weight", 10),
+            ("blk.0.ffn_up.weight", 5),
+            ("blk.1.attn_q.weight", 20),
+            ("output_norm.weight", 1),
+            ("rope_freqs.weight", 2),
+            ("blk.x.weight", 3),
+        ] {
+            w.add(name, bytes);
+        }
+        assert_eq!((w.input, w.blocks.clone(), w.output), (105, vec![15, 20], 1));
+        w.tied_output = 100;
+        assert_eq!(w.offloaded(0), (0, 0));
+        assert_eq!(w.offloaded(1), (101, 0), "the output layer first, with its copy of the tied embeddings");
+        assert_eq!(w.offloaded(2), (121, 1), "then the last block");
+        assert_eq!(w.offloaded(3), (136, 2));
+        assert_eq!(w.offloaded(99), (136, 2), "no more than there are");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct StoredModel {
     pub kv_bytes_per_token: Option<u64>,
     /// Its layers (`block_count`), when the header says.
     pub layers: Option<u32>,
+    /// Its tensor data by layer (for what offloading puts on the GPU), when the header is valid.
+    pub weights: Option<gguf::WeightLayout>,
 }
 
 impl StoredModel {
@@ -121,7 +123,8 @@ impl ModelStore {
                     .and_then(|a| header.uint(&format!("{a}.block_count")))
                     .and_then(|n| u32::try_from(n).ok());
                 let key = info.model_key.clone();
-                StoredModel { path, key, info: Ok(info), sliding_window, kv_bytes_per_token, layers }
+                let weights = Some(header.weights);
+                StoredModel { path, key, info: Ok(info), sliding_window, kv_bytes_per_token, layers, weights }
             }
             Err(e) => StoredModel {
                 key: key_from_file_name(&path),
@@ -130,6 +133,7 @@ impl ModelStore {
                 sliding_window: None,
                 kv_bytes_per_token: None,
                 layers: None,
+                weights: None,
             },
         }
     }
@@ -285,6 +289,7 @@ pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelIn
         identifier: None,
         instance_reference: None,
         context_length: None,
+        num_gpu_layers: None,
         state: None,
     }
 }

@@ -85,6 +85,14 @@ pub enum Error {
         /// What the system reported available (`MemAvailable`, or the cgroup's limit when lower).
         available_mib: u64,
     },
+    /// Loading would put more on the GPU than its memory has free.
+    #[error("loading needs about {estimate}, but the GPU has {free_mib} MiB free; unload a model, offload fewer layers (gpu ratio), load with a shorter context or fewer parallel slots, keep the KV cache on the CPU, or relax the guardrail")]
+    InsufficientGpuMemory {
+        /// The estimate, by part.
+        estimate: crate::types::result::MemoryEstimate,
+        /// What the GPU devices the layers go to report free.
+        free_mib: u64,
+    },
     /// Too many predictions are queued on this model; retry later.
     #[error("the model is overloaded: {queued} predictions are already queued")]
     Overloaded {

@@ -185,6 +185,10 @@ pub struct ModelInfo {
     /// For a loaded instance: the context length it was loaded with (per prediction slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u64>,
+    /// For a loaded instance: the layers on the GPU (LM Studio's `numGpuLayers`; the output
+    /// layer counts as one; 0 on the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_gpu_layers: Option<u32>,
     /// For a loaded instance in a [`crate::Client::list_loaded`] answer: how it is loaded and what
     /// it is doing at that moment (our addition; LM Studio's SDKs ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,16 +416,25 @@ pub struct MemoryEstimate {
     pub compute_mib: u64,
     /// The host prompt cache at its limit.
     pub prompt_cache_mib: u64,
-    /// What the guardrail compares with the memory available (the prompt cache only when strict).
+    /// What of it lies in host memory, which the guardrail compares with the memory available (the
+    /// prompt cache only when strict).
     pub total_mib: u64,
+    /// What of it lies on the GPU (the offloaded layers' weights, their KV cache when it is
+    /// offloaded, compute buffers), which the guardrail compares with the GPU's free memory.
+    #[serde(default)]
+    pub gpu_mib: u64,
 }
 
 impl std::fmt::Display for MemoryEstimate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} MiB", self.total_mib)?;
+        if self.gpu_mib > 0 {
+            write!(f, " of host memory and {} MiB of GPU memory", self.gpu_mib)?;
+        }
         write!(
             f,
-            "{} MiB: weights {}, KV cache {}, compute {}, prompt cache {}",
-            self.total_mib, self.weights_mib, self.kv_cache_mib, self.compute_mib, self.prompt_cache_mib
+            ": weights {}, KV cache {}, compute {}, prompt cache {}",
+            self.weights_mib, self.kv_cache_mib, self.compute_mib, self.prompt_cache_mib
         )
     }
 }

@@ -25,6 +25,7 @@ enum Wire {
     ContextOverflow { prompt_tokens: usize, context_length: usize },
     Load { path: PathBuf, reason: String },
     InsufficientMemory { estimate: crate::types::result::MemoryEstimate, available_mib: u64 },
+    InsufficientGpuMemory { estimate: crate::types::result::MemoryEstimate, free_mib: u64 },
     IdentifierInUse { identifier: String },
     IncompatibleDraftModel { draft: String, path: PathBuf, reason: String },
     PresetNotFound { query: String, available: Vec<(String, String)> },
@@ -61,6 +62,9 @@ impl From<&Error> for Wire {
             Error::InsufficientMemory { estimate, available_mib } => {
                 Self::InsufficientMemory { estimate: *estimate, available_mib: *available_mib }
             }
+            Error::InsufficientGpuMemory { estimate, free_mib } => {
+                Self::InsufficientGpuMemory { estimate: *estimate, free_mib: *free_mib }
+            }
             Error::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier: identifier.clone() },
             Error::IncompatibleDraftModel { draft, path, reason } => {
                 Self::IncompatibleDraftModel { draft: draft.clone(), path: path.clone(), reason: reason.clone() }
@@ -96,6 +100,7 @@ impl From<Wire> for Error {
             Wire::InsufficientMemory { estimate, available_mib } => {
                 Self::InsufficientMemory { estimate, available_mib }
             }
+            Wire::InsufficientGpuMemory { estimate, free_mib } => Self::InsufficientGpuMemory { estimate, free_mib },
             Wire::IdentifierInUse { identifier } => Self::IdentifierInUse { identifier },
             Wire::IncompatibleDraftModel { draft, path, reason } => {
                 Self::IncompatibleDraftModel { draft, path, reason }
@@ -166,6 +171,7 @@ pub fn error_from_object(e: &Value) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::result::MemoryEstimate;
 
     #[test]
     fn model_not_found_has_the_sdk_code() {
@@ -185,6 +191,14 @@ mod tests {
             Error::ContextOverflow { prompt_tokens: 5000, context_length: 4096 },
             Error::Load { path: "/m/y.gguf".into(), reason: "no memory".into() },
             Error::Overloaded { queued: 64 },
+            Error::InsufficientMemory {
+                estimate: MemoryEstimate { weights_mib: 1, total_mib: 3, ..Default::default() },
+                available_mib: 2,
+            },
+            Error::InsufficientGpuMemory {
+                estimate: MemoryEstimate { weights_mib: 4, gpu_mib: 5, ..Default::default() },
+                free_mib: 4,
+            },
             Error::IncompatibleDraftModel { draft: "d".into(), path: "/m/d.gguf".into(), reason: "token 5".into() },
             Error::NotFinished,
             Error::ModelUnloaded,

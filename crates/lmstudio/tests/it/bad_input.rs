@@ -230,7 +230,13 @@ fn gpu_settings_without_a_gpu() {
         .expect("max runs on the CPU");
     let r = llm.complete("Hello", crate::greedy(2)).expect("completes");
     assert_eq!(r.stats.num_gpu_layers, Some(0.0));
+    assert_eq!(llm.info().num_gpu_layers, Some(0), "the model info says so too");
     client.unload(llm.identifier()).expect("unloads");
+    // Nothing is counted on a GPU that is not there.
+    let max = lms::LoadConfig { gpu: Some(lms::GpuOffload::Max), ..base.clone() };
+    let (estimate, _) = client.estimate(lms::DEFAULT_MODEL_KEY, &max).expect("estimates");
+    assert_eq!(estimate.gpu_mib, 0, "{estimate}");
+    assert!(estimate.total_mib >= estimate.weights_mib, "{estimate}");
     // The first GPU named as the main one (as an SDK's split config may say): the CPU runs it.
     let llm = client
         .load(lms::DEFAULT_MODEL_KEY, &lms::LoadConfig { main_gpu: Some(0), ..base.clone() })
