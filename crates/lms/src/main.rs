@@ -347,12 +347,15 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The backends this build has (llama.cpp's CPU backend always; CUDA with the `cuda` feature) and
-/// the devices they find.
+/// The backends this build has (llama.cpp's CPU backend always; CUDA and Vulkan with their
+/// features, or as loadable libraries) and the devices they find.
 fn runtime_ls(json: bool) -> Result<()> {
     let devices = lms::devices()?;
-    let mut backends = vec![("CPU", true)];
-    backends.push(("CUDA", cfg!(feature = "cuda")));
+    // With loadable backends (`dynamic-backends`), a GPU backend is there when its library lies
+    // beside `lms` (or in $LMS_BACKENDS_DIR) and loads: its devices show it.
+    let loadable = cfg!(feature = "dynamic-backends");
+    let backends =
+        [("CPU", true), ("CUDA", cfg!(feature = "cuda") || loadable), ("Vulkan", cfg!(feature = "vulkan") || loadable)];
     if json {
         let backends: Vec<_> = backends
             .iter()
@@ -367,7 +370,13 @@ fn runtime_ls(json: bool) -> Result<()> {
     for (name, built) in &backends {
         let found = devices.iter().filter(|d| d.backend == *name).count();
         let state = match (built, found) {
-            (false, _) => "not in this build (cargo build --release -p lms --features cuda)".to_owned(),
+            (false, _) => {
+                format!("not in this build (cargo build --release -p lms --features {})", name.to_lowercase())
+            }
+            (true, 0) if loadable && *name != "CPU" => {
+                "not loaded: no device found, or its library is missing or failed to load (RUST_LOG=info says why)"
+                    .to_owned()
+            }
             (true, 0) => "built in; no device found".to_owned(),
             (true, n) => format!("built in; {n} device(s)"),
         };

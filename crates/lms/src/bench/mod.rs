@@ -46,6 +46,12 @@ pub struct BenchArgs {
     /// Skip the server load test.
     #[arg(long)]
     no_load: bool,
+    /// Only the single-stream table (no websocket path, no server load test).
+    #[arg(long)]
+    single_stream: bool,
+    /// GPU offload for ours (`off`, `max`, a share in 0..1); llama-bench gets `-ngl 99` when any.
+    #[arg(long, value_name = "off|max|0..1")]
+    gpu: Option<lms::GpuOffload>,
     /// Write `<out>.md` and `<out>.json` (e.g. `bench/results`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,7 +72,12 @@ struct Row {
 
 /// The model a bench names (default: the default model, fetched if missing), loaded with one
 /// slot and `threads` CPU threads.
-fn load_one_slot(store: &lms::ModelStore, model: Option<&str>, threads: u32) -> Result<lms::Llm> {
+fn load_one_slot(
+    store: &lms::ModelStore,
+    model: Option<&str>,
+    threads: u32,
+    gpu: Option<lms::GpuOffload>,
+) -> Result<lms::Llm> {
     let name = match model {
         Some(m) => m.to_owned(),
         None => {
@@ -74,7 +85,7 @@ fn load_one_slot(store: &lms::ModelStore, model: Option<&str>, threads: u32) -> 
             lms::DEFAULT_MODEL_KEY.into()
         }
     };
-    let load = lms::LoadConfig { cpu_threads: Some(threads), parallel: Some(1), ..Default::default() };
+    let load = lms::LoadConfig { cpu_threads: Some(threads), parallel: Some(1), gpu, ..Default::default() };
     Ok(lms::Client::with_store(store.clone()).load(&name, &load)?)
 }
 
@@ -84,7 +95,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.repetitions >= 1, "--repetitions must be at least 1");
     anyhow::ensure!(args.clients.iter().all(|&n| n >= 1), "--clients must all be at least 1");
     let store = lms::ModelStore::from_env();
-    let model = load_one_slot(&store, args.model.as_deref(), args.threads)?;
+    let model = load_one_slot(&store, args.model.as_deref(), args.threads, args.gpu)?;
     let path = store.root().join(&model.info().path);
     let prompt = prompt_of(&model, args.prompt_tokens - 4)?;
     let greedy = |max| lms::Config {
@@ -144,10 +155,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = vec![median(&ours)];
     rows.extend(theirs.iter().map(|t| median(t)));
     let mut md = markdown(&rows, &args);
-    let (remote_md, remote_rows) = remote_path(&model, &path, &args)?;
-    md += &remote_md;
+    let mut remote_rows = Vec::new();
+    if !args.single_stream {
+        let (remote_md, rows) = remote_path(&model, &path, &args)?;
+        md += &remote_md;
+        remote_rows = rows;
+    }
     let mut load = None;
-    if !args.no_load && !args.clients.is_empty() {
+    if !args.no_load && !args.single_stream && !args.clients.is_empty() {
         let key = model.info().model_key.clone();
         drop(model); // unloads it: the client that loaded it is gone
         let (table, results) =
@@ -194,6 +209,8 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
             &args.gen_tokens.to_string(),
             "-r",
             "1",
+            "-ngl",
+            if matches!(args.gpu, None | Some(lms::GpuOffload::Off)) { "0" } else { "99" },
             "-o",
             "json",
         ])

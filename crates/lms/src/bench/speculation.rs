@@ -127,7 +127,7 @@ fn on_llama_server(server: &super::load::Server, case: &Case) -> Result<(f64, St
 
 pub fn run(args: SpeculationArgs) -> Result<()> {
     let store = lms::ModelStore::from_env();
-    let model = super::load_one_slot(&store, args.model.as_deref(), args.threads)?;
+    let model = super::load_one_slot(&store, args.model.as_deref(), args.threads, None)?;
     let key = model.info().model_key.clone();
     let mut md = format!(
         "# Speculative decoding\n\nWritten by `lms bench-speculation --repetitions {reps}{server} --out \

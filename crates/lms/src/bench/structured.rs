@@ -83,7 +83,7 @@ struct Row {
 }
 
 pub fn run(args: StructuredArgs) -> Result<()> {
-    let model = super::load_one_slot(&lms::ModelStore::from_env(), args.model.as_deref(), args.threads)?;
+    let model = super::load_one_slot(&lms::ModelStore::from_env(), args.model.as_deref(), args.threads, None)?;
     let prompt = "Here is the data, as requested:\n";
 
     // First use on a fresh model: the vocabulary's prefix tree and the grammar; then the cache.

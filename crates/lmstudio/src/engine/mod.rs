@@ -52,10 +52,30 @@ fn backend() -> Result<&'static LlamaBackend> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            #[cfg(feature = "dynamic-backends")]
+            load_backends();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| Error::Engine(format!("llama.cpp backend: {e}")))
+}
+
+/// With backends as loadable libraries (feature `dynamic-backends`): those in
+/// `$LMS_BACKENDS_DIR`, else beside the executable when it has them (a dist layout), else in the
+/// build's own folder. One that fails to load is logged (through `tracing`) with ggml's reason.
+#[cfg(feature = "dynamic-backends")]
+fn load_backends() {
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)).filter(|dir| {
+        std::fs::read_dir(dir)
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libggml-cpu"))))
+    });
+    match std::env::var_os("LMS_BACKENDS_DIR").map(std::path::PathBuf::from).or(beside_exe) {
+        Some(dir) if dir.to_str().is_some() => {
+            tracing::info!(dir = %dir.display(), "loading llama.cpp backends");
+            llama_cpp_2::llama_backend::load_backends_from_path(&dir);
+        }
+        _ => llama_cpp_2::llama_backend::load_backends(),
+    }
 }
 
 /// What the engine thread and its handle share: the queue's sending end, the gauges and the
