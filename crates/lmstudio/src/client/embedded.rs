@@ -260,8 +260,8 @@ impl Embedded {
     fn load_stored(&self, stored: StoredModel, config: &LoadConfig, jit: bool, on_load: &OnLoad) -> Result<Llm> {
         let mut info = stored.valid_info()?;
         config.validate()?;
-        let offload = crate::engine::offload(config, stored.layers)?;
-        let estimate = estimate(&stored, &info, config, offload.gpu_layers);
+        // The devices are listed once a load: the estimate and the engine place the layers alike.
+        let (offload, estimate) = place(&stored, &info, config)?;
         check_memory(estimate, config, available_memory(), offload.gpu_free)?;
         info.identifier = Some(match &config.identifier {
             Some(id) if lock(&self.loaded).iter().any(|l| answers_to(&l.info, id)) => {
@@ -271,7 +271,7 @@ impl Embedded {
             None => self.unique_identifier(&info.model_key),
         });
         info.instance_reference = Some(format!("inst-{}", NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)));
-        let shape = ModelShape { sliding_window: stored.sliding_window.unwrap_or(0), layers: stored.layers };
+        let shape = ModelShape { sliding_window: stored.sliding_window.unwrap_or(0), offload };
         let engine = Engine::load(&stored.path, &mut info, shape, config, on_load)?;
         let ttl = config.ttl.map(Duration::from_secs);
         let loaded = Arc::new(Loaded {
@@ -327,16 +327,16 @@ pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConf
         Guardrail::Strict => prompt_cache,
         Guardrail::Relaxed | Guardrail::Off => 0,
     };
-    let (gpu_weights, gpu_kv) = match &stored.weights {
+    let (gpu_weights, copied, gpu_kv) = match &stored.weights {
         Some(w) if gpu_layers > 0 && !w.blocks.is_empty() => {
-            let (bytes, blocks) = w.offloaded(gpu_layers);
-            let kv_share = kv / w.blocks.len() as u64 * blocks as u64;
-            (bytes, if config.offload_kv_cache_to_gpu.unwrap_or(true) { kv_share } else { 0 })
+            let placed = w.offloaded(gpu_layers);
+            let kv_share = kv / w.blocks.len() as u64 * placed.blocks as u64;
+            let gpu_kv = if config.offload_kv_cache_to_gpu.unwrap_or(true) { kv_share } else { 0 };
+            (placed.gpu_bytes, placed.copied_bytes, gpu_kv)
         }
-        _ => (0, 0),
+        _ => (0, 0, 0),
     };
-    // The tied output's copy on the GPU comes on top of the file's bytes.
-    let weights = info.size_bytes + stored.weights.as_ref().filter(|_| gpu_weights > 0).map_or(0, |w| w.tied_output);
+    let weights = info.size_bytes + copied;
     let host_weights = weights.saturating_sub(gpu_weights);
     let gpu_compute = if gpu_weights > 0 { overhead(gpu_weights) } else { 0 };
     let host = host_weights.saturating_add(kv - gpu_kv).saturating_add(overhead(host_weights)).saturating_add(counted);
@@ -349,6 +349,28 @@ pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConf
         total_mib: host >> 20,
         gpu_mib: gpu >> 20,
     }
+}
+
+/// Where loading `stored` with `config` puts its layers, on the devices found now, and what that
+/// takes. Where the config names no offload, the layers that fit in the GPU's free memory go
+/// there (all of them where the model fits, none without a GPU), as LM Studio offloads by default.
+pub(super) fn place(
+    stored: &StoredModel,
+    info: &ModelInfo,
+    config: &LoadConfig,
+) -> Result<(crate::engine::Offload, MemoryEstimate)> {
+    let mut offload = crate::engine::offload(config, stored.layers)?;
+    let mut placed = estimate(stored, info, config, offload.gpu_layers);
+    if let Some(free) = offload.gpu_free.filter(|&f| offload.fit && placed.gpu_mib > f >> 20) {
+        let most = stored.weights.as_ref().map_or(0, |w| w.blocks.len() as u32 + 1).min(offload.gpu_layers);
+        let fits =
+            (0..most).rev().map(|n| (n, estimate(stored, info, config, n))).find(|(_, e)| e.gpu_mib <= free >> 20);
+        if let Some((n, e)) = fits {
+            tracing::info!(layers = n, free_mib = free >> 20, "not every layer fits on the GPU");
+            (offload.gpu_layers, placed) = (n, e);
+        }
+    }
+    Ok((offload, placed))
 }
 
 /// The guardrail: a load whose estimate is more than the machine has available (in host memory,

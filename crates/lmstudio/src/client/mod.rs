@@ -276,8 +276,7 @@ impl Client {
             Backend::Embedded(e) => {
                 let stored = e.store().resolve(query)?;
                 let info = stored.valid_info()?;
-                let offload = crate::engine::offload(config, stored.layers)?;
-                let estimate = embedded::estimate(&stored, &info, config, offload.gpu_layers);
+                let (_, estimate) = embedded::place(&stored, &info, config)?;
                 Ok((estimate, embedded::available_memory().map(|b| b >> 20)))
             }
             Backend::Remote(_) => Err(Error::Unsupported("estimating a load on a server".into())),

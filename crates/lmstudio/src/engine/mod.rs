@@ -133,6 +133,8 @@ pub(crate) struct Offload {
     pub gpu_layers: u32,
     pub gpus: usize,
     pub gpu_free: Option<u64>,
+    /// The load config names no offload: fewer layers may go where all do not fit.
+    pub fit: bool,
 }
 
 /// The [`Offload`] of `config` for a model of `layers` layers, on the devices found now.
@@ -145,12 +147,12 @@ pub(crate) fn offload(config: &LoadConfig, layers: Option<u32>) -> Result<Offloa
         Some(main) => gpus.get(main as usize).map(free),
         None => Some(gpus.iter().map(free).sum()),
     };
-    Ok(Offload { gpu_layers, gpus: gpus.len(), gpu_free })
+    Ok(Offload { gpu_layers, gpus: gpus.len(), gpu_free, fit: config.gpu.is_none() })
 }
 
 /// The layers to offload for `config` with `gpus` GPU devices found, of a model of `layers`
-/// layers: none without a GPU for `max` (the CPU runs it), an error for a share above 0, a
-/// main GPU that is not there, or flash attention.
+/// layers: all of them for `max` and by default, none without a GPU (the CPU runs it); an error
+/// for a share above 0 without a GPU, or a main GPU that is not there.
 fn gpu_layers(config: &LoadConfig, gpus: usize, layers: Option<u32>) -> Result<u32> {
     if let Some(main) = config.main_gpu.filter(|&m| m as usize >= gpus.max(1)) {
         return Err(Error::InvalidConfig(format!("mainGpu {main}: there are {gpus} GPU devices (lms runtime ls)")));
@@ -158,13 +160,13 @@ fn gpu_layers(config: &LoadConfig, gpus: usize, layers: Option<u32>) -> Result<u
     // llama.cpp counts the output layer as one more.
     let all = layers.map_or(u32::MAX, |n| n + 1);
     match config.gpu {
-        None | Some(GpuOffload::Off) => Ok(0),
+        Some(GpuOffload::Off) => Ok(0),
         Some(GpuOffload::Ratio(r)) if r <= 0.0 => Ok(0),
-        Some(GpuOffload::Max) if gpus == 0 => {
-            tracing::info!("gpu max: no GPU device found, the CPU runs the model");
+        None | Some(GpuOffload::Max) if gpus == 0 => {
+            tracing::debug!("no GPU device found, the CPU runs the model");
             Ok(0)
         }
-        Some(GpuOffload::Max) => Ok(all),
+        None | Some(GpuOffload::Max) => Ok(all),
         Some(GpuOffload::Ratio(r)) if gpus == 0 => Err(Error::InvalidConfig(format!(
             "gpu ratio {r} asks for GPU offload, but no GPU device was found (lms runtime ls); use \"off\", or \"max\", which runs on the CPU where there is no GPU"
         ))),
@@ -197,13 +199,13 @@ pub(crate) struct Engine {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What the engine needs to know of a model file before loading it (from its header).
-#[derive(Debug, Clone, Copy, Default)]
+/// What the engine needs to know of a model file before loading it (from its header), and where
+/// its layers go ([`offload`] of the load config on the devices found).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct ModelShape {
     /// The sliding attention window (0: none).
     pub sliding_window: u32,
-    /// Its layers, when the header says.
-    pub layers: Option<u32>,
+    pub offload: Offload,
 }
 
 /// Engine settings fixed at load time.
@@ -215,6 +217,10 @@ pub(crate) struct EngineParams {
     pub sliding_window: u32,
     /// The KV cache of offloaded layers on the GPU.
     pub offload_kv_cache: bool,
+    /// Whether prompt rows are reused (from a slot, another slot, host memory or disk). Off with
+    /// layers on a GPU: its kernels give a prompt's rows other bits in other chunkings
+    /// (ARCHITECTURE.md, "Deterministic prefix cache").
+    pub reuse_prompts: bool,
     /// Bytes of host memory for prompts saved from slots.
     pub prompt_cache_bytes: usize,
     /// Where those prompts are kept across loads, if anywhere.
@@ -233,7 +239,7 @@ impl Engine {
     ) -> Result<Self> {
         config.validate()?;
         let backend = backend()?;
-        let Offload { gpu_layers, gpus, .. } = offload(config, shape.layers)?;
+        let Offload { gpu_layers, gpus, .. } = shape.offload;
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
         on_load(LoadEvent::Progress(0.0));
         // llama.cpp reports as it reads the tensors; the last report is 1.0 (sent once, below).
@@ -266,8 +272,9 @@ impl Engine {
             threads,
             sliding_window: shape.sliding_window,
             offload_kv_cache: config.offload_kv_cache_to_gpu.unwrap_or(true),
+            reuse_prompts: gpu_layers == 0,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
-            disk_cache: config.prompt_cache_dir.as_deref().and_then(|dir| {
+            disk_cache: config.prompt_cache_dir.as_deref().filter(|_| gpu_layers == 0).and_then(|dir| {
                 disk_cache::DiskCache::for_model(dir, path, u64::from(config.prompt_cache_disk_mib) << 20)
             }),
         };
@@ -492,6 +499,8 @@ mod tests {
         assert!(matches!(layers(&with(None, Some(1)), 0), Err(Error::InvalidConfig(_))));
         // One GPU: every layer and the output layer, or the share of them.
         assert_eq!(layers(&with(Some(GpuOffload::Max), None), 1).expect("offloads"), 19);
+        assert_eq!(layers(&with(None, None), 1).expect("offloads by default"), 19);
+        assert_eq!(layers(&with(Some(GpuOffload::Off), None), 1).expect("the CPU"), 0);
         assert_eq!(layers(&with(Some(GpuOffload::Ratio(0.5)), None), 1).expect("offloads"), 10);
         assert_eq!(layers(&with(Some(GpuOffload::Ratio(1.0)), None), 1).expect("offloads"), 19);
         assert!(matches!(layers(&with(Some(GpuOffload::Max), Some(1)), 1), Err(Error::InvalidConfig(_))));

@@ -33,6 +33,8 @@ pub(super) struct ModelView<'m> {
     /// The sliding attention window (0: none): a cached prefix is usable only while the window
     /// before its end is still cached.
     pub(super) window: usize,
+    /// Whether prompt rows are kept for reuse (`EngineParams::reuse_prompts`).
+    pub(super) reuse: bool,
     pub(super) info: &'m ModelInfo,
 }
 
@@ -41,7 +43,7 @@ impl<'m> ModelView<'m> {
         let vocab = model.vocab();
         let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
         let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
-        Self { vocab, end_tokens, ctx_len, window, info }
+        Self { vocab, end_tokens, ctx_len, window, reuse: params.reuse_prompts, info }
     }
 
     /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with

@@ -366,7 +366,13 @@ impl Worker<'_> {
                     continue;
                 }
             }
-            if a.prompt_done < prompt_len {
+            if !model.reuse {
+                // Nothing is reusable, so nothing is reused, shared or saved.
+                slot.reusable = 0;
+                if a.prompt_done == prompt_len {
+                    slot.sample(ctx, batch.n_tokens() - 1, model);
+                }
+            } else if a.prompt_done < prompt_len {
                 // A whole number of row groups from a row-group boundary: other slots may share it now.
                 slot.reusable = a.prompt_done;
             } else {
@@ -590,6 +596,7 @@ mod tests {
             threads: 2,
             sliding_window: window as u32,
             offload_kv_cache: true,
+            reuse_prompts: true,
             prompt_cache_bytes: 0,
             disk_cache: None,
         };
@@ -602,7 +609,9 @@ mod tests {
             let path = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
             assert!(path.exists(), "the default model is needed: run `lms get` first");
             let backend = super::super::backend().expect("backend");
-            LlamaModel::load_from_file(backend, &path, &Default::default()).expect("loads")
+            // On the CPU in every build: these tests are about the CPU kernels.
+            let params = llama_cpp_2::model::params::LlamaModelParams::default().with_n_gpu_layers(0);
+            LlamaModel::load_from_file(backend, &path, &params).expect("loads")
         })
     }
 

@@ -94,18 +94,28 @@ pub struct WeightLayout {
     pub tied_output: u64,
 }
 
+/// Where llama.cpp puts a model's tensors with some of its layers offloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offloaded {
+    /// The bytes on the GPU.
+    pub gpu_bytes: u64,
+    /// Of those, the bytes that are copies (tied embeddings), on top of the file's.
+    pub copied_bytes: u64,
+    /// How many of the blocks are on the GPU (the last ones).
+    pub blocks: usize,
+}
+
 impl WeightLayout {
     /// llama.cpp's placement for `gpu_layers` offloaded layers: the output layer counts as one more
-    /// layer, the last, and the last `gpu_layers` of them go to the GPU. The bytes on the GPU, and
-    /// how many of the blocks are there.
-    pub fn offloaded(&self, gpu_layers: u32) -> (u64, usize) {
+    /// layer, the last, and the last `gpu_layers` of them go to the GPU.
+    pub fn offloaded(&self, gpu_layers: u32) -> Offloaded {
         if gpu_layers == 0 {
-            return (0, 0);
+            return Offloaded { gpu_bytes: 0, copied_bytes: 0, blocks: 0 };
         }
         let n = self.blocks.len();
         let blocks = (gpu_layers as usize - 1).min(n);
         let on_gpu: u64 = self.blocks[n - blocks..].iter().sum();
-        (on_gpu + self.output + self.tied_output, blocks)
+        Offloaded { gpu_bytes: on_gpu + self.output + self.tied_output, copied_bytes: self.tied_output, blocks }
     }
 
     fn add(&mut self, name: &str, bytes: u64) {
@@ -785,11 +795,15 @@ mod tests {
         }
         assert_eq!((w.input, w.blocks.clone(), w.output), (105, vec![15, 20], 1));
         w.tied_output = 100;
-        assert_eq!(w.offloaded(0), (0, 0));
-        assert_eq!(w.offloaded(1), (101, 0), "the output layer first, with its copy of the tied embeddings");
-        assert_eq!(w.offloaded(2), (121, 1), "then the last block");
-        assert_eq!(w.offloaded(3), (136, 2));
-        assert_eq!(w.offloaded(99), (136, 2), "no more than there are");
+        let placed = |layers| {
+            let o = w.offloaded(layers);
+            (o.gpu_bytes, o.copied_bytes, o.blocks)
+        };
+        assert_eq!(placed(0), (0, 0, 0));
+        assert_eq!(placed(1), (101, 100, 0), "the output layer first, with its copy of the tied embeddings");
+        assert_eq!(placed(2), (121, 100, 1), "then the last block");
+        assert_eq!(placed(3), (136, 100, 2));
+        assert_eq!(placed(99), (136, 100, 2), "no more than there are");
     }
 
     #[test]

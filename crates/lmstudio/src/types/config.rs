@@ -495,7 +495,8 @@ pub struct LoadConfig {
     /// GPU offload (LM Studio's `gpu.ratio`): `"off"`, `"max"` or the share of layers in
     /// `[0, 1]` (JSON: the string or the number). Without a GPU device (this build's backends
     /// see none: `lms runtime ls`), `max` runs on the CPU and a share above 0 is refused.
-    /// Default off.
+    /// Default: the layers that fit in the GPU's free memory (all of them where the model fits,
+    /// as LM Studio offloads by default; none without a GPU).
     pub gpu: Option<GpuOffload>,
     /// The GPU device that holds the model (LM Studio's `gpu.mainGpu`): an index among the GPU
     /// devices; set, the model is not split across devices. Default: split across all.

@@ -15,6 +15,8 @@ mod completion;
 mod faults;
 #[cfg(feature = "embedded")]
 mod gguf_corpus;
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+mod gpu;
 #[cfg(not(feature = "embedded"))]
 mod remote_only;
 #[cfg(feature = "embedded")]
