@@ -94,6 +94,9 @@ enum Command {
     /// Measure decode speed with n-gram speculation against without, and how often the greedy
     /// text is the same (see bench/speculation.md).
     BenchSpeculation(bench::speculation::SpeculationArgs),
+    /// Measure what choosing a token costs, ours beside llama.cpp's sampler chain, on a real
+    /// model's logits (see bench/sampling.md).
+    BenchSampling(bench::sampling::SamplingArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
     /// (see bench/HARDENING.md).
     Stress(bench::stress::StressArgs),
@@ -341,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stress(args) => bench::stress::run(args),
         Command::BenchStructured(args) => bench::structured::run(args),
         Command::BenchSpeculation(args) => bench::speculation::run(args),
+        Command::BenchSampling(args) => bench::sampling::run(args),
         Command::Server { action: ServerAction::Start(args) } => server(args),
         Command::Server { action: ServerAction::Status } => manage::status(),
         Command::Server { action: ServerAction::Stop } => manage::stop(),

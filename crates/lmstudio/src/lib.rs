@@ -50,6 +50,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};
+#[cfg(feature = "benching")]
+#[doc(hidden)]
+pub use engine::benching;
 /// The devices llama.cpp's backends in this build find: the CPU, and GPUs where a GPU backend
 /// (the `cuda` feature) is built in and sees one (`lms runtime ls`).
 #[cfg(feature = "embedded")]

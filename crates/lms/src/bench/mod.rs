@@ -4,6 +4,7 @@
 mod load;
 mod loadgen;
 mod rss;
+pub mod sampling;
 pub mod speculation;
 pub mod stress;
 pub mod structured;

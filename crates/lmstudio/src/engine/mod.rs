@@ -3,6 +3,8 @@
 //!
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
+#[cfg(feature = "benching")]
+pub mod benching;
 mod disk_cache;
 mod draft;
 mod grammar;

@@ -13,7 +13,7 @@ use crate::types::config::ValidConfig;
 pub(crate) type Allowed<'a> = &'a mut dyn FnMut(&mut Vec<(i32, f32)>);
 
 /// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
-const PENALTY_LAST_N: i32 = 64;
+pub(super) const PENALTY_LAST_N: i32 = 64;
 
 /// Per-prediction sampling state: settings, recent tokens for the penalties, and the RNG.
 #[derive(Debug, Clone)]
@@ -29,6 +29,7 @@ pub(crate) struct Sampler {
     rng: SplitMix64,
     /// Reused buffers.
     candidates: Vec<(i32, f32)>,
+    chunk_maxima: Vec<f32>,
     counts: HashMap<i32, u32>,
     /// Tokens never picked (the end-of-generation tokens under `ignore_eos`).
     banned: Vec<i32>,
@@ -48,6 +49,7 @@ impl Sampler {
             recent: std::collections::VecDeque::with_capacity(PENALTY_LAST_N as usize),
             rng: SplitMix64(seed),
             candidates: Vec::new(),
+            chunk_maxima: Vec::new(),
             counts: HashMap::new(),
             banned: Vec::new(),
         }
@@ -78,38 +80,52 @@ impl Sampler {
     /// banned tokens out, at temperature 1, before top-k, top-p and min-p (OpenAI's definition).
     /// One pass over the vocabulary; only predictions that ask for log probabilities pay it.
     pub(crate) fn logprobs(&self, logits: &[f32], token: i32, n: usize) -> (f32, Vec<(i32, f32)>) {
-        let banned = |t: i32| self.banned.contains(&t);
-        let raw = |t: i32| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
-        let value = |t: i32| {
-            if banned(t) {
-                f32::NEG_INFINITY
-            } else if self.counts.contains_key(&t) {
-                self.adjust(t, raw(t))
-            } else {
-                raw(t)
-            }
-        };
-        // Tokens whose value is not their raw logit: the penalized and the banned ones.
-        let mut special: Vec<i32> = self.counts.keys().chain(&self.banned).copied().collect();
-        special.sort_unstable();
-        special.dedup();
-        let max =
-            special.iter().map(|&t| value(t)).fold(logits.iter().copied().fold(f32::NEG_INFINITY, f32::max), f32::max);
-        let mut sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
-        for &t in &special {
-            sum += f64::from(value(t) - max).exp() - f64::from(raw(t) - max).exp();
-        }
-        let log_total = f64::from(max) + sum.max(f64::MIN_POSITIVE).ln();
-        let logprob = |t: i32| (f64::from(value(t)) - log_total) as f32;
+        let special = self.special();
+        let log_total = self.log_total(logits, &special);
+        let logprob = |t: i32| (f64::from(self.value(logits, t)) - log_total) as f32;
         let mut top = Vec::new();
         if n > 0 {
             top_k_into(logits, n + special.len(), &mut top);
             top.retain(|c| !special.contains(&c.0));
-            top.extend(special.iter().filter(|&&t| !banned(t)).map(|&t| (t, value(t))));
+            top.extend(special.iter().filter(|t| !self.banned.contains(t)).map(|&t| (t, self.value(logits, t))));
             top.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             top.truncate(n);
         }
         (logprob(token), top.into_iter().map(|(t, _)| (t, logprob(t))).collect())
+    }
+
+    /// Tokens whose value is not their raw logit: the penalized and the banned ones, sorted.
+    fn special(&self) -> Vec<i32> {
+        let mut special: Vec<i32> = self.counts.keys().chain(&self.banned).copied().collect();
+        special.sort_unstable();
+        special.dedup();
+        special
+    }
+
+    /// What `token` is drawn by: its logit after the penalties, or minus infinity when banned.
+    fn value(&self, logits: &[f32], token: i32) -> f32 {
+        let raw = logits.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+        if self.banned.contains(&token) {
+            f32::NEG_INFINITY
+        } else {
+            self.adjust(token, raw)
+        }
+    }
+
+    /// The log of the softmax's denominator over the whole vocabulary at temperature 1, of the
+    /// values (`special` as [`Sampler::special`] gives): one pass over the logits.
+    fn log_total(&self, logits: &[f32], special: &[i32]) -> f64 {
+        // Any bound at or above every value keeps the exponentials finite.
+        let max = special
+            .iter()
+            .map(|&t| self.value(logits, t))
+            .fold(logits.iter().copied().fold(f32::NEG_INFINITY, f32::max), f32::max);
+        let mut sum = exp_sum(logits, max);
+        for &t in special {
+            let raw = logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
+            sum += f64::from(self.value(logits, t) - max).exp() - f64::from(raw - max).exp();
+        }
+        f64::from(max) + sum.max(f64::MIN_POSITIVE).ln()
     }
 
     fn penalized(&mut self) -> bool {
@@ -157,6 +173,9 @@ impl Sampler {
         } else {
             self.top_k.min(logits.len())
         };
+        if allowed.is_none() && k == logits.len() && self.min_p > 0.0 {
+            return self.draw_above_min_p(logits);
+        }
         let mut cands = std::mem::take(&mut self.candidates);
         // With a filter, look at more than k, and at everything unless k plain (unpenalized)
         // candidates pass it: every token left out is then below k allowed ones, so the top-k
@@ -181,7 +200,57 @@ impl Sampler {
         }
         cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         cands.truncate(k);
-        let token = if greedy || cands.len() == 1 { cands[0].0 } else { self.draw(&mut cands) };
+        let token = if greedy || cands.len() == 1 { cands[0].0 } else { self.draw(&mut cands, None) };
+        self.candidates = cands;
+        Some(token)
+    }
+
+    /// Top-k off with min-p on: only the tokens within min-p of the best can be drawn, so those few
+    /// are sorted, not the vocabulary. Top-p's shares are then of the whole vocabulary's total (one
+    /// more pass, when top-p is on). The same distribution as sorting every token.
+    fn draw_above_min_p(&mut self, logits: &[f32]) -> Option<i32> {
+        const CHUNK: usize = 32;
+        let special = self.special();
+        let mut cands = std::mem::take(&mut self.candidates);
+        cands.clear();
+        // One pass for the maximum of each chunk (it vectorizes); the second reads only the chunks
+        // that reach the floor.
+        let mut maxima = std::mem::take(&mut self.chunk_maxima);
+        maxima.clear();
+        maxima
+            .extend(logits.chunks(CHUNK).map(|c| c.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })));
+        // The best value: a special token's, or the best raw logit of the others.
+        let mut max = special.iter().map(|&t| self.value(logits, t)).fold(f32::NEG_INFINITY, f32::max);
+        for (c, &m) in maxima.iter().enumerate() {
+            if m <= max {
+                continue;
+            }
+            let range = (c * CHUNK) as i32..((c + 1) * CHUNK) as i32;
+            if special.iter().any(|t| range.contains(t)) {
+                let plain = (c * CHUNK..(c * CHUNK + CHUNK).min(logits.len()))
+                    .filter(|&i| special.binary_search(&(i as i32)).is_err());
+                max = plain.map(|i| logits[i]).fold(max, f32::max);
+            } else {
+                max = m;
+            }
+        }
+        let floor = max + self.min_p.ln();
+        for (c, &m) in maxima.iter().enumerate() {
+            if m >= floor {
+                let chunk = logits[c * CHUNK..].iter().take(CHUNK).enumerate();
+                cands.extend(chunk.filter(|(_, &l)| l >= floor).map(|(j, &l)| ((c * CHUNK + j) as i32, l)));
+            }
+        }
+        self.chunk_maxima = maxima;
+        cands.retain(|c| special.binary_search(&c.0).is_err());
+        cands.extend(special.iter().map(|&t| (t, self.value(logits, t))).filter(|c| c.1 >= floor));
+        if cands.is_empty() {
+            self.candidates = cands;
+            return None;
+        }
+        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let log_total = (self.top_p < 1.0).then(|| self.log_total(logits, &special));
+        let token = if cands.len() == 1 { cands[0].0 } else { self.draw(&mut cands, log_total) };
         self.candidates = cands;
         Some(token)
     }
@@ -219,21 +288,29 @@ impl Sampler {
         }
     }
 
-    /// top-p, min-p, temperature and the weighted draw over sorted candidates.
-    fn draw(&mut self, cands: &mut Vec<(i32, f32)>) -> i32 {
+    /// top-p, min-p, temperature and the weighted draw over sorted candidates. Top-p's shares are
+    /// of the candidates' total, or of `log_total` (the whole vocabulary's) when given.
+    fn draw(&mut self, cands: &mut Vec<(i32, f32)>, log_total: Option<f64>) -> i32 {
         let max = cands[0].1;
         if self.top_p < 1.0 {
-            let total: f32 = cands.iter().map(|c| (c.1 - max).exp()).sum();
-            let mut cum = 0.0;
-            let mut keep = cands.len();
-            for (i, c) in cands.iter().enumerate() {
-                cum += (c.1 - max).exp() / total;
-                if cum >= self.top_p {
-                    keep = i + 1;
-                    break;
+            let keep = match log_total {
+                None => {
+                    let total: f32 = cands.iter().map(|c| (c.1 - max).exp()).sum();
+                    let mut cum = 0.0;
+                    cands.iter().position(|c| {
+                        cum += (c.1 - max).exp() / total;
+                        cum >= self.top_p
+                    })
                 }
-            }
-            cands.truncate(keep.max(1));
+                Some(log_total) => {
+                    let mut cum = 0.0;
+                    cands.iter().position(|c| {
+                        cum += (f64::from(c.1) - log_total).exp();
+                        cum >= f64::from(self.top_p)
+                    })
+                }
+            };
+            cands.truncate(keep.map_or(cands.len(), |i| i + 1));
         }
         if self.min_p > 0.0 {
             let floor = max + self.min_p.ln();
@@ -276,6 +353,42 @@ fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(i32, f32)>) {
         }
     }
     shrink(out, k);
+}
+
+/// The sum of `exp(l - max)` over `logits` (every `l <= max`), in lanes that vectorize: f32
+/// within a block, f64 across blocks.
+fn exp_sum(logits: &[f32], max: f32) -> f64 {
+    const LANES: usize = 16;
+    let mut sum = 0f64;
+    for block in logits.chunks(1024) {
+        let mut acc = [0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (a, &l) in acc.iter_mut().zip(chunk) {
+                *a += exp_nonpositive(l - max);
+            }
+        }
+        let rest: f32 = chunks.remainder().iter().map(|&l| exp_nonpositive(l - max)).sum();
+        sum += acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(rest);
+    }
+    sum
+}
+
+/// `e^x` for `x <= 0` within a few ulp, in plain arithmetic that vectorizes (libm's `expf` is a
+/// call per element): 2^n · e^r with n the nearest integer to x / ln 2, e^r by its Taylor
+/// polynomial. Below -87 (and for NaN) it gives about 2^-126, which a sum of terms up to 1 loses.
+fn exp_nonpositive(x: f32) -> f32 {
+    // 1.5 · 2^23: adding it rounds to an integer, which its low mantissa bits then hold.
+    const ROUND: f32 = 12_582_912.0;
+    const LN_2_HI: f32 = 0.693_145_75;
+    const LN_2_LO: f32 = 1.428_606_8e-6;
+    let x = x.max(-87.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN_2_HI - n * LN_2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let exponent = (t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32;
+    p * f32::from_bits(exponent << 23)
 }
 
 fn shrink(v: &mut Vec<(i32, f32)>, k: usize) {
@@ -443,6 +556,68 @@ mod tests {
         let share = draws.iter().filter(|&&t| t == 2).count() as f64 / 2000.0;
         // softmax([0, 1, 2, 0.5])[2] = 0.5745
         assert!((share - 0.5745).abs() < 0.04, "{share}");
+    }
+
+    /// Top-k off with min-p (the tokens near the best sorted, top-p over the whole vocabulary's
+    /// total) draws exactly the tokens a full sort keeps: penalized and banned tokens among them.
+    #[test]
+    fn top_k_off_draws_what_a_full_sort_keeps() {
+        // Distinct logits from 0 to 30, few near the top as in a model's.
+        let logits: Vec<f32> = (0..20_000).map(|i| 30.0 * (((i * 7919) % 20_011) as f32 / 20_011.0).powi(16)).collect();
+        let mut best: Vec<i32> = (0..logits.len() as i32).collect();
+        best.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        // The three best are penalized out of reach, the fourth banned.
+        let (recent, banned) = ([best[0], best[1], best[2]], [best[3]]);
+        for (top_p, min_p) in [(1.0, 0.2), (0.5, 0.05), (0.9, 0.01)] {
+            let mut s = sampler(Config {
+                seed: Some(7),
+                top_k: Some(0),
+                top_p: Some(top_p),
+                min_p: Some(min_p),
+                repeat_penalty: Some(3.0),
+                temperature: Some(20.0),
+                ..Default::default()
+            });
+            s.ban(&banned);
+            // What llama.cpp's chain keeps: penalties, every token sorted, top-p, min-p.
+            let mut all: Vec<(i32, f64)> = (0..logits.len() as i32)
+                .filter(|t| !banned.contains(t))
+                .map(|t| {
+                    let l = logits[t as usize];
+                    (t, f64::from(if recent.contains(&t) { l / 3.0 } else { l }))
+                })
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let total: f64 = all.iter().map(|c| (c.1 - all[0].1).exp()).sum();
+            let mut cum = 0.0;
+            let by_p = all.iter().position(|c| {
+                cum += (c.1 - all[0].1).exp() / total;
+                top_p < 1.0 && cum >= f64::from(top_p)
+            });
+            let by_min_p = all.iter().take_while(|c| c.1 >= all[0].1 + f64::from(min_p).ln()).count();
+            let kept: std::collections::BTreeSet<i32> =
+                all[..by_p.map_or(all.len(), |i| i + 1).min(by_min_p)].iter().map(|c| c.0).collect();
+            assert!((2..300).contains(&kept.len()), "{top_p} {min_p}: {}", kept.len());
+            assert!(kept.iter().all(|t| !recent.contains(t) && !banned.contains(t)));
+            let drawn: std::collections::BTreeSet<i32> = (0..6000)
+                .map(|_| {
+                    s.recent.clear();
+                    recent.iter().for_each(|&t| s.accept(t));
+                    s.pick(&logits)
+                })
+                .collect();
+            assert_eq!(drawn, kept, "top-p {top_p}, min-p {min_p}");
+        }
+    }
+
+    #[test]
+    fn the_vectorized_exponential_is_exact_to_a_few_ulp() {
+        for i in 0..=100_000 {
+            let x = -(i as f32) * 0.00087;
+            let (got, want) = (f64::from(exp_nonpositive(x)), f64::from(x).exp());
+            assert!((got - want).abs() <= 4e-7 * want, "e^{x}: {got} vs {want}");
+        }
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37 && exp_nonpositive(f32::NAN) < 1e-37);
     }
 
     #[test]
