@@ -311,12 +311,20 @@ fn overhead(weights: u64) -> u64 {
     (32 << 20) + weights / 16
 }
 
+/// What the output layer's device holds for the logits of a batch: llama.cpp reserves its compute
+/// buffer for a whole batch of outputs (512 x 262,144 floats, 512 MiB, for Gemma 3). On the CPU
+/// the pages stay untouched (one row a prompt chunk is read), so they count on a GPU only.
+fn batch_logits(vocab: u64) -> u64 {
+    u64::from(crate::engine::BATCH_TOKENS) * vocab * 4
+}
+
 /// What loading `stored` with `config` takes, with `gpu_layers` of its layers offloaded: the
 /// weights (read into memory), the KV cache of every slot, compute buffers, and the host prompt
 /// cache at its limit; and what of it lies on the GPU, as llama.cpp places it (the offloaded
 /// layers' weights, their share of the KV cache unless it is kept on the CPU, compute buffers
-/// beside them). The GPU part is llama.cpp's placement rule applied to the file's tensor table; it
-/// has not been measured against a GPU here.
+/// beside them with a batch's logits: the output layer is the first to go). The GPU part is
+/// llama.cpp's placement rule applied to the file's tensor table; on Mesa's software Vulkan device
+/// the blocks' weights and the KV cache are what llama.cpp allocated (ARCHITECTURE.md, GPUs).
 pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, gpu_layers: u32) -> MemoryEstimate {
     let context =
         u64::from(config.context_length.unwrap_or(crate::engine::DEFAULT_CONTEXT)).min(info.max_context_length.max(16));
@@ -327,18 +335,18 @@ pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConf
         Guardrail::Strict => prompt_cache,
         Guardrail::Relaxed | Guardrail::Off => 0,
     };
-    let (gpu_weights, copied, gpu_kv) = match &stored.weights {
+    let (gpu_weights, copied, gpu_kv, logits) = match &stored.weights {
         Some(w) if gpu_layers > 0 && !w.blocks.is_empty() => {
             let placed = w.offloaded(gpu_layers);
             let kv_share = kv / w.blocks.len() as u64 * placed.blocks as u64;
             let gpu_kv = if config.offload_kv_cache_to_gpu.unwrap_or(true) { kv_share } else { 0 };
-            (placed.gpu_bytes, placed.copied_bytes, gpu_kv)
+            (placed.gpu_bytes, placed.copied_bytes, gpu_kv, batch_logits(w.vocab))
         }
-        _ => (0, 0, 0),
+        _ => (0, 0, 0, 0),
     };
     let weights = info.size_bytes + copied;
     let host_weights = weights.saturating_sub(gpu_weights);
-    let gpu_compute = if gpu_weights > 0 { overhead(gpu_weights) } else { 0 };
+    let gpu_compute = if gpu_weights > 0 { overhead(gpu_weights) + logits } else { 0 };
     let host = host_weights.saturating_add(kv - gpu_kv).saturating_add(overhead(host_weights)).saturating_add(counted);
     let gpu = gpu_weights + gpu_kv + gpu_compute;
     MemoryEstimate {
@@ -492,16 +500,19 @@ mod tests {
         // All 18 blocks and the output layer: the host keeps the input layer (the embeddings).
         let all = estimate(&stored, &info, &config, 19);
         let on_gpu = w.blocks.iter().sum::<u64>() + w.output + w.tied_output;
-        assert_eq!(all.gpu_mib, (on_gpu + kv + overhead(on_gpu)) >> 20);
+        // A batch's logits beside the output layer: 512 tokens of the 262,144-entry vocabulary.
+        assert_eq!(w.vocab, 262_144);
+        let logits = 512 * 262_144 * 4;
+        assert_eq!(all.gpu_mib, (on_gpu + kv + overhead(on_gpu) + logits) >> 20);
         let host_weights = info.size_bytes - w.blocks.iter().sum::<u64>() - w.output;
         assert_eq!(all.total_mib, (host_weights + overhead(host_weights)) >> 20, "no KV cache on the host");
         assert_eq!((all.kv_cache_mib, all.weights_mib), (cpu.kv_cache_mib, (info.size_bytes + w.tied_output) >> 20));
         // The KV cache kept on the CPU; half the layers (the output and the last 9 blocks).
         let kv_on_cpu = LoadConfig { offload_kv_cache_to_gpu: Some(false), ..config.clone() };
-        assert_eq!(estimate(&stored, &info, &kv_on_cpu, 19).gpu_mib, (on_gpu + overhead(on_gpu)) >> 20);
+        assert_eq!(estimate(&stored, &info, &kv_on_cpu, 19).gpu_mib, (on_gpu + overhead(on_gpu) + logits) >> 20);
         let half = estimate(&stored, &info, &config, 10);
         let on_gpu = w.blocks[9..].iter().sum::<u64>() + w.output + w.tied_output;
-        assert_eq!(half.gpu_mib, (on_gpu + kv / 2 + overhead(on_gpu)) >> 20);
+        assert_eq!(half.gpu_mib, (on_gpu + kv / 2 + overhead(on_gpu) + logits) >> 20);
         // The guardrail checks each memory against its own figure.
         let host = Some((all.total_mib + 1) << 20);
         assert!(check_memory(all, &config, host, Some(all.gpu_mib << 20)).is_ok());

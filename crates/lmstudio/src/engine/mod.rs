@@ -179,6 +179,10 @@ fn gpu_layers(config: &LoadConfig, gpus: usize, layers: Option<u32>) -> Result<u
 /// Tokens of context per slot when the load config names none (capped at the trained length).
 pub const DEFAULT_CONTEXT: u32 = 4096;
 
+/// Tokens one batch evaluates: llama.cpp sizes its compute buffers for this many (the logits of
+/// each, where the output layer's device computes them).
+pub(crate) const BATCH_TOKENS: u32 = rules::BATCH;
+
 /// With the `fault-injection` feature (tests only), a prompt containing this makes the engine
 /// thread panic after predicting two tokens of it.
 #[cfg(feature = "fault-injection")]

@@ -248,9 +248,16 @@ impl Sampler {
             self.candidates = cands;
             return None;
         }
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let log_total = (self.top_p < 1.0).then(|| self.log_total(logits, &special));
-        let token = if cands.len() == 1 { cands[0].0 } else { self.draw(&mut cands, log_total) };
+        let token = if cands.len() == 1 {
+            cands[0].0
+        } else if self.top_p >= 1.0 {
+            // Min-p alone: no order needed (many tokens pass it where the model is unsure).
+            self.weighted(&cands, max)
+        } else {
+            cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let log_total = self.log_total(logits, &special);
+            self.draw(&mut cands, Some(log_total))
+        };
         self.candidates = cands;
         Some(token)
     }
@@ -317,6 +324,11 @@ impl Sampler {
             let keep = cands.iter().take_while(|c| c.1 >= floor).count();
             cands.truncate(keep.max(1));
         }
+        self.weighted(cands, max)
+    }
+
+    /// The draw at temperature over `cands` (in any order; `max` is their best value).
+    fn weighted(&mut self, cands: &[(i32, f32)], max: f32) -> i32 {
         let t = self.temperature;
         let weights: Vec<f32> = cands.iter().map(|c| ((c.1 - max) / t).exp()).collect();
         let total: f32 = weights.iter().sum();

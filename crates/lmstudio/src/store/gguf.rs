@@ -92,6 +92,8 @@ pub struct WeightLayout {
     /// What llama.cpp copies to the output layer's device when the output has no weight of its own
     /// (tied to the token embeddings, as Gemma's): the embeddings' bytes, else 0.
     pub tied_output: u64,
+    /// Rows of the output matrix (the vocabulary): what one token's logits take, in floats.
+    pub vocab: u64,
 }
 
 /// Where llama.cpp puts a model's tensors with some of its layers offloaded.
@@ -371,6 +373,9 @@ impl<R: Read + Seek> Reader<R> {
                 return Err(bad("appears twice".into()));
             }
             weights.add(&name, bytes);
+            if name == "output.weight" || (name == "token_embd.weight" && !output_weight) {
+                weights.vocab = extents.get(1).map_or(0, |&n| n as u64);
+            }
             output_weight |= name == "output.weight";
             if name == "token_embd.weight" {
                 token_embd = bytes;
