@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
@@ -71,9 +70,10 @@ pub fn real_logits(model_path: &Path, prompt: &str) -> Result<Vec<Vec<f32>>> {
     let params = LlamaModelParams::default().with_n_gpu_layers(0);
     let model = LlamaModel::load_from_file(backend, model_path, &params).map_err(|e| Error::Engine(e.to_string()))?;
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
-    let n = tokens.len().min(512);
-    let ctx_params =
-        LlamaContextParams::default().with_n_ctx(std::num::NonZeroU32::new(n as u32 + 8)).with_n_batch(512);
+    // At most one batch, evaluated in one decode, in the engine's context shape.
+    let n = tokens.len().min(super::BATCH_TOKENS as usize);
+    let threads = std::thread::available_parallelism().map_or(2, |t| t.get() as u32);
+    let ctx_params = super::worker::context_params(n as u32 + 8, 1, threads);
     let mut ctx = model.new_context(backend, ctx_params).map_err(|e| Error::Engine(e.to_string()))?;
     let mut batch = LlamaBatch::new(n, 1);
     for (i, &t) in tokens[..n].iter().enumerate() {

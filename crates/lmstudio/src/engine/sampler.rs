@@ -81,7 +81,7 @@ impl Sampler {
     /// One pass over the vocabulary; only predictions that ask for log probabilities pay it.
     pub(crate) fn logprobs(&self, logits: &[f32], token: i32, n: usize) -> (f32, Vec<(i32, f32)>) {
         let special = self.special();
-        let log_total = self.log_total(logits, &special);
+        let log_total = self.log_total(logits, &special, logits.iter().copied().fold(f32::NEG_INFINITY, f32::max));
         let logprob = |t: i32| (f64::from(self.value(logits, t)) - log_total) as f32;
         let mut top = Vec::new();
         if n > 0 {
@@ -113,13 +113,11 @@ impl Sampler {
     }
 
     /// The log of the softmax's denominator over the whole vocabulary at temperature 1, of the
-    /// values (`special` as [`Sampler::special`] gives): one pass over the logits.
-    fn log_total(&self, logits: &[f32], special: &[i32]) -> f64 {
+    /// values (`special` as [`Sampler::special`] gives): one pass over the logits. `raw_max` is
+    /// the largest logit (the caller has it).
+    fn log_total(&self, logits: &[f32], special: &[i32], raw_max: f32) -> f64 {
         // Any bound at or above every value keeps the exponentials finite.
-        let max = special
-            .iter()
-            .map(|&t| self.value(logits, t))
-            .fold(logits.iter().copied().fold(f32::NEG_INFINITY, f32::max), f32::max);
+        let max = special.iter().map(|&t| self.value(logits, t)).fold(raw_max, f32::max);
         let mut sum = exp_sum(logits, max);
         for &t in special {
             let raw = logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
@@ -209,7 +207,6 @@ impl Sampler {
     /// are sorted, not the vocabulary. Top-p's shares are then of the whole vocabulary's total (one
     /// more pass, when top-p is on). The same distribution as sorting every token.
     fn draw_above_min_p(&mut self, logits: &[f32]) -> Option<i32> {
-        const CHUNK: usize = 32;
         let special = self.special();
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
@@ -217,8 +214,7 @@ impl Sampler {
         // that reach the floor.
         let mut maxima = std::mem::take(&mut self.chunk_maxima);
         maxima.clear();
-        maxima
-            .extend(logits.chunks(CHUNK).map(|c| c.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })));
+        maxima.extend(logits.chunks(CHUNK).map(chunk_max));
         // The best value: a special token's, or the best raw logit of the others.
         let mut max = special.iter().map(|&t| self.value(logits, t)).fold(f32::NEG_INFINITY, f32::max);
         for (c, &m) in maxima.iter().enumerate() {
@@ -241,10 +237,10 @@ impl Sampler {
                 cands.extend(chunk.filter(|(_, &l)| l >= floor).map(|(j, &l)| ((c * CHUNK + j) as i32, l)));
             }
         }
-        self.chunk_maxima = maxima;
         cands.retain(|c| special.binary_search(&c.0).is_err());
         cands.extend(special.iter().map(|&t| (t, self.value(logits, t))).filter(|c| c.1 >= floor));
         if cands.is_empty() {
+            self.chunk_maxima = maxima;
             self.candidates = cands;
             return None;
         }
@@ -255,9 +251,11 @@ impl Sampler {
             self.weighted(&cands, max)
         } else {
             cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let log_total = self.log_total(logits, &special);
+            let raw_max = maxima.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let log_total = self.log_total(logits, &special, raw_max);
             self.draw(&mut cands, Some(log_total))
         };
+        self.chunk_maxima = maxima;
         self.candidates = cands;
         Some(token)
     }
@@ -347,10 +345,9 @@ impl Sampler {
 fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(i32, f32)>) {
     // Keep a buffer of up to 2k; when full, cut it to the k best and raise the threshold.
     // Most chunks hold nothing above the threshold: their max (which vectorizes) skips them.
-    const CHUNK: usize = 32;
     let mut threshold = f32::NEG_INFINITY;
     for (c, chunk) in logits.chunks(CHUNK).enumerate() {
-        let max = chunk.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        let max = chunk_max(chunk);
         if max <= threshold && out.len() >= k {
             continue;
         }
@@ -365,6 +362,14 @@ fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(i32, f32)>) {
         }
     }
     shrink(out, k);
+}
+
+/// Logits are scanned in chunks of this many: a chunk's maximum vectorizes and skips it whole.
+const CHUNK: usize = 32;
+
+/// The largest of `chunk` (NaN left out), in a form that vectorizes.
+fn chunk_max(chunk: &[f32]) -> f32 {
+    chunk.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
 /// The sum of `exp(l - max)` over `logits` (every `l <= max`), in lanes that vectorize: f32
