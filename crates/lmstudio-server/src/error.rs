@@ -63,6 +63,7 @@ impl From<lms::Error> for ApiError {
             }
             // The hub refused or failed: its answer, not ours, so the message says it.
             E::Download(_) => (StatusCode::BAD_GATEWAY, Some("download_failed")),
+            E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, Some("timeout")),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         let said = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY];

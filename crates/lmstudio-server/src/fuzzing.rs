@@ -4,11 +4,11 @@
 //! Not part of the API: compiled for tests and with the `fuzzing` feature only.
 
 use lms::fuzzing::Target;
+use lms::wire::protocol::{self, ClientMessage, GetOrLoadParameter, LoadModelParameter};
 use lmstudio as lms;
-use serde_json::Value;
 
 use crate::openai::{CompletionRequest, Kind};
-use crate::sdk;
+use crate::sdk::{self, ChannelRequest};
 
 /// The server's targets.
 pub const TARGETS: &[Target] = &[
@@ -26,19 +26,25 @@ pub fn openai_request(data: &[u8]) {
     }
 }
 
-/// An SDK message: what `rpcCall` and `channelCreate` read from its parameters.
+/// An SDK message: the frame as the session decodes it, then what a `channelCreate` asks for
+/// (its parameter, config stacks and history) as the channel reads it.
 pub fn sdk_message(data: &[u8]) {
-    let Ok(msg) = serde_json::from_slice::<Value>(data) else { return };
-    let p = msg.get("creationParameter").or_else(|| msg.get("parameter")).unwrap_or(&msg);
-    let _ = sdk::specifier_query(&p["modelSpecifier"]);
-    let _ = sdk::specifier_query(&p["specifier"]);
-    if let Ok(stack) = sdk::stack(&p["predictionConfigStack"]) {
-        let _ = stack.prediction_config().map(|c| c.validate());
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(ClientMessage::ChannelCreate { endpoint, creation_parameter, .. }) = protocol::decode_text("message", text)
+    else {
+        return;
+    };
+    match sdk::channel_request(&endpoint, creation_parameter) {
+        Ok(Some(ChannelRequest::Predict(p))) => {
+            let _ = p.prediction_config_stack.prediction_config().map(|c| c.validate());
+            let _ = p.history.chat_messages();
+        }
+        Ok(Some(ChannelRequest::GetOrLoad(GetOrLoadParameter { load_config_stack: stack, .. })))
+        | Ok(Some(ChannelRequest::LoadModel(LoadModelParameter { load_config_stack: stack, .. }))) => {
+            let _ = stack.load_config(lms::LoadConfig::default()).map(|c| c.validate());
+        }
+        Ok(None) | Err(_) => {}
     }
-    if let Ok(stack) = sdk::stack(&p["loadConfigStack"]) {
-        let _ = stack.load_config(lms::LoadConfig::default()).map(|c| c.validate());
-    }
-    let _ = sdk::history(&p["history"]);
 }
 
 fn openai_seeds() -> Vec<Vec<u8>> {
@@ -75,11 +81,17 @@ mod tests {
         assert!(req.decode(Kind::Text).is_ok());
         let mut req: CompletionRequest = serde_json::from_slice(&openai_seeds()[1]).expect("a request");
         assert!(req.decode(Kind::Chat).is_ok());
-        let msg: Value = serde_json::from_slice(&sdk_seeds()[0]).expect("json");
-        let p = &msg["creationParameter"];
-        assert_eq!(sdk::specifier_query(&p["modelSpecifier"]).ok().as_deref(), Some("abc"));
-        let config = sdk::stack(&p["predictionConfigStack"]).and_then(|s| s.prediction_config()).expect("config");
-        assert_eq!(config.max_tokens, Some(20));
-        assert_eq!(sdk::history(&p["history"]).expect("history")[0].content, "Hi");
+        let seeds = sdk_seeds();
+        let text = std::str::from_utf8(&seeds[0]).expect("text");
+        let Ok(ClientMessage::ChannelCreate { endpoint, creation_parameter, .. }) = protocol::decode_text("message", text)
+        else {
+            panic!("a channelCreate");
+        };
+        let Ok(Some(ChannelRequest::Predict(p))) = sdk::channel_request(&endpoint, creation_parameter) else {
+            panic!("a predict request");
+        };
+        assert_eq!(p.model_specifier.name(), Some("abc"));
+        assert_eq!(p.prediction_config_stack.prediction_config().expect("config").max_tokens, Some(20));
+        assert_eq!(p.history.chat_messages()[0].content, "Hi");
     }
 }

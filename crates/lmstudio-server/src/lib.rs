@@ -33,6 +33,10 @@ pub const SDK_DISCOVERY_PORT: u16 = 41343;
 /// Request bodies (and websocket messages) larger than this are refused (413 over HTTP), unless
 /// [`AppState::with_body_limit`] says otherwise. 8 MiB holds a prompt of about two million tokens.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// What an SDK websocket may have queued for its client and not yet written, unless
+/// [`AppState::with_socket_queue_limit`] says otherwise: past it, the client has stopped reading
+/// and is disconnected (its predictions stop), so it cannot grow the server's memory.
+pub const MAX_SOCKET_QUEUE_BYTES: usize = 16 << 20;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -40,6 +44,8 @@ pub struct AppState {
     inner: Arc<Inner>,
     /// The largest request body or websocket message taken.
     body_limit: usize,
+    /// The most bytes an SDK socket may have waiting to be written.
+    socket_queue_limit: usize,
 }
 
 struct Inner {
@@ -72,7 +78,7 @@ impl AppState {
         let metrics = metrics::Metrics::default();
         let downloads = downloads::Jobs::default();
         let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound, downloads });
-        Self { inner, body_limit: MAX_BODY_BYTES }
+        Self { inner, body_limit: MAX_BODY_BYTES, socket_queue_limit: MAX_SOCKET_QUEUE_BYTES }
     }
 
     /// This state with request bodies and websocket messages limited to `bytes`.
@@ -82,6 +88,15 @@ impl AppState {
 
     pub(crate) fn body_limit(&self) -> usize {
         self.body_limit
+    }
+
+    /// This state with an SDK socket's unwritten messages limited to `bytes`.
+    pub fn with_socket_queue_limit(self, bytes: usize) -> Self {
+        Self { socket_queue_limit: bytes, ..self }
+    }
+
+    pub(crate) fn socket_queue_limit(&self) -> usize {
+        self.socket_queue_limit
     }
 
     pub(crate) fn cors_origins(&self) -> &[String] {
@@ -153,19 +168,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), origin::guard))
         .with_state(state)
-}
-
-/// Starts a prediction with its tokenizing (and context fitting) off the async runtime: a prompt
-/// of 100k tokens takes a while to tokenize, and `/health` must not wait for it.
-pub(crate) async fn start_prediction(
-    llm: &lmstudio::Llm,
-    prompt: String,
-    config: lmstudio::Config,
-) -> Result<lmstudio::AsyncPredictionStream, lmstudio::Error> {
-    let llm = llm.clone();
-    tokio::task::spawn_blocking(move || llm.complete_stream_async(&prompt, config))
-        .await
-        .map_err(|e| lmstudio::Error::Engine(format!("tokenizing task failed: {e}")))?
 }
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -18,6 +18,8 @@ pub(crate) struct Metrics {
     pub errors: AtomicU64,
     /// `communicationWarning`s SDK clients sent: messages of ours they could not take.
     pub client_warnings: AtomicU64,
+    /// SDK sockets disconnected because their client stopped reading (a full write queue).
+    pub slow_clients: AtomicU64,
 }
 
 impl Metrics {
@@ -41,6 +43,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
             "lms_client_warnings_total",
             "Messages SDK clients could not take (communicationWarning).",
             m.client_warnings.load(Ordering::Relaxed),
+        ),
+        (
+            "lms_slow_clients_disconnected_total",
+            "SDK sockets closed because their client stopped reading.",
+            m.slow_clients.load(Ordering::Relaxed),
         ),
     ];
     let mut out = String::new();

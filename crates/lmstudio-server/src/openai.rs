@@ -307,7 +307,7 @@ async fn start(
         Input::Text(prompt) => prompt,
         Input::Chat(chat) => llm.apply_prompt_template_async(&chat).await?,
     };
-    let stream = crate::start_prediction(&llm, prompt, config).await?;
+    let stream = llm.complete_stream_async(&prompt, config).await?;
     let id =
         format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

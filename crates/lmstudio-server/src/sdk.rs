@@ -1,11 +1,14 @@
 //! LM Studio's SDK protocol: one websocket per namespace (`/llm`, `/system`, ...), an auth
-//! handshake, then multiplexed RPC calls and channels (see shared/reference/lmstudio-sdk-protocol.md).
+//! handshake, then multiplexed RPC calls and channels, read and written as the typed vocabulary
+//! of `lmstudio::wire::protocol` (the remote client speaks the same types).
 //!
-//! Every message out goes through one writer task; each RPC and channel runs in a task of its own,
-//! so a long prediction never holds up a `tokenize` on the same socket. When the socket closes, the
-//! session's tasks are aborted and dropping their prediction streams stops generation.
+//! Every message out goes through one writer task, whose queue is bounded in bytes: a client that
+//! stops reading is disconnected once it is full. Each RPC and channel runs in a task of its own,
+//! so a long prediction never holds up a `tokenize` on the same socket. When the socket closes,
+//! the session's tasks are aborted and dropping their prediction streams stops generation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -13,11 +16,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use lms::wire::{self, KvStack};
-use lmstudio as lms;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedSender;
+use lmstudio::wire::protocol::{
+    self as p, ApplyPromptTemplate, Auth, AuthReply, ChannelInput, ClientMessage, CountTokens, GetLoadConfig,
+    GetModelInfo, GetOrLoadParameter, ListDownloadedModels, ListLoaded, LoadMessage, LoadModelParameter,
+    ModelSpecifier, PredictMessage, PredictParameter, Rpc, ServerMessage, Tokenize, UnloadModel, Version,
+};
+use lmstudio::wire::{self, KvConfig, KvField, KvStack};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
 
 use crate::{lock, AppState};
 
@@ -41,59 +47,90 @@ async fn upgrade(
     }
 }
 
-/// Outgoing messages of one socket.
+/// Outgoing messages of one socket, and what they take in the writer's queue.
 #[derive(Clone)]
-struct Out(UnboundedSender<Value>);
+struct Out {
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    /// Raised once the queue is past its limit: the session ends.
+    overflow: Arc<Notify>,
+}
 
 impl Out {
-    fn send(&self, v: Value) -> bool {
-        self.0.send(v).is_ok()
+    /// Queues `message`; `false` when the socket is gone or its client stopped reading.
+    fn send(&self, message: &ServerMessage) -> bool {
+        self.send_text(p::encode_text(message))
     }
 
-    fn channel(&self, id: i64, message: Value) -> bool {
-        self.send(json!({"type": "channelSend", "channelId": id, "message": message}))
+    fn send_text(&self, text: String) -> bool {
+        let len = text.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.limit {
+            self.overflow.notify_one();
+            return false;
+        }
+        self.tx.send(text).is_ok()
     }
 
-    fn close(&self, id: i64) {
-        self.send(json!({"type": "channelClose", "channelId": id}));
+    fn channel<T: serde::Serialize>(&self, channel_id: i64, message: &T) -> bool {
+        self.send(&ServerMessage::ChannelSend { channel_id, message: p::encode(message) })
     }
 
-    fn channel_error(&self, id: i64, e: &lms::Error) {
-        self.send(json!({"type": "channelError", "channelId": id, "error": wire::error_object(e)}));
+    fn close(&self, channel_id: i64) {
+        self.send(&ServerMessage::ChannelClose { channel_id });
+    }
+
+    fn channel_error(&self, channel_id: i64, e: &lmstudio::Error) {
+        self.send(&ServerMessage::ChannelError { channel_id, error: wire::error_object(e) });
+    }
+
+    fn warn(&self, warning: String) {
+        self.send(&ServerMessage::CommunicationWarning { warning });
     }
 }
 
 /// The channels open on one socket, with the cancel handle of those that run a prediction.
-type Cancels = Arc<Mutex<HashMap<i64, Option<lms::CancelHandle>>>>;
+type Cancels = Arc<Mutex<HashMap<i64, Option<lmstudio::CancelHandle>>>>;
 
 /// Channels one socket may have open at once; past that, a new one is refused.
-const MAX_OPEN_CHANNELS: usize = 256;
+pub(crate) const MAX_OPEN_CHANNELS: usize = 256;
 
 async fn session(socket: WebSocket, namespace: String, state: AppState) {
     let (mut sink, mut incoming) = socket.split();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let overflow = Arc::new(Notify::new());
+    let out = Out { tx, queued: Arc::clone(&queued), limit: state.socket_queue_limit(), overflow: Arc::clone(&overflow) };
     let writer = tokio::spawn(async move {
-        while let Some(v) = rx.recv().await {
-            if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+        while let Some(text) = rx.recv().await {
+            let len = text.len();
+            if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
             }
+            queued.fetch_sub(len, Ordering::Relaxed);
         }
     });
-    let out = Out(tx);
     if authenticate(&mut incoming, &out, &state).await {
         let cancels: Cancels = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
-        while let Some(Ok(frame)) = incoming.next().await {
-            let text = match frame {
-                Message::Text(t) => t.to_string(),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match serde_json::from_str::<Value>(&text) {
-                Ok(msg) => dispatch(msg, &namespace, &state, &out, &cancels, &mut tasks),
-                Err(e) => {
-                    out.send(json!({"type": "communicationWarning", "warning": format!("malformed message: {e}")}));
+        loop {
+            let frame = tokio::select! {
+                frame = incoming.next() => frame,
+                () = overflow.notified() => {
+                    tracing::warn!("an SDK client stopped reading ({} bytes waiting): disconnected", out.limit);
+                    state.metrics().slow_clients.fetch_add(1, Ordering::Relaxed);
+                    writer.abort();
+                    break;
                 }
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            };
+            match p::decode_text::<ClientMessage>("message", &text) {
+                Ok(msg) => dispatch(msg, &namespace, &state, &out, &cancels, &mut tasks),
+                Err(e) => out.warn(e.to_string()),
             }
             while tasks.try_join_next().is_some() {}
         }
@@ -104,14 +141,6 @@ async fn session(socket: WebSocket, namespace: String, state: AppState) {
     let _ = writer.await;
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Auth {
-    auth_version: i64,
-    client_identifier: String,
-    client_passkey: String,
-}
-
 async fn authenticate(
     incoming: &mut futures_util::stream::SplitStream<WebSocket>,
     out: &Out,
@@ -119,7 +148,7 @@ async fn authenticate(
 ) -> bool {
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), incoming.next()).await;
     let verdict = match first {
-        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<Auth>(&t) {
+        Ok(Some(Ok(Message::Text(t)))) => match p::decode_text::<Auth>("authentication packet", &t) {
             Ok(a) if a.auth_version != 1 => Err(format!("unsupported authVersion {}", a.auth_version)),
             Ok(a) if a.client_identifier.len() > 256 || a.client_passkey.len() > 256 => {
                 Err("credentials too long".into())
@@ -128,60 +157,44 @@ async fn authenticate(
                 Err("invalid API key (send it as the client passkey)".into())
             }
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("malformed authentication packet: {e}")),
+            Err(e) => Err(e.to_string()),
         },
         _ => Err("expected an authentication packet".into()),
     };
-    match verdict {
-        Ok(()) => out.send(json!({"success": true})),
-        Err(e) => {
-            out.send(json!({"success": false, "error": e}));
-            false
-        }
-    }
+    let ok = verdict.is_ok();
+    out.send_text(p::encode_text(&AuthReply { success: ok, error: verdict.err() }));
+    ok
 }
 
 fn dispatch(
-    msg: Value,
+    msg: ClientMessage,
     namespace: &str,
     state: &AppState,
     out: &Out,
     cancels: &Cancels,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    let kind = msg["type"].as_str().unwrap_or_default();
-    match kind {
-        "rpcCall" => {
-            let Some(call_id) = msg["callId"].as_i64() else {
-                out.send(json!({"type": "communicationWarning", "warning": "rpcCall without callId"}));
-                return;
-            };
-            let endpoint = msg["endpoint"].as_str().unwrap_or_default().to_owned();
+    match msg {
+        ClientMessage::RpcCall { endpoint, call_id, parameter } => {
             let (state, out, ns) = (state.clone(), out.clone(), namespace.to_owned());
-            let parameter = msg.get("parameter").cloned().unwrap_or(Value::Null);
+            let parameter = parameter.unwrap_or(Value::Null);
             tasks.spawn(async move {
                 // The library's calls block (header reads, engine joins): never on the runtime.
                 let outcome = tokio::task::spawn_blocking(move || rpc(&state, &ns, &endpoint, parameter))
                     .await
-                    .unwrap_or_else(|e| Err(lms::Error::Engine(format!("rpc task failed: {e}"))));
-                match outcome {
-                    Ok(Some(result)) => out.send(json!({"type": "rpcResult", "callId": call_id, "result": result})),
-                    Ok(None) => out.send(json!({"type": "rpcResult", "callId": call_id})),
-                    Err(e) => out.send(json!({"type": "rpcError", "callId": call_id, "error": wire::error_object(&e)})),
-                };
+                    .unwrap_or_else(|e| Err(lmstudio::Error::Engine(format!("rpc task failed: {e}"))));
+                out.send(&match outcome {
+                    Ok(result) => ServerMessage::RpcResult { call_id, result: Some(result).filter(|r| !r.is_null()) },
+                    Err(e) => ServerMessage::RpcError { call_id, error: wire::error_object(&e) },
+                });
             });
         }
-        "channelCreate" => {
-            let Some(id) = msg["channelId"].as_i64() else {
-                out.send(json!({"type": "communicationWarning", "warning": "channelCreate without channelId"}));
-                return;
-            };
+        ClientMessage::ChannelCreate { endpoint, channel_id: id, creation_parameter } => {
             {
                 let mut open = lock(cancels);
                 if open.contains_key(&id) {
                     // Not a channelError: that would end the open channel of that id at the client.
-                    let warning = format!("channelCreate refused: channel {id} is already open on this connection");
-                    out.send(json!({"type": "communicationWarning", "warning": warning}));
+                    out.warn(format!("channelCreate refused: channel {id} is already open on this connection"));
                     return;
                 }
                 if open.len() >= MAX_OPEN_CHANNELS {
@@ -191,248 +204,251 @@ fn dispatch(
                 }
                 open.insert(id, None);
             }
-            let endpoint = msg["endpoint"].as_str().unwrap_or_default().to_owned();
-            if !CHANNEL_ENDPOINTS.contains(&endpoint.as_str()) {
-                // As LM Studio: a warning, and the channel is never answered.
-                lock(cancels).remove(&id);
-                let warning = format!("channelCreate for unknown endpoint {endpoint:?} (channel {id})");
-                out.send(json!({"type": "communicationWarning", "warning": warning}));
-                return;
-            }
-            let parameter = msg.get("creationParameter").cloned().unwrap_or(Value::Null);
+            let request = match channel_request(&endpoint, creation_parameter) {
+                Ok(Some(request)) => request,
+                Ok(None) => {
+                    // As LM Studio: a warning, and the channel is never answered.
+                    lock(cancels).remove(&id);
+                    out.warn(format!("channelCreate for unknown endpoint {endpoint:?} (channel {id})"));
+                    return;
+                }
+                Err(e) => {
+                    lock(cancels).remove(&id);
+                    out.channel_error(id, &e);
+                    return;
+                }
+            };
             let (state, out, cancels) = (state.clone(), out.clone(), Arc::clone(cancels));
             tasks.spawn(async move {
-                if let Err(e) = channel(&state, &endpoint, id, parameter, &out, &cancels).await {
+                if let Err(e) = channel(&state, request, id, &out, &cancels).await {
                     out.channel_error(id, &e);
                 }
                 lock(&cancels).remove(&id);
             });
         }
-        "channelSend" => {
+        ClientMessage::ChannelSend { channel_id, message, .. } => {
             // The JS SDK sends its cancel twice; the second finds the prediction cancelled or gone.
-            if msg["message"]["type"] == "cancel" {
-                if let Some(handle) = msg["channelId"].as_i64().and_then(|id| lock(cancels).get(&id).cloned().flatten())
-                {
+            if p::decode::<ChannelInput>("channel message", message) == Ok(ChannelInput::Cancel) {
+                if let Some(handle) = lock(cancels).get(&channel_id).cloned().flatten() {
                     handle.cancel();
                 }
             }
         }
-        "communicationWarning" => {
+        ClientMessage::CommunicationWarning { warning } => {
             // The client found a message of ours it could not take: a bug of ours, so it counts.
-            state.metrics().client_warnings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(warning = msg["warning"].as_str().unwrap_or_default(), "the client warns");
+            state.metrics().client_warnings.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(warning, "the client warns");
         }
-        "keepAlive" => {
-            out.send(json!({"type": "keepAliveAck"}));
+        ClientMessage::KeepAlive => {
+            out.send(&ServerMessage::KeepAliveAck);
         }
-        "signalSubscribe" | "writableSignalSubscribe" => {
-            let kind = if kind == "signalSubscribe" { "signalError" } else { "writableSignalError" };
-            let endpoint = msg["endpoint"].as_str().unwrap_or_default();
-            let error = wire::error_object(&lms::Error::Unsupported(format!("signal {namespace}/{endpoint}")));
-            out.send(json!({"type": kind, "subscribeId": msg["subscribeId"], "error": error}));
+        ClientMessage::SignalSubscribe { endpoint, subscribe_id } => {
+            let error = wire::error_object(&lmstudio::Error::Unsupported(format!("signal {namespace}/{endpoint}")));
+            out.send(&ServerMessage::SignalError { subscribe_id, error });
+        }
+        ClientMessage::WritableSignalSubscribe { endpoint, subscribe_id } => {
+            let error = wire::error_object(&lmstudio::Error::Unsupported(format!("signal {namespace}/{endpoint}")));
+            out.send(&ServerMessage::WritableSignalError { subscribe_id, error });
         }
         // Acknowledgements and the ends of subscriptions we never opened need no answer.
-        "channelClose" | "channelAck" | "signalUnsubscribe" | "writableSignalUnsubscribe" | "writableSignalUpdate" => {}
-        other => {
-            out.send(json!({"type": "communicationWarning", "warning": format!("unknown message type {other:?}")}));
-        }
+        ClientMessage::ChannelClose { .. }
+        | ClientMessage::ChannelAck { .. }
+        | ClientMessage::SignalUnsubscribe { .. }
+        | ClientMessage::WritableSignalUnsubscribe { .. }
+        | ClientMessage::WritableSignalUpdate { .. } => {}
     }
 }
 
-fn invalid(what: impl Into<String>) -> lms::Error {
-    lms::Error::InvalidConfig(what.into())
+fn invalid(what: impl Into<String>) -> lmstudio::Error {
+    lmstudio::Error::InvalidConfig(what.into())
 }
 
-/// The instance a `specifier` / `modelSpecifier` names, among loaded models only. An instance
-/// reference names one load: once it is unloaded, the model is unloaded for that handle.
-fn loaded_by_specifier(state: &AppState, spec: &Value) -> Result<lms::Llm, lms::Error> {
-    if spec["type"] == "query" && spec["query"]["identifier"].is_null() && spec["query"]["path"].is_null() {
+/// The instance a specifier names, among loaded models only. An instance reference names one
+/// load: once it is unloaded, the model is unloaded for that handle.
+fn loaded_by_specifier(state: &AppState, spec: &ModelSpecifier) -> Result<lmstudio::Llm, lmstudio::Error> {
+    let client = state.client();
+    let Some(query) = spec.name() else {
         // `client.llm.model()` with no key: any loaded model.
-        let any = state.client().list_loaded()?.into_iter().find_map(|i| i.identifier);
-        let any = any.ok_or_else(|| lms::Error::ModelNotFound { query: String::new(), candidates: Vec::new() })?;
-        return state.client().get_loaded(&any)?.ok_or(lms::Error::ModelUnloaded);
+        let any = client.list_loaded()?.into_iter().find_map(|i| i.identifier);
+        let any = any.ok_or_else(|| lmstudio::Error::ModelNotFound { query: String::new(), candidates: Vec::new() })?;
+        return client.get_loaded(&any)?.ok_or(lmstudio::Error::ModelUnloaded);
+    };
+    let found = client.get_loaded(query)?;
+    if let ModelSpecifier::InstanceReference { .. } = spec {
+        return found.ok_or(lmstudio::Error::ModelUnloaded);
     }
-    let query = specifier_query(spec)?;
-    let found = state.client().get_loaded(&query)?;
-    if spec["type"] == "instanceReference" {
-        return found.ok_or(lms::Error::ModelUnloaded);
-    }
-    found.ok_or_else(|| lms::Error::ModelNotFound {
-        query,
-        candidates: state.client().list_loaded().unwrap_or_default().into_iter().filter_map(|i| i.identifier).collect(),
+    found.ok_or_else(|| lmstudio::Error::ModelNotFound {
+        query: query.to_owned(),
+        candidates: client.list_loaded().unwrap_or_default().into_iter().filter_map(|i| i.identifier).collect(),
     })
 }
 
-pub(crate) fn specifier_query(spec: &Value) -> Result<String, lms::Error> {
-    let q = match spec["type"].as_str() {
-        Some("instanceReference") => spec["instanceReference"].as_str(),
-        _ => spec["query"]["identifier"].as_str().or_else(|| spec["query"]["path"].as_str()),
-    };
-    q.map(str::to_owned).ok_or_else(|| invalid(format!("unsupported model specifier {spec}")))
+/// Decodes an RPC's parameter, serves it and encodes its result.
+fn serve<R: Rpc>(
+    parameter: Value,
+    f: impl FnOnce(R::Parameter) -> Result<R::Result, lmstudio::Error>,
+) -> Result<Value, lmstudio::Error> {
+    let parameter = p::decode(&format!("{} parameter", R::ENDPOINT), parameter)?;
+    Ok(p::encode(&f(parameter)?))
 }
 
-pub(crate) fn stack(v: &Value) -> Result<KvStack, lms::Error> {
-    if v.is_null() {
-        return Ok(KvStack::default());
-    }
-    serde_json::from_value(v.clone()).map_err(|e| invalid(format!("config stack: {e}")))
-}
-
-/// The text of each message of an SDK chat history.
-pub(crate) fn history(v: &Value) -> Result<Vec<lms::ChatMessage>, lms::Error> {
-    let messages = v["messages"].as_array().ok_or_else(|| invalid("history.messages is missing"))?;
-    messages
-        .iter()
-        .map(|m| {
-            let role = m["role"].as_str().ok_or_else(|| invalid("a message has no role"))?;
-            let text: String = match &m["content"] {
-                Value::String(s) => s.clone(),
-                Value::Array(parts) => {
-                    parts.iter().filter(|p| p["type"] == "text").filter_map(|p| p["text"].as_str()).collect()
-                }
-                _ => return Err(invalid("a message has no content")),
-            };
-            Ok(lms::ChatMessage::new(role, text))
-        })
-        .collect()
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-fn rpc(state: &AppState, namespace: &str, endpoint: &str, p: Value) -> Result<Option<Value>, lms::Error> {
+fn rpc(state: &AppState, namespace: &str, endpoint: &str, parameter: Value) -> Result<Value, lmstudio::Error> {
     let client = state.client();
-    Ok(Some(match (namespace, endpoint) {
-        ("llm", "listLoaded") => to_value(&client.list_loaded()?),
-        ("embedding", "listLoaded") => json!([]),
-        ("system", "listDownloadedModels") => {
-            let infos: Vec<lms::ModelInfo> =
-                client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).collect();
-            to_value(&infos)
+    match (namespace, endpoint) {
+        ("llm", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |()| client.list_loaded()),
+        ("embedding", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |()| Ok(Vec::new())),
+        ("system", ListDownloadedModels::ENDPOINT) => serve::<ListDownloadedModels>(parameter, |()| {
+            Ok(client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).collect())
+        }),
+        ("system", Version::ENDPOINT) => serve::<Version>(parameter, |()| {
+            Ok(p::VersionResult { version: env!("CARGO_PKG_VERSION").into(), build: 0 })
+        }),
+        ("llm", GetModelInfo::ENDPOINT) => serve::<GetModelInfo>(parameter, |q| {
+            match loaded_by_specifier(state, &q.specifier) {
+                Ok(llm) => Ok(Some(llm.info().clone())),
+                // Not found, and not asked to throw: no result at all (the JS SDK takes no `null`).
+                Err(_) if q.throw_if_not_found == Some(false) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }),
+        ("llm", Tokenize::ENDPOINT) => serve::<Tokenize>(parameter, |q| {
+            Ok(p::TokenizeResult { tokens: loaded_by_specifier(state, &q.specifier)?.tokenize(&q.input_string)? })
+        }),
+        ("llm", CountTokens::ENDPOINT) => serve::<CountTokens>(parameter, |q| {
+            let token_count = loaded_by_specifier(state, &q.specifier)?.count_tokens(&q.input_string)?;
+            Ok(p::CountTokensResult { token_count })
+        }),
+        ("llm", GetLoadConfig::ENDPOINT) => {
+            serve::<GetLoadConfig>(parameter, |q| Ok(load_fields(&loaded_by_specifier(state, &q.specifier)?)))
         }
-        ("system", "version") => json!({"version": env!("CARGO_PKG_VERSION"), "build": 0}),
-        ("llm", "getModelInfo") => match loaded_by_specifier(state, &p["specifier"]) {
-            Ok(llm) => to_value(llm.info()),
-            // Not found, and not asked to throw: no result at all (the JS SDK takes no `null`).
-            Err(_) if p["throwIfNotFound"] == false => return Ok(None),
-            Err(e) => return Err(e),
-        },
-        ("llm", "tokenize") => {
-            let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
-            json!({"tokens": loaded_by_specifier(state, &p["specifier"])?.tokenize(text)?})
-        }
-        ("llm", "countTokens") => {
-            let text = p["inputString"].as_str().ok_or_else(|| invalid("inputString is missing"))?;
-            json!({"tokenCount": loaded_by_specifier(state, &p["specifier"])?.count_tokens(text)?})
-        }
-        ("llm", "getLoadConfig") => load_fields(&loaded_by_specifier(state, &p["specifier"])?),
-        ("llm", "applyPromptTemplate") => {
-            let llm = loaded_by_specifier(state, &p["specifier"])?;
-            json!({"formatted": llm.apply_prompt_template(&history(&p["history"])?)?})
-        }
-        ("llm", "unloadModel") => {
-            let id = p["identifier"].as_str().ok_or_else(|| invalid("identifier is missing"))?;
-            client.unload(id)?;
-            return Ok(None);
-        }
-        _ => return Err(invalid(format!("unknown endpoint {namespace}/{endpoint}"))),
+        ("llm", ApplyPromptTemplate::ENDPOINT) => serve::<ApplyPromptTemplate>(parameter, |q| {
+            let llm = loaded_by_specifier(state, &q.specifier)?;
+            Ok(p::ApplyPromptTemplateResult { formatted: llm.apply_prompt_template(&q.history.chat_messages())? })
+        }),
+        ("llm", UnloadModel::ENDPOINT) => serve::<UnloadModel>(parameter, |q| {
+            client.unload(&q.identifier)?;
+            Ok(None)
+        }),
+        _ => Err(invalid(format!("unknown endpoint {namespace}/{endpoint}"))),
+    }
+}
+
+fn load_fields(llm: &lmstudio::Llm) -> KvConfig {
+    let context_length = p::encode(&llm.info().context_length);
+    KvConfig { fields: vec![KvField { key: "llm.load.contextLength".into(), value: context_length }] }
+}
+
+/// A channel's creation, decoded by its endpoint.
+#[derive(Debug)]
+pub(crate) enum ChannelRequest {
+    /// `getOrLoad`.
+    GetOrLoad(GetOrLoadParameter),
+    /// `loadModel`.
+    LoadModel(LoadModelParameter),
+    /// `predict`.
+    Predict(Box<PredictParameter>),
+}
+
+/// The request a `channelCreate` makes; `None` for an endpoint we do not serve.
+pub(crate) fn channel_request(endpoint: &str, parameter: Value) -> Result<Option<ChannelRequest>, lmstudio::Error> {
+    Ok(Some(match endpoint {
+        "getOrLoad" => ChannelRequest::GetOrLoad(p::decode("getOrLoad parameter", parameter)?),
+        "loadModel" => ChannelRequest::LoadModel(p::decode("loadModel parameter", parameter)?),
+        "predict" => ChannelRequest::Predict(p::decode("predict parameter", parameter)?),
+        _ => return Ok(None),
     }))
 }
 
-fn load_fields(llm: &lms::Llm) -> Value {
-    json!({"fields": [{"key": "llm.load.contextLength", "value": llm.info().context_length}]})
+/// The SDKs' TTL (seconds) arrives in milliseconds.
+fn ttl_seconds(ms: Option<f64>) -> Result<Option<u64>, lmstudio::Error> {
+    ms.map(|ms| {
+        if ms.is_finite() && ms > 0.0 {
+            Ok((ms / 1000.0).ceil() as u64)
+        } else {
+            Err(invalid(format!("bad TTL: {ms} ms")))
+        }
+    })
+    .transpose()
 }
-
-/// The channel endpoints [`channel`] serves.
-const CHANNEL_ENDPOINTS: &[&str] = &["getOrLoad", "loadModel", "predict"];
 
 async fn channel(
     state: &AppState,
-    endpoint: &str,
+    request: ChannelRequest,
     id: i64,
-    p: Value,
     out: &Out,
     cancels: &Cancels,
-) -> Result<(), lms::Error> {
+) -> Result<(), lmstudio::Error> {
     let client = state.client().clone();
-    match endpoint {
-        "getOrLoad" | "loadModel" => {
-            let new_instance = endpoint == "loadModel";
-            let query = p[if new_instance { "modelKey" } else { "identifier" }]
-                .as_str()
-                .ok_or_else(|| invalid("no model named"))?
-                .to_owned();
-            if !new_instance {
-                if let Some(llm) = client.get_loaded(&query)? {
-                    out.channel(id, json!({"type": "alreadyLoaded", "info": llm.info()}));
-                    out.close(id);
-                    return Ok(());
-                }
+    let (query, stack, identifier, ttl) = match request {
+        ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, cancels).await,
+        ChannelRequest::GetOrLoad(g) => {
+            if let Some(llm) = client.get_loaded(&g.identifier)? {
+                out.channel(id, &LoadMessage::AlreadyLoaded { info: Box::new(llm.info().clone()) });
+                out.close(id);
+                return Ok(());
             }
-            // What the SDK's stack leaves unset, the server's own load settings decide (its --parallel).
-            let mut load = stack(&p["loadConfigStack"])?.load_config(client.default_load_config())?;
-            load.identifier = p["identifier"].as_str().filter(|_| new_instance).map(str::to_owned);
-            // The SDKs' `ttl` (seconds) arrives in milliseconds, under a name of each endpoint's own.
-            let ttl_ms = &p[if new_instance { "ttlMs" } else { "loadTtlMs" }];
-            if !ttl_ms.is_null() {
-                let ms = ttl_ms.as_f64().filter(|ms| *ms > 0.0).ok_or_else(|| invalid(format!("bad TTL: {ttl_ms}")))?;
-                load.ttl = Some((ms / 1000.0).ceil() as u64);
-            }
-            if let Ok(info) = client.resolve_async(&query).await {
-                let start = if new_instance {
-                    json!({"type": "resolved", "info": info})
-                } else {
-                    json!({"type": "startLoading", "identifier": info.model_key, "info": info})
-                };
-                out.channel(id, start);
-            }
-            let events = out.clone();
-            let on_load: lms::OnLoad = std::sync::Arc::new(move |event| match event {
-                lms::LoadEvent::Progress(progress) => {
-                    let kind = if new_instance { "progress" } else { "loadProgress" };
-                    events.channel(id, json!({"type": kind, "progress": progress}));
-                }
-                lms::LoadEvent::UnloadingOther(info) => {
-                    events.channel(id, json!({"type": "unloadingOtherJITModel", "info": info}));
-                }
-            });
-            let llm = if new_instance {
-                client.load_with_async(&query, &load, &on_load).await?
-            } else {
-                client.get_or_load_with_async(&query, &load, &on_load).await?.0
-            };
-            let done = if new_instance { "success" } else { "loadSuccess" };
-            out.channel(id, json!({"type": done, "info": llm.info()}));
-            out.close(id);
-            Ok(())
+            (g.identifier, g.load_config_stack, None, g.load_ttl_ms)
         }
-        "predict" => predict(state, id, p, out, cancels).await,
-        other => Err(invalid(format!("unknown channel endpoint {other}"))),
+        ChannelRequest::LoadModel(l) => (l.model_key, l.load_config_stack, Some(l.identifier), l.ttl_ms),
+    };
+    let new_instance = identifier.is_some();
+    // What the SDK's stack leaves unset, the server's own load settings decide (its --parallel).
+    let mut load = stack.load_config(client.default_load_config())?;
+    load.identifier = identifier.flatten();
+    load.ttl = ttl_seconds(ttl)?.or(load.ttl);
+    if let Ok(info) = client.resolve_async(&query).await {
+        let info = Box::new(info);
+        out.channel(
+            id,
+            &if new_instance {
+                LoadMessage::Resolved { info }
+            } else {
+                LoadMessage::StartLoading { identifier: info.model_key.clone(), info }
+            },
+        );
     }
+    let events = out.clone();
+    let on_load: lmstudio::OnLoad = Arc::new(move |event| {
+        let message = match event {
+            lmstudio::LoadEvent::Progress(progress) if new_instance => LoadMessage::Progress { progress },
+            lmstudio::LoadEvent::Progress(progress) => LoadMessage::LoadProgress { progress },
+            lmstudio::LoadEvent::UnloadingOther(info) => LoadMessage::UnloadingOtherJitModel { info },
+        };
+        events.channel(id, &message);
+    });
+    let info = Box::new(if new_instance {
+        client.load_with_async(&query, &load, &on_load).await?.info().clone()
+    } else {
+        client.get_or_load_with_async(&query, &load, &on_load).await?.0.info().clone()
+    });
+    out.channel(id, &if new_instance { LoadMessage::Success { info } } else { LoadMessage::LoadSuccess { info } });
+    out.close(id);
+    Ok(())
 }
 
-async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cancels) -> Result<(), lms::Error> {
+async fn predict(
+    state: &AppState,
+    id: i64,
+    parameter: PredictParameter,
+    out: &Out,
+    cancels: &Cancels,
+) -> Result<(), lmstudio::Error> {
     // A query loads the model if needed (JIT, as LM Studio); an instance reference does not.
-    let spec = &p["modelSpecifier"];
-    let llm = if spec["type"] == "instanceReference" {
-        loaded_by_specifier(state, spec)?
-    } else {
-        state.client().llm_async(&specifier_query(spec)?).await?
+    let spec = &parameter.model_specifier;
+    let llm = match (spec, spec.name()) {
+        (ModelSpecifier::Query { .. }, Some(query)) => state.client().llm_async(query).await?,
+        _ => loaded_by_specifier(state, spec)?,
     };
-    let mut layers = stack(&p["predictionConfigStack"])?;
-    if let Some(name) = p["fuzzyPresetIdentifier"].as_str() {
+    let mut layers: KvStack = parameter.prediction_config_stack;
+    if let Some(name) = parameter.fuzzy_preset_identifier {
         // Under the request's own layers: what they set wins.
-        let preset = tokio::task::spawn_blocking({
-            let name = name.to_owned();
-            move || lms::PresetStore::from_env().find(&name)
-        })
-        .await
-        .map_err(|e| lms::Error::Engine(format!("preset task failed: {e}")))??;
+        let preset = tokio::task::spawn_blocking(move || lmstudio::PresetStore::from_env().find(&name))
+            .await
+            .map_err(|e| lmstudio::Error::Engine(format!("preset task failed: {e}")))??;
         layers.layers.push(wire::KvLayer { layer_name: "preset".into(), config: preset.fields });
     }
     let config = layers.prediction_config()?;
-    let messages = history(&p["history"])?;
+    let messages = parameter.history.chat_messages();
     let prompt = if layers.is_raw_completion() {
         messages.iter().map(|m| m.content.as_str()).collect()
     } else {
@@ -440,16 +456,13 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
     };
     let progress_out = out.clone();
     let mut stream =
-        crate::start_prediction(&llm, prompt, config.clone()).await?.on_prompt_processing_progress(move |progress| {
-            progress_out.channel(id, json!({"type": "promptProcessingProgress", "progress": progress}));
+        llm.complete_stream_async(&prompt, config.clone()).await?.on_prompt_processing_progress(move |progress| {
+            progress_out.channel(id, &PredictMessage::PromptProcessingProgress { progress });
         });
     lock(cancels).insert(id, Some(stream.cancel_handle()));
     while let Some(fragment) = stream.next().await {
         let fragment = fragment?;
-        let message = json!({"type": "fragment", "fragment": {
-            "content": fragment.content, "tokensCount": fragment.tokens_count,
-            "containsDrafted": false, "reasoningType": "none", "isStructural": false}});
-        if !out.channel(id, message) {
+        if !out.channel(id, &PredictMessage::Fragment { fragment: (&fragment).into() }) {
             return Ok(()); // the socket is gone; dropping the stream stops the prediction
         }
     }
@@ -457,13 +470,12 @@ async fn predict(state: &AppState, id: i64, p: Value, out: &Out, cancels: &Cance
     state.metrics().record(&result);
     out.channel(
         id,
-        json!({
-            "type": "success",
-            "stats": result.stats,
-            "modelInfo": result.model_info,
-            "loadModelConfig": load_fields(&llm),
-            "predictionConfig": wire::prediction_fields(&config),
-        }),
+        &PredictMessage::Success {
+            stats: Box::new(result.stats),
+            model_info: Box::new(result.model_info),
+            load_model_config: load_fields(&llm),
+            prediction_config: wire::prediction_fields(&config),
+        },
     );
     out.close(id);
     Ok(())

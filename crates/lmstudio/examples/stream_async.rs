@@ -9,7 +9,7 @@ use lmstudio as lms;
 async fn main() -> lms::Result<()> {
     let model = lms::client().default_llm_async().await?;
     let config = lms::Config { max_tokens: Some(40), seed: Some(5), ..Default::default() };
-    let mut stream = model.complete_stream_async("The best thing about Rust is", config)?;
+    let mut stream = model.complete_stream_async("The best thing about Rust is", config).await?;
     while let Some(fragment) = stream.next().await {
         print!("{}", fragment?.content);
     }

@@ -50,6 +50,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};
+pub use remote::RemoteOptions;
 #[cfg(feature = "benching")]
 #[doc(hidden)]
 pub use engine::benching;

@@ -1,296 +1,543 @@
-//! The remote backend: LM Studio's SDK protocol over a websocket, to our server or a real LM Studio.
+//! The remote backend: LM Studio's SDK protocol ([`wire::protocol`]) over a websocket, to our
+//! server or a real LM Studio.
 //!
-//! One IO thread per connection owns the (blocking) websocket: it writes queued messages, reads with
-//! a short timeout, and routes each incoming message to the RPC call or channel it belongs to.
-//! Predictions are turned into the same [`Event`]s the embedded engine sends, so the streams,
-//! callbacks and results work unchanged. No async runtime is involved.
+//! One IO thread per connection owns the websocket and sleeps in the OS (epoll and the like,
+//! through `mio`) until the socket has something or another thread wakes it: to write a message,
+//! or to pass on a cancel. Incoming messages go to the RPC call or channel they belong to.
+//! Predictions become the same [`Event`]s the embedded engine sends, so streams, callbacks and
+//! results work unchanged. Every RPC has a timeout; a connection that drops fails every call and
+//! channel waiting on it at once. No async runtime is involved.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
+use std::io::ErrorKind;
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::Value;
+use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
 use crate::lock;
-use crate::types::config::Config;
+use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
-use crate::types::event::{Event, LoadEvent, OnLoad};
-use crate::types::result::{Fragment, ModelInfo, PredictionResult, Stats};
-use crate::wire;
+use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
+use crate::types::result::{ChatMessage, ModelInfo, PredictionResult};
+use crate::wire::protocol::{
+    self, ApplyPromptTemplate, ApplyPromptTemplateParameter, Auth, AuthReply, ChannelInput, ChatHistory,
+    ClientMessage, CountTokens, GetOrLoadParameter, ListLoaded, LoadMessage, LoadModelParameter, ModelSpecifier,
+    PredictMessage, PredictParameter, Rpc, ServerMessage, TextParameter, Tokenize, UnloadModel, UnloadModelParameter,
+};
+use crate::wire::{self, KvStack};
 
-/// How long the IO thread waits for input before looking at its outgoing queue again.
-const POLL: Duration = Duration::from_millis(2);
+/// How a remote client connects: its key and how long it waits.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// The server's API key (sent as the client passkey); `$LMS_API_KEY` by default.
+    pub passkey: Option<String>,
+    /// How long an RPC (tokenize, list, unload...) may take before it fails with
+    /// [`Error::Timeout`]; loads and predictions stream and have no such limit.
+    pub rpc_timeout: Duration,
+    /// How long connecting and authenticating may take.
+    pub connect_timeout: Duration,
+}
 
-/// What the IO thread does with the messages of one channel: `false` means the channel is done.
-type ChannelSink = Box<dyn FnMut(&Value) -> bool + Send>;
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            passkey: std::env::var("LMS_API_KEY").ok(),
+            rpc_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A server, and the connection to it (made on first use, made again once lost).
+pub(crate) struct Remote {
+    host: String,
+    options: RemoteOptions,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Remote {
+    pub(crate) fn new(host: String, options: RemoteOptions) -> Self {
+        Self { host, options, connection: Mutex::new(None) }
+    }
+
+    /// The live connection, reconnecting if the last one was lost.
+    pub(crate) fn connection(&self) -> Result<Arc<Connection>> {
+        let mut slot = lock(&self.connection);
+        if let Some(c) = slot.as_ref().filter(|c| c.is_alive()) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(Connection::open(&self.host, &self.options)?);
+        *slot = Some(Arc::clone(&c));
+        Ok(c)
+    }
+
+    pub(crate) fn list_loaded(&self) -> Result<Vec<ModelInfo>> {
+        self.connection()?.call::<ListLoaded>(&())
+    }
+
+    /// LM Studio's `getOrLoad`.
+    pub(crate) fn get_or_load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<ModelInfo> {
+        let parameter = GetOrLoadParameter {
+            identifier: query.to_owned(),
+            load_config_stack: wire::load_stack(config),
+            load_ttl_ms: config.ttl.map(|s| s.saturating_mul(1000) as f64),
+        };
+        self.connection()?.load("getOrLoad", protocol::encode(&parameter), on_load)
+    }
+
+    /// LM Studio's `loadModel`: a new instance.
+    pub(crate) fn load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<ModelInfo> {
+        let parameter = LoadModelParameter {
+            model_key: query.to_owned(),
+            identifier: config.identifier.clone(),
+            load_config_stack: wire::load_stack(config),
+            ttl_ms: config.ttl.map(|s| s.saturating_mul(1000) as f64),
+        };
+        self.connection()?.load("loadModel", protocol::encode(&parameter), on_load)
+    }
+
+    pub(crate) fn unload(&self, identifier: &str) -> Result<()> {
+        self.connection()?.call::<UnloadModel>(&UnloadModelParameter { identifier: identifier.to_owned() })?;
+        Ok(())
+    }
+
+    pub(crate) fn count_tokens(&self, specifier: ModelSpecifier, text: &str) -> Result<usize> {
+        let parameter = TextParameter { specifier, input_string: text.to_owned() };
+        Ok(self.connection()?.call::<CountTokens>(&parameter)?.token_count)
+    }
+
+    pub(crate) fn tokenize(&self, specifier: ModelSpecifier, text: &str) -> Result<Vec<i32>> {
+        let parameter = TextParameter { specifier, input_string: text.to_owned() };
+        Ok(self.connection()?.call::<Tokenize>(&parameter)?.tokens)
+    }
+
+    pub(crate) fn apply_prompt_template(&self, specifier: ModelSpecifier, messages: &[ChatMessage]) -> Result<String> {
+        let parameter = ApplyPromptTemplateParameter {
+            specifier,
+            history: ChatHistory::of(messages),
+            prediction_config_stack: KvStack::default(),
+            opts: Value::Object(serde_json::Map::new()),
+        };
+        Ok(self.connection()?.call::<ApplyPromptTemplate>(&parameter)?.formatted)
+    }
+
+    /// Starts a prediction: a raw completion of `input`'s one message, or a chat reply to its
+    /// messages (the server applies the model's template); events arrive on `events` as from the
+    /// embedded engine. The [`Cancel`] it returns wakes the IO thread to pass the cancel on.
+    pub(crate) fn predict(
+        &self,
+        specifier: ModelSpecifier,
+        input: &Input<'_>,
+        config: &Config,
+        events: flume::Sender<Event>,
+    ) -> Result<Cancel> {
+        let (history, stack) = match input {
+            Input::Raw(prompt) => {
+                (ChatHistory::of(&[ChatMessage::new("user", *prompt)]), wire::raw_completion_stack(config))
+            }
+            Input::Chat(chat) => (ChatHistory::of(chat), KvStack::of("apiOverride", wire::prediction_fields(config))),
+        };
+        let parameter = PredictParameter {
+            model_specifier: specifier,
+            history,
+            prediction_config_stack: stack,
+            fuzzy_preset_identifier: config.preset.clone(),
+        };
+        let mut first = true;
+        let mut content = String::new();
+        let sink: ChannelSink = Box::new(move |incoming| {
+            let message = incoming.and_then(|m| protocol::decode::<PredictMessage>("predict message", m).map_err(malformed));
+            let event = match message {
+                Ok(PredictMessage::PromptProcessingProgress { progress }) => Event::PromptProgress(progress),
+                Ok(PredictMessage::Fragment { fragment }) => {
+                    if std::mem::take(&mut first) && events.send(Event::FirstToken).is_err() {
+                        return false;
+                    }
+                    content.push_str(&fragment.content);
+                    Event::Fragment(fragment.into())
+                }
+                Ok(PredictMessage::Success { stats, model_info, .. }) => {
+                    let content = std::mem::take(&mut content);
+                    let result = PredictionResult { content, model_info: *model_info, stats: *stats, logprobs: Vec::new() };
+                    Event::Done(Box::new(Ok(result)))
+                }
+                Ok(PredictMessage::Unknown) => return true,
+                Err(e) => Event::Done(Box::new(Err(e))),
+            };
+            let done = matches!(event, Event::Done(_));
+            events.send(event).is_ok() && !done
+        });
+        let connection = self.connection()?;
+        let cancel = connection.cancel_signal();
+        connection.open_channel("predict", protocol::encode(&parameter), sink, Some(cancel.clone()))?;
+        Ok(cancel)
+    }
+}
+
+/// What reaches a channel's sink: a message, or the error that ends the channel.
+type ChannelSink = Box<dyn FnMut(Result<Value>) -> bool + Send>;
 
 struct Route {
     sink: ChannelSink,
-    /// For predictions: set by the consumer to cancel; the IO thread sends `cancel` once.
-    cancel: Option<(Arc<AtomicBool>, bool)>,
+    /// For predictions: raised by the consumer; the IO thread sends `cancel` once.
+    cancel: Option<(Cancel, bool)>,
+}
+
+/// The calls and channels waiting for the server, and whether the connection is gone (then
+/// nothing new is registered: it would wait forever).
+#[derive(Default)]
+struct Waiting {
+    closed: Option<String>,
+    calls: HashMap<i64, flume::Sender<Result<Option<Value>>>>,
+    channels: HashMap<i64, Route>,
+}
+
+/// What the IO thread and the callers share.
+struct Shared {
+    outgoing: flume::Sender<String>,
+    waiting: Mutex<Waiting>,
+    waker: Waker,
+    /// Cleared when the [`Connection`] is dropped: the IO thread ends.
+    wanted: AtomicBool,
+}
+
+impl Shared {
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!("could not wake the remote IO thread: {e}");
+        }
+    }
 }
 
 /// A live connection to the `/llm` namespace.
 pub(crate) struct Connection {
-    outgoing: flume::Sender<Value>,
-    next_call: AtomicI64,
-    next_channel: AtomicI64,
-    calls: Arc<Mutex<HashMap<i64, flume::Sender<Result<Value>>>>>,
-    channels: Arc<Mutex<HashMap<i64, Route>>>,
-    alive: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    next_id: AtomicI64,
+    rpc_timeout: Duration,
 }
 
 fn conn_err(e: impl std::fmt::Display) -> Error {
     Error::Connection(e.to_string())
 }
 
+fn malformed(e: protocol::DecodeError) -> Error {
+    Error::Connection(format!("the server sent a {e}"))
+}
+
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+
 impl Connection {
-    /// Connects to `host` (`"127.0.0.1:1234"`) and authenticates; `passkey` is the server's API key,
-    /// if it has one.
-    pub(crate) fn open(host: &str, passkey: Option<&str>) -> Result<Self> {
-        let tcp = TcpStream::connect(host).map_err(|e| conn_err(format!("{host}: {e}")))?;
+    /// Connects to `host` (`"127.0.0.1:1234"`) and authenticates.
+    fn open(host: &str, options: &RemoteOptions) -> Result<Self> {
+        let deadline = Instant::now() + options.connect_timeout;
+        let tcp = connect(host, options.connect_timeout)?;
         tcp.set_nodelay(true).map_err(conn_err)?;
-        let (mut ws, _) = tungstenite::client(format!("ws://{host}/llm"), tcp).map_err(conn_err)?;
+        tcp.set_nonblocking(true).map_err(conn_err)?;
+        let mut stream = mio::net::TcpStream::from_std(tcp);
+        let mut poll = Poll::new().map_err(conn_err)?;
+        poll.registry().register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE).map_err(conn_err)?;
+        let waker = Waker::new(poll.registry(), WAKE).map_err(conn_err)?;
+        let mut events = Events::with_capacity(16);
+
+        let mut handshake = tungstenite::client(format!("ws://{host}/llm"), stream);
+        let mut ws = loop {
+            match handshake {
+                Ok((ws, _)) => break ws,
+                Err(HandshakeError::Interrupted(mid)) => {
+                    wait(&mut poll, &mut events, deadline)?;
+                    handshake = mid.handshake();
+                }
+                Err(HandshakeError::Failure(e)) => return Err(conn_err(format!("{host}: {e}"))),
+            }
+        };
         let id = random_id();
-        let auth = json!({"authVersion": 1, "clientIdentifier": id, "clientPasskey": passkey.unwrap_or(&id)});
-        ws.send(Message::text(auth.to_string())).map_err(conn_err)?;
-        let reply: Value = match ws.read().map_err(conn_err)? {
-            Message::Text(t) => serde_json::from_str(&t).map_err(conn_err)?,
-            other => return Err(conn_err(format!("unexpected reply to authentication: {other:?}"))),
+        let auth = Auth {
+            auth_version: 1,
+            client_identifier: id.clone(),
+            client_passkey: options.passkey.clone().unwrap_or(id),
         };
-        if reply["success"] != true {
-            return Err(conn_err(format!("authentication failed: {}", reply["error"])));
+        let reply = authenticate(&mut ws, &auth, &mut poll, &mut events, deadline)?;
+        if !reply.success {
+            return Err(conn_err(format!("authentication failed: {}", reply.error.unwrap_or_default())));
         }
-        ws.get_mut().set_read_timeout(Some(POLL)).map_err(conn_err)?;
+
         let (outgoing, queue) = flume::unbounded();
-        let conn = Self {
-            outgoing,
-            next_call: AtomicI64::new(1),
-            next_channel: AtomicI64::new(1),
-            calls: Arc::default(),
-            channels: Arc::default(),
-            alive: Arc::new(AtomicBool::new(true)),
-        };
-        let (calls, channels, alive) = (Arc::clone(&conn.calls), Arc::clone(&conn.channels), Arc::clone(&conn.alive));
+        let shared = Arc::new(Shared { outgoing, waiting: Mutex::default(), waker, wanted: AtomicBool::new(true) });
+        let io = Arc::clone(&shared);
         std::thread::Builder::new()
             .name(format!("lms-remote-{host}"))
-            .spawn(move || io_loop(ws, queue, &calls, &channels, &alive))
+            .spawn(move || io_loop(ws, poll, events, &queue, &io))
             .map_err(conn_err)?;
-        Ok(conn)
+        Ok(Self { shared, next_id: AtomicI64::new(1), rpc_timeout: options.rpc_timeout })
     }
 
-    pub(crate) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Relaxed)
+    fn is_alive(&self) -> bool {
+        lock(&self.shared.waiting).closed.is_none()
     }
 
-    /// Calls an RPC endpoint and waits for its result.
-    pub(crate) fn rpc(&self, endpoint: &str, parameter: Option<Value>) -> Result<Value> {
-        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+    fn send(&self, message: &ClientMessage) -> Result<()> {
+        self.shared.outgoing.send(protocol::encode_text(message)).map_err(|_| conn_err("the connection is closed"))?;
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// A cancel signal that wakes this connection's IO thread.
+    fn cancel_signal(&self) -> Cancel {
+        let shared = Arc::downgrade(&self.shared);
+        Cancel::waking(Arc::new(move || {
+            if let Some(shared) = shared.upgrade() {
+                shared.wake();
+            }
+        }))
+    }
+
+    /// Calls the RPC endpoint `R` and waits for its result, at most the RPC timeout.
+    fn call<R: Rpc>(&self, parameter: &R::Parameter) -> Result<R::Result> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = flume::bounded(1);
-        lock(&self.calls).insert(id, tx);
-        let mut msg = json!({"type": "rpcCall", "endpoint": endpoint, "callId": id});
-        if let Some(p) = parameter {
-            msg["parameter"] = p;
+        {
+            let mut waiting = lock(&self.shared.waiting);
+            if let Some(why) = &waiting.closed {
+                return Err(conn_err(why));
+            }
+            waiting.calls.insert(id, tx);
         }
-        self.outgoing.send(msg).map_err(|_| conn_err("the connection is closed"))?;
-        rx.recv().map_err(|_| conn_err("the connection closed during the call"))?
+        let parameter = Some(protocol::encode(parameter)).filter(|p| !p.is_null());
+        self.send(&ClientMessage::RpcCall { endpoint: R::ENDPOINT.into(), call_id: id, parameter })?;
+        let result = match rx.recv_timeout(self.rpc_timeout) {
+            Ok(result) => result?,
+            Err(flume::RecvTimeoutError::Timeout) => {
+                lock(&self.shared.waiting).calls.remove(&id);
+                return Err(Error::Timeout { call: R::ENDPOINT.into(), seconds: self.rpc_timeout.as_secs() });
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => return Err(conn_err("the connection closed during the call")),
+        };
+        protocol::decode(&format!("{} result", R::ENDPOINT), result.unwrap_or(Value::Null)).map_err(malformed)
     }
 
     /// Opens a channel whose messages go to `sink`.
-    fn channel(
-        &self,
-        endpoint: &str,
-        parameter: Value,
-        sink: ChannelSink,
-        cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<()> {
-        let id = self.next_channel.fetch_add(1, Ordering::Relaxed);
-        lock(&self.channels).insert(id, Route { sink, cancel: cancel.map(|c| (c, false)) });
-        let msg =
-            json!({"type": "channelCreate", "endpoint": endpoint, "channelId": id, "creationParameter": parameter});
-        self.outgoing.send(msg).map_err(|_| conn_err("the connection is closed"))
+    fn open_channel(&self, endpoint: &str, parameter: Value, sink: ChannelSink, cancel: Option<Cancel>) -> Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut waiting = lock(&self.shared.waiting);
+            if let Some(why) = &waiting.closed {
+                return Err(conn_err(why));
+            }
+            waiting.channels.insert(id, Route { sink, cancel: cancel.map(|c| (c, false)) });
+        }
+        self.send(&ClientMessage::ChannelCreate { endpoint: endpoint.into(), channel_id: id, creation_parameter: parameter })
     }
 
     /// Opens a load channel (`getOrLoad` or `loadModel`) and waits for the instance info.
-    pub(crate) fn load(&self, endpoint: &str, parameter: Value, on_load: &OnLoad) -> Result<ModelInfo> {
+    fn load(&self, endpoint: &str, parameter: Value, on_load: &OnLoad) -> Result<ModelInfo> {
         let (tx, rx) = flume::bounded(1);
         let on_load = on_load.clone();
-        let sink: ChannelSink = Box::new(move |msg| match msg["type"].as_str() {
-            Some("progress" | "loadProgress") => {
-                on_load(LoadEvent::Progress(msg["progress"].as_f64().unwrap_or(0.0) as f32));
-                true
-            }
-            Some("unloadingOtherJITModel") => {
-                if let Ok(info) = serde_json::from_value::<ModelInfo>(msg["info"].clone()) {
-                    on_load(LoadEvent::UnloadingOther(Box::new(info)));
+        let sink: ChannelSink = Box::new(move |incoming| {
+            let message = incoming.and_then(|m| protocol::decode::<LoadMessage>("load message", m).map_err(malformed));
+            match message {
+                Ok(LoadMessage::Progress { progress } | LoadMessage::LoadProgress { progress }) => {
+                    on_load(LoadEvent::Progress(progress));
+                    true
                 }
-                true
+                Ok(LoadMessage::UnloadingOtherJitModel { info }) => {
+                    on_load(LoadEvent::UnloadingOther(info));
+                    true
+                }
+                Ok(LoadMessage::AlreadyLoaded { info } | LoadMessage::LoadSuccess { info } | LoadMessage::Success { info }) => {
+                    let _ = tx.send(Ok(*info));
+                    false
+                }
+                Ok(LoadMessage::Resolved { .. } | LoadMessage::StartLoading { .. } | LoadMessage::Unknown) => true,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    false
+                }
             }
-            Some("alreadyLoaded" | "loadSuccess" | "success") => {
-                let _ = tx.send(serde_json::from_value::<ModelInfo>(msg["info"].clone()).map_err(conn_err));
-                false
-            }
-            Some("channelError") => {
-                let _ = tx.send(Err(wire::error_from_object(&msg["error"])));
-                false
-            }
-            _ => true,
         });
-        self.channel(endpoint, parameter, sink, None)?;
+        self.open_channel(endpoint, parameter, sink, None)?;
         rx.recv().map_err(|_| conn_err("the connection closed while loading"))?
-    }
-
-    /// Starts a prediction: a raw completion of `input`'s one message, or a chat reply to its
-    /// messages (the server applies the model's template); events arrive on `events` as from the
-    /// embedded engine.
-    pub(crate) fn predict(
-        &self,
-        specifier: Value,
-        input: &crate::client::Input<'_>,
-        config: &Config,
-        events: flume::Sender<Event>,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<()> {
-        let mut layers = vec![json!({"layerName": "apiOverride", "config": wire::prediction_fields(config)})];
-        let messages: Vec<Value> = match input {
-            crate::client::Input::Raw(prompt) => {
-                layers.push(json!({"layerName": wire::COMPLETE_MODE_LAYER, "config": {"fields": [{"key": "llm.prediction.promptTemplate", "value": {
-                    "type": "jinja", "stopStrings": [],
-                    "jinjaPromptTemplate": {"template": "{% for message in messages %}{{ message['content'] }}{% endfor %}", "bosToken": "", "eosToken": ""}}}]}}));
-                vec![json!({"role": "user", "content": [{"type": "text", "text": prompt}]})]
-            }
-            crate::client::Input::Chat(chat) => {
-                chat.iter().map(|m| json!({"role": m.role, "content": [{"type": "text", "text": m.content}]})).collect()
-            }
-        };
-        let mut parameter = json!({
-            "modelSpecifier": specifier,
-            "history": {"messages": messages},
-            "predictionConfigStack": {"layers": layers},
-        });
-        if let Some(preset) = &config.preset {
-            parameter["fuzzyPresetIdentifier"] = json!(preset);
-        }
-        let mut first = true;
-        let mut content = String::new();
-        let sink: ChannelSink = Box::new(move |msg| {
-            let event = match msg["type"].as_str() {
-                Some("promptProcessingProgress") => {
-                    Event::PromptProgress(msg["progress"].as_f64().unwrap_or(0.0) as f32)
-                }
-                Some("fragment") => match serde_json::from_value::<Fragment>(msg["fragment"].clone()) {
-                    Ok(f) => {
-                        if std::mem::take(&mut first) && events.send(Event::FirstToken).is_err() {
-                            return false;
-                        }
-                        content.push_str(&f.content);
-                        Event::Fragment(f)
-                    }
-                    Err(e) => Event::Done(Box::new(Err(conn_err(e)))),
-                },
-                Some("success") => Event::Done(Box::new(success(msg, std::mem::take(&mut content)))),
-                Some("error" | "channelError") => Event::Done(Box::new(Err(wire::error_from_object(&msg["error"])))),
-                _ => return true,
-            };
-            let done = matches!(event, Event::Done(_));
-            events.send(event).is_ok() && !done
-        });
-        self.channel("predict", parameter, sink, Some(cancel))
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.alive.store(false, Ordering::Relaxed);
+        self.shared.wanted.store(false, Ordering::Relaxed);
+        self.shared.wake();
     }
 }
 
-fn success(msg: &Value, content: String) -> Result<PredictionResult> {
-    let stats: Stats = serde_json::from_value(msg["stats"].clone()).map_err(conn_err)?;
-    let model_info: ModelInfo = serde_json::from_value(msg["modelInfo"].clone()).map_err(conn_err)?;
-    Ok(PredictionResult { content, model_info, stats, logprobs: Vec::new() })
+/// A TCP connection to the first address of `host` that answers within `timeout`.
+fn connect(host: &str, timeout: Duration) -> Result<std::net::TcpStream> {
+    let mut last = None;
+    for addr in host.to_socket_addrs().map_err(|e| conn_err(format!("{host}: {e}")))? {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(conn_err(format!("{host}: {}", last.map_or_else(|| "no address".to_owned(), |e| e.to_string()))))
 }
 
-fn io_loop(
-    mut ws: WebSocket<TcpStream>,
-    queue: flume::Receiver<Value>,
-    calls: &Mutex<HashMap<i64, flume::Sender<Result<Value>>>>,
-    channels: &Mutex<HashMap<i64, Route>>,
-    alive: &AtomicBool,
-) {
-    'run: while alive.load(Ordering::Relaxed) {
-        // Cancels asked for since the last round, and consumers that went away.
-        for (id, route) in lock(channels).iter_mut() {
-            if let Some((flag, sent)) = &mut route.cancel {
-                if !*sent && flag.load(Ordering::Relaxed) {
-                    *sent = true;
-                    let msg = json!({"type": "channelSend", "channelId": id, "message": {"type": "cancel"}});
-                    if ws.send(Message::text(msg.to_string())).is_err() {
-                        break 'run;
-                    }
-                }
-            }
-        }
-        while let Ok(msg) = queue.try_recv() {
-            if ws.send(Message::text(msg.to_string())).is_err() {
-                break 'run;
-            }
+/// Sleeps until the socket or the waker has news, at most until `deadline` (then a timeout).
+fn wait(poll: &mut Poll, events: &mut Events, deadline: Instant) -> Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(conn_err("timed out connecting"));
+    }
+    match poll.poll(events, Some(left)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(conn_err(e)),
+    }
+}
+
+fn would_block(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if io.kind() == ErrorKind::WouldBlock)
+}
+
+type Socket = WebSocket<mio::net::TcpStream>;
+
+/// Sends the authentication packet and reads the answer, on the non-blocking socket.
+fn authenticate(
+    ws: &mut Socket,
+    auth: &Auth,
+    poll: &mut Poll,
+    events: &mut Events,
+    deadline: Instant,
+) -> Result<AuthReply> {
+    match ws.write(Message::text(protocol::encode_text(auth))) {
+        Err(e) if !would_block(&e) => return Err(conn_err(e)),
+        _ => {}
+    }
+    loop {
+        match ws.flush() {
+            Ok(()) => {}
+            Err(e) if would_block(&e) => {}
+            Err(e) => return Err(conn_err(e)),
         }
         match ws.read() {
             Ok(Message::Text(text)) => {
-                let Ok(msg) = serde_json::from_str::<Value>(&text) else { continue };
-                route(&msg, calls, channels);
+                return protocol::decode_text("authentication reply", &text).map_err(malformed);
             }
-            Ok(Message::Close(_)) => break,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) => {
-                tracing::debug!("remote connection ended: {e}");
-                break;
-            }
+            Ok(other) => return Err(conn_err(format!("unexpected reply to authentication: {other:?}"))),
+            Err(e) if would_block(&e) => wait(poll, events, deadline)?,
+            Err(e) => return Err(conn_err(e)),
         }
-    }
-    alive.store(false, Ordering::Relaxed);
-    // Everything still waiting learns that the connection is gone.
-    lock(calls).clear();
-    for (_, mut route) in lock(channels).drain() {
-        (route.sink)(&json!({"type": "channelError", "error": {"title": "the connection to the server was lost"}}));
     }
 }
 
-fn route(
-    msg: &Value,
-    calls: &Mutex<HashMap<i64, flume::Sender<Result<Value>>>>,
-    channels: &Mutex<HashMap<i64, Route>>,
-) {
-    if let Some(id) = msg["channelId"].as_i64() {
-        let mut channels = lock(channels);
-        let keep = match (msg["type"].as_str(), channels.get_mut(&id)) {
-            (Some("channelSend"), Some(r)) => (r.sink)(&msg["message"]),
-            (Some("channelError"), Some(r)) => (r.sink)(&json!({"type": "channelError", "error": msg["error"]})),
-            (Some("channelClose"), Some(r)) => {
-                (r.sink)(
-                    &json!({"type": "channelError", "error": {"title": "the server closed the channel without a result"}}),
-                );
-                false
+/// The IO thread: writes what is queued and the cancels asked for, reads and routes what
+/// arrives, then sleeps until the socket or a waker has news. At the end, everything still
+/// waiting fails at once.
+fn io_loop(mut ws: Socket, mut poll: Poll, mut events: Events, queue: &flume::Receiver<String>, shared: &Shared) {
+    let why = loop {
+        if !shared.wanted.load(Ordering::Relaxed) {
+            let _ = ws.close(None);
+            let _ = ws.flush();
+            break "the connection was closed".to_owned();
+        }
+        if let Err(e) = write_pending(&mut ws, queue, shared) {
+            break format!("the connection to the server was lost: {e}");
+        }
+        if let Err(e) = read_available(&mut ws, shared) {
+            break e;
+        }
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break format!("the connection's poll failed: {e}"),
+        }
+    };
+    tracing::debug!("remote connection ended: {why}");
+    let mut waiting = lock(&shared.waiting);
+    waiting.closed = Some(why.clone());
+    // Dropping the senders fails the calls; each channel hears why.
+    waiting.calls.clear();
+    for (_, mut route) in waiting.channels.drain() {
+        (route.sink)(Err(conn_err(&why)));
+    }
+}
+
+fn write_pending(ws: &mut Socket, queue: &flume::Receiver<String>, shared: &Shared) -> Result<(), tungstenite::Error> {
+    let ok_if_blocked = |r: Result<(), tungstenite::Error>| match r {
+        Err(e) if !would_block(&e) => Err(e),
+        _ => Ok(()),
+    };
+    // Cancels asked for since the last round.
+    let cancels: Vec<i64> = lock(&shared.waiting)
+        .channels
+        .iter_mut()
+        .filter_map(|(id, route)| match &mut route.cancel {
+            Some((cancel, sent)) if !*sent && cancel.flag().load(Ordering::Relaxed) => {
+                *sent = true;
+                Some(*id)
             }
-            _ => true,
-        };
-        if !keep {
-            channels.remove(&id);
+            _ => None,
+        })
+        .collect();
+    for channel_id in cancels {
+        let message = protocol::encode(&ChannelInput::Cancel);
+        let text = protocol::encode_text(&ClientMessage::ChannelSend { channel_id, message, ack_id: None });
+        ok_if_blocked(ws.write(Message::text(text)))?;
+    }
+    while let Ok(text) = queue.try_recv() {
+        ok_if_blocked(ws.write(Message::text(text)))?;
+    }
+    ok_if_blocked(ws.flush())
+}
+
+/// Reads until the socket has nothing more; `Err` says why the connection ended.
+fn read_available(ws: &mut Socket, shared: &Shared) -> Result<(), String> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => match protocol::decode_text::<ServerMessage>("message", &text) {
+                Ok(message) => route(message, shared),
+                Err(e) => tracing::warn!("the server sent a {e}"),
+            },
+            Ok(Message::Close(_)) => return Err("the server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return Err(format!("the connection to the server was lost: {e}")),
         }
-    } else if let Some(id) = msg["callId"].as_i64() {
-        if let Some(tx) = lock(calls).remove(&id) {
-            let result = match msg["type"].as_str() {
-                Some("rpcResult") => Ok(msg.get("result").cloned().unwrap_or(Value::Null)),
-                _ => Err(wire::error_from_object(&msg["error"])),
-            };
-            let _ = tx.send(result);
+    }
+}
+
+fn route(message: ServerMessage, shared: &Shared) {
+    let (channel_id, incoming) = match message {
+        ServerMessage::ChannelSend { channel_id, message } => (channel_id, Ok(message)),
+        ServerMessage::ChannelError { channel_id, error } => (channel_id, Err(wire::error_from_object(&error))),
+        ServerMessage::ChannelClose { channel_id } => {
+            (channel_id, Err(Error::Server("the server closed the channel without a result".into())))
         }
+        ServerMessage::RpcResult { call_id, result } => return answer(shared, call_id, Ok(result)),
+        ServerMessage::RpcError { call_id, error } => {
+            return answer(shared, call_id, Err(wire::error_from_object(&error)));
+        }
+        ServerMessage::CommunicationWarning { warning } => return tracing::warn!("the server warns: {warning}"),
+        ServerMessage::KeepAliveAck
+        | ServerMessage::SignalError { .. }
+        | ServerMessage::WritableSignalError { .. }
+        | ServerMessage::Unknown => return,
+    };
+    let mut waiting = lock(&shared.waiting);
+    if let Some(route) = waiting.channels.get_mut(&channel_id) {
+        let ended = incoming.is_err();
+        if !(route.sink)(incoming) || ended {
+            waiting.channels.remove(&channel_id);
+        }
+    }
+}
+
+fn answer(shared: &Shared, call_id: i64, result: Result<Option<Value>>) {
+    if let Some(tx) = lock(&shared.waiting).calls.remove(&call_id) {
+        let _ = tx.send(result);
     }
 }
 

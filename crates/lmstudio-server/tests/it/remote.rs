@@ -30,7 +30,7 @@ fn async_stream_works_remotely() {
     rt.block_on(async {
         let client = lms::Client::connect(&addr.to_string()).expect("connects");
         let model = client.llm_async("gemma-3-270m").await.expect("loads");
-        let mut stream = model.complete_stream_async("1, 2, 3,", greedy(6)).expect("starts");
+        let mut stream = model.complete_stream_async("1, 2, 3,", greedy(6)).await.expect("starts");
         let mut text = String::new();
         while let Some(f) = stream.next().await {
             text += &f.expect("fragment").content;

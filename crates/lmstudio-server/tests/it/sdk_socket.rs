@@ -106,21 +106,30 @@ fn an_oversized_message_ends_the_socket_and_the_server_goes_on() {
 /// refused with a channel error, and the socket still answers calls.
 #[test]
 fn channels_beyond_the_cap_are_refused() {
+    // The server's cap (`sdk::MAX_OPEN_CHANNELS`).
+    const CAP: i64 = 256;
     // One slot and room to queue them all: every prediction stays open, waiting behind the first
     // (200 tokens that cannot end early), while the rest arrive.
     let load = lms::LoadConfig { parallel: Some(1), max_queued: 512, context_length: Some(1024), ..Default::default() };
     let addr = start_server(crate::lms_client_with(load), None);
     let mut ws = connect(addr);
-    for id in 0..300 {
+    // Without a cap nothing would ever answer: a read that waits this long fails the test.
+    ws.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(300))).expect("timeout set");
+    for id in 0..CAP + 44 {
         send(&mut ws, predict(id));
     }
-    let mut refused = 0;
-    while refused < 300 - 256 {
+    // Refusals are sent as the creates are read, so all of them come before this call's result.
+    send(&mut ws, json!({"type": "rpcCall", "callId": 7, "endpoint": "listLoaded"}));
+    let mut refused = Vec::new();
+    loop {
         let m = receive(&mut ws);
-        if m["type"] == "channelError" && m["error"].to_string().contains("channels open") {
-            refused += 1;
+        if m["type"] == "rpcResult" {
+            break;
+        }
+        if m["type"] == "channelError" {
+            assert!(m["error"]["title"].as_str().is_some_and(|t| t.contains("channels open")), "{m}");
+            refused.push(m["channelId"].as_i64().expect("an id"));
         }
     }
-    send(&mut ws, json!({"type": "rpcCall", "callId": 7, "endpoint": "listLoaded"}));
-    while receive(&mut ws)["type"] != "rpcResult" {}
+    assert_eq!(refused, (CAP..CAP + 44).collect::<Vec<_>>(), "exactly the channels past the cap are refused");
 }

@@ -7,20 +7,17 @@ mod embedded;
 pub(crate) mod presets;
 pub(crate) mod stream;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
-
-use serde_json::json;
+use std::sync::Arc;
 
 #[cfg(feature = "embedded")]
 use self::embedded::{Embedded, Loaded};
 use crate::client::stream::{AsyncPredictionStream, PredictionStream};
-use crate::lock;
-use crate::remote::Connection;
+use crate::remote::{Remote, RemoteOptions};
 use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
-use crate::types::event::{Event, LoadEvent, OnLoad};
+use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
+use crate::wire::protocol::ModelSpecifier;
 use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEntry, ModelInfo, PredictionResult};
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
@@ -41,30 +38,6 @@ enum Backend {
     #[cfg(feature = "embedded")]
     Embedded(Arc<Embedded>),
     Remote(Arc<Remote>),
-}
-
-struct Remote {
-    host: String,
-    passkey: Option<String>,
-    connection: Mutex<Option<Arc<Connection>>>,
-}
-
-impl Remote {
-    /// The live connection, reconnecting if the last one was lost.
-    fn connection(&self) -> Result<Arc<Connection>> {
-        let mut slot = lock(&self.connection);
-        if let Some(c) = slot.as_ref().filter(|c| c.is_alive()) {
-            return Ok(Arc::clone(c));
-        }
-        let c = Arc::new(Connection::open(&self.host, self.passkey.as_deref())?);
-        *slot = Some(Arc::clone(&c));
-        Ok(c)
-    }
-
-    fn list_loaded(&self) -> Result<Vec<ModelInfo>> {
-        let v = self.connection()?.rpc("listLoaded", None)?;
-        serde_json::from_value(v).map_err(|e| Error::Connection(format!("listLoaded: {e}")))
-    }
 }
 
 #[cfg(feature = "embedded")]
@@ -99,29 +72,32 @@ impl Client {
     /// else an embedded one ([`Client::new`]; a build without the `embedded` feature connects to
     /// `localhost:1234`). The connection is made on first use.
     pub fn from_env() -> Self {
-        let passkey = std::env::var("LMS_API_KEY").ok();
         match std::env::var("LMSTUDIO_HOST") {
-            Ok(host) if !host.is_empty() => Self::remote(host, passkey),
+            Ok(host) if !host.is_empty() => Self::remote(host, RemoteOptions::default()),
             #[cfg(feature = "embedded")]
             _ => Self::new(),
             #[cfg(not(feature = "embedded"))]
-            _ => Self::remote(DEFAULT_HOST.to_owned(), passkey),
+            _ => Self::remote(DEFAULT_HOST.to_owned(), RemoteOptions::default()),
         }
     }
 
-    /// A client of the server at `host` (`"localhost:1234"`), over LM Studio's websocket protocol.
+    /// A client of the server at `host` (`"localhost:1234"`), over LM Studio's websocket protocol;
+    /// its key from `$LMS_API_KEY`.
     pub fn connect(host: &str) -> Result<Self> {
-        let remote = Arc::new(Remote {
-            host: host.to_owned(),
-            passkey: std::env::var("LMS_API_KEY").ok(),
-            connection: Mutex::new(None),
-        });
-        remote.connection()?;
-        Ok(Self { backend: Backend::Remote(remote) })
+        Self::connect_with(host, RemoteOptions::default())
     }
 
-    fn remote(host: String, passkey: Option<String>) -> Self {
-        Self { backend: Backend::Remote(Arc::new(Remote { host, passkey, connection: Mutex::new(None) })) }
+    /// [`Client::connect`] with its key and timeouts given.
+    pub fn connect_with(host: &str, options: RemoteOptions) -> Result<Self> {
+        let client = Self::remote(host.to_owned(), options);
+        if let Backend::Remote(r) = &client.backend {
+            r.connection()?;
+        }
+        Ok(client)
+    }
+
+    fn remote(host: String, options: RemoteOptions) -> Self {
+        Self { backend: Backend::Remote(Arc::new(Remote::new(host, options))) }
     }
 
     /// Whether a model loaded on demand (by [`Client::llm`] or [`Client::get_or_load`] finding
@@ -178,14 +154,7 @@ impl Client {
         match &self.backend {
             #[cfg(feature = "embedded")]
             Backend::Embedded(e) => e.get_or_load(query, config, on_load),
-            Backend::Remote(r) => {
-                let mut parameter = json!({"identifier": query, "loadConfigStack": crate::wire::load_stack(config)});
-                if let Some(ttl) = config.ttl {
-                    parameter["loadTtlMs"] = json!(ttl.saturating_mul(1000));
-                }
-                let info = r.connection()?.load("getOrLoad", parameter, on_load)?;
-                Ok((Llm::remote(r, info), false))
-            }
+            Backend::Remote(r) => Ok((Llm::remote(r, r.get_or_load(query, config, on_load)?), false)),
         }
     }
 
@@ -211,17 +180,7 @@ impl Client {
         match &self.backend {
             #[cfg(feature = "embedded")]
             Backend::Embedded(e) => e.load(query, config, on_load),
-            Backend::Remote(r) => {
-                let mut parameter = json!({"modelKey": query, "loadConfigStack": crate::wire::load_stack(config)});
-                if let Some(id) = &config.identifier {
-                    parameter["identifier"] = json!(id);
-                }
-                if let Some(ttl) = config.ttl {
-                    parameter["ttlMs"] = json!(ttl.saturating_mul(1000));
-                }
-                let info = r.connection()?.load("loadModel", parameter, on_load)?;
-                Ok(Llm::remote(r, info))
-            }
+            Backend::Remote(r) => Ok(Llm::remote(r, r.load(query, config, on_load)?)),
         }
     }
 
@@ -299,10 +258,7 @@ impl Client {
         match &self.backend {
             #[cfg(feature = "embedded")]
             Backend::Embedded(e) => e.unload(identifier),
-            Backend::Remote(r) => {
-                r.connection()?.rpc("unloadModel", Some(json!({"identifier": identifier})))?;
-                Ok(())
-            }
+            Backend::Remote(r) => r.unload(identifier),
         }
     }
 }
@@ -480,15 +436,17 @@ impl Llm {
         Ok(PredictionStream::new(events, cancel))
     }
 
-    /// The async form of [`Llm::respond_stream`].
-    pub fn respond_stream_async(&self, chat: &Chat, config: Config) -> Result<AsyncPredictionStream> {
-        let (events, cancel) = self.submit(Input::Chat(chat.messages()), &config)?;
+    /// The async form of [`Llm::respond_stream`]: templating and queueing run off the caller's
+    /// thread.
+    pub async fn respond_stream_async(&self, chat: &Chat, config: Config) -> Result<AsyncPredictionStream> {
+        let (llm, messages) = (self.clone(), chat.messages().to_vec());
+        let (events, cancel) = off_thread(move || llm.submit(Input::Chat(&messages), &config)).await?;
         Ok(AsyncPredictionStream::new(events, cancel))
     }
 
     /// The async form of [`Llm::respond`].
     pub async fn respond_async(&self, chat: &Chat, config: Config) -> Result<PredictionResult> {
-        self.respond_stream_async(chat, config)?.wait_for_result().await
+        self.respond_stream_async(chat, config).await?.wait_for_result().await
     }
 
     /// Completes `prompt` and returns the whole result.
@@ -503,14 +461,16 @@ impl Llm {
     }
 
     /// The async form of [`Llm::complete_stream`]; the stream is a [`futures_core::Stream`].
-    pub fn complete_stream_async(&self, prompt: &str, config: Config) -> Result<AsyncPredictionStream> {
-        let (events, cancel) = self.submit(Input::Raw(prompt), &config)?;
+    /// Validation, tokenizing (long prompts take a while) and queueing run off the caller's thread.
+    pub async fn complete_stream_async(&self, prompt: &str, config: Config) -> Result<AsyncPredictionStream> {
+        let (llm, prompt) = (self.clone(), prompt.to_owned());
+        let (events, cancel) = off_thread(move || llm.submit(Input::Raw(&prompt), &config)).await?;
         Ok(AsyncPredictionStream::new(events, cancel))
     }
 
     /// The async form of [`Llm::complete`].
     pub async fn complete_async(&self, prompt: &str, config: Config) -> Result<PredictionResult> {
-        self.complete_stream_async(prompt, config)?.wait_for_result().await
+        self.complete_stream_async(prompt, config).await?.wait_for_result().await
     }
 
     /// How many tokens `text` is for this model.
@@ -518,10 +478,7 @@ impl Llm {
         match &self.inner {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => Ok(l.engine.count_tokens(text)),
-            LlmInner::Remote { .. } => {
-                let v = self.rpc("countTokens", json!({"inputString": text}))?;
-                v["tokenCount"].as_u64().map(|n| n as usize).ok_or_else(|| bad_reply("countTokens"))
-            }
+            LlmInner::Remote { remote, .. } => remote.count_tokens(self.specifier(), text),
         }
     }
 
@@ -530,10 +487,7 @@ impl Llm {
         match &self.inner {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => Ok(l.engine.token_ids(text)),
-            LlmInner::Remote { .. } => {
-                let v = self.rpc("tokenize", json!({"inputString": text}))?;
-                serde_json::from_value(v["tokens"].clone()).map_err(|_| bad_reply("tokenize"))
-            }
+            LlmInner::Remote { remote, .. } => remote.tokenize(self.specifier(), text),
         }
     }
 
@@ -543,17 +497,7 @@ impl Llm {
         match &self.inner {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => l.engine.apply_chat_template(messages),
-            LlmInner::Remote { .. } => {
-                let history: Vec<_> = messages
-                    .iter()
-                    .map(|m| json!({"role": m.role, "content": [{"type": "text", "text": m.content}]}))
-                    .collect();
-                let v = self.rpc(
-                    "applyPromptTemplate",
-                    json!({"history": {"messages": history}, "predictionConfigStack": {"layers": []}, "opts": {}}),
-                )?;
-                v["formatted"].as_str().map(str::to_owned).ok_or_else(|| bad_reply("applyPromptTemplate"))
-            }
+            LlmInner::Remote { remote, .. } => remote.apply_prompt_template(self.specifier(), messages),
         }
     }
 
@@ -577,26 +521,14 @@ impl Llm {
 
     /// How requests name this instance: its instance reference, so that a handle to an instance
     /// that was unloaded fails with [`Error::ModelUnloaded`] as embedded, instead of loading anew.
-    fn specifier(&self) -> serde_json::Value {
+    fn specifier(&self) -> ModelSpecifier {
         match &self.info().instance_reference {
-            Some(r) => json!({"type": "instanceReference", "instanceReference": r}),
-            None => json!({"type": "query", "query": {"identifier": self.identifier()}}),
+            Some(r) => ModelSpecifier::InstanceReference { instance_reference: r.clone() },
+            None => ModelSpecifier::identifier(self.identifier()),
         }
     }
 
-    /// An RPC about this instance (remote only).
-    fn rpc(&self, endpoint: &str, mut parameter: serde_json::Value) -> Result<serde_json::Value> {
-        match &self.inner {
-            LlmInner::Remote { remote, .. } => {
-                parameter["specifier"] = self.specifier();
-                remote.connection()?.rpc(endpoint, Some(parameter))
-            }
-            #[cfg(feature = "embedded")]
-            LlmInner::Embedded(_) => Err(Error::Unsupported(endpoint.into())),
-        }
-    }
-
-    fn submit(&self, input: Input<'_>, config: &Config) -> Result<(flume::Receiver<Event>, Arc<AtomicBool>)> {
+    fn submit(&self, input: Input<'_>, config: &Config) -> Result<(flume::Receiver<Event>, Cancel)> {
         // Checked here for both backends; only the engine takes the checked form.
         #[cfg(feature = "embedded")]
         let applied;
@@ -617,8 +549,7 @@ impl Llm {
             _ => {}
         }
         let (tx, rx) = flume::unbounded();
-        let cancel = Arc::new(AtomicBool::new(false));
-        match &self.inner {
+        let cancel = match &self.inner {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => {
                 let templated;
@@ -631,25 +562,15 @@ impl Llm {
                 };
                 l.touch();
                 let draft = valid.draft.as_ref().map(|d| l.draft_file(&d.model)).transpose()?;
-                l.engine.submit(prompt, valid, draft.as_ref(), tx, Arc::clone(&cancel))?
+                let cancel = Cancel::default();
+                l.engine.submit(prompt, valid, draft.as_ref(), tx, Arc::clone(cancel.flag()))?;
+                cancel
             }
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));
             }
-            LlmInner::Remote { remote, .. } => {
-                remote.connection()?.predict(self.specifier(), &input, config, tx, Arc::clone(&cancel))?
-            }
-        }
+            LlmInner::Remote { remote, .. } => remote.predict(self.specifier(), &input, config, tx)?,
+        };
         Ok((rx, cancel))
     }
-}
-
-/// What a prediction starts from: a raw prompt, or a chat for the model's template.
-pub(crate) enum Input<'a> {
-    Raw(&'a str),
-    Chat(&'a [ChatMessage]),
-}
-
-fn bad_reply(endpoint: &str) -> Error {
-    Error::Connection(format!("unexpected reply to {endpoint}"))
 }

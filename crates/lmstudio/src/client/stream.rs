@@ -2,12 +2,10 @@
 //! engine's per-request event channel, and the callbacks they run as events arrive.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::types::error::{Error, Result};
-use crate::types::event::Event;
+use crate::types::event::{Cancel, Event};
 use crate::types::result::{AssistantMessage, Fragment, PredictionResult};
 
 type Progress = Box<dyn FnMut(f32) + Send>;
@@ -17,12 +15,12 @@ type OnMessage = Box<dyn FnMut(&AssistantMessage) + Send>;
 
 /// Cancels a running prediction from anywhere; see `cancel_handle()` on the streams.
 #[derive(Debug, Clone)]
-pub struct CancelHandle(Arc<AtomicBool>);
+pub struct CancelHandle(Cancel);
 
 impl CancelHandle {
     /// Asks the engine to stop the prediction (stop reason `userStopped`).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.cancel();
     }
 }
 
@@ -47,11 +45,11 @@ struct Consumer {
     callbacks: Callbacks,
     outcome: Option<Result<PredictionResult>>,
     error_yielded: bool,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 }
 
 impl Consumer {
-    fn new(cancel: Arc<AtomicBool>) -> Self {
+    fn new(cancel: Cancel) -> Self {
         Self { callbacks: Callbacks::default(), outcome: None, error_yielded: false, cancel }
     }
 
@@ -141,12 +139,12 @@ macro_rules! callback_setters {
 
         /// Asks the engine to stop; the result then has stop reason `userStopped`.
         pub fn cancel(&self) {
-            self.consumer.cancel.store(true, Ordering::Relaxed);
+            self.consumer.cancel.cancel();
         }
 
         /// A handle that cancels this prediction from elsewhere (another task or thread).
         pub fn cancel_handle(&self) -> CancelHandle {
-            CancelHandle(Arc::clone(&self.consumer.cancel))
+            CancelHandle(self.consumer.cancel.clone())
         }
     };
 }
@@ -160,7 +158,7 @@ pub struct PredictionStream {
 }
 
 impl PredictionStream {
-    pub(crate) fn new(events: flume::Receiver<Event>, cancel: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(events: flume::Receiver<Event>, cancel: Cancel) -> Self {
         Self { events, consumer: Consumer::new(cancel) }
     }
 
@@ -190,7 +188,7 @@ impl Iterator for PredictionStream {
 
 impl Drop for PredictionStream {
     fn drop(&mut self) {
-        self.consumer.cancel.store(true, Ordering::Relaxed);
+        self.consumer.cancel.cancel();
     }
 }
 
@@ -203,7 +201,7 @@ pub struct AsyncPredictionStream {
 }
 
 impl AsyncPredictionStream {
-    pub(crate) fn new(events: flume::Receiver<Event>, cancel: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(events: flume::Receiver<Event>, cancel: Cancel) -> Self {
         Self { events: events.into_stream(), consumer: Consumer::new(cancel) }
     }
 
@@ -251,6 +249,6 @@ impl futures_core::Stream for AsyncPredictionStream {
 
 impl Drop for AsyncPredictionStream {
     fn drop(&mut self) {
-        self.consumer.cancel.store(true, Ordering::Relaxed);
+        self.consumer.cancel.cancel();
     }
 }

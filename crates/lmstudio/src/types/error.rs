@@ -117,6 +117,14 @@ pub enum Error {
     /// The connection to the server failed or was lost (remote mode).
     #[error("connection to the server failed: {0}")]
     Connection(String),
+    /// The server did not answer a call in time (remote mode); the connection stays open.
+    #[error("the server did not answer {call} within {seconds} s")]
+    Timeout {
+        /// The call (its RPC endpoint).
+        call: String,
+        /// How long it waited.
+        seconds: u64,
+    },
     /// The operation is not available in this mode.
     #[error("not supported: {0}")]
     Unsupported(String),

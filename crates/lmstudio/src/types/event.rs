@@ -1,5 +1,8 @@
 //! What a running prediction reports, whichever backend runs it: the one streaming primitive.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::types::error::Result;
 use crate::types::result::{Fragment, PredictionResult};
 
@@ -30,3 +33,48 @@ pub enum LoadEvent {
 
 /// Where a load's [`LoadEvent`]s go.
 pub type OnLoad = std::sync::Arc<dyn Fn(LoadEvent) + Send + Sync>;
+
+/// The stop signal of one prediction: the consumer raises it ([`Cancel::cancel`], or by dropping
+/// its stream); the backend that runs the prediction reads the flag. A backend that sleeps until
+/// told (the remote client's IO thread) gives a wake-up to run after the flag is set.
+#[derive(Clone, Default)]
+pub(crate) struct Cancel {
+    flag: Arc<AtomicBool>,
+    wake: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Cancel {
+    /// A signal whose raising also runs `wake`.
+    pub(crate) fn waking(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        Self { flag: Arc::default(), wake: Some(wake) }
+    }
+
+    /// Raises it.
+    pub(crate) fn cancel(&self) {
+        if !self.flag.swap(true, Ordering::Relaxed) {
+            if let Some(wake) = &self.wake {
+                wake();
+            }
+        }
+    }
+
+    /// The flag the backend reads.
+    pub(crate) fn flag(&self) -> &Arc<AtomicBool> {
+        &self.flag
+    }
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cancel").field(&self.flag.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// What a prediction starts from: a raw prompt, or a chat for the model's template.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// The prompt as it is.
+    Raw(&'a str),
+    /// Messages, rendered by the model's chat template.
+    Chat(&'a [crate::types::result::ChatMessage]),
+}

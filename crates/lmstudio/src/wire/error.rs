@@ -36,6 +36,7 @@ enum Wire {
     Download { message: String },
     Server { message: String },
     Connection { message: String },
+    Timeout { call: String, seconds: u64 },
     Unsupported { message: String },
     Io { message: String },
 }
@@ -79,6 +80,7 @@ impl From<&Error> for Wire {
             Error::Download(m) => Self::Download { message: message(m) },
             Error::Server(m) => Self::Server { message: message(m) },
             Error::Connection(m) => Self::Connection { message: message(m) },
+            Error::Timeout { call, seconds } => Self::Timeout { call: call.clone(), seconds: *seconds },
             Error::Unsupported(m) => Self::Unsupported { message: message(m) },
             Error::Io(e) => Self::Io { message: e.to_string() },
         }
@@ -113,6 +115,7 @@ impl From<Wire> for Error {
             Wire::Download { message } => Self::Download(message),
             Wire::Server { message } => Self::Server(message),
             Wire::Connection { message } => Self::Connection(message),
+            Wire::Timeout { call, seconds } => Self::Timeout { call, seconds },
             Wire::Unsupported { message } => Self::Unsupported(message),
             Wire::Io { message } => Self::Io(std::sync::Arc::new(std::io::Error::other(message))),
         }
@@ -206,6 +209,7 @@ mod tests {
             Error::Download("offline".into()),
             Error::Server("boom".into()),
             Error::Connection("lost".into()),
+            Error::Timeout { call: "tokenize".into(), seconds: 5 },
             Error::Unsupported("that".into()),
         ];
         for e in all {

@@ -8,6 +8,7 @@ use crate::types::config::{Config, GpuOffload, LoadConfig, Structured};
 use crate::types::error::Error;
 
 mod error;
+pub mod protocol;
 pub use error::{error_from_object, error_object};
 
 /// One `{"key", "value"}` setting.
@@ -412,13 +413,31 @@ pub fn is_prediction_key(key: &str) -> bool {
 
 /// A load config as the `loadConfigStack` of `getOrLoad` / `loadModel` (the inverse of
 /// [`KvStack::load_config`]).
-pub fn load_stack(c: &LoadConfig) -> Value {
+pub fn load_stack(c: &LoadConfig) -> KvStack {
     let mut config = fields(LOAD, "llm.load.", c);
     if let Some(main) = c.main_gpu {
         let split = json!({"strategy": "priorityOrder", "disabledGpus": [], "priority": [main], "customRatio": []});
         config.fields.push(KvField { key: GPU_SPLIT.into(), value: split });
     }
-    json!({"layers": [{"layerName": "apiOverride", "config": config}]})
+    KvStack::of("apiOverride", config)
+}
+
+/// The stack of a raw completion's prediction: `config`'s settings, then the layer that makes a
+/// chat of one message its text alone (a template that writes the content and nothing else).
+pub fn raw_completion_stack(config: &Config) -> KvStack {
+    let template = json!({
+        "type": "jinja",
+        "stopStrings": [],
+        "jinjaPromptTemplate": {
+            "template": "{% for message in messages %}{{ message['content'] }}{% endfor %}",
+            "bosToken": "",
+            "eosToken": "",
+        },
+    });
+    let raw = KvConfig { fields: vec![KvField { key: "llm.prediction.promptTemplate".into(), value: template }] };
+    let mut stack = KvStack::of("apiOverride", prediction_fields(config));
+    stack.layers.push(KvLayer { layer_name: COMPLETE_MODE_LAYER.into(), config: raw });
+    stack
 }
 
 #[cfg(test)]
@@ -549,7 +568,7 @@ mod tests {
     fn load_stack_round_trips() {
         let c =
             LoadConfig { context_length: Some(1024), cpu_threads: Some(2), parallel: Some(3), ..Default::default() };
-        let stack: KvStack = serde_json::from_value(load_stack(&c)).expect("valid stack");
+        let stack = load_stack(&c);
         let back = stack.load_config(LoadConfig::default()).expect("valid");
         assert_eq!((back.context_length, back.cpu_threads, back.parallel), (Some(1024), Some(2), Some(3)));
         // What a config leaves unset, the receiver's defaults decide (a server's --parallel).
@@ -560,7 +579,7 @@ mod tests {
             offload_kv_cache_to_gpu: Some(false),
             ..Default::default()
         };
-        let stack: KvStack = serde_json::from_value(load_stack(&gpu)).expect("valid stack");
+        let stack = load_stack(&gpu);
         assert_eq!(stack.load_config(LoadConfig::default()).expect("valid"), gpu);
         for ratio in ["max", "off"] {
             let s = KvStack::of(
@@ -580,7 +599,7 @@ mod tests {
         };
         assert_eq!(split(json!({"strategy": "evenly", "disabledGpus": []})).expect("valid").main_gpu, None);
         assert!(matches!(split(json!({"strategy": "evenly", "disabledGpus": [0]})), Err(Error::InvalidConfig(_))));
-        let unset: KvStack = serde_json::from_value(load_stack(&LoadConfig::default())).expect("valid stack");
+        let unset = load_stack(&LoadConfig::default());
         let server = LoadConfig { parallel: Some(1), ..Default::default() };
         assert_eq!(unset.load_config(server).expect("valid").parallel, Some(1));
     }

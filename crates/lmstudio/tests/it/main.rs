@@ -17,6 +17,7 @@ mod faults;
 mod gguf_corpus;
 #[cfg(any(feature = "cuda", feature = "vulkan"))]
 mod gpu;
+mod remote_client;
 #[cfg(not(feature = "embedded"))]
 mod remote_only;
 #[cfg(feature = "embedded")]

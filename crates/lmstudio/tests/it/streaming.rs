@@ -149,7 +149,7 @@ fn async_api_streams_and_completes() {
         let client = lms::Client::with_store(crate::store().clone());
         let llm = client.llm_async(lms::DEFAULT_MODEL_KEY).await.expect("loads");
         let whole = llm.complete_async("1, 2, 3, 4,", greedy(8)).await.expect("completes");
-        let mut stream = llm.complete_stream_async("1, 2, 3, 4,", greedy(8)).expect("starts");
+        let mut stream = llm.complete_stream_async("1, 2, 3, 4,", greedy(8)).await.expect("starts");
         let mut text = String::new();
         while let Some(fragment) = stream.next().await {
             text += &fragment.expect("ok").content;
@@ -205,7 +205,7 @@ fn async_twins_work_outside_any_runtime() {
         assert!(llm.apply_prompt_template_async(&chat).await.expect("templated").contains("Hi"));
         let r = llm.complete_async("1, 2, 3, 4,", greedy(6)).await.expect("completes");
         assert_eq!(r.content, " 5, 6,");
-        let mut stream = llm.complete_stream_async("1, 2, 3, 4,", greedy(6)).expect("starts");
+        let mut stream = llm.complete_stream_async("1, 2, 3, 4,", greedy(6)).await.expect("starts");
         let mut text = String::new();
         while let Some(fragment) = stream.next().await {
             text += &fragment.expect("ok").content;
@@ -220,5 +220,49 @@ fn async_twins_work_outside_any_runtime() {
         assert!(client.get_loaded_async("async-twin").await.expect("looked up").is_some());
         client.unload_async("async-twin").await.expect("unloads");
         assert!(client.get_loaded_async("async-twin").await.expect("looked up").is_none());
+    });
+}
+
+/// Issue 27: the async API never blocks its caller. On a single-threaded executor, a timer task
+/// keeps ticking while a model loads and while a long prompt is tokenized and queued: with the
+/// work done on the caller's thread, the timer could not run until it was over.
+#[test]
+fn async_calls_leave_a_single_threaded_executor_free() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    rt.block_on(async {
+        let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                let mut interval = tokio::time::interval(std::time::Duration::from_millis(1));
+                loop {
+                    interval.tick().await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let ticks_during = |before: usize| ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        // Let the ticker start.
+        tokio::task::yield_now().await;
+
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let client = lms::Client::with_store(crate::store().clone());
+        let config = lms::LoadConfig { context_length: Some(1024), parallel: Some(1), ..Default::default() };
+        let llm = client.load_async(lms::DEFAULT_MODEL_KEY, &config).await.expect("loads");
+        // Read before anything else can yield: only ticks that ran during the load count.
+        assert!(ticks_during(before) > 0, "the timer stood still while the model loaded");
+
+        // About 100k tokens, cut to fit the context: tokenizing alone takes a while.
+        let prompt = "one two three four five six seven eight nine ten ".repeat(10_000);
+        let cut = lms::Config {
+            context_overflow_policy: Some(lms::ContextOverflowPolicy::TruncateMiddle),
+            ..crate::greedy(2)
+        };
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let stream = llm.complete_stream_async(&prompt, cut).await.expect("starts");
+        assert!(ticks_during(before) > 0, "the timer stood still while the prompt was tokenized");
+        let result = stream.wait_for_result().await.expect("completes");
+        assert_eq!(result.stats.predicted_tokens_count, Some(2));
+        ticker.abort();
     });
 }
