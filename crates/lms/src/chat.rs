@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use clap::Args;
-use lmstudio as lms;
 
 /// Options of `lms chat`.
 #[derive(Args)]
@@ -32,12 +31,12 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    let model = super::load_model(args.model.as_deref(), args.context_length, args.threads)?;
-    let config = lms::Config { max_tokens: args.max_tokens, temperature: args.temperature, ..Default::default() };
+    let model = crate::loading::load_model(args.model.as_deref(), args.context_length, args.threads)?;
+    let config = lmstudio::Config { max_tokens: args.max_tokens, temperature: args.temperature, ..Default::default() };
     config.validate()?;
-    let mut chat = args.system.map_or_else(lms::Chat::new, lms::Chat::with_system_prompt);
+    let mut chat = args.system.map_or_else(lmstudio::Chat::new, lmstudio::Chat::with_system_prompt);
     // Ctrl-C cancels the answer in flight; with none, it says how to leave.
-    let answering: Arc<Mutex<Option<lms::CancelHandle>>> = Arc::default();
+    let answering: Arc<Mutex<Option<lmstudio::CancelHandle>>> = Arc::default();
     let on_interrupt = Arc::clone(&answering);
     std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
@@ -102,7 +101,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         let _ = writeln!(out);
         match stream.result() {
             Ok(result) => {
-                if result.stats.stop_reason == lms::StopReason::UserStopped {
+                if result.stats.stop_reason == lmstudio::StopReason::UserStopped {
                     eprintln!("[stopped]");
                 }
                 chat.append(&result.message());

@@ -4,7 +4,6 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lmstudio as lms;
 
 /// Where the server is looked for.
 fn host() -> String {
@@ -12,9 +11,9 @@ fn host() -> String {
 }
 
 /// A client of the running server, or an error that says how to start one.
-fn server() -> Result<lms::Client> {
+fn server() -> Result<lmstudio::Client> {
     let host = host();
-    lms::Client::connect(&host)
+    lmstudio::Client::connect(&host)
         .with_context(|| format!("no server at {host}: start one with `lms server start` (or set LMSTUDIO_HOST)"))
 }
 
@@ -86,7 +85,7 @@ pub struct LoadArgs {
     /// 0..1. Where no GPU device is found (`lms runtime ls`), `max` runs on the CPU and a share
     /// above 0 is refused.
     #[arg(long, value_name = "off|max|0..1")]
-    gpu: Option<lms::GpuOffload>,
+    gpu: Option<lmstudio::GpuOffload>,
     /// When the name matches several models, load the first of them (in path order) instead of
     /// listing them.
     #[arg(short = 'y', long = "yes")]
@@ -95,7 +94,7 @@ pub struct LoadArgs {
 
 /// `lms load`: a new instance on the running server.
 pub fn load(args: LoadArgs) -> Result<()> {
-    let config = lms::LoadConfig {
+    let config = lmstudio::LoadConfig {
         identifier: args.identifier,
         context_length: args.context_length,
         parallel: args.parallel,
@@ -104,7 +103,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         ..Default::default()
     };
     if args.estimate_only {
-        let (estimate, available) = lms::Client::new().estimate(&args.model, &config)?;
+        let (estimate, available) = lmstudio::Client::new().estimate(&args.model, &config)?;
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"estimate": estimate, "availableMib": available}))?
@@ -117,11 +116,11 @@ pub fn load(args: LoadArgs) -> Result<()> {
         return Ok(());
     }
     let client = server()?;
-    let llm = match client.load_with(&args.model, &config, &progress_bar()) {
-        Err(lms::Error::AmbiguousModel { candidates, .. }) if args.yes && !candidates.is_empty() => {
+    let llm = match client.load_with(&args.model, &config, &crate::loading::progress_bar()) {
+        Err(lmstudio::Error::AmbiguousModel { candidates, .. }) if args.yes && !candidates.is_empty() => {
             let first = candidates.iter().min().cloned().unwrap_or_default();
             eprintln!("{} names {} models; loading {first}", args.model, candidates.len());
-            client.load_with(&first, &config, &progress_bar())?
+            client.load_with(&first, &config, &crate::loading::progress_bar())?
         }
         other => other?,
     };
@@ -129,28 +128,6 @@ pub fn load(args: LoadArgs) -> Result<()> {
     println!("{}", llm.identifier());
     eprintln!("loaded {} ({}, context {}) on {}", info.model_key, info.path, info.context_length.unwrap_or(0), host());
     Ok(())
-}
-
-/// Load progress as a bar on stderr when it is a terminal (nothing in a pipe or a log); a JIT
-/// eviction is said either way.
-pub fn progress_bar() -> lms::OnLoad {
-    use std::io::{IsTerminal, Write};
-    let tty = std::io::stderr().is_terminal();
-    std::sync::Arc::new(move |event| match event {
-        lms::LoadEvent::UnloadingOther(info) => {
-            eprintln!("unloading {} (loaded on demand before)", info.identifier.as_deref().unwrap_or(&info.model_key));
-        }
-        lms::LoadEvent::Progress(p) if tty => {
-            const WIDTH: usize = 30;
-            let filled = ((p.clamp(0.0, 1.0) * WIDTH as f32) as usize).min(WIDTH);
-            eprint!("\rloading [{}{}] {:>3.0}%", "#".repeat(filled), " ".repeat(WIDTH - filled), p * 100.0);
-            if p >= 1.0 {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
-        }
-        lms::LoadEvent::Progress(_) => {}
-    })
 }
 
 /// `lms unload ID | --all`.
@@ -171,7 +148,7 @@ pub fn unload(identifier: Option<String>, all: bool) -> Result<()> {
 /// `lms server status`: whether a server answers, and what it has loaded.
 pub fn status() -> Result<()> {
     let host = host();
-    match lms::Client::connect(&host) {
+    match lmstudio::Client::connect(&host) {
         Ok(client) => {
             let loaded = client.list_loaded()?;
             println!("running on {host}; {} model instance(s) loaded", loaded.len());

@@ -8,15 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::Json;
-use lms::store::hub::{HubPlan, HubRequest, Progress};
-use lmstudio as lms;
-use serde::Deserialize;
+use lmstudio::store::hub::{HubPlan, Progress};
 use serde_json::{json, Value};
 
-use crate::{ApiError, AppState};
+use crate::sync::lock;
 
 /// The server's download jobs, by id; finished ones stay listed.
 #[derive(Default)]
@@ -25,7 +20,7 @@ pub(crate) struct Jobs {
     next: AtomicU64,
 }
 
-struct Job {
+pub(crate) struct Job {
     id: String,
     /// The model's first file: one job per file at a time.
     target: PathBuf,
@@ -44,8 +39,9 @@ struct JobState {
 }
 
 impl Job {
-    fn status(&self) -> Value {
-        let state = crate::lock(&self.state).clone();
+    /// What `GET /api/v1/models/download/status/{id}` says of it.
+    pub(crate) fn status(&self) -> Value {
+        let state = lock(&self.state).clone();
         let mut status = json!({
             "job_id": self.id,
             "total_size_bytes": self.total_bytes,
@@ -77,55 +73,21 @@ impl Job {
     }
 
     fn running(&self) -> bool {
-        crate::lock(&self.state).outcome.is_none()
+        lock(&self.state).outcome.is_none()
     }
 }
 
 /// The body of `POST /api/v1/models/download`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DownloadRequest {
-    /// `publisher/repo` on the hub, or a Hugging Face URL.
-    model: String,
-    /// The quantization to pick (default Q4_K_M).
-    quantization: Option<String>,
-}
-
-pub(crate) async fn download(
-    State(state): State<AppState>,
-    request: Result<Json<DownloadRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let request = crate::openai::parse(request)?;
-    let store = state
-        .client()
-        .store()
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("this server relays to another one and has no models directory"))?;
-    let mut hub = HubRequest::parse(&request.model)?;
-    if let Some(q) = request.quantization.filter(|q| !q.is_empty()) {
-        hub.pick = Some(q);
-    }
-    // The hub's file list first: a repository or quantization that is not there is an error now.
-    let planner = store.clone();
-    let plan = tokio::task::spawn_blocking(move || planner.plan_hub_download(&hub))
-        .await
-        .map_err(|e| ApiError::from(lms::Error::Engine(format!("the download task failed: {e}"))))??;
-    if plan.complete() {
-        return Ok(Json(json!({"status": "already_downloaded"})));
-    }
-    Ok(Json(state.downloads().start(store, plan).status()))
-}
-
-pub(crate) async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let job = crate::lock(&state.downloads().jobs).get(&id).cloned();
-    job.map(|j| Json(j.status())).ok_or_else(|| ApiError::not_found(format!("no download job {id:?}")))
-}
-
 impl Jobs {
+    /// The job of that id.
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Job>> {
+        lock(&self.jobs).get(id).cloned()
+    }
+
     /// A job fetching `plan` on a thread of its own; the running one if that file is already
     /// being fetched (two writers of one partial file would corrupt it).
-    fn start(&self, store: lms::ModelStore, plan: HubPlan) -> Arc<Job> {
-        let mut jobs = crate::lock(&self.jobs);
+    pub(crate) fn start(&self, store: lmstudio::ModelStore, plan: HubPlan) -> Arc<Job> {
+        let mut jobs = lock(&self.jobs);
         let target = plan.first_file().to_owned();
         if let Some(running) = jobs.values().find(|j| j.target == target && j.running()) {
             return Arc::clone(running);
@@ -149,10 +111,10 @@ impl Jobs {
             if let Err(e) = &outcome {
                 tracing::warn!(job = worker.id, "download failed: {e}");
             }
-            crate::lock(&worker.state).outcome = Some(outcome.map(|_| SystemTime::now()).map_err(|e| e.to_string()));
+            lock(&worker.state).outcome = Some(outcome.map(|_| SystemTime::now()).map_err(|e| e.to_string()));
         });
         if let Err(e) = spawned {
-            crate::lock(&job.state).outcome = Some(Err(format!("no download thread: {e}")));
+            lock(&job.state).outcome = Some(Err(format!("no download thread: {e}")));
         }
         job
     }
@@ -160,7 +122,7 @@ impl Jobs {
 
 /// Fetches `plan`, counting its bytes into `job` as they arrive (`in_place`: those of the files
 /// already there, which are not fetched).
-fn fetch(store: &lms::ModelStore, plan: &HubPlan, in_place: u64, job: &Job) -> lms::Result<()> {
+fn fetch(store: &lmstudio::ModelStore, plan: &HubPlan, in_place: u64, job: &Job) -> lmstudio::Result<()> {
     // Bytes of the files before the current one (those in place count from the start).
     let mut before = in_place;
     let mut current = 0u64;
@@ -171,9 +133,9 @@ fn fetch(store: &lms::ModelStore, plan: &HubPlan, in_place: u64, job: &Job) -> l
             if resumed_from > 0 {
                 job.bytes_at_start.fetch_add(resumed_from, Ordering::SeqCst);
             }
-            crate::lock(&job.state).downloaded_bytes = before + resumed_from;
+            lock(&job.state).downloaded_bytes = before + resumed_from;
         }
-        Progress::Bytes(n) => crate::lock(&job.state).downloaded_bytes = before + n,
+        Progress::Bytes(n) => lock(&job.state).downloaded_bytes = before + n,
         Progress::Verifying(_) => {}
     })?;
     Ok(())

@@ -4,7 +4,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lmstudio as lms;
 use serde_json::json;
 
 /// An HTTP error: a status and an OpenAI-style `{"error": {...}}` body.
@@ -44,15 +43,15 @@ impl ApiError {
 }
 
 /// The single table from library errors to HTTP.
-impl From<lms::Error> for ApiError {
-    fn from(e: lms::Error) -> Self {
-        use lms::Error as E;
+impl From<lmstudio::Error> for ApiError {
+    fn from(e: lmstudio::Error) -> Self {
+        use lmstudio::Error as E;
         let (status, code) = match &e {
             E::ModelNotFound { .. } => (StatusCode::NOT_FOUND, Some("model_not_found")),
             E::PresetNotFound { .. } => (StatusCode::NOT_FOUND, Some("preset_not_found")),
             E::AmbiguousModel { .. } => (StatusCode::BAD_REQUEST, Some("ambiguous_model")),
             E::IncompatibleDraftModel { .. } => (StatusCode::BAD_REQUEST, Some("incompatible_draft_model")),
-            E::InvalidConfig(_) | E::InvalidPrompt(_) => (StatusCode::BAD_REQUEST, None),
+            E::InvalidConfig(_) | E::InvalidPrompt(_) | E::InvalidRequest(_) => (StatusCode::BAD_REQUEST, None),
             E::ContextOverflow { .. } => (StatusCode::BAD_REQUEST, Some("context_length_exceeded")),
             E::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")),
             E::InvalidModelFile { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_model_file")),
@@ -99,12 +98,12 @@ mod tests {
     /// Issue 12, D9: overload is a 429 the client may retry, not a fault of its request.
     #[test]
     fn overload_is_a_retryable_429() {
-        let response = ApiError::from(lms::Error::Overloaded { queued: 64 }).into_response();
+        let response = ApiError::from(lmstudio::Error::Overloaded { queued: 64 }).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
-        let api = ApiError::from(lms::Error::Overloaded { queued: 64 });
+        let api = ApiError::from(lmstudio::Error::Overloaded { queued: 64 });
         assert_eq!((api.kind, api.code), ("server_error", Some("overloaded")));
-        let bad = ApiError::from(lms::Error::InvalidConfig("x".into()));
+        let bad = ApiError::from(lmstudio::Error::InvalidConfig("x".into()));
         assert_eq!(bad.kind, "invalid_request_error");
     }
 }

@@ -3,9 +3,8 @@
 //!
 //! Not part of the API: compiled for tests and with the `fuzzing` feature only.
 
-use lms::fuzzing::Target;
-use lms::wire::protocol::{self, ClientMessage, GetOrLoadParameter, LoadModelParameter};
-use lmstudio as lms;
+use lmstudio::fuzzing::Target;
+use lmstudio::wire::protocol::{self, ClientMessage, GetOrLoadParameter, LoadModelParameter};
 
 use crate::openai::{CompletionRequest, Kind};
 use crate::sdk::{self, ChannelRequest};
@@ -41,7 +40,7 @@ pub fn sdk_message(data: &[u8]) {
         }
         Ok(Some(ChannelRequest::GetOrLoad(GetOrLoadParameter { load_config_stack: stack, .. })))
         | Ok(Some(ChannelRequest::LoadModel(LoadModelParameter { load_config_stack: stack, .. }))) => {
-            let _ = stack.load_config(lms::LoadConfig::default()).map(|c| c.validate());
+            let _ = stack.load_config(lmstudio::LoadConfig::default()).map(|c| c.validate());
         }
         Ok(None) | Err(_) => {}
     }
@@ -71,7 +70,7 @@ mod tests {
     #[test]
     fn every_target_survives_a_short_mutation_run() {
         for target in TARGETS {
-            lms::fuzzing::mutate(target, 20_000, 0x5eed);
+            lmstudio::fuzzing::mutate(target, 20_000, 0x5eed);
         }
     }
 
@@ -83,7 +82,8 @@ mod tests {
         assert!(req.decode(Kind::Chat).is_ok());
         let seeds = sdk_seeds();
         let text = std::str::from_utf8(&seeds[0]).expect("text");
-        let Ok(ClientMessage::ChannelCreate { endpoint, creation_parameter, .. }) = protocol::decode_text("message", text)
+        let Ok(ClientMessage::ChannelCreate { endpoint, creation_parameter, .. }) =
+            protocol::decode_text("message", text)
         else {
             panic!("a channelCreate");
         };

@@ -14,9 +14,10 @@ mod openai;
 mod origin;
 mod rest_v1;
 mod sdk;
+mod state;
+mod sync;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
@@ -24,124 +25,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lmstudio as lms;
 
 pub use error::ApiError;
+pub use state::{AppState, MAX_BODY_BYTES, MAX_SOCKET_QUEUE_BYTES};
 
 /// The port the LM Studio SDK probes first when no host is given.
 pub const SDK_DISCOVERY_PORT: u16 = 41343;
-/// Request bodies (and websocket messages) larger than this are refused (413 over HTTP), unless
-/// [`AppState::with_body_limit`] says otherwise. 8 MiB holds a prompt of about two million tokens.
-pub const MAX_BODY_BYTES: usize = 8 << 20;
-/// What an SDK websocket may have queued for its client and not yet written, unless
-/// [`AppState::with_socket_queue_limit`] says otherwise: past it, the client has stopped reading
-/// and is disconnected (its predictions stop), so it cannot grow the server's memory.
-pub const MAX_SOCKET_QUEUE_BYTES: usize = 16 << 20;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-    /// The largest request body or websocket message taken.
-    body_limit: usize,
-    /// The most bytes an SDK socket may have waiting to be written.
-    socket_queue_limit: usize,
-}
-
-struct Inner {
-    client: lms::Client,
-    api_key: Option<String>,
-    metrics: metrics::Metrics,
-    /// Origins that get CORS headers (`--cors-origin`).
-    cors_origins: Vec<String>,
-    /// Whether the server listens on loopback only, so that `Host` must name loopback too.
-    loopback_bound: bool,
-    /// `POST /api/v1/models/download` jobs.
-    downloads: downloads::Jobs,
-}
-
-impl AppState {
-    /// State over `client`; with `api_key`, every endpoint but the greeting and `/health` requires
-    /// `Authorization: Bearer <key>` (websocket clients may instead send it as `clientPasskey`).
-    pub fn new(client: lms::Client, api_key: Option<String>) -> Self {
-        Self::with_policy(client, api_key, Vec::new(), true)
-    }
-
-    /// [`AppState::new`] with the web-page policy of `origin.rs`: `cors_origins` get CORS headers;
-    /// with `loopback_bound`, requests must name a loopback `Host`.
-    pub fn with_policy(
-        client: lms::Client,
-        api_key: Option<String>,
-        cors_origins: Vec<String>,
-        loopback_bound: bool,
-    ) -> Self {
-        let metrics = metrics::Metrics::default();
-        let downloads = downloads::Jobs::default();
-        let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound, downloads });
-        Self { inner, body_limit: MAX_BODY_BYTES, socket_queue_limit: MAX_SOCKET_QUEUE_BYTES }
-    }
-
-    /// This state with request bodies and websocket messages limited to `bytes`.
-    pub fn with_body_limit(self, bytes: usize) -> Self {
-        Self { body_limit: bytes, ..self }
-    }
-
-    pub(crate) fn body_limit(&self) -> usize {
-        self.body_limit
-    }
-
-    /// This state with an SDK socket's unwritten messages limited to `bytes`.
-    pub fn with_socket_queue_limit(self, bytes: usize) -> Self {
-        Self { socket_queue_limit: bytes, ..self }
-    }
-
-    pub(crate) fn socket_queue_limit(&self) -> usize {
-        self.socket_queue_limit
-    }
-
-    pub(crate) fn cors_origins(&self) -> &[String] {
-        &self.inner.cors_origins
-    }
-
-    pub(crate) fn loopback_bound(&self) -> bool {
-        self.inner.loopback_bound
-    }
-
-    pub(crate) fn client(&self) -> &lms::Client {
-        &self.inner.client
-    }
-
-    pub(crate) fn downloads(&self) -> &downloads::Jobs {
-        &self.inner.downloads
-    }
-
-    pub(crate) fn metrics(&self) -> &metrics::Metrics {
-        &self.inner.metrics
-    }
-
-    pub(crate) fn api_key(&self) -> Option<&str> {
-        self.inner.api_key.as_deref()
-    }
-
-    /// Whether `given` is the API key (always, when the server has none). Compared in constant
-    /// time, so that how long a refusal takes says nothing about how much of a guess was right.
-    pub(crate) fn key_matches(&self, given: Option<&str>) -> bool {
-        let Some(key) = self.api_key() else { return true };
-        let given = given.unwrap_or_default().as_bytes();
-        let key = key.as_bytes();
-        let mut diff = u8::from(given.len() != key.len());
-        for (i, k) in key.iter().enumerate() {
-            diff |= k ^ given.get(i).copied().unwrap_or(!k);
-        }
-        diff == 0
-    }
-}
-
-/// Locks `m` even if a panic poisoned it (what our mutexes guard is never left half-updated).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -155,9 +44,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/models", get(rest_v1::list_models))
         .route("/api/v1/models/load", post(rest_v1::load))
         .route("/api/v1/models/unload", post(rest_v1::unload))
-        .route("/api/v1/models/download", post(downloads::download))
-        .route("/api/v1/models/download/status/{job_id}", get(downloads::status))
-        .route("/metrics", get(metrics::render))
+        .route("/api/v1/models/download", post(rest_v1::download))
+        .route("/api/v1/models/download/status/{job_id}", get(rest_v1::download_status))
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { metrics::render(state.metrics(), state.client()) }),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .route("/lmstudio-greeting", get(|| async { Json(serde_json::json!({"lmstudio": true})) }))
@@ -206,6 +98,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request body or websocket message taken ([`MAX_BODY_BYTES`] by default).
     pub max_body_bytes: usize,
+    /// What an SDK socket may have waiting to be written before its client, which has stopped
+    /// reading, is disconnected ([`MAX_SOCKET_QUEUE_BYTES`] by default).
+    pub max_socket_queue_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -219,6 +114,7 @@ impl Default for ServerConfig {
             header_read_timeout: std::time::Duration::from_secs(10),
             max_connections: 1024,
             max_body_bytes: MAX_BODY_BYTES,
+            max_socket_queue_bytes: MAX_SOCKET_QUEUE_BYTES,
         }
     }
 }
@@ -232,7 +128,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// reason (`modelUnloaded`: an SDK error, an error event over SSE) instead of being cut; then the
 /// listeners stop, and connections still open 5 s later are dropped.
 pub async fn serve(
-    client: lms::Client,
+    client: lmstudio::Client,
     config: ServerConfig,
     on_ready: impl FnOnce(&[SocketAddr]),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -240,7 +136,8 @@ pub async fn serve(
     let loopback_bound = origin::is_loopback_host(&config.host);
     let state =
         AppState::with_policy(client.clone(), config.api_key.clone(), config.cors_origins.clone(), loopback_bound)
-            .with_body_limit(config.max_body_bytes);
+            .with_body_limit(config.max_body_bytes)
+            .with_socket_queue_limit(config.max_socket_queue_bytes);
     let app = router(state);
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {

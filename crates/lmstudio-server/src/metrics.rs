@@ -2,11 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-
-use crate::AppState;
 
 /// Counters updated by the handlers.
 #[derive(Default)]
@@ -31,8 +28,8 @@ impl Metrics {
     }
 }
 
-pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let m = state.metrics();
+/// The counters and the engines' gauges in Prometheus's text format (`/metrics`).
+pub(crate) fn render(m: &Metrics, client: &lmstudio::Client) -> impl IntoResponse {
     let counters = [
         ("lms_http_requests_total", "HTTP completion requests received.", m.requests.load(Ordering::Relaxed)),
         ("lms_predictions_total", "Predictions completed.", m.predictions.load(Ordering::Relaxed)),
@@ -56,7 +53,6 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
     }
     // Gauges come from the engines, so that every way a prediction can end (a client that hangs
     // up included) is counted where it happens.
-    let client = state.client();
     let loaded = client.list_loaded().unwrap_or_default();
     let activities: Vec<lmstudio::Activity> = loaded
         .iter()

@@ -12,11 +12,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use lmstudio as lms;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// A string or a list of strings (`prompt`, `stop`).
 #[derive(Debug, Clone, Deserialize)]
@@ -82,7 +82,7 @@ pub(crate) struct CompletionRequest {
     /// llama.cpp's extension: never end at an end-of-generation token.
     ignore_eos: Option<bool>,
     /// Ours: `"ngram"` drafts tokens from the context (speculative decoding), `"off"`.
-    speculation: Option<lms::Speculation>,
+    speculation: Option<lmstudio::Speculation>,
     /// LM Studio's extension: the key of a draft model (speculative decoding).
     draft_model: Option<String>,
     /// Completions: how many alternatives per token (0 to 20); chat: `true` to have them.
@@ -144,12 +144,12 @@ enum Flavor {
 /// What a request asks to complete.
 pub(crate) enum Input {
     Text(String),
-    Chat(Vec<lms::ChatMessage>),
+    Chat(Vec<lmstudio::ChatMessage>),
 }
 
 impl CompletionRequest {
     /// Everything the request says, checked, before any model is looked up.
-    pub(crate) fn decode(&mut self, kind: Kind) -> Result<(lms::Config, Input), ApiError> {
+    pub(crate) fn decode(&mut self, kind: Kind) -> Result<(lmstudio::Config, Input), ApiError> {
         refuse_unsupported(&self.other)?;
         let mut config = self.config()?;
         config.logprobs = self.logprobs(kind)?;
@@ -176,18 +176,18 @@ impl CompletionRequest {
     }
 
     /// The language `response_format` (or llama.cpp's `grammar`) constrains the output to.
-    fn structured(&self) -> Result<Option<lms::Structured>, ApiError> {
+    fn structured(&self) -> Result<Option<lmstudio::Structured>, ApiError> {
         let bad = |what: String| Err(ApiError::bad_request(what));
         let format = self.response_format.as_ref().filter(|v| !v.is_null());
         match (format, &self.grammar) {
             (Some(_), Some(_)) => bad("`response_format` and `grammar` exclude each other".into()),
-            (None, Some(g)) => Ok(Some(lms::Structured::Gbnf(g.clone()))),
+            (None, Some(g)) => Ok(Some(lmstudio::Structured::Gbnf(g.clone()))),
             (None, None) => Ok(None),
             (Some(f), None) => match f.get("type").and_then(Value::as_str) {
                 Some("text") => Ok(None),
-                Some("json_object") => Ok(Some(lms::Structured::Json(json!({"type": "object"})))),
+                Some("json_object") => Ok(Some(lmstudio::Structured::Json(json!({"type": "object"})))),
                 Some("json_schema") => match f.get("json_schema").and_then(|j| j.get("schema")) {
-                    Some(schema) => Ok(Some(lms::Structured::Json(schema.clone()))),
+                    Some(schema) => Ok(Some(lmstudio::Structured::Json(schema.clone()))),
                     None => bad("`response_format.json_schema.schema` is required".into()),
                 },
                 _ => bad(format!(
@@ -215,13 +215,14 @@ impl CompletionRequest {
         }
     }
 
-    fn config(&self) -> Result<lms::Config, ApiError> {
-        let max_tokens = lms::Config::token_limit(self.max_completion_tokens.as_ref().or(self.max_tokens.as_ref()))?;
+    fn config(&self) -> Result<lmstudio::Config, ApiError> {
+        let max_tokens =
+            lmstudio::Config::token_limit(self.max_completion_tokens.as_ref().or(self.max_tokens.as_ref()))?;
         let seed = match self.seed {
             None => None,
             Some(s) => Some(u32::try_from(s).map_err(|_| ApiError::bad_request(format!("seed out of range: {s}")))?),
         };
-        Ok(lms::Config {
+        Ok(lmstudio::Config {
             max_tokens,
             temperature: self.temperature,
             stop_strings: self.stop.clone().map(OneOrMany::into_vec).unwrap_or_default(),
@@ -323,7 +324,7 @@ async fn start(
     Ok(Json(shape.finished(&result, false)).into_response())
 }
 
-fn chat_message(m: ChatIn) -> Result<lms::ChatMessage, ApiError> {
+fn chat_message(m: ChatIn) -> Result<lmstudio::ChatMessage, ApiError> {
     if let Some(name) = m.other.keys().next() {
         return Err(ApiError::bad_request(format!("unsupported message field `{name}`")));
     }
@@ -343,7 +344,7 @@ fn chat_message(m: ChatIn) -> Result<lms::ChatMessage, ApiError> {
             text
         }
     };
-    Ok(lms::ChatMessage::new(m.role, content))
+    Ok(lmstudio::ChatMessage::new(m.role, content))
 }
 
 /// Everything needed to write responses for one request.
@@ -367,7 +368,7 @@ impl Shape {
     }
 
     /// The body that ends a request: the whole response, or the last chunk of a stream.
-    fn finished(&self, r: &lms::PredictionResult, chunk: bool) -> Value {
+    fn finished(&self, r: &lmstudio::PredictionResult, chunk: bool) -> Value {
         let reason = finish_reason(r);
         let text = if chunk { "" } else { r.content.as_str() };
         // Streamed, the tokens' log probabilities went out with their chunks.
@@ -388,7 +389,7 @@ impl Shape {
     }
 
     /// The `logprobs` of a choice: OpenAI's shape for each endpoint, `null` when not asked for.
-    fn logprobs(&self, tokens: &[lms::TokenLogprob]) -> Value {
+    fn logprobs(&self, tokens: &[lmstudio::TokenLogprob]) -> Value {
         if !self.logprobs {
             return Value::Null;
         }
@@ -430,7 +431,7 @@ impl Shape {
         }
     }
 
-    fn chunk(&self, fragment: &lms::Fragment, first: bool) -> Value {
+    fn chunk(&self, fragment: &lmstudio::Fragment, first: bool) -> Value {
         let (text, logprobs) = (fragment.content.as_str(), self.logprobs(&fragment.logprobs));
         let choice = match self.kind {
             Kind::Text => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": null}),
@@ -443,7 +444,7 @@ impl Shape {
         json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]})
     }
 
-    fn add_rest_blocks(&self, body: &mut Value, r: &lms::PredictionResult) {
+    fn add_rest_blocks(&self, body: &mut Value, r: &lmstudio::PredictionResult) {
         if self.flavor != Flavor::RestV0 {
             return;
         }
@@ -480,28 +481,28 @@ fn runtime() -> Value {
 
 /// A prediction that ended without an answer a client should take as complete (the model was
 /// unloaded under it, or the engine failed): OpenAI has no finish reason for that, so it is an error.
-fn cut_short(r: &lms::PredictionResult) -> Option<lms::Error> {
+fn cut_short(r: &lmstudio::PredictionResult) -> Option<lmstudio::Error> {
     match r.stats.stop_reason {
-        lms::StopReason::ModelUnloaded => Some(lms::Error::ModelUnloaded),
-        lms::StopReason::Failed => Some(lms::Error::Engine("the prediction failed".into())),
+        lmstudio::StopReason::ModelUnloaded => Some(lmstudio::Error::ModelUnloaded),
+        lmstudio::StopReason::Failed => Some(lmstudio::Error::Engine("the prediction failed".into())),
         _ => None,
     }
 }
 
 /// The error object of a stream that ends in an error.
-fn error_event(e: &lms::Error) -> Value {
+fn error_event(e: &lmstudio::Error) -> Value {
     json!({"error": {"message": e.to_string(), "type": "server_error"}})
 }
 
-fn finish_reason(r: &lms::PredictionResult) -> &'static str {
+fn finish_reason(r: &lmstudio::PredictionResult) -> &'static str {
     match r.stats.stop_reason {
-        lms::StopReason::MaxPredictedTokensReached | lms::StopReason::ContextLengthReached => "length",
-        lms::StopReason::ToolCalls => "tool_calls",
+        lmstudio::StopReason::MaxPredictedTokensReached | lmstudio::StopReason::ContextLengthReached => "length",
+        lmstudio::StopReason::ToolCalls => "tool_calls",
         _ => "stop",
     }
 }
 
-fn usage(r: &lms::PredictionResult) -> Value {
+fn usage(r: &lmstudio::PredictionResult) -> Value {
     let s = &r.stats;
     json!({
         "prompt_tokens": s.prompt_tokens_count.unwrap_or(0),
@@ -515,7 +516,7 @@ fn usage(r: &lms::PredictionResult) -> Value {
 fn sse(
     state: AppState,
     shape: Shape,
-    mut stream: lms::AsyncPredictionStream,
+    mut stream: lmstudio::AsyncPredictionStream,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
@@ -563,11 +564,11 @@ pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Va
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-fn publisher(info: &lms::ModelInfo) -> String {
+fn publisher(info: &lmstudio::ModelInfo) -> String {
     info.path.split('/').next().unwrap_or("local").to_owned()
 }
 
-fn rest_model(entry: &lms::ModelEntry) -> Value {
+fn rest_model(entry: &lmstudio::ModelEntry) -> Value {
     let info = &entry.info;
     let mut v = json!({
         "id": info.model_key, "object": "model", "type": "llm", "publisher": publisher(info),
@@ -592,7 +593,7 @@ pub(crate) async fn rest_get_model(
 ) -> Result<Json<Value>, ApiError> {
     let models = state.client().list_models_async().await?;
     models.iter().find(|m| m.info.model_key == id).map(|m| Json(rest_model(m))).ok_or_else(|| {
-        ApiError::from(lms::Error::ModelNotFound {
+        ApiError::from(lmstudio::Error::ModelNotFound {
             query: id,
             candidates: models.iter().map(|m| m.info.model_key.clone()).collect(),
         })

@@ -10,7 +10,8 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Whether `host` (`name[:port]`, `[v6]:port`) names this machine's loopback interface.
 pub(crate) fn is_loopback_host(host: &str) -> bool {

@@ -4,20 +4,21 @@
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
-use lmstudio as lms;
+use lmstudio::store::hub::HubRequest;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let models: Vec<Value> = state.client().list_models_async().await?.iter().map(model).collect();
     Ok(Json(json!({ "models": models })))
 }
 
-fn model(entry: &lms::ModelEntry) -> Value {
+fn model(entry: &lmstudio::ModelEntry) -> Value {
     let info = &entry.info;
     let instances: Vec<Value> = entry
         .instances
@@ -65,7 +66,7 @@ pub(crate) async fn load(
 ) -> Result<Json<Value>, ApiError> {
     let request = crate::openai::parse(request)?;
     let client = state.client();
-    let config = lms::LoadConfig {
+    let config = lmstudio::LoadConfig {
         context_length: request.config.context_length,
         flash_attention: request.config.flash_attention,
         offload_kv_cache_to_gpu: request.config.offload_kv_cache_to_gpu,
@@ -93,4 +94,46 @@ pub(crate) async fn unload(
     let request = crate::openai::parse(request)?;
     state.client().unload_async(&request.instance_id).await?;
     Ok(Json(json!({ "instance_id": request.instance_id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DownloadRequest {
+    /// `publisher/repo` on the hub, or a Hugging Face URL.
+    model: String,
+    /// The quantization to pick (default Q4_K_M).
+    quantization: Option<String>,
+}
+
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    request: Result<Json<DownloadRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = crate::openai::parse(request)?;
+    let store = state
+        .client()
+        .store()
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("this server relays to another one and has no models directory"))?;
+    let mut hub = HubRequest::parse(&request.model)?;
+    if let Some(q) = request.quantization.filter(|q| !q.is_empty()) {
+        hub.pick = Some(q);
+    }
+    // The hub's file list first: a repository or quantization that is not there is an error now.
+    let planner = store.clone();
+    let plan = tokio::task::spawn_blocking(move || planner.plan_hub_download(&hub))
+        .await
+        .map_err(|e| ApiError::from(lmstudio::Error::Engine(format!("the download task failed: {e}"))))??;
+    if plan.complete() {
+        return Ok(Json(json!({"status": "already_downloaded"})));
+    }
+    Ok(Json(state.downloads().start(store, plan).status()))
+}
+
+pub(crate) async fn download_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = state.downloads().get(&id);
+    job.map(|j| Json(j.status())).ok_or_else(|| ApiError::not_found(format!("no download job {id:?}")))
 }

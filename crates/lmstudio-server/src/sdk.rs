@@ -25,7 +25,8 @@ use lmstudio::wire::{self, KvConfig, KvField, KvStack};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
-use crate::{lock, AppState};
+use crate::state::AppState;
+use crate::sync::lock;
 
 /// The SDK's websocket namespaces.
 const NAMESPACES: [&str; 6] = ["llm", "embedding", "system", "files", "repository", "diagnostics"];
@@ -43,7 +44,9 @@ async fn upgrade(
     let namespace = uri.path().trim_start_matches('/').to_owned();
     match ws {
         Ok(ws) => ws.max_message_size(state.body_limit()).on_upgrade(move |socket| session(socket, namespace, state)),
-        Err(e) => crate::ApiError::bad_request(format!("/{namespace} is a websocket endpoint: {e}")).into_response(),
+        Err(e) => {
+            crate::error::ApiError::bad_request(format!("/{namespace} is a websocket endpoint: {e}")).into_response()
+        }
     }
 }
 
@@ -100,7 +103,8 @@ async fn session(socket: WebSocket, namespace: String, state: AppState) {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let queued = Arc::new(AtomicUsize::new(0));
     let overflow = Arc::new(Notify::new());
-    let out = Out { tx, queued: Arc::clone(&queued), limit: state.socket_queue_limit(), overflow: Arc::clone(&overflow) };
+    let out =
+        Out { tx, queued: Arc::clone(&queued), limit: state.socket_queue_limit(), overflow: Arc::clone(&overflow) };
     let writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
             let len = text.len();
@@ -295,12 +299,12 @@ fn serve<R: Rpc>(
 fn rpc(state: &AppState, namespace: &str, endpoint: &str, parameter: Value) -> Result<Value, lmstudio::Error> {
     let client = state.client();
     match (namespace, endpoint) {
-        ("llm", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |()| client.list_loaded()),
-        ("embedding", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |()| Ok(Vec::new())),
-        ("system", ListDownloadedModels::ENDPOINT) => serve::<ListDownloadedModels>(parameter, |()| {
+        ("llm", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |_| client.list_loaded()),
+        ("embedding", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |_| Ok(Vec::new())),
+        ("system", ListDownloadedModels::ENDPOINT) => serve::<ListDownloadedModels>(parameter, |_| {
             Ok(client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).collect())
         }),
-        ("system", Version::ENDPOINT) => serve::<Version>(parameter, |()| {
+        ("system", Version::ENDPOINT) => serve::<Version>(parameter, |_| {
             Ok(p::VersionResult { version: env!("CARGO_PKG_VERSION").into(), build: 0 })
         }),
         ("llm", GetModelInfo::ENDPOINT) => serve::<GetModelInfo>(parameter, |q| {

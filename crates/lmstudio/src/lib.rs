@@ -45,12 +45,11 @@ mod text;
 mod types;
 pub mod wire;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};
-pub use remote::RemoteOptions;
 #[cfg(feature = "benching")]
 #[doc(hidden)]
 pub use engine::benching;
@@ -61,6 +60,7 @@ pub use engine::devices;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use engine::FAULT_PANIC;
+pub use remote::RemoteOptions;
 pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
     Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, Speculation, Structured,
@@ -88,10 +88,4 @@ pub fn llm(query: &str) -> Result<Llm> {
 /// LM Studio's `lms.llm()`: any loaded model, else the default one.
 pub fn default_llm() -> Result<Llm> {
     client().default_llm()
-}
-
-/// Locks `m` even if a panic poisoned it: the data behind our mutexes (lists of loaded models,
-/// routing tables) is never left half-updated, so taking it is safe.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -20,15 +20,15 @@ use serde_json::Value;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
-use crate::lock;
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
 use crate::types::result::{ChatMessage, ModelInfo, PredictionResult};
+use crate::types::sync::lock;
 use crate::wire::protocol::{
-    self, ApplyPromptTemplate, ApplyPromptTemplateParameter, Auth, AuthReply, ChannelInput, ChatHistory,
-    ClientMessage, CountTokens, GetOrLoadParameter, ListLoaded, LoadMessage, LoadModelParameter, ModelSpecifier,
-    PredictMessage, PredictParameter, Rpc, ServerMessage, TextParameter, Tokenize, UnloadModel, UnloadModelParameter,
+    self, ApplyPromptTemplate, ApplyPromptTemplateParameter, Auth, AuthReply, ChannelInput, ChatHistory, ClientMessage,
+    CountTokens, GetOrLoadParameter, ListLoaded, LoadMessage, LoadModelParameter, ModelSpecifier, PredictMessage,
+    PredictParameter, Rpc, ServerMessage, TextParameter, Tokenize, UnloadModel, UnloadModelParameter,
 };
 use crate::wire::{self, KvStack};
 
@@ -78,7 +78,7 @@ impl Remote {
     }
 
     pub(crate) fn list_loaded(&self) -> Result<Vec<ModelInfo>> {
-        self.connection()?.call::<ListLoaded>(&())
+        self.connection()?.call::<ListLoaded>(&protocol::Nothing)
     }
 
     /// LM Studio's `getOrLoad`.
@@ -152,7 +152,8 @@ impl Remote {
         let mut first = true;
         let mut content = String::new();
         let sink: ChannelSink = Box::new(move |incoming| {
-            let message = incoming.and_then(|m| protocol::decode::<PredictMessage>("predict message", m).map_err(malformed));
+            let message =
+                incoming.and_then(|m| protocol::decode::<PredictMessage>("predict message", m).map_err(malformed));
             let event = match message {
                 Ok(PredictMessage::PromptProcessingProgress { progress }) => Event::PromptProgress(progress),
                 Ok(PredictMessage::Fragment { fragment }) => {
@@ -164,7 +165,8 @@ impl Remote {
                 }
                 Ok(PredictMessage::Success { stats, model_info, .. }) => {
                     let content = std::mem::take(&mut content);
-                    let result = PredictionResult { content, model_info: *model_info, stats: *stats, logprobs: Vec::new() };
+                    let result =
+                        PredictionResult { content, model_info: *model_info, stats: *stats, logprobs: Vec::new() };
                     Event::Done(Box::new(Ok(result)))
                 }
                 Ok(PredictMessage::Unknown) => return true,
@@ -317,7 +319,9 @@ impl Connection {
                 lock(&self.shared.waiting).calls.remove(&id);
                 return Err(Error::Timeout { call: R::ENDPOINT.into(), seconds: self.rpc_timeout.as_secs() });
             }
-            Err(flume::RecvTimeoutError::Disconnected) => return Err(conn_err("the connection closed during the call")),
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                return Err(conn_err("the connection closed during the call"))
+            }
         };
         protocol::decode(&format!("{} result", R::ENDPOINT), result.unwrap_or(Value::Null)).map_err(malformed)
     }
@@ -332,7 +336,11 @@ impl Connection {
             }
             waiting.channels.insert(id, Route { sink, cancel: cancel.map(|c| (c, false)) });
         }
-        self.send(&ClientMessage::ChannelCreate { endpoint: endpoint.into(), channel_id: id, creation_parameter: parameter })
+        self.send(&ClientMessage::ChannelCreate {
+            endpoint: endpoint.into(),
+            channel_id: id,
+            creation_parameter: parameter,
+        })
     }
 
     /// Opens a load channel (`getOrLoad` or `loadModel`) and waits for the instance info.
@@ -350,7 +358,11 @@ impl Connection {
                     on_load(LoadEvent::UnloadingOther(info));
                     true
                 }
-                Ok(LoadMessage::AlreadyLoaded { info } | LoadMessage::LoadSuccess { info } | LoadMessage::Success { info }) => {
+                Ok(
+                    LoadMessage::AlreadyLoaded { info }
+                    | LoadMessage::LoadSuccess { info }
+                    | LoadMessage::Success { info },
+                ) => {
                     let _ = tx.send(Ok(*info));
                     false
                 }

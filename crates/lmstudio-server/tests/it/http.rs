@@ -382,3 +382,33 @@ async fn rest_v1_lists_loads_and_unloads_models() {
     let (status, _) = call(own, post("/api/v1/models/unload", unload)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Issue 27, item 2: the SSE body of a greedy completion, event by event, as a snapshot.
+#[tokio::test]
+async fn a_streamed_completion_snapshot() {
+    let req = json!({"model": "gemma-3-270m", "prompt": "1, 2, 3, 4,", "max_tokens": 4, "temperature": 0,
+        "repeat_penalty": 1, "stream": true});
+    let (status, body) = call(state(), post("/v1/completions", req.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    insta::assert_json_snapshot!(crate::sse_events(&body));
+}
+
+/// Issue 27, item 2: the SSE body of a chat completion, as a snapshot. The answer's words are
+/// the chat template's and the model's business, so they are left out; the shape is the point.
+#[tokio::test]
+async fn a_streamed_chat_completion_snapshot() {
+    let req = json!({"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
+        "temperature": 0, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}});
+    let (status, body) = call(state(), post("/v1/chat/completions", req.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut events = crate::sse_events(&body);
+    for event in &mut events {
+        let choices = event.get_mut("choices").and_then(serde_json::Value::as_array_mut);
+        for choice in choices.into_iter().flatten() {
+            if choice["delta"]["content"].is_string() {
+                choice["delta"]["content"] = json!("[text]");
+            }
+        }
+    }
+    insta::assert_json_snapshot!(events);
+}

@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use lmstudio as lms;
-
 /// A store with two model keys: the default model and its `llama-3.2-1b-instruct` alias.
-fn two_model_store(dir: &Path) -> lms::ModelStore {
-    let default = lms::ModelStore::from_env().resolve(lms::DEFAULT_MODEL_KEY).expect("the default model").path;
+fn two_model_store(dir: &Path) -> lmstudio::ModelStore {
+    let default =
+        lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("the default model").path;
     let alias = crate::lmstudio_suite::alias_models()
         .join("hugging-quants/Llama-3.2-1B-Instruct-GGUF/llama-3.2-1b-instruct-q4_k_m.gguf");
     for (from, to) in [
@@ -18,15 +17,15 @@ fn two_model_store(dir: &Path) -> lms::ModelStore {
         std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
         std::fs::hard_link(&from, &to).or_else(|_| std::fs::copy(&from, &to).map(drop)).expect("link or copy");
     }
-    lms::ModelStore::new(dir)
+    lmstudio::ModelStore::new(dir)
 }
 
 #[test]
 fn concurrent_jit_requests_load_once_and_jit_loads_evict_each_other() {
     crate::lms_client(1); // the default model, fetched if missing
     let dir = tempfile::tempdir().expect("tempdir");
-    let load = lms::LoadConfig { parallel: Some(2), context_length: Some(512), ..Default::default() };
-    let client = lms::Client::with_load_config(two_model_store(dir.path()), load);
+    let load = lmstudio::LoadConfig { parallel: Some(2), context_length: Some(512), ..Default::default() };
+    let client = lmstudio::Client::with_load_config(two_model_store(dir.path()), load);
     client.set_auto_evict(true).expect("embedded");
 
     // 8 requests at once for a model that is not loaded: one instance serves them all.
@@ -35,7 +34,7 @@ fn concurrent_jit_requests_load_once_and_jit_loads_evict_each_other() {
             .map(|_| {
                 s.spawn(|| {
                     let llm = client.llm("gemma-3-270m").expect("loads on demand");
-                    llm.complete("1, 2,", lms::Config { max_tokens: Some(2), ..Default::default() })
+                    llm.complete("1, 2,", lmstudio::Config { max_tokens: Some(2), ..Default::default() })
                         .expect("completes");
                     llm.identifier().to_owned()
                 })
@@ -48,21 +47,21 @@ fn concurrent_jit_requests_load_once_and_jit_loads_evict_each_other() {
 
     // A JIT load of another model evicts the first JIT instance, not an explicit one.
     client
-        .load("gemma-3-270m", &lms::LoadConfig { identifier: Some("pinned".into()), ..Default::default() })
+        .load("gemma-3-270m", &lmstudio::LoadConfig { identifier: Some("pinned".into()), ..Default::default() })
         .expect("loads");
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::Arc::clone(&events);
-    let on_load: lms::OnLoad = std::sync::Arc::new(move |e| seen.lock().expect("lock").push(e));
+    let on_load: lmstudio::OnLoad = std::sync::Arc::new(move |e| seen.lock().expect("lock").push(e));
     client.get_or_load_with("llama-3.2-1b-instruct", &client.default_load_config(), &on_load).expect("loads on demand");
     let events = events.lock().expect("lock").clone();
     // It said which instance it unloaded, then how the load went: 0.0 first, 1.0 last, rising.
     match &events[..] {
-        [lms::LoadEvent::UnloadingOther(gone), progress @ ..] => {
+        [lmstudio::LoadEvent::UnloadingOther(gone), progress @ ..] => {
             assert_eq!(gone.identifier.as_deref(), Some("gemma-3-270m"));
             let p: Vec<f32> = progress
                 .iter()
                 .map(|e| match e {
-                    lms::LoadEvent::Progress(p) => *p,
+                    lmstudio::LoadEvent::Progress(p) => *p,
                     other => panic!("{other:?} after the progress began"),
                 })
                 .collect();
@@ -102,8 +101,8 @@ assert len(evictions) == 1 and "gemma-3-270m" in evictions[0], said
 fn python_sdk_is_told_of_a_jit_eviction() {
     crate::lms_client(1);
     let dir = tempfile::tempdir().expect("tempdir");
-    let load = lms::LoadConfig { parallel: Some(1), context_length: Some(512), ..Default::default() };
-    let client = lms::Client::with_load_config(two_model_store(dir.path()), load);
+    let load = lmstudio::LoadConfig { parallel: Some(1), context_length: Some(512), ..Default::default() };
+    let client = lmstudio::Client::with_load_config(two_model_store(dir.path()), load);
     client.set_auto_evict(true).expect("embedded");
     crate::run_python(JIT_EVICTION, crate::start_server(client, None));
 }

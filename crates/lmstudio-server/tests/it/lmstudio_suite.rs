@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lmstudio as lms;
-
 use crate::{python, start_server_with, test_config};
 
 /// The sdist whose tests run (the SDK version the JS tests pin too).
@@ -70,8 +68,8 @@ fn lm_studios_own_python_sdk_suite_passes() {
     let models = alias_models();
     // 1,024 tokens of context: enough for every test, and a JSON string that runs away (below)
     // is cut there.
-    let load = lms::LoadConfig { context_length: Some(1024), ..Default::default() };
-    let client = lms::Client::with_load_config(lms::ModelStore::new(models), load.clone());
+    let load = lmstudio::LoadConfig { context_length: Some(1024), ..Default::default() };
+    let client = lmstudio::Client::with_load_config(lmstudio::ModelStore::new(models), load.clone());
     client.load("llama-3.2-1b-instruct", &load).expect("the suite's LLM loads");
     // The listing tests look for the suite's vision and tool models among the loaded instances;
     // models of those keys (our model again) stand in (the tests that use them as vision or tool
@@ -177,7 +175,8 @@ fn make_alias(py: &Path, models: &Path) -> PathBuf {
 
 fn write_alias(py: &Path, folder: &Path, file: &Path) {
     crate::lms_client(1); // fetches the default model if missing
-    let source = lms::ModelStore::from_env().resolve(lms::DEFAULT_MODEL_KEY).expect("the default model is there").path;
+    let source =
+        lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("the default model is there").path;
     std::fs::create_dir_all(folder).expect("mkdir");
     let partial = folder.join("partial.gguf.tmp");
     // gguf-py is llama.cpp's own GGUF library; its `gguf_new_metadata` rewrites the header.

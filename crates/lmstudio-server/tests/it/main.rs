@@ -17,26 +17,24 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use lmstudio as lms;
-
 /// A client on the real models directory (default model fetched if missing), loading models with
 /// `parallel` slots of 2,048 tokens.
-pub fn lms_client(parallel: u32) -> lms::Client {
-    lms_client_with(lms::LoadConfig { parallel: Some(parallel), context_length: Some(2048), ..Default::default() })
+pub fn lms_client(parallel: u32) -> lmstudio::Client {
+    lms_client_with(lmstudio::LoadConfig { parallel: Some(parallel), context_length: Some(2048), ..Default::default() })
 }
 
 /// [`lms_client`] loading models with `load`.
-pub fn lms_client_with(load: lms::LoadConfig) -> lms::Client {
+pub fn lms_client_with(load: lmstudio::LoadConfig) -> lmstudio::Client {
     static FETCHED: OnceLock<()> = OnceLock::new();
-    let store = lms::ModelStore::from_env();
+    let store = lmstudio::ModelStore::from_env();
     FETCHED.get_or_init(|| {
         store.ensure_default_model(&mut |l| eprintln!("{l}")).expect("the default model can be fetched");
     });
-    lms::Client::with_load_config(store, load)
+    lmstudio::Client::with_load_config(store, load)
 }
 
 /// Starts a server on a free loopback port, in a background thread; returns its address.
-pub fn start_server(client: lms::Client, api_key: Option<&str>) -> SocketAddr {
+pub fn start_server(client: lmstudio::Client, api_key: Option<&str>) -> SocketAddr {
     start_server_with(client, lmstudio_server::ServerConfig { api_key: api_key.map(str::to_owned), ..test_config() })
 }
 
@@ -46,7 +44,7 @@ pub fn test_config() -> lmstudio_server::ServerConfig {
 }
 
 /// [`start_server`] with a config of the test's own.
-pub fn start_server_with(client: lms::Client, config: lmstudio_server::ServerConfig) -> SocketAddr {
+pub fn start_server_with(client: lmstudio::Client, config: lmstudio_server::ServerConfig) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -134,4 +132,45 @@ pub fn run_python(script: &str, addr: SocketAddr) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
+}
+
+/// `v` with what changes from run to run (times, rates, ids, timestamps, instance references)
+/// replaced by a placeholder, so that a snapshot shows the wire format and nothing else.
+pub fn scrub(v: &mut serde_json::Value) {
+    const VOLATILE: &[&str] = &[
+        "tokensPerSecond",
+        "timeToFirstTokenSec",
+        "instanceReference",
+        "id",
+        "created",
+        "system_fingerprint",
+        "tokens_per_second",
+        "time_to_first_token",
+        "generation_time",
+    ];
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if VOLATILE.contains(&key.as_str()) && !value.is_null() {
+                    *value = serde_json::Value::String(format!("[{key}]"));
+                } else {
+                    scrub(value);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+/// The JSON events of a server-sent-event body, scrubbed; `[DONE]` kept as a string.
+pub fn sse_events(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|data| {
+            let mut v = serde_json::from_str(data).unwrap_or_else(|_| serde_json::Value::String(data.to_owned()));
+            scrub(&mut v);
+            v
+        })
+        .collect()
 }

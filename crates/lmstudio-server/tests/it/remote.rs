@@ -2,17 +2,16 @@
 //! (`Client::connect`) talking to our server over LM Studio's websocket protocol.
 
 use futures_util::StreamExt;
-use lmstudio as lms;
 
 use crate::{lms_client, start_server};
 
-fn greedy(n: u32) -> lms::Config {
-    lms::Config { max_tokens: Some(n), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() }
+fn greedy(n: u32) -> lmstudio::Config {
+    lmstudio::Config { max_tokens: Some(n), temperature: Some(0.0), repeat_penalty: Some(1.0), ..Default::default() }
 }
 
-fn backends() -> Vec<(&'static str, lms::Client)> {
+fn backends() -> Vec<(&'static str, lmstudio::Client)> {
     let addr = start_server(lms_client(2), None);
-    let remote = lms::Client::connect(&addr.to_string()).expect("connects");
+    let remote = lmstudio::Client::connect(&addr.to_string()).expect("connects");
     vec![("embedded", lms_client(2)), ("remote", remote)]
 }
 
@@ -28,7 +27,7 @@ fn async_stream_works_remotely() {
     let addr = start_server(lms_client(2), None);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let client = lms::Client::connect(&addr.to_string()).expect("connects");
+        let client = lmstudio::Client::connect(&addr.to_string()).expect("connects");
         let model = client.llm_async("gemma-3-270m").await.expect("loads");
         let mut stream = model.complete_stream_async("1, 2, 3,", greedy(6)).await.expect("starts");
         let mut text = String::new();

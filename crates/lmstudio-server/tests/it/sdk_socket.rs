@@ -2,7 +2,6 @@
 
 use std::net::TcpStream;
 
-use lmstudio as lms;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -110,7 +109,8 @@ fn channels_beyond_the_cap_are_refused() {
     const CAP: i64 = 256;
     // One slot and room to queue them all: every prediction stays open, waiting behind the first
     // (200 tokens that cannot end early), while the rest arrive.
-    let load = lms::LoadConfig { parallel: Some(1), max_queued: 512, context_length: Some(1024), ..Default::default() };
+    let load =
+        lmstudio::LoadConfig { parallel: Some(1), max_queued: 512, context_length: Some(1024), ..Default::default() };
     let addr = start_server(crate::lms_client_with(load), None);
     let mut ws = connect(addr);
     // Without a cap nothing would ever answer: a read that waits this long fails the test.
@@ -132,4 +132,107 @@ fn channels_beyond_the_cap_are_refused() {
         }
     }
     assert_eq!(refused, (CAP..CAP + 44).collect::<Vec<_>>(), "exactly the channels past the cap are refused");
+}
+
+/// Issue 27, item 2: what a `predict` channel says, message by message, as a snapshot: the wire
+/// format shows in review diffs. A greedy count that any machine continues the same way.
+#[test]
+fn a_predict_channel_transcript() {
+    let addr = start_server(lms_client(1), None);
+    let mut ws = connect(addr);
+    let fields = json!([
+        {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": true, "value": 6}},
+        {"key": "llm.prediction.temperature", "value": 0},
+        {"key": "llm.prediction.repeatPenalty", "value": {"checked": true, "value": 1}},
+    ]);
+    send(
+        &mut ws,
+        json!({"type": "channelCreate", "endpoint": "predict", "channelId": 1, "creationParameter": {
+            "modelSpecifier": {"type": "query", "query": {"identifier": "gemma-3-270m"}},
+            "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "1, 2, 3, 4,"}]}]},
+            "predictionConfigStack": {"layers": [
+                {"layerName": "apiOverride", "config": {"fields": fields}},
+                {"layerName": "completeModeFormatting", "config": {"fields": []}},
+            ]},
+        }}),
+    );
+    let mut transcript = Vec::new();
+    loop {
+        let mut m = receive(&mut ws);
+        crate::scrub(&mut m);
+        let closed = m["type"] == "channelClose";
+        // Of prompt progress only the end: how a prompt is cut into chunks is the engine's choice.
+        if m["message"]["type"] != "promptProcessingProgress" || m["message"]["progress"] == 1.0 {
+            transcript.push(m);
+        }
+        if closed {
+            break;
+        }
+    }
+    insta::assert_json_snapshot!(transcript);
+}
+
+/// Issue 27, item 2: an error reply (a call for a model that is not loaded), as a snapshot.
+#[test]
+fn an_error_reply() {
+    let addr = start_server(lms_client(1), None);
+    let mut ws = connect(addr);
+    send(
+        &mut ws,
+        json!({"type": "rpcCall", "callId": 1, "endpoint": "tokenize", "parameter": {
+            "specifier": {"type": "query", "query": {"identifier": "no-such-model"}}, "inputString": "Hi"}}),
+    );
+    insta::assert_json_snapshot!(receive(&mut ws));
+    send(&mut ws, json!({"type": "rpcCall", "callId": 2, "endpoint": "tokenize", "parameter": {"inputString": 7}}));
+    insta::assert_json_snapshot!(receive(&mut ws));
+}
+
+/// Issue 27, item 3: a client that sends and never reads cannot grow the server's memory: once
+/// its unwritten replies pass the limit, it is disconnected and counted.
+#[test]
+fn a_client_that_stops_reading_is_disconnected() {
+    let client = lms_client(1);
+    client.llm(lmstudio::DEFAULT_MODEL_KEY).expect("loads");
+    let config = lmstudio_server::ServerConfig { max_socket_queue_bytes: 1 << 20, ..crate::test_config() };
+    let addr = crate::start_server_with(client, config);
+    let mut ws = connect(addr);
+    // Each reply is the token ids of 192 KiB of text: about a megabyte of JSON.
+    let text = "a ".repeat(96 << 10);
+    for call_id in 0..40 {
+        let call = json!({"type": "rpcCall", "callId": call_id, "endpoint": "tokenize", "parameter": {
+            "specifier": {"type": "query", "query": {"identifier": "gemma-3-270m"}}, "inputString": text}});
+        if ws.send(Message::text(call.to_string())).is_err() {
+            break; // already disconnected
+        }
+    }
+    // Not reading; the server's metrics say when it gave up on this socket.
+    let disconnected = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        metrics(addr).contains("lms_slow_clients_disconnected_total 1")
+    });
+    assert!(disconnected, "the server kept queueing for a client that does not read");
+    // What was already in flight drains, then the socket ends.
+    ws.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(120))).expect("timeout set");
+    let mut replies = 0;
+    let ended = loop {
+        match ws.read() {
+            Ok(Message::Text(_)) => replies += 1,
+            Ok(Message::Close(_)) => break true,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(ended, "the socket stayed open");
+    assert!(replies < 40, "every reply was delivered: nothing was cut");
+}
+
+/// `GET /metrics` on a plain socket.
+fn metrics(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect(addr).expect("connects");
+    write!(tcp, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("writes");
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).expect("reads");
+    body
 }

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{answers_to, find_instance, Llm, LlmInner};
+use super::lookup::{answers_to, find_instance};
 use crate::engine::{Engine, ModelShape};
-use crate::lock;
 use crate::store::{ModelStore, StoredModel};
 use crate::types::config::{Guardrail, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{LoadEvent, OnLoad};
 use crate::types::result::{InstanceState, MemoryEstimate, ModelEntry, ModelInfo};
+use crate::types::sync::lock;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
@@ -164,14 +164,12 @@ impl Embedded {
         &self.default_load
     }
 
-    pub fn get_or_load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<(Llm, bool)> {
+    pub fn get_or_load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<(Arc<Loaded>, bool)> {
         let _loading = lock(&self.loading);
         // Asking for a loaded instance is using it: its TTL starts again (a mere lookup, such as a
         // metrics scrape, is not).
-        let used = |found: Llm| {
-            if let LlmInner::Embedded(l) = &found.inner {
-                l.touch();
-            }
+        let used = |found: Arc<Loaded>| {
+            found.touch();
             Ok((found, false))
         };
         if let Some(found) = self.get_loaded(query) {
@@ -207,7 +205,7 @@ impl Embedded {
         Some(if taken { Expired { config: LoadConfig { identifier: None, ..e.config }, ..e } } else { e })
     }
 
-    pub fn load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<Llm> {
+    pub fn load(&self, query: &str, config: &LoadConfig, on_load: &OnLoad) -> Result<Arc<Loaded>> {
         let _loading = lock(&self.loading);
         let stored = self.store.resolve(query)?;
         // An explicit load says how the model is loaded from now on.
@@ -215,14 +213,14 @@ impl Embedded {
         self.load_stored(stored, config, false, on_load)
     }
 
-    pub fn first_loaded(&self) -> Option<Llm> {
-        lock(&self.loaded).first().map(|l| handle(Arc::clone(l)))
+    pub fn first_loaded(&self) -> Option<Arc<Loaded>> {
+        lock(&self.loaded).first().map(Arc::clone)
     }
 
     /// The instance `query` names (identifier or instance reference), else any instance of the
     /// model whose key it is (`key`, or `key:2` once `key` was unloaded).
-    pub fn get_loaded(&self, query: &str) -> Option<Llm> {
-        find_instance(&lock(&self.loaded), |l| &l.info, query).map(|l| handle(Arc::clone(l)))
+    pub fn get_loaded(&self, query: &str) -> Option<Arc<Loaded>> {
+        find_instance(&lock(&self.loaded), |l| &l.info, query).map(Arc::clone)
     }
 
     pub fn list_loaded(&self) -> Vec<ModelInfo> {
@@ -257,7 +255,13 @@ impl Embedded {
         Ok(())
     }
 
-    fn load_stored(&self, stored: StoredModel, config: &LoadConfig, jit: bool, on_load: &OnLoad) -> Result<Llm> {
+    fn load_stored(
+        &self,
+        stored: StoredModel,
+        config: &LoadConfig,
+        jit: bool,
+        on_load: &OnLoad,
+    ) -> Result<Arc<Loaded>> {
         let mut info = stored.valid_info()?;
         config.validate()?;
         // The devices are listed once a load: the estimate and the engine place the layers alike.
@@ -289,7 +293,7 @@ impl Embedded {
             self.start_reaper();
         }
         tracing::info!(identifier = loaded.info.identifier, path = %stored.path.display(), "loaded");
-        Ok(handle(loaded))
+        Ok(loaded)
     }
 
     /// `base`, or `base:2`, `base:3`... if that identifier is taken (LM Studio's scheme).
@@ -429,10 +433,6 @@ fn take_where(loaded: &Mutex<Vec<Arc<Loaded>>>, pred: impl Fn(&Loaded) -> bool) 
     let (taken, kept) = std::mem::take(&mut *list).into_iter().partition(|l| pred(l));
     *list = kept;
     taken
-}
-
-fn handle(loaded: Arc<Loaded>) -> Llm {
-    Llm { inner: LlmInner::Embedded(loaded) }
 }
 
 #[cfg(test)]

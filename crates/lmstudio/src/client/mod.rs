@@ -4,6 +4,7 @@
 
 #[cfg(feature = "embedded")]
 mod embedded;
+mod lookup;
 pub(crate) mod presets;
 pub(crate) mod stream;
 
@@ -11,14 +12,15 @@ use std::sync::Arc;
 
 #[cfg(feature = "embedded")]
 use self::embedded::{Embedded, Loaded};
+use self::lookup::find_instance;
 use crate::client::stream::{AsyncPredictionStream, PredictionStream};
 use crate::remote::{Remote, RemoteOptions};
 use crate::store::{ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
-use crate::wire::protocol::ModelSpecifier;
 use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEntry, ModelInfo, PredictionResult};
+use crate::wire::protocol::ModelSpecifier;
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
 #[cfg(not(feature = "embedded"))]
@@ -89,11 +91,9 @@ impl Client {
 
     /// [`Client::connect`] with its key and timeouts given.
     pub fn connect_with(host: &str, options: RemoteOptions) -> Result<Self> {
-        let client = Self::remote(host.to_owned(), options);
-        if let Backend::Remote(r) = &client.backend {
-            r.connection()?;
-        }
-        Ok(client)
+        let remote = Arc::new(Remote::new(host.to_owned(), options));
+        remote.connection()?;
+        Ok(Self { backend: Backend::Remote(remote) })
     }
 
     fn remote(host: String, options: RemoteOptions) -> Self {
@@ -153,7 +153,7 @@ impl Client {
         config.validate()?;
         match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => e.get_or_load(query, config, on_load),
+            Backend::Embedded(e) => e.get_or_load(query, config, on_load).map(|(l, loaded)| (Llm::embedded(l), loaded)),
             Backend::Remote(r) => Ok((Llm::remote(r, r.get_or_load(query, config, on_load)?), false)),
         }
     }
@@ -163,7 +163,7 @@ impl Client {
     pub fn default_llm(&self) -> Result<Llm> {
         let loaded = match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => e.first_loaded(),
+            Backend::Embedded(e) => e.first_loaded().map(Llm::embedded),
             Backend::Remote(r) => r.list_loaded()?.into_iter().next().map(|info| Llm::remote(r, info)),
         };
         loaded.map_or_else(|| self.llm(DEFAULT_MODEL_KEY), Ok)
@@ -179,7 +179,7 @@ impl Client {
         config.validate()?;
         match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => e.load(query, config, on_load),
+            Backend::Embedded(e) => e.load(query, config, on_load).map(Llm::embedded),
             Backend::Remote(r) => Ok(Llm::remote(r, r.load(query, config, on_load)?)),
         }
     }
@@ -189,7 +189,7 @@ impl Client {
     pub fn get_loaded(&self, query: &str) -> Result<Option<Llm>> {
         Ok(match &self.backend {
             #[cfg(feature = "embedded")]
-            Backend::Embedded(e) => e.get_loaded(query),
+            Backend::Embedded(e) => e.get_loaded(query).map(Llm::embedded),
             Backend::Remote(r) => {
                 let loaded = r.list_loaded()?;
                 find_instance(&loaded, |info| info, query).map(|info| Llm::remote(r, info.clone()))
@@ -357,25 +357,6 @@ async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 's
     rx.recv_async().await.map_err(|_| Error::Engine("the call's thread panicked".into()))?
 }
 
-/// Whether a loaded instance answers to `query` (its identifier or its instance reference).
-fn answers_to(info: &ModelInfo, query: &str) -> bool {
-    info.identifier.as_deref() == Some(query) || info.instance_reference.as_deref() == Some(query)
-}
-
-/// The loaded instance `query` names, else any instance of the model whose key it is (`key`, or
-/// `key:2` once `key` was unloaded), else one whose file is under the `publisher/model` folder it
-/// names (LM Studio's long form of a key): the one lookup rule of both backends.
-fn find_instance<'a, T>(loaded: &'a [T], info: impl Fn(&T) -> &ModelInfo, query: &str) -> Option<&'a T> {
-    let named = loaded.iter().find(|l| answers_to(info(l), query));
-    let keyed = || loaded.iter().find(|l| info(l).model_key == query);
-    let folder = query.to_lowercase();
-    let under = || {
-        let under_folder = |l: &&T| info(l).path.to_lowercase().starts_with(&folder);
-        folder.contains('/').then(|| loaded.iter().find(under_folder)).flatten()
-    };
-    named.or_else(keyed).or_else(under)
-}
-
 /// A handle to a loaded model. Cloning is cheap; the model stays loaded until
 /// [`Client::unload`], even when every handle is dropped.
 #[derive(Clone)]
@@ -394,6 +375,11 @@ enum LlmInner {
 }
 
 impl Llm {
+    #[cfg(feature = "embedded")]
+    fn embedded(loaded: Arc<Loaded>) -> Self {
+        Self { inner: LlmInner::Embedded(loaded) }
+    }
+
     fn remote(remote: &Arc<Remote>, info: ModelInfo) -> Self {
         Self { inner: LlmInner::Remote { remote: Arc::clone(remote), info: Box::new(info) } }
     }

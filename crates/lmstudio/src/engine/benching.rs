@@ -66,14 +66,14 @@ pub struct Row {
 /// Rows of logits: the model's next-token logits after each position of `prompt`, computed on the
 /// CPU.
 pub fn real_logits(model_path: &Path, prompt: &str) -> Result<Vec<Vec<f32>>> {
-    let backend = super::backend()?;
+    let backend = super::backend::backend()?;
     let params = LlamaModelParams::default().with_n_gpu_layers(0);
     let model = LlamaModel::load_from_file(backend, model_path, &params).map_err(|e| Error::Engine(e.to_string()))?;
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
     // At most one batch, evaluated in one decode, in the engine's context shape.
-    let n = tokens.len().min(super::BATCH_TOKENS as usize);
+    let n = tokens.len().min(super::rules::BATCH as usize);
     let threads = std::thread::available_parallelism().map_or(2, |t| t.get() as u32);
-    let ctx_params = super::worker::context_params(n as u32 + 8, 1, threads);
+    let ctx_params = super::backend::context_params(n as u32 + 8, 1, threads);
     let mut ctx = model.new_context(backend, ctx_params).map_err(|e| Error::Engine(e.to_string()))?;
     let mut batch = LlamaBatch::new(n, 1);
     for (i, &t) in tokens[..n].iter().enumerate() {

@@ -17,8 +17,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::backend::context_params;
 use super::rules::{common_prefix, BATCH};
-use super::worker::context_params;
 use crate::store::StoredModel;
 use crate::types::config::DraftSettings;
 use crate::types::error::{Error, Result};

@@ -15,9 +15,9 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::GrammarError;
 
-use crate::lock;
 use crate::types::config::Structured;
 use crate::types::error::{Error, Result};
+use crate::types::sync::lock;
 
 /// Compiled grammars a model keeps; past this many, the cache starts over.
 const CACHED_GRAMMARS: usize = 64;

@@ -3,11 +3,13 @@
 //!
 //! Architecture invariant: nothing outside this module names a `llama_cpp_2` type.
 
+mod backend;
 #[cfg(feature = "benching")]
 pub mod benching;
 mod disk_cache;
 mod draft;
 mod grammar;
+mod job;
 mod prompt_cache;
 mod rules;
 mod sampler;
@@ -16,90 +18,23 @@ mod worker;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::lock;
+use self::backend::backend;
+use self::job::{EngineParams, Job, Shared};
 use crate::store::StoredModel;
 use crate::template::{self, ChatTemplate};
 use crate::types::config::{ContextOverflowPolicy, GpuOffload, LoadConfig, ValidConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Event, LoadEvent, OnLoad};
 use crate::types::result::{Activity, ChatMessage, Device, ModelInfo};
-
-/// A prediction as the engine thread receives it: already validated and tokenized.
-pub(crate) struct Job {
-    pub tokens: Vec<LlamaToken>,
-    pub config: ValidConfig,
-    /// The compiled language of `config.structured`.
-    pub grammar: Option<grammar::Grammar>,
-    /// The draft model of `config.draft`, loaded, and how to draft with it.
-    pub draft: Option<(Arc<draft::DraftModel>, draft::DraftRule)>,
-    pub events: flume::Sender<Event>,
-    pub cancel: Arc<AtomicBool>,
-    pub submitted: Instant,
-    #[cfg(feature = "fault-injection")]
-    pub fault: bool,
-}
-
-/// The process-wide llama.cpp backend; `LlamaBackend::init` may run only once per process.
-fn backend() -> Result<&'static LlamaBackend> {
-    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-            #[cfg(feature = "dynamic-backends")]
-            load_backends();
-            LlamaBackend::init().map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| Error::Engine(format!("llama.cpp backend: {e}")))
-}
-
-/// With backends as loadable libraries (feature `dynamic-backends`): those in
-/// `$LMS_BACKENDS_DIR`, else beside the executable when it has them (a dist layout), else in the
-/// build's own folder. One that fails to load is logged (through `tracing`) with ggml's reason.
-#[cfg(feature = "dynamic-backends")]
-fn load_backends() {
-    let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)).filter(|dir| {
-        std::fs::read_dir(dir)
-            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libggml-cpu"))))
-    });
-    match std::env::var_os("LMS_BACKENDS_DIR").map(std::path::PathBuf::from).or(beside_exe) {
-        Some(dir) if dir.to_str().is_some() => {
-            tracing::info!(dir = %dir.display(), "loading llama.cpp backends");
-            llama_cpp_2::llama_backend::load_backends_from_path(&dir);
-        }
-        _ => llama_cpp_2::llama_backend::load_backends(),
-    }
-}
-
-/// What the engine thread and its handle share: the queue's sending end, the gauges and the
-/// failure.
-///
-/// Gauges: how many predictions wait in the queue and how many hold a slot. The worker moves a job
-/// from one count to the other before it takes it off the queue's count, and drops a finished one
-/// before its result is sent, so a caller that has its result never still sees it counted.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// Taken away to stop the engine (unload, or the worker after a panic); the worker drains the
-    /// queue until the last clone is gone, so no job is ever left unanswered.
-    pub jobs: Mutex<Option<flume::Sender<Job>>>,
-    pub queued: AtomicUsize,
-    pub running: AtomicUsize,
-    /// Bytes the prompt cache holds, set by the worker after each save.
-    pub prompt_cache_bytes: AtomicUsize,
-    /// Set when the engine thread panicked and stopped: why (the error predictions got).
-    pub failure: Mutex<Option<String>>,
-    /// Layers on the GPU (LM Studio's `numGpuLayers`).
-    pub gpu_layers: u32,
-}
+use crate::types::sync::lock;
 
 /// The devices llama.cpp's backends in this build find (the CPU, and GPUs where a GPU backend is
 /// built in and sees one).
@@ -212,25 +147,6 @@ pub(crate) struct ModelShape {
     /// The sliding attention window (0: none).
     pub sliding_window: u32,
     pub offload: Offload,
-}
-
-/// Engine settings fixed at load time.
-#[derive(Debug, Clone)]
-pub(crate) struct EngineParams {
-    pub context_length: u32,
-    pub parallel: u32,
-    pub threads: u32,
-    pub sliding_window: u32,
-    /// The KV cache of offloaded layers on the GPU.
-    pub offload_kv_cache: bool,
-    /// Whether prompt rows are reused (from a slot, another slot, host memory or disk). Off with
-    /// layers on a GPU: its kernels give a prompt's rows other bits in other chunkings
-    /// (ARCHITECTURE.md, "Deterministic prefix cache").
-    pub reuse_prompts: bool,
-    /// Bytes of host memory for prompts saved from slots.
-    pub prompt_cache_bytes: usize,
-    /// Where those prompts are kept across loads, if anywhere.
-    pub disk_cache: Option<disk_cache::DiskCache>,
 }
 
 impl Engine {

@@ -12,9 +12,9 @@ use llama_cpp_2::vocab::LlamaVocab;
 
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
+use super::job::{EngineParams, Job, Shared};
 use super::rules::{common_prefix, reuse_point, DRAFT_START};
 use super::sampler::Sampler;
-use super::{EngineParams, Job, Shared};
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
 use crate::types::event::Event;

@@ -15,26 +15,25 @@
 //! The rules themselves (chunk lengths, reuse points, pacing) are in `rules`, one slot's life in
 //! `slot`; this module is the loop: admission, sharing between slots, and the [`Worker`]'s steps.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::backend::context_params;
 use super::disk_cache::DiskCache;
+use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
 use super::rules::{
     chunk_len, common_prefix, next_draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK,
     MIN_SHARED, ROW_GROUP, UNDER_WAY,
 };
 use super::slot::{end_unstarted, ModelView, Slot};
-use super::{EngineParams, Job, Shared};
 use crate::types::error::Error;
 use crate::types::event::Event;
 use crate::types::result::{ModelInfo, StopReason};
@@ -146,8 +145,8 @@ pub(super) fn run(
                 .unwrap_or_else(|| "no message".into());
             tracing::error!(model = info.model_key, "the engine thread panicked: {why}");
             let failure = format!("the engine thread panicked ({why}); unload the model and load it again");
-            *crate::lock(&shared.failure) = Some(failure.clone());
-            crate::lock(&shared.jobs).take();
+            *crate::types::sync::lock(&shared.failure) = Some(failure.clone());
+            crate::types::sync::lock(&shared.jobs).take();
             let error = Error::Engine(failure);
             for slot in &mut w.slots {
                 slot.fail(error.clone());
@@ -240,19 +239,6 @@ fn new_context<'m>(
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
         .with_offload_kqv(params.offload_kv_cache);
     model.new_context(backend, ctx_params).map_err(|e| e.to_string())
-}
-
-/// A context of `parallel` sequences of `context_length` tokens each (not unified), evaluated in
-/// batches of [`BATCH`] on `threads` threads: the main model's and a draft model's shape.
-pub(super) fn context_params(context_length: u32, parallel: u32, threads: u32) -> LlamaContextParams {
-    LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(context_length.saturating_mul(parallel)))
-        .with_n_batch(BATCH)
-        .with_n_ubatch(BATCH)
-        .with_n_seq_max(parallel)
-        .with_kv_unified(false)
-        .with_n_threads(threads as i32)
-        .with_n_threads_batch(threads as i32)
 }
 
 /// The free slot with the longest reusable prefix of `tokens`; on a tie, the one caching the least,
@@ -600,7 +586,7 @@ mod tests {
             prompt_cache_bytes: 0,
             disk_cache: None,
         };
-        new_context(super::super::backend().expect("backend"), default_model(), &params, 2).expect("context")
+        new_context(super::super::backend::backend().expect("backend"), default_model(), &params, 2).expect("context")
     }
 
     fn default_model() -> &'static LlamaModel {
@@ -608,7 +594,7 @@ mod tests {
         MODEL.get_or_init(|| {
             let path = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
             assert!(path.exists(), "the default model is needed: run `lms get` first");
-            let backend = super::super::backend().expect("backend");
+            let backend = super::super::backend::backend().expect("backend");
             // On the CPU in every build: these tests are about the CPU kernels.
             let params = llama_cpp_2::model::params::LlamaModelParams::default().with_n_gpu_layers(0);
             LlamaModel::load_from_file(backend, &path, &params).expect("loads")

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::ModelStore;
+use super::models::ModelStore;
 use crate::types::error::{Error, Result};
 
 /// The default model's key.
@@ -106,7 +106,7 @@ fn assemble(dir: &Path, out: &Path) -> Result<()> {
         }
     }
     file.sync_all()?;
-    let got = super::hex(&hasher.finalize());
+    let got = super::models::hex(&hasher.finalize());
     if got != SHA256 {
         return Err(Error::Download(format!("checksum mismatch: got {got}, expected {SHA256}")));
     }

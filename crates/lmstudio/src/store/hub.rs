@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ModelStore, StoredModel};
+use super::models::{ModelStore, StoredModel};
 use crate::types::error::{Error, Result};
 
 /// The quantization picked when the request names none.
@@ -309,7 +309,7 @@ fn fetch(
     progress(Progress::Verifying(&name));
     if let Some(lfs) = &file.lfs {
         out.rewind()?;
-        let got = super::sha256_hex(&mut out)?;
+        let got = super::models::sha256_hex(&mut out)?;
         if !got.eq_ignore_ascii_case(&lfs.oid) {
             drop(out);
             std::fs::remove_file(&partial)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::gguf::GgufHeader;
-use super::{key_from_file_name, ModelStore, StoredModel};
+use super::models::{key_from_file_name, ModelStore, StoredModel};
 use crate::types::error::{Error, Result};
 
 /// How [`ModelStore::import`] places the file.
@@ -41,12 +41,12 @@ impl ModelStore {
             return Err(Error::InvalidConfig(format!("publisher {publisher:?} must be one folder name")));
         }
         let folder = model_folder(&name);
-        let dest = self.root.join(publisher).join(&folder).join(&name);
+        let dest = self.root().join(publisher).join(&folder).join(&name);
         if dest.exists() {
             let what = format!("{} is already in the models directory", dest.display());
             return Err(Error::Io(std::sync::Arc::new(std::io::Error::new(std::io::ErrorKind::AlreadyExists, what))));
         }
-        std::fs::create_dir_all(dest.parent().unwrap_or(&self.root))?;
+        std::fs::create_dir_all(dest.parent().unwrap_or(self.root()))?;
         place(file, &dest, mode)?;
         let stored = self.describe(dest);
         stored.valid_info()?;

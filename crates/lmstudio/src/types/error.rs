@@ -34,6 +34,10 @@ pub enum Error {
     /// A prediction or load setting is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    /// A request or message is not what its protocol says (a missing field, a wrong type): the
+    /// message says which and where.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The prompt cannot be used (for example, it is empty).
     #[error("invalid prompt: {0}")]
     InvalidPrompt(String),

@@ -5,3 +5,4 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod result;
+pub(crate) mod sync;

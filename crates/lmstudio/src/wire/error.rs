@@ -21,6 +21,7 @@ enum Wire {
     AmbiguousModel { query: String, candidates: Vec<String> },
     InvalidModelFile { path: PathBuf, reason: String },
     InvalidConfig { message: String },
+    InvalidRequest { message: String },
     InvalidPrompt { message: String },
     ContextOverflow { prompt_tokens: usize, context_length: usize },
     Load { path: PathBuf, reason: String },
@@ -55,6 +56,7 @@ impl From<&Error> for Wire {
                 Self::InvalidModelFile { path: path.clone(), reason: reason.clone() }
             }
             Error::InvalidConfig(m) => Self::InvalidConfig { message: message(m) },
+            Error::InvalidRequest(m) => Self::InvalidRequest { message: message(m) },
             Error::InvalidPrompt(m) => Self::InvalidPrompt { message: message(m) },
             Error::ContextOverflow { prompt_tokens, context_length } => {
                 Self::ContextOverflow { prompt_tokens: *prompt_tokens, context_length: *context_length }
@@ -94,6 +96,7 @@ impl From<Wire> for Error {
             Wire::AmbiguousModel { query, candidates } => Self::AmbiguousModel { query, candidates },
             Wire::InvalidModelFile { path, reason } => Self::InvalidModelFile { path, reason },
             Wire::InvalidConfig { message } => Self::InvalidConfig(message),
+            Wire::InvalidRequest { message } => Self::InvalidRequest(message),
             Wire::InvalidPrompt { message } => Self::InvalidPrompt(message),
             Wire::ContextOverflow { prompt_tokens, context_length } => {
                 Self::ContextOverflow { prompt_tokens, context_length }
@@ -191,6 +194,7 @@ mod tests {
             Error::InvalidModelFile { path: "/m/x.gguf".into(), reason: "truncated".into() },
             Error::InvalidConfig("temperature".into()),
             Error::InvalidPrompt("empty".into()),
+            Error::InvalidRequest("predict parameter: history: missing field `messages`".into()),
             Error::ContextOverflow { prompt_tokens: 5000, context_length: 4096 },
             Error::Load { path: "/m/y.gguf".into(), reason: "no memory".into() },
             Error::Overloaded { queued: 64 },

@@ -334,15 +334,15 @@ macro_rules! rpc {
 
 rpc!(
     /// `llm/listLoaded` (and `embedding/listLoaded`): the loaded instances.
-    ListLoaded, "listLoaded", () => Vec<ModelInfo>
+    ListLoaded, "listLoaded", Nothing => Vec<ModelInfo>
 );
 rpc!(
     /// `system/listDownloadedModels`: the models in the store.
-    ListDownloadedModels, "listDownloadedModels", () => Vec<ModelInfo>
+    ListDownloadedModels, "listDownloadedModels", Nothing => Vec<ModelInfo>
 );
 rpc!(
     /// `system/version`.
-    Version, "version", () => VersionResult
+    Version, "version", Nothing => VersionResult
 );
 rpc!(
     /// `llm/getModelInfo`: a loaded instance's info; nothing when not found and not asked to throw.
@@ -368,6 +368,23 @@ rpc!(
     /// `llm/unloadModel`.
     UnloadModel, "unloadModel", UnloadModelParameter => Option<()>
 );
+
+/// The parameter of an endpoint that takes none: written as nothing (the key left out), and
+/// whatever a client sends is taken (some send `{}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Nothing;
+
+impl Serialize for Nothing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for Nothing {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Self)
+    }
+}
 
 /// [`Version`]'s result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -642,7 +659,7 @@ impl std::error::Error for DecodeError {}
 
 impl From<DecodeError> for crate::types::error::Error {
     fn from(e: DecodeError) -> Self {
-        Self::InvalidConfig(e.to_string())
+        Self::InvalidRequest(e.to_string())
     }
 }
 
@@ -651,7 +668,13 @@ impl From<DecodeError> for crate::types::error::Error {
 pub fn decode<T: DeserializeOwned>(what: &str, value: Value) -> Result<T, DecodeError> {
     let kind = value.get("type").and_then(Value::as_str).map(|t| format!("{what} {t:?}"));
     let message = kind.unwrap_or_else(|| what.to_owned());
-    serde_json::from_value(value).map_err(|e| DecodeError { message, reason: e.to_string() })
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        // The path of the field (`history.messages[0].role`), unless the message itself is wrong.
+        let reason = if path == "." { reason } else { format!("{path}: {reason}") };
+        DecodeError { message, reason }
+    })
 }
 
 /// Reads one frame's text as a `T`.
@@ -714,6 +737,12 @@ mod tests {
         let e = decode::<PredictParameter>("predict parameter", json!({"history": {"messages": []}}))
             .expect_err("no specifier");
         assert!(e.to_string().contains("predict parameter") && e.reason.contains("modelSpecifier"), "{e}");
+        let e = decode::<TextParameter>(
+            "tokenize parameter",
+            json!({"specifier": {"type": "query", "query": {}}, "inputString": 7}),
+        )
+        .expect_err("a number");
+        assert!(e.reason.starts_with("inputString: "), "{e}");
     }
 
     #[test]

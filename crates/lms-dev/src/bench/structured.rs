@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lmstudio as lms;
 use serde_json::json;
 
 use super::loadgen::percentile;
@@ -29,8 +28,8 @@ pub struct StructuredArgs {
 
 struct Case {
     name: &'static str,
-    structured: lms::Structured,
-    config: lms::Config,
+    structured: lmstudio::Structured,
+    config: lmstudio::Config,
 }
 
 fn cases() -> Vec<Case> {
@@ -50,26 +49,26 @@ fn cases() -> Vec<Case> {
         "required": ["people"], "additionalProperties": false
     });
     let grammar = "root ::= line{4,8}\nline ::= [A-Z] [a-z]{2,12} \",\" [0-9]{1,3} \",\" (\"yes\" | \"no\") \"\\n\"\n";
-    let sampled = lms::Config { max_tokens: Some(400), ..Default::default() };
+    let sampled = lmstudio::Config { max_tokens: Some(400), ..Default::default() };
     vec![
         Case {
             name: "JSON schema, default sampling",
-            structured: lms::Structured::Json(schema.clone()),
+            structured: lmstudio::Structured::Json(schema.clone()),
             config: sampled.clone(),
         },
         Case {
             name: "JSON schema, greedy",
-            structured: lms::Structured::Json(schema.clone()),
-            config: lms::Config { temperature: Some(0.0), ..sampled.clone() },
+            structured: lmstudio::Structured::Json(schema.clone()),
+            config: lmstudio::Config { temperature: Some(0.0), ..sampled.clone() },
         },
         Case {
             name: "JSON schema, top-k off (whole vocabulary)",
-            structured: lms::Structured::Json(schema),
-            config: lms::Config { top_k: Some(0), ..sampled.clone() },
+            structured: lmstudio::Structured::Json(schema),
+            config: lmstudio::Config { top_k: Some(0), ..sampled.clone() },
         },
         Case {
             name: "GBNF (CSV lines), default sampling",
-            structured: lms::Structured::Gbnf(grammar.into()),
+            structured: lmstudio::Structured::Gbnf(grammar.into()),
             config: sampled,
         },
     ]
@@ -83,14 +82,14 @@ struct Row {
 }
 
 pub fn run(args: StructuredArgs) -> Result<()> {
-    let model = super::load_one_slot(&lms::ModelStore::from_env(), args.model.as_deref(), args.threads, None)?;
+    let model = super::load_one_slot(&lmstudio::ModelStore::from_env(), args.model.as_deref(), args.threads, None)?;
     let prompt = "Here is the data, as requested:\n";
 
     // First use on a fresh model: the vocabulary's prefix tree and the grammar; then the cache.
     let first_case = &cases()[0];
     let config =
-        lms::Config { max_tokens: Some(1), structured: Some(first_case.structured.clone()), ..Default::default() };
-    let submit_ms = |config: &lms::Config| -> Result<f64> {
+        lmstudio::Config { max_tokens: Some(1), structured: Some(first_case.structured.clone()), ..Default::default() };
+    let submit_ms = |config: &lmstudio::Config| -> Result<f64> {
         let started = Instant::now();
         let stream = model.complete_stream(prompt, config.clone())?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -99,21 +98,23 @@ pub fn run(args: StructuredArgs) -> Result<()> {
     };
     let first_use = submit_ms(&config)?;
     let cached = submit_ms(&config)?;
-    let plain = submit_ms(&lms::Config { structured: None, ..config.clone() })?;
-    let fresh_schema = lms::Structured::Json(json!({"type": "object", "properties": {"other": {"type": "number"}}}));
-    let new_grammar = submit_ms(&lms::Config { structured: Some(fresh_schema), ..config })?;
+    let plain = submit_ms(&lmstudio::Config { structured: None, ..config.clone() })?;
+    let fresh_schema =
+        lmstudio::Structured::Json(json!({"type": "object", "properties": {"other": {"type": "number"}}}));
+    let new_grammar = submit_ms(&lmstudio::Config { structured: Some(fresh_schema), ..config })?;
 
     let mut rows = Vec::new();
     for case in cases() {
         let (mut tokens, mut constrained, mut free) = (Vec::new(), Vec::new(), Vec::new());
         for seed in 1..=args.repetitions {
             let config =
-                lms::Config { seed: Some(seed), structured: Some(case.structured.clone()), ..case.config.clone() };
+                lmstudio::Config { seed: Some(seed), structured: Some(case.structured.clone()), ..case.config.clone() };
             let r = model.complete(prompt, config.clone())?;
             let n = r.stats.predicted_tokens_count.unwrap_or(0) as u32;
             let tps = r.stats.tokens_per_second.context("no tokens per second")?;
             // The same number of tokens, unconstrained (the end of text banned so that it runs).
-            let same = lms::Config { structured: None, max_tokens: Some(n.max(1)), ignore_eos: Some(true), ..config };
+            let same =
+                lmstudio::Config { structured: None, max_tokens: Some(n.max(1)), ignore_eos: Some(true), ..config };
             let f = model.complete(prompt, same)?.stats.tokens_per_second.context("no tokens per second")?;
             eprintln!("{} seed {seed}: {n} tokens, {tps:.1} vs {f:.1} tok/s", case.name);
             tokens.push(f64::from(n));

@@ -106,7 +106,7 @@ fn start(mut cmd: Command, port: u16, model: &str) -> Result<Server> {
 /// Our server with the model at `model` loaded; it answers to `key`.
 pub(crate) fn ours(model: &Path, key: &str, slots: usize, threads: u32) -> Result<Server> {
     let port = free_port()?;
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = Command::new(lms_bin()?);
     cmd.args(["server", "start", "--no-discovery-port", "--port", &port.to_string()])
         .args(["--parallel", &slots.to_string(), "--context-length", &CTX_PER_SLOT.to_string()])
         .args(["--threads", &threads.to_string(), "--model"])
@@ -348,4 +348,13 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
         s += &format!("| {} | {} | {:.3} | {:.3} | {vs} |\n", r.server, r.clients, m.ttft_median_s, m.ttft_p90_s);
     }
     s
+}
+
+/// The `lms` binary the server benchmarks start: `$LMS_BIN`, else the one beside this binary.
+fn lms_bin() -> std::io::Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("LMS_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name(format!("lms{}", std::env::consts::EXE_SUFFIX)))
 }

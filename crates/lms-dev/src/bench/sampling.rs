@@ -4,8 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lms::benching;
-use lmstudio as lms;
+use lmstudio::benching;
 
 use super::loadgen::percentile;
 
@@ -39,12 +38,12 @@ const PROMPT: &str = "The history of the harbour town begins with the fishermen 
 
 pub fn run(args: SamplingArgs) -> Result<()> {
     anyhow::ensure!(args.rounds >= 1 && args.repetitions >= 1, "--rounds and --repetitions must be at least 1");
-    let store = lms::ModelStore::from_env();
+    let store = lmstudio::ModelStore::from_env();
     let name = match &args.model {
         Some(m) => m.clone(),
         None => {
             store.ensure_default_model(&mut |l| eprintln!("{l}"))?;
-            lms::DEFAULT_MODEL_KEY.into()
+            lmstudio::DEFAULT_MODEL_KEY.into()
         }
     };
     let stored = store.resolve(&name)?;

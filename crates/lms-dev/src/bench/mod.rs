@@ -14,7 +14,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lmstudio as lms;
 use serde::Serialize;
 
 use loadgen::percentile;
@@ -52,7 +51,7 @@ pub struct BenchArgs {
     single_stream: bool,
     /// GPU offload for ours (`off`, `max`, a share in 0..1); llama-bench gets `-ngl 99` when any.
     #[arg(long, value_name = "off|max|0..1")]
-    gpu: Option<lms::GpuOffload>,
+    gpu: Option<lmstudio::GpuOffload>,
     /// Write `<out>.md` and `<out>.json` (e.g. `bench/results`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -74,20 +73,20 @@ struct Row {
 /// The model a bench names (default: the default model, fetched if missing), loaded with one
 /// slot and `threads` CPU threads.
 fn load_one_slot(
-    store: &lms::ModelStore,
+    store: &lmstudio::ModelStore,
     model: Option<&str>,
     threads: u32,
-    gpu: Option<lms::GpuOffload>,
-) -> Result<lms::Llm> {
+    gpu: Option<lmstudio::GpuOffload>,
+) -> Result<lmstudio::Llm> {
     let name = match model {
         Some(m) => m.to_owned(),
         None => {
             store.ensure_default_model(&mut |l| eprintln!("{l}"))?;
-            lms::DEFAULT_MODEL_KEY.into()
+            lmstudio::DEFAULT_MODEL_KEY.into()
         }
     };
-    let load = lms::LoadConfig { cpu_threads: Some(threads), parallel: Some(1), gpu, ..Default::default() };
-    Ok(lms::Client::with_store(store.clone()).load(&name, &load)?)
+    let load = lmstudio::LoadConfig { cpu_threads: Some(threads), parallel: Some(1), gpu, ..Default::default() };
+    Ok(lmstudio::Client::with_store(store.clone()).load(&name, &load)?)
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -95,11 +94,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.gen_tokens >= 1, "--gen-tokens must be at least 1");
     anyhow::ensure!(args.repetitions >= 1, "--repetitions must be at least 1");
     anyhow::ensure!(args.clients.iter().all(|&n| n >= 1), "--clients must all be at least 1");
-    let store = lms::ModelStore::from_env();
+    let store = lmstudio::ModelStore::from_env();
     let model = load_one_slot(&store, args.model.as_deref(), args.threads, args.gpu)?;
     let path = store.root().join(&model.info().path);
     let prompt = prompt_of(&model, args.prompt_tokens - 4)?;
-    let greedy = |max| lms::Config {
+    let greedy = |max| lmstudio::Config {
         max_tokens: Some(max),
         temperature: Some(0.0),
         repeat_penalty: Some(1.0),
@@ -129,7 +128,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let pp_secs = pp.stats.time_to_first_token_sec.unwrap_or(f64::NAN);
         let tg = model.complete(
             &format!("{round} Once upon a time"),
-            lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() },
+            lmstudio::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() },
         )?;
         let short = model.complete(&format!("{round} My name is"), greedy(1))?;
         // Its own first words, so that no earlier prompt (kept in host memory) shares the prefix.
@@ -139,7 +138,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             &format!("{prefix} and then the fox ran into the forest to find the others, who were waiting"),
             greedy(1),
         )?;
-        let ttft = |r: &lms::PredictionResult| r.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0;
+        let ttft = |r: &lmstudio::PredictionResult| r.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0;
         ours.push(Row {
             what: "lmstudio-rs (this build, through the public API)".into(),
             pp_tok_s: pp.stats.prompt_tokens_count.unwrap_or(0) as f64 / pp_secs,
@@ -185,7 +184,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// A prompt of exactly `n` tokens for this model.
-fn prompt_of(model: &lms::Llm, n: usize) -> lms::Result<String> {
+fn prompt_of(model: &lmstudio::Llm, n: usize) -> lmstudio::Result<String> {
     let words = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches ";
     let mut text = String::new();
     while model.count_tokens(&text)? < n {
@@ -211,7 +210,7 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
             "-r",
             "1",
             "-ngl",
-            if matches!(args.gpu, None | Some(lms::GpuOffload::Off)) { "0" } else { "99" },
+            if matches!(args.gpu, None | Some(lmstudio::GpuOffload::Off)) { "0" } else { "99" },
             "-o",
             "json",
         ])
@@ -287,7 +286,7 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
 
 /// Client-side view of one streamed completion: time to the first fragment, and decode speed
 /// from the first fragment to the last.
-fn client_side(model: &lms::Llm, prompt: &str, config: lms::Config) -> Result<(f64, f64)> {
+fn client_side(model: &lmstudio::Llm, prompt: &str, config: lmstudio::Config) -> Result<(f64, f64)> {
     let started = std::time::Instant::now();
     let mut stream = model.complete_stream(prompt, config)?;
     let mut first = None;
@@ -316,10 +315,14 @@ struct PathRow {
 
 /// Decode speed and request-to-first-fragment time through the embedded API and through the
 /// websocket protocol to `lms server` on loopback, alternating, same model and threads.
-fn remote_path(embedded: &lms::Llm, model_path: &std::path::Path, args: &BenchArgs) -> Result<(String, Vec<PathRow>)> {
+fn remote_path(
+    embedded: &lmstudio::Llm,
+    model_path: &std::path::Path,
+    args: &BenchArgs,
+) -> Result<(String, Vec<PathRow>)> {
     let server = load::ours(model_path, &embedded.info().model_key, 1, args.threads)?;
-    let remote = lms::Client::connect(&server.addr().to_string())?.llm(&embedded.info().model_key)?;
-    let config = |seed| lms::Config { max_tokens: Some(args.gen_tokens), seed: Some(seed), ..Default::default() };
+    let remote = lmstudio::Client::connect(&server.addr().to_string())?.llm(&embedded.info().model_key)?;
+    let config = |seed| lmstudio::Config { max_tokens: Some(args.gen_tokens), seed: Some(seed), ..Default::default() };
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for round in 0..args.repetitions.max(1) {
         for (i, model) in [embedded, &remote].into_iter().enumerate() {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lmstudio as lms;
 
 use super::load::{self, Server};
 use super::loadgen::percentile;
@@ -169,23 +168,23 @@ fn http_stream(addr: SocketAddr, body: &str, hang_up: Option<usize>) -> Result<O
 
 /// One prediction over the SDK protocol, cancelled after `after` fragments.
 fn sdk_cancel(addr: SocketAddr, model: &str, prompt: &str, after: usize) -> Result<Outcome> {
-    let client = lms::Client::connect(&addr.to_string())?;
+    let client = lmstudio::Client::connect(&addr.to_string())?;
     let llm = client.llm(model)?;
-    let config = lms::Config { max_tokens: Some(200), ignore_eos: Some(true), ..Default::default() };
+    let config = lmstudio::Config { max_tokens: Some(200), ignore_eos: Some(true), ..Default::default() };
     let mut stream = match llm.complete_stream(prompt, config) {
-        Err(lms::Error::Overloaded { .. }) => return Ok(Outcome::Overloaded),
+        Err(lmstudio::Error::Overloaded { .. }) => return Ok(Outcome::Overloaded),
         other => other?,
     };
     for _ in 0..after {
         match stream.next() {
             Some(Ok(_)) => {}
-            Some(Err(lms::Error::Overloaded { .. })) => return Ok(Outcome::Overloaded),
+            Some(Err(lmstudio::Error::Overloaded { .. })) => return Ok(Outcome::Overloaded),
             _ => return Ok(Outcome::Failed),
         }
     }
     stream.cancel();
     let result = stream.wait_for_result()?;
-    Ok(if result.stats.stop_reason == lms::StopReason::UserStopped { Outcome::Cancelled } else { Outcome::Failed })
+    Ok(if result.stats.stop_reason == lmstudio::StopReason::UserStopped { Outcome::Cancelled } else { Outcome::Failed })
 }
 
 fn one_request(addr: SocketAddr, model: &str, args: &StressArgs, i: usize, prompt: &str, long: &str) -> Outcome {
@@ -292,8 +291,8 @@ fn huge(addr: SocketAddr, path: &str, body: String) -> Result<(String, f64)> {
 }
 
 pub fn run(args: StressArgs) -> Result<()> {
-    let store = lms::ModelStore::from_env();
-    let stored = store.resolve(args.model.as_deref().unwrap_or(lms::DEFAULT_MODEL_KEY))?;
+    let store = lmstudio::ModelStore::from_env();
+    let stored = store.resolve(args.model.as_deref().unwrap_or(lmstudio::DEFAULT_MODEL_KEY))?;
     let model = stored.key.clone();
     let server = load::ours(&stored.path, &model, args.parallel, args.threads)?;
     let addr = server.addr();
@@ -355,17 +354,18 @@ pub fn run(args: StressArgs) -> Result<()> {
     let (model_key, words) = (model.clone(), "lighthouse keeper counted the stairs ".repeat(25_000));
     let (health_overflow, probes_overflow, overflow_out) = health_during(addr, move || {
         let t0 = Instant::now();
-        let config = lms::Config {
+        let config = lmstudio::Config {
             max_tokens: Some(4),
-            context_overflow_policy: Some(lms::ContextOverflowPolicy::StopAtLimit),
+            context_overflow_policy: Some(lmstudio::ContextOverflowPolicy::StopAtLimit),
             ..Default::default()
         };
-        let outcome = lms::Client::connect(&addr.to_string()).and_then(|c| c.llm(&model_key)?.complete(&words, config));
+        let outcome =
+            lmstudio::Client::connect(&addr.to_string()).and_then(|c| c.llm(&model_key)?.complete(&words, config));
         (outcome.map(|r| r.content), t0.elapsed().as_secs_f64() * 1000.0)
     })?;
     let (overflow, overflow_ms) = overflow_out;
     let overflow_reply = match &overflow {
-        Err(e @ lms::Error::ContextOverflow { .. }) => format!("ContextOverflow: {e}"),
+        Err(e @ lmstudio::Error::ContextOverflow { .. }) => format!("ContextOverflow: {e}"),
         Err(e) => format!("unexpected error: {e}"),
         Ok(text) => format!("unexpected completion: {text:?}"),
     };
@@ -387,7 +387,7 @@ pub fn run(args: StressArgs) -> Result<()> {
         ("RSS less the prompt cache: after / before <= 1.1", rss_ratio <= 1.1, false),
         (
             "a prompt over the context with stopAtLimit: ContextOverflow",
-            matches!(overflow, Err(lms::Error::ContextOverflow { .. })),
+            matches!(overflow, Err(lmstudio::Error::ContextOverflow { .. })),
             false,
         ),
         (

@@ -6,7 +6,6 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lmstudio as lms;
 
 use super::loadgen::percentile;
 
@@ -53,15 +52,19 @@ fn terminal_history() -> String {
 struct Case {
     name: &'static str,
     prompt: String,
-    config: lms::Config,
+    config: lmstudio::Config,
 }
 
 /// Greedy cases have no repeat penalty, as llama-server's default sampling.
 fn cases() -> Vec<Case> {
-    let greedy =
-        lms::Config { temperature: Some(0.0), repeat_penalty: Some(1.0), max_tokens: Some(96), ..Default::default() };
+    let greedy = lmstudio::Config {
+        temperature: Some(0.0),
+        repeat_penalty: Some(1.0),
+        max_tokens: Some(96),
+        ..Default::default()
+    };
     // Exactly 128 tokens either way (the end of text banned), sampled with a seed.
-    let story = lms::Config { max_tokens: Some(128), ignore_eos: Some(true), seed: Some(7), ..Default::default() };
+    let story = lmstudio::Config { max_tokens: Some(128), ignore_eos: Some(true), seed: Some(7), ..Default::default() };
     vec![
         Case {
             name: "copy a paragraph (greedy)",
@@ -81,12 +84,12 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn with(config: &lms::Config, speculation: lms::Speculation) -> lms::Config {
-    lms::Config { speculation: Some(speculation), ..config.clone() }
+fn with(config: &lmstudio::Config, speculation: lmstudio::Speculation) -> lmstudio::Config {
+    lmstudio::Config { speculation: Some(speculation), ..config.clone() }
 }
 
-fn own_draft(config: &lms::Config, key: &str) -> lms::Config {
-    lms::Config { draft_model: Some(key.to_owned()), ..config.clone() }
+fn own_draft(config: &lmstudio::Config, key: &str) -> lmstudio::Config {
+    lmstudio::Config { draft_model: Some(key.to_owned()), ..config.clone() }
 }
 
 /// llama-server's modes: its arguments and the name the table gives them.
@@ -126,7 +129,7 @@ fn on_llama_server(server: &super::load::Server, case: &Case) -> Result<(f64, St
 }
 
 pub fn run(args: SpeculationArgs) -> Result<()> {
-    let store = lms::ModelStore::from_env();
+    let store = lmstudio::ModelStore::from_env();
     let model = super::load_one_slot(&store, args.model.as_deref(), args.threads, None)?;
     let key = model.info().model_key.clone();
     let mut md = format!(
@@ -160,8 +163,8 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
                 tps.push(t);
                 *text = content;
             }
-            let plain = model.complete(&case.prompt, with(&case.config, lms::Speculation::Off))?;
-            let fast = model.complete(&case.prompt, with(&case.config, lms::Speculation::Ngram))?;
+            let plain = model.complete(&case.prompt, with(&case.config, lmstudio::Speculation::Off))?;
+            let fast = model.complete(&case.prompt, with(&case.config, lmstudio::Speculation::Ngram))?;
             let own = model.complete(&case.prompt, own_draft(&case.config, &key))?;
             off.push(plain.stats.tokens_per_second.context("no tokens per second")?);
             on.push(fast.stats.tokens_per_second.context("no tokens per second")?);
@@ -248,9 +251,9 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
     for i in 0..args.prompts {
         let base = starts[i % starts.len()];
         let prompt = if i < starts.len() { base.to_owned() } else { format!("{base} {PARAGRAPH} {base}") };
-        let config = lms::Config { temperature: Some(0.0), max_tokens: Some(64), ..Default::default() };
-        let plain = model.complete(&prompt, with(&config, lms::Speculation::Off))?.content;
-        let fast = model.complete(&prompt, with(&config, lms::Speculation::Ngram))?.content;
+        let config = lmstudio::Config { temperature: Some(0.0), max_tokens: Some(64), ..Default::default() };
+        let plain = model.complete(&prompt, with(&config, lmstudio::Speculation::Off))?.content;
+        let fast = model.complete(&prompt, with(&config, lmstudio::Speculation::Ngram))?.content;
         total += 1;
         identical += usize::from(plain == fast);
         let common = plain.chars().zip(fast.chars()).take_while(|(a, b)| a == b).count();
