@@ -36,6 +36,12 @@ fn complete_streams_text_to_stdout_and_stats_to_stderr() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), " 5, 6,\n");
     let err = text(&out.stderr);
+    // Issue 27, item 2: the stats line as a snapshot, times and rates filtered.
+    let filters =
+        vec![(r"time to first token: \d+\.\d+s", "time to first token: [ttft]"), (r"\d+\.\d+ tok/s", "[rate] tok/s")];
+    insta::with_settings!({filters => filters}, {
+        insta::assert_snapshot!("complete_stderr", err);
+    });
     for field in [
         "Gemma 3 270m",
         "prompt tokens: 12",
@@ -332,6 +338,10 @@ fn ps_load_and_unload_manage_a_running_server() {
     // The weights alone are over 200 MiB; the estimate of 512 x 2 tokens is under 400.
     assert!(state["memoryMib"].as_u64().is_some_and(|m| (200..400).contains(&m)), "{state}");
     let table = text(&run(&["ps"]).stdout);
+    // Issue 27, item 2: the table as a snapshot, the time left filtered.
+    insta::with_settings!({filters => vec![(r"\b(\d+h \d+m|\d+m \d+s|\d+s)\b", "[ttl]")]}, {
+        insta::assert_snapshot!("ps_table", table);
+    });
     assert!(
         table.contains("TTL LEFT") && table.lines().any(|l| l.starts_with("mine ") && l.contains("MiB")),
         "{table}"

@@ -1,4 +1,4 @@
-//! `lms bench`, part two: many streaming clients against `lms server` and, side by side, against
+//! `lms-dev bench`, part two: many streaming clients against `lms server` and, side by side, against
 //! llama.cpp's `llama-server` with the same slots, context and threads, driven by the same client
 //! code; plus `llama-batched-bench`, the engine's ceiling without HTTP or sampling.
 

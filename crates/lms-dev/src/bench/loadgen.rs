@@ -1,4 +1,4 @@
-//! A small load generator for `lms bench`: N streaming clients on an OpenAI `/v1/completions`
+//! A small load generator for `lms-dev bench`: N streaming clients on an OpenAI `/v1/completions`
 //! endpoint, timing every token. The same code drives our server and llama.cpp's `llama-server`.
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,4 +1,4 @@
-//! `lms bench`: prompt-processing and decode speed through our API, next to llama.cpp's own
+//! `lms-dev bench`: prompt-processing and decode speed through our API, next to llama.cpp's own
 //! `llama-bench` on the same model and thread count, written as a markdown and a JSON table.
 
 mod load;
@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use loadgen::percentile;
 
-/// Options of `lms bench`.
+/// Options of `lms-dev bench`.
 #[derive(Args)]
 pub struct BenchArgs {
     /// The model (default: the default model).

@@ -1,4 +1,4 @@
-//! `lms bench-sampling`: what choosing a token costs per token, ours beside llama.cpp's sampler
+//! `lms-dev bench-sampling`: what choosing a token costs per token, ours beside llama.cpp's sampler
 //! chain, on a real model's logits at Qwen2.5's vocabulary (152,064) and Gemma 3's (262,144):
 //! host time that a GPU waits through on every token (bench/sampling.md).
 
@@ -8,7 +8,7 @@ use lmstudio::benching;
 
 use super::loadgen::percentile;
 
-/// Options of `lms bench-sampling`.
+/// Options of `lms-dev bench-sampling`.
 #[derive(Args)]
 pub struct SamplingArgs {
     /// The model whose logits are sampled (default: the default model, 262,144 entries).
@@ -55,7 +55,7 @@ pub fn run(args: SamplingArgs) -> Result<()> {
         sizes.insert(0, QWEN_VOCAB);
     }
     let mut md = format!(
-        "# Sampling cost per token\n\nWritten by `lms bench-sampling --out bench/sampling.md`: the next-token logits \
+        "# Sampling cost per token\n\nWritten by `lms-dev bench-sampling --out bench/sampling.md`: the next-token logits \
          of {n} positions of a prompt on {model} (vocabulary {full}), cut to the first {QWEN_VOCAB} entries for \
          Qwen2.5's size; {rounds} tokens per measurement, medians of {reps}, microseconds per token, one thread. \
          Ours reads the logits once and keeps the top-k (`engine/sampler.rs`); llama.cpp's chain (what \

@@ -1,4 +1,4 @@
-//! `lms bench-speculation`: decode speed with n-gram speculation and with the model as its own
+//! `lms-dev bench-speculation`: decode speed with n-gram speculation and with the model as its own
 //! draft model against without, on text that repeats its context and text that does not; the
 //! same greedy requests to llama.cpp's `llama-server` in each of its n-gram modes and with the
 //! model as its draft, when it is given; and how often the greedy text is the same
@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::loadgen::percentile;
 
-/// Options of `lms bench-speculation`.
+/// Options of `lms-dev bench-speculation`.
 #[derive(Args)]
 pub struct SpeculationArgs {
     /// The model (default: the default model).
@@ -133,7 +133,7 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
     let model = super::load_one_slot(&store, args.model.as_deref(), args.threads, None)?;
     let key = model.info().model_key.clone();
     let mut md = format!(
-        "# Speculative decoding\n\nWritten by `lms bench-speculation --repetitions {reps}{server} --out \
+        "# Speculative decoding\n\nWritten by `lms-dev bench-speculation --repetitions {reps}{server} --out \
          bench/speculation.md`: model {key}, {threads} threads, one slot, medians of {reps} runs; decode \
          tok/s (from the first token to the last). Greedy cases: temperature 0, no repeat penalty. \
          \"own draft\": the model as its own draft model (`draftModel`), which shows the checking, not a \

@@ -1,4 +1,4 @@
-//! `lms stress`: `lms server` under streaming clients that hang up at random points or cancel over
+//! `lms-dev stress`: `lms server` under streaming clients that hang up at random points or cancel over
 //! the SDK protocol, then checks that nothing was lost: every request accounted for, gauges back
 //! to 0, no slot stuck (a fresh request's time to first token as before), memory back; and that
 //! huge inputs (a 100k-token prompt, a 5,000-message chat) never hold up `/health`.
@@ -16,7 +16,7 @@ use clap::Args;
 use super::load::{self, Server};
 use super::loadgen::percentile;
 
-/// Options of `lms stress`.
+/// Options of `lms-dev stress`.
 #[derive(Args)]
 pub struct StressArgs {
     /// The model (default: the default model).
@@ -398,7 +398,7 @@ pub fn run(args: StressArgs) -> Result<()> {
     ];
     let mut md = String::new();
     md += &format!(
-        "`lms stress --requests {} --in-flight {} --disconnect {} --cancel {} --seconds {} --parallel {} --threads {} --seed {}` \
+        "`lms-dev stress --requests {} --in-flight {} --disconnect {} --cancel {} --seconds {} --parallel {} --threads {} --seed {}` \
          ({}, {} cores): {} requests ran in {chaos_s:.0} s, {not_started} not started (time limit).\n\n",
         args.requests, args.in_flight, args.disconnect, args.cancel, args.seconds, args.parallel, args.threads,
         args.seed, model, std::thread::available_parallelism().map_or(0, |n| n.get()), outcomes.len()

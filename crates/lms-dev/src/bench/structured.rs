@@ -1,4 +1,4 @@
-//! `lms bench-structured`: decode speed with structured output against the same number of
+//! `lms-dev bench-structured`: decode speed with structured output against the same number of
 //! tokens without, and what compiling a grammar costs on first use (bench/structured.md).
 
 use std::time::Instant;
@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::loadgen::percentile;
 
-/// Options of `lms bench-structured`.
+/// Options of `lms-dev bench-structured`.
 #[derive(Args)]
 pub struct StructuredArgs {
     /// The model (default: the default model).
@@ -130,7 +130,7 @@ pub fn run(args: StructuredArgs) -> Result<()> {
     }
 
     let mut md = format!(
-        "# Structured output speed\n\nWritten by `lms bench-structured --repetitions {reps} --out bench/structured.md`: \
+        "# Structured output speed\n\nWritten by `lms-dev bench-structured --repetitions {reps} --out bench/structured.md`: \
          model {model}, {threads} threads, the prompt {prompt:?}, medians of {reps} seeds. Each structured prediction \
          is followed by one of the same number of tokens without constraint (end of text banned), so that both \
          decode alike; the ratio is the target (>= 0.8).\n\n",
