@@ -331,7 +331,7 @@ fn rpc(state: &AppState, namespace: &str, endpoint: &str, parameter: Value) -> R
         }),
         ("llm", UnloadModel::ENDPOINT) => serve::<UnloadModel>(parameter, |q| {
             client.unload(&q.identifier)?;
-            Ok(None)
+            Ok(p::Nothing)
         }),
         _ => Err(invalid(format!("unknown endpoint {namespace}/{endpoint}"))),
     }

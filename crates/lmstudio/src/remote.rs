@@ -86,7 +86,7 @@ impl Remote {
         let parameter = GetOrLoadParameter {
             identifier: query.to_owned(),
             load_config_stack: wire::load_stack(config),
-            load_ttl_ms: config.ttl.map(|s| s.saturating_mul(1000) as f64),
+            load_ttl_ms: ttl_ms(config),
         };
         self.connection()?.load("getOrLoad", protocol::encode(&parameter), on_load)
     }
@@ -97,7 +97,7 @@ impl Remote {
             model_key: query.to_owned(),
             identifier: config.identifier.clone(),
             load_config_stack: wire::load_stack(config),
-            ttl_ms: config.ttl.map(|s| s.saturating_mul(1000) as f64),
+            ttl_ms: ttl_ms(config),
         };
         self.connection()?.load("loadModel", protocol::encode(&parameter), on_load)
     }
@@ -180,6 +180,11 @@ impl Remote {
         connection.open_channel("predict", protocol::encode(&parameter), sink, Some(cancel.clone()))?;
         Ok(cancel)
     }
+}
+
+/// The SDKs' TTL: the config's seconds, in milliseconds.
+fn ttl_ms(config: &LoadConfig) -> Option<f64> {
+    config.ttl.map(|s| s.saturating_mul(1000) as f64)
 }
 
 /// What reaches a channel's sink: a message, or the error that ends the channel.

@@ -315,7 +315,7 @@ pub trait Rpc {
     const ENDPOINT: &'static str;
     /// What it takes (`()`: nothing, the `parameter` key left out).
     type Parameter: Serialize + DeserializeOwned;
-    /// What it returns (`Option`: `None` is an `rpcResult` without `result`).
+    /// What it returns ([`Nothing`], or an `Option`'s `None`: an `rpcResult` without `result`).
     type Result: Serialize + DeserializeOwned;
 }
 
@@ -366,11 +366,11 @@ rpc!(
 );
 rpc!(
     /// `llm/unloadModel`.
-    UnloadModel, "unloadModel", UnloadModelParameter => Option<()>
+    UnloadModel, "unloadModel", UnloadModelParameter => Nothing
 );
 
-/// The parameter of an endpoint that takes none: written as nothing (the key left out), and
-/// whatever a client sends is taken (some send `{}`).
+/// The parameter of an endpoint that takes none, or the result of one that returns none: written
+/// as nothing (the key left out), and whatever the other end sends is taken (some send `{}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Nothing;
 
