@@ -104,10 +104,14 @@ pub fn load(args: LoadArgs) -> Result<()> {
     };
     if args.estimate_only {
         let (estimate, available) = lmstudio::Client::new().estimate(&args.model, &config)?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"estimate": estimate, "availableMib": available}))?
-        );
+        /// `lms load --estimate-only --json`.
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Estimate {
+            estimate: lmstudio::MemoryEstimate,
+            available_mib: Option<u64>,
+        }
+        println!("{}", serde_json::to_string_pretty(&Estimate { estimate, available_mib: available })?);
         eprintln!(
             "loading {} needs about {estimate}; available: {}",
             args.model,

@@ -102,14 +102,28 @@ pub fn runtime_ls(json: bool) -> Result<()> {
     let backends =
         [("CPU", true), ("CUDA", cfg!(feature = "cuda") || loadable), ("Vulkan", cfg!(feature = "vulkan") || loadable)];
     if json {
-        let backends: Vec<_> = backends
+        /// `lms runtime ls --json`.
+        #[derive(serde::Serialize)]
+        struct Runtimes<'a> {
+            backends: Vec<Backend>,
+            devices: &'a [lmstudio::Device],
+        }
+        #[derive(serde::Serialize)]
+        struct Backend {
+            name: &'static str,
+            built: bool,
+            /// How many devices it found.
+            devices: usize,
+        }
+        let backends = backends
             .iter()
-            .map(|(name, built)| {
-                let found = devices.iter().filter(|d| d.backend == *name).count();
-                serde_json::json!({"name": name, "built": built, "devices": found})
+            .map(|&(name, built)| Backend {
+                name,
+                built,
+                devices: devices.iter().filter(|d| d.backend == name).count(),
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"backends": backends, "devices": devices}))?);
+        println!("{}", serde_json::to_string_pretty(&Runtimes { backends, devices: &devices })?);
         return Ok(());
     }
     for (name, built) in &backends {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lmstudio::store::hub::{HubPlan, Progress};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::sync::lock;
 
@@ -38,35 +38,59 @@ struct JobState {
     outcome: Option<Result<SystemTime, String>>,
 }
 
+/// What `GET /api/v1/models/download/status/{id}` says of a job (and `POST .../download` of the
+/// job it started), with LM Studio's field names.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    job_id: String,
+    total_size_bytes: u64,
+    downloaded_bytes: u64,
+    started_at: String,
+    /// `downloading`, `completed` or `failed`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimated_completion: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
 impl Job {
-    /// What `GET /api/v1/models/download/status/{id}` says of it.
-    pub(crate) fn status(&self) -> Value {
+    /// How it goes.
+    pub(crate) fn status(&self) -> Status {
         let state = lock(&self.state).clone();
-        let mut status = json!({
-            "job_id": self.id,
-            "total_size_bytes": self.total_bytes,
-            "downloaded_bytes": state.downloaded_bytes,
-            "started_at": iso8601(self.started_at),
-        });
+        let mut status = Status {
+            job_id: self.id.clone(),
+            total_size_bytes: self.total_bytes,
+            downloaded_bytes: state.downloaded_bytes,
+            started_at: iso8601(self.started_at),
+            status: "downloading",
+            bytes_per_second: None,
+            estimated_completion: None,
+            completed_at: None,
+            error: None,
+        };
         match state.outcome {
             None => {
                 let fetched = state.downloaded_bytes.saturating_sub(self.bytes_at_start.load(Ordering::SeqCst));
                 let rate = fetched as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-                status["status"] = json!("downloading");
-                status["bytes_per_second"] = json!(rate);
+                status.bytes_per_second = Some(rate);
                 if rate > 0.0 {
                     let left = self.total_bytes.saturating_sub(state.downloaded_bytes) as f64 / rate;
                     let eta = SystemTime::now() + std::time::Duration::from_secs_f64(left.min(1e9));
-                    status["estimated_completion"] = json!(iso8601(eta));
+                    status.estimated_completion = Some(iso8601(eta));
                 }
             }
             Some(Ok(at)) => {
-                status["status"] = json!("completed");
-                status["completed_at"] = json!(iso8601(at));
+                status.status = "completed";
+                status.completed_at = Some(iso8601(at));
             }
             Some(Err(why)) => {
-                status["status"] = json!("failed");
-                status["error"] = json!(why);
+                status.status = "failed";
+                status.error = Some(why);
             }
         }
         status

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 /// An HTTP error: a status and an OpenAI-style `{"error": {...}}` body.
 #[derive(Debug)]
@@ -79,11 +79,32 @@ impl From<lmstudio::Error> for ApiError {
     }
 }
 
+/// OpenAI's error body: `{"error": {"message", "type", "code"}}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorDetail {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    /// The body alone (a stream that ends in an error sends it as its last event).
+    pub(crate) fn body(self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { message: self.message, kind: self.kind, code: self.code } }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        let status = self.status;
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
             // A queue full of predictions drains in about a second on a small model.
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }

@@ -31,6 +31,18 @@ pub use state::{AppState, MAX_BODY_BYTES, MAX_SOCKET_QUEUE_BYTES};
 
 /// The port the LM Studio SDK probes first when no host is given.
 pub const SDK_DISCOVERY_PORT: u16 = 41343;
+/// `GET /lmstudio-greeting`: how the SDKs tell an LM Studio server from another.
+#[derive(serde::Serialize)]
+struct Greeting {
+    lmstudio: bool,
+}
+
+/// `GET /health`.
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -52,8 +64,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
-        .route("/lmstudio-greeting", get(|| async { Json(serde_json::json!({"lmstudio": true})) }))
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/lmstudio-greeting", get(|| async { Json(Greeting { lmstudio: true }) }))
+        .route("/health", get(|| async { Json(Health { status: "ok" }) }))
         .merge(sdk::routes())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })

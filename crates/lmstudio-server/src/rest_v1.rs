@@ -7,39 +7,117 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use lmstudio::store::hub::HubRequest;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
+use crate::downloads::Status;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let models: Vec<Value> = state.client().list_models_async().await?.iter().map(model).collect();
-    Ok(Json(json!({ "models": models })))
+/// `GET /api/v1/models`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Models {
+    models: Vec<Model>,
 }
 
-fn model(entry: &lmstudio::ModelEntry) -> Value {
-    let info = &entry.info;
-    let instances: Vec<Value> = entry
-        .instances
-        .iter()
-        .map(|i| json!({"id": i.identifier, "config": {"context_length": i.context_length}}))
-        .collect();
-    json!({
-        "type": "llm",
-        "publisher": info.path.split('/').next().unwrap_or_default(),
-        "key": info.model_key,
-        "display_name": info.display_name,
-        "architecture": info.architecture,
-        "quantization": info.quantization.as_ref().map(|q| json!({"name": q.name, "bits_per_weight": q.bits})),
-        "size_bytes": info.size_bytes,
-        "params_string": info.params_string,
-        "loaded_instances": instances,
-        "max_context_length": info.max_context_length,
-        "format": "gguf",
-        "capabilities": {"vision": false, "trained_for_tool_use": false},
-        "description": null,
-    })
+/// A model with LM Studio's v1 field names.
+#[derive(Debug, Serialize)]
+struct Model {
+    #[serde(rename = "type")]
+    kind: String,
+    publisher: String,
+    key: String,
+    display_name: String,
+    architecture: Option<String>,
+    quantization: Option<Quantization>,
+    size_bytes: u64,
+    params_string: Option<String>,
+    loaded_instances: Vec<Instance>,
+    max_context_length: u64,
+    format: String,
+    capabilities: Capabilities,
+    description: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Quantization {
+    name: String,
+    bits_per_weight: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Instance {
+    id: Option<String>,
+    config: InstanceConfig,
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceConfig {
+    context_length: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Capabilities {
+    vision: bool,
+    trained_for_tool_use: bool,
+}
+
+pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Models>, ApiError> {
+    let models = state.client().list_models_async().await?;
+    Ok(Json(Models { models: models.iter().map(Model::of).collect() }))
+}
+
+impl Model {
+    fn of(entry: &lmstudio::ModelEntry) -> Self {
+        let info = &entry.info;
+        let instances = entry
+            .instances
+            .iter()
+            .map(|i| Instance { id: i.identifier.clone(), config: InstanceConfig { context_length: i.context_length } })
+            .collect();
+        Self {
+            kind: info.kind.clone(),
+            publisher: info.path.split('/').next().unwrap_or_default().to_owned(),
+            key: info.model_key.clone(),
+            display_name: info.display_name.clone(),
+            architecture: info.architecture.clone(),
+            quantization: info
+                .quantization
+                .as_ref()
+                .map(|q| Quantization { name: q.name.clone(), bits_per_weight: q.bits }),
+            size_bytes: info.size_bytes,
+            params_string: info.params_string.clone(),
+            loaded_instances: instances,
+            max_context_length: info.max_context_length,
+            format: info.format.clone(),
+            capabilities: Capabilities { vision: info.vision, trained_for_tool_use: info.trained_for_tool_use },
+            description: None,
+        }
+    }
+}
+
+/// The reply to a load.
+#[derive(Debug, Serialize)]
+pub(crate) struct Loaded {
+    model_instance_id: String,
+    config: InstanceConfig,
+    load_time_seconds: f64,
+}
+
+/// The reply to an unload.
+#[derive(Debug, Serialize)]
+pub(crate) struct Unloaded {
+    instance_id: String,
+}
+
+/// The reply to a download: the job, or that there is nothing to fetch.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum DownloadReply {
+    Started(Status),
+    /// `{"status": "already_downloaded"}`.
+    Done {
+        status: &'static str,
+    },
 }
 
 /// The body of `POST /api/v1/models/load`; LM Studio's other `config` fields (batch size,
@@ -63,7 +141,7 @@ struct LoadSettings {
 pub(crate) async fn load(
     State(state): State<AppState>,
     request: Result<Json<LoadRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Loaded>, ApiError> {
     let request = crate::openai::parse(request)?;
     let client = state.client();
     let config = lmstudio::LoadConfig {
@@ -74,11 +152,11 @@ pub(crate) async fn load(
     };
     let started = Instant::now();
     let llm = client.load_async(&request.model, &config).await?;
-    Ok(Json(json!({
-        "model_instance_id": llm.identifier(),
-        "config": {"context_length": llm.info().context_length},
-        "load_time_seconds": started.elapsed().as_secs_f64(),
-    })))
+    Ok(Json(Loaded {
+        model_instance_id: llm.identifier().to_owned(),
+        config: InstanceConfig { context_length: llm.info().context_length },
+        load_time_seconds: started.elapsed().as_secs_f64(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -90,10 +168,10 @@ pub(crate) struct UnloadRequest {
 pub(crate) async fn unload(
     State(state): State<AppState>,
     request: Result<Json<UnloadRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Unloaded>, ApiError> {
     let request = crate::openai::parse(request)?;
     state.client().unload_async(&request.instance_id).await?;
-    Ok(Json(json!({ "instance_id": request.instance_id })))
+    Ok(Json(Unloaded { instance_id: request.instance_id }))
 }
 
 #[derive(Deserialize)]
@@ -108,7 +186,7 @@ pub(crate) struct DownloadRequest {
 pub(crate) async fn download(
     State(state): State<AppState>,
     request: Result<Json<DownloadRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownloadReply>, ApiError> {
     let request = crate::openai::parse(request)?;
     let store = state
         .client()
@@ -125,15 +203,15 @@ pub(crate) async fn download(
         .await
         .map_err(|e| ApiError::from(lmstudio::Error::Engine(format!("the download task failed: {e}"))))??;
     if plan.complete() {
-        return Ok(Json(json!({"status": "already_downloaded"})));
+        return Ok(Json(DownloadReply::Done { status: "already_downloaded" }));
     }
-    Ok(Json(state.downloads().start(store, plan).status()))
+    Ok(Json(DownloadReply::Started(state.downloads().start(store, plan).status())))
 }
 
 pub(crate) async fn download_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     let job = state.downloads().get(&id);
     job.map(|j| Json(j.status())).ok_or_else(|| ApiError::not_found(format!("no download job {id:?}")))
 }

@@ -67,8 +67,9 @@ pub fn wire_message(data: &[u8]) {
         let _ = std::str::from_utf8(data).map(Config::from_json);
         return;
     };
-    let e = wire::error_from_object(&v["error"]);
-    let _ = wire::error_object(&e);
+    if let Ok(object) = serde_json::from_value::<wire::ErrorObject>(v["error"].clone()) {
+        let _ = wire::error_object(&wire::error_from_object(&object));
+    }
     let _ = serde_json::from_value::<Stats>(v["stats"].clone());
     let _ = serde_json::from_value::<ModelInfo>(v["info"].clone());
     let _ = serde_json::from_value::<Fragment>(v["fragment"].clone());

@@ -151,48 +151,13 @@ pub enum Structured {
 }
 
 impl Structured {
-    /// LM Studio's `structured` value: `{"type": "none" | "json" | "gbnf", "jsonSchema"?,
-    /// "gbnfGrammar"?}`. `none` (and `null`) is no constraint; `json` without a schema is any JSON.
-    pub fn from_wire(v: &serde_json::Value) -> Result<Option<Self>> {
-        use serde_json::Value;
-        let bad = |why: String| Error::InvalidConfig(format!("structured: {why}"));
-        let o = match v {
-            Value::Null => return Ok(None),
-            Value::Object(o) => o,
-            other => return Err(bad(format!("expected an object, got {other}"))),
-        };
-        if let Some(k) = o.keys().find(|k| !["type", "jsonSchema", "gbnfGrammar"].contains(&k.as_str())) {
-            return Err(bad(format!("unknown field `{k}`")));
-        }
-        match o.get("type").and_then(Value::as_str) {
-            Some("none") => Ok(None),
-            Some("json") => Ok(Some(Self::Json(o.get("jsonSchema").cloned().unwrap_or_else(|| serde_json::json!({}))))),
-            Some("gbnf") => match o.get("gbnfGrammar") {
-                Some(Value::String(g)) => Ok(Some(Self::Gbnf(g.clone()))),
-                _ => Err(bad("type gbnf needs a gbnfGrammar string".into())),
-            },
-            _ => Err(bad(format!(
-                "type must be \"none\", \"json\" or \"gbnf\", got {}",
-                o.get("type").unwrap_or(&Value::Null)
-            ))),
-        }
-    }
-
-    /// The inverse of [`Structured::from_wire`].
-    pub fn to_wire(&self) -> serde_json::Value {
-        match self {
-            Self::Json(schema) => serde_json::json!({"type": "json", "jsonSchema": schema}),
-            Self::Gbnf(grammar) => serde_json::json!({"type": "gbnf", "gbnfGrammar": grammar}),
-        }
-    }
-
     /// Checks what can be checked without the engine: a schema is an object (`true` is `{}`), a
     /// grammar is not empty.
     fn validate(&self) -> Result<Self> {
         use serde_json::Value;
         let bad = |why: String| Err(Error::InvalidConfig(format!("structured: {why}")));
         match self {
-            Self::Json(Value::Bool(true)) => Ok(Self::Json(serde_json::json!({}))),
+            Self::Json(Value::Bool(true)) => Ok(Self::Json(Value::Object(Default::default()))),
             Self::Json(Value::Bool(false)) => bad("the JSON schema `false` matches nothing".into()),
             Self::Json(Value::Object(_)) => Ok(self.clone()),
             Self::Json(other) => bad(format!("a JSON schema is an object, got {other}")),
@@ -202,13 +167,52 @@ impl Structured {
     }
 }
 
+/// [`Structured`]'s JSON form, LM Studio's `structured` setting: `{"type": "json", "jsonSchema"?}`
+/// (no schema: any JSON), `{"type": "gbnf", "gbnfGrammar"}`; `{"type": "none"}` is no constraint.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+enum StructuredForm {
+    None,
+    Json {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        json_schema: Option<serde_json::Value>,
+    },
+    Gbnf {
+        gbnf_grammar: String,
+    },
+}
+
+impl Structured {
+    /// Reads the JSON form; `null` and `{"type": "none"}` are no constraint.
+    pub(crate) fn read(v: &serde_json::Value) -> std::result::Result<Option<Self>, serde_json::Error> {
+        de_structured(v)
+    }
+
+    /// The JSON form.
+    pub(crate) fn write(&self) -> serde_json::Value {
+        serde_json::to_value(self.form()).unwrap_or_default()
+    }
+
+    fn form(&self) -> StructuredForm {
+        match self {
+            Self::Json(schema) => StructuredForm::Json { json_schema: Some(schema.clone()) },
+            Self::Gbnf(grammar) => StructuredForm::Gbnf { gbnf_grammar: grammar.clone() },
+        }
+    }
+}
+
 fn de_structured<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Structured>, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    Structured::from_wire(&v).map_err(serde::de::Error::custom)
+    Ok(match Option::<StructuredForm>::deserialize(d)? {
+        None | Some(StructuredForm::None) => None,
+        Some(StructuredForm::Json { json_schema }) => {
+            Some(Structured::Json(json_schema.unwrap_or_else(|| serde_json::Value::Object(Default::default()))))
+        }
+        Some(StructuredForm::Gbnf { gbnf_grammar }) => Some(Structured::Gbnf(gbnf_grammar)),
+    })
 }
 
 fn ser_structured<S: serde::Serializer>(s: &Option<Structured>, ser: S) -> std::result::Result<S::Ok, S::Error> {
-    s.as_ref().map(Structured::to_wire).serialize(ser)
+    s.as_ref().map(Structured::form).serialize(ser)
 }
 
 /// What happens to a prompt that does not fit in the context (LM Studio's names).
@@ -540,7 +544,7 @@ impl GpuOffload {
         match self {
             Self::Off => "off".into(),
             Self::Max => "max".into(),
-            Self::Ratio(r) => serde_json::json!(r),
+            Self::Ratio(r) => r.into(),
         }
     }
 

@@ -6,15 +6,12 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::types::error::Error;
 
-/// Where our variant sits inside `errorData` (LM Studio's SDKs leave unknown keys alone).
-const KEY: &str = "lmstudioRs";
-
 /// [`Error`] as plain data: one row per variant, the same names both ways.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 enum Wire {
     ModelNotFound { query: String, candidates: Vec<String> },
@@ -125,35 +122,108 @@ impl From<Wire> for Error {
     }
 }
 
+/// LM Studio's error object (`SerializedLMSExtendedError`): what `rpcError`, `channelError` and
+/// the signal errors carry. Every field may be missing, and what does not read as ours is left out
+/// rather than failing the message it came in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ErrorObject {
+    /// What went wrong, on one line.
+    pub title: String,
+    /// The title of the first error in the chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_title: Option<String>,
+    /// Data for programs; ours holds the [`Error`] itself.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    error_data: Option<ErrorData>,
+    /// What the user might do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+    /// What LM Studio's SDKs show for errors they know by `code`.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub display_data: Option<DisplayData>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ErrorData {
+    /// Ours (LM Studio's SDKs leave unknown keys alone).
+    #[serde(rename = "lmstudioRs")]
+    ours: Wire,
+}
+
+/// The `displayData` LM Studio's SDKs know, by `code`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "code")]
+pub enum DisplayData {
+    /// No model matches the query.
+    #[serde(rename = "generic.noModelMatchingQuery", rename_all = "camelCase")]
+    NoModelMatchingQuery {
+        /// What was asked for.
+        query: super::protocol::ModelQuery,
+        /// Some of the models there are.
+        loaded_models_sample: Vec<String>,
+        /// How many there are.
+        total_loaded_models: usize,
+    },
+    /// No preset matches the identifier.
+    #[serde(rename = "generic.presetNotFound", rename_all = "camelCase")]
+    PresetNotFound {
+        /// What was asked for.
+        specified_fuzzy_preset_identifier: String,
+        /// Some of the presets there are.
+        available_presets_sample: Vec<PresetSample>,
+        /// How many there are.
+        total_available_presets: usize,
+    },
+    /// A code of LM Studio's this vocabulary does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// A preset in [`DisplayData::PresetNotFound`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresetSample {
+    /// The preset's identifier.
+    pub identifier: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// `T` if the value reads as one, else `None` (never an error).
+fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
+}
+
 /// LM Studio's error object for `e`.
-pub fn error_object(e: &Error) -> Value {
+pub fn error_object(e: &Error) -> ErrorObject {
     let title = e.to_string();
+    let mut object = ErrorObject { title: title.clone(), root_title: Some(title), ..Default::default() };
     if let Error::IdentifierInUse { .. } = e {
         // LM Studio's clients (and its test suite) match this one by its text on one line, which
         // the Python SDK writes only for an error that has nothing but its title.
-        return json!({"title": title, "rootTitle": title});
+        return object;
     }
-    let mut object = json!({"title": title, "rootTitle": title, "errorData": {KEY: Wire::from(e)}});
+    object.error_data = Some(ErrorData { ours: Wire::from(e) });
     if let Error::PresetNotFound { query, available } = e {
-        let sample: Vec<Value> = available.iter().map(|(id, name)| json!({"identifier": id, "name": name})).collect();
-        object["displayData"] = json!({
-            "code": "generic.presetNotFound",
-            "specifiedFuzzyPresetIdentifier": query,
-            "availablePresetsSample": sample,
-            "totalAvailablePresets": available.len(),
+        object.display_data = Some(DisplayData::PresetNotFound {
+            specified_fuzzy_preset_identifier: query.clone(),
+            available_presets_sample: available
+                .iter()
+                .map(|(identifier, name)| PresetSample { identifier: identifier.clone(), name: name.clone() })
+                .collect(),
+            total_available_presets: available.len(),
         });
     }
     if let Error::ModelNotFound { query, candidates } = e {
-        object["suggestion"] = json!(if candidates.is_empty() {
+        object.suggestion = Some(if candidates.is_empty() {
             "Download a model first (lms get)".to_owned()
         } else {
             format!("Available: {}", candidates.join(", "))
         });
-        object["displayData"] = json!({
-            "code": "generic.noModelMatchingQuery",
-            "query": {"identifier": query},
-            "loadedModelsSample": candidates,
-            "totalLoadedModels": candidates.len(),
+        object.display_data = Some(DisplayData::NoModelMatchingQuery {
+            query: super::protocol::ModelQuery { identifier: Some(query.clone()), ..Default::default() },
+            loaded_models_sample: candidates.clone(),
+            total_loaded_models: candidates.len(),
         });
     }
     object
@@ -161,17 +231,15 @@ pub fn error_object(e: &Error) -> Value {
 
 /// The [`Error`] an error object stands for: our own variant when the server is lmstudio-rs, an
 /// unknown model by LM Studio's code, else [`Error::Server`] with the title.
-pub fn error_from_object(e: &Value) -> Error {
-    if let Ok(wire) = serde_json::from_value::<Wire>(e["errorData"][KEY].clone()) {
-        return wire.into();
+pub fn error_from_object(e: &ErrorObject) -> Error {
+    if let Some(data) = &e.error_data {
+        return data.ours.clone().into();
     }
-    let title = e["title"].as_str().unwrap_or("unknown error").to_owned();
-    if e["displayData"]["code"] == "generic.noModelMatchingQuery" {
-        let query = e["displayData"]["query"]["identifier"].as_str().unwrap_or_default().to_owned();
-        let candidates = serde_json::from_value(e["displayData"]["loadedModelsSample"].clone()).unwrap_or_default();
-        return Error::ModelNotFound { query, candidates };
+    if let Some(DisplayData::NoModelMatchingQuery { query, loaded_models_sample, .. }) = &e.display_data {
+        let query = query.identifier.clone().unwrap_or_default();
+        return Error::ModelNotFound { query, candidates: loaded_models_sample.clone() };
     }
-    Error::Server(title)
+    Error::Server(if e.title.is_empty() { "unknown error".to_owned() } else { e.title.clone() })
 }
 
 #[cfg(test)]
@@ -182,7 +250,8 @@ mod tests {
     #[test]
     fn model_not_found_has_the_sdk_code() {
         let e = Error::ModelNotFound { query: "x".into(), candidates: vec![] };
-        assert_eq!(error_object(&e)["displayData"]["code"], "generic.noModelMatchingQuery");
+        let v = serde_json::to_value(error_object(&e)).expect("writes");
+        assert_eq!(v["displayData"]["code"], "generic.noModelMatchingQuery");
     }
 
     /// Every variant comes back as itself, with the same fields (compared through Display and Debug).
@@ -226,7 +295,9 @@ mod tests {
 
     #[test]
     fn a_plain_lm_studio_error_is_a_server_error_with_its_title() {
-        let e = error_from_object(&json!({"title": "Something broke", "rootTitle": "Something broke"}));
+        let object = r#"{"title": "Something broke", "rootTitle": "Something broke", "cause": "x",
+            "errorData": {"lmstudioRs": {"kind": "fromTheFuture"}}, "displayData": {"code": "generic.other"}}"#;
+        let e = error_from_object(&serde_json::from_str(object).expect("reads"));
         assert!(matches!(e, Error::Server(t) if t == "Something broke"));
     }
 }

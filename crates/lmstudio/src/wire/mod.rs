@@ -2,14 +2,14 @@
 //! objects. Shared by the server and the remote client so that both speak exactly one dialect.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::types::config::{Config, GpuOffload, LoadConfig, Structured};
 use crate::types::error::Error;
 
 mod error;
 pub mod protocol;
-pub use error::{error_from_object, error_object};
+pub use error::{error_from_object, error_object, DisplayData, ErrorObject, PresetSample};
 
 /// One `{"key", "value"}` setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,10 +127,10 @@ const PREDICTION: &[Setting<Config>] = &[
     Setting {
         key: "structured",
         read: |c, v| {
-            c.structured = v.map(Structured::from_wire).transpose().map_err(drop)?.flatten();
+            c.structured = v.map(Structured::read).transpose().map_err(drop)?.flatten();
             Ok(())
         },
-        write: |c| c.structured.as_ref().map(Structured::to_wire),
+        write: |c| c.structured.as_ref().map(Structured::write),
     },
     Setting {
         key: "maxPredictedTokens",
@@ -146,7 +146,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.temperature = v.map(float).transpose()?;
             Ok(())
         },
-        write: |c| c.temperature.map(|t| json!(t)),
+        write: |c| c.temperature.map(plain),
     },
     Setting {
         key: "stopStrings",
@@ -155,7 +155,7 @@ const PREDICTION: &[Setting<Config>] = &[
                 v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?.unwrap_or_default();
             Ok(())
         },
-        write: |c| (!c.stop_strings.is_empty()).then(|| json!(c.stop_strings)),
+        write: |c| (!c.stop_strings.is_empty()).then(|| plain(&c.stop_strings)),
     },
     Setting {
         key: "topKSampling",
@@ -163,7 +163,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.top_k = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.top_k.map(|k| json!(k)),
+        write: |c| c.top_k.map(plain),
     },
     Setting {
         key: "topPSampling",
@@ -220,7 +220,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.cpu_threads = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.cpu_threads.map(|t| json!(t)),
+        write: |c| c.cpu_threads.map(plain),
     },
     Setting {
         key: "contextOverflowPolicy",
@@ -228,7 +228,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.context_overflow_policy = v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
             Ok(())
         },
-        write: |c| c.context_overflow_policy.map(|p| json!(p)),
+        write: |c| c.context_overflow_policy.map(plain),
     },
     Setting {
         key: "lmstudioRs.ignoreEos",
@@ -236,7 +236,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.ignore_eos = v.map(|v| v.as_bool().ok_or(())).transpose()?;
             Ok(())
         },
-        write: |c| c.ignore_eos.map(|b| json!(b)),
+        write: |c| c.ignore_eos.map(plain),
     },
     Setting {
         key: "lmstudioRs.speculation",
@@ -244,7 +244,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.speculation = v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
             Ok(())
         },
-        write: |c| c.speculation.map(|s| json!(s)),
+        write: |c| c.speculation.map(plain),
     },
     Setting {
         key: "speculativeDecoding.draftModel",
@@ -252,7 +252,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.draft_model = v.filter(|v| !v.is_null()).map(|v| v.as_str().map(str::to_owned).ok_or(())).transpose()?;
             Ok(())
         },
-        write: |c| c.draft_model.as_ref().map(|m| json!(m)),
+        write: |c| c.draft_model.as_ref().map(plain),
     },
     Setting {
         key: "speculativeDecoding.numDraftTokensExact",
@@ -260,7 +260,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.speculative_decoding_num_draft_tokens_exact = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.speculative_decoding_num_draft_tokens_exact.map(|n| json!(n)),
+        write: |c| c.speculative_decoding_num_draft_tokens_exact.map(plain),
     },
     Setting {
         key: "speculativeDecoding.minDraftLengthToConsider",
@@ -268,7 +268,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.speculative_decoding_min_draft_length_to_consider = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.speculative_decoding_min_draft_length_to_consider.map(|n| json!(n)),
+        write: |c| c.speculative_decoding_min_draft_length_to_consider.map(plain),
     },
     Setting {
         key: "speculativeDecoding.minContinueDraftingProbability",
@@ -276,7 +276,7 @@ const PREDICTION: &[Setting<Config>] = &[
             c.speculative_decoding_min_continue_drafting_probability = v.map(float).transpose()?;
             Ok(())
         },
-        write: |c| c.speculative_decoding_min_continue_drafting_probability.map(|p| json!(p)),
+        write: |c| c.speculative_decoding_min_continue_drafting_probability.map(plain),
     },
 ];
 
@@ -288,7 +288,7 @@ const LOAD: &[Setting<LoadConfig>] = &[
             c.parallel = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.parallel.map(|n| json!(n)),
+        write: |c| c.parallel.map(plain),
     },
     Setting {
         key: "contextLength",
@@ -296,7 +296,7 @@ const LOAD: &[Setting<LoadConfig>] = &[
             c.context_length = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.context_length.map(|n| json!(n)),
+        write: |c| c.context_length.map(plain),
     },
     Setting {
         key: "llama.cpuThreadPoolSize",
@@ -304,7 +304,7 @@ const LOAD: &[Setting<LoadConfig>] = &[
             c.cpu_threads = v.map(uint).transpose()?;
             Ok(())
         },
-        write: |c| c.cpu_threads.map(|t| json!(t)),
+        write: |c| c.cpu_threads.map(plain),
     },
     Setting {
         key: "llama.tryMmap",
@@ -312,7 +312,7 @@ const LOAD: &[Setting<LoadConfig>] = &[
             c.try_mmap = v.map(|b| b.as_bool().ok_or(())).transpose()?.unwrap_or(false);
             Ok(())
         },
-        write: |c| c.try_mmap.then_some(json!(true)),
+        write: |c| c.try_mmap.then(|| plain(true)),
     },
     Setting {
         key: "llama.acceleration.offloadRatio",
@@ -328,7 +328,7 @@ const LOAD: &[Setting<LoadConfig>] = &[
             c.flash_attention = v.map(|b| b.as_bool().ok_or(())).transpose()?;
             Ok(())
         },
-        write: |c| c.flash_attention.map(|b| json!(b)),
+        write: |c| c.flash_attention.map(plain),
     },
     Setting {
         key: "offloadKVCacheToGpu",
@@ -336,25 +336,31 @@ const LOAD: &[Setting<LoadConfig>] = &[
             c.offload_kv_cache_to_gpu = v.map(|b| b.as_bool().ok_or(())).transpose()?;
             Ok(())
         },
-        write: |c| c.offload_kv_cache_to_gpu.map(|b| json!(b)),
+        write: |c| c.offload_kv_cache_to_gpu.map(plain),
     },
 ];
 
-/// LM Studio's GPU split (`load.gpuSplitConfig`, outside `llm.load.`): the main GPU it names, if
-/// any. Only what one main GPU says is taken: `evenly` over all GPUs, or `priorityOrder` with
-/// none disabled.
+/// LM Studio's GPU split (`load.gpuSplitConfig`, outside `llm.load.`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct GpuSplit {
+    /// `evenly` or `priorityOrder`.
+    strategy: Option<String>,
+    disabled_gpus: Vec<u32>,
+    priority: Vec<u32>,
+    custom_ratio: Vec<f64>,
+}
+
+/// The main GPU a split names, if any. Only what one main GPU says is taken: `evenly` over all
+/// GPUs, or `priorityOrder` with none disabled.
 fn main_gpu_of(v: &Value) -> Result<Option<u32>, String> {
-    let disabled = v["disabledGpus"].as_array().is_some_and(|d| !d.is_empty());
-    let custom = v["customRatio"].as_array().is_some_and(|r| !r.is_empty());
-    if disabled || custom {
+    let split = GpuSplit::deserialize(v).map_err(|e| e.to_string())?;
+    if !split.disabled_gpus.is_empty() || !split.custom_ratio.is_empty() {
         return Err("disabled GPUs and custom ratios are not supported".into());
     }
-    match v["strategy"].as_str() {
+    match split.strategy.as_deref() {
         Some("evenly") | None => Ok(None),
-        Some("priorityOrder") => match v["priority"].as_array().and_then(|p| p.first()) {
-            Some(first) => uint(first).map(Some).map_err(|()| "priority must list GPU indices".into()),
-            None => Ok(None),
-        },
+        Some("priorityOrder") => Ok(split.priority.first().copied()),
         Some(other) => Err(format!("strategy {other:?} is not supported")),
     }
 }
@@ -375,9 +381,21 @@ fn checkbox(v: &Value) -> Option<&Value> {
     }
 }
 
+/// LM Studio's checkbox setting: a value that applies only when checked.
+#[derive(Serialize)]
+struct Checkbox<T> {
+    checked: bool,
+    value: T,
+}
+
 /// A checked checkbox setting: the writing side of [`checkbox`].
 fn checked(value: impl Serialize) -> Value {
-    json!({"checked": true, "value": value})
+    plain(Checkbox { checked: true, value })
+}
+
+/// A setting's value as it is.
+fn plain(value: impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 fn float(v: &Value) -> Result<f32, ()> {
@@ -416,25 +434,44 @@ pub fn is_prediction_key(key: &str) -> bool {
 pub fn load_stack(c: &LoadConfig) -> KvStack {
     let mut config = fields(LOAD, "llm.load.", c);
     if let Some(main) = c.main_gpu {
-        let split = json!({"strategy": "priorityOrder", "disabledGpus": [], "priority": [main], "customRatio": []});
-        config.fields.push(KvField { key: GPU_SPLIT.into(), value: split });
+        let split = GpuSplit { strategy: Some("priorityOrder".into()), priority: vec![main], ..Default::default() };
+        config.fields.push(KvField { key: GPU_SPLIT.into(), value: plain(split) });
     }
     KvStack::of("apiOverride", config)
+}
+
+/// LM Studio's `llm.prediction.promptTemplate`, as the remote client writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptTemplate {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    stop_strings: Vec<String>,
+    jinja_prompt_template: JinjaTemplate,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JinjaTemplate {
+    template: &'static str,
+    bos_token: &'static str,
+    eos_token: &'static str,
 }
 
 /// The stack of a raw completion's prediction: `config`'s settings, then the layer that makes a
 /// chat of one message its text alone (a template that writes the content and nothing else).
 pub fn raw_completion_stack(config: &Config) -> KvStack {
-    let template = json!({
-        "type": "jinja",
-        "stopStrings": [],
-        "jinjaPromptTemplate": {
-            "template": "{% for message in messages %}{{ message['content'] }}{% endfor %}",
-            "bosToken": "",
-            "eosToken": "",
+    let template = PromptTemplate {
+        kind: "jinja",
+        stop_strings: vec![],
+        jinja_prompt_template: JinjaTemplate {
+            template: "{% for message in messages %}{{ message['content'] }}{% endfor %}",
+            bos_token: "",
+            eos_token: "",
         },
-    });
-    let raw = KvConfig { fields: vec![KvField { key: "llm.prediction.promptTemplate".into(), value: template }] };
+    };
+    let raw =
+        KvConfig { fields: vec![KvField { key: "llm.prediction.promptTemplate".into(), value: plain(template) }] };
     let mut stack = KvStack::of("apiOverride", prediction_fields(config));
     stack.layers.push(KvLayer { layer_name: COMPLETE_MODE_LAYER.into(), config: raw });
     stack
@@ -445,26 +482,33 @@ mod tests {
     use super::*;
     use crate::types::config::ContextOverflowPolicy;
 
-    fn stack(fields: Value, raw: bool) -> KvStack {
-        let mut layers = vec![json!({"layerName": "apiOverride", "config": {"fields": fields}})];
-        if raw {
-            layers.push(json!({"layerName": COMPLETE_MODE_LAYER, "config": {"fields": [
-                {"key": "llm.prediction.promptTemplate", "value": {"type": "jinja"}}]}}));
-        }
-        serde_json::from_value(json!({ "layers": layers })).expect("valid stack")
+    /// JSON as an SDK sends it.
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).expect("test JSON")
+    }
+
+    /// A stack of the fields `fields` (a JSON array), and the Python SDK's raw-completion layer.
+    fn stack(fields: &str, raw: bool) -> KvStack {
+        let raw_layer = r#", {"layerName": "completeModeFormatting", "config": {"fields": [
+            {"key": "llm.prediction.promptTemplate", "value": {"type": "jinja"}}]}}"#;
+        let layers = format!(
+            r#"{{"layers": [{{"layerName": "apiOverride", "config": {{"fields": {fields}}}}}{}]}}"#,
+            if raw { raw_layer } else { "" }
+        );
+        serde_json::from_str(&layers).expect("valid stack")
     }
 
     #[test]
     fn reads_the_python_sdks_prediction_stack() {
         let s = stack(
-            json!([
+            r#"[
                 {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": true, "value": 100}},
                 {"key": "llm.prediction.stopStrings", "value": ["\n\n"]},
                 {"key": "llm.prediction.temperature", "value": 0.6},
                 {"key": "llm.prediction.topKSampling", "value": 40.0},
                 {"key": "llm.prediction.minPSampling", "value": {"checked": false, "value": 0.05}},
                 {"key": "llm.prediction.someFutureKey", "value": 1}
-            ]),
+            ]"#,
             true,
         );
         assert!(s.is_raw_completion());
@@ -478,15 +522,15 @@ mod tests {
 
     #[test]
     fn unlimited_max_tokens_forms() {
-        for v in [json!({"checked": true, "value": false}), json!({"checked": false, "value": 10}), json!(-1)] {
-            let s = stack(json!([{"key": "llm.prediction.maxPredictedTokens", "value": v}]), false);
+        for v in [r#"{"checked": true, "value": false}"#, r#"{"checked": false, "value": 10}"#, "-1"] {
+            let s = stack(&format!(r#"[{{"key": "llm.prediction.maxPredictedTokens", "value": {v}}}]"#), false);
             assert_eq!(s.prediction_config().expect("valid").max_tokens, None);
         }
     }
 
     #[test]
     fn wrong_shapes_are_invalid_config() {
-        let s = stack(json!([{"key": "llm.prediction.temperature", "value": "hot"}]), false);
+        let s = stack(r#"[{"key": "llm.prediction.temperature", "value": "hot"}]"#, false);
         assert!(matches!(s.prediction_config(), Err(Error::InvalidConfig(_))));
     }
 
@@ -494,16 +538,17 @@ mod tests {
     /// ask for nothing pass.
     #[test]
     fn settings_we_cannot_honour_are_refused_by_name() {
-        let stack = |key: &str, value: Value| {
+        let stack = |key: &str, value: &str| {
             KvStack::of(
                 "apiOverride",
-                KvConfig { fields: vec![KvField { key: format!("llm.prediction.{key}"), value }] },
+                KvConfig { fields: vec![KvField { key: format!("llm.prediction.{key}"), value: json(value) }] },
             )
         };
         let refused = [
-            ("structured", json!({"type": "regex", "pattern": "a+"})),
-            ("tools", json!({"type": "toolArray", "tools": []})),
-            ("logProbs", json!({"checked": true, "value": 3})),
+            ("structured", r#"{"type": "regex", "pattern": "a+"}"#),
+            ("structured", r#"{"type": "gbnf", "gbnfGrammar": "root ::= x", "extra": 1}"#),
+            ("tools", r#"{"type": "toolArray", "tools": []}"#),
+            ("logProbs", r#"{"checked": true, "value": 3}"#),
         ];
         for (key, value) in refused {
             match stack(key, value).prediction_config() {
@@ -512,11 +557,12 @@ mod tests {
             }
         }
         let taken = [
-            ("structured", json!({"type": "none"})),
-            ("tools", json!({"type": "none"})),
-            ("logProbs", json!({"checked": false, "value": 3})),
-            ("promptTemplate", json!({"type": "jinja"})),
-            ("speculativeDecoding.draftModel", json!("")),
+            ("structured", r#"{"type": "none"}"#),
+            ("structured", r#"{"type": "json"}"#),
+            ("tools", r#"{"type": "none"}"#),
+            ("logProbs", r#"{"checked": false, "value": 3}"#),
+            ("promptTemplate", r#"{"type": "jinja"}"#),
+            ("speculativeDecoding.draftModel", r#""""#),
         ];
         for (key, value) in taken {
             assert!(stack(key, value).prediction_config().is_ok(), "{key}");
@@ -543,7 +589,7 @@ mod tests {
             // are the embedded backend's and OpenAI's only.
             preset: None,
             logprobs: None,
-            structured: Some(Structured::Json(json!({"type": "object", "properties": {"b": {}, "a": {}}}))),
+            structured: Some(Structured::Json(json(r#"{"type": "object", "properties": {"b": {}, "a": {}}}"#))),
             speculation: Some(crate::types::config::Speculation::Ngram),
             draft_model: None,
             speculative_decoding_num_draft_tokens_exact: None,
@@ -587,18 +633,19 @@ mod tests {
                 KvConfig {
                     fields: vec![KvField {
                         key: "llm.load.llama.acceleration.offloadRatio".into(),
-                        value: json!(ratio),
+                        value: Value::from(ratio),
                     }],
                 },
             );
             assert_eq!(s.load_config(LoadConfig::default()).expect("valid").gpu, Some(ratio.parse().expect("known")));
         }
-        let split = |v: Value| {
-            KvStack::of("apiOverride", KvConfig { fields: vec![KvField { key: GPU_SPLIT.into(), value: v }] })
+        let split = |v: &str| {
+            KvStack::of("apiOverride", KvConfig { fields: vec![KvField { key: GPU_SPLIT.into(), value: json(v) }] })
                 .load_config(LoadConfig::default())
         };
-        assert_eq!(split(json!({"strategy": "evenly", "disabledGpus": []})).expect("valid").main_gpu, None);
-        assert!(matches!(split(json!({"strategy": "evenly", "disabledGpus": [0]})), Err(Error::InvalidConfig(_))));
+        assert_eq!(split(r#"{"strategy": "evenly", "disabledGpus": []}"#).expect("valid").main_gpu, None);
+        assert!(matches!(split(r#"{"strategy": "evenly", "disabledGpus": [0]}"#), Err(Error::InvalidConfig(_))));
+        assert!(matches!(split(r#"{"strategy": "priorityOrder", "priority": ["a"]}"#), Err(Error::InvalidConfig(_))));
         let unset = load_stack(&LoadConfig::default());
         let server = LoadConfig { parallel: Some(1), ..Default::default() };
         assert_eq!(unset.load_config(server).expect("valid").parallel, Some(1));

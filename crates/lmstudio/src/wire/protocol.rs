@@ -139,7 +139,7 @@ pub enum ServerMessage {
         /// The call.
         call_id: i64,
         /// LM Studio's error object ([`super::error_object`]).
-        error: Value,
+        error: super::ErrorObject,
     },
     /// A message of an open channel ([`PredictMessage`], [`LoadMessage`]).
     ChannelSend {
@@ -158,7 +158,7 @@ pub enum ServerMessage {
         /// The channel.
         channel_id: i64,
         /// LM Studio's error object.
-        error: Value,
+        error: super::ErrorObject,
     },
     /// The server could not take a message of the client's.
     CommunicationWarning {
@@ -172,14 +172,14 @@ pub enum ServerMessage {
         /// The subscription.
         subscribe_id: i64,
         /// LM Studio's error object.
-        error: Value,
+        error: super::ErrorObject,
     },
     /// A writable subscription was refused.
     WritableSignalError {
         /// The subscription.
         subscribe_id: i64,
         /// LM Studio's error object.
-        error: Value,
+        error: super::ErrorObject,
     },
     /// What this vocabulary does not know (LM Studio's signal updates...): ignored by a client.
     #[serde(other)]
@@ -696,50 +696,58 @@ pub fn encode_text<T: Serialize>(value: &T) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+
+    /// A frame as an SDK sends it.
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).expect("test JSON")
+    }
 
     /// The frames of the protocol reference's transcript read as our types and write back the same.
     #[test]
     fn the_sdks_frames_round_trip() {
         let client = [
-            json!({"type": "rpcCall", "endpoint": "listLoaded", "callId": 1}),
-            json!({"type": "channelCreate", "endpoint": "getOrLoad", "channelId": 1, "creationParameter": {"identifier": "q"}}),
-            json!({"type": "channelSend", "channelId": 2, "message": {"type": "cancel"}}),
-            json!({"type": "keepAlive"}),
-            json!({"type": "signalSubscribe", "endpoint": "x", "subscribeId": 3}),
+            json(r#"{"type": "rpcCall", "endpoint": "listLoaded", "callId": 1}"#),
+            json(
+                r#"{"type": "channelCreate", "endpoint": "getOrLoad", "channelId": 1, "creationParameter": {"identifier": "q"}}"#,
+            ),
+            json(r#"{"type": "channelSend", "channelId": 2, "message": {"type": "cancel"}}"#),
+            json(r#"{"type": "keepAlive"}"#),
+            json(r#"{"type": "signalSubscribe", "endpoint": "x", "subscribeId": 3}"#),
         ];
         for frame in client {
             let typed: ClientMessage = decode("message", frame.clone()).expect("reads");
             assert_eq!(encode(&typed), frame);
         }
         let server = [
-            json!({"type": "rpcResult", "callId": 1, "result": []}),
-            json!({"type": "rpcResult", "callId": 1}),
-            json!({"type": "channelSend", "channelId": 2, "message": {"type": "promptProcessingProgress", "progress": 0.5}}),
-            json!({"type": "channelClose", "channelId": 2}),
-            json!({"type": "keepAliveAck"}),
+            json(r#"{"type": "rpcResult", "callId": 1, "result": []}"#),
+            json(r#"{"type": "rpcResult", "callId": 1}"#),
+            json(
+                r#"{"type": "channelSend", "channelId": 2, "message": {"type": "promptProcessingProgress", "progress": 0.5}}"#,
+            ),
+            json(r#"{"type": "channelClose", "channelId": 2}"#),
+            json(r#"{"type": "keepAliveAck"}"#),
         ];
         for frame in server {
             let typed: ServerMessage = decode("message", frame.clone()).expect("reads");
             assert_eq!(encode(&typed), frame);
         }
-        let unknown: ServerMessage = decode("message", json!({"type": "signalUpdate", "x": 1})).expect("reads");
+        let unknown: ServerMessage = decode("message", json(r#"{"type": "signalUpdate", "x": 1}"#)).expect("reads");
         assert_eq!(unknown, ServerMessage::Unknown);
     }
 
     #[test]
     fn a_decode_failure_names_the_message_and_the_field() {
-        let e = decode::<ClientMessage>("message", json!({"type": "rpcCall", "endpoint": "x"})).expect_err("no callId");
+        let e =
+            decode::<ClientMessage>("message", json(r#"{"type": "rpcCall", "endpoint": "x"}"#)).expect_err("no callId");
         assert_eq!(e.message, "message \"rpcCall\"");
         assert!(e.reason.contains("callId"), "{}", e.reason);
-        let e = decode::<PredictParameter>("predict parameter", json!({"history": {"messages": []}}))
+        let e = decode::<PredictParameter>("predict parameter", json(r#"{"history": {"messages": []}}"#))
             .expect_err("no specifier");
         assert!(e.to_string().contains("predict parameter") && e.reason.contains("modelSpecifier"), "{e}");
         let e = decode::<TextParameter>(
             "tokenize parameter",
-            json!({"specifier": {"type": "query", "query": {}}, "inputString": 7}),
+            json(r#"{"specifier": {"type": "query", "query": {}}, "inputString": 7}"#),
         )
         .expect_err("a number");
         assert!(e.reason.starts_with("inputString: "), "{e}");
@@ -749,10 +757,10 @@ mod tests {
     fn histories_read_strings_and_parts() {
         let history: ChatHistory = decode(
             "history",
-            json!({"messages": [
+            json(r#"{"messages": [
                 {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "file", "name": "f"}, {"type": "text", "text": "b"}]}
-            ]}),
+            ]}"#),
         )
         .expect("reads");
         let messages = history.chat_messages();
@@ -762,11 +770,15 @@ mod tests {
 
     #[test]
     fn specifiers_of_both_forms() {
-        let q: ModelSpecifier = decode("specifier", json!({"type": "query", "query": {"path": "p/m"}})).expect("reads");
+        let q: ModelSpecifier =
+            decode("specifier", json(r#"{"type": "query", "query": {"path": "p/m"}}"#)).expect("reads");
         assert_eq!(q.name(), Some("p/m"));
         let r: ModelSpecifier =
-            decode("specifier", json!({"type": "instanceReference", "instanceReference": "r1"})).expect("reads");
+            decode("specifier", json(r#"{"type": "instanceReference", "instanceReference": "r1"}"#)).expect("reads");
         assert_eq!(r.name(), Some("r1"));
-        assert_eq!(encode(&ModelSpecifier::identifier("m")), json!({"type": "query", "query": {"identifier": "m"}}));
+        assert_eq!(
+            encode(&ModelSpecifier::identifier("m")),
+            json(r#"{"type": "query", "query": {"identifier": "m"}}"#)
+        );
     }
 }

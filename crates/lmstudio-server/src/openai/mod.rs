@@ -1,0 +1,278 @@
+//! OpenAI-compatible `/v1/*` and LM Studio REST `/api/v0/*`: one request shape, one completion
+//! path; the REST flavour adds `stats`, `model_info` and `runtime` to the same responses.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+
+mod request;
+mod response;
+
+use request::Input;
+pub(crate) use request::{CompletionRequest, Kind};
+use response::{
+    ChatLogprobs, Choice, Completion, Delta, List, Logprobs, Message, Model, Output, RestBlocks, RestModel,
+    TextLogprobs, Usage,
+};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    OpenAi,
+    RestV0,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A JSON body, or the error for it: 413 and 415 as such, anything else a 400 that says why.
+pub(crate) fn parse<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(r)| r).map_err(|e| match e.status() {
+        s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => ApiError::new(s, e.body_text()),
+        _ => ApiError::bad_request(e.body_text()),
+    })
+}
+
+pub(crate) async fn completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Text, Flavor::OpenAi).await
+}
+
+pub(crate) async fn chat_completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Chat, Flavor::OpenAi).await
+}
+
+pub(crate) async fn rest_completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Text, Flavor::RestV0).await
+}
+
+pub(crate) async fn rest_chat_completions(
+    State(s): State<AppState>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    complete(s, parse(body), Kind::Chat, Flavor::RestV0).await
+}
+
+async fn complete(state: AppState, req: Result<CompletionRequest, ApiError>, kind: Kind, flavor: Flavor) -> Response {
+    state.metrics().requests.fetch_add(1, Ordering::Relaxed);
+    match start(&state, req, kind, flavor).await {
+        Ok(response) => response,
+        Err(e) => {
+            state.metrics().errors.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+async fn start(
+    state: &AppState,
+    req: Result<CompletionRequest, ApiError>,
+    kind: Kind,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
+    let mut req = req?;
+    let (config, input) = req.decode(kind)?;
+    let logprobs = config.logprobs.is_some();
+    let client = state.client();
+    let llm = match &req.model {
+        Some(name) => client.llm_async(name).await?,
+        None => client.default_llm_async().await?,
+    };
+    let prompt = match input {
+        Input::Text(prompt) => prompt,
+        Input::Chat(chat) => llm.apply_prompt_template_async(&chat).await?,
+    };
+    let stream = llm.complete_stream_async(&prompt, config).await?;
+    let id =
+        format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let shape = Shape { id, created, model: llm.identifier().to_owned(), kind, flavor, logprobs };
+    if req.stream {
+        return Ok(sse(state.clone(), shape, stream).into_response());
+    }
+    let result = stream.wait_for_result().await?;
+    state.metrics().record(&result);
+    if let Some(e) = cut_short(&result) {
+        return Err(e.into());
+    }
+    Ok(Json(shape.finished(&result, false)).into_response())
+}
+
+/// Everything needed to write responses for one request.
+struct Shape {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+    flavor: Flavor,
+    /// Whether the request asked for log probabilities.
+    logprobs: bool,
+}
+
+impl Shape {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Text, _) => "text_completion",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+        }
+    }
+
+    fn body(&self, chunk: bool, choice: Choice) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: self.object(chunk),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![choice],
+            usage: None,
+            rest: None,
+        }
+    }
+
+    /// The body that ends a request: the whole response, or the last chunk of a stream.
+    fn finished(&self, r: &lmstudio::PredictionResult, chunk: bool) -> Completion {
+        let output = match (self.kind, chunk) {
+            (Kind::Text, true) => Output::Text(String::new()),
+            (Kind::Text, false) => Output::Text(r.content.clone()),
+            (Kind::Chat, false) => Output::Message(Message { role: "assistant", content: r.content.clone() }),
+            (Kind::Chat, true) => Output::Delta(Delta::default()),
+        };
+        // Streamed, the tokens' log probabilities went out with their chunks.
+        let logprobs = if chunk { None } else { self.logprobs(&r.logprobs) };
+        let choice = Choice { index: 0, output, logprobs, finish_reason: Some(finish_reason(r)) };
+        Completion {
+            usage: Some(Usage::of(&r.stats)),
+            rest: (self.flavor == Flavor::RestV0).then(|| RestBlocks::of(r)),
+            ..self.body(chunk, choice)
+        }
+    }
+
+    /// The `logprobs` of a choice in each endpoint's shape; `None` when not asked for.
+    fn logprobs(&self, tokens: &[lmstudio::TokenLogprob]) -> Option<Logprobs> {
+        self.logprobs.then(|| match self.kind {
+            Kind::Text => Logprobs::Text(TextLogprobs::of(tokens)),
+            Kind::Chat => Logprobs::Chat(ChatLogprobs::of(tokens)),
+        })
+    }
+
+    fn chunk(&self, fragment: &lmstudio::Fragment, first: bool) -> Completion {
+        let text = fragment.content.clone();
+        let output = match self.kind {
+            Kind::Text => Output::Text(text),
+            Kind::Chat => Output::Delta(Delta { role: first.then_some("assistant"), content: Some(text) }),
+        };
+        self.body(true, Choice { index: 0, output, logprobs: self.logprobs(&fragment.logprobs), finish_reason: None })
+    }
+}
+
+/// A prediction that ended without an answer a client should take as complete (the model was
+/// unloaded under it, or the engine failed): OpenAI has no finish reason for that, so it is an error.
+fn cut_short(r: &lmstudio::PredictionResult) -> Option<lmstudio::Error> {
+    match r.stats.stop_reason {
+        lmstudio::StopReason::ModelUnloaded => Some(lmstudio::Error::ModelUnloaded),
+        lmstudio::StopReason::Failed => Some(lmstudio::Error::Engine("the prediction failed".into())),
+        _ => None,
+    }
+}
+
+/// A stream's last event when it ends in an error: the body an error reply would have.
+fn error_event(e: lmstudio::Error) -> Event {
+    json_event(&ApiError::from(e).body())
+}
+
+fn json_event(body: &impl serde::Serialize) -> Event {
+    Event::default().json_data(body).unwrap_or_else(|e| {
+        tracing::error!("an event could not be written: {e}");
+        Event::default().data(r#"{"error": {"message": "internal error", "type": "server_error", "code": null}}"#)
+    })
+}
+
+fn finish_reason(r: &lmstudio::PredictionResult) -> &'static str {
+    match r.stats.stop_reason {
+        lmstudio::StopReason::MaxPredictedTokensReached | lmstudio::StopReason::ContextLengthReached => "length",
+        lmstudio::StopReason::ToolCalls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// Streams fragments as server-sent events. A client that goes away drops the receiver; the task's
+/// next send fails, it drops the prediction stream, and the engine stops that sequence.
+fn sse(
+    state: AppState,
+    shape: Shape,
+    mut stream: lmstudio::AsyncPredictionStream,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let metrics = state.metrics();
+        let mut first = true;
+        let mut alive = true;
+        while let Some(fragment) = stream.next().await {
+            let event = match fragment {
+                Ok(f) => json_event(&shape.chunk(&f, std::mem::take(&mut first))),
+                Err(e) => {
+                    metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    error_event(e)
+                }
+            };
+            if tx.send(event).await.is_err() {
+                alive = false;
+                break;
+            }
+        }
+        if !alive {
+            return; // dropping `stream` cancels the prediction
+        }
+        if let Ok(result) = stream.result() {
+            metrics.record(&result);
+            let last = match cut_short(&result) {
+                Some(e) => error_event(e),
+                None => json_event(&shape.finished(&result, true)),
+            };
+            let _ = tx.send(last).await;
+        }
+        let _ = tx.send(Event::default().data("[DONE]")).await;
+    });
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<List<Model>>, ApiError> {
+    let models = state.client().list_models_async().await?;
+    Ok(Json(List::of(models.iter().map(Model::of).collect())))
+}
+
+pub(crate) async fn rest_list_models(State(state): State<AppState>) -> Result<Json<List<RestModel>>, ApiError> {
+    let models = state.client().list_models_async().await?;
+    Ok(Json(List::of(models.iter().map(RestModel::of).collect())))
+}
+
+pub(crate) async fn rest_get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RestModel>, ApiError> {
+    let models = state.client().list_models_async().await?;
+    models.iter().find(|m| m.info.model_key == id).map(|m| Json(RestModel::of(m))).ok_or_else(|| {
+        ApiError::from(lmstudio::Error::ModelNotFound {
+            query: id,
+            candidates: models.iter().map(|m| m.info.model_key.clone()).collect(),
+        })
+    })
+}
