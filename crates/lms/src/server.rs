@@ -59,6 +59,10 @@ pub struct ServerArgs {
     /// The largest request body or SDK message taken, in MiB.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_body_mib: u64,
+    /// What the server queues for one SDK websocket that does not read its replies, in MiB; past
+    /// it the client is disconnected.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_socket_queue_mib: u64,
     /// Do not also listen on the SDK discovery port 41343.
     #[arg(long)]
     no_discovery_port: bool,
@@ -110,6 +114,7 @@ pub fn start(args: ServerArgs) -> Result<()> {
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
         max_connections: args.max_connections as usize,
         max_body_bytes: (args.max_body_mib << 20) as usize,
+        max_socket_queue_bytes: (args.max_socket_queue_mib << 20) as usize,
         ..Default::default()
     };
     let runtime = tokio::runtime::Runtime::new()?;

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use lms_test_support::LmsServer;
+
 fn lms(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lms"))
         .args(args)
@@ -102,31 +104,16 @@ fn ls_lists_the_default_model() {
     assert!(v.as_array().expect("array").iter().any(|m| m["modelKey"] == "gemma-3-270m"));
 }
 
-type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
-
-/// Starts `lms server` on `port` (`"0"`: any free one) with one slot; returns it, the address it
-/// says it listens on, and the rest of its stderr.
-fn spawn_server(port: &str) -> (std::process::Child, String, StderrLines) {
-    spawn_server_on(port, lmstudio::ModelStore::from_env().root())
+/// `lms server` on `port` (0: any free one) with one slot, over the models directory `models`.
+fn spawn_server_on(port: u16, models: &std::path::Path) -> LmsServer {
+    LmsServer::start(env!("CARGO_BIN_EXE_lms"), port, &["--parallel", "1"], |c| {
+        c.env("LMSTUDIO_MODELS_DIR", models);
+    })
 }
 
-/// [`spawn_server`] over the models directory `models`.
-fn spawn_server_on(port: &str, models: &std::path::Path) -> (std::process::Child, String, StderrLines) {
-    use std::io::BufRead;
-    let mut server = Command::new(env!("CARGO_BIN_EXE_lms"))
-        .args(["server", "start", "--port", port, "--no-discovery-port", "--parallel", "1"])
-        .env("LMSTUDIO_MODELS_DIR", models)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lms runs");
-    let mut stderr = std::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let addr = stderr
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
-        .expect("the server says where it listens");
-    (server, addr, stderr)
+/// [`spawn_server_on`] the default models directory.
+fn spawn_server(port: u16) -> LmsServer {
+    spawn_server_on(port, lmstudio::ModelStore::from_env().root())
 }
 
 /// POSTs `body` to `/v1/completions` at `addr`; returns the response's lines, as they come.
@@ -149,40 +136,33 @@ const ENDLESS: &str = r#"{"model":"gemma-3-270m","prompt":"Once upon a time","ma
 /// event that says why, and the process exits 0.
 #[test]
 fn sigterm_ends_streams_with_a_reason_and_exits_0() {
-    let (mut server, addr, stderr) = spawn_server("0");
-    let mut events = post(&addr, ENDLESS).filter(|l| l.starts_with("data: "));
+    let mut server = spawn_server(0);
+    let mut events = post(&server.addr, ENDLESS).filter(|l| l.starts_with("data: "));
     assert!(events.next().is_some(), "the stream started");
-    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill runs");
+    let killed = Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().expect("kill runs");
     assert!(killed.success());
     let rest: Vec<String> = events.collect();
     assert!(rest.iter().any(|e| e.contains("error") && e.contains("unloaded")), "{rest:?}");
-    let status = server.wait().expect("exits");
+    let status = server.wait();
     assert!(status.success(), "{status:?}");
-    assert!(stderr.map_while(Result::ok).any(|l| l.contains("shutting down")));
+    let mut said = std::iter::from_fn(|| server.next_line(std::time::Duration::from_secs(5)));
+    assert!(said.any(|l| l.contains("shutting down")));
 }
 
 /// Issue 12, item 5: a server killed with SIGKILL mid-prediction leaves nothing behind: a new one
 /// binds the same port at once and serves.
 #[test]
 fn a_server_killed_mid_prediction_restarts_on_the_same_port() {
-    let start = |port: &str| {
-        let (server, addr, stderr) = spawn_server(port);
-        // Keep reading what it writes, so that its stderr never fills or closes.
-        std::thread::spawn(move || stderr.map_while(Result::ok).for_each(drop));
-        (server, addr)
-    };
-    let (mut first, addr) = start("0");
+    let first = spawn_server(0);
+    let addr = first.addr.clone();
     let mut events = post(&addr, ENDLESS).filter(|l| l.starts_with("data: "));
     assert!(events.next().is_some(), "the stream started");
-    first.kill().expect("SIGKILL");
-    first.wait().expect("exits");
-    let port = addr.rsplit(':').next().expect("a port");
-    let (mut second, again) = start(port);
-    assert_eq!(again, addr, "the new server took the same port");
+    drop(first); // SIGKILL
+    let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+    let second = spawn_server(port);
+    assert_eq!(second.addr, addr, "the new server took the same port");
     let body = r#"{"model":"gemma-3-270m","prompt":"1, 2, 3,","max_tokens":4,"temperature":0}"#;
-    let response = post(&again, body).collect::<Vec<_>>().join("\n");
-    let _ = second.kill();
-    let _ = second.wait();
+    let response = post(&second.addr, body).collect::<Vec<_>>().join("\n");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"finish_reason\""), "{response}");
 }
@@ -319,7 +299,8 @@ fn import_places_a_valid_gguf_and_refuses_the_rest() {
 /// Issue 14, item 3: the CLI manages a running server's models (found at $LMSTUDIO_HOST).
 #[test]
 fn ps_load_and_unload_manage_a_running_server() {
-    let (mut server, addr, _stderr) = spawn_server("0");
+    let server = spawn_server(0);
+    let addr = server.addr.clone();
     let run = |args: &[&str]| lms_env(args, "LMSTUDIO_HOST", &addr);
     assert!(text(&run(&["server", "status"]).stdout).contains("0 model instance(s)"));
     let load = ["load", "gemma-3-270m", "--identifier", "mine", "--context-length", "512", "--parallel", "2"];
@@ -352,8 +333,7 @@ fn ps_load_and_unload_manage_a_running_server() {
     assert!(!gpu.status.success() && text(&gpu.stderr).contains("no GPU device"), "{}", text(&gpu.stderr));
     assert!(run(&["unload", "--all"]).status.success());
     assert!(text(&run(&["ps"]).stderr).contains("no models loaded"));
-    server.kill().expect("kill");
-    let _ = server.wait();
+    drop(server);
     // No server: a clear hint.
     let out = run(&["ps"]);
     assert!(!out.status.success() && text(&out.stderr).contains("lms server start"), "{}", text(&out.stderr));
@@ -371,8 +351,8 @@ fn load_yes_takes_the_first_of_several_matches() {
         let file = dir.join("gemma-3-270m-Q4_K_M.gguf");
         std::fs::hard_link(&source, &file).or_else(|_| std::fs::copy(&source, &file).map(drop)).expect("stage");
     }
-    let (mut server, addr, _stderr) = spawn_server_on("0", models.path());
-    let run = |args: &[&str]| lms_env(args, "LMSTUDIO_HOST", &addr);
+    let server = spawn_server_on(0, models.path());
+    let run = |args: &[&str]| lms_env(args, "LMSTUDIO_HOST", &server.addr);
     let out = run(&["load", "gemma-3-270m", "--context-length", "256"]);
     let err = text(&out.stderr);
     assert!(!out.status.success() && err.contains("a/gemma-GGUF") && err.contains("b/gemma-GGUF"), "{err}");
@@ -380,18 +360,16 @@ fn load_yes_takes_the_first_of_several_matches() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let loaded: serde_json::Value = serde_json::from_slice(&run(&["ps", "--json"]).stdout).expect("JSON");
     assert_eq!(loaded[0]["path"], "a/gemma-GGUF/gemma-3-270m-Q4_K_M.gguf", "{loaded}");
-    server.kill().expect("kill");
-    let _ = server.wait();
 }
 
 /// Issue 14, item 3: `lms server stop` ends the server started on that port, in order (exit 0).
 #[test]
 fn server_stop_ends_the_server_in_order() {
-    let (mut server, addr, _stderr) = spawn_server("0");
-    let out = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &addr);
+    let mut server = spawn_server(0);
+    let out = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &server.addr);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(server.wait().expect("exits").success(), "SIGTERM is an orderly shutdown");
-    let again = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &addr);
+    assert!(server.wait().success(), "SIGTERM is an orderly shutdown");
+    let again = lms_env(&["server", "stop"], "LMSTUDIO_HOST", &server.addr);
     assert!(!again.status.success(), "nothing left to stop");
 }
 

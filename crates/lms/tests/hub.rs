@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use lms_test_support::LmsServer;
 use sha2::{Digest, Sha256};
 
 struct Hub {
@@ -151,26 +152,11 @@ fn get_downloads_from_a_hub_resumes_and_checks() {
     assert!(!out.status.success() && text(&out.stderr).contains("m-Q8_0.gguf"), "{}", text(&out.stderr));
 }
 
-/// `lms server start` with its models directory at `models`, downloading from `endpoint`; its log
-/// goes on being read (a closed pipe would fail its writes).
-fn server(endpoint: &str, models: &Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lms"))
-        .args(["server", "start", "--port", "0", "--no-discovery-port"])
-        .env("HF_ENDPOINT", endpoint)
-        .env("LMSTUDIO_MODELS_DIR", models)
-        .env_remove("HF_TOKEN")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("lms runs");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
-        .expect("the server says where it listens");
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("server: {l}")));
-    (child, addr)
+/// `lms server start` with its models directory at `models`, downloading from `endpoint`.
+fn server(endpoint: &str, models: &Path) -> LmsServer {
+    LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &[], |c| {
+        c.env("HF_ENDPOINT", endpoint).env("LMSTUDIO_MODELS_DIR", models).env_remove("HF_TOKEN");
+    })
 }
 
 /// One HTTP request; the status and the JSON body.
@@ -210,7 +196,8 @@ fn rest_download_jobs_fetch_from_the_hub_and_report() {
     let size = std::fs::metadata(&model).expect("model").len();
     let (endpoint, _hub) = start_hub(model);
     let models = tempfile::tempdir().expect("tempdir");
-    let (mut child, addr) = server(&endpoint, models.path());
+    let server = server(&endpoint, models.path());
+    let addr = server.addr.clone();
 
     let (code, started) =
         call(&addr, "POST", "/api/v1/models/download", r#"{"model": "ok/Model-GGUF", "quantization": "Q8_0"}"#);
@@ -244,6 +231,4 @@ fn rest_download_jobs_fetch_from_the_hub_and_report() {
     let (code, _) = call(&addr, "POST", "/api/v1/models/download", r#"{"model": "ok/Model-GGUF", "mirror": "x"}"#);
     assert_eq!(code, 400, "an unknown field is refused by name");
     assert_eq!(call(&addr, "GET", "/api/v1/models/download/status/job_nope", "").0, 404);
-    child.kill().expect("kill");
-    let _ = child.wait();
 }

@@ -104,12 +104,14 @@ fn start(mut cmd: Command, port: u16, model: &str) -> Result<Server> {
 }
 
 /// Our server with the model at `model` loaded; it answers to `key`.
-pub(crate) fn ours(model: &Path, key: &str, slots: usize, threads: u32) -> Result<Server> {
+pub(crate) fn ours(model: &Path, key: &str, slots: usize, threads: u32, extra: &[String]) -> Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(lms_bin()?);
     cmd.args(["server", "start", "--no-discovery-port", "--port", &port.to_string()])
         .args(["--parallel", &slots.to_string(), "--context-length", &CTX_PER_SLOT.to_string()])
-        .args(["--threads", &threads.to_string(), "--model"])
+        .args(["--threads", &threads.to_string()])
+        .args(extra)
+        .arg("--model")
         .arg(model);
     start(cmd, port, key)
 }
@@ -267,7 +269,7 @@ pub fn run(
 ) -> Result<(String, LoadResults)> {
     let rounds = rounds.max(1);
     let mut rows = Vec::new();
-    let ours_start = |slots| ours(model, key, slots, threads);
+    let ours_start = |slots| ours(model, key, slots, threads, &[]);
     let llama_start = |slots| match tools {
         Some(t) => llama_server(&t.join("llama-server"), model, key, slots, threads, &[]),
         None => bail!("no llama-server"),

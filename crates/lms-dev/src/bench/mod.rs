@@ -320,7 +320,7 @@ fn remote_path(
     model_path: &std::path::Path,
     args: &BenchArgs,
 ) -> Result<(String, Vec<PathRow>)> {
-    let server = load::ours(model_path, &embedded.info().model_key, 1, args.threads)?;
+    let server = load::ours(model_path, &embedded.info().model_key, 1, args.threads, &[])?;
     let remote = lmstudio::Client::connect(&server.addr().to_string())?.llm(&embedded.info().model_key)?;
     let config = |seed| lmstudio::Config { max_tokens: Some(args.gen_tokens), seed: Some(seed), ..Default::default() };
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];

@@ -51,6 +51,13 @@ pub struct StressArgs {
     /// on a shared machine (CI) timings say little; the other checks still fail the run.
     #[arg(long)]
     no_timing_checks: bool,
+    /// The server's queue for one SDK websocket (`lms server --max-socket-queue-mib`); a
+    /// client that never reads is disconnected past it.
+    #[arg(long, default_value_t = 16)]
+    socket_queue_mib: u64,
+    /// Replies the client that never reads asks for, in MiB (1 MiB a call).
+    #[arg(long, default_value_t = 96)]
+    unread_mib: usize,
     /// Write the figures to this Markdown file (e.g. `bench/stress.md`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -259,6 +266,76 @@ fn memory(server: &Server) -> Result<Memory> {
     Ok(Memory { rss_mib: rss_mib(server.pid())?, cache_mib })
 }
 
+/// What a websocket client that sends calls and never reads their replies costs the server.
+struct Unread {
+    /// The most the server's RSS grew meanwhile.
+    peak_growth_mib: f64,
+    /// Calls sent before the server stopped taking them.
+    sent: usize,
+    /// Whether the server counted it as a slow client it disconnected.
+    disconnected: bool,
+}
+
+/// Sends `calls` applyPromptTemplate calls of a 1 MiB message (each reply about as long) on one
+/// SDK websocket without reading a reply, sampling the server's RSS until it gives up on the
+/// client (or 30 s pass).
+fn unread_replies(server: &Server, model: &str, calls: usize) -> Result<Unread> {
+    use lmstudio::wire::protocol::{self as p, ApplyPromptTemplate, Rpc};
+    let (addr, pid) = (server.addr(), server.pid());
+    let counted = |addr| gauge(addr, "lms_slow_clients_disconnected_total");
+    let (before_rss, before_count) = (rss_mib(pid)?, counted(addr)?);
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/llm"), TcpStream::connect(addr)?)?;
+    let auth = p::Auth { auth_version: 1, client_identifier: "unread".into(), client_passkey: "unread".into() };
+    ws.send(tungstenite::Message::text(serde_json::to_string(&auth)?))?;
+    ws.read()?; // the auth reply: the last thing read
+    let peak = std::sync::Arc::new(Mutex::new(0.0f64));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && !done.load(Ordering::SeqCst) {
+                if let Ok(rss) = rss_mib(pid) {
+                    let mut p = peak.lock().unwrap_or_else(|p| p.into_inner());
+                    *p = p.max(rss - before_rss);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let message = lmstudio::ChatMessage::new("user", "lighthouse ".repeat((1 << 20) / 11));
+    let parameter = p::ApplyPromptTemplateParameter {
+        specifier: p::ModelSpecifier::identifier(model),
+        history: p::ChatHistory::of(&[message]),
+        prediction_config_stack: Default::default(),
+        opts: serde_json::Value::Null,
+    };
+    let mut sent = 0;
+    for call_id in 0..calls {
+        let call = p::ClientMessage::RpcCall {
+            endpoint: ApplyPromptTemplate::ENDPOINT.into(),
+            call_id: call_id as i64,
+            parameter: Some(p::encode(&parameter)),
+        };
+        if ws.send(tungstenite::Message::text(serde_json::to_string(&call)?)).is_err() {
+            break; // disconnected
+        }
+        sent += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut disconnected = false;
+    while Instant::now() < deadline && !disconnected {
+        std::thread::sleep(Duration::from_millis(200));
+        disconnected = counted(addr)? > before_count;
+    }
+    // A second more of samples: what the server frees, it frees by then.
+    std::thread::sleep(Duration::from_secs(1));
+    done.store(true, Ordering::SeqCst);
+    let _ = sampler.join();
+    let peak_growth_mib = *peak.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Unread { peak_growth_mib, sent, disconnected })
+}
+
 /// The slowest `/health` answer while `work` runs on another thread, and what `work` returned.
 fn health_during<T: Send + 'static>(
     addr: SocketAddr,
@@ -294,7 +371,8 @@ pub fn run(args: StressArgs) -> Result<()> {
     let store = lmstudio::ModelStore::from_env();
     let stored = store.resolve(args.model.as_deref().unwrap_or(lmstudio::DEFAULT_MODEL_KEY))?;
     let model = stored.key.clone();
-    let server = load::ours(&stored.path, &model, args.parallel, args.threads)?;
+    let queue = ["--max-socket-queue-mib".to_owned(), args.socket_queue_mib.to_string()];
+    let server = load::ours(&stored.path, &model, args.parallel, args.threads, &queue)?;
     let addr = server.addr();
     eprintln!("server on {addr}; warming up");
     ttft_ms(addr, &model, 4)?;
@@ -369,6 +447,8 @@ pub fn run(args: StressArgs) -> Result<()> {
         Err(e) => format!("unexpected error: {e}"),
         Ok(text) => format!("unexpected completion: {text:?}"),
     };
+    eprintln!("a client that never reads its replies");
+    let unread = unread_replies(&server, &model, args.unread_mib)?;
     let peak_rss = server.stop();
 
     let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
@@ -388,6 +468,11 @@ pub fn run(args: StressArgs) -> Result<()> {
         (
             "a prompt over the context with stopAtLimit: ContextOverflow",
             matches!(overflow, Err(lmstudio::Error::ContextOverflow { .. })),
+            false,
+        ),
+        (
+            "a client that never reads is disconnected; the server grows by at most its queue + 64 MiB",
+            unread.disconnected && unread.peak_growth_mib <= (args.socket_queue_mib + 64) as f64,
             false,
         ),
         (
@@ -433,6 +518,11 @@ pub fn run(args: StressArgs) -> Result<()> {
         "| 100k-token prompt, SDK protocol, stopAtLimit | {} | {overflow_ms:.0} | {health_overflow:.1} | {probes_overflow} |\n",
         overflow_reply.chars().take(120).collect::<String>().replace('|', "\\|")
     );
+    md += "\n| a client that never reads its replies | |\n|---|---|\n";
+    md += &format!("| the server's queue per socket (MiB) | {} |\n", args.socket_queue_mib);
+    md += &format!("| replies asked for, 1 MiB each (calls sent / asked) | {} / {} |\n", unread.sent, args.unread_mib);
+    md += &format!("| peak growth of the server's RSS meanwhile (MiB) | {:.0} |\n", unread.peak_growth_mib);
+    md += &format!("| disconnected as a slow client | {} |\n", if unread.disconnected { "yes" } else { "no" });
     md += "\n| check | |\n|---|---|\n";
     for (what, ok, _) in checks {
         md += &format!("| {what} | {} |\n", if ok { "pass" } else { "FAIL" });
