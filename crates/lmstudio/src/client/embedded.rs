@@ -328,7 +328,7 @@ fn batch_logits(vocab: u64) -> u64 {
 /// layers' weights, their share of the KV cache unless it is kept on the CPU, compute buffers
 /// beside them with a batch's logits: the output layer is the first to go). The GPU part is
 /// llama.cpp's placement rule applied to the file's tensor table; on Mesa's software Vulkan device
-/// the blocks' weights and the KV cache are what llama.cpp allocated (ARCHITECTURE.md, GPUs).
+/// the blocks' weights and the KV cache are what llama.cpp allocated (bench/README.md, "From ARCHITECTURE.md").
 pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, gpu_layers: u32) -> MemoryEstimate {
     let context =
         u64::from(config.context_length.unwrap_or(crate::engine::DEFAULT_CONTEXT)).min(info.max_context_length.max(16));

@@ -1,6 +1,6 @@
 //! The sampler's cost per token beside llama.cpp's sampler chain (what llama-server and
 //! `llama_sampler_sample` run), on logits of a real model: the host work every generated token
-//! waits for, which on a GPU is time the device sits idle (`lms bench-sampling`).
+//! waits for, which on a GPU is time the device sits idle (`lms-dev bench-sampling`).
 //!
 //! Not part of the API: compiled with the `benching` feature only.
 
