@@ -112,6 +112,8 @@ enum PresetAction {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum ServerAction {
     /// Serve until Ctrl-C.
     Start(server::ServerArgs),

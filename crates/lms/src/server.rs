@@ -115,7 +115,6 @@ pub fn start(args: ServerArgs) -> Result<()> {
         max_connections: args.max_connections as usize,
         max_body_bytes: (args.max_body_mib << 20) as usize,
         max_socket_queue_bytes: (args.max_socket_queue_mib << 20) as usize,
-        ..Default::default()
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let pid_port = std::sync::Mutex::new(None);

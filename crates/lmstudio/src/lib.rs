@@ -26,9 +26,10 @@
 //   client                the facade: Client, Llm, prediction streams (blocking and async)
 //   engine | remote       the two backends, side by side; engine (feature `embedded`) is the only
 //                         code that touches llama.cpp, remote speaks LM Studio's websocket protocol
-//   store | wire | text | template
+//   store | wire | text | template | tools
 //                         the models directory and GGUF headers | the protocol's codec |
-//                         incremental UTF-8 decoding and stop strings | chat templates (pure)
+//                         incremental UTF-8 decoding and stop strings | chat templates (pure) |
+//                         tool calls: their syntax, constraint and reading (pure)
 //   types                 plain data: configs, results, stats, model info, events, errors
 mod client;
 #[cfg(feature = "embedded")]
@@ -42,6 +43,8 @@ pub mod store;
 mod template;
 #[cfg_attr(not(feature = "embedded"), allow(dead_code))]
 mod text;
+#[cfg(feature = "embedded")]
+mod tools;
 mod types;
 pub mod wire;
 
@@ -72,6 +75,7 @@ pub use types::result::{
     Activity, AssistantMessage, Chat, ChatMessage, Device, DraftStats, Fragment, InstanceState, MemoryEstimate,
     ModelEntry, ModelInfo, PredictionResult, Quantization, Stats, StopReason, TokenLogprob, TopLogprob,
 };
+pub use types::tools::{Tool, ToolCall, ToolChoice};
 
 /// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,
 /// else embedded on `$LMSTUDIO_MODELS_DIR`), as LM Studio's top-level convenience API uses.

@@ -165,8 +165,13 @@ impl Remote {
                 }
                 Ok(PredictMessage::Success { stats, model_info, .. }) => {
                     let content = std::mem::take(&mut content);
-                    let result =
-                        PredictionResult { content, model_info: *model_info, stats: *stats, logprobs: Vec::new() };
+                    let result = PredictionResult {
+                        content,
+                        model_info: *model_info,
+                        stats: *stats,
+                        logprobs: Vec::new(),
+                        tool_calls: Vec::new(),
+                    };
                     Event::Done(Box::new(Ok(result)))
                 }
                 Ok(PredictMessage::Unknown) => return true,

@@ -54,6 +54,8 @@ pub(crate) struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    /// How its model carries tool calls.
+    tool_syntax: crate::tools::Syntax,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -75,18 +77,48 @@ impl ChatTemplate {
         env.set_fuel(Some(FUEL));
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| Error::InvalidPrompt(format!("the model's chat template does not compile: {e:#}")))?;
-        Ok(Self { env, bos: bos.to_owned(), eos: eos.to_owned() })
+        let tool_syntax = crate::tools::syntax_of(source);
+        Ok(Self { env, bos: bos.to_owned(), eos: eos.to_owned(), tool_syntax })
+    }
+
+    /// How its model carries tool calls.
+    pub(crate) fn tool_syntax(&self) -> crate::tools::Syntax {
+        self.tool_syntax
     }
 
     /// The chat as the model sees it, ready for the assistant's turn.
     pub(crate) fn render(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.render_with_tools(messages, &[])
+    }
+
+    /// [`ChatTemplate::render`] with `tools` offered, as `transformers` passes them (none: the
+    /// template's `tools` is undefined). Calls and results in the chat reach the template as
+    /// `tool_calls` and `tool_call_id`.
+    pub(crate) fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[crate::tools::TemplateTool<'_>],
+    ) -> Result<String> {
         let template = self.env.get_template("chat").map_err(|e| Error::InvalidPrompt(e.to_string()))?;
         let messages: Vec<minijinja::Value> = messages
             .iter()
-            .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
+            .map(|m| {
+                let base = minijinja::context! { role => m.role.as_str(), content => m.content.as_str() };
+                if m.tool_calls.is_empty() && m.tool_call_id.is_none() {
+                    return base;
+                }
+                let calls: Vec<_> = m.tool_calls.iter().map(crate::tools::template_call).collect();
+                let extra = minijinja::context! {
+                    tool_calls => minijinja::Value::from(minijinja::value::Serde(&calls)),
+                    tool_call_id => m.tool_call_id.as_deref(),
+                };
+                minijinja::context! { ..base, ..extra }
+            })
             .collect();
+        let tools = (!tools.is_empty()).then(|| minijinja::Value::from(minijinja::value::Serde(tools)));
         let context = minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => true,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
@@ -107,7 +139,7 @@ mod tests {
     use super::*;
 
     fn chat(pairs: &[(&str, &str)]) -> Vec<ChatMessage> {
-        pairs.iter().map(|(r, c)| ChatMessage { role: (*r).into(), content: (*c).into() }).collect()
+        pairs.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect()
     }
 
     #[test]

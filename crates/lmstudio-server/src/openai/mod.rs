@@ -22,7 +22,7 @@ use request::Input;
 pub(crate) use request::{CompletionRequest, Kind};
 use response::{
     ChatLogprobs, Choice, Completion, Delta, List, Logprobs, Message, Model, Output, RestBlocks, RestModel,
-    TextLogprobs, Usage,
+    TextLogprobs, ToolCallOut, Usage,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -94,11 +94,10 @@ async fn start(
         Some(name) => client.llm_async(name).await?,
         None => client.default_llm_async().await?,
     };
-    let prompt = match input {
-        Input::Text(prompt) => prompt,
-        Input::Chat(chat) => llm.apply_prompt_template_async(&chat).await?,
+    let stream = match input {
+        Input::Text(prompt) => llm.complete_stream_async(&prompt, config).await?,
+        Input::Chat(chat) => llm.respond_stream_async(&chat.into(), config).await?,
     };
-    let stream = llm.complete_stream_async(&prompt, config).await?;
     let id =
         format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -151,7 +150,11 @@ impl Shape {
         let output = match (self.kind, chunk) {
             (Kind::Text, true) => Output::Text(String::new()),
             (Kind::Text, false) => Output::Text(r.content.clone()),
-            (Kind::Chat, false) => Output::Message(Message { role: "assistant", content: r.content.clone() }),
+            (Kind::Chat, false) => Output::Message(Message {
+                role: "assistant",
+                content: (r.tool_calls.is_empty() || !r.content.is_empty()).then(|| r.content.clone()),
+                tool_calls: ToolCallOut::of(&r.tool_calls, false),
+            }),
             (Kind::Chat, true) => Output::Delta(Delta::default()),
         };
         // Streamed, the tokens' log probabilities went out with their chunks.
@@ -172,11 +175,23 @@ impl Shape {
         })
     }
 
+    /// The chunk of a stream that carries the calls, each whole, when there are any.
+    fn calls_chunk(&self, r: &lmstudio::PredictionResult, first: bool) -> Option<Completion> {
+        if self.kind != Kind::Chat || r.tool_calls.is_empty() {
+            return None;
+        }
+        let role = first.then_some("assistant");
+        let delta = Delta { role, tool_calls: ToolCallOut::of(&r.tool_calls, true), ..Delta::default() };
+        Some(self.body(true, Choice { index: 0, output: Output::Delta(delta), logprobs: None, finish_reason: None }))
+    }
+
     fn chunk(&self, fragment: &lmstudio::Fragment, first: bool) -> Completion {
         let text = fragment.content.clone();
         let output = match self.kind {
             Kind::Text => Output::Text(text),
-            Kind::Chat => Output::Delta(Delta { role: first.then_some("assistant"), content: Some(text) }),
+            Kind::Chat => {
+                Output::Delta(Delta { role: first.then_some("assistant"), content: Some(text), ..Delta::default() })
+            }
         };
         self.body(true, Choice { index: 0, output, logprobs: self.logprobs(&fragment.logprobs), finish_reason: None })
     }
@@ -242,6 +257,9 @@ fn sse(
         }
         if let Ok(result) = stream.result() {
             metrics.record(&result);
+            if let Some(calls) = shape.calls_chunk(&result, first) {
+                let _ = tx.send(json_event(&calls)).await;
+            }
             let last = match cut_short(&result) {
                 Some(e) => error_event(e),
                 None => json_event(&shape.finished(&result, true)),

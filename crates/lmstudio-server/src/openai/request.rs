@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+
 /// A string or a list of strings (`prompt`, `stop`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -43,9 +44,73 @@ pub(crate) struct ChatIn {
     role: String,
     #[serde(default)]
     content: Option<Content>,
-    /// Anything else (`name`, `tool_calls`...): refused by name.
+    /// An assistant's calls.
+    #[serde(default)]
+    tool_calls: Vec<ToolCallIn>,
+    /// A tool message: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    /// Anything else (`name`...): refused by name.
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
+}
+
+/// A call in an assistant message: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Debug, Deserialize)]
+struct ToolCallIn {
+    id: String,
+    #[serde(rename = "type", default = "function")]
+    kind: String,
+    function: FunctionCallIn,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionCallIn {
+    name: String,
+    /// JSON text.
+    #[serde(default)]
+    arguments: String,
+}
+
+fn function() -> String {
+    "function".into()
+}
+
+/// A tool offered: `{"type": "function", "function": {"name", "description", "parameters", "strict"}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ToolIn {
+    #[serde(rename = "type")]
+    kind: String,
+    function: FunctionIn,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionIn {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    /// Arguments always follow the schema where a call is required (a grammar); with `auto`,
+    /// as well for models without a tool syntax of their own. Taken, either way.
+    #[serde(default)]
+    #[allow(dead_code)]
+    strict: Option<bool>,
+}
+
+/// `"auto"`, `"none"`, `"required"` or `{"type": "function", "function": {"name"}}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ToolChoiceIn {
+    Mode(String),
+    Named { function: NamedFunction },
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NamedFunction {
+    name: String,
 }
 
 /// The fields of `/v1/completions` and `/v1/chat/completions`. Any other field is refused by name
@@ -80,6 +145,12 @@ pub(crate) struct CompletionRequest {
     response_format: Option<Value>,
     /// llama.cpp's extension: a GBNF grammar the output follows.
     grammar: Option<String>,
+    /// Chat: functions the model may call.
+    tools: Option<Vec<ToolIn>>,
+    /// Chat: whether it must call one.
+    tool_choice: Option<ToolChoiceIn>,
+    /// Chat: `true` (the default) lets the model make several calls at once.
+    parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub stream: bool,
     /// Everything else: checked by [`refuse_unsupported`].
@@ -103,9 +174,9 @@ fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiE
             }
             "n" | "best_of" => value.is_null() || value == 1,
             "echo" => value.is_null() || value == false,
-            "logit_bias" | "tools" | "functions" => empty(value),
-            "tool_choice" | "function_call" => value.is_null() || value == "none",
-            "parallel_tool_calls" | "store" => value.is_null() || value.is_boolean(),
+            "logit_bias" | "functions" => empty(value),
+            "function_call" => value.is_null() || value == "none",
+            "store" => value.is_null() || value.is_boolean(),
             "suffix" => value.is_null() || value == "",
             _ => false,
         };
@@ -135,6 +206,8 @@ impl CompletionRequest {
         let mut config = self.config()?;
         config.logprobs = self.logprobs(kind)?;
         config.structured = self.structured()?;
+        (config.tools, config.tool_choice) = self.tools(kind)?;
+        config.parallel_tool_calls = self.parallel_tool_calls;
         config.validate()?;
         let input = match kind {
             Kind::Text => {
@@ -177,6 +250,34 @@ impl CompletionRequest {
                 )),
             },
         }
+    }
+
+    /// The tools offered and the choice asked for (chat completions only).
+    fn tools(&self, kind: Kind) -> Result<(Vec<lmstudio::Tool>, Option<lmstudio::ToolChoice>), ApiError> {
+        let offered = self.tools.as_deref().unwrap_or_default();
+        if kind == Kind::Text && (!offered.is_empty() || self.tool_choice.is_some()) {
+            return Err(ApiError::bad_request("`tools` are for chat completions"));
+        }
+        let mut tools = Vec::with_capacity(offered.len());
+        for t in offered {
+            if t.kind != "function" {
+                return Err(ApiError::bad_request(format!("unsupported tool type `{}`: only function", t.kind)));
+            }
+            let f = &t.function;
+            let parameters = f.parameters.clone().unwrap_or_else(|| Value::Object(Default::default()));
+            tools.push(lmstudio::Tool::new(f.name.clone(), f.description.clone().unwrap_or_default(), parameters));
+        }
+        let choice = match &self.tool_choice {
+            None => None,
+            Some(ToolChoiceIn::Mode(m)) => Some(match m.as_str() {
+                "auto" => lmstudio::ToolChoice::Auto,
+                "none" => lmstudio::ToolChoice::None,
+                "required" => lmstudio::ToolChoice::Required,
+                other => return Err(ApiError::bad_request(format!("unsupported `tool_choice`: {other:?}"))),
+            }),
+            Some(ToolChoiceIn::Named { function }) => Some(lmstudio::ToolChoice::Function(function.name.clone())),
+        };
+        Ok((tools, choice))
     }
 
     /// The alternatives per token asked for, in each endpoint's own form.
@@ -242,5 +343,20 @@ fn chat_message(m: ChatIn) -> Result<lmstudio::ChatMessage, ApiError> {
             text
         }
     };
-    Ok(lmstudio::ChatMessage::new(m.role, content))
+    let mut calls = Vec::with_capacity(m.tool_calls.len());
+    for c in m.tool_calls {
+        if c.kind != "function" {
+            return Err(ApiError::bad_request(format!("unsupported tool call type `{}`", c.kind)));
+        }
+        calls.push(lmstudio::ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments });
+    }
+    let message = lmstudio::ChatMessage {
+        tool_calls: calls,
+        tool_call_id: m.tool_call_id,
+        ..lmstudio::ChatMessage::new(m.role, content)
+    };
+    if message.role == "tool" && message.tool_call_id.is_none() {
+        return Err(ApiError::bad_request("a `tool` message needs `tool_call_id`"));
+    }
+    Ok(message)
 }

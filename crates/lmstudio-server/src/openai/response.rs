@@ -43,20 +43,60 @@ pub(crate) enum Output {
     Delta(Delta),
 }
 
-/// An assistant message.
+/// An assistant message: its text (`null` when it only calls tools) and its calls.
 #[derive(Debug, Serialize)]
 pub(crate) struct Message {
     pub role: &'static str,
-    pub content: String,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut>,
 }
 
-/// A chunk of a chat message: the role on the first chunk only; the last chunk's delta is empty.
+/// A chunk of a chat message: the role on the first chunk only; the calls in the chunk before the
+/// last; the last chunk's delta is empty.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Delta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut>,
+}
+
+/// A call: `{"id", "type": "function", "function": {"name", "arguments"}}`; in a stream's delta
+/// with its `index` as well (each call whole, in one delta).
+#[derive(Debug, Serialize)]
+pub(crate) struct ToolCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCallOut,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FunctionCallOut {
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
+}
+
+impl ToolCallOut {
+    /// The calls of a result; `streamed` numbers them for a delta.
+    pub(crate) fn of(calls: &[lmstudio::ToolCall], streamed: bool) -> Vec<Self> {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Self {
+                index: streamed.then_some(i),
+                id: c.id.clone(),
+                kind: "function",
+                function: FunctionCallOut { name: c.name.clone(), arguments: c.arguments.clone() },
+            })
+            .collect()
+    }
 }
 
 /// Log probabilities in each endpoint's own shape.

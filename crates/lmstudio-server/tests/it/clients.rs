@@ -172,6 +172,81 @@ fn openai_client_works() {
     assert!(out.contains("OPENAI OK"), "{out}");
 }
 
+/// Issue 28: tools through the `openai` package. The default model's template has no tool syntax,
+/// so calls take the generic form, constrained: a named or required call parses and validates
+/// whatever the seed; with `auto` the model's choice is not judged, only its form.
+const OPENAI_TOOLS: &str = r#"
+import os, json
+import jsonschema
+from openai import OpenAI, BadRequestError
+
+client = OpenAI(base_url=f"http://{os.environ['HOST']}/v1", api_key="unused")
+weather = {"type": "object", "properties": {"city": {"type": "string", "minLength": 1, "maxLength": 20},
+           "unit": {"enum": ["C", "F"]}}, "required": ["city", "unit"], "additionalProperties": False}
+clock = {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 12}}, "required": ["zone"]}
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "The weather now in a city", "parameters": weather}},
+         {"type": "function", "function": {"name": "get_time", "description": "The time now in a zone", "parameters": clock}}]
+schemas = {"get_weather": weather, "get_time": clock}
+messages = [{"role": "user", "content": "What is the weather in Oslo?"}]
+
+c = client.chat.completions.create(model="gemma-3-270m", messages=messages, tools=tools, max_tokens=200, seed=1,
+    parallel_tool_calls=False, tool_choice={"type": "function", "function": {"name": "get_weather"}})
+choice = c.choices[0]
+assert choice.finish_reason == "tool_calls" and choice.message.content is None, c
+call = choice.message.tool_calls[0]
+assert len(choice.message.tool_calls) == 1 and call.type == "function" and call.id.startswith("call_"), c
+assert call.function.name == "get_weather", c
+jsonschema.validate(json.loads(call.function.arguments), weather)
+
+# Streamed: no text, the call in deltas whose arguments concatenate to JSON that validates.
+chunks = list(client.chat.completions.create(model="gemma-3-270m", messages=messages, tools=tools, max_tokens=200,
+    seed=2, parallel_tool_calls=False, tool_choice="required", stream=True))
+assert chunks[0].choices[0].delta.role == "assistant", chunks[0]
+assert not "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), "call syntax shown as text"
+calls = {}
+for ch in chunks:
+    for d in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+        entry = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+        entry["id"] = d.id or entry["id"]
+        entry["name"] += d.function.name or ""
+        entry["arguments"] += d.function.arguments or ""
+assert len(calls) == 1 and chunks[-1].choices[0].finish_reason == "tool_calls", chunks[-1]
+first = calls[0]
+jsonschema.validate(json.loads(first["arguments"]), schemas[first["name"]])
+
+# The round trip: the call and its result go back; the model answers as it chooses.
+messages += [{"role": "assistant", "content": None, "tool_calls": [{"id": first["id"], "type": "function",
+              "function": {"name": first["name"], "arguments": first["arguments"]}}]},
+             {"role": "tool", "tool_call_id": first["id"], "content": json.dumps({"temperature": 21, "unit": "C"})}]
+c = client.chat.completions.create(model="gemma-3-270m", messages=messages, tools=tools, max_tokens=60, seed=3)
+choice = c.choices[0]
+if choice.finish_reason == "tool_calls":
+    for call in choice.message.tool_calls:
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+else:
+    assert choice.message.tool_calls is None and "tool_calls" not in (choice.message.content or ""), c
+
+# `none`: no tools offered, plain text.
+c = client.chat.completions.create(model="gemma-3-270m", messages=messages[:1], tools=tools, tool_choice="none",
+    max_tokens=8, seed=4)
+assert c.choices[0].message.tool_calls is None and c.choices[0].finish_reason in ("stop", "length"), c
+# A tool that is not offered, and a tool message without its call: 400s that say so.
+for bad in [dict(tools=tools, tool_choice={"type": "function", "function": {"name": "nope"}}, messages=messages[:1]),
+            dict(messages=[{"role": "tool", "content": "21"}])]:
+    try:
+        client.chat.completions.create(model="gemma-3-270m", **bad)
+        raise AssertionError(f"accepted: {bad}")
+    except BadRequestError as e:
+        assert "nope" in str(e) or "tool_call_id" in str(e), e
+print("TOOLS OK")
+"#;
+
+#[test]
+fn openai_client_calls_tools() {
+    let out = run_python(OPENAI_TOOLS, shared_server());
+    assert!(out.contains("TOOLS OK"), "{out}");
+}
+
 /// Sends one HTTP/1.1 request on a fresh connection.
 fn request(addr: SocketAddr, request_line: &str, body: &str) -> TcpStream {
     let mut sock = TcpStream::connect(addr).expect("connects");

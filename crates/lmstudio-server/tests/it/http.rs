@@ -163,9 +163,24 @@ async fn unsupported_fields_are_refused_by_name() {
             "`response_format.json_schema.schema`",
         ),
         (
+            "/v1/completions",
+            r#"{"prompt": "x", "tools": [{"type": "function", "function": {"name": "f"}}]}"#,
+            "`tools`",
+        ),
+        (
             "/v1/chat/completions",
             r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}"#,
-            "`tools`",
+            "`function`",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search", "function": {"name": "f"}}]}"#,
+            "`web_search`",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}"#,
+            "`tool_choice`",
         ),
         (
             "/v1/chat/completions",

@@ -59,22 +59,33 @@ pub fn start_server_with(client: lmstudio::Client, config: lmstudio_server::Serv
     rx.recv().expect("the server starts")
 }
 
-/// A Python with LM Studio's SDK and the openai package, in `target/py-venv` (made once).
+/// A Python with LM Studio's SDK, the openai package and jsonschema, in `target/py-venv` (made
+/// once).
 pub fn python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
         let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/py-venv");
         let py = venv.join("bin/python");
-        let ready = Command::new(&py).args(["-c", "import lmstudio, openai"]).status().is_ok_and(|s| s.success());
+        let ready =
+            Command::new(&py).args(["-c", "import lmstudio, openai, jsonschema"]).status().is_ok_and(|s| s.success());
         if !ready {
             let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs").success();
             assert!(ok, "python3 -m venv failed");
             let ok = Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "lmstudio>=1.5.0", "openai"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "lmstudio>=1.5.0",
+                    "openai",
+                    "jsonschema",
+                ])
                 .status()
                 .expect("pip runs")
                 .success();
-            assert!(ok, "pip install lmstudio openai failed");
+            assert!(ok, "pip install lmstudio openai jsonschema failed");
         }
         py
     })

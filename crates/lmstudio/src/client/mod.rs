@@ -20,7 +20,14 @@ use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
 use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEntry, ModelInfo, PredictionResult};
+use crate::types::tools::ToolChoice;
 use crate::wire::protocol::ModelSpecifier;
+#[cfg(feature = "embedded")]
+use crate::{
+    tools::{CallReader, Constraint, ToolUse},
+    types::config::Structured,
+    types::result::{Fragment, StopReason},
+};
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
 #[cfg(not(feature = "embedded"))]
@@ -534,29 +541,109 @@ impl Llm {
             Input::Chat([]) => return Err(Error::InvalidPrompt("the chat has no messages".into())),
             _ => {}
         }
+        let offers_tools = !config.tools.is_empty() && config.tool_choice != Some(ToolChoice::None);
+        if offers_tools && matches!(input, Input::Raw(_)) {
+            return Err(Error::InvalidConfig("tools need a chat (respond), not a raw completion".into()));
+        }
         let (tx, rx) = flume::unbounded();
         let cancel = match &self.inner {
             #[cfg(feature = "embedded")]
             LlmInner::Embedded(l) => {
+                let mut valid = valid;
                 let templated;
+                let mut reader = None;
                 let prompt = match input {
                     Input::Raw(prompt) => prompt,
                     Input::Chat(chat) => {
-                        templated = self.apply_prompt_template(chat)?;
+                        let template = l.engine.template()?;
+                        let parallel = config.parallel_tool_calls.unwrap_or(true);
+                        let tools =
+                            ToolUse::new(template.tool_syntax(), &config.tools, config.tool_choice.as_ref(), parallel);
+                        templated = match &tools {
+                            Some(tools) => {
+                                valid.structured = tools.constraint().map(grammar_of).transpose()?;
+                                template.render_with_tools(&tools.messages(chat), &tools.template_tools())?
+                            }
+                            None => template.render(chat)?,
+                        };
+                        reader = tools.map(|t| t.reader());
                         templated.as_str()
                     }
                 };
                 l.touch();
                 let draft = valid.draft.as_ref().map(|d| l.draft_file(&d.model)).transpose()?;
                 let cancel = Cancel::default();
-                l.engine.submit(prompt, valid, draft.as_ref(), tx, Arc::clone(cancel.flag()))?;
+                let events = match reader {
+                    Some(reader) => read_tool_calls(reader, tx)?,
+                    None => tx,
+                };
+                l.engine.submit(prompt, valid, draft.as_ref(), events, Arc::clone(cancel.flag()))?;
                 cancel
             }
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));
             }
+            LlmInner::Remote { .. } if offers_tools => {
+                return Err(Error::Unsupported("tools over LM Studio's SDK protocol (yet)".into()));
+            }
             LlmInner::Remote { remote, .. } => remote.predict(self.specifier(), &input, config, tx)?,
         };
         Ok((rx, cancel))
     }
+}
+
+/// The structured output a tool use's constraint is.
+#[cfg(feature = "embedded")]
+fn grammar_of(constraint: Constraint) -> Result<Structured> {
+    Ok(match constraint {
+        Constraint::Json(schema) => Structured::Json(schema),
+        Constraint::HermesCall(call) => {
+            Structured::Gbnf(crate::tools::hermes_grammar(&crate::engine::json_schema_grammar(&call)?))
+        }
+    })
+}
+
+/// Events for the engine, read on a thread of their own into `out`: fragments as the text to show
+/// (never call syntax), the result with its calls and stop reason `toolCalls` when there are any.
+#[cfg(feature = "embedded")]
+fn read_tool_calls(mut reader: CallReader, out: flume::Sender<Event>) -> Result<flume::Sender<Event>> {
+    let (tx, events) = flume::unbounded();
+    std::thread::Builder::new()
+        .name("lms-tool-calls".into())
+        .spawn(move || {
+            for event in events.iter() {
+                let event = match event {
+                    Event::Fragment(f) => {
+                        let content = reader.feed(&f.content);
+                        if content.is_empty() {
+                            continue;
+                        }
+                        Event::Fragment(Fragment { content, ..f })
+                    }
+                    Event::Done(done) => match *done {
+                        Ok(mut result) => {
+                            let (text, calls, rest) = reader.finish(&result.content);
+                            if !rest.is_empty() {
+                                let last = Fragment { content: rest, tokens_count: 0, logprobs: Vec::new() };
+                                if out.send(Event::Fragment(last)).is_err() {
+                                    return;
+                                }
+                            }
+                            if !calls.is_empty() {
+                                result.stats.stop_reason = StopReason::ToolCalls;
+                            }
+                            (result.content, result.tool_calls) = (text, calls);
+                            Event::Done(Box::new(Ok(result)))
+                        }
+                        failed => Event::Done(Box::new(failed)),
+                    },
+                    other => other,
+                };
+                if out.send(event).is_err() {
+                    return; // the caller went away; the engine sees the cancel
+                }
+            }
+        })
+        .map_err(|e| Error::Engine(format!("no thread to read tool calls: {e}")))?;
+    Ok(tx)
 }

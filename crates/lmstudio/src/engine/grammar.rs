@@ -188,7 +188,7 @@ impl Grammars {
 }
 
 /// llama.cpp's JSON-schema-to-GBNF converter (its `common` library, as llama-server uses).
-fn json_schema_grammar(schema: &serde_json::Value) -> Result<String> {
+pub(crate) fn json_schema_grammar(schema: &serde_json::Value) -> Result<String> {
     llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|_| {
         Error::InvalidConfig(
             "structured: the JSON schema uses what llama.cpp's converter does not support (an unknown `$ref`, \

@@ -9,6 +9,7 @@ pub mod benching;
 mod disk_cache;
 mod draft;
 mod grammar;
+pub(crate) use grammar::json_schema_grammar;
 mod job;
 mod prompt_cache;
 mod rules;
@@ -256,10 +257,12 @@ impl Engine {
     /// Formats a chat with the model's chat template (its family's, or ChatML, when the file has
     /// none), ready for the assistant's turn.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
-        match &self.template {
-            Ok(t) => t.render(messages),
-            Err(e) => Err(e.clone()),
-        }
+        self.template()?.render(messages)
+    }
+
+    /// The model's compiled chat template, or why it has none.
+    pub(crate) fn template(&self) -> Result<&ChatTemplate> {
+        self.template.as_ref().map_err(Clone::clone)
     }
 
     /// Number of tokens `text` becomes.

@@ -234,7 +234,8 @@ impl Slot {
         // Tokens whose text a stop string swallowed were predicted all the same.
         let mut logprobs = a.logprobs;
         logprobs.append(&mut a.unsent_logprobs);
-        let result = PredictionResult { content: a.content, model_info: info.clone(), stats, logprobs };
+        let result =
+            PredictionResult { content: a.content, model_info: info.clone(), stats, logprobs, tool_calls: Vec::new() };
         let _ = a.job.events.send(Event::Done(Box::new(Ok(result))));
     }
 
@@ -382,6 +383,12 @@ pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo, shar
         stop_string: None,
         drafts: None,
     };
-    let result = PredictionResult { content: String::new(), model_info: info.clone(), stats, logprobs: Vec::new() };
+    let result = PredictionResult {
+        content: String::new(),
+        model_info: info.clone(),
+        stats,
+        logprobs: Vec::new(),
+        tool_calls: Vec::new(),
+    };
     let _ = job.events.send(Event::Done(Box::new(Ok(result))));
 }

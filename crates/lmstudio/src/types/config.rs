@@ -7,6 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::{Error, Result};
+use super::tools::{Tool, ToolChoice};
 
 /// Settings of one prediction. `Default` leaves everything at LM Studio's defaults.
 ///
@@ -96,6 +97,19 @@ pub struct Config {
     /// probability, in `[0, 1]`. Default 0.75.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speculative_decoding_min_continue_drafting_probability: Option<f32>,
+    /// Functions the model may call, for a chat ([`crate::Llm::respond`]): the model's chat
+    /// template shows them, and the calls it makes come back in
+    /// [`crate::PredictionResult::tool_calls`] (stop reason `toolCalls`), never as text. A raw
+    /// completion takes none. Embedded only for now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    /// Whether the model must call one of [`Config::tools`]. Default: `auto` with tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may make several calls in one answer. Default true; false holds it to
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// A draft model and how to draft with it ([`ValidConfig::draft`]).
@@ -297,6 +311,9 @@ impl Config {
             speculative_decoding_min_continue_drafting_probability: self
                 .speculative_decoding_min_continue_drafting_probability
                 .or(base.speculative_decoding_min_continue_drafting_probability),
+            tools: if self.tools.is_empty() { base.tools } else { self.tools },
+            tool_choice: self.tool_choice.or(base.tool_choice),
+            parallel_tool_calls: self.parallel_tool_calls.or(base.parallel_tool_calls),
         }
     }
 
@@ -328,6 +345,10 @@ impl Config {
             return Err(Error::InvalidConfig(format!(
                 "logprobs asks for {n} alternatives; at most {MAX_TOP_LOGPROBS}"
             )));
+        }
+        validate_tools(&self.tools, self.tool_choice.as_ref())?;
+        if !self.tools.is_empty() && self.tool_choice != Some(ToolChoice::None) && self.structured.is_some() {
+            return Err(Error::InvalidConfig("structured output and tools exclude each other".into()));
         }
         let top_k = self.top_k.unwrap_or(40);
         if top_k > i32::MAX as u32 {
@@ -662,6 +683,35 @@ impl LoadConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks tools and the choice together: names (unique; letters, digits, `_`, `-`), object
+/// schemas, a named choice that names one of them, `required` only with tools.
+fn validate_tools(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<()> {
+    for (i, tool) in tools.iter().enumerate() {
+        let bad = |why: String| Err(Error::InvalidConfig(format!("tool {:?}: {why}", tool.name)));
+        let name_ok = !tool.name.is_empty()
+            && tool.name.len() <= 64
+            && tool.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return bad("a name is 1 to 64 letters, digits, `_` or `-`".into());
+        }
+        if !matches!(&tool.parameters, serde_json::Value::Object(o) if o.get("type").is_none_or(|t| t == "object")) {
+            return bad(format!("parameters must be a JSON Schema of an object, got {}", tool.parameters));
+        }
+        if tools[..i].iter().any(|t| t.name == tool.name) {
+            return Err(Error::InvalidConfig(format!("two tools are called {:?}", tool.name)));
+        }
+    }
+    match choice {
+        Some(ToolChoice::Required) if tools.is_empty() => {
+            Err(Error::InvalidConfig("toolChoice `required` needs tools".into()))
+        }
+        Some(ToolChoice::Function(name)) if !tools.iter().any(|t| &t.name == name) => {
+            Err(Error::InvalidConfig(format!("toolChoice names {name:?}, which is not one of the tools")))
+        }
+        _ => Ok(()),
     }
 }
 

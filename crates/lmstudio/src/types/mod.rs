@@ -6,3 +6,4 @@ pub mod error;
 pub mod event;
 pub mod result;
 pub(crate) mod sync;
+pub mod tools;

@@ -270,16 +270,32 @@ pub struct Activity {
 /// One message of a chat, for [`crate::Llm::apply_prompt_template`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text.
     pub content: String,
+    /// An assistant's calls of tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::types::tools::ToolCall>,
+    /// A tool's message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
     /// A message from `role` with `content`.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self { role: role.into(), content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    /// The assistant's message that made `calls` (with any text it wrote beside them).
+    pub fn tool_calls(content: impl Into<String>, calls: Vec<crate::types::tools::ToolCall>) -> Self {
+        Self { tool_calls: calls, ..Self::new("assistant", content) }
+    }
+
+    /// A tool's result, answering the call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { tool_call_id: Some(call_id.into()), ..Self::new("tool", content) }
     }
 }
 
@@ -295,6 +311,12 @@ impl ChatMessage {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
     messages: Vec<ChatMessage>,
+}
+
+impl From<Vec<ChatMessage>> for Chat {
+    fn from(messages: Vec<ChatMessage>) -> Self {
+        Self { messages }
+    }
 }
 
 impl Chat {
@@ -324,6 +346,12 @@ impl Chat {
     /// Adds what the assistant said.
     pub fn add_assistant_response(&mut self, text: impl Into<String>) {
         self.messages.push(ChatMessage::new("assistant", text));
+    }
+
+    /// Adds a message as it is: a tool's result ([`ChatMessage::tool_result`]), the assistant's
+    /// calls ([`ChatMessage::tool_calls`]).
+    pub fn push(&mut self, message: ChatMessage) {
+        self.messages.push(message);
     }
 
     /// Adds a message as `on_message` gives it (LM Studio's `chat.append`).
@@ -364,6 +392,10 @@ pub struct PredictionResult {
     /// With [`crate::Config::logprobs`]: every predicted token with its log probability.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logprobs: Vec<TokenLogprob>,
+    /// With [`crate::Config::tools`]: the calls the model made (`content` is then what it wrote
+    /// beside them, often nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::types::tools::ToolCall>,
 }
 
 impl PredictionResult {

@@ -159,7 +159,7 @@ pub enum DisplayData {
     #[serde(rename = "generic.noModelMatchingQuery", rename_all = "camelCase")]
     NoModelMatchingQuery {
         /// What was asked for.
-        query: super::protocol::ModelQuery,
+        query: QueryName,
         /// Some of the models there are.
         loaded_models_sample: Vec<String>,
         /// How many there are.
@@ -178,6 +178,14 @@ pub enum DisplayData {
     /// A code of LM Studio's this vocabulary does not know.
     #[serde(other)]
     Other,
+}
+
+/// The name a query in [`DisplayData::NoModelMatchingQuery`] gave (its other fields are left out).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryName {
+    /// An instance identifier or a model key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
 }
 
 /// A preset in [`DisplayData::PresetNotFound`].
@@ -221,7 +229,7 @@ pub fn error_object(e: &Error) -> ErrorObject {
             format!("Available: {}", candidates.join(", "))
         });
         object.display_data = Some(DisplayData::NoModelMatchingQuery {
-            query: super::protocol::ModelQuery { identifier: Some(query.clone()), ..Default::default() },
+            query: QueryName { identifier: Some(query.clone()) },
             loaded_models_sample: candidates.clone(),
             total_loaded_models: candidates.len(),
         });

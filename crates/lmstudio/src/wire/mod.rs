@@ -9,7 +9,7 @@ use crate::types::error::Error;
 
 mod error;
 pub mod protocol;
-pub use error::{error_from_object, error_object, DisplayData, ErrorObject, PresetSample};
+pub use error::{error_from_object, error_object, DisplayData, ErrorObject, PresetSample, QueryName};
 
 /// One `{"key", "value"}` setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -595,6 +595,10 @@ mod tests {
             speculative_decoding_num_draft_tokens_exact: None,
             speculative_decoding_min_draft_length_to_consider: None,
             speculative_decoding_min_continue_drafting_probability: None,
+            // Not LM Studio settings either: its tools travel as `rawTools` (issue 28, later).
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);

@@ -26,6 +26,8 @@ mod speculation;
 mod streaming;
 #[cfg(feature = "embedded")]
 mod structured;
+#[cfg(feature = "embedded")]
+mod tools;
 
 use std::sync::OnceLock;
 

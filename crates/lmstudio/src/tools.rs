@@ -1,0 +1,549 @@
+//! Tool calls in a chat: how the tools reach the model, how its output is held to a call when one
+//! is required, and how calls are read back out of the text, while it streams.
+//!
+//! Two syntaxes. A chat template that knows tools and writes calls as Hermes' (Qwen's)
+//! `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` gets the tools itself and the model
+//! answers in that syntax. Any other template gets the generic form (llama.cpp's `common/chat`
+//! does the same for models without a tool syntax): a system message lists the tools and asks for
+//! JSON, `{"tool_calls": [{"name": ..., "arguments": {...}}]}` or `{"response": "..."}`, and the
+//! output is constrained to exactly that JSON, so even a small model answers in a form that
+//! parses. A required or named call is constrained in both syntaxes: its arguments validate
+//! against the tool's schema. Pure: no engine here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::types::result::ChatMessage;
+use crate::types::tools::{Tool, ToolCall, ToolChoice};
+
+/// A tool as `transformers` gives it to a chat template (OpenAI's shape).
+#[derive(Debug, Serialize)]
+pub(crate) struct TemplateTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: &'a Tool,
+}
+
+/// A call as a chat template reads it from an assistant message's `tool_calls`.
+#[derive(Debug, Serialize)]
+pub(crate) struct TemplateCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: GenericCall<'a>,
+}
+
+/// The generic answer's form, both ways: `{"tool_calls": [...]}` or `{"response": "..."}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum GenericAnswer<'a> {
+    Calls {
+        #[serde(borrow)]
+        tool_calls: Vec<GenericCall<'a>>,
+    },
+    Response {
+        response: String,
+    },
+}
+
+/// `{"name": ..., "arguments": {...}}`; the id only in the history we write.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct GenericCall<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    /// Hermes models write `parameters` at times.
+    #[serde(default, alias = "parameters")]
+    arguments: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    id: Option<&'a str>,
+}
+
+/// A tool's result in the generic history.
+#[derive(Debug, Serialize)]
+struct ToolResponse<'a> {
+    tool_response: ToolResponseBody<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct ToolResponseBody<'a> {
+    id: Option<&'a str>,
+    content: &'a str,
+}
+
+/// How a model's template and output carry tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// The template renders `tools`; calls are `<tool_call>{json}</tool_call>`.
+    Hermes,
+    /// Tools in a system message; the whole answer is JSON.
+    Generic,
+}
+
+const HERMES_OPEN: &str = "<tool_call>";
+const HERMES_CLOSE: &str = "</tool_call>";
+
+/// The syntax of a model whose chat template is `source`.
+pub(crate) fn syntax_of(source: &str) -> Syntax {
+    if source.contains("tools") && source.contains(HERMES_OPEN) {
+        Syntax::Hermes
+    } else {
+        Syntax::Generic
+    }
+}
+
+/// One prediction's use of tools: what the template is given, what the output is held to, and
+/// how it is read.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolUse {
+    syntax: Syntax,
+    tools: Vec<Tool>,
+    choice: ToolChoice,
+    /// Several calls in one answer.
+    parallel: bool,
+}
+
+/// What a tool-using prediction's output is constrained to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Constraint {
+    /// JSON of this schema (the generic syntax).
+    Json(Value),
+    /// One Hermes call block whose JSON follows this schema.
+    HermesCall(Value),
+}
+
+impl ToolUse {
+    /// The tools of a prediction and the choice asked for; `None` when no tool is offered
+    /// (none given, or `none` chosen).
+    pub(crate) fn new(syntax: Syntax, tools: &[Tool], choice: Option<&ToolChoice>, parallel: bool) -> Option<Self> {
+        let choice = choice.cloned().unwrap_or(ToolChoice::Auto);
+        (!tools.is_empty() && choice != ToolChoice::None).then(|| Self {
+            syntax,
+            tools: tools.to_vec(),
+            choice,
+            parallel,
+        })
+    }
+
+    /// The tools the template gets (OpenAI's shape, as `transformers` passes them): all of them
+    /// for a template that knows tools, none for the generic form (they are in the messages).
+    pub(crate) fn template_tools(&self) -> Vec<TemplateTool<'_>> {
+        match self.syntax {
+            Syntax::Hermes => self.tools.iter().map(|t| TemplateTool { kind: "function", function: t }).collect(),
+            Syntax::Generic => Vec::new(),
+        }
+    }
+
+    /// The chat as the template is given it. Generic: the tools and the answer's form in the
+    /// system message, earlier calls and results as the JSON the model writes and reads.
+    pub(crate) fn messages(&self, chat: &[ChatMessage]) -> Vec<ChatMessage> {
+        if self.syntax == Syntax::Hermes {
+            return chat.to_vec();
+        }
+        let mut messages: Vec<ChatMessage> = chat
+            .iter()
+            .map(|m| {
+                if !m.tool_calls.is_empty() {
+                    let answer = GenericAnswer::Calls { tool_calls: m.tool_calls.iter().map(generic_call).collect() };
+                    ChatMessage::new("assistant", to_json(&answer))
+                } else if m.role == "tool" {
+                    let body = ToolResponseBody { id: m.tool_call_id.as_deref(), content: &m.content };
+                    ChatMessage::new("user", to_json(&ToolResponse { tool_response: body }))
+                } else {
+                    ChatMessage::new(m.role.clone(), m.content.clone())
+                }
+            })
+            .collect();
+        let instructions = self.generic_instructions();
+        match messages.first_mut() {
+            Some(first) if first.role == "system" => first.content = format!("{}\n\n{instructions}", first.content),
+            _ => messages.insert(0, ChatMessage::new("system", instructions)),
+        }
+        messages
+    }
+
+    fn generic_instructions(&self) -> String {
+        let listed = to_json(&self.tools);
+        let how = match &self.choice {
+            ToolChoice::Auto | ToolChoice::None => {
+                "To call tools, answer {\"tool_calls\": [{\"name\": \"<tool name>\", \"arguments\": {<its arguments>}}]}; \
+                 to answer without a tool, answer {\"response\": \"<your answer>\"}."
+                    .to_owned()
+            }
+            ToolChoice::Required => "Call one or more of them: answer {\"tool_calls\": [{\"name\": \"<tool name>\", \
+                 \"arguments\": {<its arguments>}}]}."
+                .to_owned(),
+            ToolChoice::Function(name) => format!(
+                "Call the tool {name}: answer {{\"tool_calls\": [{{\"name\": \"{name}\", \"arguments\": {{<its arguments>}}}}]}}."
+            ),
+        };
+        format!("You can use these tools:\n{listed}\n\nAnswer in JSON only. {how}")
+    }
+
+    /// What the output is held to: the generic JSON always (a call or a response); a Hermes call
+    /// block when a call is required; nothing for a Hermes model that may answer freely.
+    pub(crate) fn constraint(&self) -> Option<Constraint> {
+        let offered: Vec<&Tool> = match &self.choice {
+            ToolChoice::Function(name) => self.tools.iter().filter(|t| &t.name == name).collect(),
+            _ => self.tools.iter().collect(),
+        };
+        let call = one_of(offered.iter().map(|t| call_schema(t)).collect());
+        let forced = !matches!(self.choice, ToolChoice::Auto | ToolChoice::None);
+        match self.syntax {
+            Syntax::Hermes => forced.then_some(Constraint::HermesCall(call)),
+            Syntax::Generic => {
+                let mut array = json!({"type": "array", "items": call, "minItems": 1});
+                if !self.parallel {
+                    array["maxItems"] = 1.into();
+                }
+                let calls = json!({
+                    "type": "object",
+                    "properties": {"tool_calls": array},
+                    "required": ["tool_calls"],
+                    "additionalProperties": false,
+                });
+                let response = json!({
+                    "type": "object",
+                    "properties": {"response": {"type": "string"}},
+                    "required": ["response"],
+                    "additionalProperties": false,
+                });
+                Some(Constraint::Json(if forced { calls } else { json!({"anyOf": [calls, response]}) }))
+            }
+        }
+    }
+
+    /// A reader of this prediction's output.
+    pub(crate) fn reader(&self) -> CallReader {
+        CallReader { syntax: self.syntax, parallel: self.parallel, output: String::new(), shown: 0 }
+    }
+}
+
+/// `{"name": <the tool's>, "arguments": <its parameters>}`, nothing else.
+fn call_schema(tool: &Tool) -> Value {
+    json!({
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": false,
+    })
+}
+
+fn one_of(mut schemas: Vec<Value>) -> Value {
+    if schemas.len() == 1 {
+        schemas.remove(0)
+    } else {
+        json!({"anyOf": schemas})
+    }
+}
+
+/// The grammar of a Hermes call block, around the grammar of its JSON (`call_grammar`, as
+/// llama.cpp's converter writes it: its start rule `root`).
+pub(crate) fn hermes_grammar(call_grammar: &str) -> String {
+    let call: Vec<String> = call_grammar
+        .lines()
+        .map(|l| match l.strip_prefix("root ::=") {
+            Some(rest) => format!("call ::={rest}"),
+            None => l.to_owned(),
+        })
+        .collect();
+    format!("root ::= \"{HERMES_OPEN}\\n\" call \"\\n{HERMES_CLOSE}\"\n{}\n", call.join("\n"))
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A call as the generic history and a template show it: the arguments as the object, when they
+/// parse.
+fn generic_call(call: &ToolCall) -> GenericCall<'_> {
+    let arguments = serde_json::from_str(&call.arguments).unwrap_or_else(|_| Value::String(call.arguments.clone()));
+    GenericCall { name: call.name.as_str().into(), arguments, id: Some(&call.id) }
+}
+
+/// A call as a chat template reads it (`message.tool_calls[i]`).
+pub(crate) fn template_call(call: &ToolCall) -> TemplateCall<'_> {
+    TemplateCall { id: &call.id, kind: "function", function: generic_call(call) }
+}
+
+/// Reads a prediction's output as it streams: what of it is text to show (never call syntax),
+/// and at the end, the text and the calls.
+#[derive(Debug)]
+pub(crate) struct CallReader {
+    syntax: Syntax,
+    /// Several calls taken; else the first alone (a model may write more than it was allowed).
+    parallel: bool,
+    output: String,
+    /// Bytes of visible text already given out.
+    shown: usize,
+}
+
+impl CallReader {
+    /// Takes the next piece of output; returns the text to show now.
+    pub(crate) fn feed(&mut self, piece: &str) -> String {
+        self.output.push_str(piece);
+        let visible = match self.syntax {
+            Syntax::Hermes => hermes_text_so_far(&self.output).to_owned(),
+            Syntax::Generic => generic_response_so_far(&self.output),
+        };
+        match visible.get(self.shown..) {
+            Some(new) if visible.len() > self.shown => {
+                self.shown = visible.len();
+                new.to_owned()
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// The whole output read: the answer's text, the calls, and the text not shown yet.
+    pub(crate) fn finish(&mut self, output: &str) -> (String, Vec<ToolCall>, String) {
+        let (text, mut calls) = match self.syntax {
+            Syntax::Hermes => hermes_calls(output),
+            Syntax::Generic => generic_calls(output),
+        };
+        if !self.parallel {
+            calls.truncate(1);
+        }
+        let rest = text.get(self.shown..).filter(|_| text.is_char_boundary(self.shown)).unwrap_or_default().to_owned();
+        (text, calls, rest)
+    }
+}
+
+/// The text before the first call block, less any end that may be the start of one.
+fn hermes_text_so_far(output: &str) -> &str {
+    let before = output.find(HERMES_OPEN).map_or(output, |at| &output[..at]);
+    let keep = (1..HERMES_OPEN.len())
+        .rev()
+        .find(|&n| before.len() >= n && HERMES_OPEN.starts_with(&before[before.len() - n..]))
+        .map_or(before.len(), |n| before.len() - n);
+    before.get(..keep).unwrap_or(before).trim_start()
+}
+
+/// The text outside call blocks (trimmed) and the calls in them. A block whose JSON does not
+/// read as a call stays text.
+fn hermes_calls(output: &str) -> (String, Vec<ToolCall>) {
+    let (mut text, mut calls, mut rest) = (String::new(), Vec::new(), output);
+    while let Some(open) = rest.find(HERMES_OPEN) {
+        let body_start = open + HERMES_OPEN.len();
+        let (body, after) = match rest[body_start..].find(HERMES_CLOSE) {
+            Some(close) => (&rest[body_start..body_start + close], body_start + close + HERMES_CLOSE.len()),
+            None => (&rest[body_start..], rest.len()),
+        };
+        match serde_json::from_str::<GenericCall>(body.trim()).ok().map(call_of) {
+            Some(call) => {
+                text.push_str(&rest[..open]);
+                calls.push(call);
+            }
+            None => text.push_str(&rest[..after]),
+        }
+        rest = &rest[after..];
+    }
+    text.push_str(rest);
+    (text.trim().to_owned(), calls)
+}
+
+/// The generic answer: its calls, or its response as the text (output that is neither stays text).
+fn generic_calls(output: &str) -> (String, Vec<ToolCall>) {
+    match serde_json::from_str::<GenericAnswer>(output.trim()) {
+        Ok(GenericAnswer::Calls { tool_calls }) => (String::new(), tool_calls.into_iter().map(call_of).collect()),
+        Ok(GenericAnswer::Response { response }) => (response, Vec::new()),
+        // Cut short (a token limit): what there is of a response; a call's JSON is never text.
+        Err(_) => (generic_response_so_far(output), Vec::new()),
+    }
+}
+
+/// The response string of a generic answer so far, as far as it is decoded: nothing until the
+/// output is seen to be `{"response": "...`.
+fn generic_response_so_far(output: &str) -> String {
+    let mut s = output;
+    for token in ["{", "\"response\"", ":", "\""] {
+        match s.trim_start_matches(|c: char| c.is_ascii_whitespace()).strip_prefix(token) {
+            Some(rest) => s = rest,
+            None => return String::new(),
+        }
+    }
+    decode_partial_string(s)
+}
+
+/// Decodes a JSON string's characters from `s` (just after its opening quote) up to its closing
+/// quote or the last whole escape.
+fn decode_partial_string(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => {
+                let Some(e) = chars.next() else { break };
+                match e {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    'b' => out.push('\u{8}'),
+                    'f' => out.push('\u{c}'),
+                    'u' => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        if hex.len() < 4 {
+                            break;
+                        }
+                        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                            Some(c) => out.push(c),
+                            // Half of a surrogate pair: the whole answer decodes it at the end.
+                            None => break,
+                        }
+                    }
+                    other => out.push(other),
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A call with a fresh id; arguments written as a string stay that string, an object becomes its
+/// JSON text (none: `{}`).
+fn call_of(call: GenericCall<'_>) -> ToolCall {
+    let arguments = match call.arguments {
+        Value::String(s) => s,
+        Value::Null => "{}".to_owned(),
+        other => other.to_string(),
+    };
+    ToolCall { id: call_id(), name: call.name.into_owned(), arguments }
+}
+
+/// A fresh call id, `call_` and 24 hex digits, unique in this process.
+fn call_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("call_{:016x}{:08x}", nanos, n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weather() -> Tool {
+        let parameters = serde_json::from_str(
+            r#"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#,
+        )
+        .expect("schema");
+        Tool::new("get_weather", "The weather in a city", parameters)
+    }
+
+    fn feed_all(reader: &mut CallReader, pieces: &[&str]) -> String {
+        pieces.iter().map(|p| reader.feed(p)).collect()
+    }
+
+    #[test]
+    fn generic_calls_are_read_and_never_shown() {
+        let tools = ToolUse::new(Syntax::Generic, &[weather()], Some(&ToolChoice::Required), true).expect("offered");
+        let mut reader = tools.reader();
+        let pieces = ["{\"tool", "_calls\": [{\"name\": \"get_weather\", ", "\"arguments\": {\"city\": \"Oslo\"}}]}"];
+        assert_eq!(feed_all(&mut reader, &pieces), "");
+        let (text, calls, rest) = reader.finish(&pieces.concat());
+        assert_eq!((text.as_str(), rest.as_str()), ("", ""));
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("get_weather", r#"{"city":"Oslo"}"#));
+        assert!(calls[0].id.starts_with("call_"));
+    }
+
+    #[test]
+    fn a_generic_response_streams_as_text() {
+        let tools = ToolUse::new(Syntax::Generic, &[weather()], None, true).expect("offered");
+        let mut reader = tools.reader();
+        let pieces = ["{ \"resp", "onse\" : \"It is ", "sunny \\\"", "today\\n\\u00e9", "\"}"];
+        let shown = feed_all(&mut reader, &pieces);
+        let (text, calls, rest) = reader.finish(&pieces.concat());
+        assert!(calls.is_empty());
+        assert_eq!(text, "It is sunny \"today\n\u{e9}");
+        assert_eq!(format!("{shown}{rest}"), text, "shown while streaming, then the rest");
+    }
+
+    #[test]
+    fn hermes_text_streams_up_to_a_call_and_the_call_is_read() {
+        let tools = ToolUse::new(Syntax::Hermes, &[weather()], None, true).expect("offered");
+        assert_eq!(tools.constraint(), None, "a Hermes model may answer freely");
+        let mut reader = tools.reader();
+        let pieces = [
+            "Let me check.",
+            "\n<tool",
+            "_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
+        ];
+        let shown = feed_all(&mut reader, &pieces);
+        assert_eq!(shown, "Let me check.", "no call syntax is shown");
+        let (text, calls, rest) = reader.finish(&pieces.concat());
+        assert_eq!((text.as_str(), rest.as_str(), calls.len()), ("Let me check.", "", 1));
+        assert_eq!(calls[0].arguments, r#"{"city":"Oslo"}"#);
+        // Two calls in a row, and a block that is not a call stays text.
+        let (text, calls) = hermes_calls(
+            "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call><tool_call>{\"name\": \"b\", \"parameters\": {\"x\": 1}}</tool_call><tool_call>nope</tool_call>",
+        );
+        assert_eq!(calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(calls[1].arguments, r#"{"x":1}"#);
+        assert_eq!(text, "<tool_call>nope</tool_call>");
+        assert_ne!(calls[0].id, calls[1].id);
+    }
+
+    #[test]
+    fn the_constraint_follows_the_choice() {
+        let other = Tool::new("other", "", json!({}));
+        let tools = [weather(), other];
+        let named =
+            ToolUse::new(Syntax::Generic, &tools, Some(&ToolChoice::Function("other".into())), false).expect("offered");
+        let Some(Constraint::Json(schema)) = named.constraint() else { panic!("generic is JSON") };
+        assert_eq!(schema["properties"]["tool_calls"]["items"]["properties"]["name"]["const"], "other");
+        assert_eq!(schema["properties"]["tool_calls"]["maxItems"], 1, "one call when not parallel");
+        let auto = ToolUse::new(Syntax::Generic, &tools, None, true).expect("offered");
+        let Some(Constraint::Json(schema)) = auto.constraint() else { panic!("generic is JSON") };
+        assert_eq!(schema["anyOf"][1]["required"][0], "response", "auto may answer");
+        let hermes = ToolUse::new(Syntax::Hermes, &tools, Some(&ToolChoice::Required), true).expect("offered");
+        let Some(Constraint::HermesCall(schema)) = hermes.constraint() else { panic!("forced") };
+        assert_eq!(schema["anyOf"].as_array().map(Vec::len), Some(2));
+        assert!(ToolUse::new(Syntax::Generic, &tools, Some(&ToolChoice::None), true).is_none());
+        assert!(ToolUse::new(Syntax::Generic, &[], None, true).is_none());
+    }
+
+    #[test]
+    fn the_generic_history_carries_calls_and_results_as_json() {
+        let tools = ToolUse::new(Syntax::Generic, &[weather()], None, true).expect("offered");
+        let call = ToolCall { id: "call_1".into(), name: "get_weather".into(), arguments: r#"{"city":"Oslo"}"#.into() };
+        let chat = [
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Weather in Oslo?"),
+            ChatMessage::tool_calls("", vec![call]),
+            ChatMessage::tool_result("call_1", "sunny"),
+        ];
+        let messages = tools.messages(&chat);
+        assert!(messages[0].content.starts_with("Be brief.\n\nYou can use these tools:"), "{}", messages[0].content);
+        assert!(messages[0].content.contains("get_weather"));
+        let assistant: Value = serde_json::from_str(&messages[2].content).expect("JSON");
+        assert_eq!(assistant["tool_calls"][0]["arguments"]["city"], "Oslo");
+        assert_eq!(messages[3].role, "user");
+        let result: Value = serde_json::from_str(&messages[3].content).expect("JSON");
+        assert_eq!(
+            (&result["tool_response"]["id"], &result["tool_response"]["content"]),
+            (&json!("call_1"), &json!("sunny"))
+        );
+    }
+
+    #[test]
+    fn the_hermes_grammar_wraps_the_calls_grammar() {
+        let g = hermes_grammar("root ::= \"{\" space \"}\"\nspace ::= \" \"?");
+        assert_eq!(
+            g,
+            "root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall ::= \"{\" space \"}\"\nspace ::= \" \"?\n"
+        );
+        // A call cut short is not text.
+        assert_eq!(generic_calls("{\"tool_calls\": [{\"na"), (String::new(), Vec::new()));
+        assert_eq!(generic_calls("{\"response\": \"Hel").0, "Hel");
+    }
+
+    #[test]
+    fn hermes_templates_are_recognised() {
+        assert_eq!(syntax_of("{% if tools %}<tool_call>{% endif %}"), Syntax::Hermes);
+        assert_eq!(syntax_of("{{ messages }}"), Syntax::Generic);
+    }
+}
