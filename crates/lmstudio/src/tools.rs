@@ -60,10 +60,10 @@ pub(crate) struct GenericCall<'a> {
     id: Option<&'a str>,
 }
 
-/// A tool's result in the generic history.
+/// The results of one round of calls in the generic history.
 #[derive(Debug, Serialize)]
-struct ToolResponse<'a> {
-    tool_response: ToolResponseBody<'a>,
+struct ToolResponses<'a> {
+    tool_responses: Vec<ToolResponseBody<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,7 +86,10 @@ const HERMES_CLOSE: &str = "</tool_call>";
 
 /// The syntax of a model whose chat template is `source`.
 pub(crate) fn syntax_of(source: &str) -> Syntax {
-    if source.contains("tools") && source.contains(HERMES_OPEN) {
+    // Qwen3-Coder's and GLM's calls are XML inside the same tag (`<function=...>`, `<arg_key>`):
+    // not this syntax.
+    let xml_inside = source.contains("<function=") || source.contains("<arg_key>");
+    if source.contains("tools") && source.contains(HERMES_OPEN) && !xml_inside {
         Syntax::Hermes
     } else {
         Syntax::Generic
@@ -141,20 +144,7 @@ impl ToolUse {
         if self.syntax == Syntax::Hermes {
             return chat.to_vec();
         }
-        let mut messages: Vec<ChatMessage> = chat
-            .iter()
-            .map(|m| {
-                if !m.tool_calls.is_empty() {
-                    let answer = GenericAnswer::Calls { tool_calls: m.tool_calls.iter().map(generic_call).collect() };
-                    ChatMessage::new("assistant", to_json(&answer))
-                } else if m.role == "tool" {
-                    let body = ToolResponseBody { id: m.tool_call_id.as_deref(), content: &m.content };
-                    ChatMessage::new("user", to_json(&ToolResponse { tool_response: body }))
-                } else {
-                    ChatMessage::new(m.role.clone(), m.content.clone())
-                }
-            })
-            .collect();
+        let mut messages = generic_history(chat);
         let instructions = self.generic_instructions();
         match messages.first_mut() {
             Some(first) if first.role == "system" => first.content = format!("{}\n\n{instructions}", first.content),
@@ -220,14 +210,82 @@ impl ToolUse {
     }
 }
 
+/// A chat with calls and results as the generic form writes and reads them, for a template that
+/// knows no tools: an assistant's calls (and any text beside them) as its JSON answer, the results
+/// that follow as one user message (a template may ask roles to alternate). Used with tools
+/// offered or not, so that no template meets a `tool` role it does not know.
+pub(crate) fn generic_history(chat: &[ChatMessage]) -> Vec<ChatMessage> {
+    let mut messages: Vec<ChatMessage> = Vec::with_capacity(chat.len());
+    let mut results: Vec<ToolResponseBody<'_>> = Vec::new();
+    let flush = |results: &mut Vec<ToolResponseBody<'_>>, messages: &mut Vec<ChatMessage>| {
+        if !results.is_empty() {
+            let all = ToolResponses { tool_responses: std::mem::take(results) };
+            messages.push(ChatMessage::new("user", to_json(&all)));
+        }
+    };
+    for m in chat {
+        if m.role == "tool" {
+            results.push(ToolResponseBody { id: m.tool_call_id.as_deref(), content: &m.content });
+            continue;
+        }
+        flush(&mut results, &mut messages);
+        if m.tool_calls.is_empty() {
+            messages.push(ChatMessage::new(m.role.clone(), m.content.clone()));
+        } else {
+            let answer = GenericAnswer::Calls { tool_calls: m.tool_calls.iter().map(generic_call).collect() };
+            let mut content = to_json(&answer);
+            if !m.content.trim().is_empty() {
+                content = format!("{}\n{content}", m.content.trim());
+            }
+            messages.push(ChatMessage::new("assistant", content));
+        }
+    }
+    flush(&mut results, &mut messages);
+    messages
+}
+
 /// `{"name": <the tool's>, "arguments": <its parameters>}`, nothing else.
 fn call_schema(tool: &Tool) -> Value {
+    let mut arguments = inline_refs(&tool.parameters);
+    if let Value::Object(o) = &mut arguments {
+        o.entry("type").or_insert_with(|| "object".into());
+    }
     json!({
         "type": "object",
-        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+        "properties": {"name": {"const": tool.name}, "arguments": arguments},
         "required": ["name", "arguments"],
         "additionalProperties": false,
     })
+}
+
+/// `schema` with its local references (`#/$defs/...`, `#/definitions/...`) replaced by what they
+/// name, so that it still means the same under `arguments` (llama.cpp's converter resolves them
+/// from the root of the whole schema). A reference that recurses is left after a few levels; the
+/// converter then refuses it.
+fn inline_refs(schema: &Value) -> Value {
+    fn walk(v: &Value, defs: &serde_json::Map<String, Value>, depth: usize) -> Value {
+        match v {
+            Value::Object(o) => {
+                let target = o.get("$ref").and_then(Value::as_str).and_then(|r| {
+                    r.strip_prefix("#/$defs/").or_else(|| r.strip_prefix("#/definitions/")).and_then(|n| defs.get(n))
+                });
+                match target {
+                    Some(t) if depth < 16 => walk(t, defs, depth + 1),
+                    _ => Value::Object(
+                        o.iter()
+                            .filter(|(k, _)| *k != "$defs" && *k != "definitions")
+                            .map(|(k, v)| (k.clone(), walk(v, defs, depth)))
+                            .collect(),
+                    ),
+                }
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|v| walk(v, defs, depth)).collect()),
+            other => other.clone(),
+        }
+    }
+    let empty = serde_json::Map::new();
+    let defs = schema.get("$defs").or_else(|| schema.get("definitions")).and_then(Value::as_object).unwrap_or(&empty);
+    walk(schema, defs, 0)
 }
 
 fn one_of(mut schemas: Vec<Value>) -> Value {
@@ -311,13 +369,17 @@ impl CallReader {
 }
 
 /// The text before the first call block, less any end that may be the start of one.
+/// Trimmed as the whole answer's text is, so that what streams is a prefix of it: trailing space
+/// waits for the text after it.
 fn hermes_text_so_far(output: &str) -> &str {
     let before = output.find(HERMES_OPEN).map_or(output, |at| &output[..at]);
+    // The tag is ASCII: a tail that starts it ends on a character boundary.
+    let bytes = before.as_bytes();
     let keep = (1..HERMES_OPEN.len())
         .rev()
-        .find(|&n| before.len() >= n && HERMES_OPEN.starts_with(&before[before.len() - n..]))
+        .find(|&n| bytes.len() >= n && HERMES_OPEN.as_bytes().starts_with(&bytes[bytes.len() - n..]))
         .map_or(before.len(), |n| before.len() - n);
-    before.get(..keep).unwrap_or(before).trim_start()
+    before.get(..keep).unwrap_or_default().trim()
 }
 
 /// The text outside call blocks (trimmed) and the calls in them. A block whose JSON does not
@@ -326,16 +388,19 @@ fn hermes_calls(output: &str) -> (String, Vec<ToolCall>) {
     let (mut text, mut calls, mut rest) = (String::new(), Vec::new(), output);
     while let Some(open) = rest.find(HERMES_OPEN) {
         let body_start = open + HERMES_OPEN.len();
-        let (body, after) = match rest[body_start..].find(HERMES_CLOSE) {
-            Some(close) => (&rest[body_start..body_start + close], body_start + close + HERMES_CLOSE.len()),
-            None => (&rest[body_start..], rest.len()),
+        let (body, after, closed) = match rest[body_start..].find(HERMES_CLOSE) {
+            Some(close) => (&rest[body_start..body_start + close], body_start + close + HERMES_CLOSE.len(), true),
+            None => (&rest[body_start..], rest.len(), false),
         };
         match serde_json::from_str::<GenericCall>(body.trim()).ok().map(call_of) {
             Some(call) => {
                 text.push_str(&rest[..open]);
                 calls.push(call);
             }
-            None => text.push_str(&rest[..after]),
+            // A block that ends and is not a call is the model's text; one cut short (a token
+            // limit) is a call that never finished, never text.
+            None if closed => text.push_str(&rest[..after]),
+            None => text.push_str(&rest[..open]),
         }
         rest = &rest[after..];
     }
@@ -402,11 +467,11 @@ fn decode_partial_string(s: &str) -> String {
     out
 }
 
-/// A call with a fresh id; arguments written as a string stay that string, an object becomes its
-/// JSON text (none: `{}`).
+/// A call with a fresh id; its arguments as JSON text (none: `{}`).
 fn call_of(call: GenericCall<'_>) -> ToolCall {
     let arguments = match call.arguments {
-        Value::String(s) => s,
+        // Arguments written as a string of JSON (some models do): that JSON.
+        Value::String(s) if serde_json::from_str::<Value>(&s).is_ok_and(|v| v.is_object()) => s,
         Value::Null => "{}".to_owned(),
         other => other.to_string(),
     };
@@ -478,6 +543,12 @@ mod tests {
         assert_eq!((text.as_str(), rest.as_str(), calls.len()), ("Let me check.", "", 1));
         assert_eq!(calls[0].arguments, r#"{"city":"Oslo"}"#);
         // Two calls in a row, and a block that is not a call stays text.
+        // Text of any script streams without cutting a character; a call cut short is not text.
+        let mut reader = tools.reader();
+        let shown = feed_all(&mut reader, &["Vær så god: ", "café", "\u{1F600}", "<tool_c"]);
+        assert_eq!(shown, "Vær så god: café\u{1F600}");
+        let (text, calls, rest) = reader.finish("Vær så god: café\u{1F600}<tool_call>{\"name\": \"get_we");
+        assert_eq!((text.as_str(), calls.len(), rest.as_str()), ("Vær så god: café\u{1F600}", 0, ""));
         let (text, calls) = hermes_calls(
             "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call><tool_call>{\"name\": \"b\", \"parameters\": {\"x\": 1}}</tool_call><tool_call>nope</tool_call>",
         );
@@ -523,10 +594,20 @@ mod tests {
         assert_eq!(assistant["tool_calls"][0]["arguments"]["city"], "Oslo");
         assert_eq!(messages[3].role, "user");
         let result: Value = serde_json::from_str(&messages[3].content).expect("JSON");
-        assert_eq!(
-            (&result["tool_response"]["id"], &result["tool_response"]["content"]),
-            (&json!("call_1"), &json!("sunny"))
-        );
+        let first = &result["tool_responses"][0];
+        assert_eq!((&first["id"], &first["content"]), (&json!("call_1"), &json!("sunny")));
+        // Two results in a row are one user message; text beside calls stays.
+        let call = ToolCall { id: "c".into(), name: "get_weather".into(), arguments: "{}".into() };
+        let chat = [
+            ChatMessage::tool_calls("Checking.", vec![call.clone(), call]),
+            ChatMessage::tool_result("c", "a"),
+            ChatMessage::tool_result("c", "b"),
+            ChatMessage::new("user", "thanks"),
+        ];
+        let history = generic_history(&chat);
+        assert_eq!(history.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["assistant", "user", "user"]);
+        assert!(history[0].content.starts_with("Checking.\n{\"tool_calls\""), "{}", history[0].content);
+        assert!(chat.iter().any(ChatMessage::is_tool_traffic) && !history.iter().any(ChatMessage::is_tool_traffic));
     }
 
     #[test]
@@ -542,8 +623,26 @@ mod tests {
     }
 
     #[test]
+    fn references_are_inlined_and_arguments_are_objects() {
+        let schema =
+            r##"{"$defs": {"Day": {"enum": ["mon", "tue"]}}, "properties": {"day": {"$ref": "#/$defs/Day"}}}"##;
+        let nested = Tool::new("book", "", serde_json::from_str(schema).expect("schema"));
+        let call = call_schema(&nested);
+        let arguments = &call["properties"]["arguments"];
+        assert_eq!(arguments["properties"]["day"]["enum"][0], "mon");
+        assert_eq!(arguments["type"], "object");
+        assert!(arguments.get("$defs").is_none());
+        let as_string: GenericCall = serde_json::from_str(r#"{"name": "f", "arguments": "Oslo"}"#).expect("reads");
+        assert_eq!(call_of(as_string).arguments, r#""Oslo""#, "arguments are JSON text");
+        let as_json: GenericCall = serde_json::from_str(r#"{"name": "f", "arguments": "{\"a\": 1}"}"#).expect("reads");
+        assert_eq!(call_of(as_json).arguments, r#"{"a": 1}"#);
+    }
+
+    #[test]
     fn hermes_templates_are_recognised() {
         assert_eq!(syntax_of("{% if tools %}<tool_call>{% endif %}"), Syntax::Hermes);
         assert_eq!(syntax_of("{{ messages }}"), Syntax::Generic);
+        let xml = "{% if tools %}<tool_call>\n<function={{ name }}>{% endif %}";
+        assert_eq!(syntax_of(xml), Syntax::Generic);
     }
 }

@@ -238,8 +238,16 @@ fn sse(
     tokio::spawn(async move {
         let metrics = state.metrics();
         let mut first = true;
-        let mut alive = true;
-        while let Some(fragment) = stream.next().await {
+        let alive = loop {
+            // A client that goes away is seen at once, even while nothing is sent (a tool call's
+            // output is not text).
+            let fragment = tokio::select! {
+                next = stream.next() => next,
+                () = tx.closed() => None,
+            };
+            let Some(fragment) = fragment else {
+                break !tx.is_closed();
+            };
             let event = match fragment {
                 Ok(f) => json_event(&shape.chunk(&f, std::mem::take(&mut first))),
                 Err(e) => {
@@ -248,10 +256,9 @@ fn sse(
                 }
             };
             if tx.send(event).await.is_err() {
-                alive = false;
-                break;
+                break false;
             }
-        }
+        };
         if !alive {
             return; // dropping `stream` cancels the prediction
         }

@@ -44,13 +44,14 @@ pub(crate) struct ChatIn {
     role: String,
     #[serde(default)]
     content: Option<Content>,
-    /// An assistant's calls.
+    /// An assistant's calls (`null`: none, as the `openai` package writes a message it read).
     #[serde(default)]
-    tool_calls: Vec<ToolCallIn>,
+    tool_calls: Option<Vec<ToolCallIn>>,
     /// A tool message: the call it answers.
     #[serde(default)]
     tool_call_id: Option<String>,
-    /// Anything else (`name`...): refused by name.
+    /// Anything else (`name`...): refused by name, unless `null` (the `openai` package writes
+    /// `refusal`, `audio`... as `null` in a message it read).
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
 }
@@ -324,7 +325,7 @@ impl CompletionRequest {
 }
 
 fn chat_message(m: ChatIn) -> Result<lmstudio::ChatMessage, ApiError> {
-    if let Some(name) = m.other.keys().next() {
+    if let Some((name, _)) = m.other.iter().find(|(_, v)| !v.is_null()) {
         return Err(ApiError::bad_request(format!("unsupported message field `{name}`")));
     }
     let content = match m.content {
@@ -343,8 +344,8 @@ fn chat_message(m: ChatIn) -> Result<lmstudio::ChatMessage, ApiError> {
             text
         }
     };
-    let mut calls = Vec::with_capacity(m.tool_calls.len());
-    for c in m.tool_calls {
+    let mut calls = Vec::new();
+    for c in m.tool_calls.unwrap_or_default() {
         if c.kind != "function" {
             return Err(ApiError::bad_request(format!("unsupported tool call type `{}`", c.kind)));
         }

@@ -197,6 +197,10 @@ call = choice.message.tool_calls[0]
 assert len(choice.message.tool_calls) == 1 and call.type == "function" and call.id.startswith("call_"), c
 assert call.function.name == "get_weather", c
 jsonschema.validate(json.loads(call.function.arguments), weather)
+# The message as the package read it goes back as it is (`refusal`, `audio`... null), with its result.
+again = messages + [choice.message.model_dump(), {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+c = client.chat.completions.create(model="gemma-3-270m", messages=again, tools=tools, tool_choice="none", max_tokens=4)
+assert c.choices[0].message.tool_calls is None, c
 
 # Streamed: no text, the call in deltas whose arguments concatenate to JSON that validates.
 chunks = list(client.chat.completions.create(model="gemma-3-270m", messages=messages, tools=tools, max_tokens=200,

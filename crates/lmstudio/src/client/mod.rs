@@ -24,7 +24,7 @@ use crate::types::tools::ToolChoice;
 use crate::wire::protocol::ModelSpecifier;
 #[cfg(feature = "embedded")]
 use crate::{
-    tools::{CallReader, Constraint, ToolUse},
+    tools::{generic_history, CallReader, Constraint, Syntax, ToolUse},
     types::config::Structured,
     types::result::{Fragment, StopReason},
 };
@@ -564,6 +564,13 @@ impl Llm {
                                 valid.structured = tools.constraint().map(grammar_of).transpose()?;
                                 template.render_with_tools(&tools.messages(chat), &tools.template_tools())?
                             }
+                            // A template without tools of its own reads earlier calls and results
+                            // in the generic form, whether tools are offered now or not.
+                            None if template.tool_syntax() == Syntax::Generic
+                                && chat.iter().any(ChatMessage::is_tool_traffic) =>
+                            {
+                                template.render(&generic_history(chat))?
+                            }
                             None => template.render(chat)?,
                         };
                         reader = tools.map(|t| t.reader());
@@ -583,7 +590,9 @@ impl Llm {
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));
             }
-            LlmInner::Remote { .. } if offers_tools => {
+            LlmInner::Remote { .. }
+                if offers_tools || matches!(input, Input::Chat(c) if c.iter().any(ChatMessage::is_tool_traffic)) =>
+            {
                 return Err(Error::Unsupported("tools over LM Studio's SDK protocol (yet)".into()));
             }
             LlmInner::Remote { remote, .. } => remote.predict(self.specifier(), &input, config, tx)?,
@@ -629,7 +638,10 @@ fn read_tool_calls(mut reader: CallReader, out: flume::Sender<Event>) -> Result<
                                     return;
                                 }
                             }
-                            if !calls.is_empty() {
+                            // Calls end an answer that ended by itself; a cut or a failure says so.
+                            let natural =
+                                matches!(result.stats.stop_reason, StopReason::EosFound | StopReason::StopStringFound);
+                            if !calls.is_empty() && natural {
                                 result.stats.stop_reason = StopReason::ToolCalls;
                             }
                             (result.content, result.tool_calls) = (text, calls);

@@ -293,6 +293,11 @@ impl ChatMessage {
         Self { tool_calls: calls, ..Self::new("assistant", content) }
     }
 
+    /// Whether it is a call of tools or a tool's result.
+    pub(crate) fn is_tool_traffic(&self) -> bool {
+        self.role == "tool" || !self.tool_calls.is_empty()
+    }
+
     /// A tool's result, answering the call `call_id`.
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
         Self { tool_call_id: Some(call_id.into()), ..Self::new("tool", content) }
@@ -356,7 +361,9 @@ impl Chat {
 
     /// Adds a message as `on_message` gives it (LM Studio's `chat.append`).
     pub fn append(&mut self, message: &AssistantMessage) {
-        self.messages.push(ChatMessage::new(message.role.clone(), message.content.clone()));
+        let calls = message.tool_calls.clone();
+        self.messages
+            .push(ChatMessage { tool_calls: calls, ..ChatMessage::new(message.role.clone(), message.content.clone()) });
     }
 
     /// Forgets every message but the system prompt.
@@ -377,6 +384,9 @@ pub struct AssistantMessage {
     pub role: String,
     /// The generated text.
     pub content: String,
+    /// The calls it made (with [`crate::Config::tools`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::types::tools::ToolCall>,
 }
 
 /// The outcome of a completed prediction. `Display` prints the generated text.
@@ -401,7 +411,11 @@ pub struct PredictionResult {
 impl PredictionResult {
     /// The result as the message `on_message` receives.
     pub fn message(&self) -> AssistantMessage {
-        AssistantMessage { role: "assistant".into(), content: self.content.clone() }
+        AssistantMessage {
+            role: "assistant".into(),
+            content: self.content.clone(),
+            tool_calls: self.tool_calls.clone(),
+        }
     }
 }
 
