@@ -50,6 +50,7 @@ pub mod wire;
 
 use std::sync::OnceLock;
 
+pub use client::act::{Act, ActResult, FunctionTool, ToolOutcome};
 pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};

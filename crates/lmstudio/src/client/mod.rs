@@ -2,6 +2,7 @@
 //! `embedded`) or talks to a server (remote); an [`Llm`] is a handle to one loaded model that
 //! completes prompts. Both backends offer exactly the same methods and produce the same streams.
 
+pub(crate) mod act;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod lookup;

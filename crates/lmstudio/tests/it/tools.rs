@@ -115,3 +115,58 @@ fn tools_are_checked_before_anything_runs() {
     };
     assert!(bad(both).contains("exclude"));
 }
+
+/// `act`: the first round's call is forced (named), the tool runs as a Rust function, its result
+/// goes back, and the rounds end when the model answers without a call or the limit is reached.
+#[test]
+fn act_runs_the_calls_and_puts_their_results_back() {
+    #[derive(serde::Deserialize)]
+    struct Where {
+        city: String,
+        unit: String,
+    }
+    let ran = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&ran);
+    let weather_fn = lms::FunctionTool::typed(weather(), move |w: Where| {
+        seen.lock().expect("log").push((w.city.clone(), w.unit.clone()));
+        Ok(format!("21 degrees {} in {}", w.unit, w.city))
+    });
+    let failing = lms::FunctionTool::new(clock(), |_| Err("the clock is broken".into()));
+    let (mut messages, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    let config = lms::Config {
+        tool_choice: Some(lms::ToolChoice::Function("get_weather".into())),
+        ..config(lms::ToolChoice::Auto, 5)
+    };
+    let result = model()
+        .act(&chat(), vec![weather_fn, failing])
+        .config(config)
+        .max_rounds(2)
+        .on_message(|m| messages.push(m.clone()))
+        .on_round_start(|r| starts.push(r))
+        .on_round_end(|r| ends.push(r))
+        .run()
+        .expect("acts");
+    assert!((1..=2).contains(&result.rounds), "{result:?}");
+    assert_eq!(starts, (0..result.rounds).collect::<Vec<_>>());
+    assert_eq!(ends, starts);
+    let calls = ran.lock().expect("log").clone();
+    assert!(!calls.is_empty(), "the forced call ran");
+    assert!(calls.iter().all(|(city, unit)| !city.is_empty() && (unit == "C" || unit == "F")), "{calls:?}");
+    // The chat holds what the rounds added, in order: the model's calls, then their results.
+    let added = &result.chat.messages()[chat().messages().len()..];
+    assert_eq!(added, &messages[..]);
+    assert_eq!(added[0].role, "assistant");
+    assert_eq!(added[0].tool_calls[0].name, "get_weather");
+    assert_eq!(added[1].tool_call_id.as_deref(), Some(added[0].tool_calls[0].id.as_str()));
+    assert!(added[1].content.starts_with("21 degrees"), "{:?}", added[1]);
+    // A tool that fails tells the model why; one that is not there too.
+    for m in added.iter().filter(|m| m.role == "tool") {
+        let answered = added.iter().flat_map(|a| &a.tool_calls).find(|c| Some(&c.id) == m.tool_call_id.as_ref());
+        match answered.map(|c| c.name.as_str()) {
+            Some("get_time") => assert_eq!(m.content, "Error: the clock is broken"),
+            Some("get_weather") => assert!(m.content.starts_with("21 degrees")),
+            other => panic!("a result of no call: {other:?}"),
+        }
+    }
+    assert!(matches!(model().act(&chat(), vec![]).run(), Err(lms::Error::InvalidConfig(_))));
+}
