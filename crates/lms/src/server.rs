@@ -61,7 +61,8 @@ pub struct ServerArgs {
     max_body_mib: u64,
     /// What the server queues for one SDK websocket that does not read its replies, in MiB; past
     /// it the client is disconnected.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, default_value_t = (lmstudio_server::MAX_SOCKET_QUEUE_BYTES >> 20) as u64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_socket_queue_mib: u64,
     /// Do not also listen on the SDK discovery port 41343.
     #[arg(long)]

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::types::config::Config;
 use crate::types::result::ChatMessage;
 use crate::types::tools::{Tool, ToolCall, ToolChoice};
 
@@ -117,15 +118,14 @@ pub(crate) enum Constraint {
 }
 
 impl ToolUse {
-    /// The tools of a prediction and the choice asked for; `None` when no tool is offered
-    /// (none given, or `none` chosen).
-    pub(crate) fn new(syntax: Syntax, tools: &[Tool], choice: Option<&ToolChoice>, parallel: bool) -> Option<Self> {
-        let choice = choice.cloned().unwrap_or(ToolChoice::Auto);
-        (!tools.is_empty() && choice != ToolChoice::None).then(|| Self {
+    /// The tools a prediction with `config` offers, and how; `None` when it offers none
+    /// ([`Config::offers_tools`]).
+    pub(crate) fn new(syntax: Syntax, config: &Config) -> Option<Self> {
+        config.offers_tools().then(|| Self {
             syntax,
-            tools: tools.to_vec(),
-            choice,
-            parallel,
+            tools: config.tools.clone(),
+            choice: config.tool_choice.clone().unwrap_or(ToolChoice::Auto),
+            parallel: config.parallel_tool_calls.unwrap_or(true),
         })
     }
 
@@ -363,7 +363,7 @@ impl CallReader {
         if !self.parallel {
             calls.truncate(1);
         }
-        let rest = text.get(self.shown..).filter(|_| text.is_char_boundary(self.shown)).unwrap_or_default().to_owned();
+        let rest = text.get(self.shown..).unwrap_or_default().to_owned();
         (text, calls, rest)
     }
 }
@@ -498,13 +498,24 @@ mod tests {
         Tool::new("get_weather", "The weather in a city", parameters)
     }
 
+    /// What `new` makes of these tools and this choice.
+    fn offer(syntax: Syntax, tools: &[Tool], choice: Option<&ToolChoice>, parallel: bool) -> Option<ToolUse> {
+        let config = Config {
+            tools: tools.to_vec(),
+            tool_choice: choice.cloned(),
+            parallel_tool_calls: Some(parallel),
+            ..Config::default()
+        };
+        ToolUse::new(syntax, &config)
+    }
+
     fn feed_all(reader: &mut CallReader, pieces: &[&str]) -> String {
         pieces.iter().map(|p| reader.feed(p)).collect()
     }
 
     #[test]
     fn generic_calls_are_read_and_never_shown() {
-        let tools = ToolUse::new(Syntax::Generic, &[weather()], Some(&ToolChoice::Required), true).expect("offered");
+        let tools = offer(Syntax::Generic, &[weather()], Some(&ToolChoice::Required), true).expect("offered");
         let mut reader = tools.reader();
         let pieces = ["{\"tool", "_calls\": [{\"name\": \"get_weather\", ", "\"arguments\": {\"city\": \"Oslo\"}}]}"];
         assert_eq!(feed_all(&mut reader, &pieces), "");
@@ -517,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_generic_response_streams_as_text() {
-        let tools = ToolUse::new(Syntax::Generic, &[weather()], None, true).expect("offered");
+        let tools = offer(Syntax::Generic, &[weather()], None, true).expect("offered");
         let mut reader = tools.reader();
         let pieces = ["{ \"resp", "onse\" : \"It is ", "sunny \\\"", "today\\n\\u00e9", "\"}"];
         let shown = feed_all(&mut reader, &pieces);
@@ -529,7 +540,7 @@ mod tests {
 
     #[test]
     fn hermes_text_streams_up_to_a_call_and_the_call_is_read() {
-        let tools = ToolUse::new(Syntax::Hermes, &[weather()], None, true).expect("offered");
+        let tools = offer(Syntax::Hermes, &[weather()], None, true).expect("offered");
         assert_eq!(tools.constraint(), None, "a Hermes model may answer freely");
         let mut reader = tools.reader();
         let pieces = [
@@ -563,23 +574,23 @@ mod tests {
         let other = Tool::new("other", "", json!({}));
         let tools = [weather(), other];
         let named =
-            ToolUse::new(Syntax::Generic, &tools, Some(&ToolChoice::Function("other".into())), false).expect("offered");
+            offer(Syntax::Generic, &tools, Some(&ToolChoice::Function("other".into())), false).expect("offered");
         let Some(Constraint::Json(schema)) = named.constraint() else { panic!("generic is JSON") };
         assert_eq!(schema["properties"]["tool_calls"]["items"]["properties"]["name"]["const"], "other");
         assert_eq!(schema["properties"]["tool_calls"]["maxItems"], 1, "one call when not parallel");
-        let auto = ToolUse::new(Syntax::Generic, &tools, None, true).expect("offered");
+        let auto = offer(Syntax::Generic, &tools, None, true).expect("offered");
         let Some(Constraint::Json(schema)) = auto.constraint() else { panic!("generic is JSON") };
         assert_eq!(schema["anyOf"][1]["required"][0], "response", "auto may answer");
-        let hermes = ToolUse::new(Syntax::Hermes, &tools, Some(&ToolChoice::Required), true).expect("offered");
+        let hermes = offer(Syntax::Hermes, &tools, Some(&ToolChoice::Required), true).expect("offered");
         let Some(Constraint::HermesCall(schema)) = hermes.constraint() else { panic!("forced") };
         assert_eq!(schema["anyOf"].as_array().map(Vec::len), Some(2));
-        assert!(ToolUse::new(Syntax::Generic, &tools, Some(&ToolChoice::None), true).is_none());
-        assert!(ToolUse::new(Syntax::Generic, &[], None, true).is_none());
+        assert!(offer(Syntax::Generic, &tools, Some(&ToolChoice::None), true).is_none());
+        assert!(offer(Syntax::Generic, &[], None, true).is_none());
     }
 
     #[test]
     fn the_generic_history_carries_calls_and_results_as_json() {
-        let tools = ToolUse::new(Syntax::Generic, &[weather()], None, true).expect("offered");
+        let tools = offer(Syntax::Generic, &[weather()], None, true).expect("offered");
         let call = ToolCall { id: "call_1".into(), name: "get_weather".into(), arguments: r#"{"city":"Oslo"}"#.into() };
         let chat = [
             ChatMessage::new("system", "Be brief."),

@@ -21,7 +21,6 @@ use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
 use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEntry, ModelInfo, PredictionResult};
-use crate::types::tools::ToolChoice;
 use crate::wire::protocol::ModelSpecifier;
 #[cfg(feature = "embedded")]
 use crate::{
@@ -542,7 +541,7 @@ impl Llm {
             Input::Chat([]) => return Err(Error::InvalidPrompt("the chat has no messages".into())),
             _ => {}
         }
-        let offers_tools = !config.tools.is_empty() && config.tool_choice != Some(ToolChoice::None);
+        let offers_tools = config.offers_tools();
         if offers_tools && matches!(input, Input::Raw(_)) {
             return Err(Error::InvalidConfig("tools need a chat (respond), not a raw completion".into()));
         }
@@ -557,9 +556,7 @@ impl Llm {
                     Input::Raw(prompt) => prompt,
                     Input::Chat(chat) => {
                         let template = l.engine.template()?;
-                        let parallel = config.parallel_tool_calls.unwrap_or(true);
-                        let tools =
-                            ToolUse::new(template.tool_syntax(), &config.tools, config.tool_choice.as_ref(), parallel);
+                        let tools = ToolUse::new(template.tool_syntax(), config);
                         templated = match &tools {
                             Some(tools) => {
                                 valid.structured = tools.constraint().map(grammar_of).transpose()?;

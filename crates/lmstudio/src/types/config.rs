@@ -317,6 +317,11 @@ impl Config {
         }
     }
 
+    /// Whether a prediction with it offers tools: some are given and `none` is not chosen.
+    pub fn offers_tools(&self) -> bool {
+        !self.tools.is_empty() && self.tool_choice != Some(ToolChoice::None)
+    }
+
     /// Parses LM Studio's camelCase JSON config.
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str(json).map_err(|e| Error::InvalidConfig(e.to_string()))
@@ -347,7 +352,7 @@ impl Config {
             )));
         }
         validate_tools(&self.tools, self.tool_choice.as_ref())?;
-        if !self.tools.is_empty() && self.tool_choice != Some(ToolChoice::None) && self.structured.is_some() {
+        if self.offers_tools() && self.structured.is_some() {
             return Err(Error::InvalidConfig("structured output and tools exclude each other".into()));
         }
         let top_k = self.top_k.unwrap_or(40);
