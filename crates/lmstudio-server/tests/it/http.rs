@@ -427,3 +427,33 @@ async fn a_streamed_chat_completion_snapshot() {
     }
     insta::assert_json_snapshot!(events);
 }
+
+/// Issue 28: a forced call's bodies, as snapshots, whole and streamed. Its tool's one argument
+/// has one value and one call is allowed, so the grammar's language is finite and the call the
+/// same on any machine (1,000 tokens hold its longest spacing); ids and the completion's token
+/// count (how the model spaced its JSON) are left out.
+#[tokio::test]
+async fn a_tool_call_snapshot() {
+    let tool = json!({"type": "function", "function": {"name": "set_unit", "description": "Sets the unit",
+        "parameters": {"type": "object", "properties": {"unit": {"enum": ["C"]}}, "required": ["unit"],
+        "additionalProperties": false}}});
+    let mut bodies = Vec::new();
+    for stream in [false, true] {
+        let req = json!({"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Use Celsius."}],
+            "tools": [tool], "tool_choice": {"type": "function", "function": {"name": "set_unit"}},
+            "parallel_tool_calls": false, "max_tokens": 1000, "temperature": 0, "stream": stream,
+            "stream_options": {"include_usage": true}});
+        let (status, body) = call(state(), post("/v1/chat/completions", req.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut events = if stream { crate::sse_events(&body) } else { vec![json_of(&body)] };
+        for event in &mut events {
+            crate::scrub(event);
+            if let Some(usage) = event.get_mut("usage").filter(|u| u.is_object()) {
+                usage["completion_tokens"] = json!("[n]");
+                usage["total_tokens"] = json!("[n]");
+            }
+        }
+        bodies.push(events);
+    }
+    insta::assert_json_snapshot!(bodies);
+}
