@@ -453,16 +453,16 @@ async fn predict(
     }
     let config = layers.prediction_config()?;
     let messages = parameter.history.chat_messages();
-    let prompt = if layers.is_raw_completion() {
-        messages.iter().map(|m| m.content.as_str()).collect()
+    let stream = if layers.is_raw_completion() {
+        let prompt: String = messages.iter().map(|m| m.content.as_str()).collect();
+        llm.complete_stream_async(&prompt, config.clone()).await?
     } else {
-        llm.apply_prompt_template_async(&messages).await?
+        llm.respond_stream_async(&messages.into(), config.clone()).await?
     };
     let progress_out = out.clone();
-    let mut stream =
-        llm.complete_stream_async(&prompt, config.clone()).await?.on_prompt_processing_progress(move |progress| {
-            progress_out.channel(id, &PredictMessage::PromptProcessingProgress { progress });
-        });
+    let mut stream = stream.on_prompt_processing_progress(move |progress| {
+        progress_out.channel(id, &PredictMessage::PromptProcessingProgress { progress });
+    });
     lock(cancels).insert(id, Some(stream.cancel_handle()));
     while let Some(fragment) = stream.next().await {
         let fragment = fragment?;
@@ -472,6 +472,19 @@ async fn predict(
     }
     let result = stream.result()?;
     state.metrics().record(&result);
+    // Calls are known whole once the answer is: each goes out as the SDKs' generation events.
+    for call in &result.tool_calls {
+        let request = wire::protocol::ToolCallRequest::from(call);
+        let messages = [
+            PredictMessage::ToolCallGenerationStart { tool_call_id: Some(call.id.clone()) },
+            PredictMessage::ToolCallGenerationNameReceived { name: call.name.clone() },
+            PredictMessage::ToolCallGenerationArgumentFragmentGenerated { content: call.arguments.clone() },
+            PredictMessage::ToolCallGenerationEnd { tool_call_request: request },
+        ];
+        for message in &messages {
+            out.channel(id, message);
+        }
+    }
     out.channel(
         id,
         &PredictMessage::Success {

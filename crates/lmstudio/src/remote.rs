@@ -151,6 +151,7 @@ impl Remote {
         };
         let mut first = true;
         let mut content = String::new();
+        let mut tool_calls = Vec::new();
         let sink: ChannelSink = Box::new(move |incoming| {
             let message =
                 incoming.and_then(|m| protocol::decode::<PredictMessage>("predict message", m).map_err(malformed));
@@ -170,11 +171,20 @@ impl Remote {
                         model_info: *model_info,
                         stats: *stats,
                         logprobs: Vec::new(),
-                        tool_calls: Vec::new(),
+                        tool_calls: std::mem::take(&mut tool_calls),
                     };
                     Event::Done(Box::new(Ok(result)))
                 }
-                Ok(PredictMessage::Unknown) => return true,
+                Ok(PredictMessage::ToolCallGenerationEnd { tool_call_request }) => {
+                    tool_calls.push(tool_call_request.into());
+                    return true;
+                }
+                Ok(
+                    PredictMessage::Unknown
+                    | PredictMessage::ToolCallGenerationStart { .. }
+                    | PredictMessage::ToolCallGenerationNameReceived { .. }
+                    | PredictMessage::ToolCallGenerationArgumentFragmentGenerated { .. },
+                ) => return true,
                 Err(e) => Event::Done(Box::new(Err(e))),
             };
             let done = matches!(event, Event::Done(_));

@@ -97,6 +97,12 @@ pub(crate) fn syntax_of(source: &str) -> Syntax {
     }
 }
 
+/// The most calls one answer in the generic form makes. A model that was not trained for tools,
+/// held to a call, may repeat it until its token limit (the default model did, greedy: seven calls
+/// and counting at 200 tokens); bounded, the answer always ends, and a few calls are what such an
+/// answer needs.
+pub(crate) const MAX_PARALLEL_CALLS: usize = 8;
+
 /// One prediction's use of tools: what the template is given, what the output is held to, and
 /// how it is read.
 #[derive(Debug, Clone)]
@@ -183,10 +189,8 @@ impl ToolUse {
         match self.syntax {
             Syntax::Hermes => forced.then_some(Constraint::HermesCall(call)),
             Syntax::Generic => {
-                let mut array = json!({"type": "array", "items": call, "minItems": 1});
-                if !self.parallel {
-                    array["maxItems"] = 1.into();
-                }
+                let most = if self.parallel { MAX_PARALLEL_CALLS } else { 1 };
+                let array = json!({"type": "array", "items": call, "minItems": 1, "maxItems": most});
                 let calls = json!({
                     "type": "object",
                     "properties": {"tool_calls": array},
@@ -307,6 +311,14 @@ pub(crate) fn hermes_grammar(call_grammar: &str) -> String {
         })
         .collect();
     format!("root ::= \"{HERMES_OPEN}\\n\" call \"\\n{HERMES_CLOSE}\"\n{}\n", call.join("\n"))
+}
+
+/// `grammar` (llama.cpp's from a JSON schema) with at most one space where its `space` rule
+/// allows up to two newlines and twenty blanks: a call's tokens go to the call, not to indents (the
+/// default model, greedy, wrote a newline and indent before each argument).
+pub(crate) fn compact(grammar: &str) -> String {
+    let lines = grammar.lines().map(|l| if l.starts_with("space ::=") { r#"space ::= " "?"# } else { l });
+    lines.collect::<Vec<_>>().join("\n")
 }
 
 fn to_json(value: &impl Serialize) -> String {
@@ -570,6 +582,12 @@ mod tests {
     }
 
     #[test]
+    fn compact_grammars_allow_one_space() {
+        let g = "root ::= \"{\" space \"}\"\nspace ::= | \" \" | \"\\n\"{1,2} [ \\t]{0,20}\nother ::= space";
+        assert_eq!(compact(g), "root ::= \"{\" space \"}\"\nspace ::= \" \"?\nother ::= space");
+    }
+
+    #[test]
     fn the_constraint_follows_the_choice() {
         let other = Tool::new("other", "", json!({}));
         let tools = [weather(), other];
@@ -581,6 +599,8 @@ mod tests {
         let auto = offer(Syntax::Generic, &tools, None, true).expect("offered");
         let Some(Constraint::Json(schema)) = auto.constraint() else { panic!("generic is JSON") };
         assert_eq!(schema["anyOf"][1]["required"][0], "response", "auto may answer");
+        let most = &schema["anyOf"][0]["properties"]["tool_calls"]["maxItems"];
+        assert_eq!(most, MAX_PARALLEL_CALLS, "parallel calls are bounded");
         let hermes = offer(Syntax::Hermes, &tools, Some(&ToolChoice::Required), true).expect("offered");
         let Some(Constraint::HermesCall(schema)) = hermes.constraint() else { panic!("forced") };
         assert_eq!(schema["anyOf"].as_array().map(Vec::len), Some(2));

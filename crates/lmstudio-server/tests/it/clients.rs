@@ -251,6 +251,65 @@ fn openai_client_calls_tools() {
     assert!(out.contains("TOOLS OK"), "{out}");
 }
 
+/// Issue 28: tools through LM Studio's Python SDK. `respond` with `rawTools` forced (`force`):
+/// the answer is a call (stop reason `toolCalls`) and no text, whatever the model would choose.
+/// `act` (the SDK sends no choice: the model's is not judged): what it calls runs with arguments
+/// that fit, the results go back, the rounds end.
+const SDK_TOOLS: &str = r#"
+import os
+import jsonschema
+import lmstudio as lms
+from lmstudio import Chat
+
+lms.configure_default_client(os.environ["HOST"])
+model = lms.llm("gemma-3-270m")
+schema = {"type": "object", "properties": {"city": {"type": "string", "minLength": 1, "maxLength": 20},
+          "unit": {"enum": ["C", "F"]}}, "required": ["city", "unit"], "additionalProperties": False}
+raw = {"type": "toolArray", "force": True, "tools": [{"type": "function",
+       "function": {"name": "get_weather", "description": "The weather now in a city", "parameters": schema}}]}
+fragments = []
+r = model.respond("What is the weather in Oslo?", config={"rawTools": raw, "maxTokens": 400, "seed": 1},
+                  on_prediction_fragment=lambda f: fragments.append(f.content))
+assert r.stats.stop_reason == "toolCalls", r.stats
+assert r.content == "" and "".join(fragments) == "", "call syntax shown as text"
+
+ran = []
+def get_weather(city: str, unit: str) -> str:
+    """The weather now in a city"""
+    ran.append({"city": city, "unit": unit})
+    return "21 degrees"
+
+chat = Chat()
+chat.add_user_message("What is the weather in Oslo?")
+predictions, messages = [], []
+result = model.act(chat, [get_weather], max_prediction_rounds=2, config={"maxTokens": 400, "seed": 2},
+                   on_prediction_completed=predictions.append, on_message=messages.append)
+assert 1 <= result.rounds <= 2 and len(predictions) == result.rounds, result
+if result.rounds == 2:
+    # The model called: its calls ran on arguments that fit, their results went back in order.
+    assert len(messages) == 3, messages
+    calls = [p.tool_call_request for p in messages[0].content if p.type == "toolCallRequest"]
+    results = messages[1].content
+    # The SDK puts results in the order they finish.
+    assert calls and sorted(r.tool_call_id for r in results) == sorted(c.id for c in calls), messages
+    # The schema the SDK made of the function's signature: two strings.
+    signature = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                 "required": ["city", "unit"], "additionalProperties": False}
+    for call in calls:
+        jsonschema.validate(dict(call.arguments), signature)
+    assert [r.content for r in results] == ['"21 degrees"'] * len(calls), messages
+    assert sorted(map(str, ran)) == sorted(str(dict(c.arguments)) for c in calls), (ran, calls)
+else:
+    assert len(messages) == 1 and not ran and predictions[0].stats.stop_reason != "toolCalls", (messages, predictions)
+print("SDK TOOLS OK", result.rounds, ran)
+"#;
+
+#[test]
+fn python_sdk_calls_tools() {
+    let out = run_python(SDK_TOOLS, shared_server());
+    assert!(out.contains("SDK TOOLS OK"), "{out}");
+}
+
 /// Sends one HTTP/1.1 request on a fresh connection.
 fn request(addr: SocketAddr, request_line: &str, body: &str) -> TcpStream {
     let mut sock = TcpStream::connect(addr).expect("connects");

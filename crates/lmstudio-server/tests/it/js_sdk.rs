@@ -111,3 +111,75 @@ fn js_sdk_runs_the_seed_flow_without_a_warning() {
     assert!(out.contains("JS OK"), "{out}");
     assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
 }
+
+/// Issue 28: tools through the JS SDK. `respond` with `rawTools` forced (`force`: a grammar holds
+/// the call to the schema, so the model's judgement does not matter): the call reaches the tool
+/// callbacks, no text. `act` with tools (the SDK sends no choice: the model chooses, its choice is
+/// not judged): whatever it calls runs with arguments that fit, and the result goes back.
+const TOOLS: &str = r#"
+const { LMStudioClient, rawFunctionTool } = require("@lmstudio/sdk");
+const assert = require("node:assert/strict");
+const logged = [];
+const logger = { debug() {}, info() {}, warn: (...a) => logged.push(a.join(" ")), error: (...a) => logged.push(a.join(" ")) };
+setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); process.exit(3); }, 120000).unref();
+
+(async () => {
+  const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
+  const model = await client.llm.model("gemma-3-270m");
+  const schema = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 20 },
+    unit: { enum: ["C", "F"] } }, required: ["city", "unit"], additionalProperties: false };
+  const fits = a => {
+    assert.deepEqual(Object.keys(a).sort(), ["city", "unit"], JSON.stringify(a));
+    assert.ok(a.city.length >= 1 && a.city.length <= 20 && ["C", "F"].includes(a.unit), JSON.stringify(a));
+  };
+  const names = [], ends = [], fragments = [];
+  const r = await model.respond("What is the weather in Oslo?", {
+    rawTools: { type: "toolArray", force: true, tools: [{ type: "function",
+      function: { name: "get_weather", description: "The weather now in a city", parameters: schema } }] },
+    maxTokens: 400, seed: 1,
+    onPredictionFragment: f => fragments.push(f.content),
+    onToolCallRequestNameReceived: (id, name) => names.push(name),
+    onToolCallRequestEnd: (id, info) => ends.push(info.toolCallRequest),
+  });
+  assert.equal(r.stats.stopReason, "toolCalls");
+  assert.equal(r.content + fragments.join(""), "", "call syntax shown as text");
+  // Parallel calls are allowed (the SDK cannot say otherwise): at most 8, each whole.
+  assert.ok(ends.length >= 1 && ends.length <= 8 && names.length === ends.length, JSON.stringify(ends));
+  for (const call of ends) {
+    assert.equal(call.name, "get_weather");
+    assert.equal(typeof call.id, "string");
+    fits(call.arguments);
+  }
+
+  const ran = [];
+  const weather = rawFunctionTool({ name: "get_weather", description: "The weather now in a city",
+    parametersJsonSchema: schema, implementation: args => { fits(args); ran.push(args); return { temperature: 21 }; } });
+  const messages = [], starts = [];
+  const act = await model.act("What is the weather in Oslo?", [weather], {
+    maxPredictionRounds: 2, maxTokens: 400, seed: 2,
+    onMessage: m => messages.push(m), onRoundStart: i => starts.push(i),
+  });
+  assert.ok(act.rounds >= 1 && act.rounds <= 2, String(act.rounds));
+  assert.deepEqual(starts, [...Array(act.rounds).keys()]);
+  if (ran.length > 0) {
+    const calls = messages[0].getToolCallRequests();
+    assert.equal(calls.length, ran.length);
+    const results = messages[1].getToolCallResults();
+    assert.equal(results[0].toolCallId, calls[0].id);
+    assert.equal(results[0].content, JSON.stringify({ temperature: 21 }));
+  } else {
+    assert.equal(messages.length, 1);
+  }
+  assert.deepEqual(logged, []);
+  console.log("JS TOOLS OK rounds=" + act.rounds + " calls=" + ran.length);
+  process.exit(0);
+})().catch(e => { console.log("FAILED: " + (e.stack || e) + "; logged: " + JSON.stringify(logged)); process.exit(1); });
+"#;
+
+#[test]
+fn js_sdk_calls_tools() {
+    let addr = start_server(lms_client(2), None);
+    let out = run_node(TOOLS, addr);
+    assert!(out.contains("JS TOOLS OK"), "{out}");
+    assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
+}

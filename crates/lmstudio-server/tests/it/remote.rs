@@ -19,6 +19,7 @@ fn backends() -> Vec<(&'static str, lmstudio::Client)> {
 fn completions_agree_across_backends() {
     for (name, client) in backends() {
         crate::backends::completes_alike(name, &client);
+        crate::backends::calls_tools_alike(name, &client);
     }
 }
 

@@ -588,26 +588,21 @@ impl Llm {
             LlmInner::Remote { .. } if config.logprobs.is_some() => {
                 return Err(Error::Unsupported("log probabilities over LM Studio's SDK protocol".into()));
             }
-            LlmInner::Remote { .. }
-                if offers_tools || matches!(input, Input::Chat(c) if c.iter().any(ChatMessage::is_tool_traffic)) =>
-            {
-                return Err(Error::Unsupported("tools over LM Studio's SDK protocol (yet)".into()));
-            }
             LlmInner::Remote { remote, .. } => remote.predict(self.specifier(), &input, config, tx)?,
         };
         Ok((rx, cancel))
     }
 }
 
-/// The structured output a tool use's constraint is.
+/// The structured output a tool use's constraint is: compact JSON (see [`crate::tools::compact`]).
 #[cfg(feature = "embedded")]
 fn grammar_of(constraint: Constraint) -> Result<Structured> {
-    Ok(match constraint {
-        Constraint::Json(schema) => Structured::Json(schema),
-        Constraint::HermesCall(call) => {
-            Structured::Gbnf(crate::tools::hermes_grammar(&crate::engine::json_schema_grammar(&call)?))
-        }
-    })
+    use crate::engine::json_schema_grammar;
+    use crate::tools::{compact, hermes_grammar};
+    Ok(Structured::Gbnf(match constraint {
+        Constraint::Json(schema) => compact(&json_schema_grammar(&schema)?),
+        Constraint::HermesCall(call) => hermes_grammar(&compact(&json_schema_grammar(&call)?)),
+    }))
 }
 
 /// Events for the engine, read on a thread of their own into `out`: fragments as the text to show

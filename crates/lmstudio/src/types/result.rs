@@ -294,6 +294,7 @@ impl ChatMessage {
     }
 
     /// Whether it is a call of tools or a tool's result.
+    #[cfg(feature = "embedded")]
     pub(crate) fn is_tool_traffic(&self) -> bool {
         self.role == "tool" || !self.tool_calls.is_empty()
     }

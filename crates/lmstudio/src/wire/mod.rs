@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::types::config::{Config, GpuOffload, LoadConfig, Structured};
 use crate::types::error::Error;
+use crate::types::tools::{Tool, ToolChoice};
 
 mod error;
 pub mod protocol;
@@ -112,18 +113,148 @@ struct Setting<C> {
     write: fn(&C) -> Option<Value>,
 }
 
+/// `llm.prediction.tools` (the SDKs' `rawTools`).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum ToolsSetting {
+    None,
+    ToolArray {
+        #[serde(default)]
+        tools: Vec<LlmTool>,
+        /// A call is required.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        force: Option<bool>,
+    },
+}
+
+/// `llm.prediction.toolChoice`: `{"type": "generic", "mode": "auto"}`.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum GenericToolChoice {
+    Generic { mode: ToolChoice },
+}
+
+/// A tool as LM Studio's SDKs send it: `{"type": "function", "function": {...}}`.
+#[derive(Serialize, Deserialize)]
+struct LlmTool {
+    #[serde(rename = "type")]
+    kind: FunctionKind,
+    function: LlmFunction,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum FunctionKind {
+    Function,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LlmFunction {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+impl From<LlmTool> for Tool {
+    fn from(t: LlmTool) -> Self {
+        let f = t.function;
+        Tool::new(
+            f.name,
+            f.description.unwrap_or_default(),
+            f.parameters.unwrap_or_else(|| Value::Object(Default::default())),
+        )
+    }
+}
+
+impl From<&Tool> for LlmTool {
+    fn from(t: &Tool) -> Self {
+        let function = LlmFunction {
+            name: t.name.clone(),
+            description: (!t.description.is_empty()).then(|| t.description.clone()),
+            parameters: Some(t.parameters.clone()),
+        };
+        Self { kind: FunctionKind::Function, function }
+    }
+}
+
 /// Whether a setting's value (its checkbox unwrapped) asks for nothing.
 type AsksForNothing = fn(Option<&Value>) -> bool;
 
 /// LM Studio's prediction settings that are refused unless they ask for nothing (`{"type":
 /// "none"}`, an unchecked checkbox, an empty value).
 const UNSUPPORTED: &[(&str, AsksForNothing)] = &[
-    ("tools", |v| v.is_none_or(|v| v.is_null() || v["type"] == "none")),
+    ("toolCallStopStrings", |v| v.is_none_or(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty))),
+    // Our tools' names are letters, digits, `_` and `-` already; case changes would rename them.
+    ("toolNaming", |v| v.is_none_or(|v| v.is_null() || v == "passThrough" || v == "removeSpecial")),
     ("logProbs", |v| v.is_none_or(|v| v.is_null() || v == false || v == 0)),
 ];
 
 /// LM Studio's prediction keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
 const PREDICTION: &[Setting<Config>] = &[
+    Setting {
+        key: "tools",
+        read: |c, v| {
+            let setting: Option<ToolsSetting> =
+                v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
+            (c.tools, c.tool_choice) = match setting {
+                None | Some(ToolsSetting::None) => (Vec::new(), None),
+                Some(ToolsSetting::ToolArray { tools, force }) => (
+                    tools.into_iter().map(Tool::from).collect(),
+                    force.unwrap_or(false).then_some(ToolChoice::Required),
+                ),
+            };
+            Ok(())
+        },
+        write: |c| {
+            (!c.tools.is_empty()).then(|| {
+                plain(ToolsSetting::ToolArray {
+                    tools: c.tools.iter().map(LlmTool::from).collect(),
+                    force: (c.tool_choice == Some(ToolChoice::Required)).then_some(true),
+                })
+            })
+        },
+    },
+    // After `tools`, whose `force` it overrides: LM Studio's `none`, `auto` or `required`.
+    Setting {
+        key: "toolChoice",
+        read: |c, v| {
+            if let Some(v) = v {
+                let GenericToolChoice::Generic { mode } = serde_json::from_value(v.clone()).map_err(drop)?;
+                c.tool_choice = Some(mode);
+            }
+            Ok(())
+        },
+        write: |c| match &c.tool_choice {
+            Some(mode @ (ToolChoice::Auto | ToolChoice::None | ToolChoice::Required)) => {
+                Some(plain(GenericToolChoice::Generic { mode: mode.clone() }))
+            }
+            _ => None,
+        },
+    },
+    // A named tool, which LM Studio cannot say.
+    Setting {
+        key: "lmstudioRs.toolChoice",
+        read: |c, v| {
+            if let Some(v) = v {
+                c.tool_choice = Some(ToolChoice::Function(v.as_str().ok_or(())?.to_owned()));
+            }
+            Ok(())
+        },
+        write: |c| match &c.tool_choice {
+            Some(ToolChoice::Function(name)) => Some(plain(name)),
+            _ => None,
+        },
+    },
+    Setting {
+        key: "lmstudioRs.parallelToolCalls",
+        read: |c, v| {
+            c.parallel_tool_calls = v.map(|v| v.as_bool().ok_or(())).transpose()?;
+            Ok(())
+        },
+        write: |c| c.parallel_tool_calls.map(plain),
+    },
     Setting {
         key: "structured",
         read: |c, v| {
@@ -547,7 +678,11 @@ mod tests {
         let refused = [
             ("structured", r#"{"type": "regex", "pattern": "a+"}"#),
             ("structured", r#"{"type": "gbnf", "gbnfGrammar": "root ::= x", "extra": 1}"#),
-            ("tools", r#"{"type": "toolArray", "tools": []}"#),
+            ("tools", r#"{"type": "toolArray", "tools": [{"type": "other"}]}"#),
+            ("toolCallStopStrings", r#"["</call>"]"#),
+            ("toolChoice", r#"{"type": "generic", "mode": "sometimes"}"#),
+            ("lmstudioRs.toolChoice", r#"{"name": "f"}"#),
+            ("toolNaming", r#""camelCase""#),
             ("logProbs", r#"{"checked": true, "value": 3}"#),
         ];
         for (key, value) in refused {
@@ -560,6 +695,10 @@ mod tests {
             ("structured", r#"{"type": "none"}"#),
             ("structured", r#"{"type": "json"}"#),
             ("tools", r#"{"type": "none"}"#),
+            ("tools", r#"{"type": "toolArray", "tools": []}"#),
+            ("toolCallStopStrings", r#"[]"#),
+            ("toolChoice", r#"{"type": "generic", "mode": "required"}"#),
+            ("toolNaming", r#""removeSpecial""#),
             ("logProbs", r#"{"checked": false, "value": 3}"#),
             ("promptTemplate", r#"{"type": "jinja"}"#),
             ("speculativeDecoding.draftModel", r#""""#),
@@ -595,10 +734,9 @@ mod tests {
             speculative_decoding_num_draft_tokens_exact: None,
             speculative_decoding_min_draft_length_to_consider: None,
             speculative_decoding_min_continue_drafting_probability: None,
-            // Not LM Studio settings either: its tools travel as `rawTools` (issue 28, later).
-            tools: Vec::new(),
-            tool_choice: None,
-            parallel_tool_calls: None,
+            tools: vec![Tool::new("f", "", json(r#"{"type": "object"}"#)), Tool::new("g", "G", json("{}"))],
+            tool_choice: Some(ToolChoice::Function("g".into())),
+            parallel_tool_calls: Some(false),
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);
@@ -612,6 +750,25 @@ mod tests {
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&drafted));
         assert_eq!(stack.prediction_config().expect("valid"), drafted);
+        // LM Studio's own form of a required call: `force`, which the SDKs' `rawTools` carries.
+        let sdk = KvStack::of(
+            "apiOverride",
+            KvConfig {
+                fields: vec![KvField {
+                    key: "llm.prediction.tools".into(),
+                    value: json(
+                        r#"{"type": "toolArray", "force": true, "tools": [{"type": "function",
+                            "function": {"name": "add", "parameters": {"type": "object"}}}]}"#,
+                    ),
+                }],
+            },
+        );
+        let forced = sdk.prediction_config().expect("valid");
+        assert_eq!(forced.tools, vec![Tool::new("add", "", json(r#"{"type": "object"}"#))]);
+        assert_eq!(forced.tool_choice, Some(ToolChoice::Required));
+        let written = prediction_fields(&forced);
+        assert_eq!(written.fields[0].value["force"], true, "{written:?}");
+        assert_eq!(KvStack::of("apiOverride", written).prediction_config().expect("valid"), forced);
     }
 
     #[test]

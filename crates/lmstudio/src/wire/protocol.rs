@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{KvConfig, KvStack};
 use crate::types::result::{ChatMessage, Fragment, ModelInfo, Stats};
+use crate::types::tools::ToolCall;
 
 /// The first frame on every socket: who the client is and its passkey (the server's API key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,44 +269,117 @@ pub enum MessageContent {
 
 /// One part of a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ContentPart {
     /// Text.
     Text {
         /// The text.
         text: String,
     },
+    /// An assistant's call of a tool.
+    ToolCallRequest {
+        /// The call.
+        tool_call_request: ToolCallRequest,
+    },
+    /// A tool's result (in a `tool` message).
+    ToolCallResult {
+        /// What the tool returned.
+        content: String,
+        /// The call it answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool_call_id: Option<String>,
+    },
     /// Files and what else the SDKs send (not read).
     #[serde(other)]
     Other,
 }
 
+/// A call of a tool as LM Studio's SDKs write it: its arguments an object, not text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRequest {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tool called.
+    pub name: String,
+    /// Names the call, for its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Map<String, Value>>,
+}
+
+impl From<&ToolCall> for ToolCallRequest {
+    fn from(call: &ToolCall) -> Self {
+        // The engine's arguments are always a JSON object; anything else would be no arguments.
+        let arguments = serde_json::from_str(&call.arguments).ok();
+        Self { kind: "function".into(), name: call.name.clone(), id: Some(call.id.clone()), arguments }
+    }
+}
+
+impl From<ToolCallRequest> for ToolCall {
+    fn from(call: ToolCallRequest) -> Self {
+        let arguments = Value::Object(call.arguments.unwrap_or_default()).to_string();
+        Self { id: call.id.unwrap_or_default(), name: call.name, arguments }
+    }
+}
+
 impl ChatHistory {
-    /// A history of `messages`, each as one text part.
+    /// A history of `messages`: text as one text part, calls as call parts after it, a tool's
+    /// result as a result part.
     pub fn of(messages: &[ChatMessage]) -> Self {
+        let parts = |m: &ChatMessage| {
+            if m.role == "tool" {
+                let result =
+                    ContentPart::ToolCallResult { content: m.content.clone(), tool_call_id: m.tool_call_id.clone() };
+                return vec![result];
+            }
+            let text = (!m.content.is_empty() || m.tool_calls.is_empty())
+                .then(|| ContentPart::Text { text: m.content.clone() });
+            let calls = m.tool_calls.iter().map(|c| ContentPart::ToolCallRequest { tool_call_request: c.into() });
+            text.into_iter().chain(calls).collect()
+        };
         let messages = messages
             .iter()
-            .map(|m| HistoryMessage {
-                role: m.role.clone(),
-                content: MessageContent::Parts(vec![ContentPart::Text { text: m.content.clone() }]),
-            })
+            .map(|m| HistoryMessage { role: m.role.clone(), content: MessageContent::Parts(parts(m)) })
             .collect();
         Self { messages }
     }
 
-    /// The messages with their text parts joined.
+    /// The messages: text parts joined, calls and a tool's result read (a `tool` message of
+    /// several results is one message a result).
     pub fn chat_messages(&self) -> Vec<ChatMessage> {
-        let text = |content: &MessageContent| match content {
-            MessageContent::Text(text) => text.clone(),
-            MessageContent::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| match p {
-                    ContentPart::Text { text } => Some(text.as_str()),
-                    ContentPart::Other => None,
-                })
-                .collect(),
-        };
-        self.messages.iter().map(|m| ChatMessage::new(&m.role, text(&m.content))).collect()
+        let mut out = Vec::with_capacity(self.messages.len());
+        for m in &self.messages {
+            let parts = match &m.content {
+                MessageContent::Text(text) => {
+                    out.push(ChatMessage::new(&m.role, text.clone()));
+                    continue;
+                }
+                MessageContent::Parts(parts) => parts,
+            };
+            let mut message = ChatMessage::new(&m.role, String::new());
+            let mut results = Vec::new();
+            for part in parts {
+                match part {
+                    ContentPart::Text { text } => message.content.push_str(text),
+                    ContentPart::ToolCallRequest { tool_call_request } => {
+                        message.tool_calls.push(tool_call_request.clone().into());
+                    }
+                    ContentPart::ToolCallResult { content, tool_call_id } => results.push(ChatMessage {
+                        tool_call_id: tool_call_id.clone(),
+                        ..ChatMessage::new(&m.role, content.clone())
+                    }),
+                    ContentPart::Other => {}
+                }
+            }
+            if results.is_empty() || !message.content.is_empty() || !message.tool_calls.is_empty() {
+                out.push(message);
+            }
+            out.append(&mut results);
+        }
+        out
     }
 }
 
@@ -582,6 +656,27 @@ pub enum PredictMessage {
     Fragment {
         /// The fragment.
         fragment: WireFragment,
+    },
+    /// A call of a tool begins.
+    ToolCallGenerationStart {
+        /// The call's id, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool_call_id: Option<String>,
+    },
+    /// The called tool's name.
+    ToolCallGenerationNameReceived {
+        /// The name.
+        name: String,
+    },
+    /// Text of the call's arguments.
+    ToolCallGenerationArgumentFragmentGenerated {
+        /// The text.
+        content: String,
+    },
+    /// A call, whole.
+    ToolCallGenerationEnd {
+        /// The call.
+        tool_call_request: ToolCallRequest,
     },
     /// The prediction ended.
     Success {

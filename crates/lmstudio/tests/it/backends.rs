@@ -120,3 +120,55 @@ pub fn completes_alike(name: &str, client: &lms::Client) {
         other => panic!("{name}: expected ModelNotFound, got {:?}", other.map(|m| m.info().clone())),
     }
 }
+
+/// Tools through `client`: a named call (held to its schema by a grammar, so any seed gives one)
+/// that streams no text, and `act` running it as a Rust function with the result put back.
+pub fn calls_tools_alike(name: &str, client: &lms::Client) {
+    let model = client.llm("gemma-3-270m").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let parameters = serde_json::json!({"type": "object", "properties": {
+        "city": {"type": "string", "minLength": 1, "maxLength": 20}, "unit": {"enum": ["C", "F"]}},
+        "required": ["city", "unit"], "additionalProperties": false});
+    let weather = lms::Tool::new("get_weather", "The weather now in a city", parameters);
+    let mut chat = lms::Chat::new();
+    chat.add_user_message("What is the weather in Oslo?");
+    let config = lms::Config {
+        tools: vec![weather.clone()],
+        tool_choice: Some(lms::ToolChoice::Function("get_weather".into())),
+        parallel_tool_calls: Some(false),
+        seed: Some(1),
+        max_tokens: Some(200),
+        ..Default::default()
+    };
+    let fits = |arguments: &str| {
+        let v: serde_json::Value = serde_json::from_str(arguments).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let o = v.as_object().unwrap_or_else(|| panic!("{name}: not an object: {v}"));
+        let city = o["city"].as_str().map_or(0, |c| c.chars().count());
+        assert!(o.len() == 2 && (1..=20).contains(&city) && (o["unit"] == "C" || o["unit"] == "F"), "{name}: {v}");
+    };
+    let mut stream = model.respond_stream(&chat, config.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let shown: String = stream.by_ref().map(|f| f.expect("a fragment").content).collect();
+    let r = stream.result().unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!((shown.as_str(), r.content.as_str()), ("", ""), "{name}: call syntax shown as text");
+    assert_eq!(r.stats.stop_reason, lms::StopReason::ToolCalls, "{name}");
+    assert_eq!(r.tool_calls.len(), 1, "{name}: {:?}", r.tool_calls);
+    assert_eq!(r.tool_calls[0].name, "get_weather", "{name}");
+    assert!(!r.tool_calls[0].id.is_empty(), "{name}");
+    fits(&r.tool_calls[0].arguments);
+
+    // `act`: the forced first round calls, the function runs, its result goes back in order.
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&ran);
+    let tool = lms::FunctionTool::new(weather, move |arguments| {
+        log.lock().expect("log").push(arguments.to_owned());
+        Ok("21 degrees".into())
+    });
+    let result =
+        model.act(&chat, vec![tool]).config(config).max_rounds(2).run().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let ran = ran.lock().expect("log").clone();
+    assert!(!ran.is_empty(), "{name}: the forced call ran");
+    ran.iter().for_each(|a| fits(a));
+    let added = &result.chat.messages()[chat.messages().len()..];
+    assert_eq!((added[0].role.as_str(), added[0].tool_calls.len()), ("assistant", 1), "{name}: {added:?}");
+    assert_eq!(added[1].tool_call_id.as_ref(), Some(&added[0].tool_calls[0].id), "{name}: {added:?}");
+    assert_eq!(added[1].content, "21 degrees", "{name}");
+}

@@ -41,6 +41,7 @@ fn embedded_backend_passes_the_shared_checks() {
         lms::LoadConfig { parallel: Some(2), context_length: Some(2048), ..Default::default() },
     );
     backends::completes_alike("embedded", &client);
+    backends::calls_tools_alike("embedded", &client);
 }
 
 /// A store holding the real default model, fetched if missing.

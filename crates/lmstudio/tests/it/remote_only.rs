@@ -11,4 +11,5 @@ fn the_remote_client_alone_passes_the_shared_checks() {
     let server = LmsServer::start(lms_bin(), 0, &["--parallel", "2", "--context-length", "2048"], |_| ());
     let client = lms::Client::connect(&server.addr).expect("connects");
     crate::backends::completes_alike("remote-only", &client);
+    crate::backends::calls_tools_alike("remote-only", &client);
 }
