@@ -37,7 +37,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             kind: "invalid_request_error",
             code: Some("invalid_api_key"),
-            message: "a valid API key is required (Authorization: Bearer <key>)".into(),
+            message: "a valid API key is required (Authorization: Bearer <key>, or x-api-key: <key>)".into(),
         }
     }
 }
@@ -94,21 +94,73 @@ struct ErrorDetail {
 }
 
 impl ApiError {
+    /// Its code (`model_not_found`...), when it has one.
+    pub(crate) fn code(&self) -> Option<&'static str> {
+        self.code
+    }
+
+    /// What it says.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The body alone (a stream that ends in an error sends it as its last event).
     pub(crate) fn body(self) -> ErrorBody {
         ErrorBody { error: ErrorDetail { message: self.message, kind: self.kind, code: self.code } }
     }
 }
 
+/// Anthropic's error body: `{"type": "error", "error": {"type", "message"}}`, its type from the
+/// status as Anthropic names them.
+#[derive(Debug, Serialize)]
+pub(crate) struct AnthropicErrorBody {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicErrorDetail {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// The body in Anthropic's shape (a stream's `error` event is the same).
+    pub(crate) fn anthropic_body(self) -> AnthropicErrorBody {
+        let kind = match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            s if s.is_server_error() => "api_error",
+            _ => "invalid_request_error",
+        };
+        AnthropicErrorBody { kind: "error", error: AnthropicErrorDetail { kind, message: self.message } }
+    }
+
+    /// The response in Anthropic's shape.
+    pub(crate) fn into_anthropic_response(self) -> Response {
+        reply(self.status, self.anthropic_body())
+    }
+}
+
+/// An error reply: the status, the body, and `Retry-After` on a 429 (a queue full of predictions
+/// drains in about a second on a small model).
+fn reply(status: StatusCode, body: impl Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status;
-        let mut response = (status, Json(self.body())).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            // A queue full of predictions drains in about a second on a small model.
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-        }
-        response
+        reply(self.status, self.body())
     }
 }
 

@@ -4,6 +4,7 @@
 //! Architecture invariant: no model logic lives here. Every handler turns a request into calls of
 //! the library's public API and its result back into the wire shape.
 
+mod anthropic;
 mod downloads;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -12,8 +13,10 @@ pub mod fuzzing;
 mod metrics;
 mod openai;
 mod origin;
+mod responses;
 mod rest_v1;
 mod sdk;
+mod sse;
 mod state;
 mod sync;
 
@@ -49,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get).delete(responses::delete))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/v0/models", get(openai::rest_list_models))
         .route("/api/v0/models/{*id}", get(openai::rest_get_model))
         .route("/api/v0/completions", post(openai::rest_completions))
@@ -76,15 +83,22 @@ pub fn router(state: AppState) -> Router {
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // The scheme is case-insensitive (RFC 9110): `bearer KEY` is as good as `Bearer KEY`.
-    let given = request
-        .headers()
+    // Anthropic's clients send `x-api-key: KEY` instead.
+    let headers = request.headers();
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key.trim());
+    let given = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
     if !state.key_matches(given) {
-        return ApiError::unauthorized().into_response();
+        let refused = ApiError::unauthorized();
+        return if request.uri().path().starts_with("/v1/messages") {
+            refused.into_anthropic_response()
+        } else {
+            refused.into_response()
+        };
     }
     next.run(request).await
 }

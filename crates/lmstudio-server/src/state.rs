@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{downloads, metrics};
+use crate::{downloads, metrics, responses};
 
 /// Request bodies (and websocket messages) larger than this are refused (413 over HTTP), unless
 /// [`AppState::with_body_limit`] says otherwise. 8 MiB holds a prompt of about two million tokens.
@@ -33,6 +33,8 @@ struct Inner {
     loopback_bound: bool,
     /// `POST /api/v1/models/download` jobs.
     downloads: downloads::Jobs,
+    /// Responses kept for `previous_response_id`.
+    responses: responses::Store,
 }
 
 impl AppState {
@@ -52,7 +54,8 @@ impl AppState {
     ) -> Self {
         let metrics = metrics::Metrics::default();
         let downloads = downloads::Jobs::default();
-        let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound, downloads });
+        let responses = responses::Store::default();
+        let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound, downloads, responses });
         Self { inner, body_limit: MAX_BODY_BYTES, socket_queue_limit: MAX_SOCKET_QUEUE_BYTES }
     }
 
@@ -88,6 +91,10 @@ impl AppState {
 
     pub(crate) fn downloads(&self) -> &downloads::Jobs {
         &self.inner.downloads
+    }
+
+    pub(crate) fn responses(&self) -> &responses::Store {
+        &self.inner.responses
     }
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::ApiError;
+use crate::sse;
 use crate::state::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 
 mod request;
 mod response;
@@ -70,13 +70,32 @@ pub(crate) async fn rest_chat_completions(
 }
 
 async fn complete(state: AppState, req: Result<CompletionRequest, ApiError>, kind: Kind, flavor: Flavor) -> Response {
+    counted(&state, start(&state, req, kind, flavor)).await.unwrap_or_else(ApiError::into_response)
+}
+
+/// A prediction request's reply, counted on `/metrics` (a request, and an error when it fails).
+pub(crate) async fn counted(
+    state: &AppState,
+    reply: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
     state.metrics().requests.fetch_add(1, Ordering::Relaxed);
-    match start(&state, req, kind, flavor).await {
-        Ok(response) => response,
-        Err(e) => {
-            state.metrics().errors.fetch_add(1, Ordering::Relaxed);
-            e.into_response()
-        }
+    let reply = reply.await;
+    if reply.is_err() {
+        state.metrics().errors.fetch_add(1, Ordering::Relaxed);
+    }
+    reply
+}
+
+/// The whole answer of a request that does not stream, recorded; one cut short is an error.
+pub(crate) async fn whole(
+    state: &AppState,
+    stream: lmstudio::AsyncPredictionStream,
+) -> Result<lmstudio::PredictionResult, ApiError> {
+    let result = stream.wait_for_result().await?;
+    state.metrics().record(&result);
+    match cut_short(&result) {
+        Some(e) => Err(e.into()),
+        None => Ok(result),
     }
 }
 
@@ -105,11 +124,7 @@ async fn start(
     if req.stream {
         return Ok(sse(state.clone(), shape, stream).into_response());
     }
-    let result = stream.wait_for_result().await?;
-    state.metrics().record(&result);
-    if let Some(e) = cut_short(&result) {
-        return Err(e.into());
-    }
+    let result = whole(state, stream).await?;
     Ok(Json(shape.finished(&result, false)).into_response())
 }
 
@@ -199,7 +214,7 @@ impl Shape {
 
 /// A prediction that ended without an answer a client should take as complete (the model was
 /// unloaded under it, or the engine failed): OpenAI has no finish reason for that, so it is an error.
-fn cut_short(r: &lmstudio::PredictionResult) -> Option<lmstudio::Error> {
+pub(crate) fn cut_short(r: &lmstudio::PredictionResult) -> Option<lmstudio::Error> {
     match r.stats.stop_reason {
         lmstudio::StopReason::ModelUnloaded => Some(lmstudio::Error::ModelUnloaded),
         lmstudio::StopReason::Failed => Some(lmstudio::Error::Engine("the prediction failed".into())),
@@ -227,40 +242,28 @@ fn finish_reason(r: &lmstudio::PredictionResult) -> &'static str {
     }
 }
 
-/// Streams fragments as server-sent events. A client that goes away drops the receiver; the task's
-/// next send fails, it drops the prediction stream, and the engine stops that sequence.
+/// Streams fragments as server-sent events (OpenAI's chunks, then `[DONE]`).
 fn sse(
     state: AppState,
     shape: Shape,
     mut stream: lmstudio::AsyncPredictionStream,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::spawn(async move {
+    sse::stream(move |tx| async move {
         let metrics = state.metrics();
         let mut first = true;
-        let alive = loop {
-            // A client that goes away is seen at once, even while nothing is sent (a tool call's
-            // output is not text).
-            let fragment = tokio::select! {
-                next = stream.next() => next,
-                () = tx.closed() => None,
-            };
-            let Some(fragment) = fragment else {
-                break !tx.is_closed();
-            };
-            let event = match fragment {
-                Ok(f) => json_event(&shape.chunk(&f, std::mem::take(&mut first))),
-                Err(e) => {
+        loop {
+            let event = match sse::next(&mut stream, &tx).await {
+                sse::Next::Fragment(f) => json_event(&shape.chunk(&f, std::mem::take(&mut first))),
+                sse::Next::Failed(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
                     error_event(e)
                 }
+                sse::Next::End => break,
+                sse::Next::Gone => return, // dropping `stream` cancels the prediction
             };
             if tx.send(event).await.is_err() {
-                break false;
+                return;
             }
-        };
-        if !alive {
-            return; // dropping `stream` cancels the prediction
         }
         if let Ok(result) = stream.result() {
             metrics.record(&result);
@@ -274,9 +277,7 @@ fn sse(
             let _ = tx.send(last).await;
         }
         let _ = tx.send(Event::default().data("[DONE]")).await;
-    });
-    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok);
-    Sse::new(events).keep_alive(KeepAlive::default())
+    })
 }
 
 pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<List<Model>>, ApiError> {

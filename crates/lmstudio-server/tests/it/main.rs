@@ -2,6 +2,7 @@
 //! clients (LM Studio's Python SDK and the `openai` package, installed into a venv by the tests).
 
 // The checks every backend passes alike, shared with the library's own tests.
+mod anthropic;
 #[path = "../../../lmstudio/tests/it/backends.rs"]
 mod backends;
 mod clients;
@@ -10,6 +11,7 @@ mod jit;
 mod js_sdk;
 mod lmstudio_suite;
 mod remote;
+mod responses;
 mod sdk_socket;
 
 use std::net::SocketAddr;
@@ -59,15 +61,17 @@ pub fn start_server_with(client: lmstudio::Client, config: lmstudio_server::Serv
     rx.recv().expect("the server starts")
 }
 
-/// A Python with LM Studio's SDK, the openai package and jsonschema, in `target/py-venv` (made
+/// A Python with LM Studio's SDK, the openai and anthropic packages and jsonschema, in `target/py-venv` (made
 /// once).
 pub fn python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
         let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/py-venv");
         let py = venv.join("bin/python");
-        let ready =
-            Command::new(&py).args(["-c", "import lmstudio, openai, jsonschema"]).status().is_ok_and(|s| s.success());
+        let ready = Command::new(&py)
+            .args(["-c", "import lmstudio, openai, anthropic, jsonschema"])
+            .status()
+            .is_ok_and(|s| s.success());
         if !ready {
             let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs").success();
             assert!(ok, "python3 -m venv failed");
@@ -80,12 +84,13 @@ pub fn python() -> PathBuf {
                     "--disable-pip-version-check",
                     "lmstudio>=1.5.0",
                     "openai",
+                    "anthropic",
                     "jsonschema",
                 ])
                 .status()
                 .expect("pip runs")
                 .success();
-            assert!(ok, "pip install lmstudio openai jsonschema failed");
+            assert!(ok, "pip install lmstudio openai anthropic jsonschema failed");
         }
         py
     })

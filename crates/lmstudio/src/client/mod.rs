@@ -494,6 +494,29 @@ impl Llm {
         }
     }
 
+    /// How many tokens of prompt `chat` is with `config`: its messages through the chat template,
+    /// with the tools the config offers (what a `respond` with them would process).
+    pub fn count_chat_tokens(&self, chat: &Chat, config: &Config) -> Result<usize> {
+        config.validate()?;
+        match &self.inner {
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(l) => Ok(l.engine.count_tokens(&render_chat(l, chat.messages(), config)?.0)),
+            LlmInner::Remote { .. } if config.offers_tools() => {
+                Err(Error::Unsupported("counting a prompt with tools over LM Studio's SDK protocol".into()))
+            }
+            LlmInner::Remote { remote, .. } => {
+                let prompt = remote.apply_prompt_template(self.specifier(), chat.messages())?;
+                remote.count_tokens(self.specifier(), &prompt)
+            }
+        }
+    }
+
+    /// The async form of [`Llm::count_chat_tokens`].
+    pub async fn count_chat_tokens_async(&self, chat: &Chat, config: &Config) -> Result<usize> {
+        let (llm, chat, config) = (self.clone(), chat.clone(), config.clone());
+        off_thread(move || llm.count_chat_tokens(&chat, &config)).await
+    }
+
     /// The async form of [`Llm::count_tokens`].
     pub async fn count_tokens_async(&self, text: &str) -> Result<usize> {
         let (llm, text) = (self.clone(), text.to_owned());
@@ -555,22 +578,11 @@ impl Llm {
                 let prompt = match input {
                     Input::Raw(prompt) => prompt,
                     Input::Chat(chat) => {
-                        let template = l.engine.template()?;
-                        let tools = ToolUse::new(template.tool_syntax(), config);
-                        templated = match &tools {
-                            Some(tools) => {
-                                valid.structured = tools.constraint().map(grammar_of).transpose()?;
-                                template.render_with_tools(&tools.messages(chat), &tools.template_tools())?
-                            }
-                            // A template without tools of its own reads earlier calls and results
-                            // in the generic form, whether tools are offered now or not.
-                            None if template.tool_syntax() == Syntax::Generic
-                                && chat.iter().any(ChatMessage::is_tool_traffic) =>
-                            {
-                                template.render(&generic_history(chat))?
-                            }
-                            None => template.render(chat)?,
-                        };
+                        let tools;
+                        (templated, tools) = render_chat(l, chat, config)?;
+                        if let Some(tools) = &tools {
+                            valid.structured = tools.constraint().map(grammar_of).transpose()?;
+                        }
                         reader = tools.map(|t| t.reader());
                         templated.as_str()
                     }
@@ -592,6 +604,24 @@ impl Llm {
         };
         Ok((rx, cancel))
     }
+}
+
+/// The prompt `chat` is for the model with `config`: its template given the tools the config
+/// offers, and how they are used.
+#[cfg(feature = "embedded")]
+fn render_chat(l: &embedded::Loaded, chat: &[ChatMessage], config: &Config) -> Result<(String, Option<ToolUse>)> {
+    let template = l.engine.template()?;
+    let tools = ToolUse::new(template.tool_syntax(), config);
+    let prompt = match &tools {
+        Some(tools) => template.render_with_tools(&tools.messages(chat), &tools.template_tools())?,
+        // A template without tools of its own reads earlier calls and results in the generic
+        // form, whether tools are offered now or not.
+        None if template.tool_syntax() == Syntax::Generic && chat.iter().any(ChatMessage::is_tool_traffic) => {
+            template.render(&generic_history(chat))?
+        }
+        None => template.render(chat)?,
+    };
+    Ok((prompt, tools))
 }
 
 /// The structured output a tool use's constraint is: compact JSON (see [`crate::tools::compact`]).

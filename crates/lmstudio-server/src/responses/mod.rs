@@ -1,0 +1,383 @@
+//! OpenAI's Responses API: `POST /v1/responses` (whole, or streamed as its events),
+//! `GET /v1/responses/{id}` and `DELETE /v1/responses/{id}`, over the same `respond` as chat
+//! completions. Responses are kept (unless `store: false`) in a bounded store, so that
+//! `previous_response_id` can go on from one.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::openai::{counted, cut_short, parse, whole};
+use crate::sse;
+use crate::state::AppState;
+use crate::sync::lock;
+
+mod request;
+mod response;
+
+use request::ResponsesRequest;
+use response::{Incomplete, Numbered, OutputItem, OutputText, ResponseOut, StreamEvent, ToolOut, Usage};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The most responses kept, and the most bytes of their chats: past either, the oldest go.
+const STORE_COUNT: usize = 1024;
+const STORE_BYTES: usize = 64 << 20;
+
+/// Kept responses, oldest first.
+#[derive(Default)]
+pub(crate) struct Store {
+    inner: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    order: VecDeque<String>,
+    entries: HashMap<String, Arc<Stored>>,
+    bytes: usize,
+}
+
+/// A kept response and the chat it ends (its output included; the instructions, which do not
+/// carry over, left out).
+pub(crate) struct Stored {
+    messages: Vec<lmstudio::ChatMessage>,
+    response: ResponseOut,
+    bytes: usize,
+}
+
+impl Store {
+    fn put(&self, response: ResponseOut, messages: Vec<lmstudio::ChatMessage>) {
+        let bytes = messages
+            .iter()
+            .map(|m| m.content.len() + m.tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>())
+            .sum();
+        let id = response.id.clone();
+        let mut kept = lock(&self.inner);
+        kept.bytes += bytes;
+        kept.order.push_back(id.clone());
+        kept.entries.insert(id, Arc::new(Stored { messages, response, bytes }));
+        while kept.order.len() > STORE_COUNT || kept.bytes > STORE_BYTES {
+            let Some(oldest) = kept.order.pop_front() else { break };
+            if let Some(gone) = kept.entries.remove(&oldest) {
+                kept.bytes -= gone.bytes;
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Stored>> {
+        lock(&self.inner).entries.get(id).cloned()
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        let mut kept = lock(&self.inner);
+        let Some(gone) = kept.entries.remove(id) else { return false };
+        kept.bytes -= gone.bytes;
+        kept.order.retain(|k| k != id);
+        true
+    }
+}
+
+fn not_stored(id: &str) -> ApiError {
+    ApiError::not_found(format!("no stored response {id:?} (kept: the last {STORE_COUNT}, unless `store: false`)"))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<ResponsesRequest>, JsonRejection>,
+) -> Response {
+    counted(&state, start(&state, body)).await.unwrap_or_else(ApiError::into_response)
+}
+
+pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ResponseOut>, ApiError> {
+    state.responses().get(&id).map(|s| Json(s.response.clone())).ok_or_else(|| not_stored(&id))
+}
+
+#[derive(serde::Serialize)]
+pub(crate) struct Deleted {
+    id: String,
+    object: &'static str,
+    deleted: bool,
+}
+
+pub(crate) async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Deleted>, ApiError> {
+    if !state.responses().remove(&id) {
+        return Err(not_stored(&id));
+    }
+    Ok(Json(Deleted { id, object: "response", deleted: true }))
+}
+
+async fn start(state: &AppState, body: Result<Json<ResponsesRequest>, JsonRejection>) -> Result<Response, ApiError> {
+    let req = parse(body)?;
+    let config = req.config()?;
+    let mut history = match &req.previous_response_id {
+        Some(id) => state.responses().get(id).ok_or_else(|| not_stored(id))?.messages.clone(),
+        None => Vec::new(),
+    };
+    history.extend(req.messages()?);
+    let mut chat = Vec::with_capacity(history.len() + 1);
+    if let Some(instructions) = req.instructions.as_deref().filter(|i| !i.is_empty()) {
+        chat.push(lmstudio::ChatMessage::new("system", instructions));
+    }
+    chat.extend(history.iter().cloned());
+    let client = state.client();
+    let llm = match &req.model {
+        Some(name) => client.llm_async(name).await?,
+        None => client.default_llm_async().await?,
+    };
+    let stream = llm.respond_stream_async(&chat.into(), config.clone()).await?;
+    let shape = Shape::new(&req, &config, llm.identifier());
+    let keep = req.store != Some(false);
+    if req.stream {
+        return Ok(sse(state.clone(), shape, stream, keep.then_some(history)).into_response());
+    }
+    let result = whole(state, stream).await?;
+    let response = shape.finished(&result);
+    if keep {
+        state.responses().put(response.clone(), answered(history, &result));
+    }
+    Ok(Json(response).into_response())
+}
+
+/// The chat with the answer appended.
+fn answered(mut history: Vec<lmstudio::ChatMessage>, r: &lmstudio::PredictionResult) -> Vec<lmstudio::ChatMessage> {
+    history.push(lmstudio::ChatMessage::tool_calls(r.content.clone(), r.tool_calls.clone()));
+    history
+}
+
+/// A response as it starts, and how its items are named.
+struct Shape {
+    /// The response with no output yet (`in_progress`).
+    start: ResponseOut,
+    /// Its message item's id.
+    message_id: String,
+}
+
+impl Shape {
+    fn new(req: &ResponsesRequest, config: &lmstudio::Config, model: &str) -> Self {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let start = ResponseOut {
+            id: format!("resp_{n:08}"),
+            object: "response",
+            created_at,
+            status: "in_progress",
+            model: model.to_owned(),
+            output: Vec::new(),
+            incomplete_details: None,
+            error: None,
+            usage: None,
+            instructions: req.instructions.clone(),
+            max_output_tokens: req.max_output_tokens,
+            parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
+            previous_response_id: req.previous_response_id.clone(),
+            store: req.store != Some(false),
+            temperature: req.temperature,
+            top_p: req.top_p,
+            tool_choice: req.tool_choice.clone().unwrap_or_else(|| "auto".into()),
+            tools: config.tools.iter().map(ToolOut::of).collect(),
+            text: req.text.clone().unwrap_or_else(|| serde_json::json!({"format": {"type": "text"}})),
+            truncation: "disabled",
+            metadata: req.metadata.clone().unwrap_or_else(|| Value::Object(Default::default())),
+        };
+        Self { start, message_id: format!("msg_{n:08}") }
+    }
+
+    fn message(&self, text: String, status: &'static str) -> OutputItem {
+        let content = if status == "in_progress" { Vec::new() } else { vec![OutputText::of(text)] };
+        OutputItem::Message { id: self.message_id.clone(), status, role: "assistant", content }
+    }
+
+    /// A call's item id (`fc_...`; its `call_id` is the call's own).
+    fn call_id(call: &lmstudio::ToolCall) -> String {
+        format!("fc_{}", call.id.trim_start_matches("call_"))
+    }
+
+    fn call(call: &lmstudio::ToolCall, arguments: String, status: &'static str) -> OutputItem {
+        OutputItem::FunctionCall {
+            id: Self::call_id(call),
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            arguments,
+            status,
+        }
+    }
+
+    /// Whether the answer has a message item: it has text, or nothing else.
+    fn has_message(r: &lmstudio::PredictionResult) -> bool {
+        !r.content.is_empty() || r.tool_calls.is_empty()
+    }
+
+    fn finished(&self, r: &lmstudio::PredictionResult) -> ResponseOut {
+        let mut output = Vec::with_capacity(1 + r.tool_calls.len());
+        if Self::has_message(r) {
+            output.push(self.message(r.content.clone(), "completed"));
+        }
+        output.extend(r.tool_calls.iter().map(|c| Self::call(c, c.arguments.clone(), "completed")));
+        let cut = matches!(
+            r.stats.stop_reason,
+            lmstudio::StopReason::MaxPredictedTokensReached | lmstudio::StopReason::ContextLengthReached
+        );
+        ResponseOut {
+            status: if cut { "incomplete" } else { "completed" },
+            incomplete_details: cut.then_some(Incomplete { reason: "max_output_tokens" }),
+            output,
+            usage: Some(Usage::of(&r.stats)),
+            ..self.start.clone()
+        }
+    }
+}
+
+/// Streams the answer as the Responses events: `response.created`, `response.in_progress`; the
+/// text as a message item (`output_item.added`, `content_part.added`, `output_text.delta`s, their
+/// `done`s); each call as a `function_call` item whose `function_call_arguments.delta` holds its
+/// arguments whole (calls are known once the answer is); `response.completed` (or
+/// `response.incomplete`).
+fn sse(
+    state: AppState,
+    shape: Shape,
+    mut stream: lmstudio::AsyncPredictionStream,
+    keep: Option<Vec<lmstudio::ChatMessage>>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    sse::stream(move |tx| async move {
+        let metrics = state.metrics();
+        let mut sequence = 0;
+        let mut next = |e: StreamEvent| {
+            sequence += 1;
+            let numbered = Numbered { event: &e, sequence_number: sequence - 1 };
+            Event::default().event(e.name()).json_data(&numbered).unwrap_or_else(|err| {
+                tracing::error!("an event could not be written: {err}");
+                Event::default().event("error").data(r#"{"type": "error", "message": "internal error"}"#)
+            })
+        };
+        let failed = |e: lmstudio::Error| {
+            let e = ApiError::from(e);
+            StreamEvent::Error { code: e.code(), message: e.message().to_owned(), param: None }
+        };
+        let id = shape.message_id.clone();
+        let opening = [
+            StreamEvent::Created { response: shape.start.clone() },
+            StreamEvent::InProgress { response: shape.start.clone() },
+        ];
+        for e in opening {
+            if tx.send(next(e)).await.is_err() {
+                return;
+            }
+        }
+        let open_message = [
+            StreamEvent::ItemAdded { output_index: 0, item: shape.message(String::new(), "in_progress") },
+            StreamEvent::PartAdded {
+                item_id: id.clone(),
+                output_index: 0,
+                content_index: 0,
+                part: OutputText::of(String::new()),
+            },
+        ];
+        let mut text_open = false;
+        loop {
+            let fragment = match sse::next(&mut stream, &tx).await {
+                sse::Next::Fragment(f) => f,
+                sse::Next::Failed(e) => {
+                    metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(next(failed(e))).await;
+                    return;
+                }
+                sse::Next::End => break,
+                sse::Next::Gone => return, // dropping `stream` cancels the prediction
+            };
+            let mut events = Vec::new();
+            if !std::mem::replace(&mut text_open, true) {
+                events.extend(open_message.iter().cloned());
+            }
+            events.push(StreamEvent::TextDelta {
+                item_id: id.clone(),
+                output_index: 0,
+                content_index: 0,
+                delta: fragment.content,
+                logprobs: Vec::new(),
+            });
+            for e in events {
+                if tx.send(next(e)).await.is_err() {
+                    return; // dropping `stream` cancels the prediction
+                }
+            }
+        }
+        let result = match stream.result() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(next(failed(e))).await;
+                return;
+            }
+        };
+        metrics.record(&result);
+        if let Some(e) = cut_short(&result) {
+            let _ = tx.send(next(failed(e))).await;
+            return;
+        }
+        let mut events = Vec::new();
+        if !text_open && Shape::has_message(&result) {
+            events.extend(open_message.iter().cloned());
+        }
+        let mut index = 0;
+        if Shape::has_message(&result) {
+            let text = result.content.clone();
+            let part = OutputText::of(text.clone());
+            events.push(StreamEvent::TextDone {
+                item_id: id.clone(),
+                output_index: 0,
+                content_index: 0,
+                text: text.clone(),
+                logprobs: Vec::new(),
+            });
+            events.push(StreamEvent::PartDone { item_id: id.clone(), output_index: 0, content_index: 0, part });
+            events.push(StreamEvent::ItemDone { output_index: 0, item: shape.message(text, "completed") });
+            index = 1;
+        }
+        for call in &result.tool_calls {
+            let item_id = Shape::call_id(call);
+            events.push(StreamEvent::ItemAdded {
+                output_index: index,
+                item: Shape::call(call, String::new(), "in_progress"),
+            });
+            events.push(StreamEvent::ArgumentsDelta {
+                item_id: item_id.clone(),
+                output_index: index,
+                delta: call.arguments.clone(),
+            });
+            events.push(StreamEvent::ArgumentsDone {
+                item_id,
+                output_index: index,
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            });
+            events.push(StreamEvent::ItemDone {
+                output_index: index,
+                item: Shape::call(call, call.arguments.clone(), "completed"),
+            });
+            index += 1;
+        }
+        let response = shape.finished(&result);
+        if let Some(history) = keep {
+            state.responses().put(response.clone(), answered(history, &result));
+        }
+        events.push(if response.status == "completed" {
+            StreamEvent::Completed { response }
+        } else {
+            StreamEvent::Incomplete { response }
+        });
+        for e in events {
+            if tx.send(next(e)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
