@@ -10,6 +10,7 @@ mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod kept;
 mod metrics;
 mod openai;
 mod origin;

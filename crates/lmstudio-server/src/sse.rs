@@ -30,7 +30,13 @@ pub(crate) enum Next {
     End,
     /// The client went away.
     Gone,
+    /// Nothing for [`IDLE`] (a long prompt is being processed): a writer may show it is alive.
+    Idle,
 }
+
+/// How long a stream waits for a fragment before [`Next::Idle`]. Clients with an idle watchdog
+/// (Claude Code's) read no life in SSE comments, only in events: Anthropic sends `ping`.
+pub(crate) const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The next fragment of `prediction`, or what ends it.
 pub(crate) async fn next(prediction: &mut lmstudio::AsyncPredictionStream, tx: &Sender<Event>) -> Next {
@@ -41,5 +47,6 @@ pub(crate) async fn next(prediction: &mut lmstudio::AsyncPredictionStream, tx: &
             None => Next::End,
         },
         () = tx.closed() => Next::Gone,
+        () = tokio::time::sleep(IDLE) => Next::Idle,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{downloads, metrics, responses};
+use crate::{downloads, kept, metrics};
 
 /// Request bodies (and websocket messages) larger than this are refused (413 over HTTP), unless
 /// [`AppState::with_body_limit`] says otherwise. 8 MiB holds a prompt of about two million tokens.
@@ -34,7 +34,7 @@ struct Inner {
     /// `POST /api/v1/models/download` jobs.
     downloads: downloads::Jobs,
     /// Responses kept for `previous_response_id`.
-    responses: responses::Store,
+    responses: kept::Store,
 }
 
 impl AppState {
@@ -54,7 +54,7 @@ impl AppState {
     ) -> Self {
         let metrics = metrics::Metrics::default();
         let downloads = downloads::Jobs::default();
-        let responses = responses::Store::default();
+        let responses = kept::Store::default();
         let inner = Arc::new(Inner { client, api_key, metrics, cors_origins, loopback_bound, downloads, responses });
         Self { inner, body_limit: MAX_BODY_BYTES, socket_queue_limit: MAX_SOCKET_QUEUE_BYTES }
     }
@@ -93,7 +93,7 @@ impl AppState {
         &self.inner.downloads
     }
 
-    pub(crate) fn responses(&self) -> &responses::Store {
+    pub(crate) fn responses(&self) -> &kept::Store {
         &self.inner.responses
     }
 

@@ -81,6 +81,52 @@ struct Row {
     free: f64,
 }
 
+/// A forced call (issue 28): `respond` with a named tool, which the engine holds to the call's
+/// grammar (the default model's template has no tool syntax: the generic JSON form), against the
+/// same chat answered freely for as many tokens.
+fn tool_call_row(model: &lmstudio::Llm, repetitions: u32) -> Result<Row> {
+    let weather = lmstudio::Tool::new(
+        "get_weather",
+        "The weather now in a city",
+        json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+            "unit": {"enum": ["C", "F"]}, "days": {"type": "integer", "minimum": 1, "maximum": 14}},
+            "required": ["city", "unit", "days"], "additionalProperties": false}),
+    );
+    let mut chat = lmstudio::Chat::new();
+    chat.add_user_message("What will the weather be in Oslo, Paris and Rome this week?");
+    let (mut tokens, mut constrained, mut free) = (Vec::new(), Vec::new(), Vec::new());
+    for seed in 1..=repetitions {
+        let config = lmstudio::Config {
+            seed: Some(seed),
+            max_tokens: Some(400),
+            tools: vec![weather.clone()],
+            tool_choice: Some(lmstudio::ToolChoice::Function("get_weather".into())),
+            ..Default::default()
+        };
+        let r = model.respond(&chat, config.clone())?;
+        let n = r.stats.predicted_tokens_count.unwrap_or(0) as u32;
+        let tps = r.stats.tokens_per_second.context("no tokens per second")?;
+        let same = lmstudio::Config {
+            tools: Vec::new(),
+            tool_choice: None,
+            max_tokens: Some(n.max(1)),
+            ignore_eos: Some(true),
+            ..config
+        };
+        let f = model.respond(&chat, same)?.stats.tokens_per_second.context("no tokens per second")?;
+        eprintln!("forced tool call seed {seed}: {n} tokens ({} calls), {tps:.1} vs {f:.1} tok/s", r.tool_calls.len());
+        tokens.push(f64::from(n));
+        constrained.push(tps);
+        free.push(f);
+    }
+    Ok(Row {
+        name: "Forced tool call (respond, a named tool)",
+        tokens: percentile(tokens, 0.5),
+        constrained: percentile(constrained, 0.5),
+        free: percentile(free, 0.5),
+    })
+}
+
 pub fn run(args: StructuredArgs) -> Result<()> {
     let model = super::load_one_slot(&lmstudio::ModelStore::from_env(), args.model.as_deref(), args.threads, None)?;
     let prompt = "Here is the data, as requested:\n";
@@ -128,6 +174,8 @@ pub fn run(args: StructuredArgs) -> Result<()> {
             free: percentile(free, 0.5),
         });
     }
+
+    rows.push(tool_call_row(&model, args.repetitions)?);
 
     let mut md = format!(
         "# Structured output speed\n\nWritten by `lms-dev bench-structured --repetitions {reps} --out bench/structured.md`: \

@@ -150,6 +150,12 @@ fn sse(
                 }
                 sse::Next::End => break,
                 sse::Next::Gone => return, // dropping `stream` cancels the prediction
+                sse::Next::Idle => {
+                    if !send(StreamEvent::Ping).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             if !std::mem::replace(&mut text_open, true) {
                 let start =

@@ -160,8 +160,14 @@ impl MessagesRequest {
             if let Some(kind) = t.kind.as_deref().filter(|k| *k != "custom") {
                 return Err(ApiError::bad_request(format!("unsupported tool type `{kind}` (tool {:?})", t.name)));
             }
-            if let Some((field, _)) = t.other.iter().find(|(k, _)| !matches!(k.as_str(), "cache_control" | "strict")) {
+            let known = |k: &str| matches!(k, "cache_control" | "strict" | "defer_loading");
+            if let Some((field, _)) = t.other.iter().find(|(k, _)| !known(k)) {
                 return Err(ApiError::bad_request(format!("unsupported tool field `{field}` (tool {:?})", t.name)));
+            }
+            // A deferred tool is not in the model's context until a tool search finds it, and
+            // there is no tool search here (a server tool): the model never sees it.
+            if t.other.get("defer_loading").is_some_and(|v| v == true) {
+                continue;
             }
             let schema = t
                 .input_schema
@@ -198,7 +204,9 @@ impl MessagesRequest {
             return Err(ApiError::bad_request("`messages` is empty"));
         }
         for (i, m) in self.messages.iter().enumerate() {
-            if m.role != "user" && m.role != "assistant" {
+            // `system` in `messages`: Anthropic's mid-conversation system message (Claude Code
+            // ends a request with one), given to the template where it stands.
+            if !matches!(m.role.as_str(), "user" | "assistant" | "system") {
                 return Err(ApiError::bad_request(format!("messages[{i}]: unsupported role {:?}", m.role)));
             }
             let blocks: Vec<BlockIn> = match &m.content {
@@ -278,13 +286,15 @@ mod tests {
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "21"}]},
                   {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no", "is_error": true},
                   {"type": "text", "text": "And?"}]}],
-              "tools": [{"name": "get_weather", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+              "tools": [{"name": "get_weather", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}},
+                {"name": "later", "input_schema": {"type": "object"}, "defer_loading": true}],
               "tool_choice": {"type": "any", "disable_parallel_tool_use": true}, "metadata": {"user_id": "u"}}"#,
         );
         let (config, chat) = r.decode().expect("decodes");
         assert_eq!(config.max_tokens, Some(9));
         assert_eq!(config.tool_choice, Some(lmstudio::ToolChoice::Required));
         assert_eq!(config.parallel_tool_calls, Some(false));
+        assert_eq!(config.tools.len(), 1, "a deferred tool is not shown");
         let m = chat.messages();
         let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "tool", "tool", "user"]);
@@ -308,7 +318,7 @@ mod tests {
                 r#""messages": [{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]"#,
                 "tool_use",
             ),
-            (r#""messages": [{"role": "system", "content": "x"}]"#, "system"),
+            (r#""messages": [{"role": "tool", "content": "x"}]"#, "tool"),
         ];
         for (body, name) in refused {
             let e = request(&format!(r#"{{"model": "m", "max_tokens": 4, {body}}}"#)).decode().expect_err(name);

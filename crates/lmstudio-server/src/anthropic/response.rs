@@ -90,6 +90,8 @@ pub(crate) enum StreamEvent {
         usage: Usage,
     },
     MessageStop,
+    /// Sent while nothing else is (a long prompt): Anthropic's keep-alive.
+    Ping,
 }
 
 impl StreamEvent {
@@ -101,6 +103,7 @@ impl StreamEvent {
             Self::ContentBlockStop { .. } => "content_block_stop",
             Self::MessageDelta { .. } => "message_delta",
             Self::MessageStop => "message_stop",
+            Self::Ping => "ping",
         }
     }
 }

@@ -259,7 +259,8 @@ fn sse(
                     error_event(e)
                 }
                 sse::Next::End => break,
-                sse::Next::Gone => return, // dropping `stream` cancels the prediction
+                sse::Next::Gone => return,   // dropping `stream` cancels the prediction
+                sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
             };
             if tx.send(event).await.is_err() {
                 return;

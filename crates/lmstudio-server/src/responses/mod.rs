@@ -3,10 +3,8 @@
 //! completions. Responses are kept (unless `store: false`) in a bounded store, so that
 //! `previous_response_id` can go on from one.
 
-use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
@@ -17,10 +15,10 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::kept::STORE_COUNT;
 use crate::openai::{counted, cut_short, parse, whole};
 use crate::sse;
 use crate::state::AppState;
-use crate::sync::lock;
 
 mod request;
 mod response;
@@ -29,63 +27,6 @@ use request::ResponsesRequest;
 use response::{Incomplete, Numbered, OutputItem, OutputText, ResponseOut, StreamEvent, ToolOut, Usage};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The most responses kept, and the most bytes of their chats: past either, the oldest go.
-const STORE_COUNT: usize = 1024;
-const STORE_BYTES: usize = 64 << 20;
-
-/// Kept responses, oldest first.
-#[derive(Default)]
-pub(crate) struct Store {
-    inner: Mutex<Kept>,
-}
-
-#[derive(Default)]
-struct Kept {
-    order: VecDeque<String>,
-    entries: HashMap<String, Arc<Stored>>,
-    bytes: usize,
-}
-
-/// A kept response and the chat it ends (its output included; the instructions, which do not
-/// carry over, left out).
-pub(crate) struct Stored {
-    messages: Vec<lmstudio::ChatMessage>,
-    response: ResponseOut,
-    bytes: usize,
-}
-
-impl Store {
-    fn put(&self, response: ResponseOut, messages: Vec<lmstudio::ChatMessage>) {
-        let bytes = messages
-            .iter()
-            .map(|m| m.content.len() + m.tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>())
-            .sum();
-        let id = response.id.clone();
-        let mut kept = lock(&self.inner);
-        kept.bytes += bytes;
-        kept.order.push_back(id.clone());
-        kept.entries.insert(id, Arc::new(Stored { messages, response, bytes }));
-        while kept.order.len() > STORE_COUNT || kept.bytes > STORE_BYTES {
-            let Some(oldest) = kept.order.pop_front() else { break };
-            if let Some(gone) = kept.entries.remove(&oldest) {
-                kept.bytes -= gone.bytes;
-            }
-        }
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Stored>> {
-        lock(&self.inner).entries.get(id).cloned()
-    }
-
-    fn remove(&self, id: &str) -> bool {
-        let mut kept = lock(&self.inner);
-        let Some(gone) = kept.entries.remove(id) else { return false };
-        kept.bytes -= gone.bytes;
-        kept.order.retain(|k| k != id);
-        true
-    }
-}
 
 fn not_stored(id: &str) -> ApiError {
     ApiError::not_found(format!("no stored response {id:?} (kept: the last {STORE_COUNT}, unless `store: false`)"))
@@ -98,8 +39,8 @@ pub(crate) async fn create(
     counted(&state, start(&state, body)).await.unwrap_or_else(ApiError::into_response)
 }
 
-pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ResponseOut>, ApiError> {
-    state.responses().get(&id).map(|s| Json(s.response.clone())).ok_or_else(|| not_stored(&id))
+pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.responses().get(&id).map(|s| Json(s.body.clone())).ok_or_else(|| not_stored(&id))
 }
 
 #[derive(serde::Serialize)]
@@ -143,9 +84,15 @@ async fn start(state: &AppState, body: Result<Json<ResponsesRequest>, JsonReject
     let result = whole(state, stream).await?;
     let response = shape.finished(&result);
     if keep {
-        state.responses().put(response.clone(), answered(history, &result));
+        keep_response(state, &response, answered(history, &result));
     }
     Ok(Json(response).into_response())
+}
+
+/// Keeps `response` and its chat.
+fn keep_response(state: &AppState, response: &ResponseOut, chat: Vec<lmstudio::ChatMessage>) {
+    let body = serde_json::to_value(response).unwrap_or(Value::Null);
+    state.responses().put(response.id.clone(), body, chat);
 }
 
 /// The chat with the answer appended.
@@ -292,7 +239,8 @@ fn sse(
                     return;
                 }
                 sse::Next::End => break,
-                sse::Next::Gone => return, // dropping `stream` cancels the prediction
+                sse::Next::Gone => return,   // dropping `stream` cancels the prediction
+                sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
             };
             let mut events = Vec::new();
             if !std::mem::replace(&mut text_open, true) {
@@ -367,7 +315,7 @@ fn sse(
         }
         let response = shape.finished(&result);
         if let Some(history) = keep {
-            state.responses().put(response.clone(), answered(history, &result));
+            keep_response(&state, &response, answered(history, &result));
         }
         events.push(if response.status == "completed" {
             StreamEvent::Completed { response }

@@ -3,10 +3,7 @@
 //! wrong shape shows up here as a `communicationWarning` the SDK sends back (counted on
 //! `/metrics`) or as a call that never resolves.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-
-use crate::{lms_client, run_node, start_server};
+use crate::{lms_client, metric, run_node, start_server};
 
 /// The seed's flow, in JavaScript: load by name, complete, stream with callbacks, stats, model
 /// info, cancel, respond, list, unload, load under an identifier. Everything the SDK logs as a
@@ -91,16 +88,6 @@ setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); proce
   console.log("JS OK");
 })().catch(e => { console.log("JS FAILED: " + (e && e.stack || e) + "\nlogged: " + JSON.stringify(logged)); process.exit(1); });
 "#;
-
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut sock = TcpStream::connect(addr).expect("connects");
-    write!(sock, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("sends");
-    let mut text = String::new();
-    sock.read_to_string(&mut text).expect("reads");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 /// Issue 13, item 1: the JS SDK runs the seed's flow, and sends not one communication warning
 /// (it sends one for every message of ours it cannot validate).

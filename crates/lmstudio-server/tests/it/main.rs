@@ -2,6 +2,7 @@
 //! clients (LM Studio's Python SDK and the `openai` package, installed into a venv by the tests).
 
 // The checks every backend passes alike, shared with the library's own tests.
+mod agents;
 mod anthropic;
 #[path = "../../../lmstudio/tests/it/backends.rs"]
 mod backends;
@@ -14,7 +15,8 @@ mod remote;
 mod responses;
 mod sdk_socket;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -189,4 +191,15 @@ pub fn sse_events(body: &str) -> Vec<serde_json::Value> {
             v
         })
         .collect()
+}
+
+/// A counter or gauge of the server's `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut sock = TcpStream::connect(addr).expect("connects");
+    write!(sock, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("sends");
+    let mut text = String::new();
+    sock.read_to_string(&mut text).expect("reads");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }

@@ -1,0 +1,142 @@
+//! Coding agents, unmodified, against the real server and the default model: Claude Code (npm
+//! `@anthropic-ai/claude-code`, over `/v1/messages`) and OpenAI's Codex CLI (npm `@openai/codex`,
+//! over `/v1/responses`). Their prompts carry about 20k tokens of instructions and tools, so the
+//! model loads with 32k of context. A 270M base model's choices are not judged: what is checked is
+//! that every request the agent makes is served (no error on `/metrics`, none reported by the
+//! agent) and that the agent goes on (Claude Code through its turns, Codex until stopped).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{lms_client_with, metric, start_server};
+
+/// The agents' versions (pinned: their request shapes move with them).
+const CLAUDE_CODE: &str = "@anthropic-ai/claude-code@2.1.332";
+const CODEX: &str = "@openai/codex@0.171.0";
+
+/// The agents in `target/agents` (installed once).
+fn agents() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/agents");
+        let bin = dir.join("node_modules/.bin");
+        if !bin.join("claude").exists() || !bin.join("codex").exists() {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let ok = Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .args([CLAUDE_CODE, CODEX])
+                .status()
+                .expect("npm runs (scripts/setup installs it)")
+                .success();
+            assert!(ok, "npm install of the agents failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+fn server() -> std::net::SocketAddr {
+    let load = lmstudio::LoadConfig { context_length: Some(32768), parallel: Some(2), ..Default::default() };
+    start_server(lms_client_with(load), None)
+}
+
+/// An empty project folder and a home of its own for one agent run.
+fn sandbox(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let (project, home) = (root.path().join("project"), root.path().join("home"));
+    for dir in [&project, &home] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::fs::write(project.join("README.md"), format!("# {name}\n\nA test project.\n")).expect("writes");
+    (root, project, home)
+}
+
+/// Runs `command` until it exits or `limit` passes (then it is killed); its exit status (`None`:
+/// killed) and output.
+fn run_for(mut command: Command, limit: Duration) -> (Option<i32>, String) {
+    let out = std::env::temp_dir().join(format!("agent-{}-{:?}.out", std::process::id(), Instant::now()));
+    let file = std::fs::File::create(&out).expect("an output file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file)
+        .spawn()
+        .expect("the agent starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status.code();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    (status, text)
+}
+
+fn served_without_errors(addr: std::net::SocketAddr, agent: &str, out: &str) {
+    let requests = metric(addr, "lms_http_requests_total");
+    assert!(requests >= 1, "{agent} made no request:\n{out}");
+    assert_eq!(metric(addr, "lms_request_errors_total"), 0, "{agent}'s requests were refused:\n{out}");
+}
+
+#[test]
+fn claude_code_runs_against_the_server() {
+    let bin = agents();
+    let addr = server();
+    let (_root, project, home) = sandbox("claude");
+    let mut claude = Command::new(bin.join("claude"));
+    claude
+        .args(["-p", "List the files in this folder.", "--model", "gemma-3-270m", "--max-turns", "1"])
+        .args(["--output-format", "json"])
+        .current_dir(&project)
+        .env("HOME", &home)
+        .env("ANTHROPIC_BASE_URL", format!("http://{addr}"))
+        .env("ANTHROPIC_API_KEY", "unused")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1");
+    let (status, out) = run_for(claude, Duration::from_secs(900));
+    assert!(status.is_some(), "Claude Code did not finish a turn in 15 minutes:\n{out}");
+    let result = out.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    let result = result.unwrap_or_else(|| panic!("no JSON result:\n{out}"));
+    assert_eq!(result["type"], "result", "{out}");
+    assert!(result["api_error_status"].is_null() && result["terminal_reason"] != "api_error", "{out}");
+    assert!(result["num_turns"].as_u64().is_some_and(|n| n >= 1), "{out}");
+    served_without_errors(addr, "Claude Code", &out);
+}
+
+#[test]
+fn codex_runs_against_the_server() {
+    let bin = agents();
+    let addr = server();
+    let (_root, project, home) = sandbox("codex");
+    // A provider of ours, and the hosted tools we cannot run (web search, sub-agents) off: Codex
+    // offers them by default, and they are refused by name.
+    let config = format!(
+        "model = \"gemma-3-270m\"\nmodel_provider = \"lms\"\nweb_search = \"disabled\"\n\n\
+         [model_providers.lms]\nname = \"lmstudio-rs\"\nbase_url = \"http://{addr}/v1\"\nwire_api = \"responses\"\n\n\
+         [features]\nmulti_agent = false\n"
+    );
+    std::fs::write(home.join("config.toml"), config).expect("writes");
+    let mut codex = Command::new(bin.join("codex"));
+    codex
+        .args(["exec", "--skip-git-repo-check", "List the files in this folder."])
+        .current_dir(&project)
+        .env("CODEX_HOME", &home)
+        .env("HOME", &home);
+    // Codex has no turn limit: a model that keeps calling keeps it going, so it runs a while.
+    let (status, out) = run_for(codex, Duration::from_secs(180));
+    assert!(status.is_none_or(|code| code == 0), "Codex failed:\n{out}");
+    assert!(!out.contains("stream disconnected") && !out.contains("unexpected status"), "{out}");
+    served_without_errors(addr, "Codex", &out);
+    assert!(metric(addr, "lms_predictions_total") >= 1, "{out}");
+}
