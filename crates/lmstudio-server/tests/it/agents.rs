@@ -103,7 +103,10 @@ fn claude_code_runs_against_the_server() {
         .env("ANTHROPIC_API_KEY", "unused")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_AUTOUPDATER", "1");
+        .env("DISABLE_AUTOUPDATER", "1")
+        // Claude Code asks for 32,000 tokens; a base model answering in free text can run that
+        // long (uncapped, runs here took 1 to 11 minutes), so answers are capped as its users can.
+        .env("CLAUDE_CODE_MAX_OUTPUT_TOKENS", "512");
     let (status, out) = run_for(claude, Duration::from_secs(900));
     assert!(status.is_some(), "Claude Code did not finish a turn in 15 minutes:\n{out}");
     let result = out.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
