@@ -452,6 +452,9 @@ pub fn run(args: StressArgs) -> Result<()> {
     let peak_rss = server.stop();
 
     let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
+    // What the calls in flight hold beside the queue (requests read, templates rendered, replies
+    // written): 39 to 90 MiB over five runs (bench/HARDENING.md); unbounded, the server grew 187.
+    const UNREAD_MARGIN_MIB: u64 = 96;
     let ttft_ratio = ttft_after / ttft_before;
     let own = |m: &Memory| m.rss_mib - m.cache_mib;
     let rss_ratio = own(&mem_after) / own(&mem_before);
@@ -471,8 +474,8 @@ pub fn run(args: StressArgs) -> Result<()> {
             false,
         ),
         (
-            "a client that never reads is disconnected; the server grows by at most its queue + 64 MiB",
-            unread.disconnected && unread.peak_growth_mib <= (args.socket_queue_mib + 64) as f64,
+            "a client that never reads is disconnected; the server grows by at most its queue + 96 MiB",
+            unread.disconnected && unread.peak_growth_mib <= (args.socket_queue_mib + UNREAD_MARGIN_MIB) as f64,
             false,
         ),
         (
