@@ -4,6 +4,8 @@ the real weights cannot be fetched (no model hub from the machines here).
 
   scripts/random-gguf.py qwen2.5-7b OUT.gguf   # Qwen2.5-7B's shapes, the Q4_K_M mix (about 4.4 GB)
   scripts/random-gguf.py tiny OUT.gguf         # the same architecture, small (a check of this script)
+  scripts/random-gguf.py tiny OUT.gguf --chat-template T.jinja --control '[TOOL_CALLS]'
+      # with a chat template, and control tokens of that text (tests of a family's chat syntax)
 
 The weights are quantized blocks with random quants and small fixed scales, in the types llama.cpp's
 Q4_K_M recipe gives each tensor (Q6_K for the output, and for attn_v and ffn_down of the layers it
@@ -59,9 +61,9 @@ def kv_value(v):
     raise ValueError(kind)
 
 
-def vocabulary(n):
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    types = [2, 3, 3] + [6] * 256
+def vocabulary(n, control=()):
+    tokens = ["<unk>", "<s>", "</s>"] + list(control) + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [3] * len(control) + [6] * 256
     letters = string.ascii_lowercase
     words = ("".join(p) for length in (1, 2, 3) for p in itertools.product(letters, repeat=length))
     for w in words:
@@ -72,7 +74,8 @@ def vocabulary(n):
     while len(tokens) < n:
         tokens.append(f"\u2581w{len(tokens)}")
         types.append(1)
-    scores = [0.0] * 259 + [-float(i) for i in range(n - 259)]
+    first = 259 + len(control)
+    scores = [0.0] * first + [-float(i) for i in range(n - first)]
     return tokens[:n], scores[:n], types[:n]
 
 
@@ -130,11 +133,20 @@ def data(name, dims, ty):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in PRESETS:
-        sys.exit(f"usage: {sys.argv[0]} {{{','.join(PRESETS)}}} OUT.gguf")
-    preset, path = sys.argv[1], sys.argv[2]
+    args, options = sys.argv[1:3], sys.argv[3:]
+    template, control = None, []
+    while len(options) >= 2 and options[0] in ("--chat-template", "--control"):
+        if options[0] == "--chat-template":
+            with open(options[1]) as f:
+                template = f.read()
+        else:
+            control.append(options[1])
+        options = options[2:]
+    if len(args) != 2 or args[0] not in PRESETS or options:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(PRESETS)}}} OUT.gguf [--chat-template FILE] [--control TEXT]...")
+    preset, path = args
     p = PRESETS[preset]
-    tokens, scores, types = vocabulary(p["vocab"])
+    tokens, scores, types = vocabulary(p["vocab"], control)
     meta = {
         "general.architecture": "qwen2",
         "general.name": f"random {preset}",
@@ -157,6 +169,8 @@ def main():
         "tokenizer.ggml.unknown_token_id": 0,
         "tokenizer.ggml.add_bos_token": True,
     }
+    if template is not None:
+        meta["tokenizer.chat_template"] = template
     table = tensors(p)
     with open(path + ".part", "wb") as f:
         f.write(b"GGUF" + struct.pack("<IQQ", 3, len(table), len(meta)))

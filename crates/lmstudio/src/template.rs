@@ -107,10 +107,13 @@ impl ChatTemplate {
                 if m.tool_calls.is_empty() && m.tool_call_id.is_none() {
                     return base;
                 }
-                let calls: Vec<_> = m.tool_calls.iter().map(crate::tools::template_call).collect();
-                let extra = minijinja::context! {
-                    tool_calls => minijinja::Value::from(minijinja::value::Serde(&calls)),
-                    tool_call_id => m.tool_call_id.as_deref(),
+                // Only what the message has: Llama 3.x's template asks `'tool_calls' in message`.
+                let extra = match &m.tool_call_id {
+                    Some(id) => minijinja::context! { tool_call_id => id.as_str() },
+                    None => {
+                        let calls: Vec<_> = m.tool_calls.iter().map(crate::tools::template_call).collect();
+                        minijinja::context! { tool_calls => minijinja::Value::from(minijinja::value::Serde(&calls)) }
+                    }
                 };
                 minijinja::context! { ..base, ..extra }
             })

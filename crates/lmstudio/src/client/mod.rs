@@ -24,7 +24,7 @@ use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEnt
 use crate::wire::protocol::ModelSpecifier;
 #[cfg(feature = "embedded")]
 use crate::{
-    tools::{generic_history, CallReader, Constraint, Syntax, ToolUse},
+    tools::{family_history, generic_history, CallReader, Constraint, Syntax, ToolUse},
     types::config::Structured,
     types::result::{Fragment, StopReason},
 };
@@ -485,11 +485,12 @@ impl Llm {
     }
 
     /// Formats a chat as a prompt with the model's chat template, ending where the assistant's
-    /// answer begins; complete it to get the answer.
+    /// answer begins; complete it to get the answer. Calls and results in it render as `respond`
+    /// renders them.
     pub fn apply_prompt_template(&self, messages: &[ChatMessage]) -> Result<String> {
         match &self.inner {
             #[cfg(feature = "embedded")]
-            LlmInner::Embedded(l) => l.engine.apply_chat_template(messages),
+            LlmInner::Embedded(l) => Ok(render_chat(l, messages, &Config::default())?.0),
             LlmInner::Remote { remote, .. } => remote.apply_prompt_template(self.specifier(), messages),
         }
     }
@@ -619,6 +620,9 @@ fn render_chat(l: &embedded::Loaded, chat: &[ChatMessage], config: &Config) -> R
         None if template.tool_syntax() == Syntax::Generic && chat.iter().any(ChatMessage::is_tool_traffic) => {
             template.render(&generic_history(chat))?
         }
+        None if chat.iter().any(ChatMessage::is_tool_traffic) => {
+            template.render(&family_history(template.tool_syntax(), chat))?
+        }
         None => template.render(chat)?,
     };
     Ok((prompt, tools))
@@ -628,10 +632,12 @@ fn render_chat(l: &embedded::Loaded, chat: &[ChatMessage], config: &Config) -> R
 #[cfg(feature = "embedded")]
 fn grammar_of(constraint: Constraint) -> Result<Structured> {
     use crate::engine::json_schema_grammar;
-    use crate::tools::{compact, hermes_grammar};
+    use crate::tools::{compact, wrapped_grammar};
     Ok(Structured::Gbnf(match constraint {
         Constraint::Json(schema) => compact(&json_schema_grammar(&schema)?),
-        Constraint::HermesCall(call) => hermes_grammar(&compact(&json_schema_grammar(&call)?)),
+        Constraint::Wrapped { schema, before, after } => {
+            wrapped_grammar(&compact(&json_schema_grammar(&schema)?), before, after)
+        }
     }))
 }
 

@@ -34,7 +34,7 @@ use crate::template::{self, ChatTemplate};
 use crate::types::config::{ContextOverflowPolicy, GpuOffload, LoadConfig, ValidConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Event, LoadEvent, OnLoad};
-use crate::types::result::{Activity, ChatMessage, Device, ModelInfo};
+use crate::types::result::{Activity, Device, ModelInfo};
 use crate::types::sync::lock;
 
 /// The devices llama.cpp's backends in this build find (the CPU, and GPUs where a GPU backend is
@@ -252,12 +252,6 @@ impl Engine {
     /// Token ids of `text`, as LM Studio's `tokenize` reports them.
     pub fn token_ids(&self, text: &str) -> Vec<i32> {
         self.tokenize(text).into_iter().map(|t| t.0).collect()
-    }
-
-    /// Formats a chat with the model's chat template (its family's, or ChatML, when the file has
-    /// none), ready for the assistant's turn.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.template()?.render(messages)
     }
 
     /// The model's compiled chat template, or why it has none.

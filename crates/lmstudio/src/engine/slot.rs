@@ -28,6 +28,9 @@ pub(super) struct ModelView<'m> {
     pub(super) vocab: LlamaVocab<'m>,
     /// Tokens that end generation (banned from sampling for `ignore_eos`).
     pub(super) end_tokens: Vec<i32>,
+    /// Tokens of the output's syntax markers ([`crate::tools::SYNTAX_MARKERS`]), written out as
+    /// text even where they are control tokens.
+    pub(super) marker_tokens: Vec<i32>,
     /// Tokens of KV cache per slot.
     pub(super) ctx_len: usize,
     /// The sliding attention window (0: none): a cached prefix is usable only while the window
@@ -42,8 +45,15 @@ impl<'m> ModelView<'m> {
     pub(super) fn new(model: &'m LlamaModel, params: &EngineParams, info: &'m ModelInfo) -> Self {
         let vocab = model.vocab();
         let end_tokens = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
+        let marker_tokens = crate::tools::SYNTAX_MARKERS
+            .iter()
+            .filter_map(|marker| match vocab.tokenize(marker.as_bytes(), false, true)[..] {
+                [token] => Some(token.0),
+                _ => None,
+            })
+            .collect();
         let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
-        Self { vocab, end_tokens, ctx_len, window, reuse: params.reuse_prompts, info }
+        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse: params.reuse_prompts, info }
     }
 
     /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
@@ -324,7 +334,8 @@ impl Slot {
         assert!(!(a.job.fault && a.predicted > 2), "fault injected after two tokens");
         a.unsent_tokens += 1;
         a.piece.clear();
-        vocab.token_to_piece_into(token, &mut a.piece, false, None);
+        let marker = model.marker_tokens.contains(&token.0);
+        vocab.token_to_piece_into(token, &mut a.piece, marker, None);
         if let Some(n) = a.job.config.logprobs {
             let (logprob, top) = a.sampler.logprobs(logits, token.0, n as usize);
             let piece = |t: i32| {

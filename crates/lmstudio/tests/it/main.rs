@@ -27,6 +27,8 @@ mod streaming;
 #[cfg(feature = "embedded")]
 mod structured;
 #[cfg(feature = "embedded")]
+mod tool_families;
+#[cfg(feature = "embedded")]
 mod tools;
 
 use std::sync::OnceLock;

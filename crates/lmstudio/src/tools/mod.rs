@@ -1,16 +1,20 @@
 //! Tool calls in a chat: how the tools reach the model, how its output is held to a call when one
 //! is required, and how calls are read back out of the text, while it streams.
 //!
-//! Two syntaxes. A chat template that knows tools and writes calls as Hermes' (Qwen's)
-//! `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` gets the tools itself and the model
-//! answers in that syntax. Any other template gets the generic form (llama.cpp's `common/chat`
-//! does the same for models without a tool syntax): a system message lists the tools and asks for
-//! JSON, `{"tool_calls": [{"name": ..., "arguments": {...}}]}` or `{"response": "..."}`, and the
-//! output is constrained to exactly that JSON, so even a small model answers in a form that
-//! parses. A required or named call is constrained in both syntaxes: its arguments validate
-//! against the tool's schema. Pure: no engine here.
+//! A chat template that knows tools gets them itself, and the model answers in its family's
+//! syntax ([`Syntax`]): Hermes' (Qwen's) `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,
+//! Llama 3.x's answer that is one `{"name": ..., "parameters": {...}}`, Mistral's
+//! `[TOOL_CALLS][{"name": ..., "arguments": {...}}]` (and its later `[TOOL_CALLS]name[ARGS]{...}`).
+//! Any other template gets the generic form (llama.cpp's `common/chat` does the same for models
+//! without a tool syntax): a system message lists the tools and asks for JSON,
+//! `{"tool_calls": [{"name": ..., "arguments": {...}}]}` or `{"response": "..."}`, and the output is
+//! constrained to exactly that JSON, so even a small model answers in a form that parses. A
+//! required or named call is constrained in every syntax: its arguments validate against the
+//! tool's schema. Reading calls back out of the output is [`read`]'s. Pure: no engine here.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod read;
+
+pub(crate) use read::CallReader;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -78,20 +82,43 @@ struct ToolResponseBody<'a> {
 pub(crate) enum Syntax {
     /// The template renders `tools`; calls are `<tool_call>{json}</tool_call>`.
     Hermes,
+    /// Llama 3.x: the template renders `tools`; a call is the whole answer,
+    /// `{"name": ..., "parameters": {...}}`, one per answer.
+    Llama3,
+    /// Mistral: the template renders `tools`; calls follow `[TOOL_CALLS]`, as a JSON array, or
+    /// each as `name[ARGS]{...}`; the template wants call ids of nine letters and digits.
+    Mistral,
     /// Tools in a system message; the whole answer is JSON.
     Generic,
 }
 
 const HERMES_OPEN: &str = "<tool_call>";
 const HERMES_CLOSE: &str = "</tool_call>";
+const MISTRAL_OPEN: &str = "[TOOL_CALLS]";
+const MISTRAL_ARGS: &str = "[ARGS]";
+const MISTRAL_CALL_ID: &str = "[CALL_ID]";
+/// Llama 3.1's marker of a call to its built-in tools, which some answers put before a JSON call.
+const LLAMA_PYTHON_TAG: &str = "<|python_tag|>";
+
+/// The markers of the syntaxes above. Where a vocabulary has one as a control token (Mistral's
+/// `[TOOL_CALLS]`), the engine writes it out as text, as it does ordinary tokens, so that the
+/// output can be read: llama.cpp leaves control tokens out of the text by default.
+pub(crate) const SYNTAX_MARKERS: [&str; 6] =
+    [HERMES_OPEN, HERMES_CLOSE, MISTRAL_OPEN, MISTRAL_ARGS, MISTRAL_CALL_ID, LLAMA_PYTHON_TAG];
 
 /// The syntax of a model whose chat template is `source`.
 pub(crate) fn syntax_of(source: &str) -> Syntax {
     // Qwen3-Coder's and GLM's calls are XML inside the same tag (`<function=...>`, `<arg_key>`):
     // not this syntax.
     let xml_inside = source.contains("<function=") || source.contains("<arg_key>");
-    if source.contains("tools") && source.contains(HERMES_OPEN) && !xml_inside {
+    if !source.contains("tools") {
+        Syntax::Generic
+    } else if source.contains(HERMES_OPEN) && !xml_inside {
         Syntax::Hermes
+    } else if source.contains(MISTRAL_OPEN) {
+        Syntax::Mistral
+    } else if source.contains("<|start_header_id|>ipython<|end_header_id|>") && source.contains("parameters") {
+        Syntax::Llama3
     } else {
         Syntax::Generic
     }
@@ -117,10 +144,10 @@ pub(crate) struct ToolUse {
 /// What a tool-using prediction's output is constrained to.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Constraint {
-    /// JSON of this schema (the generic syntax).
+    /// JSON of this schema.
     Json(Value),
-    /// One Hermes call block whose JSON follows this schema.
-    HermesCall(Value),
+    /// JSON of this schema between two fixed texts (a Hermes call block, Mistral's calls).
+    Wrapped { schema: Value, before: &'static str, after: &'static str },
 }
 
 impl ToolUse {
@@ -139,16 +166,18 @@ impl ToolUse {
     /// for a template that knows tools, none for the generic form (they are in the messages).
     pub(crate) fn template_tools(&self) -> Vec<TemplateTool<'_>> {
         match self.syntax {
-            Syntax::Hermes => self.tools.iter().map(|t| TemplateTool { kind: "function", function: t }).collect(),
             Syntax::Generic => Vec::new(),
+            _ => self.tools.iter().map(|t| TemplateTool { kind: "function", function: t }).collect(),
         }
     }
 
-    /// The chat as the template is given it. Generic: the tools and the answer's form in the
-    /// system message, earlier calls and results as the JSON the model writes and reads.
+    /// The chat as the template is given it: as it is for a template that knows tools, with what
+    /// its family's template insists on ([`family_history`]). Generic: the tools and the answer's
+    /// form in the system message, earlier calls and results as the JSON the model writes and
+    /// reads.
     pub(crate) fn messages(&self, chat: &[ChatMessage]) -> Vec<ChatMessage> {
-        if self.syntax == Syntax::Hermes {
-            return chat.to_vec();
+        if self.syntax != Syntax::Generic {
+            return family_history(self.syntax, chat);
         }
         let mut messages = generic_history(chat);
         let instructions = self.generic_instructions();
@@ -177,20 +206,26 @@ impl ToolUse {
         format!("You can use these tools:\n{listed}\n\nAnswer in JSON only. {how}")
     }
 
-    /// What the output is held to: the generic JSON always (a call or a response); a Hermes call
-    /// block when a call is required; nothing for a Hermes model that may answer freely.
+    /// What the output is held to: the generic JSON always (a call or a response); when a call
+    /// is required, a call in the family's syntax (a Hermes block, a Llama 3.x call, Mistral's
+    /// calls); nothing for a model of a tool syntax that may answer freely.
     pub(crate) fn constraint(&self) -> Option<Constraint> {
         let offered: Vec<&Tool> = match &self.choice {
             ToolChoice::Function(name) => self.tools.iter().filter(|t| &t.name == name).collect(),
             _ => self.tools.iter().collect(),
         };
-        let call = one_of(offered.iter().map(|t| call_schema(t)).collect());
+        let key = if self.syntax == Syntax::Llama3 { "parameters" } else { "arguments" };
+        let call = one_of(offered.iter().map(|t| call_schema(t, key)).collect());
         let forced = !matches!(self.choice, ToolChoice::Auto | ToolChoice::None);
+        let most = if self.parallel { MAX_PARALLEL_CALLS } else { 1 };
+        let array = json!({"type": "array", "items": call, "minItems": 1, "maxItems": most});
         match self.syntax {
-            Syntax::Hermes => forced.then_some(Constraint::HermesCall(call)),
+            Syntax::Hermes => {
+                forced.then_some(Constraint::Wrapped { schema: call, before: "<tool_call>\n", after: "\n</tool_call>" })
+            }
+            Syntax::Llama3 => forced.then_some(Constraint::Json(call)),
+            Syntax::Mistral => forced.then_some(Constraint::Wrapped { schema: array, before: MISTRAL_OPEN, after: "" }),
             Syntax::Generic => {
-                let most = if self.parallel { MAX_PARALLEL_CALLS } else { 1 };
-                let array = json!({"type": "array", "items": call, "minItems": 1, "maxItems": most});
                 let calls = json!({
                     "type": "object",
                     "properties": {"tool_calls": array},
@@ -210,7 +245,7 @@ impl ToolUse {
 
     /// A reader of this prediction's output.
     pub(crate) fn reader(&self) -> CallReader {
-        CallReader { syntax: self.syntax, parallel: self.parallel, output: String::new(), shown: 0 }
+        CallReader::new(self.syntax, self.parallel)
     }
 }
 
@@ -248,16 +283,60 @@ pub(crate) fn generic_history(chat: &[ChatMessage]) -> Vec<ChatMessage> {
     messages
 }
 
-/// `{"name": <the tool's>, "arguments": <its parameters>}`, nothing else.
-fn call_schema(tool: &Tool) -> Value {
+/// A chat with calls and results for a template of a tool syntax, shaped as its family's
+/// templates insist: Llama 3.x's take one call per assistant message (several in a row for an
+/// answer that made several), Mistral's refuse call ids that are not nine letters and digits
+/// (each id becomes nine, the same for a call and its result).
+pub(crate) fn family_history(syntax: Syntax, chat: &[ChatMessage]) -> Vec<ChatMessage> {
+    match syntax {
+        Syntax::Llama3 => chat
+            .iter()
+            .flat_map(|m| match m.tool_calls.len() {
+                0 | 1 => vec![m.clone()],
+                _ => m.tool_calls.iter().map(|c| ChatMessage::tool_calls(&m.content, vec![c.clone()])).collect(),
+            })
+            .collect(),
+        Syntax::Mistral => chat
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                for call in &mut m.tool_calls {
+                    call.id = mistral_id(&call.id);
+                }
+                m.tool_call_id = m.tool_call_id.as_deref().map(mistral_id);
+                m
+            })
+            .collect(),
+        Syntax::Hermes | Syntax::Generic => chat.to_vec(),
+    }
+}
+
+/// Nine letters and digits for call id `id`, the same for the same id (FNV-1a, in base 62).
+fn mistral_id(id: &str) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return id.to_owned();
+    }
+    let mut hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (0..9)
+        .map(|_| {
+            let digit = DIGITS[(hash % 62) as usize];
+            hash /= 62;
+            char::from(digit)
+        })
+        .collect()
+}
+
+/// `{"name": <the tool's>, <key>: <its parameters>}`, nothing else.
+fn call_schema(tool: &Tool, key: &str) -> Value {
     let mut arguments = inline_refs(&tool.parameters);
     if let Value::Object(o) = &mut arguments {
         o.entry("type").or_insert_with(|| "object".into());
     }
     json!({
         "type": "object",
-        "properties": {"name": {"const": tool.name}, "arguments": arguments},
-        "required": ["name", "arguments"],
+        "properties": {"name": {"const": tool.name}, key: arguments},
+        "required": ["name", key],
         "additionalProperties": false,
     })
 }
@@ -300,17 +379,34 @@ fn one_of(mut schemas: Vec<Value>) -> Value {
     }
 }
 
-/// The grammar of a Hermes call block, around the grammar of its JSON (`call_grammar`, as
-/// llama.cpp's converter writes it: its start rule `root`).
-pub(crate) fn hermes_grammar(call_grammar: &str) -> String {
-    let call: Vec<String> = call_grammar
+/// The grammar of `json_grammar`'s sentences (as llama.cpp's converter writes it: its start rule
+/// `root`) between the texts `before` and `after`.
+pub(crate) fn wrapped_grammar(json_grammar: &str, before: &str, after: &str) -> String {
+    let literal = |text: &str| {
+        let escaped: String = text
+            .chars()
+            .map(|c| match c {
+                '"' => "\\\"".to_owned(),
+                '\\' => "\\\\".to_owned(),
+                '\n' => "\\n".to_owned(),
+                c => c.to_string(),
+            })
+            .collect();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!("\"{escaped}\" ")
+        }
+    };
+    let json: Vec<String> = json_grammar
         .lines()
         .map(|l| match l.strip_prefix("root ::=") {
-            Some(rest) => format!("call ::={rest}"),
+            Some(rest) => format!("wrapped ::={rest}"),
             None => l.to_owned(),
         })
         .collect();
-    format!("root ::= \"{HERMES_OPEN}\\n\" call \"\\n{HERMES_CLOSE}\"\n{}\n", call.join("\n"))
+    let root = format!("{}wrapped {}", literal(before), literal(after));
+    format!("root ::= {}\n{}\n", root.trim_end(), json.join("\n"))
 }
 
 /// `grammar` (llama.cpp's from a JSON schema) with at most one space where its `space` rule
@@ -337,169 +433,9 @@ pub(crate) fn template_call(call: &ToolCall) -> TemplateCall<'_> {
     TemplateCall { id: &call.id, kind: "function", function: generic_call(call) }
 }
 
-/// Reads a prediction's output as it streams: what of it is text to show (never call syntax),
-/// and at the end, the text and the calls.
-#[derive(Debug)]
-pub(crate) struct CallReader {
-    syntax: Syntax,
-    /// Several calls taken; else the first alone (a model may write more than it was allowed).
-    parallel: bool,
-    output: String,
-    /// Bytes of visible text already given out.
-    shown: usize,
-}
-
-impl CallReader {
-    /// Takes the next piece of output; returns the text to show now.
-    pub(crate) fn feed(&mut self, piece: &str) -> String {
-        self.output.push_str(piece);
-        let visible = match self.syntax {
-            Syntax::Hermes => hermes_text_so_far(&self.output).to_owned(),
-            Syntax::Generic => generic_response_so_far(&self.output),
-        };
-        match visible.get(self.shown..) {
-            Some(new) if visible.len() > self.shown => {
-                self.shown = visible.len();
-                new.to_owned()
-            }
-            _ => String::new(),
-        }
-    }
-
-    /// The whole output read: the answer's text, the calls, and the text not shown yet.
-    pub(crate) fn finish(&mut self, output: &str) -> (String, Vec<ToolCall>, String) {
-        let (text, mut calls) = match self.syntax {
-            Syntax::Hermes => hermes_calls(output),
-            Syntax::Generic => generic_calls(output),
-        };
-        if !self.parallel {
-            calls.truncate(1);
-        }
-        let rest = text.get(self.shown..).unwrap_or_default().to_owned();
-        (text, calls, rest)
-    }
-}
-
-/// The text before the first call block, less any end that may be the start of one.
-/// Trimmed as the whole answer's text is, so that what streams is a prefix of it: trailing space
-/// waits for the text after it.
-fn hermes_text_so_far(output: &str) -> &str {
-    let before = output.find(HERMES_OPEN).map_or(output, |at| &output[..at]);
-    // The tag is ASCII: a tail that starts it ends on a character boundary.
-    let bytes = before.as_bytes();
-    let keep = (1..HERMES_OPEN.len())
-        .rev()
-        .find(|&n| bytes.len() >= n && HERMES_OPEN.as_bytes().starts_with(&bytes[bytes.len() - n..]))
-        .map_or(before.len(), |n| before.len() - n);
-    before.get(..keep).unwrap_or_default().trim()
-}
-
-/// The text outside call blocks (trimmed) and the calls in them. A block whose JSON does not
-/// read as a call stays text.
-fn hermes_calls(output: &str) -> (String, Vec<ToolCall>) {
-    let (mut text, mut calls, mut rest) = (String::new(), Vec::new(), output);
-    while let Some(open) = rest.find(HERMES_OPEN) {
-        let body_start = open + HERMES_OPEN.len();
-        let (body, after, closed) = match rest[body_start..].find(HERMES_CLOSE) {
-            Some(close) => (&rest[body_start..body_start + close], body_start + close + HERMES_CLOSE.len(), true),
-            None => (&rest[body_start..], rest.len(), false),
-        };
-        match serde_json::from_str::<GenericCall>(body.trim()).ok().map(call_of) {
-            Some(call) => {
-                text.push_str(&rest[..open]);
-                calls.push(call);
-            }
-            // A block that ends and is not a call is the model's text; one cut short (a token
-            // limit) is a call that never finished, never text.
-            None if closed => text.push_str(&rest[..after]),
-            None => text.push_str(&rest[..open]),
-        }
-        rest = &rest[after..];
-    }
-    text.push_str(rest);
-    (text.trim().to_owned(), calls)
-}
-
-/// The generic answer: its calls, or its response as the text (output that is neither stays text).
-fn generic_calls(output: &str) -> (String, Vec<ToolCall>) {
-    match serde_json::from_str::<GenericAnswer>(output.trim()) {
-        Ok(GenericAnswer::Calls { tool_calls }) => (String::new(), tool_calls.into_iter().map(call_of).collect()),
-        Ok(GenericAnswer::Response { response }) => (response, Vec::new()),
-        // Cut short (a token limit): what there is of a response; a call's JSON is never text.
-        Err(_) => (generic_response_so_far(output), Vec::new()),
-    }
-}
-
-/// The response string of a generic answer so far, as far as it is decoded: nothing until the
-/// output is seen to be `{"response": "...`.
-fn generic_response_so_far(output: &str) -> String {
-    let mut s = output;
-    for token in ["{", "\"response\"", ":", "\""] {
-        match s.trim_start_matches(|c: char| c.is_ascii_whitespace()).strip_prefix(token) {
-            Some(rest) => s = rest,
-            None => return String::new(),
-        }
-    }
-    decode_partial_string(s)
-}
-
-/// Decodes a JSON string's characters from `s` (just after its opening quote) up to its closing
-/// quote or the last whole escape.
-fn decode_partial_string(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => break,
-            '\\' => {
-                let Some(e) = chars.next() else { break };
-                match e {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    'b' => out.push('\u{8}'),
-                    'f' => out.push('\u{c}'),
-                    'u' => {
-                        let hex: String = chars.by_ref().take(4).collect();
-                        if hex.len() < 4 {
-                            break;
-                        }
-                        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                            Some(c) => out.push(c),
-                            // Half of a surrogate pair: the whole answer decodes it at the end.
-                            None => break,
-                        }
-                    }
-                    other => out.push(other),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A call with a fresh id; its arguments as JSON text (none: `{}`).
-fn call_of(call: GenericCall<'_>) -> ToolCall {
-    let arguments = match call.arguments {
-        // Arguments written as a string of JSON (some models do): that JSON.
-        Value::String(s) if serde_json::from_str::<Value>(&s).is_ok_and(|v| v.is_object()) => s,
-        Value::Null => "{}".to_owned(),
-        other => other.to_string(),
-    };
-    ToolCall { id: call_id(), name: call.name.into_owned(), arguments }
-}
-
-/// A fresh call id, `call_` and 24 hex digits, unique in this process.
-fn call_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("call_{:016x}{:08x}", nanos, n as u32)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::read::{call_of, generic_calls, hermes_calls};
     use super::*;
 
     fn weather() -> Tool {
@@ -602,8 +538,19 @@ mod tests {
         let most = &schema["anyOf"][0]["properties"]["tool_calls"]["maxItems"];
         assert_eq!(most, MAX_PARALLEL_CALLS, "parallel calls are bounded");
         let hermes = offer(Syntax::Hermes, &tools, Some(&ToolChoice::Required), true).expect("offered");
-        let Some(Constraint::HermesCall(schema)) = hermes.constraint() else { panic!("forced") };
-        assert_eq!(schema["anyOf"].as_array().map(Vec::len), Some(2));
+        let Some(Constraint::Wrapped { schema, before, .. }) = hermes.constraint() else { panic!("forced") };
+        assert_eq!((schema["anyOf"].as_array().map(Vec::len), before), (Some(2), "<tool_call>\n"));
+        let llama = offer(Syntax::Llama3, &tools, Some(&ToolChoice::Required), true).expect("offered");
+        let Some(Constraint::Json(schema)) = llama.constraint() else { panic!("forced, bare JSON") };
+        assert_eq!(schema["anyOf"][0]["required"], json!(["name", "parameters"]), "Llama 3.x's key");
+        let mistral = offer(Syntax::Mistral, &tools, Some(&ToolChoice::Required), false).expect("offered");
+        let Some(Constraint::Wrapped { schema, before, after }) = mistral.constraint() else { panic!("forced") };
+        assert_eq!((before, after, &schema["maxItems"]), ("[TOOL_CALLS]", "", &json!(1)));
+        for syntax in [Syntax::Hermes, Syntax::Llama3, Syntax::Mistral] {
+            let auto = offer(syntax, &tools, None, true).expect("offered");
+            assert_eq!(auto.constraint(), None, "{syntax:?} may answer freely");
+            assert_eq!(auto.template_tools().len(), 2, "{syntax:?}'s template renders the tools");
+        }
         assert!(offer(Syntax::Generic, &tools, Some(&ToolChoice::None), true).is_none());
         assert!(offer(Syntax::Generic, &[], None, true).is_none());
     }
@@ -642,12 +589,15 @@ mod tests {
     }
 
     #[test]
-    fn the_hermes_grammar_wraps_the_calls_grammar() {
-        let g = hermes_grammar("root ::= \"{\" space \"}\"\nspace ::= \" \"?");
+    fn wrapped_grammars_hold_the_json_between_the_texts() {
+        let json = "root ::= \"{\" space \"}\"\nspace ::= \" \"?";
+        let g = wrapped_grammar(json, "<tool_call>\n", "\n</tool_call>");
         assert_eq!(
             g,
-            "root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall ::= \"{\" space \"}\"\nspace ::= \" \"?\n"
+            "root ::= \"<tool_call>\\n\" wrapped \"\\n</tool_call>\"\nwrapped ::= \"{\" space \"}\"\nspace ::= \" \"?\n"
         );
+        let g = wrapped_grammar(json, "[TOOL_CALLS]", "");
+        assert!(g.starts_with("root ::= \"[TOOL_CALLS]\" wrapped\nwrapped ::= "), "{g}");
         // A call cut short is not text.
         assert_eq!(generic_calls("{\"tool_calls\": [{\"na"), (String::new(), Vec::new()));
         assert_eq!(generic_calls("{\"response\": \"Hel").0, "Hel");
@@ -658,7 +608,7 @@ mod tests {
         let schema =
             r##"{"$defs": {"Day": {"enum": ["mon", "tue"]}}, "properties": {"day": {"$ref": "#/$defs/Day"}}}"##;
         let nested = Tool::new("book", "", serde_json::from_str(schema).expect("schema"));
-        let call = call_schema(&nested);
+        let call = call_schema(&nested, "arguments");
         let arguments = &call["properties"]["arguments"];
         assert_eq!(arguments["properties"]["day"]["enum"][0], "mon");
         assert_eq!(arguments["type"], "object");
@@ -670,10 +620,85 @@ mod tests {
     }
 
     #[test]
-    fn hermes_templates_are_recognised() {
+    fn each_familys_templates_are_recognised() {
         assert_eq!(syntax_of("{% if tools %}<tool_call>{% endif %}"), Syntax::Hermes);
         assert_eq!(syntax_of("{{ messages }}"), Syntax::Generic);
         let xml = "{% if tools %}<tool_call>\n<function={{ name }}>{% endif %}";
         assert_eq!(syntax_of(xml), Syntax::Generic);
+        assert_eq!(syntax_of("{% for t in tools %}[AVAILABLE_TOOLS]{% endfor %}[TOOL_CALLS]"), Syntax::Mistral);
+        let llama = "{% if tools %}\"parameters\"{% endif %}<|start_header_id|>ipython<|end_header_id|>";
+        assert_eq!(syntax_of(llama), Syntax::Llama3);
+        assert_eq!(syntax_of("<|start_header_id|>user<|end_header_id|>"), Syntax::Generic, "Llama 3.0: no tools");
+    }
+
+    #[test]
+    fn llama3_answers_are_calls_when_they_are_json_calls() {
+        let tools = offer(Syntax::Llama3, &[weather()], None, false).expect("offered");
+        let mut reader = tools.reader();
+        let pieces = [" {\"name\": \"get_weather\", ", "\"parameters\": {\"city\": \"Oslo\"}}"];
+        assert_eq!(feed_all(&mut reader, &pieces), "", "a call is never shown");
+        let (text, calls, rest) = reader.finish(&pieces.concat());
+        assert_eq!((text.as_str(), rest.as_str(), calls.len()), ("", "", 1));
+        assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("get_weather", r#"{"city":"Oslo"}"#));
+        // Text streams; JSON that is not a call is text; a call cut short is not.
+        let mut reader = tools.reader();
+        assert_eq!(feed_all(&mut reader, &["It is ", "sunny. "]), "It is sunny.");
+        assert_eq!(reader.finish("It is sunny. ").2, "");
+        let mut reader = tools.reader();
+        assert_eq!(feed_all(&mut reader, &["{\"a\": 1}"]), "");
+        assert_eq!(reader.finish("{\"a\": 1}"), ("{\"a\": 1}".to_owned(), Vec::new(), "{\"a\": 1}".to_owned()));
+        let cut = tools.reader().finish("{\"name\": \"get_wea");
+        assert_eq!((cut.0.as_str(), cut.1.len()), ("", 0));
+        // Several calls (`;` between), after the Python tag.
+        let two = "<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {}}";
+        let (_, calls, _) = offer(Syntax::Llama3, &[weather()], None, true).expect("offered").reader().finish(two);
+        assert_eq!(calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn mistral_calls_are_read_in_both_forms() {
+        let tools = offer(Syntax::Mistral, &[weather()], None, true).expect("offered");
+        let mut reader = tools.reader();
+        let pieces = [
+            "Checking",
+            " now.[TOOL",
+            "_CALLS][{\"name\": \"get_weather\", ",
+            "\"arguments\": {\"city\": \"Oslo\"}, \"id\": \"a1b2c3d4e\"}]",
+        ];
+        assert_eq!(feed_all(&mut reader, &pieces), "Checking now.");
+        let (text, calls, rest) = reader.finish(&pieces.concat());
+        assert_eq!((text.as_str(), rest.as_str(), calls.len()), ("Checking now.", "", 1));
+        assert_eq!(calls[0].arguments, r#"{"city":"Oslo"}"#);
+        let newer = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Oslo\"}[TOOL_CALLS]other[CALL_ID]x1[ARGS]{}";
+        let (text, calls, _) = tools.reader().finish(newer);
+        assert_eq!(text, "");
+        assert_eq!(
+            calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect::<Vec<_>>(),
+            [("get_weather", r#"{"city":"Oslo"}"#), ("other", "{}")]
+        );
+        assert_eq!(tools.reader().finish("[TOOL_CALLS][{\"name\": \"get_w").1.len(), 0, "cut short");
+        assert_eq!(tools.reader().finish("[TOOL_CALLS] Hello there").0, "[TOOL_CALLS] Hello there", "no call: text");
+    }
+
+    #[test]
+    fn family_histories_are_what_their_templates_take() {
+        let call = |id: &str| ToolCall { id: id.into(), name: "get_weather".into(), arguments: "{}".into() };
+        let chat = [
+            ChatMessage::new("user", "Weather?"),
+            ChatMessage::tool_calls("", vec![call("call_0001"), call("call_0002")]),
+            ChatMessage::tool_result("call_0001", "sunny"),
+            ChatMessage::tool_result("call_0002", "rain"),
+        ];
+        let llama = family_history(Syntax::Llama3, &chat);
+        let calls_each: Vec<usize> = llama.iter().map(|m| m.tool_calls.len()).collect();
+        assert_eq!(calls_each, [0, 1, 1, 0, 0], "one call per message");
+        let mistral = family_history(Syntax::Mistral, &chat);
+        let ids = [&mistral[1].tool_calls[0].id, &mistral[1].tool_calls[1].id];
+        for id in ids {
+            assert!(id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+        }
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!((mistral[2].tool_call_id.as_ref(), mistral[3].tool_call_id.as_ref()), (Some(ids[0]), Some(ids[1])));
+        assert_eq!(mistral_id("abcDEF123"), "abcDEF123", "a Mistral id stays");
     }
 }
