@@ -37,6 +37,8 @@ mod engine;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "embedded")]
+mod reasoning;
 mod remote;
 pub mod store;
 #[cfg(feature = "embedded")]
@@ -67,14 +69,14 @@ pub use engine::FAULT_PANIC;
 pub use remote::RemoteOptions;
 pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
-    Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, Speculation, Structured,
-    ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
+    Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, ReasoningParsing, Speculation,
+    Structured, ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
 };
 pub use types::error::{Error, Result};
 pub use types::event::{LoadEvent, OnLoad};
 pub use types::result::{
     Activity, AssistantMessage, Chat, ChatMessage, Device, DraftStats, Fragment, InstanceState, MemoryEstimate,
-    ModelEntry, ModelInfo, PredictionResult, Quantization, Stats, StopReason, TokenLogprob, TopLogprob,
+    ModelEntry, ModelInfo, PredictionResult, Quantization, ReasoningType, Stats, StopReason, TokenLogprob, TopLogprob,
 };
 pub use types::tools::{Tool, ToolCall, ToolChoice};
 

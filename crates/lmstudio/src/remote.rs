@@ -23,7 +23,7 @@ use tungstenite::{Message, WebSocket};
 use crate::types::config::{Config, LoadConfig};
 use crate::types::error::{Error, Result};
 use crate::types::event::{Cancel, Event, Input, LoadEvent, OnLoad};
-use crate::types::result::{ChatMessage, ModelInfo, PredictionResult};
+use crate::types::result::{ChatMessage, Fragment, ModelInfo, PredictionResult, ReasoningType};
 use crate::types::sync::lock;
 use crate::wire::protocol::{
     self, ApplyPromptTemplate, ApplyPromptTemplateParameter, Auth, AuthReply, ChannelInput, ChatHistory, ClientMessage,
@@ -152,6 +152,7 @@ impl Remote {
         let mut first = true;
         let mut content = String::new();
         let mut tool_calls = Vec::new();
+        let mut reasoning = String::new();
         let sink: ChannelSink = Box::new(move |incoming| {
             let message =
                 incoming.and_then(|m| protocol::decode::<PredictMessage>("predict message", m).map_err(malformed));
@@ -161,13 +162,19 @@ impl Remote {
                     if std::mem::take(&mut first) && events.send(Event::FirstToken).is_err() {
                         return false;
                     }
-                    content.push_str(&fragment.content);
-                    Event::Fragment(fragment.into())
+                    let fragment = Fragment::from(fragment);
+                    match fragment.reasoning {
+                        ReasoningType::None => content.push_str(&fragment.content),
+                        ReasoningType::Reasoning => reasoning.push_str(&fragment.content),
+                        ReasoningType::StartTag | ReasoningType::EndTag => {}
+                    }
+                    Event::Fragment(fragment)
                 }
                 Ok(PredictMessage::Success { stats, model_info, .. }) => {
                     let content = std::mem::take(&mut content);
                     let result = PredictionResult {
                         content,
+                        reasoning_content: std::mem::take(&mut reasoning),
                         model_info: *model_info,
                         stats: *stats,
                         logprobs: Vec::new(),

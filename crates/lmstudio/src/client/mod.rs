@@ -6,6 +6,8 @@ pub(crate) mod act;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod lookup;
+#[cfg(feature = "embedded")]
+mod output;
 pub(crate) mod presets;
 pub(crate) mod stream;
 
@@ -24,9 +26,9 @@ use crate::types::result::{Activity, Chat, ChatMessage, MemoryEstimate, ModelEnt
 use crate::wire::protocol::ModelSpecifier;
 #[cfg(feature = "embedded")]
 use crate::{
-    tools::{family_history, generic_history, CallReader, Constraint, Syntax, ToolUse},
+    client::output::OutputReader,
+    tools::{family_history, generic_history, Constraint, Syntax, ToolUse},
     types::config::Structured,
-    types::result::{Fragment, StopReason},
 };
 
 /// The host a remote-only build connects to when `$LMSTUDIO_HOST` is not set (LM Studio's default).
@@ -575,7 +577,7 @@ impl Llm {
             LlmInner::Embedded(l) => {
                 let mut valid = valid;
                 let templated;
-                let mut reader = None;
+                let mut reader = OutputReader::default();
                 let prompt = match input {
                     Input::Raw(prompt) => prompt,
                     Input::Chat(chat) => {
@@ -584,17 +586,14 @@ impl Llm {
                         if let Some(tools) = &tools {
                             valid.structured = tools.constraint().map(grammar_of).transpose()?;
                         }
-                        reader = tools.map(|t| t.reader());
+                        reader = OutputReader::of_chat(&templated, config, tools.map(|t| t.reader()));
                         templated.as_str()
                     }
                 };
                 l.touch();
                 let draft = valid.draft.as_ref().map(|d| l.draft_file(&d.model)).transpose()?;
                 let cancel = Cancel::default();
-                let events = match reader {
-                    Some(reader) => read_tool_calls(reader, tx)?,
-                    None => tx,
-                };
+                let events = reader.spawn(tx)?;
                 l.engine.submit(prompt, valid, draft.as_ref(), events, Arc::clone(cancel.flag()))?;
                 cancel
             }
@@ -639,52 +638,4 @@ fn grammar_of(constraint: Constraint) -> Result<Structured> {
             wrapped_grammar(&compact(&json_schema_grammar(&schema)?), before, after)
         }
     }))
-}
-
-/// Events for the engine, read on a thread of their own into `out`: fragments as the text to show
-/// (never call syntax), the result with its calls and stop reason `toolCalls` when there are any.
-#[cfg(feature = "embedded")]
-fn read_tool_calls(mut reader: CallReader, out: flume::Sender<Event>) -> Result<flume::Sender<Event>> {
-    let (tx, events) = flume::unbounded();
-    std::thread::Builder::new()
-        .name("lms-tool-calls".into())
-        .spawn(move || {
-            for event in events.iter() {
-                let event = match event {
-                    Event::Fragment(f) => {
-                        let content = reader.feed(&f.content);
-                        if content.is_empty() {
-                            continue;
-                        }
-                        Event::Fragment(Fragment { content, ..f })
-                    }
-                    Event::Done(done) => match *done {
-                        Ok(mut result) => {
-                            let (text, calls, rest) = reader.finish(&result.content);
-                            if !rest.is_empty() {
-                                let last = Fragment { content: rest, tokens_count: 0, logprobs: Vec::new() };
-                                if out.send(Event::Fragment(last)).is_err() {
-                                    return;
-                                }
-                            }
-                            // Calls end an answer that ended by itself; a cut or a failure says so.
-                            let natural =
-                                matches!(result.stats.stop_reason, StopReason::EosFound | StopReason::StopStringFound);
-                            if !calls.is_empty() && natural {
-                                result.stats.stop_reason = StopReason::ToolCalls;
-                            }
-                            (result.content, result.tool_calls) = (text, calls);
-                            Event::Done(Box::new(Ok(result)))
-                        }
-                        failed => Event::Done(Box::new(failed)),
-                    },
-                    other => other,
-                };
-                if out.send(event).is_err() {
-                    return; // the caller went away; the engine sees the cancel
-                }
-            }
-        })
-        .map_err(|e| Error::Engine(format!("no thread to read tool calls: {e}")))?;
-    Ok(tx)
 }

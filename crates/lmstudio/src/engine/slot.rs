@@ -244,8 +244,14 @@ impl Slot {
         // Tokens whose text a stop string swallowed were predicted all the same.
         let mut logprobs = a.logprobs;
         logprobs.append(&mut a.unsent_logprobs);
-        let result =
-            PredictionResult { content: a.content, model_info: info.clone(), stats, logprobs, tool_calls: Vec::new() };
+        let result = PredictionResult {
+            content: a.content,
+            reasoning_content: String::new(),
+            model_info: info.clone(),
+            stats,
+            logprobs,
+            tool_calls: Vec::new(),
+        };
         let _ = a.job.events.send(Event::Done(Box::new(Ok(result))));
     }
 
@@ -270,7 +276,8 @@ impl Active {
         self.content.push_str(&text);
         let logprobs = std::mem::take(&mut self.unsent_logprobs);
         self.logprobs.extend(logprobs.iter().cloned());
-        let fragment = Fragment { content: text, tokens_count: std::mem::take(&mut self.unsent_tokens), logprobs };
+        let tokens_count = std::mem::take(&mut self.unsent_tokens);
+        let fragment = Fragment { content: text, tokens_count, logprobs, reasoning: Default::default() };
         self.job.events.send(Event::Fragment(fragment)).is_ok()
     }
 }
@@ -396,6 +403,7 @@ pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo, shar
     };
     let result = PredictionResult {
         content: String::new(),
+        reasoning_content: String::new(),
         model_info: info.clone(),
         stats,
         logprobs: Vec::new(),

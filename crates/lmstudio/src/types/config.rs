@@ -110,6 +110,29 @@ pub struct Config {
     /// one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
+    /// How a chat's reasoning is told from its answer. Default: on, `<think>` and `</think>`, as
+    /// LM Studio's; off, reasoning is answer text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_parsing: Option<ReasoningParsing>,
+}
+
+/// The markers between which a model reasons before it answers (LM Studio's
+/// `llm.prediction.reasoning.parsing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningParsing {
+    /// Whether reasoning is split out at all.
+    pub enabled: bool,
+    /// The marker that opens the reasoning.
+    pub start_string: String,
+    /// The marker that closes it.
+    pub end_string: String,
+}
+
+impl Default for ReasoningParsing {
+    fn default() -> Self {
+        Self { enabled: true, start_string: "<think>".into(), end_string: "</think>".into() }
+    }
 }
 
 /// A draft model and how to draft with it ([`ValidConfig::draft`]).
@@ -314,6 +337,7 @@ impl Config {
             tools: if self.tools.is_empty() { base.tools } else { self.tools },
             tool_choice: self.tool_choice.or(base.tool_choice),
             parallel_tool_calls: self.parallel_tool_calls.or(base.parallel_tool_calls),
+            reasoning_parsing: self.reasoning_parsing.or(base.reasoning_parsing),
         }
     }
 
@@ -354,6 +378,11 @@ impl Config {
         validate_tools(&self.tools, self.tool_choice.as_ref())?;
         if self.offers_tools() && self.structured.is_some() {
             return Err(Error::InvalidConfig("structured output and tools exclude each other".into()));
+        }
+        if let Some(p) = self.reasoning_parsing.as_ref().filter(|p| p.enabled) {
+            if p.start_string.is_empty() || p.end_string.is_empty() {
+                return Err(Error::InvalidConfig("reasoning parsing needs a start and an end string".into()));
+            }
         }
         let top_k = self.top_k.unwrap_or(40);
         if top_k > i32::MAX as u32 {

@@ -17,6 +17,44 @@ pub struct Fragment {
     /// likely alternatives (embedded backend; empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logprobs: Vec<TokenLogprob>,
+    /// Whether it is reasoning, a reasoning marker or answer ([`crate::Config::reasoning_parsing`]).
+    #[serde(default, rename = "reasoningType")]
+    pub reasoning: ReasoningType,
+}
+
+/// What a fragment of a chat's answer is, as LM Studio labels it: a model that thinks writes its
+/// reasoning between two markers (`<think>`, `</think>`) before its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReasoningType {
+    /// The answer.
+    #[default]
+    None,
+    /// Reasoning.
+    Reasoning,
+    /// The marker that opens the reasoning.
+    #[serde(rename = "reasoningStartTag")]
+    StartTag,
+    /// The marker that closes it.
+    #[serde(rename = "reasoningEndTag")]
+    EndTag,
+}
+
+impl ReasoningType {
+    /// LM Studio's name of it (`none`, `reasoning`, `reasoningStartTag`, `reasoningEndTag`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Reasoning => "reasoning",
+            Self::StartTag => "reasoningStartTag",
+            Self::EndTag => "reasoningEndTag",
+        }
+    }
+
+    /// The type LM Studio's name `name` is, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::None, Self::Reasoning, Self::StartTag, Self::EndTag].into_iter().find(|t| t.as_str() == name)
+    }
 }
 
 /// One predicted token and its log probability (natural log), from the distribution it was
@@ -394,8 +432,12 @@ pub struct AssistantMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PredictionResult {
-    /// The generated text (without any stop string).
+    /// The generated text (without any stop string); for a chat, the answer, without the
+    /// reasoning, which is in `reasoning_content`.
     pub content: String,
+    /// A chat's reasoning, when the model thought before answering (empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning_content: String,
     /// The model that produced it.
     pub model_info: ModelInfo,
     /// What happened.

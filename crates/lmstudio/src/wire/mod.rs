@@ -256,6 +256,14 @@ const PREDICTION: &[Setting<Config>] = &[
         write: |c| c.parallel_tool_calls.map(plain),
     },
     Setting {
+        key: "reasoning.parsing",
+        read: |c, v| {
+            c.reasoning_parsing = v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
+            Ok(())
+        },
+        write: |c| c.reasoning_parsing.as_ref().map(plain),
+    },
+    Setting {
         key: "structured",
         read: |c, v| {
             c.structured = v.map(Structured::read).transpose().map_err(drop)?.flatten();
@@ -737,6 +745,11 @@ mod tests {
             tools: vec![Tool::new("f", "", json(r#"{"type": "object"}"#)), Tool::new("g", "G", json("{}"))],
             tool_choice: Some(ToolChoice::Function("g".into())),
             parallel_tool_calls: Some(false),
+            reasoning_parsing: Some(crate::types::config::ReasoningParsing {
+                enabled: true,
+                start_string: "<seed:think>".into(),
+                end_string: "</seed:think>".into(),
+            }),
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);

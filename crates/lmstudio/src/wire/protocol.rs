@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{KvConfig, KvStack};
-use crate::types::result::{ChatMessage, Fragment, ModelInfo, Stats};
+use crate::types::result::{ChatMessage, Fragment, ModelInfo, ReasoningType, Stats};
 use crate::types::tools::ToolCall;
 
 /// The first frame on every socket: who the client is and its passkey (the server's API key).
@@ -723,7 +723,7 @@ impl From<&Fragment> for WireFragment {
             content: f.content.clone(),
             tokens_count: f.tokens_count,
             contains_drafted: false,
-            reasoning_type: no_reasoning(),
+            reasoning_type: f.reasoning.as_str().to_owned(),
             is_structural: false,
         }
     }
@@ -731,7 +731,8 @@ impl From<&Fragment> for WireFragment {
 
 impl From<WireFragment> for Fragment {
     fn from(f: WireFragment) -> Self {
-        Self { content: f.content, tokens_count: f.tokens_count, logprobs: Vec::new() }
+        let reasoning = ReasoningType::from_name(&f.reasoning_type).unwrap_or_default();
+        Self { content: f.content, tokens_count: f.tokens_count, logprobs: Vec::new(), reasoning }
     }
 }
 

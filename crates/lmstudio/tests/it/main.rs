@@ -17,6 +17,8 @@ mod faults;
 mod gguf_corpus;
 #[cfg(any(feature = "cuda", feature = "vulkan"))]
 mod gpu;
+#[cfg(feature = "embedded")]
+mod reasoning;
 mod remote_client;
 #[cfg(not(feature = "embedded"))]
 mod remote_only;
