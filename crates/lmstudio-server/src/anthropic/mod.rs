@@ -70,7 +70,10 @@ struct Shape {
 
 impl Shape {
     fn message(&self, r: &lmstudio::PredictionResult) -> MessageOut {
-        let mut content = Vec::with_capacity(1 + r.tool_calls.len());
+        let mut content = Vec::with_capacity(2 + r.tool_calls.len());
+        if !r.reasoning_content.is_empty() {
+            content.push(BlockOut::Thinking { thinking: r.reasoning_content.clone(), signature: String::new() });
+        }
         if !r.content.is_empty() || r.tool_calls.is_empty() {
             content.push(BlockOut::Text { text: r.content.clone() });
         }
@@ -100,6 +103,14 @@ impl Shape {
     }
 }
 
+/// A thinking block or a text block as its stream opens it.
+fn empty_block(thinking: bool) -> BlockOut {
+    match thinking {
+        true => BlockOut::Thinking { thinking: String::new(), signature: String::new() },
+        false => BlockOut::Text { text: String::new() },
+    }
+}
+
 /// A call's arguments as the object they are.
 fn input(call: &lmstudio::ToolCall) -> Value {
     serde_json::from_str(&call.arguments).unwrap_or_else(|_| Value::Object(Default::default()))
@@ -121,8 +132,9 @@ fn error_event(e: ApiError) -> Event {
         .unwrap_or_else(|_| Event::default().event("error").data(r#"{"type": "error"}"#))
 }
 
-/// Streams the answer as Anthropic's events: `message_start`; the text as block 0
-/// (`content_block_start`, `text_delta`s, `content_block_stop`); each call as a `tool_use` block
+/// Streams the answer as Anthropic's events: `message_start`; the reasoning as a `thinking` block
+/// (`thinking_delta`s), then the text as a `text` block (`content_block_start`, `text_delta`s,
+/// `content_block_stop`), each opened by its first fragment; each call as a `tool_use` block
 /// whose `input_json_delta` holds its arguments whole (calls are known once the answer is);
 /// `message_delta` with the stop reason and usage; `message_stop`.
 fn sse(
@@ -139,7 +151,9 @@ fn sse(
         if !send(StreamEvent::MessageStart { message: shape.empty() }).await {
             return;
         }
-        let mut text_open = false;
+        // The block being streamed (thinking, then text) and its index.
+        let mut open: Option<bool> = None; // Some(true): thinking
+        let mut index = 0;
         loop {
             let fragment = match sse::next(&mut stream, &tx).await {
                 sse::Next::Fragment(f) => f,
@@ -157,16 +171,29 @@ fn sse(
                     continue;
                 }
             };
-            if !std::mem::replace(&mut text_open, true) {
-                let start =
-                    StreamEvent::ContentBlockStart { index: 0, content_block: BlockOut::Text { text: String::new() } };
-                if !send(start).await {
+            let thinking = match fragment.reasoning {
+                lmstudio::ReasoningType::Reasoning => true,
+                lmstudio::ReasoningType::None => false,
+                lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag => continue,
+            };
+            let mut events = Vec::new();
+            if open != Some(thinking) {
+                if open.take().is_some() {
+                    events.push(StreamEvent::ContentBlockStop { index });
+                    index += 1;
+                }
+                events.push(StreamEvent::ContentBlockStart { index, content_block: empty_block(thinking) });
+                open = Some(thinking);
+            }
+            let delta = match thinking {
+                true => Delta::ThinkingDelta { thinking: fragment.content },
+                false => Delta::TextDelta { text: fragment.content },
+            };
+            events.push(StreamEvent::ContentBlockDelta { index, delta });
+            for e in events {
+                if !send(e).await {
                     return;
                 }
-            }
-            let delta = StreamEvent::ContentBlockDelta { index: 0, delta: Delta::TextDelta { text: fragment.content } };
-            if !send(delta).await {
-                return;
             }
         }
         let result = match stream.result() {
@@ -181,17 +208,19 @@ fn sse(
             let _ = tx.send(error_event(e.into())).await;
             return;
         }
+        // An answer with no text and no calls still has its (empty) text block.
         let mut events = Vec::new();
-        if !text_open && result.tool_calls.is_empty() {
-            events.push(StreamEvent::ContentBlockStart {
-                index: 0,
-                content_block: BlockOut::Text { text: String::new() },
-            });
+        if open != Some(false) && result.tool_calls.is_empty() {
+            if open.take().is_some() {
+                events.push(StreamEvent::ContentBlockStop { index });
+                index += 1;
+            }
+            events.push(StreamEvent::ContentBlockStart { index, content_block: empty_block(false) });
+            open = Some(false);
         }
-        let mut index = 0;
-        if text_open || result.tool_calls.is_empty() {
-            events.push(StreamEvent::ContentBlockStop { index: 0 });
-            index = 1;
+        if open.is_some() {
+            events.push(StreamEvent::ContentBlockStop { index });
+            index += 1;
         }
         for call in &result.tool_calls {
             let start = BlockOut::tool_use(call, Value::Object(Default::default()));

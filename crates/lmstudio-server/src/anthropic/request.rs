@@ -23,6 +23,8 @@ pub(crate) struct MessagesRequest {
     tool_choice: Option<ToolChoiceIn>,
     /// `{"effort", "format": {"type": "json_schema", "schema"}}`: the format is structured output.
     output_config: Option<OutputConfig>,
+    /// llama.cpp's extension: a GBNF grammar the output follows.
+    grammar: Option<String>,
     #[serde(default)]
     pub stream: bool,
     #[serde(flatten)]
@@ -110,8 +112,9 @@ struct ToolChoiceIn {
 
 /// Fields the official clients send that change no output here: `metadata` (a user id),
 /// `service_tier`, `speed`, `inference_geo`, `user_profile_id`, `workspace_id`, `cache_control`
-/// (the prompt cache is always on), `diagnostics` (none are reported), `thinking` (no reasoning
-/// is split out yet: the model thinks as its template says, or not), `context_management`;
+/// (the prompt cache is always on), `diagnostics` (none are reported), `thinking` (a model thinks
+/// as its template says, or not; what it thinks comes back as `thinking` blocks),
+/// `context_management`;
 /// `container` and `mcp_servers` only when empty.
 fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
     for (name, value) in other {
@@ -144,13 +147,21 @@ impl MessagesRequest {
             tools,
             tool_choice,
             parallel_tool_calls,
-            structured: self.output_config.as_ref().and_then(|c| c.format.as_ref()).map(|f| match f {
-                OutputFormat::JsonSchema { schema } => lmstudio::Structured::Json(schema.clone()),
-            }),
+            structured: self.structured()?,
             ..Default::default()
         };
         config.validate()?;
         Ok((config, self.chat()?))
+    }
+
+    /// `output_config.format`'s schema, or the grammar.
+    fn structured(&self) -> Result<Option<lmstudio::Structured>, ApiError> {
+        let format = self.output_config.as_ref().and_then(|c| c.format.as_ref());
+        match (format, &self.grammar) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request("`grammar` and `output_config.format` exclude each other")),
+            (Some(OutputFormat::JsonSchema { schema }), None) => Ok(Some(lmstudio::Structured::Json(schema.clone()))),
+            (None, grammar) => Ok(grammar.clone().map(lmstudio::Structured::Gbnf)),
+        }
     }
 
     /// The tools, the choice and whether calls may be parallel.

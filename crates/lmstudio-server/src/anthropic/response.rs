@@ -21,8 +21,20 @@ pub(crate) struct MessageOut {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum BlockOut {
-    Text { text: String },
-    ToolUse { id: String, name: String, input: Value },
+    /// The model's reasoning, before its answer. Its signature is empty: nothing here signs it,
+    /// and a thinking block sent back is not shown to the model again.
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
 }
 
 impl BlockOut {
@@ -111,6 +123,7 @@ impl StreamEvent {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Delta {
+    ThinkingDelta { thinking: String },
     TextDelta { text: String },
     InputJsonDelta { partial_json: String },
 }

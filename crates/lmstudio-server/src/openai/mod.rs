@@ -168,6 +168,7 @@ impl Shape {
             (Kind::Chat, false) => Output::Message(Message {
                 role: "assistant",
                 content: (r.tool_calls.is_empty() || !r.content.is_empty()).then(|| r.content.clone()),
+                reasoning_content: (!r.reasoning_content.is_empty()).then(|| r.reasoning_content.clone()),
                 tool_calls: ToolCallOut::of(&r.tool_calls, false),
             }),
             (Kind::Chat, true) => Output::Delta(Delta::default()),
@@ -200,15 +201,22 @@ impl Shape {
         Some(self.body(true, Choice { index: 0, output: Output::Delta(delta), logprobs: None, finish_reason: None }))
     }
 
-    fn chunk(&self, fragment: &lmstudio::Fragment, first: bool) -> Completion {
+    /// The chunk of a fragment: its text, or its reasoning; none for a reasoning marker.
+    fn chunk(&self, fragment: &lmstudio::Fragment, first: bool) -> Option<Completion> {
         let text = fragment.content.clone();
-        let output = match self.kind {
-            Kind::Text => Output::Text(text),
-            Kind::Chat => {
-                Output::Delta(Delta { role: first.then_some("assistant"), content: Some(text), ..Delta::default() })
+        let role = first.then_some("assistant");
+        let output = match (self.kind, fragment.reasoning) {
+            (_, lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag) => return None,
+            (Kind::Text, _) => Output::Text(text),
+            (Kind::Chat, lmstudio::ReasoningType::Reasoning) => {
+                Output::Delta(Delta { role, reasoning_content: Some(text), ..Delta::default() })
+            }
+            (Kind::Chat, lmstudio::ReasoningType::None) => {
+                Output::Delta(Delta { role, content: Some(text), ..Delta::default() })
             }
         };
-        self.body(true, Choice { index: 0, output, logprobs: self.logprobs(&fragment.logprobs), finish_reason: None })
+        let choice = Choice { index: 0, output, logprobs: self.logprobs(&fragment.logprobs), finish_reason: None };
+        Some(self.body(true, choice))
     }
 }
 
@@ -253,7 +261,13 @@ fn sse(
         let mut first = true;
         loop {
             let event = match sse::next(&mut stream, &tx).await {
-                sse::Next::Fragment(f) => json_event(&shape.chunk(&f, std::mem::take(&mut first))),
+                sse::Next::Fragment(f) => match shape.chunk(&f, first) {
+                    Some(chunk) => {
+                        first = false;
+                        json_event(&chunk)
+                    }
+                    None => continue,
+                },
                 sse::Next::Failed(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
                     error_event(e)

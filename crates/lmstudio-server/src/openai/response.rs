@@ -48,6 +48,10 @@ pub(crate) enum Output {
 pub(crate) struct Message {
     pub role: &'static str,
     pub content: Option<String>,
+    /// The reasoning of a model that thought before answering (DeepSeek's and llama-server's
+    /// field, which LM Studio writes too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallOut>,
 }
@@ -60,6 +64,8 @@ pub(crate) struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallOut>,
 }

@@ -24,7 +24,9 @@ mod request;
 mod response;
 
 use request::ResponsesRequest;
-use response::{Incomplete, Numbered, OutputItem, OutputText, ResponseOut, StreamEvent, ToolOut, Usage};
+use response::{
+    Incomplete, Numbered, OutputItem, OutputText, Part, ReasoningText, ResponseOut, StreamEvent, ToolOut, Usage,
+};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -107,6 +109,8 @@ struct Shape {
     start: ResponseOut,
     /// Its message item's id.
     message_id: String,
+    /// Its reasoning item's id.
+    reasoning_id: String,
 }
 
 impl Shape {
@@ -136,7 +140,12 @@ impl Shape {
             truncation: "disabled",
             metadata: req.metadata.clone().unwrap_or_else(|| Value::Object(Default::default())),
         };
-        Self { start, message_id: format!("msg_{n:08}") }
+        Self { start, message_id: format!("msg_{n:08}"), reasoning_id: format!("rs_{n:08}") }
+    }
+
+    fn reasoning(&self, text: String, status: &'static str) -> OutputItem {
+        let content = if status == "in_progress" { Vec::new() } else { vec![ReasoningText::of(text)] };
+        OutputItem::Reasoning { id: self.reasoning_id.clone(), status, summary: Vec::new(), content }
     }
 
     fn message(&self, text: String, status: &'static str) -> OutputItem {
@@ -165,7 +174,10 @@ impl Shape {
     }
 
     fn finished(&self, r: &lmstudio::PredictionResult) -> ResponseOut {
-        let mut output = Vec::with_capacity(1 + r.tool_calls.len());
+        let mut output = Vec::with_capacity(2 + r.tool_calls.len());
+        if !r.reasoning_content.is_empty() {
+            output.push(self.reasoning(r.reasoning_content.clone(), "completed"));
+        }
         if Self::has_message(r) {
             output.push(self.message(r.content.clone(), "completed"));
         }
@@ -181,6 +193,79 @@ impl Shape {
             usage: Some(Usage::of(&r.stats)),
             ..self.start.clone()
         }
+    }
+}
+
+/// An item of the answer streamed as it is written (its number indexes its texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Reasoning = 0,
+    Message = 1,
+}
+
+impl Shape {
+    fn item_id(&self, item: Open) -> String {
+        match item {
+            Open::Reasoning => self.reasoning_id.clone(),
+            Open::Message => self.message_id.clone(),
+        }
+    }
+
+    fn part(item: Open, text: String) -> Part {
+        match item {
+            Open::Reasoning => Part::Reasoning(ReasoningText::of(text)),
+            Open::Message => Part::Text(OutputText::of(text)),
+        }
+    }
+
+    fn item(&self, item: Open, text: String, status: &'static str) -> OutputItem {
+        match item {
+            Open::Reasoning => self.reasoning(text, status),
+            Open::Message => self.message(text, status),
+        }
+    }
+
+    /// The events that open `item` at `index`: the item, then its one content part.
+    fn open(&self, item: Open, index: usize) -> [StreamEvent; 2] {
+        [
+            StreamEvent::ItemAdded { output_index: index, item: self.item(item, String::new(), "in_progress") },
+            StreamEvent::PartAdded {
+                item_id: self.item_id(item),
+                output_index: index,
+                content_index: 0,
+                part: Self::part(item, String::new()),
+            },
+        ]
+    }
+
+    /// The events that close `item` at `index`, whose text is `text`.
+    fn close(&self, item: Open, index: usize, text: &str) -> [StreamEvent; 3] {
+        let (item_id, text) = (self.item_id(item), text.to_owned());
+        let done = match item {
+            Open::Reasoning => StreamEvent::ReasoningDone {
+                item_id: item_id.clone(),
+                output_index: index,
+                content_index: 0,
+                text: text.clone(),
+            },
+            Open::Message => StreamEvent::TextDone {
+                item_id: item_id.clone(),
+                output_index: index,
+                content_index: 0,
+                text: text.clone(),
+                logprobs: Vec::new(),
+            },
+        };
+        [
+            done,
+            StreamEvent::PartDone {
+                item_id,
+                output_index: index,
+                content_index: 0,
+                part: Self::part(item, text.clone()),
+            },
+            StreamEvent::ItemDone { output_index: index, item: self.item(item, text, "completed") },
+        ]
     }
 }
 
@@ -210,7 +295,6 @@ fn sse(
             let e = ApiError::from(e);
             StreamEvent::Error { code: e.code(), message: e.message().to_owned(), param: None }
         };
-        let id = shape.message_id.clone();
         let opening = [
             StreamEvent::Created { response: shape.start.clone() },
             StreamEvent::InProgress { response: shape.start.clone() },
@@ -220,16 +304,11 @@ fn sse(
                 return;
             }
         }
-        let open_message = [
-            StreamEvent::ItemAdded { output_index: 0, item: shape.message(String::new(), "in_progress") },
-            StreamEvent::PartAdded {
-                item_id: id.clone(),
-                output_index: 0,
-                content_index: 0,
-                part: OutputText::of(String::new()),
-            },
-        ];
-        let mut text_open = false;
+        // The item being streamed: reasoning comes first, then the message; each opens with its
+        // first fragment and closes when the next opens or the answer ends.
+        let mut open: Option<Open> = None;
+        let mut streamed = [String::new(), String::new()];
+        let mut index = 0;
         loop {
             let fragment = match sse::next(&mut stream, &tx).await {
                 sse::Next::Fragment(f) => f,
@@ -242,16 +321,33 @@ fn sse(
                 sse::Next::Gone => return,   // dropping `stream` cancels the prediction
                 sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
             };
+            let wanted = match fragment.reasoning {
+                lmstudio::ReasoningType::Reasoning => Open::Reasoning,
+                lmstudio::ReasoningType::None => Open::Message,
+                lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag => continue,
+            };
             let mut events = Vec::new();
-            if !std::mem::replace(&mut text_open, true) {
-                events.extend(open_message.iter().cloned());
+            if open != Some(wanted) {
+                if let Some(item) = open.take() {
+                    events.extend(shape.close(item, index, &streamed[item as usize]));
+                    index += 1;
+                }
+                events.extend(shape.open(wanted, index));
+                open = Some(wanted);
             }
-            events.push(StreamEvent::TextDelta {
-                item_id: id.clone(),
-                output_index: 0,
-                content_index: 0,
-                delta: fragment.content,
-                logprobs: Vec::new(),
+            streamed[wanted as usize].push_str(&fragment.content);
+            let (item_id, delta) = (shape.item_id(wanted), fragment.content);
+            events.push(match wanted {
+                Open::Reasoning => {
+                    StreamEvent::ReasoningDelta { item_id, output_index: index, content_index: 0, delta }
+                }
+                Open::Message => StreamEvent::TextDelta {
+                    item_id,
+                    output_index: index,
+                    content_index: 0,
+                    delta,
+                    logprobs: Vec::new(),
+                },
             });
             for e in events {
                 if tx.send(next(e)).await.is_err() {
@@ -271,24 +367,22 @@ fn sse(
             let _ = tx.send(next(failed(e))).await;
             return;
         }
+        // What is left open closes with the answer's own texts; a message with no text yet
+        // opens and closes now.
         let mut events = Vec::new();
-        if !text_open && Shape::has_message(&result) {
-            events.extend(open_message.iter().cloned());
+        let whole = [result.reasoning_content.clone(), result.content.clone()];
+        if open == Some(Open::Reasoning) && Shape::has_message(&result) {
+            events.extend(shape.close(Open::Reasoning, index, &whole[0]));
+            index += 1;
+            open = None;
         }
-        let mut index = 0;
-        if Shape::has_message(&result) {
-            let text = result.content.clone();
-            let part = OutputText::of(text.clone());
-            events.push(StreamEvent::TextDone {
-                item_id: id.clone(),
-                output_index: 0,
-                content_index: 0,
-                text: text.clone(),
-                logprobs: Vec::new(),
-            });
-            events.push(StreamEvent::PartDone { item_id: id.clone(), output_index: 0, content_index: 0, part });
-            events.push(StreamEvent::ItemDone { output_index: 0, item: shape.message(text, "completed") });
-            index = 1;
+        if open.is_none() && Shape::has_message(&result) {
+            events.extend(shape.open(Open::Message, index));
+            open = Some(Open::Message);
+        }
+        if let Some(item) = open {
+            events.extend(shape.close(item, index, &whole[item as usize]));
+            index += 1;
         }
         for call in &result.tool_calls {
             let item_id = Shape::call_id(call);

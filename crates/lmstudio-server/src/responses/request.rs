@@ -30,6 +30,8 @@ pub(crate) struct ResponsesRequest {
     /// `{"format": {"type": "text" | "json_object" | "json_schema", "schema"}}`.
     pub text: Option<Value>,
     pub metadata: Option<Value>,
+    /// llama.cpp's extension: a GBNF grammar the output follows.
+    grammar: Option<String>,
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
 }
@@ -80,7 +82,8 @@ enum PartIn {
 
 /// Fields the official clients send that change no output here: `user`, `safety_identifier`,
 /// `prompt_cache_key` (the prompt cache is always on), `service_tier`, `client_metadata`,
-/// `reasoning` (no reasoning is split out yet), `include` (of what we do not make),
+/// `reasoning` (a model reasons as its template says; what it reasons comes back as a reasoning
+/// item), `include` (of what we do not make),
 /// `truncation: "disabled"`, `background: false`, `max_tool_calls`, `top_logprobs: 0`.
 fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
     for (name, value) in other {
@@ -145,9 +148,13 @@ impl ResponsesRequest {
     }
 
     fn structured(&self) -> Result<Option<lmstudio::Structured>, ApiError> {
-        let Some(format) = self.text.as_ref().and_then(|t| t.get("format")).filter(|f| !f.is_null()) else {
-            return Ok(None);
+        let format = self.text.as_ref().and_then(|t| t.get("format")).filter(|f| !f.is_null() && f["type"] != "text");
+        let Some(format) = format else {
+            return Ok(self.grammar.clone().map(lmstudio::Structured::Gbnf));
         };
+        if self.grammar.is_some() {
+            return Err(ApiError::bad_request("`grammar` and `text.format` exclude each other"));
+        }
         match format["type"].as_str() {
             Some("text") => Ok(None),
             Some("json_object") => Ok(Some(lmstudio::Structured::Json(serde_json::json!({"type": "object"})))),

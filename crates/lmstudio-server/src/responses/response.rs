@@ -61,10 +61,11 @@ pub(crate) struct Incomplete {
     pub reason: &'static str,
 }
 
-/// An output item: the assistant's message, or a call.
+/// An output item: the model's reasoning, the assistant's message, or a call.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum OutputItem {
+    Reasoning { id: String, status: &'static str, summary: Vec<Value>, content: Vec<ReasoningText> },
     Message { id: String, status: &'static str, role: &'static str, content: Vec<OutputText> },
     FunctionCall { id: String, call_id: String, name: String, arguments: String, status: &'static str },
 }
@@ -84,7 +85,29 @@ impl OutputText {
     }
 }
 
-/// Tokens, with the prompt's cached part and the answer's reasoning part (none: not split yet).
+/// `{"type": "reasoning_text", "text"}`: reasoning as the model wrote it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ReasoningText {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl ReasoningText {
+    pub(crate) fn of(text: String) -> Self {
+        Self { kind: "reasoning_text", text }
+    }
+}
+
+/// A content part of an item: a message's text or a reasoning item's.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Part {
+    Text(OutputText),
+    Reasoning(ReasoningText),
+}
+
+/// Tokens, with the prompt's cached part and the answer's reasoning part.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Usage {
     pub input_tokens: u64,
@@ -106,13 +129,14 @@ pub(crate) struct Reasoning {
 
 impl Usage {
     pub(crate) fn of(stats: &lmstudio::Stats) -> Self {
+        let reasoning = stats.reasoning_tokens_count.unwrap_or(0);
         let input = stats.prompt_tokens_count.unwrap_or(0);
         let output = stats.predicted_tokens_count.unwrap_or(0);
         Self {
             input_tokens: input,
             input_tokens_details: Cached { cached_tokens: stats.cached_prompt_tokens_count.unwrap_or(0) },
             output_tokens: output,
-            output_tokens_details: Reasoning { reasoning_tokens: 0 },
+            output_tokens_details: Reasoning { reasoning_tokens: reasoning },
             total_tokens: input + output,
         }
     }
@@ -136,13 +160,17 @@ pub(crate) enum StreamEvent {
     #[serde(rename = "response.output_item.added")]
     ItemAdded { output_index: usize, item: OutputItem },
     #[serde(rename = "response.content_part.added")]
-    PartAdded { item_id: String, output_index: usize, content_index: usize, part: OutputText },
+    PartAdded { item_id: String, output_index: usize, content_index: usize, part: Part },
+    #[serde(rename = "response.reasoning_text.delta")]
+    ReasoningDelta { item_id: String, output_index: usize, content_index: usize, delta: String },
+    #[serde(rename = "response.reasoning_text.done")]
+    ReasoningDone { item_id: String, output_index: usize, content_index: usize, text: String },
     #[serde(rename = "response.output_text.delta")]
     TextDelta { item_id: String, output_index: usize, content_index: usize, delta: String, logprobs: Vec<Value> },
     #[serde(rename = "response.output_text.done")]
     TextDone { item_id: String, output_index: usize, content_index: usize, text: String, logprobs: Vec<Value> },
     #[serde(rename = "response.content_part.done")]
-    PartDone { item_id: String, output_index: usize, content_index: usize, part: OutputText },
+    PartDone { item_id: String, output_index: usize, content_index: usize, part: Part },
     #[serde(rename = "response.function_call_arguments.delta")]
     ArgumentsDelta { item_id: String, output_index: usize, delta: String },
     #[serde(rename = "response.function_call_arguments.done")]
@@ -165,6 +193,8 @@ impl StreamEvent {
             Self::InProgress { .. } => "response.in_progress",
             Self::ItemAdded { .. } => "response.output_item.added",
             Self::PartAdded { .. } => "response.content_part.added",
+            Self::ReasoningDelta { .. } => "response.reasoning_text.delta",
+            Self::ReasoningDone { .. } => "response.reasoning_text.done",
             Self::TextDelta { .. } => "response.output_text.delta",
             Self::TextDone { .. } => "response.output_text.done",
             Self::PartDone { .. } => "response.content_part.done",

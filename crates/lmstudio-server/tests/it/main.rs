@@ -11,6 +11,7 @@ mod http;
 mod jit;
 mod js_sdk;
 mod lmstudio_suite;
+mod reasoning;
 mod remote;
 mod responses;
 mod sdk_socket;

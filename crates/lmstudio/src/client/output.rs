@@ -15,6 +15,8 @@ use crate::types::result::{Fragment, PredictionResult, ReasoningType, StopReason
 pub(super) struct OutputReader {
     reasoning: Option<ReasoningReader>,
     calls: Option<CallReader>,
+    /// Tokens given out as reasoning so far.
+    reasoning_tokens: u64,
 }
 
 impl OutputReader {
@@ -26,7 +28,7 @@ impl OutputReader {
             let ReasoningParsing { start_string, end_string, .. } = &parsing;
             ReasoningReader::new(start_string, end_string, prompt.trim_end().ends_with(start_string.as_str()))
         });
-        Self { reasoning, calls }
+        Self { reasoning, calls, reasoning_tokens: 0 }
     }
 
     /// Events for the engine, read on a thread of their own into `out`; `out` itself when there
@@ -93,6 +95,9 @@ impl OutputReader {
                 continue;
             }
             let fragment = Fragment { content, reasoning: kind, ..std::mem::replace(pending, empty()) };
+            if kind != ReasoningType::None {
+                self.reasoning_tokens += u64::from(fragment.tokens_count);
+            }
             if out.send(Event::Fragment(fragment)).is_err() {
                 return false;
             }
@@ -108,6 +113,9 @@ impl OutputReader {
             Some(reader) => reader.split(&output),
             None => (String::new(), output),
         };
+        if !reasoning.is_empty() {
+            result.stats.reasoning_tokens_count = Some(self.reasoning_tokens);
+        }
         result.reasoning_content = reasoning;
         let Some(calls) = &mut self.calls else {
             result.content = answer;

@@ -233,6 +233,7 @@ impl Slot {
             predicted_tokens_count: Some(predicted),
             total_tokens_count: Some(prompt_tokens + predicted),
             cached_prompt_tokens_count: Some(a.cached_prompt as u64),
+            reasoning_tokens_count: None,
             stop_string,
             drafts: a.drafts.map(|d| DraftStats {
                 ignored_draft_tokens_count: d.stats.total_draft_tokens_count
@@ -398,6 +399,7 @@ pub(super) fn end_unstarted(job: Job, reason: StopReason, info: &ModelInfo, shar
         predicted_tokens_count: Some(0),
         total_tokens_count: Some(prompt_tokens),
         cached_prompt_tokens_count: Some(0),
+        reasoning_tokens_count: None,
         stop_string: None,
         drafts: None,
     };

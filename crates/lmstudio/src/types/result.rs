@@ -157,6 +157,9 @@ pub struct Stats {
     /// Prompt tokens that were already in the KV cache and not evaluated again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_prompt_tokens_count: Option<u64>,
+    /// Of the predicted tokens, those of a chat's reasoning (its markers included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens_count: Option<u64>,
     /// The stop string that ended the prediction, when `stop_reason` is `stopStringFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_string: Option<String>,
