@@ -148,6 +148,30 @@ impl ApiError {
     }
 }
 
+/// LM Studio's v1 REST error body: `{"error": {"type", "message", "code"}}`, its type one of LM
+/// Studio's (`invalid_request`, `model_not_found`, `internal_error`).
+#[derive(Debug, Serialize)]
+pub(crate) struct LmStudioErrorBody {
+    error: ErrorDetail,
+}
+
+impl ApiError {
+    /// The body in LM Studio's v1 shape (a stream's `error` event carries the same `error`).
+    pub(crate) fn lmstudio_body(self) -> LmStudioErrorBody {
+        let kind = match (self.status, self.code) {
+            (_, Some("model_not_found")) => "model_not_found",
+            (s, _) if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => "internal_error",
+            _ => "invalid_request",
+        };
+        LmStudioErrorBody { error: ErrorDetail { message: self.message, kind, code: self.code } }
+    }
+
+    /// The response in LM Studio's v1 shape.
+    pub(crate) fn into_lmstudio_response(self) -> Response {
+        reply(self.status, self.lmstudio_body())
+    }
+}
+
 /// An error reply: the status, the body, and `Retry-After` on a 429 (a queue full of predictions
 /// drains in about a second on a small model).
 fn reply(status: StatusCode, body: impl Serialize) -> Response {

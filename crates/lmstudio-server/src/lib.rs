@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/models/{*id}", get(openai::rest_get_model))
         .route("/api/v0/completions", post(openai::rest_completions))
         .route("/api/v0/chat/completions", post(openai::rest_chat_completions))
+        .route("/api/v1/chat", post(rest_v1::chat::chat))
         .route("/api/v1/models", get(rest_v1::list_models))
         .route("/api/v1/models/load", post(rest_v1::load))
         .route("/api/v1/models/unload", post(rest_v1::unload))

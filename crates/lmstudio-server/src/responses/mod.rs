@@ -42,7 +42,13 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    state.responses().get(&id).map(|s| Json(s.body.clone())).ok_or_else(|| not_stored(&id))
+    // Answers of `/api/v1/chat` are kept for `previous_response_id` only (no body).
+    state
+        .responses()
+        .get(&id)
+        .filter(|s| !s.body.is_null())
+        .map(|s| Json(s.body.clone()))
+        .ok_or_else(|| not_stored(&id))
 }
 
 #[derive(serde::Serialize)]

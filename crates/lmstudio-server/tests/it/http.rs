@@ -14,22 +14,22 @@ fn state() -> AppState {
     STATE.get_or_init(|| AppState::new(crate::lms_client(4), None)).clone()
 }
 
-async fn call(state: AppState, req: Request<Body>) -> (StatusCode, String) {
+pub(crate) async fn call(state: AppState, req: Request<Body>) -> (StatusCode, String) {
     let res = router(state).oneshot(req).await.expect("infallible");
     let status = res.status();
     let body = res.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+pub(crate) fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
     Request::post(uri).header("content-type", "application/json").body(body.into()).expect("request")
 }
 
-fn get(uri: &str) -> Request<Body> {
+pub(crate) fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).expect("request")
 }
 
-fn json_of(body: &str) -> Value {
+pub(crate) fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 

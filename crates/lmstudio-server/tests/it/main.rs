@@ -14,6 +14,7 @@ mod lmstudio_suite;
 mod reasoning;
 mod remote;
 mod responses;
+mod rest_chat;
 mod sdk_socket;
 
 use std::io::{Read, Write};

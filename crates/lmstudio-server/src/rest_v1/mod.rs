@@ -1,5 +1,8 @@
 //! LM Studio's REST API v1, model management: `GET /api/v1/models` (with loaded instances),
-//! `POST /api/v1/models/load`, `POST /api/v1/models/unload`, with LM Studio's field names.
+//! `POST /api/v1/models/load`, `POST /api/v1/models/unload`, with LM Studio's field names; its
+//! chat (`POST /api/v1/chat`) is [`chat`]'s.
+
+pub(crate) mod chat;
 
 use std::time::Instant;
 
