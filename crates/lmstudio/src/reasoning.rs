@@ -19,6 +19,8 @@ pub(crate) struct ReasoningReader {
 enum State {
     /// Nothing but space yet: the output may open with the start marker.
     Before,
+    /// Just after the start marker: space before the reasoning is left out.
+    AfterStart,
     Inside,
     /// Just after the end marker: space before the answer is left out.
     AfterEnd,
@@ -46,8 +48,8 @@ impl ReasoningReader {
                     let trimmed = self.held.trim_start();
                     if let Some(rest) = trimmed.strip_prefix(self.start.as_str()) {
                         out.push((ReasoningType::StartTag, self.start.clone()));
-                        self.held = rest.trim_start().to_owned();
-                        self.state = State::Inside;
+                        self.held = rest.to_owned();
+                        self.state = State::AfterStart;
                     } else if self.start.starts_with(trimmed) {
                         return out;
                     } else {
@@ -68,14 +70,14 @@ impl ReasoningReader {
                         return out;
                     }
                 },
-                State::AfterEnd => {
+                State::AfterStart | State::AfterEnd => {
                     let trimmed = self.held.trim_start();
                     if trimmed.is_empty() {
                         self.held.clear();
                         return out;
                     }
                     self.held = trimmed.to_owned();
-                    self.state = State::Answer;
+                    self.state = if self.state == State::AfterStart { State::Inside } else { State::Answer };
                 }
                 State::Answer => {
                     push(&mut out, ReasoningType::None, &std::mem::take(&mut self.held));
@@ -90,7 +92,7 @@ impl ReasoningReader {
     pub(crate) fn finish(&mut self) -> Pieces {
         let mut out = Pieces::new();
         let kind = if self.state == State::Inside { ReasoningType::Reasoning } else { ReasoningType::None };
-        if self.state != State::AfterEnd {
+        if !matches!(self.state, State::AfterStart | State::AfterEnd) {
             push(&mut out, kind, &std::mem::take(&mut self.held));
         }
         out

@@ -583,8 +583,9 @@ impl Llm {
                     Input::Chat(chat) => {
                         let tools;
                         (templated, tools) = render_chat(l, chat, config)?;
-                        if let Some(tools) = &tools {
-                            valid.structured = tools.constraint().map(grammar_of).transpose()?;
+                        if let Some(constraint) = tools.as_ref().and_then(ToolUse::constraint) {
+                            valid.structured_trigger = constraint.trigger().map(str::to_owned);
+                            valid.structured = Some(grammar_of(constraint)?);
                         }
                         reader = OutputReader::of_chat(&templated, config, tools.map(|t| t.reader()));
                         templated.as_str()
@@ -631,11 +632,11 @@ fn render_chat(l: &embedded::Loaded, chat: &[ChatMessage], config: &Config) -> R
 #[cfg(feature = "embedded")]
 fn grammar_of(constraint: Constraint) -> Result<Structured> {
     use crate::engine::json_schema_grammar;
-    use crate::tools::{compact, wrapped_grammar};
+    use crate::tools::{blocks_grammar, compact};
     Ok(Structured::Gbnf(match constraint {
         Constraint::Json(schema) => compact(&json_schema_grammar(&schema)?),
-        Constraint::Wrapped { schema, before, after } => {
-            wrapped_grammar(&compact(&json_schema_grammar(&schema)?), before, after)
+        Constraint::Blocks { schema, open, close, most, .. } => {
+            blocks_grammar(&compact(&json_schema_grammar(&schema)?), open, close, most)
         }
     }))
 }

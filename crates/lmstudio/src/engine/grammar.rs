@@ -31,9 +31,23 @@ pub(crate) struct Grammar {
     tree: Arc<PrefixTree>,
     /// Reused: which tokens the last tree walk allowed.
     allowed: Vec<bool>,
+    /// A lazy grammar's trigger, until the output holds it: the text before it is free.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    trigger: Vec<u8>,
+    /// The end of the output so far, as long as the trigger.
+    tail: Vec<u8>,
 }
 
 impl Grammar {
+    /// Whether the output is still free: a lazy grammar's trigger has not come yet (llama.cpp's
+    /// lazy sampler then allows every token, so none need checking).
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
     /// Keeps the candidates whose text the grammar allows next (an end-of-generation token only
     /// when the text so far is a whole sentence of the language).
     ///
@@ -71,9 +85,20 @@ impl Grammar {
         candidates.extend(array.data.iter().filter(|d| d.logit() > f32::NEG_INFINITY).map(|d| (d.id().0, d.logit())));
     }
 
-    /// Advances past a sampled token (one [`Grammar::retain`] allowed).
-    pub(crate) fn accept(&mut self, token: i32) {
+    /// Advances past a sampled token (one [`Grammar::retain`] allowed, or any while
+    /// [`Grammar::waiting`]), whose text (special tokens rendered) is `piece`.
+    pub(crate) fn accept(&mut self, token: i32, piece: &[u8]) {
         self.sampler.accept(LlamaToken(token));
+        if let Some(w) = &mut self.waiting {
+            w.tail.extend_from_slice(piece);
+            if w.tail.windows(w.trigger.len()).any(|window| window == w.trigger.as_slice()) {
+                self.waiting = None;
+            } else {
+                let keep = w.trigger.len().saturating_sub(1);
+                let drop = w.tail.len().saturating_sub(keep);
+                w.tail.drain(..drop);
+            }
+        }
     }
 }
 
@@ -150,22 +175,39 @@ pub(crate) struct Grammars {
 }
 
 impl Grammars {
-    /// The grammar of `structured` for `model`, compiled on first use.
-    pub(crate) fn get(&self, model: &LlamaModel, structured: &Structured) -> Result<Grammar> {
+    /// The grammar of `structured` for `model`, compiled on first use; lazy, when `trigger` is
+    /// given: it constrains the output from where the trigger first appears.
+    pub(crate) fn get(&self, model: &LlamaModel, structured: &Structured, trigger: Option<&str>) -> Result<Grammar> {
         let key = match structured {
             Structured::Json(schema) => format!("json:{schema}"),
             Structured::Gbnf(grammar) => format!("gbnf:{grammar}"),
         };
+        let key = match trigger {
+            Some(t) => format!("lazy:{t}:{key}"),
+            None => key,
+        };
+        let waiting = || trigger.map(|t| Waiting { trigger: t.as_bytes().to_vec(), tail: Vec::new() });
         let started = std::time::Instant::now();
         let tree = Arc::clone(self.tree.get_or_init(|| Arc::new(PrefixTree::of(model))));
         if let Some(compiled) = lock(&self.compiled).get(&key) {
-            return Ok(Grammar { sampler: compiled.clone(), tree, allowed: Vec::new() });
+            return Ok(Grammar { sampler: compiled.clone(), tree, allowed: Vec::new(), waiting: waiting() });
         }
         let gbnf = match structured {
             Structured::Json(schema) => json_schema_grammar(schema)?,
             Structured::Gbnf(grammar) => grammar.clone(),
         };
-        let compiled = LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
+        let compiled = match trigger {
+            None => LlamaSampler::grammar(model, &gbnf, "root"),
+            Some(t) => {
+                // The trigger as a token too, where the vocabulary has it as one (a control token).
+                let tokens = match model.vocab().tokenize(t.as_bytes(), false, true)[..] {
+                    [token] => vec![token],
+                    _ => Vec::new(),
+                };
+                LlamaSampler::grammar_lazy(model, &gbnf, "root", [t], &tokens)
+            }
+        };
+        let compiled = compiled.map_err(|e| {
             let what = match structured {
                 Structured::Json(_) => "the grammar of the JSON schema",
                 Structured::Gbnf(_) => "the GBNF grammar",
@@ -183,7 +225,7 @@ impl Grammars {
             cache.clear();
         }
         cache.insert(key, compiled.clone());
-        Ok(Grammar { sampler: compiled, tree, allowed: Vec::new() })
+        Ok(Grammar { sampler: compiled, tree, allowed: Vec::new(), waiting: waiting() })
     }
 }
 

@@ -276,7 +276,8 @@ impl Engine {
     ) -> Result<()> {
         let submitted = Instant::now();
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
-        let grammar = config.structured.as_ref().map(|s| self.grammars.get(&self.model, s)).transpose()?;
+        let trigger = config.structured_trigger.as_deref();
+        let grammar = config.structured.as_ref().map(|s| self.grammars.get(&self.model, s, trigger)).transpose()?;
         let draft = match (&config.draft, draft_file) {
             (Some(d), Some(file)) => Some((self.draft_model(file)?, draft::DraftRule::of(d))),
             _ => None,

@@ -316,8 +316,15 @@ impl Slot {
         let token = match a.grammar.as_mut() {
             None => Some(a.sampler.sample(logits)),
             Some(grammar) => {
-                let token = a.sampler.sample_allowed(logits, &mut |c| grammar.retain(c));
-                token.inspect(|&t| grammar.accept(t))
+                let token = match grammar.waiting() {
+                    true => Some(a.sampler.sample(logits)),
+                    false => a.sampler.sample_allowed(logits, &mut |c| grammar.retain(c)),
+                };
+                token.inspect(|&t| {
+                    a.piece.clear();
+                    vocab.token_to_piece_into(LlamaToken(t), &mut a.piece, true, None);
+                    grammar.accept(t, &a.piece);
+                })
             }
         };
         // The grammar allows nothing more: its sentence is whole (and `ignore_eos` bans the end).

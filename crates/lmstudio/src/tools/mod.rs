@@ -146,8 +146,20 @@ pub(crate) struct ToolUse {
 pub(crate) enum Constraint {
     /// JSON of this schema.
     Json(Value),
-    /// JSON of this schema between two fixed texts (a Hermes call block, Mistral's calls).
-    Wrapped { schema: Value, before: &'static str, after: &'static str },
+    /// Blocks of JSON of this schema, each between `open` and `close` (Hermes' call blocks,
+    /// Mistral's calls), at most `most` of them. Lazy: the output is free until `open` appears
+    /// in it (a model that may answer in text or call).
+    Blocks { schema: Value, open: &'static str, close: &'static str, most: usize, lazy: bool },
+}
+
+impl Constraint {
+    /// The text a lazy constraint waits for.
+    pub(crate) fn trigger(&self) -> Option<&'static str> {
+        match self {
+            Self::Blocks { open, lazy: true, .. } => Some(open),
+            _ => None,
+        }
+    }
 }
 
 impl ToolUse {
@@ -207,8 +219,9 @@ impl ToolUse {
     }
 
     /// What the output is held to: the generic JSON always (a call or a response); when a call
-    /// is required, a call in the family's syntax (a Hermes block, a Llama 3.x call, Mistral's
-    /// calls); nothing for a model of a tool syntax that may answer freely.
+    /// is required, a call in the family's syntax (Hermes blocks, a Llama 3.x call, Mistral's
+    /// calls); when the model may answer freely, Hermes and Mistral calls from where one starts
+    /// (lazily), a Llama 3.x answer not at all (its call has no marker to wait for).
     pub(crate) fn constraint(&self) -> Option<Constraint> {
         let offered: Vec<&Tool> = match &self.choice {
             ToolChoice::Function(name) => self.tools.iter().filter(|t| &t.name == name).collect(),
@@ -219,12 +232,13 @@ impl ToolUse {
         let forced = !matches!(self.choice, ToolChoice::Auto | ToolChoice::None);
         let most = if self.parallel { MAX_PARALLEL_CALLS } else { 1 };
         let array = json!({"type": "array", "items": call, "minItems": 1, "maxItems": most});
+        let lazy = !forced;
         match self.syntax {
             Syntax::Hermes => {
-                forced.then_some(Constraint::Wrapped { schema: call, before: "<tool_call>\n", after: "\n</tool_call>" })
+                Some(Constraint::Blocks { schema: call, open: HERMES_OPEN, close: HERMES_CLOSE, most, lazy })
             }
             Syntax::Llama3 => forced.then_some(Constraint::Json(call)),
-            Syntax::Mistral => forced.then_some(Constraint::Wrapped { schema: array, before: MISTRAL_OPEN, after: "" }),
+            Syntax::Mistral => Some(Constraint::Blocks { schema: array, open: MISTRAL_OPEN, close: "", most: 1, lazy }),
             Syntax::Generic => {
                 let calls = json!({
                     "type": "object",
@@ -379,9 +393,10 @@ fn one_of(mut schemas: Vec<Value>) -> Value {
     }
 }
 
-/// The grammar of `json_grammar`'s sentences (as llama.cpp's converter writes it: its start rule
-/// `root`) between the texts `before` and `after`.
-pub(crate) fn wrapped_grammar(json_grammar: &str, before: &str, after: &str) -> String {
+/// The grammar of up to `most` blocks of `json_grammar`'s sentences (as llama.cpp's converter
+/// writes it: its start rule `root`), each between the texts `open` and `close`, a newline or two
+/// allowed inside and between them.
+pub(crate) fn blocks_grammar(json_grammar: &str, open: &str, close: &str, most: usize) -> String {
     let literal = |text: &str| {
         let escaped: String = text
             .chars()
@@ -392,21 +407,25 @@ pub(crate) fn wrapped_grammar(json_grammar: &str, before: &str, after: &str) -> 
                 c => c.to_string(),
             })
             .collect();
-        if text.is_empty() {
-            String::new()
-        } else {
-            format!("\"{escaped}\" ")
-        }
+        format!("\"{escaped}\"")
     };
     let json: Vec<String> = json_grammar
         .lines()
         .map(|l| match l.strip_prefix("root ::=") {
-            Some(rest) => format!("wrapped ::={rest}"),
+            Some(rest) => format!("tc-json ::={rest}"),
             None => l.to_owned(),
         })
         .collect();
-    let root = format!("{}wrapped {}", literal(before), literal(after));
-    format!("root ::= {}\n{}\n", root.trim_end(), json.join("\n"))
+    let close = if close.is_empty() { String::new() } else { format!(" tc-space {}", literal(close)) };
+    let more = match most.saturating_sub(1) {
+        0 => String::new(),
+        n => format!(" (tc-space tc-block){{0,{n}}}"),
+    };
+    format!(
+        "root ::= tc-block{more}\ntc-block ::= {} tc-space tc-json{close}\ntc-space ::= [ \\n]{{0,2}}\n{}\n",
+        literal(open),
+        json.join("\n")
+    )
 }
 
 /// `grammar` (llama.cpp's from a JSON schema) with at most one space where its `space` rule
@@ -489,7 +508,8 @@ mod tests {
     #[test]
     fn hermes_text_streams_up_to_a_call_and_the_call_is_read() {
         let tools = offer(Syntax::Hermes, &[weather()], None, true).expect("offered");
-        assert_eq!(tools.constraint(), None, "a Hermes model may answer freely");
+        let trigger = tools.constraint().and_then(|c| c.trigger());
+        assert_eq!(trigger, Some("<tool_call>"), "a Hermes model may answer freely until a call starts");
         let mut reader = tools.reader();
         let pieces = [
             "Let me check.",
@@ -538,17 +558,23 @@ mod tests {
         let most = &schema["anyOf"][0]["properties"]["tool_calls"]["maxItems"];
         assert_eq!(most, MAX_PARALLEL_CALLS, "parallel calls are bounded");
         let hermes = offer(Syntax::Hermes, &tools, Some(&ToolChoice::Required), true).expect("offered");
-        let Some(Constraint::Wrapped { schema, before, .. }) = hermes.constraint() else { panic!("forced") };
-        assert_eq!((schema["anyOf"].as_array().map(Vec::len), before), (Some(2), "<tool_call>\n"));
+        let Some(Constraint::Blocks { schema, open, most, lazy, .. }) = hermes.constraint() else { panic!("forced") };
+        assert_eq!((schema["anyOf"].as_array().map(Vec::len), open), (Some(2), "<tool_call>"));
+        assert_eq!((most, lazy), (MAX_PARALLEL_CALLS, false), "forced from the start, parallel blocks bounded");
         let llama = offer(Syntax::Llama3, &tools, Some(&ToolChoice::Required), true).expect("offered");
         let Some(Constraint::Json(schema)) = llama.constraint() else { panic!("forced, bare JSON") };
         assert_eq!(schema["anyOf"][0]["required"], json!(["name", "parameters"]), "Llama 3.x's key");
         let mistral = offer(Syntax::Mistral, &tools, Some(&ToolChoice::Required), false).expect("offered");
-        let Some(Constraint::Wrapped { schema, before, after }) = mistral.constraint() else { panic!("forced") };
-        assert_eq!((before, after, &schema["maxItems"]), ("[TOOL_CALLS]", "", &json!(1)));
+        let Some(Constraint::Blocks { schema, open, close, .. }) = mistral.constraint() else { panic!("forced") };
+        assert_eq!((open, close, &schema["maxItems"]), ("[TOOL_CALLS]", "", &json!(1)));
+        // Free to answer: calls held to their schemas from where one starts, Llama 3.x's not at all.
+        for (syntax, trigger) in [(Syntax::Hermes, Some("<tool_call>")), (Syntax::Mistral, Some("[TOOL_CALLS]"))] {
+            let auto = offer(syntax, &tools, None, true).expect("offered").constraint().expect("lazy");
+            assert_eq!(auto.trigger(), trigger, "{syntax:?}");
+        }
+        assert_eq!(offer(Syntax::Llama3, &tools, None, true).expect("offered").constraint(), None);
         for syntax in [Syntax::Hermes, Syntax::Llama3, Syntax::Mistral] {
             let auto = offer(syntax, &tools, None, true).expect("offered");
-            assert_eq!(auto.constraint(), None, "{syntax:?} may answer freely");
             assert_eq!(auto.template_tools().len(), 2, "{syntax:?}'s template renders the tools");
         }
         assert!(offer(Syntax::Generic, &tools, Some(&ToolChoice::None), true).is_none());
@@ -589,15 +615,17 @@ mod tests {
     }
 
     #[test]
-    fn wrapped_grammars_hold_the_json_between_the_texts() {
+    fn block_grammars_hold_the_json_between_the_texts() {
         let json = "root ::= \"{\" space \"}\"\nspace ::= \" \"?";
-        let g = wrapped_grammar(json, "<tool_call>\n", "\n</tool_call>");
+        let g = blocks_grammar(json, "<tool_call>", "</tool_call>", 3);
         assert_eq!(
             g,
-            "root ::= \"<tool_call>\\n\" wrapped \"\\n</tool_call>\"\nwrapped ::= \"{\" space \"}\"\nspace ::= \" \"?\n"
+            "root ::= tc-block (tc-space tc-block){0,2}\n\
+             tc-block ::= \"<tool_call>\" tc-space tc-json tc-space \"</tool_call>\"\n\
+             tc-space ::= [ \\n]{0,2}\ntc-json ::= \"{\" space \"}\"\nspace ::= \" \"?\n"
         );
-        let g = wrapped_grammar(json, "[TOOL_CALLS]", "");
-        assert!(g.starts_with("root ::= \"[TOOL_CALLS]\" wrapped\nwrapped ::= "), "{g}");
+        let g = blocks_grammar(json, "[TOOL_CALLS]", "", 1);
+        assert!(g.starts_with("root ::= tc-block\ntc-block ::= \"[TOOL_CALLS]\" tc-space tc-json\n"), "{g}");
         // A call cut short is not text.
         assert_eq!(generic_calls("{\"tool_calls\": [{\"na"), (String::new(), Vec::new()));
         assert_eq!(generic_calls("{\"response\": \"Hel").0, "Hel");

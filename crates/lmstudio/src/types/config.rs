@@ -297,6 +297,9 @@ pub struct ValidConfig {
     pub logprobs: Option<u32>,
     /// The language the output is constrained to.
     pub structured: Option<Structured>,
+    /// When set, the output is constrained only from where this text first appears in it (the
+    /// grammar's sentence starts with it): a tool call that a model may or may not make.
+    pub structured_trigger: Option<String>,
     /// Whether tokens are drafted from the context.
     pub ngram_speculation: bool,
     /// The draft model, when one drafts.
@@ -404,6 +407,7 @@ impl Config {
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs: self.logprobs,
             structured: self.structured.as_ref().map(Structured::validate).transpose()?,
+            structured_trigger: None,
             ngram_speculation: self.speculation == Some(Speculation::Ngram),
             draft: self.draft_settings()?,
         })

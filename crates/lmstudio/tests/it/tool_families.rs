@@ -155,6 +155,7 @@ fn forced(seed: u32) -> lms::Config {
     lms::Config {
         tools: vec![weather(), lms::Tool::new("get_time", "The time now", serde_json::json!({"type": "object"}))],
         tool_choice: Some(lms::ToolChoice::Function("get_weather".into())),
+        parallel_tool_calls: Some(false),
         seed: Some(seed),
         max_tokens: Some(200),
         ..Default::default()
