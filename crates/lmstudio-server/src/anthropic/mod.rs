@@ -186,8 +186,8 @@ fn sse(
                 open = Some(thinking);
             }
             let delta = match thinking {
-                true => Delta::ThinkingDelta { thinking: fragment.content },
-                false => Delta::TextDelta { text: fragment.content },
+                true => Delta::Thinking { thinking: fragment.content },
+                false => Delta::Text { text: fragment.content },
             };
             events.push(StreamEvent::ContentBlockDelta { index, delta });
             for e in events {
@@ -226,10 +226,7 @@ fn sse(
             let start = BlockOut::tool_use(call, Value::Object(Default::default()));
             events.push(StreamEvent::ContentBlockStart { index, content_block: start });
             let arguments = input(call).to_string();
-            events.push(StreamEvent::ContentBlockDelta {
-                index,
-                delta: Delta::InputJsonDelta { partial_json: arguments },
-            });
+            events.push(StreamEvent::ContentBlockDelta { index, delta: Delta::InputJson { partial_json: arguments } });
             events.push(StreamEvent::ContentBlockStop { index });
             index += 1;
         }

@@ -10,13 +10,14 @@
 //! `{"tool_calls": [{"name": ..., "arguments": {...}}]}` or `{"response": "..."}`, and the output is
 //! constrained to exactly that JSON, so even a small model answers in a form that parses. A
 //! required or named call is constrained in every syntax: its arguments validate against the
-//! tool's schema. Reading calls back out of the output is [`read`]'s. Pure: no engine here.
+//! tool's schema. Reading calls back out of the output is [`syntax`]'s. Pure: no engine here.
 
-mod read;
+mod syntax;
 
-pub(crate) use read::CallReader;
+pub(crate) use syntax::{syntax_of, CallReader, Syntax, SYNTAX_MARKERS};
+use syntax::{GenericAnswer, GenericCall, HERMES_CLOSE, HERMES_OPEN, MISTRAL_OPEN};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::types::config::Config;
@@ -40,31 +41,6 @@ pub(crate) struct TemplateCall<'a> {
     function: GenericCall<'a>,
 }
 
-/// The generic answer's form, both ways: `{"tool_calls": [...]}` or `{"response": "..."}`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
-enum GenericAnswer<'a> {
-    Calls {
-        #[serde(borrow)]
-        tool_calls: Vec<GenericCall<'a>>,
-    },
-    Response {
-        response: String,
-    },
-}
-
-/// `{"name": ..., "arguments": {...}}`; the id only in the history we write.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct GenericCall<'a> {
-    #[serde(borrow)]
-    name: std::borrow::Cow<'a, str>,
-    /// Hermes models write `parameters` at times.
-    #[serde(default, alias = "parameters")]
-    arguments: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
-    id: Option<&'a str>,
-}
-
 /// The results of one round of calls in the generic history.
 #[derive(Debug, Serialize)]
 struct ToolResponses<'a> {
@@ -75,53 +51,6 @@ struct ToolResponses<'a> {
 struct ToolResponseBody<'a> {
     id: Option<&'a str>,
     content: &'a str,
-}
-
-/// How a model's template and output carry tool calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Syntax {
-    /// The template renders `tools`; calls are `<tool_call>{json}</tool_call>`.
-    Hermes,
-    /// Llama 3.x: the template renders `tools`; a call is the whole answer,
-    /// `{"name": ..., "parameters": {...}}`, one per answer.
-    Llama3,
-    /// Mistral: the template renders `tools`; calls follow `[TOOL_CALLS]`, as a JSON array, or
-    /// each as `name[ARGS]{...}`; the template wants call ids of nine letters and digits.
-    Mistral,
-    /// Tools in a system message; the whole answer is JSON.
-    Generic,
-}
-
-const HERMES_OPEN: &str = "<tool_call>";
-const HERMES_CLOSE: &str = "</tool_call>";
-const MISTRAL_OPEN: &str = "[TOOL_CALLS]";
-const MISTRAL_ARGS: &str = "[ARGS]";
-const MISTRAL_CALL_ID: &str = "[CALL_ID]";
-/// Llama 3.1's marker of a call to its built-in tools, which some answers put before a JSON call.
-const LLAMA_PYTHON_TAG: &str = "<|python_tag|>";
-
-/// The markers of the syntaxes above. Where a vocabulary has one as a control token (Mistral's
-/// `[TOOL_CALLS]`), the engine writes it out as text, as it does ordinary tokens, so that the
-/// output can be read: llama.cpp leaves control tokens out of the text by default.
-pub(crate) const SYNTAX_MARKERS: [&str; 6] =
-    [HERMES_OPEN, HERMES_CLOSE, MISTRAL_OPEN, MISTRAL_ARGS, MISTRAL_CALL_ID, LLAMA_PYTHON_TAG];
-
-/// The syntax of a model whose chat template is `source`.
-pub(crate) fn syntax_of(source: &str) -> Syntax {
-    // Qwen3-Coder's and GLM's calls are XML inside the same tag (`<function=...>`, `<arg_key>`):
-    // not this syntax.
-    let xml_inside = source.contains("<function=") || source.contains("<arg_key>");
-    if !source.contains("tools") {
-        Syntax::Generic
-    } else if source.contains(HERMES_OPEN) && !xml_inside {
-        Syntax::Hermes
-    } else if source.contains(MISTRAL_OPEN) {
-        Syntax::Mistral
-    } else if source.contains("<|start_header_id|>ipython<|end_header_id|>") && source.contains("parameters") {
-        Syntax::Llama3
-    } else {
-        Syntax::Generic
-    }
 }
 
 /// The most calls one answer in the generic form makes. A model that was not trained for tools,
@@ -454,7 +383,7 @@ pub(crate) fn template_call(call: &ToolCall) -> TemplateCall<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::read::{call_of, generic_calls, hermes_calls};
+    use super::syntax::{call_of, generic_calls, hermes_calls};
     use super::*;
 
     fn weather() -> Tool {

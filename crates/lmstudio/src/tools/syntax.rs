@@ -1,15 +1,85 @@
-//! Reading calls out of a prediction's output, in each syntax, while it streams: the text to show
-//! (never call syntax) as it comes, and at the end, the answer's text and its calls.
+//! Each family's tool-call syntax: how a template is recognised, its markers, and reading calls
+//! out of a prediction's output while it streams: the text to show (never call syntax) as it
+//! comes, and at the end, the answer's text and its calls.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    GenericAnswer, GenericCall, Syntax, HERMES_CLOSE, HERMES_OPEN, LLAMA_PYTHON_TAG, MISTRAL_ARGS, MISTRAL_CALL_ID,
-    MISTRAL_OPEN,
-};
 use crate::types::tools::ToolCall;
+
+/// How a model's template and output carry tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// The template renders `tools`; calls are `<tool_call>{json}</tool_call>`.
+    Hermes,
+    /// Llama 3.x: the template renders `tools`; a call is the whole answer,
+    /// `{"name": ..., "parameters": {...}}`, one per answer.
+    Llama3,
+    /// Mistral: the template renders `tools`; calls follow `[TOOL_CALLS]`, as a JSON array, or
+    /// each as `name[ARGS]{...}`; the template wants call ids of nine letters and digits.
+    Mistral,
+    /// Tools in a system message; the whole answer is JSON.
+    Generic,
+}
+
+pub(super) const HERMES_OPEN: &str = "<tool_call>";
+pub(super) const HERMES_CLOSE: &str = "</tool_call>";
+pub(super) const MISTRAL_OPEN: &str = "[TOOL_CALLS]";
+const MISTRAL_ARGS: &str = "[ARGS]";
+const MISTRAL_CALL_ID: &str = "[CALL_ID]";
+/// Llama 3.1's marker of a call to its built-in tools, which some answers put before a JSON call.
+const LLAMA_PYTHON_TAG: &str = "<|python_tag|>";
+
+/// The markers of the syntaxes above. Where a vocabulary has one as a control token (Mistral's
+/// `[TOOL_CALLS]`), the engine writes it out as text, as it does ordinary tokens, so that the
+/// output can be read: llama.cpp leaves control tokens out of the text by default.
+pub(crate) const SYNTAX_MARKERS: [&str; 6] =
+    [HERMES_OPEN, HERMES_CLOSE, MISTRAL_OPEN, MISTRAL_ARGS, MISTRAL_CALL_ID, LLAMA_PYTHON_TAG];
+
+/// The syntax of a model whose chat template is `source`.
+pub(crate) fn syntax_of(source: &str) -> Syntax {
+    // Qwen3-Coder's and GLM's calls are XML inside the same tag (`<function=...>`, `<arg_key>`):
+    // not this syntax.
+    let xml_inside = source.contains("<function=") || source.contains("<arg_key>");
+    if !source.contains("tools") {
+        Syntax::Generic
+    } else if source.contains(HERMES_OPEN) && !xml_inside {
+        Syntax::Hermes
+    } else if source.contains(MISTRAL_OPEN) {
+        Syntax::Mistral
+    } else if source.contains("<|start_header_id|>ipython<|end_header_id|>") && source.contains("parameters") {
+        Syntax::Llama3
+    } else {
+        Syntax::Generic
+    }
+}
+
+/// The generic answer's form, both ways: `{"tool_calls": [...]}` or `{"response": "..."}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(super) enum GenericAnswer<'a> {
+    Calls {
+        #[serde(borrow)]
+        tool_calls: Vec<GenericCall<'a>>,
+    },
+    Response {
+        response: String,
+    },
+}
+
+/// `{"name": ..., "arguments": {...}}`; the id only in the history we write.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct GenericCall<'a> {
+    #[serde(borrow)]
+    pub(super) name: std::borrow::Cow<'a, str>,
+    /// Hermes models write `parameters` at times.
+    #[serde(default, alias = "parameters")]
+    pub(super) arguments: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub(super) id: Option<&'a str>,
+}
 
 /// Reads a prediction's output as it streams: what of it is text to show (never call syntax),
 /// and at the end, the text and the calls.
