@@ -87,17 +87,20 @@ impl ChatTemplate {
     }
 
     /// The chat as the model sees it, ready for the assistant's turn.
+    #[cfg(test)]
     pub(crate) fn render(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.render_with_tools(messages, &[])
+        self.render_with(messages, &[], None)
     }
 
     /// [`ChatTemplate::render`] with `tools` offered, as `transformers` passes them (none: the
-    /// template's `tools` is undefined). Calls and results in the chat reach the template as
-    /// `tool_calls` and `tool_call_id`.
-    pub(crate) fn render_with_tools(
+    /// template's `tools` is undefined), and `enable_thinking` when set (the switch Qwen3's and
+    /// other thinking models' templates read; undefined otherwise). Calls and results in the chat
+    /// reach the template as `tool_calls` and `tool_call_id`.
+    pub(crate) fn render_with(
         &self,
         messages: &[ChatMessage],
         tools: &[crate::tools::TemplateTool<'_>],
+        enable_thinking: Option<bool>,
     ) -> Result<String> {
         let template = self.env.get_template("chat").map_err(|e| Error::InvalidPrompt(e.to_string()))?;
         let messages: Vec<minijinja::Value> = messages
@@ -125,6 +128,11 @@ impl ChatTemplate {
             add_generation_prompt => true,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
+        };
+        // Left undefined unless set: some templates ask only whether it is defined.
+        let context = match enable_thinking {
+            Some(on) => minijinja::context! { enable_thinking => on, ..context },
+            None => context,
         };
         template.render(context).map_err(|e| {
             let why = match e.kind() {
@@ -188,6 +196,14 @@ mod tests {
             Err(Error::InvalidPrompt(m)) => assert!(m.contains("too long"), "{m}"),
             other => panic!("expected out of fuel, got {other:?}"),
         }
+        // A thinking switch reaches the template only when set.
+        let switch = "{{ 'thinks' if enable_thinking is not defined or enable_thinking else 'does not think' }}";
+        let t = ChatTemplate::new(switch, "", "").expect("compiles");
+        let said = |on| t.render_with(&chat(&[("user", "x")]), &[], on).expect("renders");
+        assert_eq!(
+            (said(None), said(Some(true)), said(Some(false))),
+            ("thinks".into(), "thinks".into(), "does not think".into())
+        );
         // Python's string methods work, as in transformers.
         let py = ChatTemplate::new("{{ messages[0]['content'].strip().upper() }}", "", "").expect("compiles");
         assert_eq!(py.render(&chat(&[("user", "  hi ")])).expect("renders"), "HI");

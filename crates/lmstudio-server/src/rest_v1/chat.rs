@@ -3,8 +3,9 @@
 //! `previous_response_id` (the same store as `/v1/responses`), and, streamed, LM Studio's events:
 //! `chat.start`, `model_load.*` when the model had to be loaded, `prompt_processing.*`,
 //! `reasoning.*`, `message.*`, `chat.end` with the whole result (an `error` event ends a stream that
-//! fails). Errors are in LM Studio's v1 shape. Fields we cannot honour (`integrations`, which are
-//! MCP servers and plugins; `reasoning`, which the chat template decides) are refused by name.
+//! fails). Errors are in LM Studio's v1 shape. `reasoning` `"on"` / `"off"` is the chat template's
+//! `enable_thinking`; what we cannot honour (`integrations`, which are MCP servers and plugins;
+//! reasoning effort levels) is refused by name.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,8 @@ pub(crate) struct ChatRequest {
     /// Whether the answer is kept for `previous_response_id` (default: yes).
     store: Option<bool>,
     previous_response_id: Option<String>,
+    /// `"on"` or `"off"`: whether a model that can think does.
+    reasoning: Option<String>,
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
 }
@@ -57,13 +60,21 @@ impl ChatRequest {
             let why = match name.as_str() {
                 "integrations" if empty => continue,
                 "integrations" => "MCP servers and plugins are not served here",
-                "reasoning" if value.is_null() => continue,
-                "reasoning" => "a model reasons as its chat template says; it cannot be set here",
                 _ => "unknown field",
             };
             return Err(ApiError::bad_request(format!("unsupported field `{name}` ({why}): {value}")));
         }
+        let enable_thinking = match self.reasoning.as_deref() {
+            None => None,
+            Some("on") => Some(true),
+            Some("off") => Some(false),
+            Some(other) => {
+                let why = "only `on` and `off`: a model's reasoning effort cannot be set here";
+                return Err(ApiError::bad_request(format!("unsupported `reasoning` ({why}): {other}")));
+            }
+        };
         let config = lmstudio::Config {
+            enable_thinking,
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
@@ -278,7 +289,6 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
             let tx = tx.clone();
             async move { tx.send(event(&e)).await.is_ok() }
         };
-        let fail = |e: ApiError| StreamEvent::Error { body: e.lmstudio_body() };
         let client = state.client().clone();
         // The instance: loaded, or loaded now (its load streamed).
         let (llm, load_time) = match client.get_loaded_async(&ask.model).await {
@@ -293,7 +303,9 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
                 None => return,
             },
             Err(e) => {
-                let _ = send(fail(e.into())).await;
+                for e in failed(e.into(), &ask.model, &Default::default()) {
+                    let _ = send(e).await;
+                }
                 return;
             }
         };
@@ -302,7 +314,9 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
             Ok(p) => p,
             Err(e) => {
                 state.metrics().errors.fetch_add(1, Ordering::Relaxed);
-                let _ = send(fail(e.into())).await;
+                for e in failed(e.into(), llm.identifier(), &Default::default()) {
+                    let _ = send(e).await;
+                }
                 return;
             }
         };
@@ -311,6 +325,7 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
         });
         let mut prompt = Prompt::Waiting;
         let mut open: Option<bool> = None; // Some(true): reasoning; Some(false): the message
+        let mut texts = Texts::default();
         loop {
             let next = tokio::select! {
                 f = prediction.next() => f,
@@ -322,7 +337,7 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
                     state.metrics().errors.fetch_add(1, Ordering::Relaxed);
-                    events.push(fail(e.into()));
+                    events.extend(failed(e.into(), llm.identifier(), &texts));
                     for e in events {
                         let _ = send(e).await;
                     }
@@ -351,6 +366,7 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
                 open = Some(reasoning);
             }
             let content = fragment.content;
+            (if reasoning { &mut texts.reasoning } else { &mut texts.message }).push_str(&content);
             events.push(match reasoning {
                 true => StreamEvent::ReasoningDelta { content },
                 false => StreamEvent::MessageDelta { content },
@@ -366,7 +382,7 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
         let result = match prediction.result() {
             Ok(r) => r,
             Err(e) => {
-                events.push(fail(e.into()));
+                events.extend(failed(e.into(), llm.identifier(), &texts));
                 for e in events {
                     let _ = send(e).await;
                 }
@@ -375,7 +391,7 @@ fn stream(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Res
         };
         state.metrics().record(&result);
         if let Some(e) = cut_short(&result) {
-            events.push(fail(e.into()));
+            events.extend(failed(e.into(), llm.identifier(), &texts));
         } else {
             if open == Some(true) {
                 events.push(close(true));
@@ -407,7 +423,9 @@ where
     let instance = match client.resolve_async(&ask.model).await {
         Ok(info) => info.model_key,
         Err(e) => {
-            let _ = send(StreamEvent::Error { body: ApiError::from(e).lmstudio_body() }).await;
+            for e in failed(e.into(), &ask.model, &Texts::default()) {
+                let _ = send(e).await;
+            }
             return None;
         }
     };
@@ -446,10 +464,41 @@ where
             send(end).await.then_some((llm, Some(load_time_seconds)))
         }
         Err(e) => {
-            let _ = send(StreamEvent::Error { body: ApiError::from(e).lmstudio_body() }).await;
+            for e in failed(e.into(), &instance, &Texts::default()) {
+                let _ = send(e).await;
+            }
             None
         }
     }
+}
+
+/// What a stream has given out so far.
+#[derive(Default)]
+struct Texts {
+    reasoning: String,
+    message: String,
+}
+
+/// How a stream that failed ends: the error, then `chat.end` with what was generated (LM Studio's
+/// streams always end so).
+fn failed(e: ApiError, instance: &str, texts: &Texts) -> [StreamEvent; 2] {
+    let mut output = Vec::with_capacity(2);
+    if !texts.reasoning.is_empty() {
+        output.push(OutputItem::Reasoning { content: texts.reasoning.clone() });
+    }
+    if !texts.message.is_empty() {
+        output.push(OutputItem::Message { content: texts.message.clone() });
+    }
+    let stats = StatsOut {
+        input_tokens: 0,
+        total_output_tokens: 0,
+        reasoning_output_tokens: 0,
+        tokens_per_second: 0.0,
+        time_to_first_token_seconds: 0.0,
+        model_load_time_seconds: None,
+    };
+    let result = ChatResult { model_instance_id: instance.to_owned(), output, stats, response_id: None };
+    [StreamEvent::Error { body: e.lmstudio_body() }, StreamEvent::ChatEnd { result }]
 }
 
 /// The prompt-processing events of the progress reported so far.

@@ -79,10 +79,11 @@ async fn native_chat_streams_loads_and_keeps_state() {
     assert!(whole["stats"]["total_output_tokens"].as_u64().is_some_and(|n| n > 0), "{whole}");
 
     // Stateful: the model sees the kept turns before the new input.
+    // (`reasoning: "off"` is the template's `enable_thinking`: Gemma's has none, nothing changes.)
     let (status, next) = chat(
         &state,
         json!({"model": "gemma-3-270m", "input": "And three more.", "previous_response_id": id, "max_output_tokens": 4,
-               "store": false}),
+               "store": false, "reasoning": "off"}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{next}");
@@ -133,6 +134,15 @@ async fn native_chat_errors_are_lm_studios() {
             "image",
         ),
     ];
+    // Streamed, a failure is an `error` event, and the stream still ends with `chat.end`.
+    let ask = json!({"model": "no-such-model", "input": "Hi", "stream": true});
+    let (status, text) = call(state.clone(), post("/api/v1/chat", ask.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let events = named_events(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["error", "chat.end"], "{text}");
+    assert_eq!(events[0].1["error"]["type"], "model_not_found", "{text}");
+    assert_eq!(events[1].1["result"]["output"], json!([]), "{text}");
     for (body, status, kind, names) in cases {
         let (got, reply) = chat(&state, body.clone()).await;
         assert_eq!(got, status, "{body} -> {reply}");

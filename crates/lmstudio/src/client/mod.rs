@@ -613,18 +613,16 @@ impl Llm {
 fn render_chat(l: &embedded::Loaded, chat: &[ChatMessage], config: &Config) -> Result<(String, Option<ToolUse>)> {
     let template = l.engine.template()?;
     let tools = ToolUse::new(template.tool_syntax(), config);
-    let prompt = match &tools {
-        Some(tools) => template.render_with_tools(&tools.messages(chat), &tools.template_tools())?,
+    let traffic = chat.iter().any(ChatMessage::is_tool_traffic);
+    let (messages, offered) = match &tools {
+        Some(tools) => (tools.messages(chat), tools.template_tools()),
         // A template without tools of its own reads earlier calls and results in the generic
         // form, whether tools are offered now or not.
-        None if template.tool_syntax() == Syntax::Generic && chat.iter().any(ChatMessage::is_tool_traffic) => {
-            template.render(&generic_history(chat))?
-        }
-        None if chat.iter().any(ChatMessage::is_tool_traffic) => {
-            template.render(&family_history(template.tool_syntax(), chat))?
-        }
-        None => template.render(chat)?,
+        None if template.tool_syntax() == Syntax::Generic && traffic => (generic_history(chat), Vec::new()),
+        None if traffic => (family_history(template.tool_syntax(), chat), Vec::new()),
+        None => (chat.to_vec(), Vec::new()),
     };
+    let prompt = template.render_with(&messages, &offered, config.enable_thinking)?;
     Ok((prompt, tools))
 }
 

@@ -114,6 +114,11 @@ pub struct Config {
     /// LM Studio's; off, reasoning is answer text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_parsing: Option<ReasoningParsing>,
+    /// Whether a model that can think before it answers does (its chat template's
+    /// `enable_thinking`, as Qwen3's reads it; LM Studio's `reasoning.enableThinking`). Default:
+    /// as the template decides. A model whose template has no such switch is not changed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_thinking: Option<bool>,
 }
 
 /// The markers between which a model reasons before it answers (LM Studio's
@@ -341,6 +346,7 @@ impl Config {
             tool_choice: self.tool_choice.or(base.tool_choice),
             parallel_tool_calls: self.parallel_tool_calls.or(base.parallel_tool_calls),
             reasoning_parsing: self.reasoning_parsing.or(base.reasoning_parsing),
+            enable_thinking: self.enable_thinking.or(base.enable_thinking),
         }
     }
 

@@ -189,6 +189,8 @@ const UNSUPPORTED: &[(&str, AsksForNothing)] = &[
     // Our tools' names are letters, digits, `_` and `-` already; case changes would rename them.
     ("toolNaming", |v| v.is_none_or(|v| v.is_null() || v == "passThrough" || v == "removeSpecial")),
     ("logProbs", |v| v.is_none_or(|v| v.is_null() || v == false || v == 0)),
+    // A thinking budget would cut reasoning short; nothing here counts it.
+    ("reasoning.budgetTokens", |v| v.is_none_or(Value::is_null)),
 ];
 
 /// LM Studio's prediction keys, plus ours (`lmstudioRs.*`) for what LM Studio has no key for.
@@ -262,6 +264,14 @@ const PREDICTION: &[Setting<Config>] = &[
             Ok(())
         },
         write: |c| c.reasoning_parsing.as_ref().map(plain),
+    },
+    Setting {
+        key: "reasoning.enableThinking",
+        read: |c, v| {
+            c.enable_thinking = v.map(|v| v.as_bool().ok_or(())).transpose()?;
+            Ok(())
+        },
+        write: |c| c.enable_thinking.map(plain),
     },
     Setting {
         key: "structured",
@@ -692,6 +702,9 @@ mod tests {
             ("lmstudioRs.toolChoice", r#"{"name": "f"}"#),
             ("toolNaming", r#""camelCase""#),
             ("logProbs", r#"{"checked": true, "value": 3}"#),
+            ("reasoning.budgetTokens", r#"{"checked": true, "value": 512}"#),
+            ("reasoning.parsing", r#"{"enabled": true}"#),
+            ("reasoning.enableThinking", r#""yes""#),
         ];
         for (key, value) in refused {
             match stack(key, value).prediction_config() {
@@ -708,6 +721,8 @@ mod tests {
             ("toolChoice", r#"{"type": "generic", "mode": "required"}"#),
             ("toolNaming", r#""removeSpecial""#),
             ("logProbs", r#"{"checked": false, "value": 3}"#),
+            ("reasoning.budgetTokens", r#"{"checked": false, "value": 512}"#),
+            ("reasoning.enableThinking", "false"),
             ("promptTemplate", r#"{"type": "jinja"}"#),
             ("speculativeDecoding.draftModel", r#""""#),
         ];
@@ -750,6 +765,7 @@ mod tests {
                 start_string: "<seed:think>".into(),
                 end_string: "</seed:think>".into(),
             }),
+            enable_thinking: Some(false),
         };
         let stack = KvStack::of("apiOverride", prediction_fields(&c));
         assert_eq!(stack.prediction_config().expect("valid"), c);

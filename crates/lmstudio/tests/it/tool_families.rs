@@ -119,23 +119,29 @@ const FAMILIES: [Family; 3] = [
     },
 ];
 
+/// A small model of random weights, `test/<name>` in the store at `dir`, with this template and
+/// these control tokens.
+fn random_model(dir: &Path, name: &str, template: &str, control: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/random-gguf.py");
+    let folder = dir.join("test").join(name);
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let template_file = folder.join("template.jinja");
+    std::fs::write(&template_file, template).expect("template");
+    let mut command = Command::new("python3");
+    command.arg(&script).arg("tiny").arg(folder.join(format!("{name}.gguf")));
+    command.arg("--chat-template").arg(&template_file);
+    for token in control {
+        command.arg("--control").arg(token);
+    }
+    let out = command.output().expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(template_file).expect("rm");
+}
+
 /// A store of one random model per family, `test/<family>`.
 fn family_store(dir: &Path) -> lms::ModelStore {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/random-gguf.py");
     for family in &FAMILIES {
-        let folder = dir.join("test").join(family.name);
-        std::fs::create_dir_all(&folder).expect("mkdir");
-        let template = folder.join("template.jinja");
-        std::fs::write(&template, family.template).expect("template");
-        let mut command = Command::new("python3");
-        command.arg(&script).arg("tiny").arg(folder.join(format!("{}.gguf", family.name)));
-        command.arg("--chat-template").arg(&template);
-        for token in family.control {
-            command.arg("--control").arg(token);
-        }
-        let out = command.output().expect("python3 runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::remove_file(template).expect("rm");
+        random_model(dir, family.name, family.template, family.control);
     }
     lms::ModelStore::new(dir)
 }
@@ -212,4 +218,46 @@ fn each_family_calls_in_its_own_syntax_and_takes_the_results_back() {
         }
         client.unload(model.identifier()).expect("unloads");
     }
+}
+
+/// A template in the form of DeepSeek R1's and Qwen3's thinking models: the prompt opens the
+/// reasoning, unless `enable_thinking` is false, when it holds an empty one.
+const THINKER: &str = r#"{%- for m in messages %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor %}<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking is false %}<think>
+
+</think>
+
+{% else %}<think>
+{% endif %}"#;
+
+/// Issue 28, item 8: a template that opens the reasoning in the prompt makes the whole output
+/// reasoning until the model closes it (random weights never write `</think>`, which is no token
+/// of theirs); `enable_thinking: false` reaches the template, whose prompt then holds an empty
+/// reasoning, and the output is answer.
+#[test]
+fn a_prompt_that_opens_the_reasoning_and_the_thinking_switch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    random_model(dir.path(), "thinker", THINKER, &["<|im_start|>", "<|im_end|>"]);
+    let client = lms::Client::with_store(lms::ModelStore::new(dir.path()));
+    let model = client.load("thinker", &lms::LoadConfig { context_length: Some(512), ..Default::default() });
+    let model = model.expect("loads");
+    let mut chat = lms::Chat::new();
+    chat.add_user_message("Think first.");
+    let config = |thinking| lms::Config {
+        enable_thinking: thinking,
+        max_tokens: Some(8),
+        ignore_eos: Some(true),
+        seed: Some(1),
+        ..Default::default()
+    };
+    let thinks = model.respond(&chat, config(None)).expect("responds");
+    assert!(thinks.content.is_empty() && !thinks.reasoning_content.is_empty(), "{thinks:?}");
+    // Tokens are counted with the text they make (a byte of a character cut at the end makes none).
+    assert!(thinks.stats.reasoning_tokens_count.is_some_and(|n| (1..=8).contains(&n)), "{thinks:?}");
+    let answers = model.respond(&chat, config(Some(false))).expect("responds");
+    assert!(answers.reasoning_content.is_empty() && !answers.content.is_empty(), "{answers:?}");
+    let longer = model.count_chat_tokens(&chat, &config(Some(false))).expect("counts");
+    assert!(longer > model.count_chat_tokens(&chat, &config(None)).expect("counts"), "the switch reached the template");
 }
