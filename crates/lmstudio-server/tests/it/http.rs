@@ -457,3 +457,51 @@ async fn a_tool_call_snapshot() {
     }
     insta::assert_json_snapshot!(bodies);
 }
+
+/// The shape of each API's stream where a model reasons (a grammar holds the default model to
+/// `<think>ab</think>cd`), and of LM Studio's native chat loading a model: the events in order,
+/// runs of deltas as one, and the final body.
+#[tokio::test]
+async fn reasoning_and_native_chat_stream_snapshot() {
+    let grammar = r#"root ::= "<think>" "ab" "</think>" "cd""#;
+    let kinds = |events: &[Value], kind_of: &dyn Fn(&Value) -> String| {
+        let mut kinds: Vec<String> = events.iter().map(kind_of).collect();
+        kinds.dedup();
+        kinds
+    };
+    let responses = json!({"model": "gemma-3-270m", "input": "Sky?", "max_output_tokens": 20, "temperature": 0,
+        "grammar": grammar, "stream": true});
+    let (status, body) = call(state(), post("/v1/responses", responses.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = crate::sse_events(&body);
+    let responses_kinds = kinds(&events, &|e| e["type"].as_str().unwrap_or_default().to_owned());
+    let mut completed = events.last().map(|e| e["response"]["output"].clone()).unwrap_or_default();
+    crate::scrub(&mut completed);
+
+    let messages = json!({"model": "gemma-3-270m", "max_tokens": 20, "temperature": 0, "grammar": grammar,
+        "stream": true, "messages": [{"role": "user", "content": "Sky?"}]});
+    let (status, body) = call(state(), post("/v1/messages", messages.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = crate::sse_events(&body);
+    let block = |e: &Value| {
+        let detail = e["content_block"]["type"].as_str().or(e["delta"]["type"].as_str()).unwrap_or_default();
+        format!("{} {detail}", e["type"].as_str().unwrap_or_default()).trim_end().to_owned()
+    };
+    let messages_kinds = kinds(&events, &block);
+
+    let native = json!({"model": "gemma-3-270m", "input": "Hi", "max_output_tokens": 3, "temperature": 0,
+        "stream": true});
+    let own = AppState::new(crate::lms_client(1), None);
+    let (status, body) = call(own, post("/api/v1/chat", native.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = crate::sse_events(&body);
+    let native_kinds = kinds(&events, &|e| e["type"].as_str().unwrap_or_default().to_owned());
+    let mut end = events.last().map(|e| e["result"].clone()).unwrap_or_default();
+    end["output"][0]["content"] = json!("[text]");
+    end["stats"]["total_output_tokens"] = json!("[n]");
+    insta::assert_json_snapshot!(json!({
+        "responses": responses_kinds, "responses_output": completed,
+        "messages": messages_kinds,
+        "native_chat": native_kinds, "native_chat_end": end,
+    }));
+}

@@ -167,6 +167,12 @@ pub fn scrub(v: &mut serde_json::Value) {
         "tokens_per_second",
         "time_to_first_token",
         "generation_time",
+        "time_to_first_token_seconds",
+        "load_time_seconds",
+        "model_load_time_seconds",
+        "response_id",
+        "created_at",
+        "item_id",
     ];
     match v {
         serde_json::Value::Object(map) => {
