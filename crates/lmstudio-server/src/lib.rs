@@ -20,6 +20,7 @@ mod sdk;
 mod sse;
 mod state;
 mod sync;
+mod tokens;
 
 use std::net::SocketAddr;
 
@@ -74,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .route("/lmstudio-greeting", get(|| async { Json(Greeting { lmstudio: true }) }))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
         .route("/health", get(|| async { Json(Health { status: "ok" }) }))
         .merge(sdk::routes())
         .merge(protected)

@@ -505,3 +505,41 @@ async fn reasoning_and_native_chat_stream_snapshot() {
         "native_chat": native_kinds, "native_chat_end": end,
     }));
 }
+
+/// llama-server's `/tokenize` and `/detokenize` (issue 29, item 3), against the library's own
+/// tokenizer on the same model.
+#[tokio::test]
+async fn tokenize_and_detokenize_as_llama_server_does() {
+    let text = "Hello world, héllo <start_of_turn>";
+    let with_bos = crate::lms_client(1).llm("gemma-3-270m").expect("loads").tokenize(text).expect("tokenizes");
+    let ask = |body: Value| async move {
+        let (status, reply) = call(state(), post("/tokenize", body.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        json_of(&reply)["tokens"].clone()
+    };
+    let plain = ask(json!({"model": "gemma-3-270m", "content": text})).await;
+    assert_eq!(plain, json!(with_bos[1..]), "no BOS unless asked, as llama-server");
+    let special = ask(json!({"model": "gemma-3-270m", "content": text, "add_special": true})).await;
+    assert_eq!(special, json!(with_bos));
+    let literal = ask(json!({"model": "gemma-3-270m", "content": text, "parse_special": false})).await;
+    assert!(literal.as_array().map(Vec::len) > plain.as_array().map(Vec::len), "the marker as text is more tokens");
+    let pieces = ask(json!({"model": "gemma-3-270m", "content": text, "with_pieces": true})).await;
+    let joined: String = pieces.as_array().into_iter().flatten().filter_map(|t| t["piece"].as_str()).collect();
+    assert_eq!(joined, text, "{pieces}");
+    assert_eq!(pieces[0]["id"], plain[0]);
+
+    let (status, reply) =
+        call(state(), post("/detokenize", json!({"model": "gemma-3-270m", "tokens": plain}).to_string())).await;
+    assert_eq!((status, json_of(&reply)["content"].as_str()), (StatusCode::OK, Some(text)), "{reply}");
+    for (path, body, names) in [
+        ("/detokenize", json!({"model": "gemma-3-270m", "tokens": [-1]}), "-1"),
+        ("/detokenize", json!({"model": "gemma-3-270m", "tokens": [1], "extra": 1}), "extra"),
+        ("/tokenize", json!({"model": "gemma-3-270m", "content": "x", "n_probs": 1}), "n_probs"),
+    ] {
+        let (status, reply) = call(state(), post(path, body.to_string())).await;
+        assert!(status == StatusCode::BAD_REQUEST && reply.contains(names), "{path} {body}: {status} {reply}");
+    }
+    let (status, _) =
+        call(state(), post("/tokenize", json!({"model": "no-such-model", "content": "x"}).to_string())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

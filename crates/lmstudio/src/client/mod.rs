@@ -486,6 +486,40 @@ impl Llm {
         }
     }
 
+    /// Token ids of `text` as llama.cpp's tokenizer gives them (llama-server's `/tokenize`): with
+    /// the model's BOS (and EOS, for models that add one) when `add_special`, special tokens'
+    /// texts read as those tokens when `parse_special`. Embedded backend only.
+    pub fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>> {
+        match &self.inner {
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(l) => Ok(l.engine.tokenize_with(text, add_special, parse_special)),
+            LlmInner::Remote { .. } => {
+                #[cfg(not(feature = "embedded"))]
+                let _ = (text, add_special, parse_special);
+                Err(Error::Unsupported("tokenizing with options over LM Studio's SDK protocol".into()))
+            }
+        }
+    }
+
+    /// The text of each token of `tokens` (special tokens written out), as bytes: a token may hold
+    /// part of a character. Embedded backend only (LM Studio's protocol has no such call).
+    pub fn token_pieces(&self, tokens: &[i32]) -> Result<Vec<Vec<u8>>> {
+        match &self.inner {
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(l) => l.engine.token_pieces(tokens),
+            LlmInner::Remote { .. } => {
+                #[cfg(not(feature = "embedded"))]
+                let _ = tokens;
+                Err(Error::Unsupported("detokenizing over LM Studio's SDK protocol".into()))
+            }
+        }
+    }
+
+    /// The text `tokens` make ([`Llm::tokenize`] undone; a character cut by the end is U+FFFD).
+    pub fn detokenize(&self, tokens: &[i32]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.token_pieces(tokens)?.concat()).into_owned())
+    }
+
     /// Formats a chat as a prompt with the model's chat template, ending where the assistant's
     /// answer begins; complete it to get the answer. Calls and results in it render as `respond`
     /// renders them.
@@ -530,6 +564,18 @@ impl Llm {
     pub async fn tokenize_async(&self, text: &str) -> Result<Vec<i32>> {
         let (llm, text) = (self.clone(), text.to_owned());
         off_thread(move || llm.tokenize(&text)).await
+    }
+
+    /// The async form of [`Llm::tokenize_with`].
+    pub async fn tokenize_with_async(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>> {
+        let (llm, text) = (self.clone(), text.to_owned());
+        off_thread(move || llm.tokenize_with(&text, add_special, parse_special)).await
+    }
+
+    /// The async form of [`Llm::token_pieces`].
+    pub async fn token_pieces_async(&self, tokens: &[i32]) -> Result<Vec<Vec<u8>>> {
+        let (llm, tokens) = (self.clone(), tokens.to_vec());
+        off_thread(move || llm.token_pieces(&tokens)).await
     }
 
     /// The async form of [`Llm::apply_prompt_template`].

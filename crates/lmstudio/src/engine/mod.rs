@@ -254,6 +254,30 @@ impl Engine {
         self.tokenize(text).into_iter().map(|t| t.0).collect()
     }
 
+    /// Token ids of `text` as llama.cpp's tokenizer gives them: with the model's BOS/EOS when
+    /// `add_special`, special tokens' texts read as those tokens when `parse_special`.
+    pub fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<i32> {
+        let tokens = self.model.vocab().tokenize(text.as_bytes(), add_special, parse_special);
+        tokens.into_iter().map(|t| t.0).collect()
+    }
+
+    /// The text of each token (special tokens written out), as bytes: a token may hold part of a
+    /// character. An id outside the vocabulary is an [`Error::InvalidRequest`].
+    pub fn token_pieces(&self, ids: &[i32]) -> Result<Vec<Vec<u8>>> {
+        let vocab = self.model.vocab();
+        let n = self.model.n_vocab();
+        ids.iter()
+            .map(|&id| {
+                if !(0..n).contains(&id) {
+                    return Err(Error::InvalidRequest(format!("token {id} is not in the vocabulary (0 to {})", n - 1)));
+                }
+                let mut piece = Vec::new();
+                vocab.token_to_piece_into(LlamaToken(id), &mut piece, true, None);
+                Ok(piece)
+            })
+            .collect()
+    }
+
     /// The model's compiled chat template, or why it has none.
     pub(crate) fn template(&self) -> Result<&ChatTemplate> {
         self.template.as_ref().map_err(Clone::clone)
