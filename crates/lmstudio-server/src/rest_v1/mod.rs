@@ -98,11 +98,18 @@ impl Model {
     }
 }
 
-/// The reply to a load.
+/// The reply to a load, in both shapes LM Studio's docs have given it: `model_instance_id` and
+/// `config` (0.4.0), `type`, `instance_id`, `status` and, when asked, `load_config` (later).
 #[derive(Debug, Serialize)]
 pub(crate) struct Loaded {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    instance_id: String,
     model_instance_id: String,
+    status: &'static str,
     config: InstanceConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_config: Option<InstanceConfig>,
     load_time_seconds: f64,
 }
 
@@ -123,14 +130,21 @@ pub(crate) enum DownloadReply {
     },
 }
 
-/// The body of `POST /api/v1/models/load`; LM Studio's other `config` fields (batch size,
-/// experts) are refused by name until we act on them.
+/// The body of `POST /api/v1/models/load`: the settings in `config` (0.4.0's docs) or beside
+/// `model` (later ones); LM Studio's other fields (batch size, experts) are refused by name until
+/// we act on them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoadRequest {
     model: String,
     #[serde(default)]
     config: LoadSettings,
+    context_length: Option<u32>,
+    flash_attention: Option<bool>,
+    offload_kv_cache_to_gpu: Option<bool>,
+    /// Whether the reply has `load_config`.
+    #[serde(default)]
+    echo_load_config: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,16 +162,21 @@ pub(crate) async fn load(
     let request = crate::openai::parse(request)?;
     let client = state.client();
     let config = lmstudio::LoadConfig {
-        context_length: request.config.context_length,
-        flash_attention: request.config.flash_attention,
-        offload_kv_cache_to_gpu: request.config.offload_kv_cache_to_gpu,
+        context_length: request.config.context_length.or(request.context_length),
+        flash_attention: request.config.flash_attention.or(request.flash_attention),
+        offload_kv_cache_to_gpu: request.config.offload_kv_cache_to_gpu.or(request.offload_kv_cache_to_gpu),
         ..client.default_load_config()
     };
     let started = Instant::now();
     let llm = client.load_async(&request.model, &config).await?;
+    let used = || InstanceConfig { context_length: llm.info().context_length };
     Ok(Json(Loaded {
+        kind: "llm",
+        instance_id: llm.identifier().to_owned(),
         model_instance_id: llm.identifier().to_owned(),
-        config: InstanceConfig { context_length: llm.info().context_length },
+        status: "loaded",
+        config: used(),
+        load_config: request.echo_load_config.then(used),
         load_time_seconds: started.elapsed().as_secs_f64(),
     }))
 }

@@ -369,6 +369,20 @@ async fn rest_v1_lists_loads_and_unloads_models() {
     assert_eq!(loaded["config"]["context_length"], 512, "{body}");
     assert!(loaded["load_time_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{body}");
 
+    // The later docs' shape: settings beside `model`, `instance_id` and `status` in the reply.
+    let (status, body) = call(
+        own.clone(),
+        post("/api/v1/models/load", r#"{"model": "gemma-3-270m", "context_length": 256, "echo_load_config": true}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = json_of(&body);
+    assert_eq!((&second["type"], &second["status"]), (&json!("llm"), &json!("loaded")), "{body}");
+    assert_eq!(second["load_config"]["context_length"], 256, "{body}");
+    assert_eq!(second["instance_id"], second["model_instance_id"], "{body}");
+    let unload = json!({"instance_id": second["instance_id"]}).to_string();
+    assert_eq!(call(own.clone(), post("/api/v1/models/unload", unload)).await.0, StatusCode::OK);
+
     let (status, body) = call(own.clone(), get("/api/v1/models")).await;
     assert_eq!(status, StatusCode::OK);
     let models = json_of(&body);
