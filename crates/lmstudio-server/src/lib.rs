@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod downloads;
+mod embeddings;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .route("/lmstudio-greeting", get(|| async { Json(Greeting { lmstudio: true }) }))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/api/v0/embeddings", post(embeddings::embeddings))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/health", get(|| async { Json(Health { status: "ok" }) }))

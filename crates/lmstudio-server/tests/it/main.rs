@@ -7,6 +7,7 @@ mod anthropic;
 #[path = "../../../lmstudio/tests/it/backends.rs"]
 mod backends;
 mod clients;
+mod embeddings;
 mod http;
 mod jit;
 mod js_sdk;

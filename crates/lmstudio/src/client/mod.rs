@@ -5,6 +5,7 @@
 pub(crate) mod act;
 #[cfg(feature = "embedded")]
 mod embedded;
+pub(crate) mod embedding;
 mod lookup;
 #[cfg(feature = "embedded")]
 mod output;

@@ -8,6 +8,7 @@ mod backend;
 pub mod benching;
 mod disk_cache;
 mod draft;
+mod embed;
 mod grammar;
 pub(crate) use grammar::json_schema_grammar;
 mod job;
@@ -138,6 +139,8 @@ pub(crate) struct Engine {
     /// The draft model predictions asked for last (kept for the next; running predictions hold
     /// their own reference, so replacing it never stops one).
     draft: Mutex<Option<Arc<draft::DraftModel>>>,
+    /// The embedding thread, from the first request for embeddings.
+    embedder: Mutex<Option<Arc<embed::Embedder>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -234,6 +237,7 @@ impl Engine {
             context_length: context_length as usize,
             threads,
             draft: Mutex::new(None),
+            embedder: Mutex::new(None),
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -252,6 +256,36 @@ impl Engine {
     /// Token ids of `text`, as LM Studio's `tokenize` reports them.
     pub fn token_ids(&self, text: &str) -> Vec<i32> {
         self.tokenize(text).into_iter().map(|t| t.0).collect()
+    }
+
+    /// The L2-normalized embedding of each of `texts` (each tokenized as a prompt is), and how
+    /// many tokens they were. An input longer than the context is refused by its index.
+    pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
+        let embedder = {
+            let mut slot = lock(&self.embedder);
+            match slot.as_ref() {
+                Some(e) => Arc::clone(e),
+                None => {
+                    let started = Arc::new(embed::Embedder::start(
+                        Arc::clone(&self.model),
+                        self.context_length as u32,
+                        self.threads,
+                    )?);
+                    *slot = Some(Arc::clone(&started));
+                    started
+                }
+            }
+        };
+        let inputs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokenize(t)).collect();
+        if let Some((i, long)) = inputs.iter().enumerate().find(|(_, t)| t.len() > embedder.context_length) {
+            return Err(Error::InvalidRequest(format!(
+                "input {i} is {} tokens; the model's context holds {}",
+                long.len(),
+                embedder.context_length
+            )));
+        }
+        let tokens = inputs.iter().map(Vec::len).sum();
+        Ok((embedder.embed(inputs)?, tokens))
     }
 
     /// Token ids of `text` as llama.cpp's tokenizer gives them: with the model's BOS/EOS when

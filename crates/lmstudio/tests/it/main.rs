@@ -11,6 +11,8 @@ mod backends;
 mod bad_input;
 #[cfg(feature = "embedded")]
 mod completion;
+#[cfg(feature = "embedded")]
+mod embeddings;
 #[cfg(feature = "fault-injection")]
 mod faults;
 #[cfg(feature = "embedded")]

@@ -1,0 +1,71 @@
+//! Embedding models, as LM Studio's SDKs have them (`client.embedding_model(name).embed(...)`): a
+//! loaded model used for its vectors. Any model file llama.cpp can embed with serves (a decoder
+//! LLM is mean-pooled, as `llama-server --embeddings` does).
+
+use super::{off_thread, Client, Llm, LlmInner};
+use crate::types::error::{Error, Result};
+use crate::types::result::ModelInfo;
+
+/// A loaded model used for embeddings. Cloning is cheap.
+#[derive(Clone)]
+pub struct EmbeddingModel {
+    llm: Llm,
+}
+
+/// The vectors of some inputs, in their order, and how many tokens the inputs were.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One L2-normalized vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens of all the inputs together.
+    pub prompt_tokens: usize,
+}
+
+impl Client {
+    /// The model `query` names, for embeddings: a loaded instance, else the model loaded with the
+    /// default [`crate::LoadConfig`] (LM Studio's `embedding_model`).
+    pub fn embedding_model(&self, query: &str) -> Result<EmbeddingModel> {
+        self.llm(query).map(|llm| EmbeddingModel { llm })
+    }
+
+    /// The async form of [`Client::embedding_model`].
+    pub async fn embedding_model_async(&self, query: &str) -> Result<EmbeddingModel> {
+        self.llm_async(query).await.map(|llm| EmbeddingModel { llm })
+    }
+}
+
+impl EmbeddingModel {
+    /// The instance's identifier.
+    pub fn identifier(&self) -> &str {
+        self.llm.identifier()
+    }
+
+    /// The model file and how it is loaded.
+    pub fn info(&self) -> &ModelInfo {
+        self.llm.info()
+    }
+
+    /// The vector of each of `inputs`, each evaluated alone (the same vector whatever it is sent
+    /// with). An input longer than the model's context is an [`Error::InvalidRequest`] naming it.
+    /// Embedded backend only for now.
+    pub fn embed(&self, inputs: &[impl AsRef<str>]) -> Result<Embeddings> {
+        match &self.llm.inner {
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(l) => {
+                let texts: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
+                let (vectors, prompt_tokens) = l.engine.embed(&texts)?;
+                Ok(Embeddings { vectors, prompt_tokens })
+            }
+            LlmInner::Remote { .. } => {
+                let _ = inputs;
+                Err(Error::Unsupported("embeddings over LM Studio's SDK protocol (not yet)".into()))
+            }
+        }
+    }
+
+    /// The async form of [`EmbeddingModel::embed`].
+    pub async fn embed_async(&self, inputs: &[impl AsRef<str>]) -> Result<Embeddings> {
+        let (model, inputs) = (self.clone(), inputs.iter().map(|i| i.as_ref().to_owned()).collect::<Vec<_>>());
+        off_thread(move || model.embed(&inputs)).await
+    }
+}

@@ -1,0 +1,104 @@
+//! Embeddings: a context of their own (pooled outputs: the model's pooling, mean for a model that
+//! names none, as a decoder LLM), on a thread of their own, started by a loaded model's first
+//! request for them. Each input is evaluated alone, so that its vector is the same whatever it is
+//! sent with; vectors are L2-normalized, as the peers give them.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use super::backend::backend;
+use crate::types::error::{Error, Result};
+
+/// A request: the inputs' tokens, and where the vectors go.
+struct Job {
+    inputs: Vec<Vec<LlamaToken>>,
+    reply: flume::Sender<Result<Vec<Vec<f32>>>>,
+}
+
+/// The embedding thread of one loaded model; it ends when this is dropped.
+pub(crate) struct Embedder {
+    jobs: flume::Sender<Job>,
+    /// Tokens one input may have.
+    pub(crate) context_length: usize,
+}
+
+impl Embedder {
+    /// Starts the thread, with a context of `context_length` tokens on `threads` threads.
+    pub(crate) fn start(model: Arc<LlamaModel>, context_length: u32, threads: u32) -> Result<Self> {
+        let (jobs, job_rx) = flume::unbounded::<Job>();
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        std::thread::Builder::new()
+            .name("lms-embed".into())
+            .spawn(move || run(&model, context_length, threads, &job_rx, &ready_tx))
+            .map_err(|e| Error::Engine(format!("no thread for embeddings: {e}")))?;
+        ready_rx.recv().map_err(|_| Error::Engine("the embedding thread stopped".into()))??;
+        Ok(Self { jobs, context_length: context_length as usize })
+    }
+
+    /// The vectors of `inputs`, in order.
+    pub(crate) fn embed(&self, inputs: Vec<Vec<LlamaToken>>) -> Result<Vec<Vec<f32>>> {
+        let (reply, answer) = flume::bounded(1);
+        self.jobs.send(Job { inputs, reply }).map_err(|_| Error::Engine("the embedding thread stopped".into()))?;
+        answer.recv().map_err(|_| Error::Engine("the embedding thread stopped".into()))?
+    }
+}
+
+/// The pooling a model's file names (`<arch>.pooling_type`), mean where it names none.
+fn pooling(model: &LlamaModel) -> LlamaPoolingType {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    let named = model.meta_val_str(&format!("{arch}.pooling_type")).ok().and_then(|v| v.parse::<i32>().ok());
+    match named.map(LlamaPoolingType::from) {
+        Some(p @ (LlamaPoolingType::Mean | LlamaPoolingType::Cls | LlamaPoolingType::Last)) => p,
+        _ => LlamaPoolingType::Mean,
+    }
+}
+
+fn run(
+    model: &LlamaModel,
+    context_length: u32,
+    threads: u32,
+    jobs: &flume::Receiver<Job>,
+    ready: &flume::Sender<Result<()>>,
+) {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(context_length))
+        .with_n_batch(context_length)
+        .with_n_ubatch(context_length)
+        .with_n_seq_max(1)
+        .with_embeddings(true)
+        .with_pooling_type(pooling(model))
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
+    let context = backend()
+        .and_then(|b| model.new_context(b, params).map_err(|e| Error::Engine(format!("the embedding context: {e}"))));
+    let mut ctx = match context {
+        Ok(ctx) => {
+            let _ = ready.send(Ok(()));
+            ctx
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    for job in jobs.iter() {
+        let vectors = job.inputs.iter().map(|tokens| {
+            ctx.clear_kv_cache();
+            let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
+            for (i, &t) in tokens.iter().enumerate() {
+                batch.add(t, i as i32, &[0], true).map_err(|e| Error::Engine(e.to_string()))?;
+            }
+            ctx.decode(&mut batch).map_err(|e| Error::Engine(format!("embedding: {e}")))?;
+            let raw = ctx.embeddings_seq_ith(0).map_err(|e| Error::Engine(format!("embedding: {e}")))?;
+            let norm = raw.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 1.0 };
+            Ok(raw.iter().map(|x| x * scale).collect())
+        });
+        let _ = job.reply.send(vectors.collect());
+    }
+}
