@@ -23,16 +23,17 @@ struct Kept {
     bytes: usize,
 }
 
-/// A kept response (its body, as `GET` serves it) and the chat it ends (its output included; the
+/// A kept response (its body, as `GET /v1/responses/{id}` serves it; none for `/api/v1/chat`'s,
+/// which are kept for `previous_response_id` only) and the chat it ends (its output included; the
 /// instructions, which do not carry over, left out).
 pub(crate) struct Stored {
     pub messages: Vec<lmstudio::ChatMessage>,
-    pub body: serde_json::Value,
+    pub body: Option<serde_json::Value>,
     bytes: usize,
 }
 
 impl Store {
-    pub(crate) fn put(&self, id: String, body: serde_json::Value, messages: Vec<lmstudio::ChatMessage>) {
+    pub(crate) fn put(&self, id: String, body: Option<serde_json::Value>, messages: Vec<lmstudio::ChatMessage>) {
         let bytes = messages
             .iter()
             .map(|m| m.content.len() + m.tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>())
@@ -72,7 +73,7 @@ mod tests {
     fn the_oldest_go_first_past_the_count() {
         let store = Store::default();
         for i in 0..=STORE_COUNT {
-            store.put(format!("resp_{i}"), serde_json::Value::Null, vec![lmstudio::ChatMessage::new("user", "x")]);
+            store.put(format!("resp_{i}"), None, vec![lmstudio::ChatMessage::new("user", "x")]);
         }
         assert!(store.get("resp_0").is_none() && store.get("resp_1").is_some());
         assert!(store.remove("resp_1") && !store.remove("resp_1") && store.get("resp_1").is_none());

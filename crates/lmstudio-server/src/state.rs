@@ -89,6 +89,14 @@ impl AppState {
         &self.inner.client
     }
 
+    /// The model a request names (loaded on demand), else any loaded model, else the default one.
+    pub(crate) async fn llm(&self, model: Option<&str>) -> lmstudio::Result<lmstudio::Llm> {
+        match model {
+            Some(name) => self.client().llm_async(name).await,
+            None => self.client().default_llm_async().await,
+        }
+    }
+
     pub(crate) fn downloads(&self) -> &downloads::Jobs {
         &self.inner.downloads
     }

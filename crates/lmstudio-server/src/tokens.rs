@@ -38,6 +38,12 @@ pub(crate) struct DetokenizeRequest {
     tokens: Vec<i32>,
 }
 
+/// `/tokenize`'s answer.
+#[derive(Debug, Serialize)]
+struct Tokenized {
+    tokens: Vec<TokenOut>,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum TokenOut {
@@ -53,11 +59,10 @@ enum Piece {
     Bytes(Vec<u8>),
 }
 
-async fn llm(state: &AppState, model: Option<&str>) -> Result<lmstudio::Llm, ApiError> {
-    Ok(match model {
-        Some(name) => state.client().llm_async(name).await?,
-        None => state.client().default_llm_async().await?,
-    })
+/// `/detokenize`'s answer.
+#[derive(Debug, Serialize)]
+struct Detokenized {
+    content: String,
 }
 
 /// `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with `with_pieces`.
@@ -67,9 +72,9 @@ pub(crate) async fn tokenize(
 ) -> Response {
     let reply = async {
         let req = parse(body)?;
-        let llm = llm(&state, req.model.as_deref()).await?;
+        let llm = state.llm(req.model.as_deref()).await?;
         let ids = llm.tokenize_with_async(&req.content, req.add_special, req.parse_special).await?;
-        let tokens: Vec<TokenOut> = if req.with_pieces {
+        let tokens = if req.with_pieces {
             let pieces = llm.token_pieces_async(&ids).await?;
             ids.iter()
                 .zip(pieces)
@@ -81,7 +86,7 @@ pub(crate) async fn tokenize(
         } else {
             ids.into_iter().map(TokenOut::Id).collect()
         };
-        Ok::<_, ApiError>(Json(serde_json::json!({ "tokens": tokens })).into_response())
+        Ok::<_, ApiError>(Json(Tokenized { tokens }).into_response())
     };
     reply.await.unwrap_or_else(ApiError::into_response)
 }
@@ -93,10 +98,9 @@ pub(crate) async fn detokenize(
 ) -> Response {
     let reply = async {
         let req = parse(body)?;
-        let llm = llm(&state, req.model.as_deref()).await?;
-        let bytes = llm.token_pieces_async(&req.tokens).await?.concat();
-        let content = String::from_utf8_lossy(&bytes).into_owned();
-        Ok::<_, ApiError>(Json(serde_json::json!({ "content": content })).into_response())
+        let llm = state.llm(req.model.as_deref()).await?;
+        let content = llm.detokenize_async(&req.tokens).await?;
+        Ok::<_, ApiError>(Json(Detokenized { content }).into_response())
     };
     reply.await.unwrap_or_else(ApiError::into_response)
 }

@@ -1,12 +1,12 @@
 //! Reasoning split out of an answer, as LM Studio does: a model that thinks writes
 //! `<think>...</think>` (or its template's markers) before its answer, and each piece of output
-//! is labelled reasoning, a marker, or answer while it streams. The whole output read at once
-//! gives the same split as read piece by piece. Pure: no engine here.
+//! is labelled reasoning, a marker, or answer while it streams, the same however the output is
+//! cut into pieces. Pure: no engine here.
 
 use crate::types::result::ReasoningType;
 
 /// Splits a prediction's output into reasoning and answer as it streams.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ReasoningReader {
     start: String,
     end: String,
@@ -97,19 +97,6 @@ impl ReasoningReader {
         }
         out
     }
-
-    /// The reasoning and the answer of a whole output, read at once.
-    pub(crate) fn split(mut self, output: &str) -> (String, String) {
-        let (mut reasoning, mut answer) = (String::new(), String::new());
-        for (kind, text) in self.feed(output).into_iter().chain(self.finish()) {
-            match kind {
-                ReasoningType::Reasoning => reasoning.push_str(&text),
-                ReasoningType::None => answer.push_str(&text),
-                ReasoningType::StartTag | ReasoningType::EndTag => {}
-            }
-        }
-        (reasoning, answer)
-    }
 }
 
 fn push(out: &mut Pieces, kind: ReasoningType, text: &str) {
@@ -162,8 +149,6 @@ mod tests {
         let by_char: Vec<String> = whole.chars().map(String::from).collect();
         assert_eq!(read(false, &by_char.iter().map(String::as_str).collect::<Vec<_>>()), expected);
         assert_eq!(read(false, &["\n<th", "ink>\nLet me see: 2+2.\n</", "think>\n\nIt is 4."]), expected);
-        let split = ReasoningReader::new("<think>", "</think>", false).split(whole);
-        assert_eq!(split, ("Let me see: 2+2.\n".to_owned(), "It is 4.".to_owned()));
     }
 
     #[test]

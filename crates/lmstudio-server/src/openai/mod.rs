@@ -108,11 +108,7 @@ async fn start(
     let mut req = req?;
     let (config, input) = req.decode(kind)?;
     let logprobs = config.logprobs.is_some();
-    let client = state.client();
-    let llm = match &req.model {
-        Some(name) => client.llm_async(name).await?,
-        None => client.default_llm_async().await?,
-    };
+    let llm = state.llm(req.model.as_deref()).await?;
     let stream = match input {
         Input::Text(prompt) => llm.complete_stream_async(&prompt, config).await?,
         Input::Chat(chat) => llm.respond_stream_async(&chat.into(), config).await?,

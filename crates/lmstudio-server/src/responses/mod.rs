@@ -42,13 +42,7 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    // Answers of `/api/v1/chat` are kept for `previous_response_id` only (no body).
-    state
-        .responses()
-        .get(&id)
-        .filter(|s| !s.body.is_null())
-        .map(|s| Json(s.body.clone()))
-        .ok_or_else(|| not_stored(&id))
+    state.responses().get(&id).and_then(|s| s.body.clone()).map(Json).ok_or_else(|| not_stored(&id))
 }
 
 #[derive(serde::Serialize)]
@@ -78,11 +72,7 @@ async fn start(state: &AppState, body: Result<Json<ResponsesRequest>, JsonReject
         chat.push(lmstudio::ChatMessage::new("system", instructions));
     }
     chat.extend(history.iter().cloned());
-    let client = state.client();
-    let llm = match &req.model {
-        Some(name) => client.llm_async(name).await?,
-        None => client.default_llm_async().await?,
-    };
+    let llm = state.llm(req.model.as_deref()).await?;
     let stream = llm.respond_stream_async(&chat.into(), config.clone()).await?;
     let shape = Shape::new(&req, &config, llm.identifier());
     let keep = req.store != Some(false);
@@ -99,7 +89,7 @@ async fn start(state: &AppState, body: Result<Json<ResponsesRequest>, JsonReject
 
 /// Keeps `response` and its chat.
 fn keep_response(state: &AppState, response: &ResponseOut, chat: Vec<lmstudio::ChatMessage>) {
-    let body = serde_json::to_value(response).unwrap_or(Value::Null);
+    let body = serde_json::to_value(response).ok();
     state.responses().put(response.id.clone(), body, chat);
 }
 

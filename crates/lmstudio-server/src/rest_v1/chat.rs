@@ -126,7 +126,7 @@ enum OutputItem {
     Message { content: String },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 struct StatsOut {
     input_tokens: u64,
     total_output_tokens: u64,
@@ -259,7 +259,7 @@ fn finished(
         let mut history = ask.chat.clone();
         history.push(lmstudio::ChatMessage::new("assistant", r.content.clone()));
         // Kept for `previous_response_id`; `GET /v1/responses` serves only its own.
-        state.responses().put(id.clone(), Value::Null, history);
+        state.responses().put(id.clone(), None, history);
         id
     });
     let s = &r.stats;
@@ -489,14 +489,7 @@ fn failed(e: ApiError, instance: &str, texts: &Texts) -> [StreamEvent; 2] {
     if !texts.message.is_empty() {
         output.push(OutputItem::Message { content: texts.message.clone() });
     }
-    let stats = StatsOut {
-        input_tokens: 0,
-        total_output_tokens: 0,
-        reasoning_output_tokens: 0,
-        tokens_per_second: 0.0,
-        time_to_first_token_seconds: 0.0,
-        model_load_time_seconds: None,
-    };
+    let stats = StatsOut::default();
     let result = ChatResult { model_instance_id: instance.to_owned(), output, stats, response_id: None };
     [StreamEvent::Error { body: e.lmstudio_body() }, StreamEvent::ChatEnd { result }]
 }

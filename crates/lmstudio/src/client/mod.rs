@@ -579,6 +579,12 @@ impl Llm {
         off_thread(move || llm.token_pieces(&tokens)).await
     }
 
+    /// The async form of [`Llm::detokenize`].
+    pub async fn detokenize_async(&self, tokens: &[i32]) -> Result<String> {
+        let (llm, tokens) = (self.clone(), tokens.to_vec());
+        off_thread(move || llm.detokenize(&tokens)).await
+    }
+
     /// The async form of [`Llm::apply_prompt_template`].
     pub async fn apply_prompt_template_async(&self, messages: &[ChatMessage]) -> Result<String> {
         let (llm, messages) = (self.clone(), messages.to_vec());

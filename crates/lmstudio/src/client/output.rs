@@ -17,6 +17,10 @@ pub(super) struct OutputReader {
     calls: Option<CallReader>,
     /// Tokens given out as reasoning so far.
     reasoning_tokens: u64,
+    /// The reasoning and the answer (call syntax still in it) read so far: the engine's fragments
+    /// make up its whole output, so these are the result's at the end.
+    reasoning_text: String,
+    answer_text: String,
 }
 
 impl OutputReader {
@@ -28,7 +32,7 @@ impl OutputReader {
             let ReasoningParsing { start_string, end_string, .. } = &parsing;
             ReasoningReader::new(start_string, end_string, prompt.trim_end().ends_with(start_string.as_str()))
         });
-        Self { reasoning, calls, reasoning_tokens: 0 }
+        Self { reasoning, calls, reasoning_tokens: 0, reasoning_text: String::new(), answer_text: String::new() }
     }
 
     /// Events for the engine, read on a thread of their own into `out`; `out` itself when there
@@ -46,8 +50,6 @@ impl OutputReader {
     }
 
     fn run(mut self, events: &flume::Receiver<Event>, out: &flume::Sender<Event>) {
-        // A fresh reader of the whole output at the end: the same split as the pieces gave.
-        let mut whole = self.reasoning.clone();
         let mut pending = empty();
         for event in events.iter() {
             let sent = match event {
@@ -66,7 +68,7 @@ impl OutputReader {
                         if !self.send(tail, &mut pending, out) {
                             return;
                         }
-                        let rest = self.finish(whole.take(), &mut result);
+                        let rest = self.finish(&mut result);
                         let last = Fragment { content: rest, ..std::mem::replace(&mut pending, empty()) };
                         if !last.content.is_empty() && out.send(Event::Fragment(last)).is_err() {
                             return;
@@ -87,6 +89,11 @@ impl OutputReader {
     /// the tokens and log probabilities so far with the first of them.
     fn send(&mut self, pieces: Pieces, pending: &mut Fragment, out: &flume::Sender<Event>) -> bool {
         for (kind, text) in pieces {
+            match kind {
+                ReasoningType::Reasoning => self.reasoning_text.push_str(&text),
+                ReasoningType::None => self.answer_text.push_str(&text),
+                ReasoningType::StartTag | ReasoningType::EndTag => {}
+            }
             let content = match (&mut self.calls, kind) {
                 (Some(calls), ReasoningType::None) => calls.feed(&text),
                 _ => text,
@@ -105,14 +112,10 @@ impl OutputReader {
         true
     }
 
-    /// The result's reasoning, answer and calls, from its whole output; the answer text not shown
-    /// yet.
-    fn finish(&mut self, whole: Option<ReasoningReader>, result: &mut PredictionResult) -> String {
-        let output = std::mem::take(&mut result.content);
-        let (reasoning, answer) = match whole {
-            Some(reader) => reader.split(&output),
-            None => (String::new(), output),
-        };
+    /// The result's reasoning, answer and calls, from what was read (the whole output, all its
+    /// pieces sent); the answer text not shown yet.
+    fn finish(&mut self, result: &mut PredictionResult) -> String {
+        let (reasoning, answer) = (std::mem::take(&mut self.reasoning_text), std::mem::take(&mut self.answer_text));
         if !reasoning.is_empty() {
             result.stats.reasoning_tokens_count = Some(self.reasoning_tokens);
         }

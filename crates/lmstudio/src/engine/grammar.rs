@@ -85,9 +85,14 @@ impl Grammar {
         candidates.extend(array.data.iter().filter(|d| d.logit() > f32::NEG_INFINITY).map(|d| (d.id().0, d.logit())));
     }
 
-    /// Advances past a sampled token (one [`Grammar::retain`] allowed, or any while
-    /// [`Grammar::waiting`]), whose text (special tokens rendered) is `piece`.
-    pub(crate) fn accept(&mut self, token: i32, piece: &[u8]) {
+    /// Advances past a sampled token (one [`Grammar::retain`] allowed).
+    pub(crate) fn accept(&mut self, token: i32) {
+        self.sampler.accept(LlamaToken(token));
+    }
+
+    /// Advances past a token sampled while [`Grammar::waiting`], whose text (special tokens
+    /// rendered) is `piece`: the trigger may be in it.
+    pub(crate) fn accept_waiting(&mut self, token: i32, piece: &[u8]) {
         self.sampler.accept(LlamaToken(token));
         if let Some(w) = &mut self.waiting {
             w.tail.extend_from_slice(piece);

@@ -315,16 +315,17 @@ impl Slot {
         let logits = ctx.get_logits_ith(at);
         let token = match a.grammar.as_mut() {
             None => Some(a.sampler.sample(logits)),
+            // A lazy grammar still waiting for its trigger checks nothing: the text is free.
+            Some(grammar) if grammar.waiting() => {
+                let t = a.sampler.sample(logits);
+                a.piece.clear();
+                vocab.token_to_piece_into(LlamaToken(t), &mut a.piece, true, None);
+                grammar.accept_waiting(t, &a.piece);
+                Some(t)
+            }
             Some(grammar) => {
-                let token = match grammar.waiting() {
-                    true => Some(a.sampler.sample(logits)),
-                    false => a.sampler.sample_allowed(logits, &mut |c| grammar.retain(c)),
-                };
-                token.inspect(|&t| {
-                    a.piece.clear();
-                    vocab.token_to_piece_into(LlamaToken(t), &mut a.piece, true, None);
-                    grammar.accept(t, &a.piece);
-                })
+                let token = a.sampler.sample_allowed(logits, &mut |c| grammar.retain(c));
+                token.inspect(|&t| grammar.accept(t))
             }
         };
         // The grammar allows nothing more: its sentence is whole (and `ignore_eos` bans the end).
