@@ -86,7 +86,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), origin::guard))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Logs each request at `info` when its answer starts (a stream's first byte, not its end).
+async fn log_request(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(%method, path, status = response.status().as_u16(), ms = format!("{ms:.1}"), "request");
+    response
 }
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -23,6 +23,16 @@ impl Metrics {
     pub(crate) fn record(&self, result: &lmstudio::PredictionResult) {
         self.predictions.fetch_add(1, Ordering::Relaxed);
         let s = &result.stats;
+        tracing::info!(
+            model = result.model_info.identifier.as_deref().unwrap_or(""),
+            prompt = s.prompt_tokens_count.unwrap_or(0),
+            cached = s.cached_prompt_tokens_count.unwrap_or(0),
+            predicted = s.predicted_tokens_count.unwrap_or(0),
+            first_token_s = s.time_to_first_token_sec.unwrap_or(0.0),
+            tokens_per_s = s.tokens_per_second.unwrap_or(0.0),
+            stop = ?s.stop_reason,
+            "prediction done"
+        );
         self.prompt_tokens.fetch_add(s.prompt_tokens_count.unwrap_or(0), Ordering::Relaxed);
         self.predicted_tokens.fetch_add(s.predicted_tokens_count.unwrap_or(0), Ordering::Relaxed);
     }

@@ -54,9 +54,9 @@ fn sandbox(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (root, project, home)
 }
 
-/// Runs `command` until it exits or `limit` passes (then it is killed); its exit status (`None`:
-/// killed) and output.
-fn run_for(mut command: Command, limit: Duration) -> (Option<i32>, String) {
+/// Runs `command` until it exits, `enough` says so (checked every 200 ms; then it is killed) or
+/// `limit` passes (killed too); whether it ended by itself or by `enough`, and its output.
+fn run_until(mut command: Command, enough: impl Fn() -> bool, limit: Duration) -> (bool, String) {
     let out = std::env::temp_dir().join(format!("agent-{}-{:?}.out", std::process::id(), Instant::now()));
     let file = std::fs::File::create(&out).expect("an output file");
     let mut child = command
@@ -66,21 +66,33 @@ fn run_for(mut command: Command, limit: Duration) -> (Option<i32>, String) {
         .spawn()
         .expect("the agent starts");
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waits") {
-            break status.code();
+    let finished = loop {
+        if child.try_wait().expect("waits").is_some() {
+            break true;
         }
-        if started.elapsed() > limit {
+        let enough = enough();
+        if enough || started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            break enough;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    (status, text)
+    (finished, text)
 }
+
+/// One agent at a time: each sends prompts of 10k to 20k tokens, which two cores process for a
+/// minute; two at once (beside the other tests) only make both slower.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static AGENTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    AGENTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long an agent may take before the test gives up on it: far beyond what it needs (a minute
+/// or two alone), as the limit only tells a hung agent from a slow machine.
+const LIMIT: Duration = Duration::from_secs(20 * 60);
 
 fn served_without_errors(addr: std::net::SocketAddr, agent: &str, out: &str) {
     let requests = metric(addr, "lms_http_requests_total");
@@ -90,6 +102,7 @@ fn served_without_errors(addr: std::net::SocketAddr, agent: &str, out: &str) {
 
 #[test]
 fn claude_code_runs_against_the_server() {
+    let _one = one_at_a_time();
     let bin = agents();
     let addr = server();
     let (_root, project, home) = sandbox("claude");
@@ -97,6 +110,9 @@ fn claude_code_runs_against_the_server() {
     claude
         .args(["-p", "List the files in this folder.", "--model", "gemma-3-270m", "--max-turns", "1"])
         .args(["--output-format", "json"])
+        // A sub-agent (the `Agent` tool) runs in the background with no turn limit of its own, and
+        // `-p` waits for it: a base model that calls it keeps Claude Code going for many minutes.
+        .args(["--disallowedTools", "Agent"])
         .current_dir(&project)
         .env("HOME", &home)
         .env("ANTHROPIC_BASE_URL", format!("http://{addr}"))
@@ -107,8 +123,8 @@ fn claude_code_runs_against_the_server() {
         // Claude Code asks for 32,000 tokens; a base model answering in free text can run that
         // long (uncapped, runs here took 1 to 11 minutes), so answers are capped as its users can.
         .env("CLAUDE_CODE_MAX_OUTPUT_TOKENS", "512");
-    let (status, out) = run_for(claude, Duration::from_secs(900));
-    assert!(status.is_some(), "Claude Code did not finish a turn in 15 minutes:\n{out}");
+    let (finished, out) = run_until(claude, || false, LIMIT);
+    assert!(finished, "Claude Code did not finish a turn in {LIMIT:?}:\n{out}");
     let result = out.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
     let result = result.unwrap_or_else(|| panic!("no JSON result:\n{out}"));
     assert_eq!(result["type"], "result", "{out}");
@@ -119,6 +135,7 @@ fn claude_code_runs_against_the_server() {
 
 #[test]
 fn codex_runs_against_the_server() {
+    let _one = one_at_a_time();
     let bin = agents();
     let addr = server();
     let (_root, project, home) = sandbox("codex");
@@ -136,10 +153,12 @@ fn codex_runs_against_the_server() {
         .current_dir(&project)
         .env("CODEX_HOME", &home)
         .env("HOME", &home);
-    // Codex has no turn limit: a model that keeps calling keeps it going, so it runs a while.
-    // Its exit status is not checked: it exited non-zero once in a full run (not yet understood;
-    // see the notes); what the server served is.
-    let (_status, out) = run_for(codex, Duration::from_secs(180));
+    // Codex has no turn limit: a model that keeps calling tools keeps it going. It is stopped once
+    // two predictions are done (a call and what follows its result), or ends by itself (an answer
+    // in text). Its exit status is not checked (being stopped is not a failure); what the server
+    // served is.
+    let (finished, out) = run_until(codex, || metric(addr, "lms_predictions_total") >= 2, LIMIT);
+    assert!(finished, "Codex was neither done nor stopped in {LIMIT:?}:\n{out}");
     assert!(!out.contains("stream disconnected") && !out.contains("unexpected status"), "{out}");
     served_without_errors(addr, "Codex", &out);
     assert!(metric(addr, "lms_predictions_total") >= 1, "{out}");

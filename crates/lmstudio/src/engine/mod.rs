@@ -245,10 +245,15 @@ impl Engine {
     /// Tokenizes a prompt as the model will see it (with the BOS token when the model wants one).
     pub fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
         let vocab = self.model.vocab();
-        let mut tokens = vocab.tokenize(text.as_bytes(), true, true);
-        // A chat template that writes its own BOS text would otherwise give two.
-        if tokens.len() >= 2 && tokens[0] == tokens[1] && vocab.should_add_bos() && tokens[0] == vocab.bos() {
-            tokens.remove(0);
+        // A chat template that writes its own BOS text would otherwise give two (and llama.cpp's
+        // warning on every request).
+        let writes_bos = vocab.should_add_bos()
+            && vocab
+                .text(vocab.bos())
+                .is_some_and(|bos| !bos.is_empty() && text.as_bytes().starts_with(bos.to_bytes()));
+        let mut tokens = vocab.tokenize(text.as_bytes(), !writes_bos, true);
+        if writes_bos && vocab.should_add_eos() {
+            tokens.push(vocab.eos());
         }
         tokens
     }
