@@ -6,6 +6,8 @@ the real weights cannot be fetched (no model hub from the machines here).
   scripts/random-gguf.py tiny OUT.gguf         # the same architecture, small (a check of this script)
   scripts/random-gguf.py tiny OUT.gguf --chat-template T.jinja --control '[TOOL_CALLS]'
       # with a chat template, and control tokens of that text (tests of a family's chat syntax)
+  scripts/random-gguf.py nomic-bert OUT.gguf  # an embedding model: nomic-embed-text-v1.5's width
+      # (768) and context (2048), two layers, f16, a WordPiece vocabulary (BERT's special ids)
 
 The weights are quantized blocks with random quants and small fixed scales, in the types llama.cpp's
 Q4_K_M recipe gives each tensor (Q6_K for the output, and for attn_v and ffn_down of the layers it
@@ -24,9 +26,11 @@ PRESETS = {
     # Qwen2.5-7B-Instruct's config.json.
     "qwen2.5-7b": dict(layers=28, embd=3584, ff=18944, heads=28, kv_heads=4, vocab=152064, ctx=32768),
     "tiny": dict(layers=2, embd=256, ff=512, heads=4, kv_heads=2, vocab=4096, ctx=2048),
+    # nomic-embed-text-v1.5's width and context, two of its twelve layers.
+    "nomic-bert": dict(layers=2, embd=768, ff=3072, heads=12, kv_heads=12, vocab=1024, ctx=2048),
 }
 
-F32, Q4_K, Q6_K = 0, 12, 14
+F32, F16, Q4_K, Q6_K = 0, 1, 12, 14
 # (bytes per block of 256 values, where the f16 scales sit, and their values).
 BLOCK = {Q4_K: 144, Q6_K: 210}
 ALIGN = 32
@@ -112,7 +116,9 @@ def nbytes(dims, ty):
     n = 1
     for d in dims:
         n *= d
-    return n * 4 if ty == F32 else n // 256 * BLOCK[ty]
+    if ty in (F32, F16):
+        return n * (4 if ty == F32 else 2)
+    return n // 256 * BLOCK[ty]
 
 
 def data(name, dims, ty):
@@ -120,6 +126,14 @@ def data(name, dims, ty):
     if ty == F32:
         value = 1.0 if name.endswith("norm.weight") else 0.0
         return struct.pack("<f", value) * (size // 4)
+    if ty == F16:
+        # Random halves of magnitude 2^-9 to 2^-6, either sign: a random low byte (mantissa) and
+        # a high byte (sign, exponent 7 to 9 of bias 15, two mantissa bits) mapped from random.
+        high = bytes((b & 0x80) | ((9 - (b >> 2) % 3) << 2) | (b & 3) for b in range(256))
+        buf = bytearray(size)
+        buf[0::2] = os.urandom(size // 2)
+        buf[1::2] = os.urandom(size // 2).translate(high)
+        return buf
     buf = bytearray(os.urandom(size))
     blocks = size // BLOCK[ty]
     # Small fixed scales: quants times scales stay small, so activations stay finite.
@@ -130,6 +144,70 @@ def data(name, dims, ty):
         for at, byte in enumerate(f16(2.0**-16)):
             buf[208 + at :: 210] = bytes([byte]) * blocks
     return buf
+
+
+def wordpiece_vocabulary(n):
+    """BERT's special tokens at BERT's ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103),
+    then word starts (llama.cpp writes them with a leading \u2581) and word pieces of letters,
+    digits and punctuation, so that any ASCII text tokenizes."""
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    types = [3] + [5] * 99 + [2, 3, 3, 3]
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    pieces = ["\u2581" + c for c in chars] + list(chars)
+    pairs = ("".join(p) for p in itertools.product(string.ascii_lowercase, repeat=2))
+    for t in itertools.chain(pieces, (start + w for w in pairs for start in ("\u2581", ""))):
+        if len(tokens) < n:
+            tokens.append(t)
+            types.append(1)
+    assert len(tokens) == n, f"a vocabulary of {n} needs more pieces"
+    return tokens, types
+
+
+def nomic_bert_tensors(p):
+    e, ff = p["embd"], p["ff"]
+    out = [("token_embd.weight", (e, p["vocab"]), F16), ("token_types.weight", (e, 2), F32)]
+    out += [("token_embd_norm.weight", (e,), F32), ("token_embd_norm.bias", (e,), F32)]
+    for i in range(p["layers"]):
+        out += [
+            (f"blk.{i}.attn_qkv.weight", (e, 3 * e), F16),
+            (f"blk.{i}.attn_output.weight", (e, e), F16),
+            (f"blk.{i}.attn_output_norm.weight", (e,), F32),
+            (f"blk.{i}.attn_output_norm.bias", (e,), F32),
+            (f"blk.{i}.ffn_up.weight", (e, ff), F16),
+            (f"blk.{i}.ffn_gate.weight", (e, ff), F16),
+            (f"blk.{i}.ffn_down.weight", (ff, e), F16),
+            (f"blk.{i}.layer_output_norm.weight", (e,), F32),
+            (f"blk.{i}.layer_output_norm.bias", (e,), F32),
+        ]
+    return out
+
+
+def nomic_bert_meta(p):
+    tokens, types = wordpiece_vocabulary(p["vocab"])
+    a = "nomic-bert"
+    return {
+        "general.architecture": a,
+        "general.name": "nomic-embed-text-v1.5 (random weights)",
+        "general.file_type": 1,  # MOSTLY_F16
+        f"{a}.block_count": p["layers"],
+        f"{a}.context_length": p["ctx"],
+        f"{a}.embedding_length": p["embd"],
+        f"{a}.feed_forward_length": p["ff"],
+        f"{a}.attention.head_count": p["heads"],
+        f"{a}.attention.layer_norm_epsilon": 1e-12,
+        f"{a}.attention.causal": False,
+        f"{a}.pooling_type": 1,  # mean
+        f"{a}.rope.freq_base": 1000.0,
+        "tokenizer.ggml.model": "bert",
+        "tokenizer.ggml.tokens": ("str", tokens),
+        "tokenizer.ggml.token_type": ("i32", types),
+        "tokenizer.ggml.token_type_count": 2,
+        "tokenizer.ggml.bos_token_id": 101,
+        "tokenizer.ggml.seperator_token_id": 102,
+        "tokenizer.ggml.unknown_token_id": 100,
+        "tokenizer.ggml.padding_token_id": 0,
+        "tokenizer.ggml.mask_token_id": 103,
+    }
 
 
 def main():
@@ -172,6 +250,8 @@ def main():
     if template is not None:
         meta["tokenizer.chat_template"] = template
     table = tensors(p)
+    if preset == "nomic-bert":
+        meta, table = nomic_bert_meta(p), nomic_bert_tensors(p)
     with open(path + ".part", "wb") as f:
         f.write(b"GGUF" + struct.pack("<IQQ", 3, len(table), len(meta)))
         for key, value in meta.items():

@@ -77,6 +77,12 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Only language models.
+        #[arg(long, conflicts_with = "embedding")]
+        llm: bool,
+        /// Only embedding models.
+        #[arg(long)]
+        embedding: bool,
     },
     /// The inference runtime of this build: its backends and the devices they find.
     Runtime {
@@ -173,7 +179,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Complete(args) => complete::run(args),
         Command::Get { model } => models::get(&model),
         Command::Chat(args) => chat::run(args),
-        Command::Ls { json } => models::ls(json),
+        Command::Ls { json, llm, embedding } => {
+            let kind = (llm || embedding).then_some(if llm { lmstudio::LLM } else { lmstudio::EMBEDDING });
+            models::ls(json, kind)
+        }
         Command::Ps { json } => manage::ps(json),
         Command::Load(args) => manage::load(args),
         Command::Unload { identifier, all } => manage::unload(identifier, all),

@@ -40,10 +40,13 @@ pub fn get(model: &str) -> Result<()> {
     Ok(())
 }
 
-/// `lms ls`.
-pub fn ls(json: bool) -> Result<()> {
+/// `lms ls`, of one kind of model (`llm`, `embedding`) or of all.
+pub fn ls(json: bool, kind: Option<&str>) -> Result<()> {
     let store = lmstudio::ModelStore::from_env();
-    let models = store.list()?;
+    let mut models = store.list()?;
+    if let Some(kind) = kind {
+        models.retain(|m| m.info.as_ref().is_ok_and(|i| i.kind == kind));
+    }
     if json {
         let infos: Vec<_> = models.iter().filter_map(|m| m.info.as_ref().ok()).collect();
         println!("{}", serde_json::to_string_pretty(&infos)?);
@@ -55,8 +58,9 @@ pub fn ls(json: bool) -> Result<()> {
     for m in models {
         match m.info {
             Ok(i) => println!(
-                "{:<24} {:<8} {:<8} {:>8} MB  ctx {:<6} {}",
+                "{:<24} {:<9} {:<8} {:<8} {:>8} MB  ctx {:<6} {}",
                 i.model_key,
+                i.kind,
                 i.params_string.unwrap_or_default(),
                 i.quantization.map(|q| q.name).unwrap_or_default(),
                 i.size_bytes / 1_000_000,

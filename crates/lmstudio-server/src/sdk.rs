@@ -17,8 +17,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use lmstudio::wire::protocol::{
-    self as p, ApplyPromptTemplate, Auth, AuthReply, ChannelInput, ClientMessage, CountTokens, GetLoadConfig,
-    GetModelInfo, GetOrLoadParameter, ListDownloadedModels, ListLoaded, LoadMessage, LoadModelParameter,
+    self as p, ApplyPromptTemplate, Auth, AuthReply, ChannelInput, ClientMessage, CountTokens, EmbedString,
+    GetLoadConfig, GetModelInfo, GetOrLoadParameter, ListDownloadedModels, ListLoaded, LoadMessage, LoadModelParameter,
     ModelSpecifier, PredictMessage, PredictParameter, Rpc, ServerMessage, Tokenize, UnloadModel, Version,
 };
 use lmstudio::wire::{self, KvConfig, KvField, KvStack};
@@ -222,9 +222,9 @@ fn dispatch(
                     return;
                 }
             };
-            let (state, out, cancels) = (state.clone(), out.clone(), Arc::clone(cancels));
+            let (state, out, cancels, ns) = (state.clone(), out.clone(), Arc::clone(cancels), namespace.to_owned());
             tasks.spawn(async move {
-                if let Err(e) = channel(&state, request, id, &out, &cancels).await {
+                if let Err(e) = channel(&state, &ns, request, id, &out, &cancels).await {
                     out.channel_error(id, &e);
                 }
                 lock(&cancels).remove(&id);
@@ -298,48 +298,71 @@ fn serve<R: Rpc>(
 
 fn rpc(state: &AppState, namespace: &str, endpoint: &str, parameter: Value) -> Result<Value, lmstudio::Error> {
     let client = state.client();
+    let embedding = namespace == "embedding";
     match (namespace, endpoint) {
-        ("llm", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |_| client.list_loaded()),
-        ("embedding", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |_| Ok(Vec::new())),
+        ("llm" | "embedding", ListLoaded::ENDPOINT) => serve::<ListLoaded>(parameter, |_| {
+            Ok(client.list_loaded()?.into_iter().filter(|i| i.is_embedding() == embedding).collect())
+        }),
         ("system", ListDownloadedModels::ENDPOINT) => serve::<ListDownloadedModels>(parameter, |_| {
             Ok(client.list_downloaded()?.into_iter().filter_map(|m| m.info.ok()).collect())
         }),
         ("system", Version::ENDPOINT) => serve::<Version>(parameter, |_| {
             Ok(p::VersionResult { version: env!("CARGO_PKG_VERSION").into(), build: 0 })
         }),
-        ("llm", GetModelInfo::ENDPOINT) => serve::<GetModelInfo>(parameter, |q| {
+        ("llm" | "embedding", GetModelInfo::ENDPOINT) => serve::<GetModelInfo>(parameter, |q| {
             match loaded_by_specifier(state, &q.specifier) {
-                Ok(llm) => Ok(Some(llm.info().clone())),
+                Ok(llm) => Ok(Some(as_namespace(namespace, llm.info().clone()))),
                 // Not found, and not asked to throw: no result at all (the JS SDK takes no `null`).
                 Err(_) if q.throw_if_not_found == Some(false) => Ok(None),
                 Err(e) => Err(e),
             }
         }),
-        ("llm", Tokenize::ENDPOINT) => serve::<Tokenize>(parameter, |q| {
+        ("llm" | "embedding", Tokenize::ENDPOINT) => serve::<Tokenize>(parameter, |q| {
             Ok(p::TokenizeResult { tokens: loaded_by_specifier(state, &q.specifier)?.tokenize(&q.input_string)? })
         }),
         ("llm", CountTokens::ENDPOINT) => serve::<CountTokens>(parameter, |q| {
             let token_count = loaded_by_specifier(state, &q.specifier)?.count_tokens(&q.input_string)?;
             Ok(p::CountTokensResult { token_count })
         }),
-        ("llm", GetLoadConfig::ENDPOINT) => {
-            serve::<GetLoadConfig>(parameter, |q| Ok(load_fields(&loaded_by_specifier(state, &q.specifier)?)))
-        }
+        // LM Studio counts an embedding model's tokens without the markers tokenizing adds ([CLS],
+        // [SEP]): its own suite checks that the two differ by them.
+        ("embedding", CountTokens::ENDPOINT) => serve::<CountTokens>(parameter, |q| {
+            let token_count =
+                loaded_by_specifier(state, &q.specifier)?.tokenize_with(&q.input_string, false, true)?.len();
+            Ok(p::CountTokensResult { token_count })
+        }),
+        ("llm" | "embedding", GetLoadConfig::ENDPOINT) => serve::<GetLoadConfig>(parameter, |q| {
+            Ok(load_fields(namespace, &loaded_by_specifier(state, &q.specifier)?))
+        }),
         ("llm", ApplyPromptTemplate::ENDPOINT) => serve::<ApplyPromptTemplate>(parameter, |q| {
             let llm = loaded_by_specifier(state, &q.specifier)?;
             Ok(p::ApplyPromptTemplateResult { formatted: llm.apply_prompt_template(&q.history.chat_messages())? })
         }),
-        ("llm", UnloadModel::ENDPOINT) => serve::<UnloadModel>(parameter, |q| {
+        ("llm" | "embedding", UnloadModel::ENDPOINT) => serve::<UnloadModel>(parameter, |q| {
             client.unload(&q.identifier)?;
             Ok(p::Nothing)
+        }),
+        ("embedding", EmbedString::ENDPOINT) => serve::<EmbedString>(parameter, |q| {
+            let model = lmstudio::EmbeddingModel::from(loaded_by_specifier(state, &q.model_specifier)?);
+            let mut vectors = model.embed(&[q.input_string])?.vectors;
+            Ok(p::EmbedStringResult { embedding: vectors.pop().unwrap_or_default() })
         }),
         _ => Err(invalid(format!("unknown endpoint {namespace}/{endpoint}"))),
     }
 }
 
-fn load_fields(llm: &lmstudio::Llm) -> KvConfig {
+/// A model's info as a namespace reports it: over `embedding`, any model used there is an
+/// embedding model (the SDKs read the type as a tag), a decoder LLM included.
+fn as_namespace(namespace: &str, mut info: lmstudio::ModelInfo) -> lmstudio::ModelInfo {
+    if namespace == "embedding" {
+        info.kind = lmstudio::EMBEDDING.into();
+    }
+    info
+}
+
+fn load_fields(namespace: &str, llm: &lmstudio::Llm) -> KvConfig {
     let context_length = p::encode(&llm.info().context_length);
-    KvConfig { fields: vec![KvField { key: "llm.load.contextLength".into(), value: context_length }] }
+    KvConfig { fields: vec![KvField { key: format!("{namespace}.load.contextLength"), value: context_length }] }
 }
 
 /// A channel's creation, decoded by its endpoint.
@@ -377,6 +400,7 @@ fn ttl_seconds(ms: Option<f64>) -> Result<Option<u64>, lmstudio::Error> {
 
 async fn channel(
     state: &AppState,
+    namespace: &str,
     request: ChannelRequest,
     id: i64,
     out: &Out,
@@ -387,7 +411,8 @@ async fn channel(
         ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, cancels).await,
         ChannelRequest::GetOrLoad(g) => {
             if let Some(llm) = client.get_loaded(&g.identifier)? {
-                out.channel(id, &LoadMessage::AlreadyLoaded { info: Box::new(llm.info().clone()) });
+                let info = Box::new(as_namespace(namespace, llm.info().clone()));
+                out.channel(id, &LoadMessage::AlreadyLoaded { info });
                 out.close(id);
                 return Ok(());
             }
@@ -401,7 +426,7 @@ async fn channel(
     load.identifier = identifier.flatten();
     load.ttl = ttl_seconds(ttl)?.or(load.ttl);
     if let Ok(info) = client.resolve_async(&query).await {
-        let info = Box::new(info);
+        let info = Box::new(as_namespace(namespace, info));
         out.channel(
             id,
             &if new_instance {
@@ -420,11 +445,14 @@ async fn channel(
         };
         events.channel(id, &message);
     });
-    let info = Box::new(if new_instance {
-        client.load_with_async(&query, &load, &on_load).await?.info().clone()
-    } else {
-        client.get_or_load_with_async(&query, &load, &on_load).await?.0.info().clone()
-    });
+    let info = Box::new(as_namespace(
+        namespace,
+        if new_instance {
+            client.load_with_async(&query, &load, &on_load).await?.info().clone()
+        } else {
+            client.get_or_load_with_async(&query, &load, &on_load).await?.0.info().clone()
+        },
+    ));
     out.channel(id, &if new_instance { LoadMessage::Success { info } } else { LoadMessage::LoadSuccess { info } });
     out.close(id);
     Ok(())
@@ -490,7 +518,7 @@ async fn predict(
         &PredictMessage::Success {
             stats: Box::new(result.stats),
             model_info: Box::new(result.model_info),
-            load_model_config: load_fields(&llm),
+            load_model_config: load_fields("llm", &llm),
             prediction_config: wire::prediction_fields(&config),
         },
     );

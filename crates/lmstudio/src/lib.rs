@@ -79,6 +79,7 @@ pub use types::result::{
     Activity, AssistantMessage, Chat, ChatMessage, Device, DraftStats, Fragment, InstanceState, MemoryEstimate,
     ModelEntry, ModelInfo, PredictionResult, Quantization, ReasoningType, Stats, StopReason, TokenLogprob, TopLogprob,
 };
+pub use types::result::{EMBEDDING, LLM};
 pub use types::tools::{Tool, ToolCall, ToolChoice};
 
 /// The process-wide default client ([`Client::from_env`]: remote when `$LMSTUDIO_HOST` is set,

@@ -83,3 +83,13 @@ impl Drop for LmsServer {
         let _ = self.child.wait();
     }
 }
+
+/// Writes a model of random weights at `out` with `scripts/random-gguf.py` (`preset`: `tiny`, a
+/// small qwen2; `nomic-bert`, an embedding model; ...), with `args` after (`--chat-template F`,
+/// `--control TEXT`). Panics with the script's error if it fails.
+pub fn random_gguf(preset: &str, out: &std::path::Path, args: &[&OsStr]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/random-gguf.py");
+    std::fs::create_dir_all(out.parent().expect("a file in a folder")).expect("mkdir");
+    let made = Command::new("python3").arg(script).arg(preset).arg(out).args(args).output().expect("python3 runs");
+    assert!(made.status.success(), "random-gguf.py {preset}: {}", String::from_utf8_lossy(&made.stderr));
+}

@@ -347,7 +347,8 @@ impl RestModel {
         Self {
             id: info.model_key.clone(),
             object: "model",
-            kind: info.kind.clone(),
+            // LM Studio's v0 listing says `embeddings` where the SDKs say `embedding`.
+            kind: if info.is_embedding() { "embeddings".into() } else { info.kind.clone() },
             publisher: publisher(info),
             arch: info.architecture.clone(),
             compatibility_type: info.format.clone(),

@@ -171,7 +171,7 @@ pub(crate) async fn load(
     let llm = client.load_async(&request.model, &config).await?;
     let used = || InstanceConfig { context_length: llm.info().context_length };
     Ok(Json(Loaded {
-        kind: "llm",
+        kind: if llm.info().is_embedding() { lmstudio::EMBEDDING } else { lmstudio::LLM },
         instance_id: llm.identifier().to_owned(),
         model_instance_id: llm.identifier().to_owned(),
         status: "loaded",

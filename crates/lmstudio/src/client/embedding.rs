@@ -34,6 +34,13 @@ impl Client {
     }
 }
 
+/// A loaded model's handle, used for its vectors.
+impl From<Llm> for EmbeddingModel {
+    fn from(llm: Llm) -> Self {
+        Self { llm }
+    }
+}
+
 impl EmbeddingModel {
     /// The instance's identifier.
     pub fn identifier(&self) -> &str {

@@ -27,6 +27,7 @@ use std::time::Instant;
 use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
 
 use self::backend::backend;
 use self::job::{EngineParams, Job, Shared};
@@ -139,8 +140,11 @@ pub(crate) struct Engine {
     /// The draft model predictions asked for last (kept for the next; running predictions hold
     /// their own reference, so replacing it never stops one).
     draft: Mutex<Option<Arc<draft::DraftModel>>>,
-    /// The embedding thread, from the first request for embeddings.
+    /// The embedding thread, from the first request for embeddings (from the load, for an
+    /// embedding model).
     embedder: Mutex<Option<Arc<embed::Embedder>>>,
+    /// An embedding model's engine: no prediction thread, no slots; it only embeds.
+    embedding_only: Option<String>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -204,15 +208,36 @@ impl Engine {
                 disk_cache::DiskCache::for_model(dir, path, u64::from(config.prompt_cache_disk_mib) << 20)
             }),
         };
-        let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
         let shared = Arc::new(Shared {
-            jobs: Mutex::new(Some(jobs)),
+            jobs: Mutex::new(None),
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             prompt_cache_bytes: AtomicUsize::new(0),
             failure: Mutex::new(None),
             gpu_layers,
         });
+        if info.is_embedding() {
+            // An encoder has no text to predict: its vectors' context is all it needs.
+            let embedder = embed::Embedder::start(Arc::clone(&model), context_length, threads)
+                .map_err(|e| load_err(e.to_string()))?;
+            on_load(LoadEvent::Progress(1.0));
+            return Ok(Self {
+                model,
+                template,
+                grammars: grammar::Grammars::default(),
+                shared,
+                parallel: 0,
+                max_queued: 0,
+                context_length: context_length as usize,
+                threads,
+                draft: Mutex::new(None),
+                embedder: Mutex::new(Some(Arc::new(embedder))),
+                embedding_only: Some(info.model_key),
+                thread: Mutex::new(None),
+            });
+        }
+        let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
+        *lock(&shared.jobs) = Some(jobs);
         let (ready_tx, ready_rx) = flume::bounded(1);
         let thread = {
             let model = Arc::clone(&model);
@@ -238,6 +263,7 @@ impl Engine {
             threads,
             draft: Mutex::new(None),
             embedder: Mutex::new(None),
+            embedding_only: None,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -248,12 +274,12 @@ impl Engine {
         // A chat template that writes its own BOS text would otherwise give two (and llama.cpp's
         // warning on every request).
         let writes_bos = vocab.should_add_bos()
-            && vocab
-                .text(vocab.bos())
+            && in_vocab(&vocab, vocab.bos())
+                .and_then(|bos| vocab.text(bos))
                 .is_some_and(|bos| !bos.is_empty() && text.as_bytes().starts_with(bos.to_bytes()));
         let mut tokens = vocab.tokenize(text.as_bytes(), !writes_bos, true);
-        if writes_bos && vocab.should_add_eos() {
-            tokens.push(vocab.eos());
+        if let Some(eos) = in_vocab(&vocab, vocab.eos()).filter(|_| writes_bos && vocab.should_add_eos()) {
+            tokens.push(eos);
         }
         tokens
     }
@@ -337,6 +363,11 @@ impl Engine {
         events: flume::Sender<Event>,
         cancel: Arc<AtomicBool>,
     ) -> Result<()> {
+        if let Some(key) = &self.embedding_only {
+            return Err(Error::InvalidRequest(format!(
+                "{key} is an embedding model: it makes vectors, not text (load a language model to predict)"
+            )));
+        }
         let submitted = Instant::now();
         let tokens = fit_prompt(self.tokenize(prompt), &config, self.context_length)?;
         let trigger = config.structured_trigger.as_deref();
@@ -428,13 +459,21 @@ impl Drop for Engine {
     }
 }
 
+/// `token` where it is one of the vocabulary's: a model without an EOS (BERT) answers -1, and
+/// llama.cpp throws a C++ exception (which aborts the process) for a token outside it.
+fn in_vocab(vocab: &LlamaVocab, token: LlamaToken) -> Option<LlamaToken> {
+    (0..vocab.n_tokens()).contains(&token.0).then_some(token)
+}
+
 /// The model file's chat template (`tokenizer.chat_template`), else its family's.
 fn chat_template(model: &LlamaModel, architecture: Option<&str>) -> Result<ChatTemplate> {
     let own = model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.trim().is_empty());
     let vocab = model.vocab();
     let text = |token: LlamaToken| {
         let mut piece = Vec::new();
-        vocab.token_to_piece_into(token, &mut piece, true, None);
+        if let Some(token) = in_vocab(&vocab, token) {
+            vocab.token_to_piece_into(token, &mut piece, true, None);
+        }
         String::from_utf8_lossy(&piece).into_owned()
     };
     let source = own.as_deref().unwrap_or_else(|| template::fallback_for(architecture));

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::gguf::{self, GgufHeader};
 use crate::types::error::{Error, Result};
-use crate::types::result::{ModelInfo, Quantization};
+use crate::types::result::{ModelInfo, Quantization, EMBEDDING, LLM};
 
 /// How deep below the models directory model files are looked for (`publisher/model/file.gguf`).
 const MAX_DEPTH: usize = 4;
@@ -265,7 +265,7 @@ pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelIn
         .map(str::to_owned)
         .or_else(|| (header.parameter_count > 0).then(|| params_string(header.parameter_count)));
     ModelInfo {
-        kind: "llm".into(),
+        kind: model_kind(header).into(),
         model_key: key,
         format: "gguf".into(),
         display_name,
@@ -282,6 +282,31 @@ pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelIn
         context_length: None,
         num_gpu_layers: None,
         state: None,
+    }
+}
+
+/// llama.cpp's encoder-only architectures: they make vectors (or scores), never text.
+const ENCODERS: [&str; 9] = [
+    "bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "neo-bert",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "modern-bert",
+    "eurobert",
+    "t5encoder",
+];
+
+/// LM Studio's type of a model file: [`EMBEDDING`] for an encoder, or a file that names how its
+/// outputs are pooled (a decoder trained for embeddings, such as Qwen3-Embedding), else [`LLM`].
+fn model_kind(header: &GgufHeader) -> &'static str {
+    let Some(arch) = header.architecture() else { return LLM };
+    let pooled = header.uint(&format!("{arch}.pooling_type")).is_some_and(|p| p > 0);
+    if ENCODERS.contains(&arch) || pooled {
+        EMBEDDING
+    } else {
+        LLM
     }
 }
 

@@ -189,7 +189,7 @@ pub struct DraftStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelInfo {
-    /// `llm` for language models.
+    /// [`LLM`] for language models, [`EMBEDDING`] for models that only make vectors.
     #[serde(rename = "type")]
     pub kind: String,
     /// The key that names the model, e.g. `gemma-3-270m`.
@@ -234,6 +234,18 @@ pub struct ModelInfo {
     /// it is doing at that moment (our addition; LM Studio's SDKs ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<InstanceState>,
+}
+
+/// [`ModelInfo::kind`] of a language model.
+pub const LLM: &str = "llm";
+/// [`ModelInfo::kind`] of an embedding model (an encoder such as BERT: vectors, never text).
+pub const EMBEDDING: &str = "embedding";
+
+impl ModelInfo {
+    /// Whether the model only makes vectors (it cannot predict text).
+    pub fn is_embedding(&self) -> bool {
+        self.kind == EMBEDDING
+    }
 }
 
 /// A loaded instance at one moment, as `lms ps` shows it.

@@ -91,7 +91,9 @@ impl KvStack {
     pub fn load_config(&self, defaults: LoadConfig) -> Result<LoadConfig, Error> {
         let mut c = defaults;
         for s in LOAD {
-            if let Some(v) = self.get(&format!("llm.load.{}", s.key)) {
+            // An embedding model's settings come as `embedding.load.*`.
+            let key = |prefix| format!("{prefix}.load.{}", s.key);
+            if let Some(v) = self.get(&key("llm")).or_else(|| self.get(&key("embedding"))) {
                 (s.read)(&mut c, checkbox(v)).map_err(|_| bad(s.key, v))?;
             }
         }

@@ -442,6 +442,10 @@ rpc!(
     /// `llm/unloadModel`.
     UnloadModel, "unloadModel", UnloadModelParameter => Nothing
 );
+rpc!(
+    /// `embedding/embedString`: the vector of one text.
+    EmbedString, "embedString", EmbedStringParameter => EmbedStringResult
+);
 
 /// The parameter of an endpoint that takes none, or the result of one that returns none: written
 /// as nothing (the key left out), and whatever the other end sends is taken (some send `{}`).
@@ -495,6 +499,23 @@ pub struct TextParameter {
     pub specifier: ModelSpecifier,
     /// The text.
     pub input_string: String,
+}
+
+/// [`EmbedString`]'s parameter (the instance under `modelSpecifier`, not `specifier`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbedStringParameter {
+    /// The instance.
+    pub model_specifier: ModelSpecifier,
+    /// The text.
+    pub input_string: String,
+}
+
+/// [`EmbedString`]'s result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedStringResult {
+    /// The text's vector.
+    pub embedding: Vec<f32>,
 }
 
 /// [`Tokenize`]'s result.

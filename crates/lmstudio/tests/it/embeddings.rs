@@ -35,3 +35,44 @@ fn embeddings_are_unit_vectors_the_same_alone_or_together() {
         other => panic!("expected InvalidRequest, got {other:?}"),
     }
 }
+
+/// A store holding a nomic-bert of random weights (nomic-embed-text-v1.5's width and context), as
+/// LM Studio's own suite names it.
+pub fn encoder_store(dir: &std::path::Path) -> lms::ModelStore {
+    let file = dir.join("nomic-ai/nomic-embed-text-v1.5-GGUF/nomic-embed-text-v1.5.f16.gguf");
+    lms_test_support::random_gguf("nomic-bert", &file, &[]);
+    lms::ModelStore::new(dir)
+}
+
+#[test]
+fn an_encoder_is_an_embedding_model_that_never_predicts() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let client = lms::Client::with_load_config(encoder_store(dir.path()), lms::LoadConfig::default());
+    let stored = client.list_downloaded().expect("lists");
+    let info = stored[0].info.as_ref().expect("reads its header");
+    assert_eq!((info.kind.as_str(), info.architecture.as_deref()), (lms::EMBEDDING, Some("nomic-bert")));
+
+    let embedder = client.embedding_model("nomic-embed-text-v1.5").expect("loads");
+    assert_eq!(embedder.info().context_length, Some(2048));
+    let texts = ["Hello, world!", "Goodbye, world!"];
+    let both = embedder.embed(&texts).expect("embeds");
+    assert!(both.vectors.iter().all(|v| v.len() == 768 && (cosine(v, v) - 1.0).abs() < 1e-4), "768, normalized");
+    assert!(cosine(&both.vectors[0], &both.vectors[1]) < 0.9999, "different texts, different vectors");
+    let alone = embedder.embed(&texts[1..]).expect("embeds");
+    let gap = alone.vectors[0].iter().zip(&both.vectors[1]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(gap < 1e-5, "alone vs together: {gap}");
+
+    // WordPiece: [CLS] ... [SEP] around the text's tokens, which are what the inputs count.
+    let llm = client.get_loaded("nomic-embed-text-v1.5").expect("lists").expect("loaded");
+    let (with, without) =
+        (llm.tokenize_with(texts[0], true, true).unwrap(), llm.tokenize_with(texts[0], false, true).unwrap());
+    assert_eq!((with.len(), with[0], with[with.len() - 1]), (without.len() + 2, 101, 102));
+    assert_eq!(both.prompt_tokens, texts.iter().map(|t| llm.tokenize(t).unwrap().len()).sum::<usize>());
+
+    // It makes no text: refused by name, and the instance goes on embedding.
+    match llm.complete("Hello", lms::Config::default()) {
+        Err(lms::Error::InvalidRequest(m)) => assert!(m.contains("embedding model"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(embedder.embed(&texts[..1]).expect("embeds").vectors[0], both.vectors[0]);
+}

@@ -6,8 +6,8 @@
 //! family's syntax, read back as a call, never shown as text, and its round trip renders as the
 //! family's templates insist (Llama 3.x: one call per message; Mistral: ids of nine characters).
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use lmstudio as lms;
 use serde_json::Value;
@@ -122,19 +122,15 @@ const FAMILIES: [Family; 3] = [
 /// A small model of random weights, `test/<name>` in the store at `dir`, with this template and
 /// these control tokens.
 fn random_model(dir: &Path, name: &str, template: &str, control: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/random-gguf.py");
     let folder = dir.join("test").join(name);
     std::fs::create_dir_all(&folder).expect("mkdir");
     let template_file = folder.join("template.jinja");
     std::fs::write(&template_file, template).expect("template");
-    let mut command = Command::new("python3");
-    command.arg(&script).arg("tiny").arg(folder.join(format!("{name}.gguf")));
-    command.arg("--chat-template").arg(&template_file);
+    let mut args: Vec<&OsStr> = vec!["--chat-template".as_ref(), template_file.as_os_str()];
     for token in control {
-        command.arg("--control").arg(token);
+        args.extend([OsStr::new("--control"), OsStr::new(token)]);
     }
-    let out = command.output().expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lms_test_support::random_gguf("tiny", &folder.join(format!("{name}.gguf")), &args);
     std::fs::remove_file(template_file).expect("rm");
 }
 
