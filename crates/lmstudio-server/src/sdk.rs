@@ -422,7 +422,9 @@ async fn channel(
     };
     let new_instance = identifier.is_some();
     // What the SDK's stack leaves unset, the server's own load settings decide (its --parallel).
-    let mut load = stack.load_config(client.default_load_config())?;
+    // The server's context length is per prediction slot: embedding models take their own.
+    let defaults = if namespace == "embedding" { client.embedding_load_config() } else { client.default_load_config() };
+    let mut load = stack.load_config(defaults)?;
     load.identifier = identifier.flatten();
     load.ttl = ttl_seconds(ttl)?.or(load.ttl);
     if let Ok(info) = client.resolve_async(&query).await {

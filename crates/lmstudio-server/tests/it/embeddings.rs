@@ -34,3 +34,37 @@ fn openai_package_embeds() {
     let out = run_python(EMBEDDINGS, start_server(lms_client(1), None));
     assert!(out.contains("EMBEDDINGS OK"), "{out}");
 }
+
+/// LM Studio's Python SDK over the `embedding` namespace, with the default model (a decoder LLM,
+/// mean-pooled): the vectors it gets are the ones `/v1/embeddings` gives, and the namespace lists
+/// embedding models only (LM Studio's own suite runs its embedding tests on a nomic-bert).
+const SDK_EMBEDDINGS: &str = r#"
+import os
+import lmstudio as lms
+from openai import OpenAI
+
+host = os.environ["HOST"]
+texts = ["The cat sat on the mat.", "Quantum chromodynamics describes the strong force."]
+with lms.Client(host) as client:
+    model = client.embedding.model("gemma-3-270m")
+    info = model.get_info()
+    assert info.type == "embedding" and info.identifier == "gemma-3-270m", info
+    one = model.embed(texts[0])
+    both = model.embed(texts)
+    assert len(both) == 2 and len(one) == len(both[0]) > 0
+    assert max(abs(a - b) for a, b in zip(one, both[0])) < 1e-6, "one call or a list"
+    assert model.count_tokens(texts[0]) + 1 == len(model.tokenize(texts[0])), "the BOS token"
+    assert [m.identifier for m in client.embedding.list_loaded()] == [], "an LLM is no embedding model"
+    assert [m.identifier for m in client.llm.list_loaded()] == ["gemma-3-270m"]
+openai = OpenAI(base_url=f"http://{host}/v1", api_key="unused")
+r = openai.embeddings.create(model="gemma-3-270m", input=texts, encoding_format="float")
+for sdk, http in zip(both, r.data):
+    assert max(abs(a - b) for a, b in zip(sdk, http.embedding)) < 1e-6, "the SDK and HTTP agree"
+print("SDK EMBEDDINGS OK", len(one))
+"#;
+
+#[test]
+fn python_sdk_embeds() {
+    let out = run_python(SDK_EMBEDDINGS, start_server(lms_client(1), None));
+    assert!(out.contains("SDK EMBEDDINGS OK"), "{out}");
+}

@@ -18,11 +18,13 @@ const SDIST: &str = "lmstudio==1.5.0";
 
 /// Test files with live LLM tests (those marked `lmstudio`); the rest of the suite needs no server.
 const FILES: &[&str] = &[
+    "sync/test_embedding_sync.py",
     "sync/test_inference_sync.py",
     "sync/test_llm_sync.py",
     "sync/test_model_catalog_sync.py",
     "sync/test_model_handles_sync.py",
     "sync/test_sdk_bypass_sync.py",
+    "async/test_embedding_async.py",
     "async/test_inference_async.py",
     "async/test_llm_async.py",
     "async/test_model_catalog_async.py",
@@ -38,9 +40,8 @@ const FILES: &[&str] = &[
 
 /// Tests left out (a `-k` word of their names), and why: each needs a model we do not have. Not
 /// in [`FILES`] at all: images (a vision model), repository (downloads from Hugging Face, which
-/// this machine cannot reach: issue 14), embedding files.
+/// this machine cannot reach: issue 14).
 const LEFT_OUT: &[(&str, &str)] = &[
-    ("embedding", "an embedding model (nomic-embed-text-v1.5)"),
     // They run over our tools protocol (tried: the default model called `add` for 16 rounds and
     // then answered), but they judge the model: the answer must contain "3333" or explain a
     // division by zero, a round must hold text beside a call, and `act` has no round limit there
@@ -81,6 +82,9 @@ fn lm_studios_own_python_sdk_suite_passes() {
     for (key, _) in STAND_INS {
         client.load(key, &load).expect("a stand-in loads");
     }
+    // The embedding model, with the context the suite expects.
+    let embedding = lmstudio::LoadConfig { context_length: Some(2048), ..Default::default() };
+    client.load("nomic-ai/nomic-embed-text-v1.5", &embedding).expect("the suite's embedding model loads");
     let config = lmstudio_server::ServerConfig { port: 1234, discovery_port: true, ..test_config() };
     start_server_with(client, config);
 
@@ -161,11 +165,22 @@ const STAND_INS: &[(&str, &str)] = &[
     ("qwen2.5-7b-instruct-1m", "lmstudio-community/Qwen2.5-7B-Instruct-1M-GGUF/qwen2.5-7b-instruct-1m-Q4_K_M.gguf"),
 ];
 
+/// Named as LM Studio names its nomic model: its key (`text-embedding-nomic-embed-text-v1.5`, from
+/// the file name) is the identifier the suite expects, and the suite's other name for it,
+/// `nomic-ai/nomic-embed-text-v1.5`, is part of its path.
+const EMBEDDING_FILE: &str = "nomic-ai/nomic-embed-text-v1.5-GGUF/text-embedding-nomic-embed-text-v1.5.f16.gguf";
+
 fn make_alias(py: &Path, models: &Path) -> PathBuf {
     let folder = models.join("hugging-quants/Llama-3.2-1B-Instruct-GGUF");
     let file = folder.join("llama-3.2-1b-instruct-q4_k_m.gguf");
     if !file.exists() {
         write_alias(py, &folder, &file);
+    }
+    // The suite's embedding model: a nomic-bert of random weights, of nomic-embed-text-v1.5's
+    // width (768) and context (2048), which the suite checks.
+    let embedding = models.join(EMBEDDING_FILE);
+    if !embedding.exists() {
+        lms_test_support::random_gguf("nomic-bert", &embedding, &[]);
     }
     for (_, path) in STAND_INS {
         let link = models.join(path);

@@ -24,13 +24,24 @@ pub struct Embeddings {
 impl Client {
     /// The model `query` names, for embeddings: a loaded instance, else the model loaded with the
     /// default [`crate::LoadConfig`] (LM Studio's `embedding_model`).
+    ///
+    /// The client's default context length is per prediction slot, for LLMs: an embedding model
+    /// loaded here takes its trained context, as LM Studio loads one ([`Client::load`] with a
+    /// context length sets another).
     pub fn embedding_model(&self, query: &str) -> Result<EmbeddingModel> {
-        self.llm(query).map(|llm| EmbeddingModel { llm })
+        self.get_or_load(query, &self.embedding_load_config()).map(|(llm, _)| EmbeddingModel { llm })
     }
 
     /// The async form of [`Client::embedding_model`].
     pub async fn embedding_model_async(&self, query: &str) -> Result<EmbeddingModel> {
-        self.llm_async(query).await.map(|llm| EmbeddingModel { llm })
+        let (client, query) = (self.clone(), query.to_owned());
+        off_thread(move || client.embedding_model(&query)).await
+    }
+
+    /// The default load config less its context length, for embedding models (see
+    /// [`Client::embedding_model`]).
+    pub fn embedding_load_config(&self) -> crate::LoadConfig {
+        crate::LoadConfig { context_length: None, ..self.default_load_config() }
     }
 }
 

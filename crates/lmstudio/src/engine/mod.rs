@@ -188,7 +188,9 @@ impl Engine {
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
-        let context_length = config.context_length.unwrap_or(DEFAULT_CONTEXT).min(trained);
+        // An embedding model has no KV cache to size: its trained context, unless asked otherwise.
+        let default = if info.is_embedding() { trained } else { DEFAULT_CONTEXT };
+        let context_length = config.context_length.unwrap_or(default).min(trained);
         let threads = config
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get()).unwrap_or(4)));

@@ -64,10 +64,12 @@ fn an_encoder_is_an_embedding_model_that_never_predicts() {
 
     // WordPiece: [CLS] ... [SEP] around the text's tokens, which are what the inputs count.
     let llm = client.get_loaded("nomic-embed-text-v1.5").expect("lists").expect("loaded");
-    let (with, without) =
-        (llm.tokenize_with(texts[0], true, true).unwrap(), llm.tokenize_with(texts[0], false, true).unwrap());
+    let (with, without) = (
+        llm.tokenize_with(texts[0], true, true).expect("tokenizes"),
+        llm.tokenize_with(texts[0], false, true).expect("tokenizes"),
+    );
     assert_eq!((with.len(), with[0], with[with.len() - 1]), (without.len() + 2, 101, 102));
-    assert_eq!(both.prompt_tokens, texts.iter().map(|t| llm.tokenize(t).unwrap().len()).sum::<usize>());
+    assert_eq!(both.prompt_tokens, texts.iter().map(|t| llm.tokenize(t).expect("tokenizes").len()).sum::<usize>());
 
     // It makes no text: refused by name, and the instance goes on embedding.
     match llm.complete("Hello", lms::Config::default()) {
