@@ -8,6 +8,8 @@ the real weights cannot be fetched (no model hub from the machines here).
       # with a chat template, and control tokens of that text (tests of a family's chat syntax)
   scripts/random-gguf.py nomic-bert OUT.gguf  # an embedding model: nomic-embed-text-v1.5's width
       # (768) and context (2048), two layers, f16, a WordPiece vocabulary (BERT's special ids)
+  scripts/random-gguf.py bert-reranker OUT.gguf  # a BERT cross-encoder with a classifier head
+      # (rank pooling), small
 
 The weights are quantized blocks with random quants and small fixed scales, in the types llama.cpp's
 Q4_K_M recipe gives each tensor (Q6_K for the output, and for attn_v and ffn_down of the layers it
@@ -27,7 +29,9 @@ PRESETS = {
     "qwen2.5-7b": dict(layers=28, embd=3584, ff=18944, heads=28, kv_heads=4, vocab=152064, ctx=32768),
     "tiny": dict(layers=2, embd=256, ff=512, heads=4, kv_heads=2, vocab=4096, ctx=2048),
     # nomic-embed-text-v1.5's width and context, two of its twelve layers.
-    "nomic-bert": dict(layers=2, embd=768, ff=3072, heads=12, kv_heads=12, vocab=1024, ctx=2048),
+    "nomic-bert": dict(arch="nomic-bert", pooling=1, layers=2, embd=768, ff=3072, heads=12, vocab=1024, ctx=2048),
+    # A cross-encoder reranker of BGE-reranker-base's kind (BERT with a classifier head), small.
+    "bert-reranker": dict(arch="bert", pooling=4, layers=2, embd=384, ff=1536, heads=12, vocab=1024, ctx=512),
 }
 
 F32, F16, Q4_K, Q6_K = 0, 1, 12, 14
@@ -163,31 +167,46 @@ def wordpiece_vocabulary(n):
     return tokens, types
 
 
-def nomic_bert_tensors(p):
-    e, ff = p["embd"], p["ff"]
+def encoder_tensors(p):
+    """A BERT-family encoder's tensors: nomic-bert (fused QKV, SwiGLU, rotary positions) or bert
+    (separate Q, K, V with biases, GELU, learned positions), and a reranker's classifier head."""
+    e, ff, nomic = p["embd"], p["ff"], p["arch"] == "nomic-bert"
     out = [("token_embd.weight", (e, p["vocab"]), F16), ("token_types.weight", (e, 2), F32)]
+    if not nomic:
+        out.append(("position_embd.weight", (e, p["ctx"]), F16))
     out += [("token_embd_norm.weight", (e,), F32), ("token_embd_norm.bias", (e,), F32)]
     for i in range(p["layers"]):
-        out += [
-            (f"blk.{i}.attn_qkv.weight", (e, 3 * e), F16),
-            (f"blk.{i}.attn_output.weight", (e, e), F16),
-            (f"blk.{i}.attn_output_norm.weight", (e,), F32),
-            (f"blk.{i}.attn_output_norm.bias", (e,), F32),
-            (f"blk.{i}.ffn_up.weight", (e, ff), F16),
-            (f"blk.{i}.ffn_gate.weight", (e, ff), F16),
-            (f"blk.{i}.ffn_down.weight", (ff, e), F16),
-            (f"blk.{i}.layer_output_norm.weight", (e,), F32),
-            (f"blk.{i}.layer_output_norm.bias", (e,), F32),
-        ]
+        b = f"blk.{i}."
+        if nomic:
+            out.append((b + "attn_qkv.weight", (e, 3 * e), F16))
+        else:
+            for x in "qkv":
+                out += [(b + f"attn_{x}.weight", (e, e), F16), (b + f"attn_{x}.bias", (e,), F32)]
+        out.append((b + "attn_output.weight", (e, e), F16))
+        if not nomic:
+            out.append((b + "attn_output.bias", (e,), F32))
+        out += [(b + "attn_output_norm.weight", (e,), F32), (b + "attn_output_norm.bias", (e,), F32)]
+        out.append((b + "ffn_up.weight", (e, ff), F16))
+        if nomic:
+            out.append((b + "ffn_gate.weight", (e, ff), F16))
+        else:
+            out.append((b + "ffn_up.bias", (ff,), F32))
+        out.append((b + "ffn_down.weight", (ff, e), F16))
+        if not nomic:
+            out.append((b + "ffn_down.bias", (e,), F32))
+        out += [(b + "layer_output_norm.weight", (e,), F32), (b + "layer_output_norm.bias", (e,), F32)]
+    if p["pooling"] == 4:  # rank: a dense layer, then one score
+        out += [("cls.weight", (e, e), F16), ("cls.bias", (e,), F32)]
+        out += [("cls.output.weight", (e, 1), F16), ("cls.output.bias", (1,), F32)]
     return out
 
 
-def nomic_bert_meta(p):
+def encoder_meta(p, name):
     tokens, types = wordpiece_vocabulary(p["vocab"])
-    a = "nomic-bert"
-    return {
+    a = p["arch"]
+    meta = {
         "general.architecture": a,
-        "general.name": "nomic-embed-text-v1.5 (random weights)",
+        "general.name": name,
         "general.file_type": 1,  # MOSTLY_F16
         f"{a}.block_count": p["layers"],
         f"{a}.context_length": p["ctx"],
@@ -196,8 +215,7 @@ def nomic_bert_meta(p):
         f"{a}.attention.head_count": p["heads"],
         f"{a}.attention.layer_norm_epsilon": 1e-12,
         f"{a}.attention.causal": False,
-        f"{a}.pooling_type": 1,  # mean
-        f"{a}.rope.freq_base": 1000.0,
+        f"{a}.pooling_type": p["pooling"],
         "tokenizer.ggml.model": "bert",
         "tokenizer.ggml.tokens": ("str", tokens),
         "tokenizer.ggml.token_type": ("i32", types),
@@ -208,22 +226,12 @@ def nomic_bert_meta(p):
         "tokenizer.ggml.padding_token_id": 0,
         "tokenizer.ggml.mask_token_id": 103,
     }
+    if a == "nomic-bert":
+        meta[f"{a}.rope.freq_base"] = 1000.0
+    return meta
 
 
-def main():
-    args, options = sys.argv[1:3], sys.argv[3:]
-    template, control = None, []
-    while len(options) >= 2 and options[0] in ("--chat-template", "--control"):
-        if options[0] == "--chat-template":
-            with open(options[1]) as f:
-                template = f.read()
-        else:
-            control.append(options[1])
-        options = options[2:]
-    if len(args) != 2 or args[0] not in PRESETS or options:
-        sys.exit(f"usage: {sys.argv[0]} {{{','.join(PRESETS)}}} OUT.gguf [--chat-template FILE] [--control TEXT]...")
-    preset, path = args
-    p = PRESETS[preset]
+def decoder_meta(p, preset, template, control):
     tokens, scores, types = vocabulary(p["vocab"], control)
     meta = {
         "general.architecture": "qwen2",
@@ -249,9 +257,28 @@ def main():
     }
     if template is not None:
         meta["tokenizer.chat_template"] = template
-    table = tensors(p)
-    if preset == "nomic-bert":
-        meta, table = nomic_bert_meta(p), nomic_bert_tensors(p)
+    return meta
+
+
+def main():
+    args, options = sys.argv[1:3], sys.argv[3:]
+    template, control = None, []
+    while len(options) >= 2 and options[0] in ("--chat-template", "--control"):
+        if options[0] == "--chat-template":
+            with open(options[1]) as f:
+                template = f.read()
+        else:
+            control.append(options[1])
+        options = options[2:]
+    if len(args) != 2 or args[0] not in PRESETS or options:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(PRESETS)}}} OUT.gguf [--chat-template FILE] [--control TEXT]...")
+    preset, path = args
+    p = PRESETS[preset]
+    if "arch" in p:
+        name = {"nomic-bert": "nomic-embed-text-v1.5", "bert-reranker": "bge-reranker"}[preset]
+        meta, table = encoder_meta(p, f"{name} (random weights)"), encoder_tensors(p)
+    else:
+        meta, table = decoder_meta(p, preset, template, control), tensors(p)
     with open(path + ".part", "wb") as f:
         f.write(b"GGUF" + struct.pack("<IQQ", 3, len(table), len(meta)))
         for key, value in meta.items():

@@ -15,6 +15,7 @@ mod kept;
 mod metrics;
 mod openai;
 mod origin;
+mod rerank;
 mod responses;
 mod rest_v1;
 mod sdk;
@@ -78,6 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/lmstudio-greeting", get(|| async { Json(Greeting { lmstudio: true }) }))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/api/v0/embeddings", post(embeddings::embeddings))
+        .route("/v1/rerank", post(rerank::rerank))
+        .route("/v1/reranking", post(rerank::rerank))
+        .route("/rerank", post(rerank::rerank))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/health", get(|| async { Json(Health { status: "ok" }) }))

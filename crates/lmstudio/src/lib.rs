@@ -53,7 +53,7 @@ pub mod wire;
 use std::sync::OnceLock;
 
 pub use client::act::{Act, ActResult, FunctionTool, ToolOutcome};
-pub use client::embedding::{EmbeddingModel, Embeddings};
+pub use client::embedding::{EmbeddingModel, Embeddings, Ranking};
 pub use client::presets::{Preset, PresetStore};
 pub use client::stream::{AsyncPredictionStream, CancelHandle, PredictionStream};
 pub use client::{Client, Llm};

@@ -68,3 +68,80 @@ fn python_sdk_embeds() {
     let out = run_python(SDK_EMBEDDINGS, start_server(lms_client(1), None));
     assert!(out.contains("SDK EMBEDDINGS OK"), "{out}");
 }
+
+/// `/v1/rerank` on a BERT cross-encoder of random weights: Jina's shape (best first, `top_n`,
+/// documents on request) and TEI's (`texts`), the same scores in both; refusals by name. (That the
+/// scores are llama-server's own is the library's test, `rerank_scores_equal_llama_cpps_own`.)
+#[tokio::test]
+async fn rerank_in_jina_and_tei_shapes() {
+    use crate::http::{call, json_of, post};
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    lms_test_support::random_gguf(
+        "bert-reranker",
+        &dir.path().join("test/bge-reranker-GGUF/bge-reranker.f16.gguf"),
+        &[],
+    );
+    let client = lmstudio::Client::with_load_config(lmstudio::ModelStore::new(dir.path()), Default::default());
+    let state = lmstudio_server::AppState::new(client, None);
+    let documents = ["A cat is a small feline.", "Paris is in France.", "Cats purr.", "Rust is a language."];
+    let query = "What is a cat?";
+
+    let body = json!({"model": "bge-reranker", "query": query, "documents": documents});
+    let (status, text) = call(state.clone(), post("/v1/rerank", body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let all = json_of(&text);
+    assert_eq!((all["object"].as_str(), all["model"].as_str()), (Some("list"), Some("bge-reranker")));
+    assert!(all["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 0), "{all}");
+    let scores: Vec<(u64, f64)> = all["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| (r["index"].as_u64().expect("index"), r["relevance_score"].as_f64().expect("score")))
+        .collect();
+    assert_eq!(scores.len(), documents.len());
+    assert!(scores.windows(2).all(|w| w[0].1 >= w[1].1), "best first: {scores:?}");
+    let mut seen: Vec<u64> = scores.iter().map(|s| s.0).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3], "each document once");
+
+    let body =
+        json!({"model": "bge-reranker", "query": query, "documents": documents, "top_n": 2, "return_documents": true});
+    let (_, text) = call(state.clone(), post("/v1/rerank", body.to_string())).await;
+    let top = json_of(&text)["results"].as_array().expect("results").clone();
+    assert_eq!(top.len(), 2, "top_n");
+    for (r, (index, score)) in top.iter().zip(&scores) {
+        assert_eq!((r["index"].as_u64(), r["relevance_score"].as_f64()), (Some(*index), Some(*score)));
+        assert_eq!(r["document"]["text"], documents[*index as usize]);
+    }
+
+    let body = json!({"model": "bge-reranker", "query": query, "texts": documents, "return_text": true});
+    let (status, text) = call(state.clone(), post("/rerank", body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let tei = json_of(&text);
+    for (r, (index, score)) in tei.as_array().expect("TEI answers a list").iter().zip(&scores) {
+        assert_eq!((r["index"].as_u64(), r["score"].as_f64()), (Some(*index), Some(*score)));
+        assert_eq!(r["text"], documents[*index as usize]);
+    }
+
+    for (path, body, named) in [
+        ("/v1/embeddings", json!({"model": "bge-reranker", "input": "text"}), "reranker"),
+        (
+            "/v1/rerank",
+            json!({"model": "bge-reranker", "query": query, "documents": documents, "rank_fields": ["x"]}),
+            "rank_fields",
+        ),
+        ("/v1/rerank", json!({"model": "bge-reranker", "query": query, "documents": []}), "empty"),
+        (
+            "/v1/rerank",
+            json!({"model": "bge-reranker", "query": query, "texts": documents, "truncate": true}),
+            "truncate",
+        ),
+    ] {
+        let (status, text) = call(state.clone(), post(path, body.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {text}");
+        assert!(text.contains(named), "{path}: {text}");
+    }
+}

@@ -21,6 +21,16 @@ pub struct Embeddings {
     pub prompt_tokens: usize,
 }
 
+/// A reranker's scores of documents for a query, in the documents' order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    /// One score per document: higher is more relevant (the classifier's raw output, not a
+    /// probability).
+    pub scores: Vec<f32>,
+    /// Tokens of all the query-document pairs together.
+    pub prompt_tokens: usize,
+}
+
 impl Client {
     /// The model `query` names, for embeddings: a loaded instance, else the model loaded with the
     /// default [`crate::LoadConfig`] (LM Studio's `embedding_model`).
@@ -79,6 +89,31 @@ impl EmbeddingModel {
                 Err(Error::Unsupported("embeddings over LM Studio's SDK protocol (not yet)".into()))
             }
         }
+    }
+
+    /// A reranker's score of `query` with each of `documents` (a model whose file names rank
+    /// pooling: BGE-reranker, Jina reranker...); an [`Error::InvalidRequest`] for a model that only
+    /// embeds, or a pair longer than the context (naming it). Embedded backend only for now.
+    pub fn rerank(&self, query: &str, documents: &[impl AsRef<str>]) -> Result<Ranking> {
+        match &self.llm.inner {
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(l) => {
+                let documents: Vec<&str> = documents.iter().map(AsRef::as_ref).collect();
+                let (scores, prompt_tokens) = l.engine.rerank(query, &documents)?;
+                Ok(Ranking { scores, prompt_tokens })
+            }
+            LlmInner::Remote { .. } => {
+                let _ = (query, documents);
+                Err(Error::Unsupported("reranking over LM Studio's SDK protocol (it has none)".into()))
+            }
+        }
+    }
+
+    /// The async form of [`EmbeddingModel::rerank`].
+    pub async fn rerank_async(&self, query: &str, documents: &[impl AsRef<str>]) -> Result<Ranking> {
+        let (model, query) = (self.clone(), query.to_owned());
+        let documents: Vec<String> = documents.iter().map(|d| d.as_ref().to_owned()).collect();
+        off_thread(move || model.rerank(&query, &documents)).await
     }
 
     /// The async form of [`EmbeddingModel::embed`].

@@ -14,9 +14,11 @@ use llama_cpp_2::token::LlamaToken;
 use super::backend::backend;
 use crate::types::error::{Error, Result};
 
-/// A request: the inputs' tokens, and where the vectors go.
+/// A request: the inputs' tokens, whether to L2-normalize their outputs (vectors, not a
+/// reranker's scores), and where the outputs go.
 struct Job {
     inputs: Vec<Vec<LlamaToken>>,
+    normalize: bool,
     reply: flume::Sender<Result<Vec<Vec<f32>>>>,
 }
 
@@ -25,6 +27,9 @@ pub(crate) struct Embedder {
     jobs: flume::Sender<Job>,
     /// Tokens one input may have.
     pub(crate) context_length: usize,
+    /// Whether the model ranks (its file names rank pooling: a classifier head that scores a
+    /// query and a document together) rather than embeds.
+    pub(crate) ranks: bool,
 }
 
 impl Embedder {
@@ -32,18 +37,21 @@ impl Embedder {
     pub(crate) fn start(model: Arc<LlamaModel>, context_length: u32, threads: u32) -> Result<Self> {
         let (jobs, job_rx) = flume::unbounded::<Job>();
         let (ready_tx, ready_rx) = flume::bounded(1);
+        let ranks = pooling(&model) == LlamaPoolingType::Rank;
         std::thread::Builder::new()
             .name("lms-embed".into())
             .spawn(move || run(&model, context_length, threads, &job_rx, &ready_tx))
             .map_err(|e| Error::Engine(format!("no thread for embeddings: {e}")))?;
         ready_rx.recv().map_err(|_| Error::Engine("the embedding thread stopped".into()))??;
-        Ok(Self { jobs, context_length: context_length as usize })
+        Ok(Self { jobs, context_length: context_length as usize, ranks })
     }
 
-    /// The vectors of `inputs`, in order.
-    pub(crate) fn embed(&self, inputs: Vec<Vec<LlamaToken>>) -> Result<Vec<Vec<f32>>> {
+    /// The pooled outputs of `inputs`, in order: vectors (L2-normalized when `normalize`), or a
+    /// reranker's scores.
+    pub(crate) fn run(&self, inputs: Vec<Vec<LlamaToken>>, normalize: bool) -> Result<Vec<Vec<f32>>> {
         let (reply, answer) = flume::bounded(1);
-        self.jobs.send(Job { inputs, reply }).map_err(|_| Error::Engine("the embedding thread stopped".into()))?;
+        let job = Job { inputs, normalize, reply };
+        self.jobs.send(job).map_err(|_| Error::Engine("the embedding thread stopped".into()))?;
         answer.recv().map_err(|_| Error::Engine("the embedding thread stopped".into()))?
     }
 }
@@ -53,7 +61,9 @@ fn pooling(model: &LlamaModel) -> LlamaPoolingType {
     let arch = model.meta_val_str("general.architecture").unwrap_or_default();
     let named = model.meta_val_str(&format!("{arch}.pooling_type")).ok().and_then(|v| v.parse::<i32>().ok());
     match named.map(LlamaPoolingType::from) {
-        Some(p @ (LlamaPoolingType::Mean | LlamaPoolingType::Cls | LlamaPoolingType::Last)) => p,
+        Some(
+            p @ (LlamaPoolingType::Mean | LlamaPoolingType::Cls | LlamaPoolingType::Last | LlamaPoolingType::Rank),
+        ) => p,
         _ => LlamaPoolingType::Mean,
     }
 }
@@ -95,6 +105,9 @@ fn run(
             }
             ctx.decode(&mut batch).map_err(|e| Error::Engine(format!("embedding: {e}")))?;
             let raw = ctx.embeddings_seq_ith(0).map_err(|e| Error::Engine(format!("embedding: {e}")))?;
+            if !job.normalize {
+                return Ok(raw.to_vec());
+            }
             let norm = raw.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
             let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 1.0 };
             Ok(raw.iter().map(|x| x * scale).collect())

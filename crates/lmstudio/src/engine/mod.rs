@@ -143,8 +143,10 @@ pub(crate) struct Engine {
     /// The embedding thread, from the first request for embeddings (from the load, for an
     /// embedding model).
     embedder: Mutex<Option<Arc<embed::Embedder>>>,
+    /// The model's key, for errors that name it.
+    key: String,
     /// An embedding model's engine: no prediction thread, no slots; it only embeds.
-    embedding_only: Option<String>,
+    embedding_only: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -234,7 +236,8 @@ impl Engine {
                 threads,
                 draft: Mutex::new(None),
                 embedder: Mutex::new(Some(Arc::new(embedder))),
-                embedding_only: Some(info.model_key),
+                key: info.model_key,
+                embedding_only: true,
                 thread: Mutex::new(None),
             });
         }
@@ -265,7 +268,8 @@ impl Engine {
             threads,
             draft: Mutex::new(None),
             embedder: Mutex::new(None),
-            embedding_only: None,
+            key: info.model_key.clone(),
+            embedding_only: false,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -294,31 +298,69 @@ impl Engine {
     /// The L2-normalized embedding of each of `texts` (each tokenized as a prompt is), and how
     /// many tokens they were. An input longer than the context is refused by its index.
     pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
-        let embedder = {
-            let mut slot = lock(&self.embedder);
-            match slot.as_ref() {
-                Some(e) => Arc::clone(e),
-                None => {
-                    let started = Arc::new(embed::Embedder::start(
-                        Arc::clone(&self.model),
-                        self.context_length as u32,
-                        self.threads,
-                    )?);
-                    *slot = Some(Arc::clone(&started));
-                    started
-                }
-            }
-        };
-        let inputs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokenize(t)).collect();
-        if let Some((i, long)) = inputs.iter().enumerate().find(|(_, t)| t.len() > embedder.context_length) {
+        let embedder = self.embedder()?;
+        if embedder.ranks {
             return Err(Error::InvalidRequest(format!(
-                "input {i} is {} tokens; the model's context holds {}",
-                long.len(),
-                embedder.context_length
+                "{} is a reranker: it scores a query with each document (rerank), it makes no vectors",
+                self.key
             )));
         }
-        let tokens = inputs.iter().map(Vec::len).sum();
-        Ok((embedder.embed(inputs)?, tokens))
+        let inputs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokenize(t)).collect();
+        let tokens = fits(&inputs, embedder.context_length)?;
+        Ok((embedder.run(inputs, true)?, tokens))
+    }
+
+    /// A reranker's score of `query` with each of `documents` (higher: more relevant), and how
+    /// many tokens the pairs were (each pair written as llama-server writes it).
+    pub fn rerank(&self, query: &str, documents: &[&str]) -> Result<(Vec<f32>, usize)> {
+        let embedder = self.embedder()?;
+        if !embedder.ranks {
+            return Err(Error::InvalidRequest(format!(
+                "{} is not a reranker: its file names no rank pooling (a classifier head that scores pairs)",
+                self.key
+            )));
+        }
+        let inputs = self.rerank_inputs(query, documents);
+        let tokens = fits(&inputs, embedder.context_length)?;
+        let scores = embedder.run(inputs, false)?.into_iter().map(|out| out.first().copied().unwrap_or(f32::NAN));
+        Ok((scores.collect(), tokens))
+    }
+
+    /// The tokens of each query-document pair, as llama-server writes them for `/v1/rerank`: the
+    /// model's rerank template where its file has one (a decoder reranker such as
+    /// Qwen3-Reranker), else BOS, the query, EOS (SEP where there is no EOS) and SEP as the model
+    /// adds them, the document, EOS (BERT: `[CLS] query [SEP] document`; XLM-RoBERTa:
+    /// `<s> query </s> document </s>`).
+    fn rerank_inputs(&self, query: &str, documents: &[&str]) -> Vec<Vec<LlamaToken>> {
+        let vocab = self.model.vocab();
+        if let Ok(template) = self.model.meta_val_str("tokenizer.chat_template.rerank") {
+            let pair = |doc: &&str| template.replace("{query}", query).replace("{document}", doc);
+            return documents.iter().map(|doc| vocab.tokenize(pair(doc).as_bytes(), false, true)).collect();
+        }
+        let bos = in_vocab(&vocab, vocab.bos()).filter(|_| vocab.should_add_bos());
+        let end = in_vocab(&vocab, vocab.eos()).or_else(|| in_vocab(&vocab, vocab.sep()));
+        let end = end.filter(|_| vocab.should_add_eos());
+        let sep = in_vocab(&vocab, vocab.sep()).filter(|_| vocab.should_add_sep());
+        let query = vocab.tokenize(query.as_bytes(), false, false);
+        documents
+            .iter()
+            .map(|doc| {
+                let doc = vocab.tokenize(doc.as_bytes(), false, false);
+                bos.into_iter().chain(query.iter().copied()).chain(end).chain(sep).chain(doc).chain(end).collect()
+            })
+            .collect()
+    }
+
+    /// The embedding thread, started by the first request for it.
+    fn embedder(&self) -> Result<Arc<embed::Embedder>> {
+        let mut slot = lock(&self.embedder);
+        if let Some(e) = slot.as_ref() {
+            return Ok(Arc::clone(e));
+        }
+        let started =
+            Arc::new(embed::Embedder::start(Arc::clone(&self.model), self.context_length as u32, self.threads)?);
+        *slot = Some(Arc::clone(&started));
+        Ok(started)
     }
 
     /// Token ids of `text` as llama.cpp's tokenizer gives them: with the model's BOS/EOS when
@@ -365,9 +407,10 @@ impl Engine {
         events: flume::Sender<Event>,
         cancel: Arc<AtomicBool>,
     ) -> Result<()> {
-        if let Some(key) = &self.embedding_only {
+        if self.embedding_only {
             return Err(Error::InvalidRequest(format!(
-                "{key} is an embedding model: it makes vectors, not text (load a language model to predict)"
+                "{} is an embedding model: it makes vectors, not text (load a language model to predict)",
+                self.key
             )));
         }
         let submitted = Instant::now();
@@ -459,6 +502,18 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The tokens of all `inputs`, or an [`Error::InvalidRequest`] naming the first one longer than
+/// `context_length`.
+fn fits(inputs: &[Vec<LlamaToken>], context_length: usize) -> Result<usize> {
+    if let Some((i, long)) = inputs.iter().enumerate().find(|(_, t)| t.len() > context_length) {
+        return Err(Error::InvalidRequest(format!(
+            "input {i} is {} tokens; the model's context holds {context_length}",
+            long.len()
+        )));
+    }
+    Ok(inputs.iter().map(Vec::len).sum())
 }
 
 /// `token` where it is one of the vocabulary's: a model without an EOS (BERT) answers -1, and

@@ -78,3 +78,143 @@ fn an_encoder_is_an_embedding_model_that_never_predicts() {
     }
     assert_eq!(embedder.embed(&texts[..1]).expect("embeds").vectors[0], both.vectors[0]);
 }
+
+/// llama.cpp's own server, built from the tree the benchmarks' tools come from
+/// (`scripts/build-llama-tools server`; `scripts/test` builds it first), serving `model` with
+/// `args` on a free loopback port until dropped.
+struct LlamaServer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl LlamaServer {
+    fn start(model: &std::path::Path, args: &[&str]) -> Self {
+        let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/llama-tools/bin/llama-server");
+        assert!(tool.exists(), "{} is missing: run scripts/build-llama-tools server", tool.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+        let child = std::process::Command::new(tool)
+            .arg("-m")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "-c", "512", "-t", "2", "-np", "1"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("llama-server starts");
+        let server = Self { child, addr: ([127, 0, 0, 1], port).into() };
+        let started = std::time::Instant::now();
+        while server.get("/health").is_none_or(|(status, _)| status != 200) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(120), "llama-server never became healthy");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// One request (HTTP/1.1, the connection closed after it): the status and the body.
+    fn request(&self, head: &str, body: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(self.addr).ok()?;
+        write!(sock, "{head} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).ok()?;
+        let mut reply = String::new();
+        sock.read_to_string(&mut reply).ok()?;
+        let status = reply.split(' ').nth(1)?.parse().ok()?;
+        Some((status, reply.split_once("\r\n\r\n")?.1.to_owned()))
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        self.request(&format!("GET {path}"), "")
+    }
+
+    /// POSTs `body` to `path`; the JSON it answers (panics on any other status).
+    fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let (status, text) = self.request(&format!("POST {path}"), &body.to_string()).expect("llama-server answers");
+        assert_eq!(status, 200, "llama-server {path}: {text}");
+        serde_json::from_str(&text).expect("JSON")
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// llama-server's `/v1/embeddings` vectors of `inputs` on `model` (served with `args`).
+fn llama_cpp_vectors(model: &std::path::Path, inputs: &[&str], args: &[&str]) -> Vec<Vec<f32>> {
+    let server = LlamaServer::start(model, &[&["--embeddings"], args].concat());
+    let reply = server.post("/v1/embeddings", &serde_json::json!({ "input": inputs, "encoding_format": "float" }));
+    let data = reply["data"].as_array().expect("data");
+    data.iter()
+        .map(|d| {
+            d["embedding"].as_array().expect("floats").iter().map(|x| x.as_f64().expect("a float") as f32).collect()
+        })
+        .collect()
+}
+
+fn largest_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "the same width ({} and {})", a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+const PROMPTS: [&str; 3] = ["Hello, world!", "The cat sat on the mat.", "Rust makes systems programming safe."];
+
+#[test]
+fn vectors_equal_llama_cpps_own() {
+    // An encoder (nomic-bert, its file's mean pooling) and a decoder LLM (mean-pooled, as
+    // `llama-server --embeddings` pools one).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = encoder_store(dir.path());
+    let encoder = store.resolve("nomic-embed-text-v1.5").expect("the encoder").path;
+    let client = lms::Client::with_load_config(store, lms::LoadConfig::default());
+    let ours = client.embedding_model("nomic-embed-text-v1.5").expect("loads").embed(&PROMPTS).expect("embeds");
+    let theirs = llama_cpp_vectors(&encoder, &PROMPTS, &[]);
+    for (a, b) in ours.vectors.iter().zip(&theirs) {
+        let gap = largest_gap(a, b);
+        assert!(gap < 1e-4, "nomic-bert: largest difference {gap}");
+    }
+
+    let decoder = lms::ModelStore::from_env().resolve(lms::DEFAULT_MODEL_KEY).expect("the default model").path;
+    let ours = crate::client().embedding_model(lms::DEFAULT_MODEL_KEY).expect("loads").embed(&PROMPTS).expect("embeds");
+    let theirs = llama_cpp_vectors(&decoder, &PROMPTS, &["--pooling", "mean"]);
+    for (a, b) in ours.vectors.iter().zip(&theirs) {
+        let gap = largest_gap(a, b);
+        assert!(gap < 1e-4, "gemma 3, mean-pooled: largest difference {gap}");
+    }
+}
+
+#[test]
+fn rerank_scores_equal_llama_cpps_own() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("test/bge-reranker-GGUF/bge-reranker.f16.gguf");
+    lms_test_support::random_gguf("bert-reranker", &file, &[]);
+    let client = lms::Client::with_load_config(lms::ModelStore::new(dir.path()), lms::LoadConfig::default());
+    let reranker = client.embedding_model("bge-reranker").expect("loads");
+    let query = "What is a cat?";
+    let ours = reranker.rerank(query, &PROMPTS).expect("ranks");
+    assert_eq!(ours.scores.len(), PROMPTS.len());
+    let server = LlamaServer::start(&file, &["--reranking"]);
+    let theirs = server.post("/v1/rerank", &serde_json::json!({ "query": query, "documents": PROMPTS }));
+    let results = theirs["results"].as_array().expect("results");
+    assert_eq!(results.len(), PROMPTS.len());
+    for r in results {
+        let (index, score) =
+            (r["index"].as_u64().expect("index") as usize, r["relevance_score"].as_f64().expect("score"));
+        let ours = ours.scores[index];
+        assert!((f64::from(ours) - score).abs() < 1e-4, "document {index}: ours {ours}, llama-server's {score}");
+    }
+    assert_eq!(theirs["usage"]["prompt_tokens"].as_u64(), Some(ours.prompt_tokens as u64), "the pairs' tokens");
+    // Alone or among others, a pair has the same score; the pair's tokens are counted.
+    let alone = reranker.rerank(query, &PROMPTS[1..2]).expect("ranks");
+    assert!((alone.scores[0] - ours.scores[1]).abs() < 1e-5);
+    assert!(ours.prompt_tokens > alone.prompt_tokens * 2);
+    // A reranker makes no vectors, and an embedding model no scores: refused by name.
+    match reranker.embed(&["text"]) {
+        Err(lms::Error::InvalidRequest(m)) => assert!(m.contains("reranker"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match crate::client().embedding_model(lms::DEFAULT_MODEL_KEY).expect("loads").rerank(query, &PROMPTS) {
+        Err(lms::Error::InvalidRequest(m)) => assert!(m.contains("not a reranker"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
