@@ -30,6 +30,9 @@ enum Command {
     /// Measure what choosing a token costs, ours beside llama.cpp's sampler chain, on a real
     /// model's logits (see bench/sampling.md).
     BenchSampling(bench::sampling::SamplingArgs),
+    /// Measure `/v1/embeddings`, ours beside llama-server's, on the same model and threads (see
+    /// bench/embeddings.md).
+    BenchEmbeddings(bench::embeddings::EmbeddingsArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
     /// (see bench/HARDENING.md).
     Stress(bench::stress::StressArgs),
@@ -58,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchStructured(args) => bench::structured::run(args),
         Command::BenchSpeculation(args) => bench::speculation::run(args),
         Command::BenchSampling(args) => bench::sampling::run(args),
+        Command::BenchEmbeddings(args) => bench::embeddings::run(&args),
         Command::Stress(args) => bench::stress::run(args),
     }
 }

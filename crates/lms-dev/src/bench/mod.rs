@@ -1,6 +1,7 @@
 //! `lms-dev bench`: prompt-processing and decode speed through our API, next to llama.cpp's own
 //! `llama-bench` on the same model and thread count, written as a markdown and a JSON table.
 
+pub mod embeddings;
 mod load;
 mod loadgen;
 mod rss;

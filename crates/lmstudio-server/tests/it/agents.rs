@@ -154,10 +154,13 @@ fn codex_runs_against_the_server() {
         .env("CODEX_HOME", &home)
         .env("HOME", &home);
     // Codex has no turn limit: a model that keeps calling tools keeps it going. It is stopped once
-    // two predictions are done (a call and what follows its result), or ends by itself (an answer
-    // in text). Its exit status is not checked (being stopped is not a failure); what the server
-    // served is.
-    let (finished, out) = run_until(codex, || metric(addr, "lms_predictions_total") >= 2, LIMIT);
+    // its first answer is done (its first request is the whole agent: instructions, tools, the
+    // streamed answer), or ends by itself (an answer in text). Not later: in one run, after a
+    // random call to `write_stdin` failed, Codex sent a tool item without its `call_id`, which is
+    // refused as OpenAI refuses it (not reproduced on purpose; see the notes). The round trip of
+    // calls and their results is the Responses tests' (responses.rs). Its exit status is not
+    // checked (being stopped is not a failure); what the server served is.
+    let (finished, out) = run_until(codex, || metric(addr, "lms_predictions_total") >= 1, LIMIT);
     assert!(finished, "Codex was neither done nor stopped in {LIMIT:?}:\n{out}");
     assert!(!out.contains("stream disconnected") && !out.contains("unexpected status"), "{out}");
     served_without_errors(addr, "Codex", &out);

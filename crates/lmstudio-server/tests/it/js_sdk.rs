@@ -170,3 +170,57 @@ fn js_sdk_calls_tools() {
     assert!(out.contains("JS TOOLS OK"), "{out}");
     assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
 }
+
+/// Issue 29: the JS SDK's embedding namespace, on a nomic-bert of random weights (an encoder:
+/// LM Studio's type `embedding`) beside the default model: load, info, embed one text and several,
+/// tokenize, count, list, unload, with no warning from the SDK.
+const EMBEDDING: &str = r#"
+const { LMStudioClient } = require("@lmstudio/sdk");
+const assert = require("node:assert/strict");
+const logged = [];
+const logger = {
+  debug() {}, info() {},
+  warn: (...a) => logged.push("warn: " + a.join(" ")),
+  error: (...a) => logged.push("error: " + a.join(" ")),
+};
+setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); process.exit(3); }, 120000).unref();
+
+(async () => {
+  const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
+  const downloaded = await client.system.listDownloadedModels();
+  const kinds = Object.fromEntries(downloaded.map(m => [m.modelKey, m.type]));
+  assert.equal(kinds["nomic-embed-text-v1.5"], "embedding", JSON.stringify(kinds));
+  const model = await client.embedding.model("nomic-embed-text-v1.5");
+  const info = await model.getModelInfo();
+  assert.equal(info.type, "embedding");
+  assert.equal(info.architecture, "nomic-bert");
+  assert.equal(await model.getContextLength(), 2048);
+  const one = await model.embed("Hello, world!");
+  assert.equal(one.embedding.length, 768);
+  const norm = Math.sqrt(one.embedding.reduce((s, x) => s + x * x, 0));
+  assert.ok(Math.abs(norm - 1) < 1e-4, String(norm));
+  const two = await model.embed(["Hello, world!", "Goodbye, world!"]);
+  assert.equal(two.length, 2);
+  assert.ok(one.embedding.every((x, i) => Math.abs(x - two[0].embedding[i]) < 1e-5));
+  const tokens = await model.tokenize("Hello, world!");
+  assert.equal(tokens.length, (await model.countTokens("Hello, world!")) + 2);
+  const loaded = await client.embedding.listLoaded();
+  assert.deepEqual(loaded.map(m => m.identifier), ["nomic-embed-text-v1.5"]);
+  await model.unload();
+  assert.deepEqual(await client.embedding.listLoaded(), []);
+  assert.deepEqual(logged, []);
+  console.log("JS EMBEDDING OK");
+})().catch(e => { console.log("FAILED: " + (e.stack || e) + "; logged: " + JSON.stringify(logged)); process.exit(1); });
+"#;
+
+#[test]
+fn js_sdk_embeds() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("nomic-ai/nomic-embed-text-v1.5-GGUF/nomic-embed-text-v1.5.f16.gguf");
+    lms_test_support::random_gguf("nomic-bert", &file, &[]);
+    let client = lmstudio::Client::with_load_config(lmstudio::ModelStore::new(dir.path()), Default::default());
+    let addr = start_server(client, None);
+    let out = run_node(EMBEDDING, addr);
+    assert!(out.contains("JS EMBEDDING OK"), "{out}");
+    assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
+}

@@ -504,9 +504,12 @@ impl Drop for Engine {
     }
 }
 
-/// The tokens of all `inputs`, or an [`Error::InvalidRequest`] naming the first one longer than
-/// `context_length`.
+/// The tokens of all `inputs`, or an [`Error::InvalidRequest`] naming the first one that is empty
+/// or longer than `context_length`.
 fn fits(inputs: &[Vec<LlamaToken>], context_length: usize) -> Result<usize> {
+    if let Some(i) = inputs.iter().position(Vec::is_empty) {
+        return Err(Error::InvalidRequest(format!("input {i} is empty: it has no token")));
+    }
     if let Some((i, long)) = inputs.iter().enumerate().find(|(_, t)| t.len() > context_length) {
         return Err(Error::InvalidRequest(format!(
             "input {i} is {} tokens; the model's context holds {context_length}",

@@ -76,7 +76,8 @@ fn an_encoder_is_an_embedding_model_that_never_predicts() {
         Err(lms::Error::InvalidRequest(m)) => assert!(m.contains("embedding model"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(embedder.embed(&texts[..1]).expect("embeds").vectors[0], both.vectors[0]);
+    let again = embedder.embed(&texts[..1]).expect("embeds");
+    assert!(largest_gap(&again.vectors[0], &both.vectors[0]) < 1e-5, "the same vector again");
 }
 
 /// llama.cpp's own server, built from the tree the benchmarks' tools come from
@@ -204,9 +205,12 @@ fn rerank_scores_equal_llama_cpps_own() {
         assert!((f64::from(ours) - score).abs() < 1e-4, "document {index}: ours {ours}, llama-server's {score}");
     }
     assert_eq!(theirs["usage"]["prompt_tokens"].as_u64(), Some(ours.prompt_tokens as u64), "the pairs' tokens");
-    // Alone or among others, a pair has the same score; the pair's tokens are counted.
+    // Alone or among others (one decode holds several pairs of an encoder, whose matrix products
+    // then take other kernels: 1e-5 apart, measured), a pair has the same score, as llama-server's
+    // is; the pair's tokens are counted.
     let alone = reranker.rerank(query, &PROMPTS[1..2]).expect("ranks");
-    assert!((alone.scores[0] - ours.scores[1]).abs() < 1e-5);
+    let (a, b) = (alone.scores[0], ours.scores[1]);
+    assert!((a - b).abs() < 1e-4, "alone {a}, together {b}");
     assert!(ours.prompt_tokens > alone.prompt_tokens * 2);
     // A reranker makes no vectors, and an embedding model no scores: refused by name.
     match reranker.embed(&["text"]) {
