@@ -1,6 +1,7 @@
 //! OpenAI's `POST /v1/embeddings` (and LM Studio's `POST /api/v0/embeddings`, the same): a string
 //! or a list of strings in, a vector each out, as floats or as OpenAI's base64 of little-endian
-//! f32s (the `openai` package's default). Token-id input and `dimensions` are refused by name.
+//! f32s (the `openai` package's default). Inputs may be token ids (one list, or one per input),
+//! taken as they are. `dimensions` is refused by name.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -52,9 +53,15 @@ struct Usage {
     total_tokens: usize,
 }
 
+/// What to embed: texts, or OpenAI's token ids (one list, or a list per input).
+enum Inputs {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<i32>>),
+}
+
 impl EmbeddingsRequest {
-    /// The texts to embed and whether vectors go out as base64, checked.
-    fn decode(&self) -> Result<(Vec<String>, bool), ApiError> {
+    /// The inputs to embed and whether vectors go out as base64, checked.
+    fn decode(&self) -> Result<(Inputs, bool), ApiError> {
         for (name, value) in &self.other {
             // An end user's id changes nothing.
             if name == "user" {
@@ -67,19 +74,28 @@ impl EmbeddingsRequest {
             Some("base64") => true,
             Some(other) => return Err(ApiError::bad_request(format!("unsupported `encoding_format`: {other}"))),
         };
-        let texts = match &self.input {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
-                items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-            }
-            Value::Array(items) if items.is_empty() => return Err(ApiError::bad_request("`input` is empty")),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "`input` as token ids is not supported yet: send a string or strings",
-                ))
-            }
+        let ids = |v: &Value| -> Option<Vec<i32>> {
+            v.as_array()?.iter().map(|x| x.as_i64().and_then(|x| i32::try_from(x).ok())).collect()
         };
-        Ok((texts, base64))
+        let inputs = match &self.input {
+            Value::String(s) => Inputs::Texts(vec![s.clone()]),
+            Value::Array(items) if items.is_empty() => return Err(ApiError::bad_request("`input` is empty")),
+            Value::Array(items) if items.iter().all(Value::is_string) => {
+                Inputs::Texts(items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            }
+            Value::Array(items) if items.iter().all(Value::is_number) => Inputs::Tokens(vec![
+                ids(&self.input).ok_or_else(|| ApiError::bad_request("`input`: token ids are integers"))?
+            ]),
+            Value::Array(items) if items.iter().all(Value::is_array) => Inputs::Tokens(
+                items
+                    .iter()
+                    .map(ids)
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| ApiError::bad_request("`input`: token ids are integers"))?,
+            ),
+            _ => return Err(ApiError::bad_request("`input` is a string, strings, token ids, or lists of token ids")),
+        };
+        Ok((inputs, base64))
     }
 }
 
@@ -90,12 +106,15 @@ pub(crate) async fn embeddings(
 ) -> Response {
     let reply = async {
         let req = parse(body)?;
-        let (texts, base64) = req.decode()?;
+        let (inputs, base64) = req.decode()?;
         let model = match &req.model {
             Some(name) => state.client().embedding_model_async(name).await?,
             None => return Err(ApiError::bad_request("`model` is required")),
         };
-        let out = model.embed_async(&texts).await?;
+        let out = match inputs {
+            Inputs::Texts(texts) => model.embed_async(&texts).await?,
+            Inputs::Tokens(ids) => model.embed_tokens_async(ids).await?,
+        };
         let data = out
             .vectors
             .into_iter()

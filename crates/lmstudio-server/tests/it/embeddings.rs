@@ -1,5 +1,5 @@
-//! `/v1/embeddings` (issue 29, a first slice) driven by the `openai` package: base64 (its
-//! default) and floats alike, an input the same alone or in a list, refusals by name.
+//! `/v1/embeddings` (issue 29) driven by the `openai` package: base64 (its default) and floats
+//! alike, an input the same alone or in a list, token ids as their text, refusals by name.
 
 use crate::{lms_client, run_python, start_server};
 
@@ -20,7 +20,17 @@ assert all(abs(a - b) < 1e-6 for a, b in zip(f.data[1].embedding, r.data[1].embe
 one = c.embeddings.create(model=model, input=texts[1], encoding_format="float")
 assert max(abs(a - b) for a, b in zip(one.data[0].embedding, f.data[1].embedding)) < 1e-5, "alone as in a list"
 assert r.usage.prompt_tokens == f.usage.prompt_tokens > one.usage.prompt_tokens > 0, r.usage
-for bad, name in [({"dimensions": 8}, "dimensions"), ({"input": [[1, 2, 3]]}, "token ids")]:
+# Token ids, as /tokenize gives them with the BOS the text input gets: the same vector.
+import json, urllib.request
+req = urllib.request.Request(f"http://{os.environ['HOST']}/tokenize", method="POST",
+    data=json.dumps({"content": texts[1], "add_special": True}).encode(), headers={"Content-Type": "application/json"})
+ids = json.load(urllib.request.urlopen(req))["tokens"]
+by_ids = c.embeddings.create(model=model, input=[ids, ids[:3]], encoding_format="float")
+assert len(by_ids.data) == 2 and by_ids.usage.prompt_tokens == len(ids) + 3, by_ids.usage
+assert max(abs(a - b) for a, b in zip(by_ids.data[0].embedding, f.data[1].embedding)) < 1e-6, "ids as the text"
+one_list = c.embeddings.create(model=model, input=ids, encoding_format="float")
+assert one_list.data[0].embedding == by_ids.data[0].embedding, "one list of ids is one input"
+for bad, name in [({"dimensions": 8}, "dimensions"), ({"input": [[1, 2, 10**8]]}, "not in the vocabulary")]:
     try:
         c.embeddings.create(**{"model": model, "input": texts, "encoding_format": "float", **bad})
         raise AssertionError(f"{name} was taken")

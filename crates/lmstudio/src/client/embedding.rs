@@ -91,6 +91,28 @@ impl EmbeddingModel {
         }
     }
 
+    /// [`EmbeddingModel::embed`] of inputs given as token ids (OpenAI's token-array input), taken
+    /// as they are: no BOS is added. An id outside the vocabulary is an [`Error::InvalidRequest`].
+    pub fn embed_tokens(&self, inputs: &[Vec<i32>]) -> Result<Embeddings> {
+        match &self.llm.inner {
+            #[cfg(feature = "embedded")]
+            LlmInner::Embedded(l) => {
+                let (vectors, prompt_tokens) = l.engine.embed_tokens(inputs)?;
+                Ok(Embeddings { vectors, prompt_tokens })
+            }
+            LlmInner::Remote { .. } => {
+                let _ = inputs;
+                Err(Error::Unsupported("embedding token ids over LM Studio's SDK protocol (it has none)".into()))
+            }
+        }
+    }
+
+    /// The async form of [`EmbeddingModel::embed_tokens`].
+    pub async fn embed_tokens_async(&self, inputs: Vec<Vec<i32>>) -> Result<Embeddings> {
+        let model = self.clone();
+        off_thread(move || model.embed_tokens(&inputs)).await
+    }
+
     /// A reranker's score of `query` with each of `documents` (a model whose file names rank
     /// pooling: BGE-reranker, Jina reranker...); an [`Error::InvalidRequest`] for a model that only
     /// embeds, or a pair longer than the context (naming it). Embedded backend only for now.

@@ -298,6 +298,27 @@ impl Engine {
     /// The L2-normalized embedding of each of `texts` (each tokenized as a prompt is), and how
     /// many tokens they were. An input longer than the context is refused by its index.
     pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
+        self.embed_inputs(texts.iter().map(|t| self.tokenize(t)).collect())
+    }
+
+    /// [`Engine::embed`] of inputs given as token ids, taken as they are (no BOS added); an id
+    /// outside the vocabulary is an [`Error::InvalidRequest`] naming its input.
+    pub fn embed_tokens(&self, inputs: &[Vec<i32>]) -> Result<(Vec<Vec<f32>>, usize)> {
+        let n = self.model.n_vocab();
+        let mut tokenized = Vec::with_capacity(inputs.len());
+        for (i, ids) in inputs.iter().enumerate() {
+            if let Some(id) = ids.iter().find(|id| !(0..n).contains(*id)) {
+                return Err(Error::InvalidRequest(format!(
+                    "input {i}: token {id} is not in the vocabulary (0 to {})",
+                    n - 1
+                )));
+            }
+            tokenized.push(ids.iter().map(|&id| LlamaToken(id)).collect());
+        }
+        self.embed_inputs(tokenized)
+    }
+
+    fn embed_inputs(&self, inputs: Vec<Vec<LlamaToken>>) -> Result<(Vec<Vec<f32>>, usize)> {
         let embedder = self.embedder()?;
         if embedder.ranks {
             return Err(Error::InvalidRequest(format!(
@@ -305,7 +326,6 @@ impl Engine {
                 self.key
             )));
         }
-        let inputs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokenize(t)).collect();
         let tokens = fits(&inputs, embedder.context_length)?;
         Ok((embedder.run(inputs, true)?, tokens))
     }
