@@ -27,8 +27,9 @@ use crate::types::result::{ChatMessage, Fragment, ModelInfo, PredictionResult, R
 use crate::types::sync::lock;
 use crate::wire::protocol::{
     self, ApplyPromptTemplate, ApplyPromptTemplateParameter, Auth, AuthReply, ChannelInput, ChatHistory, ClientMessage,
-    CountTokens, GetOrLoadParameter, ListLoaded, LoadMessage, LoadModelParameter, ModelSpecifier, PredictMessage,
-    PredictParameter, Rpc, ServerMessage, TextParameter, Tokenize, UnloadModel, UnloadModelParameter,
+    CountTokens, EmbedString, EmbedStringParameter, GetOrLoadParameter, ListLoaded, LoadMessage, LoadModelParameter,
+    ModelSpecifier, PredictMessage, PredictParameter, Rpc, ServerMessage, TextParameter, Tokenize, UnloadModel,
+    UnloadModelParameter,
 };
 use crate::wire::{self, KvStack};
 
@@ -58,23 +59,38 @@ impl Default for RemoteOptions {
 pub(crate) struct Remote {
     host: String,
     options: RemoteOptions,
-    connection: Mutex<Option<Arc<Connection>>>,
+    /// The `/llm` namespace's connection, then the `/embedding` one's.
+    connections: [Mutex<Option<Arc<Connection>>>; 2],
 }
+
+/// LM Studio's namespaces this client speaks, one websocket each.
+const NAMESPACES: [&str; 2] = ["llm", "embedding"];
 
 impl Remote {
     pub(crate) fn new(host: String, options: RemoteOptions) -> Self {
-        Self { host, options, connection: Mutex::new(None) }
+        Self { host, options, connections: Default::default() }
     }
 
-    /// The live connection, reconnecting if the last one was lost.
+    /// The live `/llm` connection, reconnecting if the last one was lost.
     pub(crate) fn connection(&self) -> Result<Arc<Connection>> {
-        let mut slot = lock(&self.connection);
+        self.connection_to(0)
+    }
+
+    /// The live connection to [`NAMESPACES`]`[namespace]`, reconnecting if the last was lost.
+    fn connection_to(&self, namespace: usize) -> Result<Arc<Connection>> {
+        let mut slot = lock(&self.connections[namespace]);
         if let Some(c) = slot.as_ref().filter(|c| c.is_alive()) {
             return Ok(Arc::clone(c));
         }
-        let c = Arc::new(Connection::open(&self.host, &self.options)?);
+        let c = Arc::new(Connection::open(&self.host, NAMESPACES[namespace], &self.options)?);
         *slot = Some(Arc::clone(&c));
         Ok(c)
+    }
+
+    /// LM Studio's `embedString`: the vector of `text`, from the `/embedding` namespace.
+    pub(crate) fn embed_string(&self, model_specifier: ModelSpecifier, text: &str) -> Result<Vec<f32>> {
+        let parameter = EmbedStringParameter { model_specifier, input_string: text.to_owned() };
+        Ok(self.connection_to(1)?.call::<EmbedString>(&parameter)?.embedding)
     }
 
     pub(crate) fn list_loaded(&self) -> Result<Vec<ModelInfo>> {
@@ -244,7 +260,7 @@ impl Shared {
     }
 }
 
-/// A live connection to the `/llm` namespace.
+/// A live connection to one of LM Studio's namespaces (`/llm`, `/embedding`).
 pub(crate) struct Connection {
     shared: Arc<Shared>,
     next_id: AtomicI64,
@@ -264,7 +280,7 @@ const WAKE: Token = Token(1);
 
 impl Connection {
     /// Connects to `host` (`"127.0.0.1:1234"`) and authenticates.
-    fn open(host: &str, options: &RemoteOptions) -> Result<Self> {
+    fn open(host: &str, namespace: &str, options: &RemoteOptions) -> Result<Self> {
         let deadline = Instant::now() + options.connect_timeout;
         let tcp = connect(host, options.connect_timeout)?;
         tcp.set_nodelay(true).map_err(conn_err)?;
@@ -275,7 +291,7 @@ impl Connection {
         let waker = Waker::new(poll.registry(), WAKE).map_err(conn_err)?;
         let mut events = Events::with_capacity(16);
 
-        let mut handshake = tungstenite::client(format!("ws://{host}/llm"), stream);
+        let mut handshake = tungstenite::client(format!("ws://{host}/{namespace}"), stream);
         let mut ws = loop {
             match handshake {
                 Ok((ws, _)) => break ws,

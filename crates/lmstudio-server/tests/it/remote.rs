@@ -20,6 +20,7 @@ fn completions_agree_across_backends() {
     for (name, client) in backends() {
         crate::backends::completes_alike(name, &client);
         crate::backends::calls_tools_alike(name, &client);
+        crate::backends::embeds_alike(name, &client);
     }
 }
 

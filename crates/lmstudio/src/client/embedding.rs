@@ -75,7 +75,7 @@ impl EmbeddingModel {
 
     /// The vector of each of `inputs`, each evaluated alone (the same vector whatever it is sent
     /// with). An input longer than the model's context is an [`Error::InvalidRequest`] naming it.
-    /// Embedded backend only for now.
+    /// Over LM Studio's protocol (`Client::connect`), one `embedString` call per input.
     pub fn embed(&self, inputs: &[impl AsRef<str>]) -> Result<Embeddings> {
         match &self.llm.inner {
             #[cfg(feature = "embedded")]
@@ -84,9 +84,16 @@ impl EmbeddingModel {
                 let (vectors, prompt_tokens) = l.engine.embed(&texts)?;
                 Ok(Embeddings { vectors, prompt_tokens })
             }
-            LlmInner::Remote { .. } => {
-                let _ = inputs;
-                Err(Error::Unsupported("embeddings over LM Studio's SDK protocol (not yet)".into()))
+            // LM Studio's protocol embeds one string a call.
+            LlmInner::Remote { remote, .. } => {
+                let spec = self.llm.specifier();
+                let vectors = inputs
+                    .iter()
+                    .map(|text| remote.embed_string(spec.clone(), text.as_ref()))
+                    .collect::<Result<Vec<_>>>()?;
+                let prompt_tokens =
+                    inputs.iter().map(|t| self.llm.tokenize(t.as_ref()).map(|t| t.len())).sum::<Result<usize>>()?;
+                Ok(Embeddings { vectors, prompt_tokens })
             }
         }
     }

@@ -172,3 +172,23 @@ pub fn calls_tools_alike(name: &str, client: &lms::Client) {
     assert_eq!(added[1].tool_call_id.as_ref(), Some(&added[0].tool_calls[0].id), "{name}: {added:?}");
     assert_eq!(added[1].content, "21 degrees", "{name}");
 }
+
+/// Embeddings through `client` (the default model, mean-pooled): unit vectors of one width, an
+/// input's vector the same alone or in a list, its tokens counted; `name` labels the failures.
+/// Over LM Studio's protocol each input is one `embedString` call on the `/embedding` socket.
+pub fn embeds_alike(name: &str, client: &lms::Client) {
+    let model = client.embedding_model("gemma-3-270m").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let texts = ["The cat sat on the mat.", "Quantum chromodynamics describes the strong force."];
+    let both = model.embed(&texts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(both.vectors.len(), 2, "{name}");
+    for v in &both.vectors {
+        let norm: f64 = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+        assert!(v.len() == both.vectors[0].len() && (norm - 1.0).abs() < 1e-4, "{name}: a unit vector");
+    }
+    let alone = model.embed(&texts[1..]).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let gap = alone.vectors[0].iter().zip(&both.vectors[1]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(gap < 1e-5, "{name}: alone vs in a list: {gap}");
+    let llm = client.llm("gemma-3-270m").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let tokens: usize = texts.iter().map(|t| llm.tokenize(t).expect("tokenizes").len()).sum();
+    assert_eq!(both.prompt_tokens, tokens, "{name}");
+}

@@ -48,6 +48,7 @@ fn embedded_backend_passes_the_shared_checks() {
     );
     backends::completes_alike("embedded", &client);
     backends::calls_tools_alike("embedded", &client);
+    backends::embeds_alike("embedded", &client);
 }
 
 /// A store holding the real default model, fetched if missing.

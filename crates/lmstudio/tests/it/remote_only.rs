@@ -12,4 +12,5 @@ fn the_remote_client_alone_passes_the_shared_checks() {
     let client = lms::Client::connect(&server.addr).expect("connects");
     crate::backends::completes_alike("remote-only", &client);
     crate::backends::calls_tools_alike("remote-only", &client);
+    crate::backends::embeds_alike("remote-only", &client);
 }
