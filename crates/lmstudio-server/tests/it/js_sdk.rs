@@ -3,13 +3,13 @@
 //! wrong shape shows up here as a `communicationWarning` the SDK sends back (counted on
 //! `/metrics`) or as a call that never resolves.
 
-use crate::{lms_client, metric, run_node, start_server};
+use std::net::SocketAddr;
 
-/// The seed's flow, in JavaScript: load by name, complete, stream with callbacks, stats, model
-/// info, cancel, respond, list, unload, load under an identifier. Everything the SDK logs as a
-/// warning or an error fails the script.
-const SEED_FLOW: &str = r#"
-const { LMStudioClient } = require("@lmstudio/sdk");
+use crate::{lms_client, metric, start_server};
+
+/// What every script here starts with: `assert`, a logger that keeps what the SDK warns or errs
+/// (each script checks it stays empty), and a limit for a call that never resolves.
+const PREAMBLE: &str = r#"
 const assert = require("node:assert/strict");
 const logged = [];
 const logger = {
@@ -18,6 +18,18 @@ const logger = {
   error: (...a) => logged.push("error: " + a.join(" ")),
 };
 setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); process.exit(3); }, 120000).unref();
+"#;
+
+/// Runs `script` after [`PREAMBLE`] against the server at `addr`.
+fn run_node(script: &str, addr: SocketAddr) -> String {
+    crate::run_node(&format!("{PREAMBLE}{script}"), addr)
+}
+
+/// The seed's flow, in JavaScript: load by name, complete, stream with callbacks, stats, model
+/// info, cancel, respond, list, unload, load under an identifier. Everything the SDK logs as a
+/// warning or an error fails the script.
+const SEED_FLOW: &str = r#"
+const { LMStudioClient } = require("@lmstudio/sdk");
 
 (async () => {
   const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
@@ -105,10 +117,6 @@ fn js_sdk_runs_the_seed_flow_without_a_warning() {
 /// not judged): whatever it calls runs with arguments that fit, and the result goes back.
 const TOOLS: &str = r#"
 const { LMStudioClient, rawFunctionTool } = require("@lmstudio/sdk");
-const assert = require("node:assert/strict");
-const logged = [];
-const logger = { debug() {}, info() {}, warn: (...a) => logged.push(a.join(" ")), error: (...a) => logged.push(a.join(" ")) };
-setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); process.exit(3); }, 120000).unref();
 
 (async () => {
   const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
@@ -176,14 +184,6 @@ fn js_sdk_calls_tools() {
 /// tokenize, count, list, unload, with no warning from the SDK.
 const EMBEDDING: &str = r#"
 const { LMStudioClient } = require("@lmstudio/sdk");
-const assert = require("node:assert/strict");
-const logged = [];
-const logger = {
-  debug() {}, info() {},
-  warn: (...a) => logged.push("warn: " + a.join(" ")),
-  error: (...a) => logged.push("error: " + a.join(" ")),
-};
-setTimeout(() => { console.log("HUNG; logged: " + JSON.stringify(logged)); process.exit(3); }, 120000).unref();
 
 (async () => {
   const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
