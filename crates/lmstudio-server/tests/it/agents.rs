@@ -5,6 +5,7 @@
 //! that every request the agent makes is served (no error on `/metrics`, none reported by the
 //! agent) and that the agent goes on (Claude Code through its turns, Codex until stopped).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -59,10 +60,13 @@ fn sandbox(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 fn run_until(mut command: Command, enough: impl Fn() -> bool, limit: Duration) -> (bool, String) {
     let out = std::env::temp_dir().join(format!("agent-{}-{:?}.out", std::process::id(), Instant::now()));
     let file = std::fs::File::create(&out).expect("an output file");
+    // A process group of its own: Codex's npm command is a node wrapper around the native agent,
+    // and killing the wrapper alone would leave the agent running.
     let mut child = command
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("dup"))
         .stderr(file)
+        .process_group(0)
         .spawn()
         .expect("the agent starts");
     let started = Instant::now();
@@ -72,6 +76,8 @@ fn run_until(mut command: Command, enough: impl Fn() -> bool, limit: Duration) -
         }
         let enough = enough();
         if enough || started.elapsed() > limit {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = child.kill();
             let _ = child.wait();
             break enough;
