@@ -107,10 +107,7 @@ pub(crate) async fn embeddings(
     let reply = async {
         let req = parse(body)?;
         let (inputs, base64) = req.decode()?;
-        let model = match &req.model {
-            Some(name) => state.client().embedding_model_async(name).await?,
-            None => return Err(ApiError::bad_request("`model` is required")),
-        };
+        let model = state.embedding_model(req.model.as_deref()).await?;
         let out = match inputs {
             Inputs::Texts(texts) => model.embed_async(&texts).await?,
             Inputs::Tokens(ids) => model.embed_tokens_async(ids).await?,

@@ -99,10 +99,7 @@ pub(crate) async fn rerank(
         if documents.is_empty() {
             return Err(ApiError::bad_request("`documents` is empty"));
         }
-        let model = match &req.model {
-            Some(name) => state.client().embedding_model_async(name).await?,
-            None => return Err(ApiError::bad_request("`model` is required")),
-        };
+        let model = state.embedding_model(req.model.as_deref()).await?;
         let ranking = model.rerank_async(&req.query, &documents).await?;
         let mut order: Vec<usize> = (0..documents.len()).collect();
         order.sort_by(|&a, &b| ranking.scores[b].total_cmp(&ranking.scores[a]));

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::error::ApiError;
 use crate::{downloads, kept, metrics};
 
 /// Request bodies (and websocket messages) larger than this are refused (413 over HTTP), unless
@@ -95,6 +96,13 @@ impl AppState {
             Some(name) => self.client().llm_async(name).await,
             None => self.client().default_llm_async().await,
         }
+    }
+
+    /// The embedding model a request names (loaded on demand); `model` is required, as OpenAI's
+    /// and llama-server's embedding and rerank requests have it.
+    pub(crate) async fn embedding_model(&self, model: Option<&str>) -> Result<lmstudio::EmbeddingModel, ApiError> {
+        let name = model.ok_or_else(|| ApiError::bad_request("`model` is required"))?;
+        Ok(self.client().embedding_model_async(name).await?)
     }
 
     pub(crate) fn downloads(&self) -> &downloads::Jobs {

@@ -59,12 +59,25 @@ impl Default for RemoteOptions {
 pub(crate) struct Remote {
     host: String,
     options: RemoteOptions,
-    /// The `/llm` namespace's connection, then the `/embedding` one's.
+    /// A connection per [`Namespace`], in its order.
     connections: [Mutex<Option<Arc<Connection>>>; 2],
 }
 
 /// LM Studio's namespaces this client speaks, one websocket each.
-const NAMESPACES: [&str; 2] = ["llm", "embedding"];
+#[derive(Clone, Copy)]
+enum Namespace {
+    Llm,
+    Embedding,
+}
+
+impl Namespace {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Llm => "llm",
+            Self::Embedding => "embedding",
+        }
+    }
+}
 
 impl Remote {
     pub(crate) fn new(host: String, options: RemoteOptions) -> Self {
@@ -73,16 +86,16 @@ impl Remote {
 
     /// The live `/llm` connection, reconnecting if the last one was lost.
     pub(crate) fn connection(&self) -> Result<Arc<Connection>> {
-        self.connection_to(0)
+        self.connection_to(Namespace::Llm)
     }
 
-    /// The live connection to [`NAMESPACES`]`[namespace]`, reconnecting if the last was lost.
-    fn connection_to(&self, namespace: usize) -> Result<Arc<Connection>> {
-        let mut slot = lock(&self.connections[namespace]);
+    /// The live connection to `namespace`, reconnecting if the last one was lost.
+    fn connection_to(&self, namespace: Namespace) -> Result<Arc<Connection>> {
+        let mut slot = lock(&self.connections[namespace as usize]);
         if let Some(c) = slot.as_ref().filter(|c| c.is_alive()) {
             return Ok(Arc::clone(c));
         }
-        let c = Arc::new(Connection::open(&self.host, NAMESPACES[namespace], &self.options)?);
+        let c = Arc::new(Connection::open(&self.host, namespace.path(), &self.options)?);
         *slot = Some(Arc::clone(&c));
         Ok(c)
     }
@@ -90,7 +103,7 @@ impl Remote {
     /// LM Studio's `embedString`: the vector of `text`, from the `/embedding` namespace.
     pub(crate) fn embed_string(&self, model_specifier: ModelSpecifier, text: &str) -> Result<Vec<f32>> {
         let parameter = EmbedStringParameter { model_specifier, input_string: text.to_owned() };
-        Ok(self.connection_to(1)?.call::<EmbedString>(&parameter)?.embedding)
+        Ok(self.connection_to(Namespace::Embedding)?.call::<EmbedString>(&parameter)?.embedding)
     }
 
     pub(crate) fn list_loaded(&self) -> Result<Vec<ModelInfo>> {

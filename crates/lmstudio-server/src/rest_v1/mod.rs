@@ -103,7 +103,7 @@ impl Model {
 #[derive(Debug, Serialize)]
 pub(crate) struct Loaded {
     #[serde(rename = "type")]
-    kind: &'static str,
+    kind: String,
     instance_id: String,
     model_instance_id: String,
     status: &'static str,
@@ -171,7 +171,7 @@ pub(crate) async fn load(
     let llm = client.load_async(&request.model, &config).await?;
     let used = || InstanceConfig { context_length: llm.info().context_length };
     Ok(Json(Loaded {
-        kind: if llm.info().is_embedding() { lmstudio::EMBEDDING } else { lmstudio::LLM },
+        kind: llm.info().kind.clone(),
         instance_id: llm.identifier().to_owned(),
         model_instance_id: llm.identifier().to_owned(),
         status: "loaded",

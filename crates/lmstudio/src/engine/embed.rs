@@ -39,14 +39,14 @@ impl Embedder {
     pub(crate) fn start(model: Arc<LlamaModel>, context_length: u32, threads: u32) -> Result<Self> {
         let (jobs, job_rx) = flume::unbounded::<Job>();
         let (ready_tx, ready_rx) = flume::bounded(1);
-        let ranks = pooling(&model) == LlamaPoolingType::Rank;
+        let pooling = pooling(&model);
         let sequences = if causal(&model) { 1 } else { MAX_SEQUENCES };
         std::thread::Builder::new()
             .name("lms-embed".into())
-            .spawn(move || run(&model, context_length, threads, sequences, &job_rx, &ready_tx))
+            .spawn(move || run(&model, context_length, threads, pooling, sequences, &job_rx, &ready_tx))
             .map_err(|e| Error::Engine(format!("no thread for embeddings: {e}")))?;
         ready_rx.recv().map_err(|_| Error::Engine("the embedding thread stopped".into()))??;
-        Ok(Self { jobs, context_length: context_length as usize, ranks })
+        Ok(Self { jobs, context_length: context_length as usize, ranks: pooling == LlamaPoolingType::Rank })
     }
 
     /// The pooled outputs of `inputs`, in order: vectors (L2-normalized when `normalize`), or a
@@ -75,6 +75,7 @@ fn run(
     model: &LlamaModel,
     context_length: u32,
     threads: u32,
+    pooling: LlamaPoolingType,
     sequences: usize,
     jobs: &flume::Receiver<Job>,
     ready: &flume::Sender<Result<()>>,
@@ -87,7 +88,7 @@ fn run(
         // One pool of cells for the sequences of a decode: any input may use the whole context.
         .with_kv_unified(true)
         .with_embeddings(true)
-        .with_pooling_type(pooling(model))
+        .with_pooling_type(pooling)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
     let context = backend()

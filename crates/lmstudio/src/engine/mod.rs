@@ -220,57 +220,45 @@ impl Engine {
             failure: Mutex::new(None),
             gpu_layers,
         });
-        if info.is_embedding() {
+        let embedding_only = info.is_embedding();
+        let (thread, embedder) = if embedding_only {
             // An encoder has no text to predict: its vectors' context is all it needs.
             let embedder = embed::Embedder::start(Arc::clone(&model), context_length, threads)
                 .map_err(|e| load_err(e.to_string()))?;
-            on_load(LoadEvent::Progress(1.0));
-            return Ok(Self {
-                model,
-                template,
-                grammars: grammar::Grammars::default(),
-                shared,
-                parallel: 0,
-                max_queued: 0,
-                context_length: context_length as usize,
-                threads,
-                draft: Mutex::new(None),
-                embedder: Mutex::new(Some(Arc::new(embedder))),
-                key: info.model_key,
-                embedding_only: true,
-                thread: Mutex::new(None),
-            });
-        }
-        let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
-        *lock(&shared.jobs) = Some(jobs);
-        let (ready_tx, ready_rx) = flume::bounded(1);
-        let thread = {
-            let model = Arc::clone(&model);
-            let shared = Arc::clone(&shared);
-            let info = info.clone();
-            std::thread::Builder::new()
-                .name(format!("lms-engine-{}", info.model_key))
-                .spawn(move || worker::run(backend, &model, params, info, job_rx, shared, ready_tx))?
+            (None, Some(Arc::new(embedder)))
+        } else {
+            let (jobs, job_rx) = flume::bounded(config.max_queued as usize);
+            *lock(&shared.jobs) = Some(jobs);
+            let (ready_tx, ready_rx) = flume::bounded(1);
+            let thread = {
+                let model = Arc::clone(&model);
+                let shared = Arc::clone(&shared);
+                let info = info.clone();
+                std::thread::Builder::new()
+                    .name(format!("lms-engine-{}", info.model_key))
+                    .spawn(move || worker::run(backend, &model, params, info, job_rx, shared, ready_tx))?
+            };
+            ready_rx
+                .recv()
+                .map_err(|_| load_err("the engine thread stopped while creating the context".into()))?
+                .map_err(load_err)?;
+            (Some(thread), None)
         };
-        ready_rx
-            .recv()
-            .map_err(|_| load_err("the engine thread stopped while creating the context".into()))?
-            .map_err(load_err)?;
         on_load(LoadEvent::Progress(1.0));
         Ok(Self {
             model,
             template,
             grammars: grammar::Grammars::default(),
             shared,
-            parallel: config.parallel() as usize,
-            max_queued: config.max_queued as usize,
+            parallel: if embedding_only { 0 } else { config.parallel() as usize },
+            max_queued: if embedding_only { 0 } else { config.max_queued as usize },
             context_length: context_length as usize,
             threads,
             draft: Mutex::new(None),
-            embedder: Mutex::new(None),
-            key: info.model_key.clone(),
-            embedding_only: false,
-            thread: Mutex::new(Some(thread)),
+            embedder: Mutex::new(embedder),
+            key: info.model_key,
+            embedding_only,
+            thread: Mutex::new(thread),
         })
     }
 

@@ -24,7 +24,7 @@ fn embeddings_are_unit_vectors_the_same_alone_or_together() {
     assert_eq!(all.prompt_tokens, tokens);
     // Alone or among others, an input has the same vector; the same text, the same vector.
     let alone = embedder.embed(&[texts[1]]).expect("embeds");
-    let gap = alone.vectors[0].iter().zip(&all.vectors[1]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let gap = largest_gap(&alone.vectors[0], &all.vectors[1]);
     assert!(gap < 1e-5, "alone vs together: {gap}");
     assert_eq!(all.vectors[0], all.vectors[2]);
     assert!(cosine(&all.vectors[0], &all.vectors[1]) < 0.9999, "different texts, different vectors");
@@ -59,7 +59,7 @@ fn an_encoder_is_an_embedding_model_that_never_predicts() {
     assert!(both.vectors.iter().all(|v| v.len() == 768 && (cosine(v, v) - 1.0).abs() < 1e-4), "768, normalized");
     assert!(cosine(&both.vectors[0], &both.vectors[1]) < 0.9999, "different texts, different vectors");
     let alone = embedder.embed(&texts[1..]).expect("embeds");
-    let gap = alone.vectors[0].iter().zip(&both.vectors[1]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let gap = largest_gap(&alone.vectors[0], &both.vectors[1]);
     assert!(gap < 1e-5, "alone vs together: {gap}");
 
     // WordPiece: [CLS] ... [SEP] around the text's tokens, which are what the inputs count.
