@@ -136,6 +136,30 @@ async fn rerank_in_jina_and_tei_shapes() {
         assert_eq!(r["text"], documents[*index as usize]);
     }
 
+    // The shapes, as a snapshot: what depends on the random weights (the order, the scores, so
+    // the texts) is masked.
+    let body =
+        json!({"model": "bge-reranker", "query": query, "documents": documents, "top_n": 2, "return_documents": true});
+    let top = json_of(&call(state.clone(), post("/v1/rerank", body.to_string())).await.1);
+    let mut shapes = vec![all.clone(), top, tei.clone()];
+    for shape in &mut shapes {
+        // Jina's results are under `results`; TEI answers the list itself.
+        let results = if shape.is_array() { shape } else { &mut shape["results"] };
+        for r in results.as_array_mut().expect("results") {
+            for (key, mask) in
+                [("index", "[index]"), ("relevance_score", "[score]"), ("score", "[score]"), ("text", "[text]")]
+            {
+                if r.get(key).is_some() {
+                    r[key] = json!(mask);
+                }
+            }
+            if r.get("document").is_some() {
+                r["document"]["text"] = json!("[text]");
+            }
+        }
+    }
+    insta::assert_json_snapshot!(shapes);
+
     for (path, body, named) in [
         ("/v1/embeddings", json!({"model": "bge-reranker", "input": "text"}), "reranker"),
         (
@@ -154,4 +178,33 @@ async fn rerank_in_jina_and_tei_shapes() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {text}");
         assert!(text.contains(named), "{path}: {text}");
     }
+}
+
+/// `/v1/embeddings`' answer, floats and base64, as a snapshot (the vectors by their size), and
+/// `/tokenize`'s of the same text.
+#[tokio::test]
+async fn embeddings_and_tokenize_snapshot() {
+    use crate::http::{call, json_of, post};
+    use serde_json::json;
+
+    let state = lmstudio_server::AppState::new(crate::lms_client(1), None);
+    let mut shapes = Vec::new();
+    for (format, input) in [("float", json!(["Hello, world!", "Goodbye!"])), ("base64", json!([[2, 9259]]))] {
+        let body = json!({"model": "gemma-3-270m", "input": input, "encoding_format": format});
+        let (status, text) = call(state.clone(), post("/v1/embeddings", body.to_string())).await;
+        assert_eq!(status, axum::http::StatusCode::OK, "{text}");
+        let mut shape = json_of(&text);
+        for d in shape["data"].as_array_mut().expect("data") {
+            let size = match &d["embedding"] {
+                serde_json::Value::Array(v) => format!("[{} floats]", v.len()),
+                serde_json::Value::String(b) => format!("[{} base64 characters]", b.len()),
+                other => panic!("an embedding is floats or base64: {other}"),
+            };
+            d["embedding"] = json!(size);
+        }
+        shapes.push(shape);
+    }
+    let body = json!({"content": "Hello, world!", "add_special": true, "with_pieces": true});
+    shapes.push(json_of(&call(state.clone(), post("/tokenize", body.to_string())).await.1));
+    insta::assert_json_snapshot!(shapes);
 }
