@@ -86,6 +86,10 @@ pub struct LoadArgs {
     /// above 0 is refused.
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
+    /// How an embedding's token outputs become one vector (default: what the model file names,
+    /// mean where it names none).
+    #[arg(long, value_name = "mean|cls|last|rank")]
+    pooling: Option<lmstudio::Pooling>,
     /// When the name matches several models, load the first of them (in path order) instead of
     /// listing them.
     #[arg(short = 'y', long = "yes")]
@@ -100,6 +104,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         parallel: args.parallel,
         ttl: args.ttl,
         gpu: args.gpu,
+        pooling: args.pooling,
         ..Default::default()
     };
     if args.estimate_only {

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 struct Hub {
     model: PathBuf,
     sha256: String,
+    /// An embedding model, served as its own repository ([`EMBEDDING_REPO`]).
+    embedding: PathBuf,
+    embedding_sha256: String,
     /// The next model download is cut half-way.
     cut_next: AtomicBool,
 }
@@ -30,7 +33,21 @@ impl Hub {
                 ("m-Q4_K_M-00001-of-00002.gguf".into(), good.clone()),
                 ("m-Q4_K_M-00002-of-00002.gguf".into(), good),
             ]),
+            // Named as the real repository names its files: quantization after a dot.
+            EMBEDDING_REPO => Some(vec![
+                ("nomic-embed-text-v1.5.f16.gguf".into(), self.embedding_sha256.clone()),
+                ("nomic-embed-text-v1.5.Q4_K_M.gguf".into(), self.embedding_sha256.clone()),
+            ]),
             _ => None,
+        }
+    }
+
+    /// The file a repository's downloads serve.
+    fn served(&self, repo: &str) -> &Path {
+        if repo == EMBEDDING_REPO {
+            &self.embedding
+        } else {
+            &self.model
         }
     }
 
@@ -49,9 +66,9 @@ impl Hub {
             }
         }
         let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let size = std::fs::metadata(&self.model).expect("model").len();
         if let Some(repo) = path.strip_prefix("/api/models/").and_then(|p| p.split("/tree/").next()) {
             let Some(files) = self.files(repo) else { return not_found(&mut sock) };
+            let size = std::fs::metadata(self.served(repo)).expect("model").len();
             let list: Vec<serde_json::Value> = files
                 .iter()
                 .map(|(name, sha)| serde_json::json!({"type": "file", "path": name, "size": 135, "lfs": {"oid": sha, "size": size, "pointerSize": 135}}))
@@ -67,7 +84,8 @@ impl Hub {
         if self.files(repo).is_none() {
             return not_found(&mut sock);
         }
-        let mut file = std::fs::File::open(&self.model).expect("model");
+        let size = std::fs::metadata(self.served(repo)).expect("model").len();
+        let mut file = std::fs::File::open(self.served(repo)).expect("model");
         file.seek(SeekFrom::Start(range)).expect("seek");
         let status = if range > 0 { "206 Partial Content" } else { "200 OK" };
         let length = size - range;
@@ -81,12 +99,22 @@ fn not_found(sock: &mut TcpStream) {
     let _ = write!(sock, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
 }
 
-fn start_hub(model: PathBuf) -> (String, Arc<Hub>) {
-    let mut bytes = std::fs::File::open(&model).expect("model");
+const EMBEDDING_REPO: &str = "nomic-ai/nomic-embed-text-v1.5-GGUF";
+
+fn sha256(file: &Path) -> String {
+    let mut bytes = std::fs::File::open(file).expect("model");
     let mut hasher = Sha256::new();
     std::io::copy(&mut bytes, &mut hasher).expect("hash");
-    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let hub = Arc::new(Hub { model, sha256, cut_next: AtomicBool::new(false) });
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hub serving `model`, and a nomic-bert of random weights (in `embedding_dir`) as
+/// [`EMBEDDING_REPO`].
+fn start_hub(model: PathBuf, embedding_dir: &Path) -> (String, Arc<Hub>) {
+    let embedding = embedding_dir.join("nomic-embed.gguf");
+    lms_test_support::random_gguf("nomic-bert", &embedding, &[]);
+    let (sha256, embedding_sha256) = (sha256(&model), sha256(&embedding));
+    let hub = Arc::new(Hub { model, sha256, embedding, embedding_sha256, cut_next: AtomicBool::new(false) });
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let served = Arc::clone(&hub);
@@ -116,8 +144,9 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn get_downloads_from_a_hub_resumes_and_checks() {
     let model = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
-    let (endpoint, hub) = start_hub(model.clone());
     let models = tempfile::tempdir().expect("tempdir");
+    let served = tempfile::tempdir().expect("tempdir");
+    let (endpoint, hub) = start_hub(model.clone(), served.path());
 
     // Cut half-way: an error that says so, the partial file kept; run again: resumed, checked, placed.
     hub.cut_next.store(true, Ordering::SeqCst);
@@ -150,6 +179,23 @@ fn get_downloads_from_a_hub_resumes_and_checks() {
     assert!(!out.status.success() && text(&out.stderr).contains("404"), "{}", text(&out.stderr));
     let out = get(&endpoint, models.path(), "ok/Model-GGUF@Q2_K");
     assert!(!out.status.success() && text(&out.stderr).contains("m-Q8_0.gguf"), "{}", text(&out.stderr));
+
+    // An embedding model's repository: its Q4_K_M file, listed as an embedding model.
+    let out = get(&endpoint, models.path(), EMBEDDING_REPO);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(models.path().join(EMBEDDING_REPO).join("nomic-embed-text-v1.5.Q4_K_M.gguf").is_file());
+    let listed = |kind: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lms"))
+            .args(["ls", kind])
+            .env("LMSTUDIO_MODELS_DIR", models.path())
+            .output()
+            .expect("lms runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let key = text(&out.stdout).trim().to_owned();
+    assert!(listed("--embedding").contains(&key), "{key} among the embedding models: {}", listed("--embedding"));
+    assert!(!listed("--llm").contains(&key), "{key} not among the LLMs");
 }
 
 /// `lms server start` with its models directory at `models`, downloading from `endpoint`.
@@ -194,7 +240,8 @@ fn finished(addr: &str, job: &str) -> serde_json::Value {
 fn rest_download_jobs_fetch_from_the_hub_and_report() {
     let model = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
     let size = std::fs::metadata(&model).expect("model").len();
-    let (endpoint, _hub) = start_hub(model);
+    let served = tempfile::tempdir().expect("tempdir");
+    let (endpoint, _hub) = start_hub(model, served.path());
     let models = tempfile::tempdir().expect("tempdir");
     let server = server(&endpoint, models.path());
     let addr = server.addr.clone();

@@ -70,8 +70,8 @@ pub use engine::FAULT_PANIC;
 pub use remote::RemoteOptions;
 pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
-    Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, ReasoningParsing, Speculation,
-    Structured, ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
+    Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, Pooling, ReasoningParsing,
+    Speculation, Structured, ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
 };
 pub use types::error::{Error, Result};
 pub use types::event::{LoadEvent, OnLoad};

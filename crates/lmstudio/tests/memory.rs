@@ -113,4 +113,33 @@ fn the_estimate_is_what_llama_cpp_allocates() {
         assert!(grown <= estimate.total_mib as f64 * 1.1, "under-counted: {report}");
         assert!(grown >= (model + kv) * 0.8, "the measurement misses the load: {report}");
     }
+
+    // An embedding model (an encoder: no KV cache, its trained context), through a request that
+    // fills its context.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("test/nomic-embed-GGUF/nomic-embed.f16.gguf");
+    lms_test_support::random_gguf("nomic-bert", &file, &[]);
+    let client = lms::Client::with_store(lms::ModelStore::new(dir.path()));
+    let config = lms::LoadConfig { prompt_cache_mib: 0, ..client.embedding_load_config() };
+    let (estimate, _) = client.estimate("nomic-embed", &config).expect("estimates");
+    heard.drain();
+    let before = rss_mib();
+    let embedder = lms::EmbeddingModel::from(client.load("nomic-embed", &config).expect("loads"));
+    let text = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(8);
+    let inputs = vec![text.as_str(); 40];
+    let embedded = embedder.embed(&inputs).expect("embeds");
+    let grown = rss_mib() - before;
+    let lines = heard.drain();
+    let model = buffers(&lines, "model");
+    let report = format!(
+        "nomic-bert: {estimate:?}; llama.cpp's model buffers {model:.1} MiB, compute {:.1} MiB, output {:.1} MiB; {} tokens; resident growth {grown:.0} MiB",
+        buffers(&lines, "compute"),
+        buffers(&lines, "output"),
+        embedded.prompt_tokens
+    );
+    eprintln!("{report}");
+    assert_eq!((estimate.kv_cache_mib, buffers(&lines, "KV")), (0, 0.0), "no KV cache: {report}");
+    assert!(embedded.prompt_tokens > 2000, "the inputs fill the context: {report}");
+    assert!(grown <= estimate.total_mib as f64 * 1.1, "under-counted: {report}");
+    assert!(grown >= model * 0.8, "the measurement misses the load: {report}");
 }

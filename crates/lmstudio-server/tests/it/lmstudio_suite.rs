@@ -52,7 +52,6 @@ const LEFT_OUT: &[(&str, &str)] = &[
     ("list_downloaded_models", "the embedding and vision models downloaded"),
     ("mobilevlm", "a vision model (MobileVLM)"),
     ("qwen2", "the tool model (qwen2.5-7b-instruct)"),
-    ("jit_unloading", "a JIT instance of the embedding model"),
     ("prepare_file", "file uploads, for vision models"),
     ("prepare_image", "image uploads, for vision models"),
 ];
@@ -85,6 +84,9 @@ fn lm_studios_own_python_sdk_suite_passes() {
     // The embedding model, with the context the suite expects.
     let embedding = lmstudio::LoadConfig { context_length: Some(2048), ..Default::default() };
     client.load("nomic-ai/nomic-embed-text-v1.5", &embedding).expect("the suite's embedding model loads");
+    // As `lms server` (and LM Studio) has it: a model loaded on demand unloads the one loaded on
+    // demand before it (the suite's `jit_unloading` tests check it across the namespaces).
+    client.set_auto_evict(true).expect("auto-evict");
     let config = lmstudio_server::ServerConfig { port: 1234, discovery_port: true, ..test_config() };
     start_server_with(client, config);
 
@@ -165,6 +167,10 @@ const STAND_INS: &[(&str, &str)] = &[
     ("qwen2.5-7b-instruct-1m", "lmstudio-community/Qwen2.5-7B-Instruct-1M-GGUF/qwen2.5-7b-instruct-1m-Q4_K_M.gguf"),
 ];
 
+/// The suite's small LLM (`SMALL_LLM_ID`), which it loads on demand: our model again, not loaded
+/// before the suite runs.
+const SMALL_LLM_FILE: &str = "lmstudio-community/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q4_K_M.gguf";
+
 /// Named as LM Studio names its nomic model: its key (`text-embedding-nomic-embed-text-v1.5`, from
 /// the file name) is the identifier the suite expects, and the suite's other name for it,
 /// `nomic-ai/nomic-embed-text-v1.5`, is part of its path.
@@ -182,7 +188,7 @@ fn make_alias(py: &Path, models: &Path) -> PathBuf {
     if !embedding.exists() {
         lms_test_support::random_gguf("nomic-bert", &embedding, &[]);
     }
-    for (_, path) in STAND_INS {
+    for path in STAND_INS.iter().map(|(_, path)| path).chain([&SMALL_LLM_FILE]) {
         let link = models.join(path);
         if !link.exists() {
             std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");

@@ -322,6 +322,13 @@ fn batch_logits(vocab: u64) -> u64 {
     u64::from(crate::engine::BATCH_TOKENS) * vocab * 4
 }
 
+/// What a decoder's embedding decode writes beyond its activations: the output layer's logits of
+/// every token of a chunk, in llama.cpp's compute buffer and again in its output buffer (a chunk
+/// of 512 tokens: 1 GiB for Gemma 3's vocabulary; a shorter input touches its share).
+fn embedding_outputs(vocab: u64) -> u64 {
+    2 * u64::from(crate::engine::embed::CHUNK) * vocab * 4
+}
+
 /// What loading `stored` with `config` takes, with `gpu_layers` of its layers offloaded: the
 /// weights (read into memory), the KV cache of every slot, compute buffers, and the host prompt
 /// cache at its limit; and what of it lies on the GPU, as llama.cpp places it (the offloaded
@@ -330,11 +337,22 @@ fn batch_logits(vocab: u64) -> u64 {
 /// llama.cpp's placement rule applied to the file's tensor table; on Mesa's software Vulkan device
 /// the blocks' weights and the KV cache are what llama.cpp allocated (bench/README.md, "From ARCHITECTURE.md").
 pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConfig, gpu_layers: u32) -> MemoryEstimate {
-    let context =
-        u64::from(config.context_length.unwrap_or(crate::engine::DEFAULT_CONTEXT)).min(info.max_context_length.max(16));
-    let kv =
-        stored.kv_bytes_per_token.unwrap_or(0).saturating_mul(context).saturating_mul(u64::from(config.parallel()));
-    let prompt_cache = u64::from(config.prompt_cache_mib) << 20;
+    // An embedding model: its trained context by default, one pool of KV cells (none for an
+    // encoder), no prompt cache; a decoder's chunk of outputs (crate::engine::embed) on top.
+    let embedding = info.is_embedding();
+    let max_context = info.max_context_length.max(16);
+    let default_context = if embedding { max_context } else { u64::from(crate::engine::DEFAULT_CONTEXT) };
+    let context = config.context_length.map_or(default_context, u64::from).min(max_context);
+    let sequences = if embedding { 1 } else { u64::from(config.parallel()) };
+    let kv = stored.kv_bytes_per_token.unwrap_or(0).saturating_mul(context).saturating_mul(sequences);
+    let prompt_cache = if embedding { 0 } else { u64::from(config.prompt_cache_mib) << 20 };
+    let decodes = match &stored.weights {
+        // A decoder: chunks of tokens, with their logits.
+        Some(w) if embedding && stored.kv_bytes_per_token != Some(0) => embedding_outputs(w.vocab),
+        // An encoder: its whole context in one decode.
+        _ if embedding => stored.activation_bytes_per_token.unwrap_or(0).saturating_mul(context),
+        _ => 0,
+    };
     let counted = match config.guardrail {
         Guardrail::Strict => prompt_cache,
         Guardrail::Relaxed | Guardrail::Off => 0,
@@ -351,12 +369,13 @@ pub(super) fn estimate(stored: &StoredModel, info: &ModelInfo, config: &LoadConf
     let weights = info.size_bytes + copied;
     let host_weights = weights.saturating_sub(gpu_weights);
     let gpu_compute = if gpu_weights > 0 { overhead(gpu_weights) + logits } else { 0 };
-    let host = host_weights.saturating_add(kv - gpu_kv).saturating_add(overhead(host_weights)).saturating_add(counted);
+    let host_compute = overhead(host_weights) + decodes;
+    let host = host_weights.saturating_add(kv - gpu_kv).saturating_add(host_compute).saturating_add(counted);
     let gpu = gpu_weights + gpu_kv + gpu_compute;
     MemoryEstimate {
         weights_mib: weights >> 20,
         kv_cache_mib: kv >> 20,
-        compute_mib: (overhead(host_weights) + gpu_compute) >> 20,
+        compute_mib: (host_compute + gpu_compute) >> 20,
         prompt_cache_mib: prompt_cache >> 20,
         total_mib: host >> 20,
         gpu_mib: gpu >> 20,

@@ -8,7 +8,7 @@ mod backend;
 pub mod benching;
 mod disk_cache;
 mod draft;
-mod embed;
+pub(crate) mod embed;
 mod grammar;
 pub(crate) use grammar::json_schema_grammar;
 mod job;
@@ -147,6 +147,8 @@ pub(crate) struct Engine {
     key: String,
     /// An embedding model's engine: no prediction thread, no slots; it only embeds.
     embedding_only: bool,
+    /// The load config's pooling for embeddings, if it names one.
+    pooling: Option<crate::types::config::Pooling>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -221,9 +223,11 @@ impl Engine {
             gpu_layers,
         });
         let embedding_only = info.is_embedding();
+        // A pooling the model cannot take is refused now, not at its first embedding.
+        embed::chosen_pooling(&model, config.pooling)?;
         let (thread, embedder) = if embedding_only {
             // An encoder has no text to predict: its vectors' context is all it needs.
-            let embedder = embed::Embedder::start(Arc::clone(&model), context_length, threads)
+            let embedder = embed::Embedder::start(Arc::clone(&model), context_length, threads, config.pooling)
                 .map_err(|e| load_err(e.to_string()))?;
             (None, Some(Arc::new(embedder)))
         } else {
@@ -258,6 +262,7 @@ impl Engine {
             embedder: Mutex::new(embedder),
             key: info.model_key,
             embedding_only,
+            pooling: config.pooling,
             thread: Mutex::new(thread),
         })
     }
@@ -365,8 +370,12 @@ impl Engine {
         if let Some(e) = slot.as_ref() {
             return Ok(Arc::clone(e));
         }
-        let started =
-            Arc::new(embed::Embedder::start(Arc::clone(&self.model), self.context_length as u32, self.threads)?);
+        let started = Arc::new(embed::Embedder::start(
+            Arc::clone(&self.model),
+            self.context_length as u32,
+            self.threads,
+            self.pooling,
+        )?);
         *slot = Some(Arc::clone(&started));
         Ok(started)
     }

@@ -576,6 +576,49 @@ pub struct LoadConfig {
     /// LM Studio's `offloadKVCacheToGpu`: the KV cache of offloaded layers on the GPU with them.
     /// Default on.
     pub offload_kv_cache_to_gpu: Option<bool>,
+    /// How an embedding's token outputs become one vector (llama-server's `--pooling`). Default:
+    /// what the model file names, mean where it names none (a decoder LLM).
+    pub pooling: Option<Pooling>,
+}
+
+/// How the outputs of an input's tokens become its vector ([`LoadConfig::pooling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean of every token's output.
+    Mean,
+    /// The first token's output (BERT's `[CLS]`).
+    Cls,
+    /// The last token's output.
+    Last,
+    /// A reranker's score of a query and a document together, from the model's classifier head;
+    /// only for files that name it.
+    Rank,
+}
+
+impl Pooling {
+    /// Its name, as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+            Pooling::Rank => "rank",
+        }
+    }
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            "last" => Ok(Pooling::Last),
+            "rank" => Ok(Pooling::Rank),
+            other => Err(Error::InvalidConfig(format!("pooling {other:?}: expected mean, cls, last or rank"))),
+        }
+    }
 }
 
 /// How much of a model runs on the GPU ([`LoadConfig::gpu`]).
@@ -679,6 +722,7 @@ impl Default for LoadConfig {
             main_gpu: None,
             flash_attention: None,
             offload_kv_cache_to_gpu: None,
+            pooling: None,
         }
     }
 }

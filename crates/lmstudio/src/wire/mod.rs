@@ -489,6 +489,14 @@ const LOAD: &[Setting<LoadConfig>] = &[
         },
         write: |c| c.offload_kv_cache_to_gpu.map(plain),
     },
+    Setting {
+        key: "lmstudioRs.pooling",
+        read: |c, v| {
+            c.pooling = v.map(|v| serde_json::from_value(v.clone()).map_err(drop)).transpose()?;
+            Ok(())
+        },
+        write: |c| c.pooling.map(plain),
+    },
 ];
 
 /// LM Studio's GPU split (`load.gpuSplitConfig`, outside `llm.load.`).
@@ -815,6 +823,7 @@ mod tests {
             main_gpu: Some(1),
             flash_attention: Some(false),
             offload_kv_cache_to_gpu: Some(false),
+            pooling: Some(crate::Pooling::Cls),
             ..Default::default()
         };
         let stack = load_stack(&gpu);

@@ -163,24 +163,53 @@ const PROMPTS: [&str; 3] = ["Hello, world!", "The cat sat on the mat.", "Rust ma
 #[test]
 fn vectors_equal_llama_cpps_own() {
     // An encoder (nomic-bert, its file's mean pooling) and a decoder LLM (mean-pooled, as
-    // `llama-server --embeddings` pools one).
+    // `llama-server --embeddings` pools one), each also with the pooling the load config names.
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = encoder_store(dir.path());
     let encoder = store.resolve("nomic-embed-text-v1.5").expect("the encoder").path;
     let client = lms::Client::with_load_config(store, lms::LoadConfig::default());
     let ours = client.embedding_model("nomic-embed-text-v1.5").expect("loads").embed(&PROMPTS).expect("embeds");
-    let theirs = llama_cpp_vectors(&encoder, &PROMPTS, &[]);
-    for (a, b) in ours.vectors.iter().zip(&theirs) {
-        let gap = largest_gap(a, b);
-        assert!(gap < 1e-4, "nomic-bert: largest difference {gap}");
-    }
+    assert_close("nomic-bert", &ours.vectors, &llama_cpp_vectors(&encoder, &PROMPTS, &[]), 1e-4);
+    let cls = lms::LoadConfig { pooling: Some(lms::Pooling::Cls), ..client.embedding_load_config() };
+    let ours = client.load("nomic-embed-text-v1.5", &cls).map(lms::EmbeddingModel::from).expect("loads");
+    let ours = ours.embed(&PROMPTS).expect("embeds");
+    let theirs = llama_cpp_vectors(&encoder, &PROMPTS, &["--pooling", "cls"]);
+    assert_close("nomic-bert, CLS", &ours.vectors, &theirs, 1e-4);
 
+    // A decoder, with an input of several hundred tokens (one decode, as llama-server's).
+    let long = LONG.repeat(12);
+    let inputs = [PROMPTS[0], PROMPTS[1], PROMPTS[2], long.as_str()];
+    let tokens = crate::model().tokenize(&long).expect("tokenizes").len();
+    assert!((256..500).contains(&tokens), "{tokens} tokens");
     let decoder = lms::ModelStore::from_env().resolve(lms::DEFAULT_MODEL_KEY).expect("the default model").path;
-    let ours = crate::client().embedding_model(lms::DEFAULT_MODEL_KEY).expect("loads").embed(&PROMPTS).expect("embeds");
-    let theirs = llama_cpp_vectors(&decoder, &PROMPTS, &["--pooling", "mean"]);
-    for (a, b) in ours.vectors.iter().zip(&theirs) {
+    let gemma = crate::client().embedding_model(lms::DEFAULT_MODEL_KEY).expect("loads");
+    let ours = gemma.embed(&inputs).expect("embeds");
+    assert_close("gemma 3, mean", &ours.vectors, &llama_cpp_vectors(&decoder, &inputs, &["--pooling", "mean"]), 1e-4);
+    let last = lms::LoadConfig { pooling: Some(lms::Pooling::Last), context_length: Some(1024), ..Default::default() };
+    let client = lms::Client::with_load_config(lms::ModelStore::from_env(), last);
+    let ours = client.embedding_model(lms::DEFAULT_MODEL_KEY).expect("loads").embed(&inputs).expect("embeds");
+    let theirs = llama_cpp_vectors(&decoder, &inputs, &["--pooling", "last"]);
+    assert_close("gemma 3, last", &ours.vectors, &theirs, 1e-4);
+
+    // Longer than llama-server's batch (which it then refuses): decoded in chunks, the outputs
+    // pooled across them, as llama-server given a batch for the whole input pools it.
+    let longer = LONG.repeat(30);
+    assert!(crate::model().tokenize(&longer).expect("tokenizes").len() > 600, "longer than a chunk");
+    let ours = gemma.embed(&[longer.as_str()]).expect("embeds");
+    let whole = ["--pooling", "mean", "-c", "1024", "-b", "1024", "-ub", "1024"];
+    assert_close("gemma 3, chunked", &ours.vectors, &llama_cpp_vectors(&decoder, &[longer.as_str()], &whole), 1e-4);
+}
+
+/// About 40 tokens of text, to repeat into an input longer than a decode's chunk.
+const LONG: &str = "Rivers carve valleys over millions of years, while glaciers grind mountains into gravel and \
+                    sand; the sea then sorts what the rivers bring, layer on layer. ";
+
+/// Each of `ours` within `tolerance` of `theirs`, at every component.
+fn assert_close(what: &str, ours: &[Vec<f32>], theirs: &[Vec<f32>], tolerance: f32) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: as many vectors");
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
         let gap = largest_gap(a, b);
-        assert!(gap < 1e-4, "gemma 3, mean-pooled: largest difference {gap}");
+        assert!(gap < tolerance, "{what}, input {i}: largest difference {gap}");
     }
 }
 
@@ -220,5 +249,11 @@ fn rerank_scores_equal_llama_cpps_own() {
     match crate::client().embedding_model(lms::DEFAULT_MODEL_KEY).expect("loads").rerank(query, &PROMPTS) {
         Err(lms::Error::InvalidRequest(m)) => assert!(m.contains("not a reranker"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Rank pooling needs a classifier head: refused at load for a model without one.
+    let rank = lms::LoadConfig { pooling: Some(lms::Pooling::Rank), ..Default::default() };
+    match lms::Client::with_load_config(lms::ModelStore::from_env(), rank).llm(lms::DEFAULT_MODEL_KEY) {
+        Err(lms::Error::InvalidConfig(m)) => assert!(m.contains("classifier head"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|l| l.identifier().to_owned())),
     }
 }
