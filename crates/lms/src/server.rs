@@ -26,10 +26,15 @@ pub struct ServerArgs {
     /// shares their prefix (MiB; 0: off).
     #[arg(long, default_value_t = 512)]
     prompt_cache_mib: u32,
-    /// Keep the prompt cache in this directory across restarts: written when a model unloads
-    /// (and at shutdown), read back when the same model file loads again.
+    /// Where the prompt cache is kept across restarts: written when a model unloads (and at
+    /// shutdown), read back when the same model file loads again, so prompts warm before a
+    /// restart are warm after it. Default: `$LMSTUDIO_PROMPT_CACHE_DIR`, else the platform's cache
+    /// directory (`~/.cache/lmstudio-rs/prompt-cache`).
     #[arg(long, value_name = "DIR")]
     prompt_cache_dir: Option<std::path::PathBuf>,
+    /// Keep no prompt cache across restarts.
+    #[arg(long, conflicts_with = "prompt_cache_dir")]
+    no_prompt_cache_dir: bool,
     /// The most the prompt cache directory holds for all models (MiB): least recently used
     /// prompts and models go first.
     #[arg(long, default_value_t = 4096)]
@@ -91,7 +96,11 @@ pub fn start(args: ServerArgs) -> Result<()> {
         context_length: args.context_length,
         cpu_threads: args.threads,
         prompt_cache_mib: args.prompt_cache_mib,
-        prompt_cache_dir: args.prompt_cache_dir.clone(),
+        prompt_cache_dir: if args.no_prompt_cache_dir {
+            None
+        } else {
+            Some(args.prompt_cache_dir.clone().unwrap_or_else(lmstudio::default_prompt_cache_dir))
+        },
         prompt_cache_disk_mib: args.prompt_cache_disk_mib,
         try_mmap: args.mmap,
         gpu: args.gpu,

@@ -68,7 +68,7 @@ pub use engine::devices;
 #[doc(hidden)]
 pub use engine::FAULT_PANIC;
 pub use remote::RemoteOptions;
-pub use store::{ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
+pub use store::{default_prompt_cache_dir, ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{
     Config, ContextOverflowPolicy, DraftSettings, GpuOffload, Guardrail, LoadConfig, Pooling, ReasoningParsing,
     Speculation, Structured, ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,

@@ -29,16 +29,23 @@ pub struct LmsServer {
     /// `127.0.0.1:<port>`, as the server said it listens.
     pub addr: String,
     lines: mpsc::Receiver<String>,
+    /// Its own prompt cache directory, removed when dropped: prompts one test warmed are never
+    /// warm in another's server.
+    prompt_cache: PathBuf,
 }
 
 impl LmsServer {
     /// `bin server start` on `port` (0: a free one), with `args` after, its stderr read from the
     /// start. `configure` sets anything else of the command (environment variables).
     pub fn start(bin: impl AsRef<OsStr>, port: u16, args: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let prompt_cache = std::env::temp_dir().join(format!("lms-test-prompt-cache-{}-{n}", std::process::id()));
         let mut command = Command::new(bin.as_ref());
         command
             .args(["server", "start", "--port", &port.to_string(), "--no-discovery-port"])
             .args(args)
+            .env("LMSTUDIO_PROMPT_CACHE_DIR", &prompt_cache)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         configure(&mut command);
@@ -54,7 +61,7 @@ impl LmsServer {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Self { child, addr: String::new(), lines };
+        let mut server = Self { child, addr: String::new(), lines, prompt_cache };
         let addr = std::iter::from_fn(|| server.next_line(Duration::from_secs(120)))
             .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned));
         server.addr = addr.expect("the server says where it listens");
@@ -81,6 +88,7 @@ impl Drop for LmsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.prompt_cache);
     }
 }
 

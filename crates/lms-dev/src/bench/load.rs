@@ -110,6 +110,8 @@ pub(crate) fn ours(model: &Path, key: &str, slots: usize, threads: u32, extra: &
     cmd.args(["server", "start", "--no-discovery-port", "--port", &port.to_string()])
         .args(["--parallel", &slots.to_string(), "--context-length", &CTX_PER_SLOT.to_string()])
         .args(["--threads", &threads.to_string()])
+        // Prompts warm from an earlier run would be a head start llama-server does not get.
+        .arg("--no-prompt-cache-dir")
         .args(extra)
         .arg("--model")
         .arg(model);

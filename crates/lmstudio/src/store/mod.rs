@@ -12,6 +12,6 @@ mod models;
 pub use default_model::{DEFAULT_MODEL_KEY, DEFAULT_MODEL_PATH};
 pub use import::{ImportMode, LOCAL_PUBLISHER};
 pub(crate) use models::dir_from_env;
+pub use models::{default_prompt_cache_dir, model_info, ModelStore, StoredModel};
 #[cfg(feature = "embedded")]
 pub(crate) use models::{hex, sha256_hex};
-pub use models::{model_info, ModelStore, StoredModel};

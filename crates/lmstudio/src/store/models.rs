@@ -214,6 +214,16 @@ pub(crate) fn dir_from_env(var: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// Where `lms server` keeps its prompt cache across restarts unless told otherwise:
+/// `$LMSTUDIO_PROMPT_CACHE_DIR`, else the platform's cache directory
+/// (`~/.cache/lmstudio-rs/prompt-cache` on Linux).
+pub fn default_prompt_cache_dir() -> PathBuf {
+    std::env::var_os("LMSTUDIO_PROMPT_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("lmstudio-rs").join("prompt-cache")))
+        .unwrap_or_else(|| PathBuf::from("prompt-cache"))
+}
+
 /// One match is the answer, none means keep looking, several are ambiguous.
 fn pick<'a>(query: &str, matches: &[&'a StoredModel]) -> Result<Option<&'a StoredModel>> {
     match matches {
