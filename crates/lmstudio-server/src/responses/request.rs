@@ -182,7 +182,16 @@ impl ResponsesRequest {
                         o.entry("type").or_insert_with(|| "message".into());
                         o.retain(|k, _| !matches!(k.as_str(), "id" | "status"));
                     }
-                    serde_json::from_value(item).map_err(|e| ApiError::bad_request(format!("input[{i}]: {e}")))
+                    // The error names the item's type and fields: a client's item we do not read
+                    // is then plain from the message alone.
+                    let shape = match &item {
+                        Value::Object(o) => {
+                            let kind = o.get("type").and_then(Value::as_str).unwrap_or_default();
+                            format!(" ({kind}; fields: {})", o.keys().cloned().collect::<Vec<_>>().join(", "))
+                        }
+                        _ => String::new(),
+                    };
+                    serde_json::from_value(item).map_err(|e| ApiError::bad_request(format!("input[{i}]{shape}: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
             other => return Err(ApiError::bad_request(format!("`input` is a string or items, got {other}"))),

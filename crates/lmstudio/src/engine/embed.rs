@@ -89,7 +89,7 @@ enum Way {
 /// Tokens of one decode of a decoder's input (see the module's notes): llama-server's batch, so
 /// that an input it takes is decoded as it decodes it. (Chunks of 128 gave Gemma 3 vectors 7e-4
 /// from llama-server's at 330 tokens; chunks of 512, within 1e-7 at 700.)
-pub(crate) const CHUNK: u32 = super::BATCH_TOKENS;
+pub(crate) const CHUNK: u32 = super::rules::BATCH;
 
 /// The pooling a model's file names (`<arch>.pooling_type`), mean where it names none.
 fn named_pooling(model: &LlamaModel) -> Pooling {
