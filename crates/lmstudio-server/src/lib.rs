@@ -44,12 +44,6 @@ struct Greeting {
     lmstudio: bool,
 }
 
-/// `GET /health`.
-#[derive(serde::Serialize)]
-struct Health {
-    status: &'static str,
-}
-
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -84,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rerank", post(rerank::rerank))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
-        .route("/health", get(|| async { Json(Health { status: "ok" }) }))
+        .route("/health", get(|State(state): State<AppState>| async move { metrics::health(state.client()) }))
         .merge(sdk::routes())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -1,8 +1,10 @@
-//! Prometheus counters, rendered in the text exposition format at `/metrics`.
+//! Prometheus counters, rendered in the text exposition format at `/metrics`: ours (`lms_*`),
+//! and the gauges and counters routers read under vLLM's names (`vllm:*`: the Kubernetes Gateway
+//! API Inference Extension's endpoint picker, llm-d and SGLang's gateway pick a replica by them).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 
 /// Counters updated by the handlers.
@@ -11,6 +13,9 @@ pub(crate) struct Metrics {
     pub requests: AtomicU64,
     pub predictions: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Of the prompt tokens, those taken from a cache (a slot's prefix, host memory, disk)
+    /// rather than evaluated.
+    pub cached_prompt_tokens: AtomicU64,
     pub predicted_tokens: AtomicU64,
     pub errors: AtomicU64,
     /// `communicationWarning`s SDK clients sent: messages of ours they could not take.
@@ -34,17 +39,39 @@ impl Metrics {
             "prediction done"
         );
         self.prompt_tokens.fetch_add(s.prompt_tokens_count.unwrap_or(0), Ordering::Relaxed);
+        self.cached_prompt_tokens.fetch_add(s.cached_prompt_tokens_count.unwrap_or(0), Ordering::Relaxed);
         self.predicted_tokens.fetch_add(s.predicted_tokens_count.unwrap_or(0), Ordering::Relaxed);
     }
 }
 
+/// `/health`: 200 `{"status": "ok"}`, or 503 `{"status": "failed"}` while a loaded instance's
+/// engine has failed (a probe then takes the replica out, or a supervisor restarts it). `lms
+/// server --model` listens only once its model is loaded, so a replica that answers is ready.
+pub(crate) fn health(client: &lmstudio::Client) -> impl IntoResponse {
+    let loaded = client.list_loaded().unwrap_or_default();
+    let failed = loaded.iter().any(|info| {
+        let activity = info.identifier.as_deref().and_then(|id| client.get_loaded(id).ok().flatten()?.activity().ok());
+        activity.is_some_and(|a| a.failure.is_some())
+    });
+    let (status, word) = if failed { (StatusCode::SERVICE_UNAVAILABLE, "failed") } else { (StatusCode::OK, "ok") };
+    (status, axum::Json(serde_json::json!({ "status": word })))
+}
+
 /// The counters and the engines' gauges in Prometheus's text format (`/metrics`).
 pub(crate) fn render(m: &Metrics, client: &lmstudio::Client) -> impl IntoResponse {
+    let (prompt, cached) = (m.prompt_tokens.load(Ordering::Relaxed), m.cached_prompt_tokens.load(Ordering::Relaxed));
+    let predicted = m.predicted_tokens.load(Ordering::Relaxed);
     let counters = [
         ("lms_http_requests_total", "HTTP completion requests received.", m.requests.load(Ordering::Relaxed)),
         ("lms_predictions_total", "Predictions completed.", m.predictions.load(Ordering::Relaxed)),
-        ("lms_prompt_tokens_total", "Prompt tokens of completed predictions.", m.prompt_tokens.load(Ordering::Relaxed)),
-        ("lms_predicted_tokens_total", "Tokens predicted.", m.predicted_tokens.load(Ordering::Relaxed)),
+        ("lms_prompt_tokens_total", "Prompt tokens of completed predictions.", prompt),
+        ("lms_prompt_tokens_cached_total", "Of those, tokens taken from a cache, not evaluated.", cached),
+        ("lms_prompt_tokens_evaluated_total", "Of those, tokens evaluated.", prompt.saturating_sub(cached)),
+        ("vllm:prompt_tokens_total", "Prompt tokens of completed predictions (vLLM's name).", prompt),
+        ("vllm:generation_tokens_total", "Tokens predicted (vLLM's name).", predicted),
+        ("vllm:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache (vLLM's name).", prompt),
+        ("vllm:prefix_cache_hits_total", "Prompt tokens found in the prefix cache (vLLM's name).", cached),
+        ("lms_predicted_tokens_total", "Tokens predicted.", predicted),
         ("lms_request_errors_total", "Requests that ended in an error.", m.errors.load(Ordering::Relaxed)),
         (
             "lms_client_warnings_total",
@@ -86,6 +113,21 @@ pub(crate) fn render(m: &Metrics, client: &lmstudio::Client) -> impl IntoRespons
         ),
     ];
     for (name, help, value) in gauges {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    }
+    let (held, capacity) = (sum(|a| a.kv_tokens), sum(|a| a.kv_capacity));
+    let usage = if capacity > 0 { held as f64 / capacity as f64 } else { 0.0 };
+    let router_gauges = [
+        ("vllm:num_requests_running", "Predictions holding a slot (vLLM's name).", sum(|a| a.running) as f64),
+        ("vllm:num_requests_waiting", "Predictions waiting for a slot (vLLM's name).", sum(|a| a.queued) as f64),
+        (
+            "vllm:kv_cache_usage_perc",
+            "Share of the KV cache the running predictions hold, 0 to 1 (vLLM's name).",
+            usage,
+        ),
+        ("vllm:gpu_cache_usage_perc", "The same share, by vLLM's older name.", usage),
+    ];
+    for (name, help, value) in router_gauges {
         out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

@@ -194,6 +194,14 @@ pub(crate) struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// OpenAI's `usage.prompt_tokens_details`: of the prompt's tokens, those taken from the prompt
+/// cache rather than evaluated.
+#[derive(Debug, Serialize)]
+pub(crate) struct PromptTokensDetails {
+    pub cached_tokens: u64,
 }
 
 impl Usage {
@@ -202,6 +210,7 @@ impl Usage {
             prompt_tokens: s.prompt_tokens_count.unwrap_or(0),
             completion_tokens: s.predicted_tokens_count.unwrap_or(0),
             total_tokens: s.total_tokens_count.unwrap_or(0),
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: s.cached_prompt_tokens_count.unwrap_or(0) },
         }
     }
 }

@@ -61,7 +61,12 @@ async fn completion_shapes() {
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], " 4, 5,");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
-    assert_eq!(v["usage"], json!({"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}));
+    let usage = &v["usage"];
+    assert_eq!(
+        (&usage["prompt_tokens"], &usage["completion_tokens"], &usage["total_tokens"]),
+        (&json!(9), &json!(6), &json!(15))
+    );
+    assert!(usage["prompt_tokens_details"]["cached_tokens"].as_u64().is_some_and(|c| c <= 9), "{usage}");
     let (status, body) = call(state(), post("/api/v0/completions", req.to_string())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v = json_of(&body);
@@ -230,6 +235,67 @@ async fn api_key_guards_every_http_endpoint() {
         let req = Request::get("/v1/models").header("authorization", value).body(Body::empty()).expect("req");
         assert_eq!(call(guarded.clone(), req).await.0, expected, "{value:?}");
     }
+}
+
+/// A value of `/metrics` (`name value` on its line).
+async fn metric_value(state: AppState, name: &str) -> f64 {
+    let (_, body) = call(state, get("/metrics")).await;
+    let value = body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok());
+    value.unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// Issue 30, item 4: what a router in front of replicas reads. OpenAI's
+/// `usage.prompt_tokens_details.cached_tokens` says how much of a prompt was reused; `/metrics`
+/// counts prompt tokens reused and evaluated, and has vLLM's gauges (running, waiting, KV cache
+/// usage), which are non-zero while a prediction runs and zero once it is done.
+#[tokio::test]
+async fn routers_read_cached_tokens_and_vllm_gauges() {
+    let client = crate::lms_client(1);
+    let llm = client.llm_async("gemma-3-270m").await.expect("loads");
+    let state = AppState::new(client.clone(), None);
+    let system = "You are a careful assistant for a library. ".repeat(20);
+    let req = json!({"model": "gemma-3-270m", "messages": [{"role": "system", "content": system},
+        {"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0});
+    let mut cached = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = call(state.clone(), post("/v1/chat/completions", req.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let usage = json_of(&body)["usage"].clone();
+        let prompt = usage["prompt_tokens"].as_u64().expect("prompt tokens");
+        let reused = usage["prompt_tokens_details"]["cached_tokens"].as_u64().expect("cached tokens");
+        assert!(reused <= prompt, "{usage}");
+        cached.push((prompt, reused));
+    }
+    assert_eq!(cached[0].1, 0, "a first prompt on a fresh instance is evaluated whole");
+    assert!(cached[1].1 > cached[1].0 / 2, "the same prompt again is mostly reused: {cached:?}");
+    let (prompt, reused) = (cached[0].0 + cached[1].0, cached[1].1);
+    assert_eq!(metric_value(state.clone(), "lms_prompt_tokens_cached_total").await, reused as f64);
+    assert_eq!(metric_value(state.clone(), "lms_prompt_tokens_evaluated_total").await, (prompt - reused) as f64);
+    assert_eq!(metric_value(state.clone(), "vllm:prefix_cache_hits_total").await, reused as f64);
+    assert_eq!(metric_value(state.clone(), "vllm:prefix_cache_queries_total").await, prompt as f64);
+
+    // While a prediction runs: one running, its tokens a share of the KV cache.
+    let long = json!({"model": "gemma-3-270m", "prompt": "Once upon a time", "max_tokens": 1500,
+        "temperature": 0, "ignore_eos": true});
+    let request = tokio::spawn(call(state.clone(), post("/v1/completions", long.to_string())));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let running = metric_value(state.clone(), "vllm:num_requests_running").await;
+        let usage = metric_value(state.clone(), "vllm:kv_cache_usage_perc").await;
+        if running == 1.0 && usage > 0.0 {
+            assert!(usage <= 1.0, "{usage}");
+            assert_eq!(metric_value(state.clone(), "vllm:num_requests_waiting").await, 0.0);
+            break;
+        }
+        assert!(!request.is_finished(), "the prediction ended before the gauges showed it running");
+        assert!(std::time::Instant::now() < deadline, "never seen running");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, body) = request.await.expect("joins");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(llm.activity().expect("embedded").running, 0);
+    assert_eq!(metric_value(state.clone(), "vllm:num_requests_running").await, 0.0);
+    assert_eq!(metric_value(state, "vllm:kv_cache_usage_perc").await, 0.0);
 }
 
 #[tokio::test]

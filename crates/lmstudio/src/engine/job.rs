@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub running: AtomicUsize,
     /// Bytes the prompt cache holds, set by the worker after each save.
     pub prompt_cache_bytes: AtomicUsize,
+    /// Context tokens the running predictions hold in the KV cache, set by the worker each step.
+    pub kv_tokens: AtomicUsize,
     /// Set when the engine thread panicked and stopped: why (the error predictions got).
     pub failure: Mutex<Option<String>>,
     /// Layers on the GPU (LM Studio's `numGpuLayers`).

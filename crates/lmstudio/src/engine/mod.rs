@@ -219,6 +219,7 @@ impl Engine {
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             prompt_cache_bytes: AtomicUsize::new(0),
+            kv_tokens: AtomicUsize::new(0),
             failure: Mutex::new(None),
             gpu_layers,
         });
@@ -494,6 +495,8 @@ impl Engine {
             queued: self.shared.queued.load(Ordering::SeqCst),
             slots: self.parallel,
             prompt_cache_bytes: self.shared.prompt_cache_bytes.load(Ordering::SeqCst),
+            kv_tokens: self.shared.kv_tokens.load(Ordering::SeqCst),
+            kv_capacity: self.parallel * self.context_length,
             failure: lock(&self.shared.failure).clone(),
         }
     }

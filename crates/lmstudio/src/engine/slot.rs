@@ -135,10 +135,14 @@ impl Slot {
         Self { seq, cached: Vec::new(), reusable: 0, active: None, shared }
     }
 
-    /// Takes the prediction out of the slot, uncounting it before any result is sent.
+    /// Takes the prediction out of the slot, uncounting it (and the KV cache it held) before any
+    /// result is sent.
     pub(super) fn end(&mut self) -> Option<Active> {
         let a = self.active.take();
         if a.is_some() {
+            // The worker alone writes this gauge: a load and a store do not race.
+            let held = self.shared.kv_tokens.load(Ordering::SeqCst);
+            self.shared.kv_tokens.store(held.saturating_sub(self.cached.len()), Ordering::SeqCst);
             self.shared.running.fetch_sub(1, Ordering::SeqCst);
         }
         a

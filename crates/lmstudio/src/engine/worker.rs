@@ -136,6 +136,8 @@ pub(super) fn run(
                 shared.prompt_cache_bytes.store(w.saved.bytes(), Ordering::SeqCst);
             }
             w.step();
+            let held = w.slots.iter().filter(|s| s.active.is_some()).map(|s| s.cached.len()).sum();
+            shared.kv_tokens.store(held, Ordering::SeqCst);
         }));
         if let Err(payload) = turn {
             let why = payload

@@ -315,6 +315,13 @@ pub struct Activity {
     /// Bytes of host memory the instance's prompt cache holds now (saved prompts; see
     /// [`crate::LoadConfig::prompt_cache_mib`]).
     pub prompt_cache_bytes: usize,
+    /// Tokens of context the running predictions hold in the KV cache (prompt and output so
+    /// far; what idle slots keep for reuse is not counted).
+    #[serde(default)]
+    pub kv_tokens: usize,
+    /// Tokens of context all slots hold together (`parallel` x context length).
+    #[serde(default)]
+    pub kv_capacity: usize,
     /// Set when the instance failed (its engine thread panicked) and takes no more predictions:
     /// why. Unload it and load it again.
     pub failure: Option<String>,

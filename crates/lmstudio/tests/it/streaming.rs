@@ -104,7 +104,8 @@ fn dropping_a_stream_frees_its_slot_at_once() {
     // done, nothing runs.
     let next = model.complete("1, 2, 3,", greedy(4)).expect("completes");
     assert_eq!(next.stats.predicted_tokens_count, Some(4));
-    let idle = lms::Activity { running: 0, queued: 0, slots: 2, prompt_cache_bytes: 0, failure: None };
+    // Nothing held in the KV cache by a running prediction, of two slots of 4,096 tokens.
+    let idle = lms::Activity { slots: 2, kv_capacity: 2 * 4096, ..Default::default() };
     let now = lms::Activity { prompt_cache_bytes: 0, ..model.activity().expect("embedded") };
     assert_eq!(now, idle, "the abandoned prediction kept its slot");
 }
