@@ -234,16 +234,26 @@ impl Grammars {
     }
 }
 
-/// llama.cpp's JSON-schema-to-GBNF converter (its `common` library, as llama-server uses).
+/// llama.cpp's JSON-schema-to-GBNF converter (its `common` library, as llama-server uses), with
+/// a string's characters held to Unicode's: llama.cpp's grammar decodes `F5`-`F7` lead bytes as
+/// code points past U+10FFFF, which no UTF-8 decoder takes. A random-weight model wrote one into
+/// a `maxLength` 12 string: one character to the grammar, four U+FFFD to everyone else, and a
+/// 15-character string that broke its schema.
 pub(crate) fn json_schema_grammar(schema: &serde_json::Value) -> Result<String> {
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|_| {
+    let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|_| {
         Error::InvalidConfig(
             "structured: the JSON schema uses what llama.cpp's converter does not support (an unknown `$ref`, \
              a `pattern` it cannot translate, or a wrong type for a keyword)"
                 .into(),
         )
-    })
+    })?;
+    Ok(gbnf.replace(STRING_CHAR, UNICODE_STRING_CHAR))
 }
+
+/// The class of a JSON string's plain characters in llama.cpp's converter's output.
+const STRING_CHAR: &str = r#"[^"\\\x7F\x00-\x1F]"#;
+/// The same, without the values past U+10FFFF that llama.cpp's UTF-8 decoding admits.
+const UNICODE_STRING_CHAR: &str = r#"[^"\\\x7F\x00-\x1F\U00110000-\U7FFFFFFF]"#;
 
 #[cfg(test)]
 mod tests {
@@ -259,6 +269,9 @@ mod tests {
         let root = g.lines().find(|l| l.starts_with("root ::=")).unwrap_or_else(|| panic!("no root rule: {g}"));
         // Properties keep the schema's order.
         assert!(root.find("b-kv") < root.find("a-kv") && root.contains("a-kv"), "{g}");
+        // A string's characters stop at U+10FFFF (the converter's class is still the one replaced).
+        let g = json_schema_grammar(&serde_json::json!({"type": "string", "maxLength": 12})).expect("converts");
+        assert!(g.contains(UNICODE_STRING_CHAR) && !g.contains(STRING_CHAR), "{g}");
         let bad = json_schema_grammar(&serde_json::json!({"$ref": "#/$defs/missing"}));
         assert!(matches!(bad, Err(Error::InvalidConfig(_))), "{bad:?}");
     }
