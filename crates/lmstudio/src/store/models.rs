@@ -272,7 +272,7 @@ fn collect_gguf(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> 
 /// context, so for sliding-window models (whose window layers keep less) this is an upper bound.
 fn kv_bytes_per_token(h: &GgufHeader) -> Option<u64> {
     let arch = h.architecture()?;
-    if NO_KV_CACHE.contains(&arch) {
+    if keeps_no_kv_cache(arch) {
         return Some(0);
     }
     let key = |k: &str| h.uint(&format!("{arch}.{k}"));
@@ -321,39 +321,27 @@ pub fn model_info(header: &GgufHeader, path: &Path, rel_path: String) -> ModelIn
     }
 }
 
-/// The architectures llama.cpp keeps no KV cache for (`llama_model::create_memory`): a decode sees
-/// an input whole.
-const NO_KV_CACHE: [&str; 9] = [
-    "bert",
-    "nomic-bert",
-    "nomic-bert-moe",
-    "neo-bert",
-    "jina-bert-v2",
-    "jina-bert-v3",
-    "modern-bert",
-    "eurobert",
-    "gemma-embedding",
-];
+/// BERT and its kin: encoders llama.cpp keeps no KV cache for (a decode sees an input whole).
+const BERT_FAMILY: [&str; 8] =
+    ["bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2", "jina-bert-v3", "modern-bert", "eurobert"];
 
-/// llama.cpp's encoder-only architectures: they make vectors (or scores), never text.
-const ENCODERS: [&str; 9] = [
-    "bert",
-    "nomic-bert",
-    "nomic-bert-moe",
-    "neo-bert",
-    "jina-bert-v2",
-    "jina-bert-v3",
-    "modern-bert",
-    "eurobert",
-    "t5encoder",
-];
+/// Whether llama.cpp keeps no KV cache for `arch` (`llama_model::create_memory`).
+fn keeps_no_kv_cache(arch: &str) -> bool {
+    BERT_FAMILY.contains(&arch) || arch == "gemma-embedding"
+}
+
+/// Whether `arch` is one of llama.cpp's encoder-only architectures: they make vectors (or
+/// scores), never text.
+fn is_encoder(arch: &str) -> bool {
+    BERT_FAMILY.contains(&arch) || arch == "t5encoder"
+}
 
 /// LM Studio's type of a model file: [`EMBEDDING`] for an encoder, or a file that names how its
 /// outputs are pooled (a decoder trained for embeddings, such as Qwen3-Embedding), else [`LLM`].
 fn model_kind(header: &GgufHeader) -> &'static str {
     let Some(arch) = header.architecture() else { return LLM };
     let pooled = header.uint(&format!("{arch}.pooling_type")).is_some_and(|p| p > 0);
-    if ENCODERS.contains(&arch) || pooled {
+    if is_encoder(arch) || pooled {
         EMBEDDING
     } else {
         LLM
