@@ -49,12 +49,17 @@ impl Metrics {
 /// server --model` listens only once its model is loaded, so a replica that answers is ready.
 pub(crate) fn health(client: &lmstudio::Client) -> impl IntoResponse {
     let loaded = client.list_loaded().unwrap_or_default();
-    let failed = loaded.iter().any(|info| {
-        let activity = info.identifier.as_deref().and_then(|id| client.get_loaded(id).ok().flatten()?.activity().ok());
-        activity.is_some_and(|a| a.failure.is_some())
-    });
+    let failed = activities(client, &loaded).iter().any(|a| a.failure.is_some());
     let (status, word) = if failed { (StatusCode::SERVICE_UNAVAILABLE, "failed") } else { (StatusCode::OK, "ok") };
     (status, axum::Json(serde_json::json!({ "status": word })))
+}
+
+/// What each of the `loaded` instances is doing (those whose engine answers).
+fn activities(client: &lmstudio::Client, loaded: &[lmstudio::ModelInfo]) -> Vec<lmstudio::Activity> {
+    loaded
+        .iter()
+        .filter_map(|info| client.get_loaded(info.identifier.as_deref()?).ok().flatten()?.activity().ok())
+        .collect()
 }
 
 /// The counters and the engines' gauges in Prometheus's text format (`/metrics`).
@@ -91,43 +96,40 @@ pub(crate) fn render(m: &Metrics, client: &lmstudio::Client) -> impl IntoRespons
     // Gauges come from the engines, so that every way a prediction can end (a client that hangs
     // up included) is counted where it happens.
     let loaded = client.list_loaded().unwrap_or_default();
-    let activities: Vec<lmstudio::Activity> = loaded
-        .iter()
-        .filter_map(|info| client.get_loaded(info.identifier.as_deref()?).ok().flatten()?.activity().ok())
-        .collect();
+    let activities = activities(client, &loaded);
     let sum = |f: fn(&lmstudio::Activity) -> usize| activities.iter().map(f).sum::<usize>();
+    let (held, capacity) = (sum(|a| a.kv_tokens), sum(|a| a.kv_capacity));
+    let kv_usage = if capacity > 0 { held as f64 / capacity as f64 } else { 0.0 };
+    // Usize counts as floats: Prometheus's text holds both, and an integral float prints as one.
     let gauges = [
-        ("lms_predictions_running", "Predictions holding a slot.", sum(|a| a.running)),
-        ("lms_predictions_queued", "Predictions waiting for a slot.", sum(|a| a.queued)),
-        ("lms_prediction_slots", "Predictions that can run at once, over all loaded instances.", sum(|a| a.slots)),
+        ("lms_predictions_running", "Predictions holding a slot.", sum(|a| a.running) as f64),
+        ("lms_predictions_queued", "Predictions waiting for a slot.", sum(|a| a.queued) as f64),
+        (
+            "lms_prediction_slots",
+            "Predictions that can run at once, over all loaded instances.",
+            sum(|a| a.slots) as f64,
+        ),
         (
             "lms_prompt_cache_bytes",
             "Host memory held by saved prompts, over all loaded instances.",
-            sum(|a| a.prompt_cache_bytes),
+            sum(|a| a.prompt_cache_bytes) as f64,
         ),
-        ("lms_models_loaded", "Loaded model instances.", loaded.len()),
+        ("lms_models_loaded", "Loaded model instances.", loaded.len() as f64),
         (
             "lms_models_failed",
             "Loaded instances whose engine failed (unload and load them again).",
-            sum(|a| usize::from(a.failure.is_some())),
+            sum(|a| usize::from(a.failure.is_some())) as f64,
         ),
-    ];
-    for (name, help, value) in gauges {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
-    }
-    let (held, capacity) = (sum(|a| a.kv_tokens), sum(|a| a.kv_capacity));
-    let usage = if capacity > 0 { held as f64 / capacity as f64 } else { 0.0 };
-    let router_gauges = [
         ("vllm:num_requests_running", "Predictions holding a slot (vLLM's name).", sum(|a| a.running) as f64),
         ("vllm:num_requests_waiting", "Predictions waiting for a slot (vLLM's name).", sum(|a| a.queued) as f64),
         (
             "vllm:kv_cache_usage_perc",
             "Share of the KV cache the running predictions hold, 0 to 1 (vLLM's name).",
-            usage,
+            kv_usage,
         ),
-        ("vllm:gpu_cache_usage_perc", "The same share, by vLLM's older name.", usage),
+        ("vllm:gpu_cache_usage_perc", "The same share, by vLLM's older name.", kv_usage),
     ];
-    for (name, help, value) in router_gauges {
+    for (name, help, value) in gauges {
         out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
