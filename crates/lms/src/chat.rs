@@ -31,7 +31,13 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    let model = crate::loading::load_model(args.model.as_deref(), args.context_length, args.threads)?;
+    let load = lmstudio::LoadConfig {
+        context_length: args.context_length,
+        cpu_threads: args.threads,
+        parallel: Some(1),
+        ..Default::default()
+    };
+    let model = crate::loading::load_model(args.model.as_deref(), &load)?;
     let config = lmstudio::Config { max_tokens: args.max_tokens, temperature: args.temperature, ..Default::default() };
     config.validate()?;
     let mut chat = args.system.map_or_else(lmstudio::Chat::new, lmstudio::Chat::with_system_prompt);

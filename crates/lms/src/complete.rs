@@ -68,6 +68,9 @@ pub struct CompleteArgs {
     /// CPU threads.
     #[arg(long)]
     threads: Option<u32>,
+    /// Put the model's layers on these llama.cpp RPC workers (`lms rpc-worker`; `host:port,...`).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    rpc: Vec<String>,
     /// Print the whole result as JSON (LM Studio's field names) instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -113,7 +116,14 @@ pub fn run(args: CompleteArgs) -> Result<()> {
         ..Default::default()
     };
     config.validate()?;
-    let model = load_model(args.model.as_deref(), args.context_length, args.threads)?;
+    let load = lmstudio::LoadConfig {
+        context_length: args.context_length,
+        cpu_threads: args.threads,
+        parallel: Some(1),
+        rpc: args.rpc.clone(),
+        ..Default::default()
+    };
+    let model = load_model(args.model.as_deref(), &load)?;
     let mut stream = model.complete_stream(&prompt, config)?;
     if std::io::stderr().is_terminal() && !args.json {
         let bar = indicatif::ProgressBar::new(1000).with_style(

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 /// Loads the model asked for; with no name, the default model, fetched first if missing.
-pub fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Option<u32>) -> Result<lmstudio::Llm> {
+pub fn load_model(name: Option<&str>, config: &lmstudio::LoadConfig) -> Result<lmstudio::Llm> {
     let store = lmstudio::ModelStore::from_env();
     let name = match name {
         Some(n) => n.to_owned(),
@@ -12,8 +12,7 @@ pub fn load_model(name: Option<&str>, context_length: Option<u32>, threads: Opti
             lmstudio::DEFAULT_MODEL_KEY.to_owned()
         }
     };
-    let config = lmstudio::LoadConfig { context_length, cpu_threads: threads, parallel: Some(1), ..Default::default() };
-    Ok(lmstudio::Client::with_store(store).load_with(&name, &config, &progress_bar())?)
+    Ok(lmstudio::Client::with_store(store).load_with(&name, config, &progress_bar())?)
 }
 
 /// Load progress as a bar on stderr when it is a terminal (nothing in a pipe or a log); a JIT

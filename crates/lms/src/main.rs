@@ -6,6 +6,7 @@ mod complete;
 mod loading;
 mod manage;
 mod models;
+mod rpc;
 mod server;
 
 use std::io::IsTerminal;
@@ -94,6 +95,10 @@ enum Command {
         #[command(subcommand)]
         action: PresetAction,
     },
+    /// Serve this machine's devices to another machine's `lms` as llama.cpp's RPC worker: models
+    /// loaded there with `--rpc host:port` put layers here. No authentication: loopback unless
+    /// `--allow-remote`.
+    RpcWorker(rpc::RpcWorkerArgs),
     /// Run the server (LM Studio SDK protocol, OpenAI-compatible and REST endpoints).
     Server {
         #[command(subcommand)]
@@ -108,6 +113,9 @@ enum RuntimeAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also reach these RPC workers (`host:port,...`) and list their devices.
+        #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+        rpc: Vec<String>,
     },
 }
 
@@ -196,7 +204,8 @@ fn run(cli: Cli) -> Result<()> {
             models::import(&file, publisher.as_deref(), mode)
         }
         Command::Preset { action: PresetAction::Ls } => models::preset_ls(),
-        Command::Runtime { action: RuntimeAction::Ls { json } } => models::runtime_ls(json),
+        Command::Runtime { action: RuntimeAction::Ls { json, rpc } } => models::runtime_ls(json, &rpc),
+        Command::RpcWorker(args) => rpc::run(args),
         Command::Server { action: ServerAction::Start(args) } => server::start(args),
         Command::Server { action: ServerAction::Status } => manage::status(),
         Command::Server { action: ServerAction::Stop } => manage::stop(),

@@ -90,6 +90,10 @@ pub struct LoadArgs {
     /// mean where it names none).
     #[arg(long, value_name = "mean|cls|last|rank")]
     pooling: Option<lmstudio::Pooling>,
+    /// Put the model's layers on these llama.cpp RPC workers (`lms rpc-worker` on each host;
+    /// `host:port,...`), as the server reaches them; `--gpu` says how many layers go.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    rpc: Vec<String>,
     /// When the name matches several models, load the first of them (in path order) instead of
     /// listing them.
     #[arg(short = 'y', long = "yes")]
@@ -105,6 +109,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         ttl: args.ttl,
         gpu: args.gpu,
         pooling: args.pooling,
+        rpc: args.rpc,
         ..Default::default()
     };
     if args.estimate_only {

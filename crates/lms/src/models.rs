@@ -98,13 +98,18 @@ pub fn preset_ls() -> Result<()> {
 
 /// The backends this build has (llama.cpp's CPU backend always; CUDA and Vulkan with their
 /// features, or as loadable libraries) and the devices they find.
-pub fn runtime_ls(json: bool) -> Result<()> {
+pub fn runtime_ls(json: bool, rpc: &[String]) -> Result<()> {
+    lmstudio::attach_rpc_workers(rpc)?;
     let devices = lmstudio::devices()?;
     // With loadable backends (`dynamic-backends`), a GPU backend is there when its library lies
     // beside `lms` (or in $LMS_BACKENDS_DIR) and loads: its devices show it.
     let loadable = cfg!(feature = "dynamic-backends");
-    let backends =
-        [("CPU", true), ("CUDA", cfg!(feature = "cuda") || loadable), ("Vulkan", cfg!(feature = "vulkan") || loadable)];
+    let backends = [
+        ("CPU", true),
+        ("CUDA", cfg!(feature = "cuda") || loadable),
+        ("Vulkan", cfg!(feature = "vulkan") || loadable),
+        ("RPC", true),
+    ];
     if json {
         /// `lms runtime ls --json`.
         #[derive(serde::Serialize)]
@@ -140,6 +145,7 @@ pub fn runtime_ls(json: bool) -> Result<()> {
                 "not loaded: no device found, or its library is missing or failed to load (RUST_LOG=info says why)"
                     .to_owned()
             }
+            (true, 0) if *name == "RPC" => "built in; no worker reached (--rpc host:port)".to_owned(),
             (true, 0) => "built in; no device found".to_owned(),
             (true, n) => format!("built in; {n} device(s)"),
         };

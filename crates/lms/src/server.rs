@@ -47,6 +47,11 @@ pub struct ServerArgs {
     /// (`max` runs on the CPU where no GPU device is found; see `lms runtime ls`).
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
+    /// Put the layers of the models the server loads on these llama.cpp RPC workers (`lms
+    /// rpc-worker` on each host; `host:port,...`). A worker lost while a model is loaded ends the
+    /// server (llama.cpp aborts): run it under a supervisor (deploy/systemd/lms-server.service).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    rpc: Vec<String>,
     /// Require this key: `Authorization: Bearer KEY` over HTTP, the client passkey over websockets.
     #[arg(long, env = "LMS_API_KEY")]
     api_key: Option<String>,
@@ -106,6 +111,7 @@ pub fn start(args: ServerArgs) -> Result<()> {
         gpu: args.gpu,
         ttl: (args.ttl > 0).then_some(args.ttl),
         guardrail: args.guardrail,
+        rpc: args.rpc.clone(),
         ..Default::default()
     };
     load.validate()?;

@@ -62,6 +62,8 @@ impl From<lmstudio::Error> for ApiError {
             }
             // The hub refused or failed: its answer, not ours, so the message says it.
             E::Download(_) => (StatusCode::BAD_GATEWAY, Some("download_failed")),
+            // An RPC worker the load names did not answer as one: its state, said as it is.
+            E::RpcWorker { .. } => (StatusCode::BAD_GATEWAY, Some("rpc_worker_unavailable")),
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, Some("timeout")),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };

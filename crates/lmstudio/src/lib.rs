@@ -67,6 +67,9 @@ pub use engine::devices;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use engine::FAULT_PANIC;
+/// llama.cpp's RPC worker (`lms rpc-worker`), and the workers a process reaches.
+#[cfg(feature = "embedded")]
+pub use engine::{attach_rpc_workers, RpcWorker};
 pub use remote::RemoteOptions;
 pub use store::{default_prompt_cache_dir, ImportMode, ModelStore, StoredModel, DEFAULT_MODEL_KEY};
 pub use types::config::{

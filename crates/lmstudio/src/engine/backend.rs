@@ -16,6 +16,7 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            super::ffi::report_aborts();
             #[cfg(feature = "dynamic-backends")]
             load_backends();
             LlamaBackend::init().map_err(|e| e.to_string())

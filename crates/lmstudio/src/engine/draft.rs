@@ -83,9 +83,12 @@ impl DraftModel {
         let (key, path) = (file.key.as_str(), file.path.as_path());
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
         // Read, not mapped (a mapped file cut on disk kills the process, see `LoadConfig::try_mmap`),
-        // and on the GPU when the main model is.
-        let params =
+        // and on the GPU when the main model is (this machine's: never on RPC workers).
+        let mut params =
             LlamaModelParams::default().with_use_mmap(false).with_n_gpu_layers(if target.gpu { u32::MAX } else { 0 });
+        if let Some(devices) = super::rpc::local_devices() {
+            params = params.with_devices(&devices).map_err(|e| load_err(e.to_string()))?;
+        }
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
         if let Some(reason) = vocabulary_difference(target.model, &model) {
             return Err(Error::IncompatibleDraftModel { draft: key.to_owned(), path: path.to_owned(), reason });

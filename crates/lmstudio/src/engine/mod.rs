@@ -9,10 +9,13 @@ pub mod benching;
 mod disk_cache;
 mod draft;
 pub(crate) mod embed;
+mod ffi;
 mod grammar;
 pub(crate) use grammar::json_schema_grammar;
 mod job;
 mod prompt_cache;
+mod rpc;
+pub use rpc::RpcWorker;
 mod rules;
 mod sampler;
 mod slot;
@@ -66,28 +69,46 @@ pub fn devices() -> Result<Vec<Device>> {
         .collect())
 }
 
-/// Where a load puts a model: how many layers go to the GPU, and the free memory of the GPU
-/// devices they go to (the main GPU's alone when one is named).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a load puts a model: how many layers go to the GPU, the free memory of the GPU devices
+/// they go to (the main GPU's alone when one is named), and which devices those are. RPC workers
+/// ([`LoadConfig::rpc`]) count as GPUs here, as they do in llama.cpp: offloaded layers go to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Offload {
     pub gpu_layers: u32,
     pub gpus: usize,
     pub gpu_free: Option<u64>,
     /// The load config names no offload: fewer layers may go where all do not fit.
     pub fit: bool,
+    /// The devices llama.cpp is given (indices among all of its devices: the load's RPC workers,
+    /// then this machine's GPUs), or `None` for llama.cpp's own choice: set once any RPC worker
+    /// is known to the process, since llama.cpp's choice would put every model on the workers.
+    pub devices: Option<Vec<usize>>,
 }
 
-/// The [`Offload`] of `config` for a model of `layers` layers, on the devices found now.
+/// The [`Offload`] of `config` for a model of `layers` layers, on the devices found now (after
+/// reaching the RPC workers the config names: one that does not answer is an error here).
 pub(crate) fn offload(config: &LoadConfig, layers: Option<u32>) -> Result<Offload> {
-    let gpus: Vec<Device> = devices()?.into_iter().filter(Device::is_gpu).collect();
+    let workers = rpc::attach(&config.rpc)?;
+    let all = devices()?;
+    let local = all.iter().enumerate().filter(|(_, d)| d.is_gpu() && d.backend != rpc::BACKEND).map(|(i, _)| i);
+    let chosen: Vec<usize> = workers.into_iter().chain(local).collect();
+    let gpus: Vec<&Device> = chosen.iter().filter_map(|&i| all.get(i)).collect();
     let gpu_layers = gpu_layers(config, gpus.len(), layers)?;
-    let free = |d: &Device| d.memory_free_mib << 20;
+    let free = |d: &&Device| d.memory_free_mib << 20;
     let gpu_free = match config.main_gpu {
         _ if gpus.is_empty() => None,
         Some(main) => gpus.get(main as usize).map(free),
         None => Some(gpus.iter().map(free).sum()),
     };
-    Ok(Offload { gpu_layers, gpus: gpus.len(), gpu_free, fit: config.gpu.is_none() })
+    let devices = rpc::any_attached().then_some(chosen);
+    Ok(Offload { gpu_layers, gpus: gpus.len(), gpu_free, fit: config.gpu.is_none(), devices })
+}
+
+/// Reaches the RPC workers at `endpoints` (`host:port`) and makes their devices llama.cpp's, so
+/// that [`devices`] lists them (`lms runtime ls --rpc`). Loads do this themselves
+/// ([`LoadConfig::rpc`]). One that does not answer as a worker of this build: [`Error::RpcWorker`].
+pub fn attach_rpc_workers(endpoints: &[String]) -> Result<()> {
+    rpc::attach(endpoints).map(drop)
 }
 
 /// The layers to offload for `config` with `gpus` GPU devices found, of a model of `layers`
@@ -154,7 +175,7 @@ pub(crate) struct Engine {
 
 /// What the engine needs to know of a model file before loading it (from its header), and where
 /// its layers go ([`offload`] of the load config on the devices found).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ModelShape {
     /// The sliding attention window (0: none).
     pub sliding_window: u32,
@@ -173,12 +194,15 @@ impl Engine {
     ) -> Result<Self> {
         config.validate()?;
         let backend = backend()?;
-        let Offload { gpu_layers, gpus, .. } = shape.offload;
+        let Offload { gpu_layers, gpus, devices, .. } = shape.offload;
         let load_err = |reason: String| Error::Load { path: path.to_owned(), reason };
         on_load(LoadEvent::Progress(0.0));
         // llama.cpp reports as it reads the tensors; the last report is 1.0 (sent once, below).
         let reporter = Arc::clone(on_load);
         let mut params = LlamaModelParams::default().with_use_mmap(config.try_mmap).with_n_gpu_layers(gpu_layers);
+        if let Some(devices) = devices {
+            params = params.with_devices(&devices).map_err(|e| load_err(e.to_string()))?;
+        }
         if let Some(main) = config.main_gpu.filter(|_| gpus > 0) {
             // llama.cpp takes a main GPU only with the model on that one device.
             params = params.with_split_mode(LlamaSplitMode::None).with_main_gpu(main as i32);

@@ -579,6 +579,12 @@ pub struct LoadConfig {
     /// How an embedding's token outputs become one vector (llama-server's `--pooling`). Default:
     /// what the model file names, mean where it names none (a decoder LLM).
     pub pooling: Option<Pooling>,
+    /// llama.cpp RPC workers (`lms rpc-worker`), as `host:port`, that take the model's offloaded
+    /// layers (llama.cpp splits them by the workers' free memory; [`LoadConfig::gpu`] says how
+    /// many go, all by default). Each is checked before anything loads: one that does not
+    /// answer is an [`Error::RpcWorker`]. The protocol has no authentication or encryption, and a
+    /// worker lost while the model is loaded ends this process (llama.cpp aborts). Default: none.
+    pub rpc: Vec<String>,
 }
 
 /// How the outputs of an input's tokens become its vector ([`LoadConfig::pooling`]).
@@ -723,6 +729,7 @@ impl Default for LoadConfig {
             flash_attention: None,
             offload_kv_cache_to_gpu: None,
             pooling: None,
+            rpc: Vec::new(),
         }
     }
 }
@@ -762,6 +769,13 @@ impl LoadConfig {
             if !(0.0..=1.0).contains(&r) {
                 return Err(Error::InvalidConfig(format!("gpu ratio must be in 0..1, got {r}")));
             }
+        }
+        if let Some(bad) = self
+            .rpc
+            .iter()
+            .find(|e| !e.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()))
+        {
+            return Err(Error::InvalidConfig(format!("rpc worker {bad:?}: expected host:port")));
         }
         if self.flash_attention == Some(true) {
             return Err(Error::InvalidConfig(

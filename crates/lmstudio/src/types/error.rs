@@ -57,6 +57,15 @@ pub enum Error {
         /// What llama.cpp reported.
         reason: String,
     },
+    /// An RPC worker the load names ([`crate::LoadConfig::rpc`]) cannot be used: it does not
+    /// answer, speaks another protocol version, or serves another client. Nothing was loaded.
+    #[error("RPC worker {endpoint}: {reason}; start it there with `lms rpc-worker` (the same build as this one)")]
+    RpcWorker {
+        /// The worker's `host:port`.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The draft model asked for cannot draft for this model: its tokens are not the same.
     #[error("{draft:?} ({}) cannot be the draft model of this model: {reason}; pick a model of the same family (the same tokenizer)", path.display())]
     IncompatibleDraftModel {

@@ -26,6 +26,7 @@ enum Wire {
     InsufficientGpuMemory { estimate: crate::types::result::MemoryEstimate, free_mib: u64 },
     IdentifierInUse { identifier: String },
     IncompatibleDraftModel { draft: String, path: PathBuf, reason: String },
+    RpcWorker { endpoint: String, reason: String },
     PresetNotFound { query: String, available: Vec<(String, String)> },
     Overloaded { queued: usize },
     NotFinished,
@@ -69,6 +70,9 @@ impl From<&Error> for Wire {
             Error::IncompatibleDraftModel { draft, path, reason } => {
                 Self::IncompatibleDraftModel { draft: draft.clone(), path: path.clone(), reason: reason.clone() }
             }
+            Error::RpcWorker { endpoint, reason } => {
+                Self::RpcWorker { endpoint: endpoint.clone(), reason: reason.clone() }
+            }
             Error::PresetNotFound { query, available } => {
                 Self::PresetNotFound { query: query.clone(), available: available.clone() }
             }
@@ -108,6 +112,7 @@ impl From<Wire> for Error {
                 Self::IncompatibleDraftModel { draft, path, reason }
             }
             Wire::PresetNotFound { query, available } => Self::PresetNotFound { query, available },
+            Wire::RpcWorker { endpoint, reason } => Self::RpcWorker { endpoint, reason },
             Wire::Overloaded { queued } => Self::Overloaded { queued },
             Wire::NotFinished => Self::NotFinished,
             Wire::ModelUnloaded => Self::ModelUnloaded,
@@ -284,6 +289,7 @@ mod tests {
                 free_mib: 4,
             },
             Error::IncompatibleDraftModel { draft: "d".into(), path: "/m/d.gguf".into(), reason: "token 5".into() },
+            Error::RpcWorker { endpoint: "10.0.0.2:50052".into(), reason: "no answer".into() },
             Error::NotFinished,
             Error::ModelUnloaded,
             Error::Engine("decode".into()),

@@ -497,6 +497,21 @@ const LOAD: &[Setting<LoadConfig>] = &[
         },
         write: |c| c.pooling.map(plain),
     },
+    Setting {
+        // An array of `host:port`, or one comma-separated string (as `--rpc` takes them).
+        key: "lmstudioRs.rpc",
+        read: |c, v| {
+            c.rpc = match v {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => {
+                    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Into::into).collect()
+                }
+                Some(v) => serde_json::from_value(v.clone()).map_err(drop)?,
+            };
+            Ok(())
+        },
+        write: |c| (!c.rpc.is_empty()).then(|| plain(&c.rpc)),
+    },
 ];
 
 /// LM Studio's GPU split (`load.gpuSplitConfig`, outside `llm.load.`).
@@ -824,10 +839,19 @@ mod tests {
             flash_attention: Some(false),
             offload_kv_cache_to_gpu: Some(false),
             pooling: Some(crate::Pooling::Cls),
+            rpc: vec!["10.0.0.2:50052".into(), "10.0.0.3:50052".into()],
             ..Default::default()
         };
         let stack = load_stack(&gpu);
         assert_eq!(stack.load_config(LoadConfig::default()).expect("valid"), gpu);
+        // `--rpc`'s comma-separated form is taken too.
+        let s = KvStack::of(
+            "apiOverride",
+            KvConfig {
+                fields: vec![KvField { key: "llm.load.lmstudioRs.rpc".into(), value: Value::from("a:1, b:2") }],
+            },
+        );
+        assert_eq!(s.load_config(LoadConfig::default()).expect("valid").rpc, ["a:1", "b:2"]);
         for ratio in ["max", "off"] {
             let s = KvStack::of(
                 "apiOverride",
