@@ -33,6 +33,9 @@ enum Command {
     /// Measure `/v1/embeddings`, ours beside llama-server's, on the same model and threads (see
     /// bench/embeddings.md).
     BenchEmbeddings(bench::embeddings::EmbeddingsArgs),
+    /// Measure a model split over RPC workers against one process, and replicas behind HAProxy
+    /// with prefix affinity against round robin (see bench/scale.md).
+    BenchScale(bench::scale::ScaleArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
     /// (see bench/HARDENING.md).
     Stress(bench::stress::StressArgs),
@@ -62,6 +65,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchSpeculation(args) => bench::speculation::run(args),
         Command::BenchSampling(args) => bench::sampling::run(args),
         Command::BenchEmbeddings(args) => bench::embeddings::run(&args),
+        Command::BenchScale(args) => bench::scale::run(&args),
         Command::Stress(args) => bench::stress::run(args),
     }
 }

@@ -71,7 +71,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -95,7 +95,7 @@ fn wait_healthy(addr: SocketAddr, child: &mut Child) -> Result<()> {
     bail!("server did not become healthy")
 }
 
-fn start(mut cmd: Command, port: u16, model: &str) -> Result<Server> {
+pub(crate) fn start(mut cmd: Command, port: u16, model: &str) -> Result<Server> {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting a server")?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_healthy(addr, &mut child)?;
@@ -355,7 +355,7 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
 }
 
 /// The `lms` binary the server benchmarks start: `$LMS_BIN`, else the one beside this binary.
-fn lms_bin() -> std::io::Result<std::path::PathBuf> {
+pub(crate) fn lms_bin() -> std::io::Result<std::path::PathBuf> {
     if let Some(bin) = std::env::var_os("LMS_BIN") {
         return Ok(bin.into());
     }

@@ -6,6 +6,7 @@ mod load;
 mod loadgen;
 mod rss;
 pub mod sampling;
+pub mod scale;
 pub mod speculation;
 pub mod stress;
 pub mod structured;

@@ -10,7 +10,7 @@
 //! a typed error, not an abort.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,25 +59,25 @@ impl Default for RpcWorker {
 impl RpcWorker {
     /// Whether its address is other than loopback (what [`RpcWorker::allow_remote`] must allow).
     pub fn is_remote(&self) -> bool {
-        match self.host.parse::<IpAddr>() {
-            Ok(ip) => !ip.is_loopback(),
-            Err(_) => self.host != "localhost",
-        }
+        !self.host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Serves until the process ends. Returns only with what kept it from serving: an address
     /// that is not loopback without [`RpcWorker::allow_remote`], a port in use, a device llama.cpp
     /// cannot start.
     pub fn serve(&self) -> Result<()> {
+        if self.host.parse::<Ipv4Addr>().is_err() {
+            return Err(Error::InvalidConfig(format!(
+                "host {:?}: llama.cpp's RPC worker listens on an IPv4 address (127.0.0.1, 0.0.0.0, ...)",
+                self.host
+            )));
+        }
         if self.is_remote() && !self.allow_remote {
             return Err(Error::InvalidConfig(format!(
                 "an RPC worker listens on loopback unless allowed otherwise ({} is not loopback): the protocol has no \
                  authentication and no encryption, so anyone who reaches the port can use this machine",
                 self.host
             )));
-        }
-        if self.host.contains(':') {
-            return Err(Error::InvalidConfig(format!("host {:?}: llama.cpp's RPC takes IPv4 or a name", self.host)));
         }
         // llama.cpp reports a port in use on stdout and returns: find out first, with a reason.
         drop(TcpListener::bind((self.host.as_str(), self.port))?);
