@@ -163,3 +163,58 @@ fn a_worker_lost_mid_prediction_ends_the_process_saying_why() {
     assert!(err.contains("lms: an RPC worker was lost"), "{err}");
     eprintln!("the process ended {:?} after its worker", started.elapsed());
 }
+
+/// `lms server start --rpc`: the server's model goes to the worker (its info says how many layers,
+/// its estimate counts them against the worker's memory), and it answers. While the server holds
+/// the worker, another process that names it is refused with the reason (a worker serves one
+/// client at a time), without disturbing the server.
+#[test]
+fn a_server_loads_onto_a_worker_that_then_refuses_a_second_client() {
+    let worker = Worker::start();
+    let args = ["--model", lmstudio::DEFAULT_MODEL_KEY, "--rpc", &worker.endpoint, "--parallel", "1"];
+    let server = lms_test_support::LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &args, |_| {});
+    let host = [("LMSTUDIO_HOST", server.addr.as_str())];
+    let ps = lms().args(["ps", "--json"]).envs(host).output().expect("runs");
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    let loaded: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("JSON");
+    assert_eq!(loaded[0]["numGpuLayers"], 19, "{loaded}");
+    let out = lms().args(["complete", "--max-tokens", "4", "--rpc", &worker.endpoint, "hello"]).output().expect("runs");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no answer within") && err.contains("one client at a time"), "{err}");
+    // The server still predicts on the worker.
+    let body = r#"{"model": "gemma-3-270m", "prompt": "1, 2, 3,", "max_tokens": 4, "temperature": 0}"#;
+    let mut sock = TcpStream::connect(&server.addr).expect("connects");
+    std::io::Write::write_all(
+        &mut sock,
+        format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            server.addr,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("sends");
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply).expect("reads");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// The memory estimate of a load onto a worker counts the layers on it as the worker's (GPU
+/// memory, against what the worker has free), not this machine's.
+#[test]
+fn the_estimate_puts_the_layers_on_the_worker() {
+    let worker = Worker::start();
+    let estimate = |extra: &[&str]| -> serde_json::Value {
+        let out =
+            lms().args(["load", lmstudio::DEFAULT_MODEL_KEY, "--estimate-only"]).args(extra).output().expect("runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let alone = estimate(&[]);
+    let split = estimate(&["--rpc", &worker.endpoint]);
+    assert_eq!(alone["estimate"]["gpuMib"], 0, "{alone}");
+    let (weights, on_worker) = (split["estimate"]["weightsMib"].as_u64(), split["estimate"]["gpuMib"].as_u64());
+    assert!(on_worker >= weights && weights.is_some_and(|w| w > 0), "{split}");
+    assert!(split["estimate"]["totalMib"].as_u64() < alone["estimate"]["totalMib"].as_u64(), "{split} vs {alone}");
+}
