@@ -77,6 +77,9 @@ pub struct ServerArgs {
     /// Do not also listen on the SDK discovery port 41343.
     #[arg(long)]
     no_discovery_port: bool,
+    /// Do not serve the web app (chat, completions, models) at `/`.
+    #[arg(long)]
+    no_web_app: bool,
     /// Load this model at start (default: none; models load on first use). It has no TTL.
     #[arg(long)]
     model: Option<String>,
@@ -125,6 +128,7 @@ pub fn start(args: ServerArgs) -> Result<()> {
         host: args.host,
         port: args.port,
         discovery_port: !args.no_discovery_port,
+        web_app: !args.no_web_app,
         api_key: args.api_key,
         cors_origins: args.cors_origins,
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
@@ -132,6 +136,7 @@ pub fn start(args: ServerArgs) -> Result<()> {
         max_body_bytes: (args.max_body_mib << 20) as usize,
         max_socket_queue_bytes: (args.max_socket_queue_mib << 20) as usize,
     };
+    let web_app = config.web_app;
     let runtime = tokio::runtime::Runtime::new()?;
     let pid_port = std::sync::Mutex::new(None);
     let served = runtime.block_on(lmstudio_server::serve(
@@ -140,6 +145,9 @@ pub fn start(args: ServerArgs) -> Result<()> {
         |addrs| {
             for a in addrs {
                 eprintln!("listening on http://{a}");
+            }
+            if let Some(a) = addrs.first().filter(|_| web_app) {
+                eprintln!("web app: http://{a}/ (chat, completions, models)");
             }
             if let Some(a) = addrs.first() {
                 *pid_port.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.port());

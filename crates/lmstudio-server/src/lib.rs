@@ -23,6 +23,7 @@ mod sse;
 mod state;
 mod sync;
 mod tokens;
+mod webapp;
 
 use std::net::SocketAddr;
 
@@ -44,8 +45,18 @@ struct Greeting {
     lmstudio: bool,
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface with the web app at `/` ([`ServerConfig::web_app`]).
+pub fn router_with_web_app(state: AppState) -> Router {
+    routes(state, webapp::routes())
+}
+
+/// The whole HTTP surface, without the web app.
 pub fn router(state: AppState) -> Router {
+    routes(state, Router::new())
+}
+
+/// The APIs, with `pages` beside them (under the same Origin and Host checks and request log).
+fn routes(state: AppState, pages: Router<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/models", get(openai::list_models))
         .route("/v1/completions", post(openai::completions))
@@ -80,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(tokens::detokenize))
         .route("/health", get(|State(state): State<AppState>| async move { metrics::health(state.client()) }))
         .merge(sdk::routes())
+        .merge(pages)
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(state.body_limit()))
@@ -144,6 +156,8 @@ pub struct ServerConfig {
     /// What an SDK socket may have waiting to be written before its client, which has stopped
     /// reading, is disconnected ([`MAX_SOCKET_QUEUE_BYTES`] by default).
     pub max_socket_queue_bytes: usize,
+    /// Serve the web app (chat, completions, models) at `/`. On by default.
+    pub web_app: bool,
 }
 
 impl Default for ServerConfig {
@@ -158,6 +172,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_body_bytes: MAX_BODY_BYTES,
             max_socket_queue_bytes: MAX_SOCKET_QUEUE_BYTES,
+            web_app: true,
         }
     }
 }
@@ -181,7 +196,7 @@ pub async fn serve(
         AppState::with_policy(client.clone(), config.api_key.clone(), config.cors_origins.clone(), loopback_bound)
             .with_body_limit(config.max_body_bytes)
             .with_socket_queue_limit(config.max_socket_queue_bytes);
-    let app = router(state);
+    let app = if config.web_app { router_with_web_app(state) } else { router(state) };
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {
         match tokio::net::TcpListener::bind((config.host.as_str(), SDK_DISCOVERY_PORT)).await {

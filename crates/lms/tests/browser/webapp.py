@@ -1,0 +1,130 @@
+"""The web app in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`)
+driven by Selenium, against the `lms server` at $LMS_URL with the default model. Each step clicks
+and types as a person would, and fails with what the page showed. Screenshots of each page go to
+$SCREENSHOTS (wide and narrow windows).
+
+    LMS_URL=http://127.0.0.1:1234 SCREENSHOTS=/tmp/shots python webapp.py
+"""
+
+import os
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+URL = os.environ["LMS_URL"]
+SHOTS = os.environ["SCREENSHOTS"]
+MODEL = "gemma-3-270m"
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def wait(driver, what, check, seconds=120):
+    """Waits until `check(driver)` is truthy; fails naming `what`, with the page's error banner."""
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.1).until(lambda d: check(d))
+    except Exception:
+        banner = driver.find_element(By.ID, "banner")
+        said = banner.text if banner.is_displayed() else "(no error shown)"
+        sys.exit(f"timed out waiting for {what}; the page said: {said}")
+
+
+def by_id(driver, id):
+    return driver.find_element(By.ID, id)
+
+
+def shot(driver, name):
+    driver.save_screenshot(os.path.join(SHOTS, name + ".png"))
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    driver = browser()
+    try:
+        driver.get(URL + "/")
+        # The model picker lists the default model (downloaded; loaded on first use).
+        wait(driver, "the model picker", lambda d: any(o.get_attribute("value") == MODEL
+             for o in d.find_elements(By.CSS_SELECTOR, "#model option")))
+        by_id(driver, "model").send_keys(MODEL)
+
+        # Chat: a turn streams, then its stats.
+        box = by_id(driver, "chat-input")
+        box.send_keys("Write one sentence about the sea.")
+        box.send_keys(Keys.ENTER)
+        answer = lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.assistant")
+        wait(driver, "the answer's stats", lambda d: "tok/s" in (answer(d)[-1].find_element(By.CLASS_NAME, "stats").text if answer(d) else ""))
+        last = answer(driver)[-1]
+        if not last.find_element(By.CLASS_NAME, "content").text.strip():
+            sys.exit("the answer is empty")
+        stats = last.find_element(By.CLASS_NAME, "stats").text
+        for part in ["tokens", "TTFT", "tok/s", "stop:"]:
+            if part not in stats:
+                sys.exit(f"the stats line lacks {part!r}: {stats}")
+        shot(driver, "chat")
+
+        # Stop cuts an answer: a long one, stopped once it has begun.
+        driver.find_element(By.CSS_SELECTOR, ".settings summary").click()
+        tokens = by_id(driver, "chat-max-tokens")
+        tokens.clear()
+        tokens.send_keys("2000")
+        box.send_keys("Tell me a very long story about a lighthouse keeper.")
+        box.send_keys(Keys.ENTER)
+        wait(driver, "the long answer to begin", lambda d: len(answer(d)) == 2 and len(answer(d)[-1].find_element(By.CLASS_NAME, "content").text) > 20)
+        by_id(driver, "chat-stop").click()
+        wait(driver, "the stop to show", lambda d: "userStopped" in answer(d)[-1].find_element(By.CLASS_NAME, "stats").text)
+        wait(driver, "Send to be enabled again", lambda d: d.find_element(By.ID, "chat-send").is_enabled(), 10)
+        stopped_at = len(answer(driver)[-1].find_element(By.CLASS_NAME, "content").text)
+        if stopped_at > 4000:
+            sys.exit(f"the answer ran on after Stop ({stopped_at} characters)")
+
+        # Complete: a raw prompt with a stop string ends with stopStringFound.
+        by_id(driver, "nav-complete").click()
+        prompt = by_id(driver, "complete-prompt")
+        prompt.clear()
+        prompt.send_keys("1, 2, 3, 4, 5,")
+        temperature = by_id(driver, "complete-temperature")
+        temperature.clear()
+        temperature.send_keys("0")
+        by_id(driver, "complete-stop").send_keys(",")
+        by_id(driver, "complete-run").click()
+        stats = by_id(driver, "complete-stats")
+        wait(driver, "the completion's stats", lambda d: d.find_element(By.ID, "complete-stats").get_attribute("data-stop-reason"))
+        reason = stats.get_attribute("data-stop-reason")
+        if reason != "stopStringFound":
+            sys.exit(f"the completion stopped for {reason!r}, not stopStringFound: {stats.text}")
+        if "," in by_id(driver, "complete-output").text:
+            sys.exit("the stop string is in the output")
+        shot(driver, "complete")
+
+        # Models: the default model is listed, loaded (by the chat); unload, then load it again.
+        by_id(driver, "nav-models").click()
+        row = lambda d: d.find_element(By.CSS_SELECTOR, f'#models-table tr[data-model="{MODEL}"]')
+        unloads = lambda d: row(d).find_elements(By.CSS_SELECTOR, "td.instances button")
+        wait(driver, "the loaded model's Unload button", lambda d: unloads(d))
+        shot(driver, "models")
+        unloads(driver)[0].click()
+        wait(driver, "the instance to go", lambda d: not unloads(d))
+        row(driver).find_element(By.CSS_SELECTOR, "button.load").click()
+        wait(driver, "the instance to come back", lambda d: unloads(d))
+
+        # A phone's width: the same pages, readable.
+        driver.set_window_size(390, 844)
+        for page in ["chat", "complete", "models"]:
+            by_id(driver, "nav-" + page).click()
+            shot(driver, page + "-narrow")
+        print("ok")
+    finally:
+        driver.quit()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+//! Issue 31: the web app `lms server` serves at `/`, in a real browser. Headless Chromium from
+//! Debian (`chromium`, `chromium-driver`; `scripts/test` installs them), driven by Selenium (from
+//! PyPI, into `target/browser-venv`), clicks through chat, the completion playground and the models
+//! page against a real server with the default model (tests/browser/webapp.py says each step).
+//! Screenshots land in `target/webapp-screenshots`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lms_test_support::LmsServer;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python with Selenium, in `target/browser-venv` (made once).
+fn selenium_python() -> PathBuf {
+    let venv = root().join("target/browser-venv");
+    let py = venv.join("bin/python");
+    if !Command::new(&py).args(["-c", "import selenium"]).status().is_ok_and(|s| s.success()) {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 runs");
+        assert!(ok.success(), "python3 -m venv failed");
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "selenium"])
+            .status()
+            .expect("pip runs");
+        assert!(ok.success(), "pip install selenium failed");
+    }
+    py
+}
+
+/// One GET; the status and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).expect("connects");
+    write!(sock, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("sends");
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply).expect("reads");
+    let status = reply.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    (status, reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+#[test]
+fn the_web_app_works_in_a_real_browser() {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install chromium chromium-driver (scripts/test does)"
+        );
+    }
+    let server = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--parallel", "2"], |_| {});
+    let (status, page) = get(&server.addr, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+    let shots = root().join("target/webapp-screenshots");
+    let out = Command::new(selenium_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/webapp.py"))
+        .env("LMS_URL", format!("http://{}", server.addr))
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("the browser test runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.contains("ok"), "{said}");
+    for page in ["chat", "complete", "models", "chat-narrow", "complete-narrow", "models-narrow"] {
+        assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
+    }
+}
+
+/// `--no-web-app`: nothing at `/`; with an API key, the page is served (it holds nothing) while the
+/// APIs it calls still want the key.
+#[test]
+fn the_web_app_is_off_by_flag_and_its_apis_keep_their_key() {
+    let off = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--no-web-app"], |_| {});
+    assert_eq!(get(&off.addr, "/").0, 404);
+    assert_eq!(get(&off.addr, "/app.js").0, 404);
+    let keyed = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--api-key", "sesame"], |_| {});
+    assert_eq!(get(&keyed.addr, "/").0, 200);
+    assert_eq!(get(&keyed.addr, "/app.css").0, 200);
+    assert_eq!(get(&keyed.addr, "/api/v1/models").0, 401);
+}

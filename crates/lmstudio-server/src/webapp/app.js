@@ -1,0 +1,382 @@
+// lmstudio-rs's web app: plain JavaScript, served by `lms server` itself (nothing fetched from
+// elsewhere). It speaks the server's own HTTP APIs: LM Studio's REST v0 (streamed completions
+// with their stats) and REST v1 (models: list, load, unload).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "lms.apiKey";
+const CHAT = "lms.chat";
+
+// ---- HTTP ----------------------------------------------------------------------------------
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = localStorage.getItem(KEY);
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+}
+
+/** The error a reply carries, in words. */
+async function failure(res) {
+  let message = res.status + " " + res.statusText;
+  try {
+    const body = await res.json();
+    message = (body.error && (body.error.message || body.error)) || message;
+  } catch (_) { /* not JSON */ }
+  if (res.status === 401) {
+    const key = prompt("This server requires an API key:");
+    if (key) localStorage.setItem(KEY, key);
+    message += " (key saved: try again)";
+  }
+  if (res.status === 429) message = "The server is busy: " + message + ". Try again in a moment.";
+  return new Error(message);
+}
+
+async function api(path, body) {
+  let res;
+  try {
+    res = await fetch(path, body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  } catch (e) {
+    throw new Error("The connection to the server was lost (" + e.message + "). Is `lms server` running?");
+  }
+  if (!res.ok) throw await failure(res);
+  return res.json();
+}
+
+/** POSTs `body` with `stream: true` and calls `onChunk` with each server-sent event's JSON. */
+async function stream(path, body, onChunk, signal) {
+  let res;
+  try {
+    res = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify({ ...body, stream: true }), signal });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new Error("The connection to the server was lost (" + e.message + "). Is `lms server` running?");
+  }
+  if (!res.ok) throw await failure(res);
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message || String(chunk.error));
+        onChunk(chunk);
+      }
+    }
+  }
+}
+
+function showError(e) {
+  const banner = $("banner");
+  banner.textContent = e.message;
+  banner.hidden = false;
+}
+
+function clearError() {
+  $("banner").hidden = true;
+}
+
+/** A finished prediction's stats in one line (and its stop reason as data, for scripts). */
+function statsLine(element, chunk) {
+  const s = chunk.stats || {};
+  const u = chunk.usage || {};
+  const parts = [];
+  if (u.completion_tokens !== undefined) parts.push(u.completion_tokens + " tokens");
+  if (s.time_to_first_token != null) parts.push("TTFT " + s.time_to_first_token.toFixed(3) + " s");
+  if (s.tokens_per_second != null) parts.push(s.tokens_per_second.toFixed(1) + " tok/s");
+  if (s.stop_reason) parts.push("stop: " + s.stop_reason);
+  if (s.total_draft_tokens_count !== undefined) parts.push("drafts " + s.accepted_draft_tokens_count + "/" + s.total_draft_tokens_count + " accepted");
+  element.textContent = parts.join(" · ");
+  element.dataset.stopReason = s.stop_reason || "";
+}
+
+// ---- pages ---------------------------------------------------------------------------------
+
+const PAGES = ["chat", "complete", "models"];
+
+function route() {
+  const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : "chat";
+  for (const p of PAGES) {
+    $("page-" + p).hidden = p !== page;
+    if (p === page) $("nav-" + p).setAttribute("aria-current", "page");
+    else $("nav-" + p).removeAttribute("aria-current");
+  }
+  if (page === "models") refreshModels();
+}
+
+async function refreshModelPicker() {
+  try {
+    const list = await api("/api/v0/models");
+    const select = $("model");
+    const chosen = select.value || localStorage.getItem("lms.model");
+    select.innerHTML = "";
+    for (const m of list.data.filter((m) => m.type !== "embeddings")) {
+      const option = document.createElement("option");
+      option.value = m.id;
+      option.textContent = m.id + (m.state === "loaded" ? " (loaded)" : "");
+      select.append(option);
+    }
+    if (chosen && [...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  } catch (e) {
+    showError(e);
+  }
+}
+
+// ---- chat ----------------------------------------------------------------------------------
+
+let chat = JSON.parse(localStorage.getItem(CHAT) || "[]");
+let chatAbort = null;
+
+function saveChat() {
+  localStorage.setItem(CHAT, JSON.stringify(chat));
+}
+
+function renderChat() {
+  const list = $("messages");
+  list.innerHTML = "";
+  chat.forEach((m, i) => {
+    const li = document.createElement("li");
+    li.className = m.role;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = m.role === "user" ? "You" : "Model";
+    li.append(who);
+    if (m.role === "user") {
+      const edit = document.createElement("button");
+      edit.className = "edit quiet";
+      edit.type = "button";
+      edit.textContent = "Edit";
+      edit.addEventListener("click", () => {
+        $("chat-input").value = m.content;
+        chat = chat.slice(0, i);
+        saveChat();
+        renderChat();
+        $("chat-input").focus();
+      });
+      li.append(edit);
+    }
+    const text = document.createElement("div");
+    text.className = "content";
+    text.textContent = m.content;
+    li.append(text);
+    const stats = document.createElement("p");
+    stats.className = "stats";
+    if (m.stats) statsLine(stats, m.stats);
+    li.append(stats);
+    list.append(li);
+  });
+  list.lastElementChild?.scrollIntoView({ block: "end" });
+}
+
+function numberOf(id) {
+  const v = $(id).value.trim();
+  return v === "" ? undefined : Number(v);
+}
+
+async function answer() {
+  const messages = [];
+  const system = $("chat-system").value.trim();
+  if (system) messages.push({ role: "system", content: system });
+  for (const m of chat) messages.push({ role: m.role, content: m.content });
+  const body = {
+    model: $("model").value,
+    messages,
+    temperature: numberOf("chat-temperature"),
+    max_tokens: numberOf("chat-max-tokens"),
+    seed: numberOf("chat-seed"),
+  };
+  const schema = $("chat-schema").value.trim();
+  if (schema) {
+    try {
+      body.response_format = { type: "json_schema", json_schema: { name: "answer", schema: JSON.parse(schema) } };
+    } catch (e) {
+      showError(new Error("The JSON schema is not JSON: " + e.message));
+      return;
+    }
+  }
+  const reply = { role: "assistant", content: "" };
+  chat.push(reply);
+  renderChat();
+  const item = $("messages").lastElementChild;
+  const text = item.querySelector(".content");
+  const stats = item.querySelector(".stats");
+  chatAbort = new AbortController();
+  setChatBusy(true);
+  clearError();
+  try {
+    await stream("/api/v0/chat/completions", body, (chunk) => {
+      const delta = chunk.choices?.[0]?.delta?.content;
+      if (delta) {
+        reply.content += delta;
+        text.textContent = reply.content;
+      }
+      if (chunk.stats) {
+        reply.stats = { stats: chunk.stats, usage: chunk.usage };
+        statsLine(stats, reply.stats);
+      }
+    }, chatAbort.signal);
+  } catch (e) {
+    if (e.name === "AbortError") {
+      reply.stats = { stats: { stop_reason: "userStopped" }, usage: {} };
+      statsLine(stats, reply.stats);
+    } else {
+      showError(e);
+    }
+  } finally {
+    chatAbort = null;
+    setChatBusy(false);
+    saveChat();
+  }
+}
+
+function setChatBusy(busy) {
+  $("chat-send").disabled = busy;
+  $("chat-regenerate").disabled = busy;
+  $("chat-stop").disabled = !busy;
+}
+
+$("chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = $("chat-input").value.trim();
+  if (!content || chatAbort) return;
+  $("chat-input").value = "";
+  chat.push({ role: "user", content });
+  saveChat();
+  answer();
+});
+$("chat-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    $("chat-form").requestSubmit();
+  }
+});
+$("chat-stop").addEventListener("click", () => chatAbort?.abort());
+$("chat-regenerate").addEventListener("click", () => {
+  if (chat.length && chat[chat.length - 1].role === "assistant") chat.pop();
+  if (chat.length) answer();
+});
+$("chat-clear").addEventListener("click", () => {
+  chat = [];
+  saveChat();
+  renderChat();
+});
+
+// ---- complete ------------------------------------------------------------------------------
+
+let completeAbort = null;
+
+$("complete-run").addEventListener("click", async () => {
+  const output = $("complete-output");
+  const stats = $("complete-stats");
+  output.textContent = "";
+  stats.textContent = "";
+  stats.dataset.stopReason = "";
+  const stop = $("complete-stop").value.split("\n").filter((s) => s.length > 0);
+  const body = {
+    model: $("model").value,
+    prompt: $("complete-prompt").value,
+    max_tokens: numberOf("complete-max-tokens"),
+    temperature: numberOf("complete-temperature"),
+    top_k: numberOf("complete-top-k"),
+    top_p: numberOf("complete-top-p"),
+    min_p: numberOf("complete-min-p"),
+    repeat_penalty: numberOf("complete-repeat-penalty"),
+    seed: numberOf("complete-seed"),
+    stop: stop.length ? stop : undefined,
+    speculation: $("complete-speculation").value || undefined,
+  };
+  completeAbort = new AbortController();
+  $("complete-run").disabled = true;
+  $("complete-cancel").disabled = false;
+  clearError();
+  try {
+    await stream("/api/v0/completions", body, (chunk) => {
+      const text = chunk.choices?.[0]?.text;
+      if (text) output.textContent += text;
+      if (chunk.stats) statsLine(stats, chunk);
+    }, completeAbort.signal);
+  } catch (e) {
+    if (e.name === "AbortError") statsLine(stats, { stats: { stop_reason: "userStopped" } });
+    else showError(e);
+  } finally {
+    completeAbort = null;
+    $("complete-run").disabled = false;
+    $("complete-cancel").disabled = true;
+  }
+});
+$("complete-cancel").addEventListener("click", () => completeAbort?.abort());
+
+// ---- models --------------------------------------------------------------------------------
+
+function mib(bytes) {
+  return bytes ? (bytes / 1048576).toFixed(0) + " MiB" : "";
+}
+
+async function refreshModels() {
+  const body = $("models-table").querySelector("tbody");
+  try {
+    const list = await api("/api/v1/models");
+    body.innerHTML = "";
+    for (const m of list.models) {
+      const row = document.createElement("tr");
+      row.dataset.model = m.key;
+      const cells = [m.key, m.type, m.architecture || "", m.quantization?.name || "", mib(m.size_bytes), m.max_context_length || ""];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = c;
+        row.append(td);
+      }
+      const loaded = document.createElement("td");
+      loaded.className = "instances";
+      for (const instance of m.loaded_instances || []) {
+        const unload = document.createElement("button");
+        unload.type = "button";
+        unload.className = "quiet";
+        unload.textContent = "Unload " + instance.id;
+        unload.addEventListener("click", () => act(() => api("/api/v1/models/unload", { instance_id: instance.id })));
+        loaded.append(unload);
+      }
+      row.append(loaded);
+      const actions = document.createElement("td");
+      const load = document.createElement("button");
+      load.type = "button";
+      load.className = "load";
+      load.textContent = "Load";
+      load.addEventListener("click", () => act(() => api("/api/v1/models/load", { model: m.key, context_length: numberOf("load-context") })));
+      actions.append(load);
+      row.append(actions);
+      body.append(row);
+    }
+  } catch (e) {
+    showError(e);
+  }
+}
+
+async function act(call) {
+  clearError();
+  try {
+    await call();
+  } catch (e) {
+    showError(e);
+  }
+  await refreshModels();
+  await refreshModelPicker();
+}
+
+$("models-refresh").addEventListener("click", refreshModels);
+$("model").addEventListener("change", () => localStorage.setItem("lms.model", $("model").value));
+window.addEventListener("hashchange", route);
+
+renderChat();
+refreshModelPicker();
+route();
