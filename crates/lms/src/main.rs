@@ -4,6 +4,7 @@
 mod chat;
 mod complete;
 mod loading;
+mod log;
 mod manage;
 mod models;
 mod rpc;
@@ -85,6 +86,11 @@ enum Command {
         #[arg(long)]
         embedding: bool,
     },
+    /// The running server's live log.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+    },
     /// The inference runtime of this build: its backends and the devices they find.
     Runtime {
         #[command(subcommand)]
@@ -117,6 +123,12 @@ enum RuntimeAction {
         #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
         rpc: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum LogAction {
+    /// Stream it: the prompts the model is given (default), its answers, or the server's lines.
+    Stream(log::StreamArgs),
 }
 
 #[derive(Subcommand)]
@@ -206,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Preset { action: PresetAction::Ls } => models::preset_ls(),
         Command::Runtime { action: RuntimeAction::Ls { json, rpc } } => models::runtime_ls(json, &rpc),
         Command::RpcWorker(args) => rpc::run(args),
+        Command::Log { action: LogAction::Stream(args) } => log::stream(args),
         Command::Server { action: ServerAction::Start(args) } => server::start(args),
         Command::Server { action: ServerAction::Status } => manage::status(),
         Command::Server { action: ServerAction::Stop } => manage::stop(),

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 /// Where the server is looked for.
-fn host() -> String {
+pub fn host() -> String {
     std::env::var("LMSTUDIO_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1:1234".into())
 }
 

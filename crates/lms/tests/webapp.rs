@@ -61,7 +61,8 @@ fn the_web_app_works_in_a_real_browser() {
         .expect("the browser test runs");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.contains("ok"), "{said}");
-    for page in ["chat", "complete", "models", "chat-narrow", "complete-narrow", "models-narrow"] {
+    for page in ["chat", "complete", "models", "logs", "chat-narrow", "complete-narrow", "models-narrow", "logs-narrow"]
+    {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }
 }
@@ -77,4 +78,84 @@ fn the_web_app_is_off_by_flag_and_its_apis_keep_their_key() {
     assert_eq!(get(&keyed.addr, "/").0, 200);
     assert_eq!(get(&keyed.addr, "/app.css").0, 200);
     assert_eq!(get(&keyed.addr, "/api/v1/models").0, 401);
+}
+
+/// A `lms log stream` process with `args` against `addr`; its stdout lines, read on a thread.
+fn log_stream(addr: &str, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lms"))
+        .args(["log", "stream"])
+        .args(args)
+        .env("LMSTUDIO_HOST", addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lms log stream runs");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Listening once it says so on stderr.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+    let mut said = String::new();
+    stderr.read_line(&mut said).expect("reads");
+    assert!(said.starts_with("streaming"), "{said}");
+    (child, rx)
+}
+
+/// Lines from `rx` until one contains `needle` (or 60 s pass).
+fn until(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        let found = line.contains(needle);
+        seen.push(line);
+        if found {
+            return seen;
+        }
+    }
+    panic!("no {needle:?} in {seen:?}");
+}
+
+/// `lms log stream`, as LM Studio's CLI: the prompt as the model reads it (`--filter input`, the
+/// default), the answer with `--stats`, the server's lines with `--source server`, `--json`.
+#[test]
+fn lms_log_stream_shows_prompts_answers_and_server_lines() {
+    let server = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--parallel", "1"], |_| {});
+    let (mut model, model_lines) = log_stream(&server.addr, &["--filter", "input,output", "--stats"]);
+    let (mut server_log, server_lines) = log_stream(&server.addr, &["--source", "server", "--json"]);
+    let body = r#"{"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3}"#;
+    let mut sock = std::net::TcpStream::connect(&server.addr).expect("connects");
+    std::io::Write::write_all(
+        &mut sock,
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            server.addr,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("sends");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut sock, &mut reply).expect("reads");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = until(&model_lines, "<start_of_turn>user").join("\n");
+    assert!(seen.contains("gemma-3-270m input:"), "{seen}");
+    let seen = until(&model_lines, "(stats:").join("\n");
+    assert!(seen.contains("gemma-3-270m output:") && seen.contains(" predicted, "), "{seen}");
+    let line = until(&server_lines, "/v1/chat/completions").pop().expect("a line");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(event["data"]["type"], "server.log");
+    assert!(
+        event["data"]["content"].as_str().is_some_and(|c| c.starts_with("POST /v1/chat/completions 200")),
+        "{event}"
+    );
+    assert!(event["timestamp"].as_u64().is_some(), "{event}");
+    for child in [&mut model, &mut server_log] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

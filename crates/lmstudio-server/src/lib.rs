@@ -12,6 +12,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod kept;
+mod logs;
 mod metrics;
 mod openai;
 mod origin;
@@ -75,6 +76,7 @@ fn routes(state: AppState, pages: Router<AppState>) -> Router {
         .route("/api/v1/models/unload", post(rest_v1::unload))
         .route("/api/v1/models/download", post(rest_v1::download))
         .route("/api/v1/models/download/status/{job_id}", get(rest_v1::download_status))
+        .route("/logs", get(stream_logs))
         .route(
             "/metrics",
             get(|State(state): State<AppState>| async move { metrics::render(state.metrics(), state.client()) }),
@@ -96,18 +98,61 @@ fn routes(state: AppState, pages: Router<AppState>) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), origin::guard))
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
-/// Logs each request at `info` when its answer starts (a stream's first byte, not its end).
-async fn log_request(request: Request, next: Next) -> Response {
+/// Logs each request at `info` when its answer starts (a stream's first byte, not its end), and
+/// to the live log (`/logs`) unless it is a probe, a scrape, the log itself or the web app's files.
+async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    tracing::info!(%method, path, status = response.status().as_u16(), ms = format!("{ms:.1}"), "request");
+    let status = response.status().as_u16();
+    tracing::info!(%method, path, status, ms = format!("{ms:.1}"), "request");
+    let quiet = ["/health", "/metrics", "/logs", "/", "/app.js", "/app.css"];
+    if !quiet.contains(&path.as_str()) {
+        let level = if status >= 500 {
+            "error"
+        } else if status >= 400 {
+            "warn"
+        } else {
+            "info"
+        };
+        state.metrics().logs.server(level, format!("{method} {path} {status} {ms:.1} ms"));
+    }
     response
+}
+
+/// `GET /logs`: the live log as server-sent events, one [`logs::LogEvent`] each (`?history=1`:
+/// the server lines kept, first).
+async fn stream_logs(
+    State(state): State<AppState>,
+    query: axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> impl axum::response::IntoResponse {
+    let history = query.get("history").is_some_and(|v| v == "1" || v == "true");
+    let (past, mut rx) = state.metrics().logs.subscribe(history);
+    sse::stream(move |tx| async move {
+        let event = |e: &logs::LogEvent| {
+            axum::response::sse::Event::default().json_data(e).unwrap_or_else(|_| axum::response::sse::Event::default())
+        };
+        for e in past {
+            if tx.send(event(&e)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                next = logs::next(&mut rx) => next,
+                () = tx.closed() => return,
+            };
+            let Some(e) = next else { return };
+            if tx.send(event(&e)).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -196,6 +241,9 @@ pub async fn serve(
         AppState::with_policy(client.clone(), config.api_key.clone(), config.cors_origins.clone(), loopback_bound)
             .with_body_limit(config.max_body_bytes)
             .with_socket_queue_limit(config.max_socket_queue_bytes);
+    // The prompts each prediction gives the model go to the live log while someone listens.
+    let logs = std::sync::Arc::clone(&state.metrics().logs);
+    let _ = client.on_prompt(Some(std::sync::Arc::new(move |e: &lmstudio::PromptEvent| logs.prompt(e))));
     let app = if config.web_app { router_with_web_app(state) } else { router(state) };
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {

@@ -22,6 +22,8 @@ pub(crate) struct Metrics {
     pub client_warnings: AtomicU64,
     /// SDK sockets disconnected because their client stopped reading (a full write queue).
     pub slow_clients: AtomicU64,
+    /// The live log, which each prediction's answer also goes to.
+    pub logs: std::sync::Arc<crate::logs::Logs>,
 }
 
 impl Metrics {
@@ -41,6 +43,7 @@ impl Metrics {
         self.prompt_tokens.fetch_add(s.prompt_tokens_count.unwrap_or(0), Ordering::Relaxed);
         self.cached_prompt_tokens.fetch_add(s.cached_prompt_tokens_count.unwrap_or(0), Ordering::Relaxed);
         self.predicted_tokens.fetch_add(s.predicted_tokens_count.unwrap_or(0), Ordering::Relaxed);
+        self.logs.output(result);
     }
 }
 

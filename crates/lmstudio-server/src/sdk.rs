@@ -374,6 +374,8 @@ pub(crate) enum ChannelRequest {
     LoadModel(LoadModelParameter),
     /// `predict`.
     Predict(Box<PredictParameter>),
+    /// `diagnostics` / `streamLogs`: the live log, until the socket closes.
+    StreamLogs,
 }
 
 /// The request a `channelCreate` makes; `None` for an endpoint we do not serve.
@@ -382,6 +384,7 @@ pub(crate) fn channel_request(endpoint: &str, parameter: Value) -> Result<Option
         "getOrLoad" => ChannelRequest::GetOrLoad(p::decode("getOrLoad parameter", parameter)?),
         "loadModel" => ChannelRequest::LoadModel(p::decode("loadModel parameter", parameter)?),
         "predict" => ChannelRequest::Predict(p::decode("predict parameter", parameter)?),
+        "streamLogs" => ChannelRequest::StreamLogs,
         _ => return Ok(None),
     }))
 }
@@ -409,6 +412,7 @@ async fn channel(
     let client = state.client().clone();
     let (query, stack, identifier, ttl) = match request {
         ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, cancels).await,
+        ChannelRequest::StreamLogs => return stream_logs(state, id, out).await,
         ChannelRequest::GetOrLoad(g) => {
             if let Some(llm) = client.get_loaded(&g.identifier)? {
                 let info = Box::new(as_namespace(namespace, llm.info().clone()));
@@ -457,6 +461,28 @@ async fn channel(
     ));
     out.channel(id, &if new_instance { LoadMessage::Success { info } } else { LoadMessage::LoadSuccess { info } });
     out.close(id);
+    Ok(())
+}
+
+/// Forwards the live log's prompts as `{"type": "log", "log": event}` messages (LM Studio's
+/// `streamLogs`) until the client is gone. Only `llm.prediction.input`: the SDKs LM Studio ships
+/// (1.5) validate that one type, and would refuse the others (`GET /logs` has them all).
+async fn stream_logs(state: &AppState, id: i64, out: &Out) -> Result<(), lmstudio::Error> {
+    #[derive(serde::Serialize)]
+    struct Log<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        log: &'a crate::logs::LogEvent,
+    }
+    let (_, mut rx) = state.metrics().logs.subscribe(false);
+    while let Some(event) = crate::logs::next(&mut rx).await {
+        if !matches!(event.data, crate::logs::LogData::Input { .. }) {
+            continue;
+        }
+        if !out.channel(id, &Log { kind: "log", log: &event }) {
+            break;
+        }
+    }
     Ok(())
 }
 

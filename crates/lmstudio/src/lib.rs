@@ -77,7 +77,7 @@ pub use types::config::{
     Speculation, Structured, ValidConfig, DEFAULT_PARALLEL, MAX_DRAFT_TOKENS,
 };
 pub use types::error::{Error, Result};
-pub use types::event::{LoadEvent, OnLoad};
+pub use types::event::{LoadEvent, OnLoad, OnPrompt, PromptEvent};
 pub use types::result::{
     Activity, AssistantMessage, Chat, ChatMessage, Device, DraftStats, Fragment, InstanceState, MemoryEstimate,
     ModelEntry, ModelInfo, PredictionResult, Quantization, ReasoningType, Stats, StopReason, TokenLogprob, TopLogprob,

@@ -55,6 +55,10 @@ def main():
         wait(driver, "the model picker", lambda d: any(o.get_attribute("value") == MODEL
              for o in d.find_elements(By.CSS_SELECTOR, "#model option")))
         by_id(driver, "model").send_keys(MODEL)
+        # The Logs page, first: from then on the server records prompts and answers for it.
+        by_id(driver, "nav-logs").click()
+        wait(driver, "the log to go live", lambda d: d.find_element(By.ID, "logs-state").text == "live", 10)
+        by_id(driver, "nav-chat").click()
 
         # Chat: a turn streams, then its stats.
         box = by_id(driver, "chat-input")
@@ -116,9 +120,24 @@ def main():
         row(driver).find_element(By.CSS_SELECTOR, "button.load").click()
         wait(driver, "the instance to come back", lambda d: unloads(d))
 
+        # Logs: the completion's prompt, its answer with stats, and the server's line for it.
+        by_id(driver, "nav-logs").click()
+        entries = lambda d, kind: [li.text for li in d.find_elements(By.CSS_SELECTOR, f'#logs li[data-kind="{kind}"]')]
+        wait(driver, "the completion's prompt in the log", lambda d: any("1, 2, 3, 4, 5," in t for t in entries(d, "input")), 10)
+        wait(driver, "an answer with stats in the log", lambda d: any("tok/s" in t for t in entries(d, "output")), 10)
+        wait(driver, "the server's line for the completion", lambda d: any("POST /api/v0/completions 200" in t for t in entries(d, "server")), 10)
+        by_id(driver, "logs-filter").send_keys("completions")
+        visible = [li for li in driver.find_elements(By.CSS_SELECTOR, "#logs li") if li.is_displayed()]
+        if not visible or any("completions" not in li.text.lower() for li in visible):
+            sys.exit("the log filter shows lines without the text")
+        by_id(driver, "logs-filter").clear()
+        by_id(driver, "logs-filter").send_keys(" ")
+        by_id(driver, "logs-filter").send_keys(Keys.BACKSPACE)
+        shot(driver, "logs")
+
         # A phone's width: the same pages, readable.
         driver.set_window_size(390, 844)
-        for page in ["chat", "complete", "models"]:
+        for page in ["chat", "complete", "models", "logs"]:
             by_id(driver, "nav-" + page).click()
             shot(driver, page + "-narrow")
         print("ok")

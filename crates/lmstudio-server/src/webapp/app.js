@@ -102,7 +102,7 @@ function statsLine(element, chunk) {
 
 // ---- pages ---------------------------------------------------------------------------------
 
-const PAGES = ["chat", "complete", "models"];
+const PAGES = ["chat", "complete", "models", "logs"];
 
 function route() {
   const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : "chat";
@@ -112,6 +112,7 @@ function route() {
     else $("nav-" + p).removeAttribute("aria-current");
   }
   if (page === "models") refreshModels();
+  if (page === "logs") followLogs();
 }
 
 async function refreshModelPicker() {
@@ -374,6 +375,89 @@ async function act(call) {
 }
 
 $("models-refresh").addEventListener("click", refreshModels);
+
+// ---- logs ----------------------------------------------------------------------------------
+
+// Followed from the first visit of the page on (the server records prompts and answers only while
+// someone listens), reconnecting when the connection drops.
+let following = false;
+const MAX_LOG_ITEMS = 2000;
+
+function logKind(data) {
+  return data.type === "llm.prediction.input" ? "input" : data.type === "llm.prediction.output" ? "output" : "server";
+}
+
+function showLog(event) {
+  const data = event.data;
+  const kind = logKind(data);
+  const li = document.createElement("li");
+  li.className = kind + " " + (data.level || "");
+  li.dataset.kind = kind;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  const when = new Date(event.timestamp).toLocaleTimeString();
+  if (kind === "server") {
+    meta.textContent = when + " · server · " + data.level;
+    li.append(meta, data.content);
+  } else {
+    meta.textContent = when + " · " + (kind === "input" ? "prompt to " : "answer of ") + data.modelIdentifier;
+    li.append(meta, kind === "input" ? data.input : data.output);
+    if (kind === "output" && data.stats) {
+      const stats = document.createElement("span");
+      stats.className = "meta";
+      statsLine(stats, { stats: { tokens_per_second: data.stats.tokensPerSecond, time_to_first_token: data.stats.timeToFirstTokenSec, stop_reason: data.stats.stopReason }, usage: { completion_tokens: data.stats.predictedTokensCount } });
+      li.append(stats);
+    }
+  }
+  filterOne(li);
+  const list = $("logs");
+  list.append(li);
+  while (list.children.length > MAX_LOG_ITEMS) list.firstElementChild.remove();
+  if (!$("page-logs").hidden) li.scrollIntoView({ block: "end" });
+}
+
+function filterOne(li) {
+  const text = $("logs-filter").value.toLowerCase();
+  li.hidden = !$("logs-" + li.dataset.kind).checked || (text !== "" && !li.textContent.toLowerCase().includes(text));
+}
+
+async function followLogs() {
+  if (following) return;
+  following = true;
+  for (;;) {
+    try {
+      $("logs-state").textContent = "live";
+      const res = await fetch("/logs?history=1", { headers: headers() });
+      if (!res.ok) throw await failure(res);
+      $("logs").innerHTML = "";
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          for (const line of block.split("\n")) {
+            if (line.startsWith("data: ")) showLog(JSON.parse(line.slice(6)));
+          }
+        }
+      }
+    } catch (e) {
+      showError(e);
+    }
+    $("logs-state").textContent = "connection lost: reconnecting…";
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+for (const id of ["logs-input", "logs-output", "logs-server", "logs-filter"]) {
+  $(id).addEventListener("input", () => [...$("logs").children].forEach(filterOne));
+}
+$("logs-clear").addEventListener("click", () => { $("logs").innerHTML = ""; });
 $("model").addEventListener("change", () => localStorage.setItem("lms.model", $("model").value));
 window.addEventListener("hashchange", route);
 

@@ -224,3 +224,38 @@ fn js_sdk_embeds() {
     assert!(out.contains("JS EMBEDDING OK"), "{out}");
     assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
 }
+
+/// Issue 31: LM Studio's `client.diagnostics.unstable_streamLogs` (what LM Studio's `lms log
+/// stream` reads): a chat's prompt arrives as the model reads it, through the model's template,
+/// with the instance's identifier; the SDK finds nothing to warn about in the events.
+const STREAM_LOGS: &str = r#"
+const { LMStudioClient } = require("@lmstudio/sdk");
+
+(async () => {
+  const client = new LMStudioClient({ baseUrl: process.env.BASE_URL, logger });
+  const logs = [];
+  const stop = client.diagnostics.unstable_streamLogs(log => logs.push(log));
+  const model = await client.llm.model("gemma-3-270m");
+  await new Promise(r => setTimeout(r, 300)); // the channel is open once the server has it
+  await model.respond([{ role: "user", content: "Name a color." }], { maxTokens: 3 });
+  for (let i = 0; i < 50 && logs.length === 0; i++) await new Promise(r => setTimeout(r, 100));
+  stop();
+  const input = logs.find(l => l.data.type === "llm.prediction.input");
+  assert.ok(input, JSON.stringify(logs));
+  assert.ok(input.data.input.includes("<start_of_turn>user\nName a color.<end_of_turn>"), input.data.input);
+  assert.equal(input.data.modelIdentifier, model.identifier);
+  assert.ok(input.data.modelPath.endsWith(".gguf"), input.data.modelPath);
+  assert.ok(Math.abs(input.timestamp - Date.now()) < 60000, String(input.timestamp));
+  assert.deepEqual(logged, []);
+  console.log("JS LOGS OK");
+  process.exit(0);
+})().catch(e => { console.log("FAILED: " + (e.stack || e) + "; logged: " + JSON.stringify(logged)); process.exit(1); });
+"#;
+
+#[test]
+fn js_sdk_streams_the_prompt_log() {
+    let addr = start_server(lms_client(2), None);
+    let out = run_node(STREAM_LOGS, addr);
+    assert!(out.contains("JS LOGS OK"), "{out}");
+    assert_eq!(metric(addr, "lms_client_warnings_total"), 0, "the SDK warned about our messages");
+}

@@ -31,7 +31,12 @@ pub(super) struct Embedded {
     /// Instances whose TTL ran out, as they were loaded: a request that names one again loads it
     /// with the same settings (identifier, context, slots, TTL), not the defaults.
     expired: Arc<Mutex<Vec<Expired>>>,
+    /// Where every instance reports the prompts it is given ([`crate::Client::on_prompt`]).
+    on_prompt: Prompts,
 }
+
+/// The observer of prompts, shared by a client and its instances (set after they load, too).
+pub(super) type Prompts = Arc<Mutex<Option<crate::types::event::OnPrompt>>>;
 
 /// How an instance that its TTL unloaded was loaded.
 struct Expired {
@@ -59,9 +64,23 @@ pub(super) struct Loaded {
     last_used: Mutex<Instant>,
     /// Where draft models are found.
     store: ModelStore,
+    /// Where its prompts are reported.
+    on_prompt: Prompts,
 }
 
 impl Loaded {
+    /// Reports the prompt a prediction gives the model, where an observer wants it.
+    pub fn report_prompt(&self, prompt: &str) {
+        let observer = lock(&self.on_prompt).clone();
+        if let Some(observer) = observer {
+            observer(&crate::types::event::PromptEvent {
+                model_identifier: self.info.identifier.clone().unwrap_or_else(|| self.info.model_key.clone()),
+                model_path: self.info.path.clone(),
+                prompt: prompt.to_owned(),
+            });
+        }
+    }
+
     /// Starts the idle count again.
     pub fn touch(&self) {
         *lock(&self.last_used) = Instant::now();
@@ -120,7 +139,12 @@ impl Embedded {
             reaper: OnceLock::new(),
             auto_evict: AtomicBool::new(false),
             expired: Arc::new(Mutex::new(Vec::new())),
+            on_prompt: Prompts::default(),
         }
+    }
+
+    pub fn set_on_prompt(&self, observer: Option<crate::types::event::OnPrompt>) {
+        *lock(&self.on_prompt) = observer;
     }
 
     pub fn set_auto_evict(&self, on: bool) {
@@ -287,6 +311,7 @@ impl Embedded {
             estimate,
             last_used: Mutex::new(Instant::now()),
             store: self.store.clone(),
+            on_prompt: Arc::clone(&self.on_prompt),
         });
         lock(&self.loaded).push(Arc::clone(&loaded));
         if ttl.is_some() {

@@ -126,6 +126,23 @@ impl Client {
         }
     }
 
+    /// Calls `observer` with the text each prediction gives the model, as the model reads it (a
+    /// chat through its template), before the prediction runs (LM Studio's prediction-input log;
+    /// `lms log stream`). `None` stops it. Embedded clients only.
+    #[cfg_attr(not(feature = "embedded"), allow(unused_variables))]
+    pub fn on_prompt(&self, observer: Option<crate::types::event::OnPrompt>) -> Result<()> {
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            Backend::Embedded(e) => {
+                e.set_on_prompt(observer);
+                Ok(())
+            }
+            Backend::Remote(_) => {
+                Err(Error::Unsupported("observing a server's prompts (its log stream has them)".into()))
+            }
+        }
+    }
+
     /// The models directory (embedded clients only).
     pub fn store(&self) -> Option<&ModelStore> {
         match &self.backend {
@@ -645,6 +662,7 @@ impl Llm {
                     }
                 };
                 l.touch();
+                l.report_prompt(prompt);
                 let draft = valid.draft.as_ref().map(|d| l.draft_file(&d.model)).transpose()?;
                 let cancel = Cancel::default();
                 let events = reader.spawn(tx)?;

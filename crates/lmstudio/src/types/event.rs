@@ -34,6 +34,21 @@ pub enum LoadEvent {
 /// Where a load's [`LoadEvent`]s go.
 pub type OnLoad = std::sync::Arc<dyn Fn(LoadEvent) + Send + Sync>;
 
+/// The text a prediction gives the model ([`crate::Client::on_prompt`]): a raw prompt as it is, a
+/// chat through the model's template (LM Studio's `llm.prediction.input` log event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptEvent {
+    /// The instance's identifier.
+    pub model_identifier: String,
+    /// Its model file.
+    pub model_path: String,
+    /// The prompt, as the model reads it.
+    pub prompt: String,
+}
+
+/// Where [`PromptEvent`]s go.
+pub type OnPrompt = std::sync::Arc<dyn Fn(&PromptEvent) + Send + Sync>;
+
 /// The stop signal of one prediction: the consumer raises it ([`Cancel::cancel`], or by dropping
 /// its stream); the backend that runs the prediction reads the flag. A backend that sleeps until
 /// told (the remote client's IO thread) gives a wake-up to run after the flag is set.
