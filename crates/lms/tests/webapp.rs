@@ -49,6 +49,8 @@ fn the_web_app_works_in_a_real_browser() {
         );
     }
     let server = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--parallel", "2"], |_| {});
+    // Every load refused by the guardrail, on any machine: a prompt cache of 1 TiB counts.
+    let guarded = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--prompt-cache-mib", "1048576"], |_| {});
     let (status, page) = get(&server.addr, "/");
     assert_eq!(status, 200);
     assert!(page.contains("<script src=\"/app.js\">"), "{page}");
@@ -56,13 +58,23 @@ fn the_web_app_works_in_a_real_browser() {
     let out = Command::new(selenium_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/webapp.py"))
         .env("LMS_URL", format!("http://{}", server.addr))
+        .env("LMS_GUARDED_URL", format!("http://{}", guarded.addr))
         .env("SCREENSHOTS", &shots)
         .output()
         .expect("the browser test runs");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.contains("ok"), "{said}");
-    for page in ["chat", "complete", "models", "logs", "chat-narrow", "complete-narrow", "models-narrow", "logs-narrow"]
-    {
+    for page in [
+        "chat",
+        "complete",
+        "models",
+        "models-refused",
+        "logs",
+        "chat-narrow",
+        "complete-narrow",
+        "models-narrow",
+        "logs-narrow",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }
 }

@@ -74,6 +74,7 @@ fn routes(state: AppState, pages: Router<AppState>) -> Router {
         .route("/api/v1/models", get(rest_v1::list_models))
         .route("/api/v1/models/load", post(rest_v1::load))
         .route("/api/v1/models/unload", post(rest_v1::unload))
+        .route("/api/v1/models/estimate", post(rest_v1::estimate))
         .route("/api/v1/models/download", post(rest_v1::download))
         .route("/api/v1/models/download/status/{job_id}", get(rest_v1::download_status))
         .route("/logs", get(stream_logs))

@@ -119,6 +119,10 @@ def main():
         wait(driver, "the instance to go", lambda d: not unloads(d))
         row(driver).find_element(By.CSS_SELECTOR, "button.load").click()
         wait(driver, "the instance to come back", lambda d: unloads(d))
+        state = lambda d: " ".join(e.text for e in row(d).find_elements(By.CLASS_NAME, "instance-state"))
+        wait(driver, "the instance's slots and memory", lambda d: "slots" in state(d) and "MiB" in state(d), 10)
+        if "2 slots" not in state(driver):
+            sys.exit(f"the instance's slots are not the server's --parallel 2: {state(driver)}")
 
         # Logs: the completion's prompt, its answer with stats, and the server's line for it.
         by_id(driver, "nav-logs").click()
@@ -134,6 +138,24 @@ def main():
         by_id(driver, "logs-filter").send_keys(" ")
         by_id(driver, "logs-filter").send_keys(Keys.BACKSPACE)
         shot(driver, "logs")
+
+        # A load the guardrail refuses (a server whose prompt cache alone is 1 TiB): the estimate
+        # before, then the refusal with its figures.
+        driver.get(os.environ["LMS_GUARDED_URL"] + "/#models")
+        row = lambda d: d.find_element(By.CSS_SELECTOR, f'#models-table tr[data-model="{MODEL}"]')
+        wait(driver, "the guarded server's models", lambda d: row(d))
+        row(driver).find_element(By.CSS_SELECTOR, "button.load").click()
+        wait(driver, "the refusal", lambda d: d.find_element(By.ID, "banner").is_displayed(), 30)
+        refusal = by_id(driver, "banner").text
+        status = by_id(driver, "load-status").text
+        if "MiB are available" not in refusal or "1048576" not in refusal:
+            sys.exit(f"the refusal does not give the figures: {refusal}")
+        if "needs about" not in status or "more than is available" not in status:
+            sys.exit(f"no estimate before the load: {status}")
+        if row(driver).find_elements(By.CSS_SELECTOR, "td.instances button"):
+            sys.exit("the refused model is listed as loaded")
+        shot(driver, "models-refused")
+        driver.get(URL + "/#chat")
 
         # A phone's width: the same pages, readable.
         driver.set_window_size(390, 844)

@@ -51,6 +51,9 @@ struct Quantization {
 struct Instance {
     id: Option<String>,
     config: InstanceConfig,
+    /// Ours: its slots, running and queued predictions, TTL left and memory now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<lmstudio::InstanceState>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,16 +69,23 @@ struct Capabilities {
 
 pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<Models>, ApiError> {
     let models = state.client().list_models_async().await?;
-    Ok(Json(Models { models: models.iter().map(Model::of).collect() }))
+    let loaded = state.client().list_loaded_async().await?;
+    Ok(Json(Models { models: models.iter().map(|m| Model::of(m, &loaded)).collect() }))
 }
 
 impl Model {
-    fn of(entry: &lmstudio::ModelEntry) -> Self {
+    /// `entry` as LM Studio lists it, with the state of its instances among `loaded`.
+    fn of(entry: &lmstudio::ModelEntry, loaded: &[lmstudio::ModelInfo]) -> Self {
         let info = &entry.info;
+        let state_of = |id: &Option<String>| loaded.iter().find(|l| l.identifier == *id).and_then(|l| l.state.clone());
         let instances = entry
             .instances
             .iter()
-            .map(|i| Instance { id: i.identifier.clone(), config: InstanceConfig { context_length: i.context_length } })
+            .map(|i| Instance {
+                id: i.identifier.clone(),
+                config: InstanceConfig { context_length: i.context_length },
+                state: state_of(&i.identifier),
+            })
             .collect();
         Self {
             kind: info.kind.clone(),
@@ -142,9 +152,57 @@ pub(crate) struct LoadRequest {
     context_length: Option<u32>,
     flash_attention: Option<bool>,
     offload_kv_cache_to_gpu: Option<bool>,
+    /// Ours, beyond LM Studio's: predictions at once (slots).
+    parallel: Option<u32>,
+    /// Ours: seconds without a prediction before the instance unloads.
+    ttl: Option<u64>,
+    /// Ours: GPU offload, `"off"`, `"max"` or a share of the layers.
+    gpu: Option<lmstudio::GpuOffload>,
     /// Whether the reply has `load_config`.
     #[serde(default)]
     echo_load_config: bool,
+}
+
+impl LoadRequest {
+    /// The load config it asks for: its settings over the server's own.
+    fn load_config(&self, client: &lmstudio::Client) -> lmstudio::LoadConfig {
+        let defaults = client.default_load_config();
+        lmstudio::LoadConfig {
+            context_length: self.config.context_length.or(self.context_length).or(defaults.context_length),
+            flash_attention: self.config.flash_attention.or(self.flash_attention),
+            offload_kv_cache_to_gpu: self.config.offload_kv_cache_to_gpu.or(self.offload_kv_cache_to_gpu),
+            parallel: self.parallel.or(defaults.parallel),
+            ttl: self.ttl.or(defaults.ttl),
+            gpu: self.gpu.or(defaults.gpu),
+            ..defaults
+        }
+    }
+}
+
+/// The reply to `POST /api/v1/models/estimate`: what the load would take and what is available.
+#[derive(Debug, Serialize)]
+pub(crate) struct Estimated {
+    estimate: lmstudio::MemoryEstimate,
+    /// The host memory available now (MiB), where the system says.
+    available_mib: Option<u64>,
+    /// Whether the estimate fits in it.
+    fits: bool,
+}
+
+/// `POST /api/v1/models/estimate` (ours): the memory estimate of a load with the same body as
+/// `load`, which loads nothing (the web app shows it before loading).
+pub(crate) async fn estimate(
+    State(state): State<AppState>,
+    request: Result<Json<LoadRequest>, JsonRejection>,
+) -> Result<Json<Estimated>, ApiError> {
+    let request = crate::openai::parse(request)?;
+    let client = state.client().clone();
+    let config = request.load_config(&client);
+    let (estimate, available_mib) = tokio::task::spawn_blocking(move || client.estimate(&request.model, &config))
+        .await
+        .map_err(|e| lmstudio::Error::Engine(e.to_string()))??;
+    let fits = available_mib.is_none_or(|a| estimate.total_mib <= a);
+    Ok(Json(Estimated { estimate, available_mib, fits }))
 }
 
 #[derive(Deserialize, Default)]
@@ -161,12 +219,7 @@ pub(crate) async fn load(
 ) -> Result<Json<Loaded>, ApiError> {
     let request = crate::openai::parse(request)?;
     let client = state.client();
-    let config = lmstudio::LoadConfig {
-        context_length: request.config.context_length.or(request.context_length),
-        flash_attention: request.config.flash_attention.or(request.flash_attention),
-        offload_kv_cache_to_gpu: request.config.offload_kv_cache_to_gpu.or(request.offload_kv_cache_to_gpu),
-        ..client.default_load_config()
-    };
+    let config = request.load_config(client);
     let started = Instant::now();
     let llm = client.load_async(&request.model, &config).await?;
     let used = || InstanceConfig { context_length: llm.info().context_length };

@@ -346,6 +346,14 @@ async function refreshModels() {
         unload.textContent = "Unload " + instance.id;
         unload.addEventListener("click", () => act(() => api("/api/v1/models/unload", { instance_id: instance.id })));
         loaded.append(unload);
+        const st = instance.state;
+        if (st) {
+          const line = document.createElement("span");
+          line.className = "stats instance-state";
+          const ttl = st.ttlLeftMs != null ? " · TTL left " + Math.round(st.ttlLeftMs / 1000) + " s" : "";
+          line.textContent = st.slots + " slots · " + st.running + " running · " + st.queued + " queued" + ttl + " · " + st.memoryMib + " MiB" + (st.jit ? " · JIT" : "");
+          loaded.append(document.createElement("br"), line, document.createElement("br"));
+        }
       }
       row.append(loaded);
       const actions = document.createElement("td");
@@ -353,7 +361,7 @@ async function refreshModels() {
       load.type = "button";
       load.className = "load";
       load.textContent = "Load";
-      load.addEventListener("click", () => act(() => api("/api/v1/models/load", { model: m.key, context_length: numberOf("load-context") })));
+      load.addEventListener("click", () => act(() => loadModel(m.key)));
       actions.append(load);
       row.append(actions);
       body.append(row);
@@ -361,6 +369,29 @@ async function refreshModels() {
   } catch (e) {
     showError(e);
   }
+}
+
+/** The load settings of the form. */
+function loadSettings(model) {
+  return {
+    model,
+    context_length: numberOf("load-context"),
+    parallel: numberOf("load-parallel"),
+    ttl: numberOf("load-ttl"),
+    gpu: $("load-gpu").value || undefined,
+  };
+}
+
+/** Shows what the load takes (the server's estimate, before anything loads), then loads. */
+async function loadModel(model) {
+  const status = $("load-status");
+  const settings = loadSettings(model);
+  const { estimate: e, available_mib: available, fits } = await api("/api/v1/models/estimate", settings);
+  const parts = "weights " + e.weightsMib + ", KV cache " + e.kvCacheMib + ", compute " + e.computeMib + ", prompt cache " + e.promptCacheMib;
+  status.textContent = model + " needs about " + e.totalMib + " MiB (" + parts + ")" + (e.gpuMib ? ", " + e.gpuMib + " MiB on the GPU" : "") +
+    (available != null ? "; " + available + " MiB available" : "") + (fits ? "; loading…" : "; more than is available");
+  await api("/api/v1/models/load", settings);
+  status.textContent = model + " loaded (about " + e.totalMib + " MiB)";
 }
 
 async function act(call) {
