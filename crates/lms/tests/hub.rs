@@ -235,6 +235,24 @@ fn finished(addr: &str, job: &str) -> serde_json::Value {
     }
 }
 
+/// Issue 31: the web app's Models page downloads from the hub with a progress bar, and the model
+/// appears (a real browser: tests/browser/webapp.py).
+#[test]
+fn the_web_app_downloads_from_the_hub() {
+    let model = lmstudio::ModelStore::from_env().resolve(lmstudio::DEFAULT_MODEL_KEY).expect("lms get ran").path;
+    let served = tempfile::tempdir().expect("tempdir");
+    let (endpoint, _hub) = start_hub(model, served.path());
+    let models = tempfile::tempdir().expect("tempdir");
+    let server = server(&endpoint, models.path());
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/webapp-screenshots");
+    lms_test_support::browser_script(&[
+        ("LMS_URL", format!("http://{}", server.addr)),
+        ("LMS_DOWNLOAD", "ok/Model-GGUF".to_owned()),
+        ("SCREENSHOTS", shots.display().to_string()),
+    ]);
+    assert!(models.path().join("ok/Model-GGUF/m-Q4_K_M.gguf").is_file());
+}
+
 /// Issue 14, item 4: LM Studio's REST download endpoint and its status, over the same hub code.
 #[test]
 fn rest_download_jobs_fetch_from_the_hub_and_report() {

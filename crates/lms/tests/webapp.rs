@@ -13,22 +13,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A Python with Selenium, in `target/browser-venv` (made once).
-fn selenium_python() -> PathBuf {
-    let venv = root().join("target/browser-venv");
-    let py = venv.join("bin/python");
-    if !Command::new(&py).args(["-c", "import selenium"]).status().is_ok_and(|s| s.success()) {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 runs");
-        assert!(ok.success(), "python3 -m venv failed");
-        let ok = Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "selenium"])
-            .status()
-            .expect("pip runs");
-        assert!(ok.success(), "pip install selenium failed");
-    }
-    py
-}
-
 /// One GET; the status and the body.
 fn get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -42,12 +26,6 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 #[test]
 fn the_web_app_works_in_a_real_browser() {
-    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: apt-get install chromium chromium-driver (scripts/test does)"
-        );
-    }
     let server = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--parallel", "2"], |_| {});
     // Every load refused by the guardrail, on any machine: a prompt cache of 1 TiB counts.
     let guarded = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--prompt-cache-mib", "1048576"], |_| {});
@@ -55,15 +33,11 @@ fn the_web_app_works_in_a_real_browser() {
     assert_eq!(status, 200);
     assert!(page.contains("<script src=\"/app.js\">"), "{page}");
     let shots = root().join("target/webapp-screenshots");
-    let out = Command::new(selenium_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/webapp.py"))
-        .env("LMS_URL", format!("http://{}", server.addr))
-        .env("LMS_GUARDED_URL", format!("http://{}", guarded.addr))
-        .env("SCREENSHOTS", &shots)
-        .output()
-        .expect("the browser test runs");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.contains("ok"), "{said}");
+    lms_test_support::browser_script(&[
+        ("LMS_URL", format!("http://{}", server.addr)),
+        ("LMS_GUARDED_URL", format!("http://{}", guarded.addr)),
+        ("SCREENSHOTS", shots.display().to_string()),
+    ]);
     for page in [
         "chat",
         "complete",

@@ -101,3 +101,40 @@ pub fn random_gguf(preset: &str, out: &std::path::Path, args: &[&OsStr]) {
     let made = Command::new("python3").arg(script).arg(preset).arg(out).args(args).output().expect("python3 runs");
     assert!(made.status.success(), "random-gguf.py {preset}: {}", String::from_utf8_lossy(&made.stderr));
 }
+
+/// A Python with Selenium, in `target/browser-venv` (made once), for the browser tests; panics
+/// with what to install when Debian's headless Chromium and its WebDriver are missing.
+pub fn selenium_python() -> PathBuf {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing: apt-get install chromium chromium-driver (scripts/test does)"
+        );
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-venv");
+    let py = venv.join("bin/python");
+    if !Command::new(&py).args(["-c", "import selenium"]).status().is_ok_and(|s| s.success()) {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 runs");
+        assert!(ok.success(), "python3 -m venv failed");
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "selenium"])
+            .status()
+            .expect("pip runs");
+        assert!(ok.success(), "pip install selenium failed");
+    }
+    py
+}
+
+/// Runs the web app's browser script (`crates/lms/tests/browser/webapp.py`) with `env` set;
+/// panics with what it said unless it ends with `ok`.
+pub fn browser_script(env: &[(&str, String)]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lms/tests/browser/webapp.py");
+    let mut command = Command::new(selenium_python());
+    command.arg(script);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("the browser script runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim_end().ends_with("ok"), "{said}");
+}

@@ -407,6 +407,44 @@ async function act(call) {
 
 $("models-refresh").addEventListener("click", refreshModels);
 
+/** Starts a download on the server and follows its job until it ends. */
+$("download-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const model = $("download-model").value.trim();
+  if (!model) return;
+  const status = $("download-status");
+  const bar = $("download-progress");
+  const mb = (b) => (b / 1048576).toFixed(1);
+  clearError();
+  $("download-run").disabled = true;
+  try {
+    let job = await api("/api/v1/models/download", { model });
+    if (job.status === "already_downloaded") {
+      status.textContent = model + " is already downloaded";
+      return;
+    }
+    bar.hidden = false;
+    while (job.status === "downloading") {
+      bar.max = job.total_size_bytes || 1;
+      bar.value = job.downloaded_bytes;
+      status.textContent = mb(job.downloaded_bytes) + " of " + mb(job.total_size_bytes) + " MiB" +
+        (job.bytes_per_second ? " (" + mb(job.bytes_per_second) + " MiB/s)" : "");
+      await new Promise((r) => setTimeout(r, 300));
+      job = await api("/api/v1/models/download/status/" + encodeURIComponent(job.job_id));
+    }
+    if (job.status === "failed") throw new Error("The download failed: " + (job.error || "no reason given"));
+    bar.max = job.total_size_bytes || 1;
+    bar.value = job.downloaded_bytes;
+    status.textContent = model + " downloaded (" + mb(job.downloaded_bytes) + " MiB, checked)";
+    await refreshModels();
+    await refreshModelPicker();
+  } catch (e) {
+    showError(e);
+  } finally {
+    $("download-run").disabled = false;
+  }
+});
+
 // ---- logs ----------------------------------------------------------------------------------
 
 // Followed from the first visit of the page on (the server records prompts and answers only while
