@@ -69,10 +69,85 @@ def download():
         driver.quit()
 
 
+def api_rate(body):
+    """Streams `body` through /api/v0/completions from here (no browser): the server's tok/s."""
+    import json
+    import urllib.request
+    request = urllib.request.Request(URL + "/api/v0/completions", data=json.dumps({**body, "stream": True}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    rate = None
+    with urllib.request.urlopen(request) as reply:
+        for line in reply:
+            line = line.decode().strip()
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                if chunk.get("stats"):
+                    rate = (chunk["stats"]["tokens_per_second"], chunk["usage"]["completion_tokens"])
+    return rate
+
+
+def bench(out):
+    """Issue 31, item 5: a completion of 1,000 tokens streamed into the page against the same
+    request from a plain HTTP client, interleaved; the server's tok/s for each, and how long the
+    page's frames took while the fragments arrived (a frame gap over 50 ms is the tab falling
+    behind). Writes a markdown table to `out`; asserts nothing."""
+    import statistics
+    rounds = int(os.environ.get("LMS_BENCH_ROUNDS", "3"))
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1000, "temperature": 0.8, "seed": 7}
+    driver = browser()
+    page, plain, gaps, frames, fragments = [], [], [], [], []
+    try:
+        driver.get(URL + "/#complete")
+        wait(driver, "the model picker", lambda d: any(o.get_attribute("value") == MODEL
+             for o in d.find_elements(By.CSS_SELECTOR, "#model option")))
+        by_id(driver, "model").send_keys(MODEL)
+        for field, value in [("complete-prompt", body["prompt"]), ("complete-max-tokens", "1000"),
+                             ("complete-temperature", "0.8"), ("complete-seed", "7")]:
+            by_id(driver, field).clear()
+            by_id(driver, field).send_keys(value)
+        api_rate({**body, "max_tokens": 8})  # the model loaded and warm for both
+        for _ in range(rounds):
+            driver.execute_script("""
+                window.__frames = []; let last = performance.now();
+                const tick = (t) => { window.__frames.push(t - last); last = t; if (!window.__stop) requestAnimationFrame(tick); };
+                window.__stop = false; requestAnimationFrame(tick);""")
+            by_id(driver, "complete-run").click()
+            wait(driver, "the 1,000-token completion", lambda d: d.find_element(By.ID, "complete-stats").get_attribute("data-stop-reason"), 600)
+            driver.execute_script("window.__stop = true;")
+            frame_ms = driver.execute_script("return window.__frames.slice(1);")
+            stats = by_id(driver, "complete-stats").text
+            page.append(float(stats.split(" tok/s")[0].split(" · ")[-1]))
+            fragments.append(int(stats.split(" tokens")[0]))
+            gaps.append(max(frame_ms) if frame_ms else float("nan"))
+            frames.append(statistics.median(frame_ms) if frame_ms else float("nan"))
+            rate, _ = api_rate(body)
+            plain.append(rate)
+    finally:
+        driver.quit()
+    med = statistics.median
+    table = (
+        "# The web app: a 1,000-token stream in the page\n\n"
+        "`scripts/bench-webapp` (headless Chromium, the default model, `Once upon a time`, 1,000 tokens at temperature 0.8, "
+        f"{rounds} rounds interleaved: the page, then the same request from a plain HTTP client). tok/s: the server's own figure "
+        "for each stream. Frames: the page's requestAnimationFrame intervals while the fragments arrived "
+        "(16.7 ms is 60 frames per second; the longest is where the tab would fall behind).\n\n"
+        "| | tok/s (median) | tokens | median frame ms | longest frame ms |\n|---|---|---|---|---|\n"
+        f"| the web app | {med(page):.1f} | {med(fragments)} | {med(frames):.1f} | {max(gaps):.1f} |\n"
+        f"| plain HTTP client | {med(plain):.1f} | | | |\n\n"
+        f"The page against the plain client: {med(page) / med(plain):.2f}x. Rounds: page {page}, plain {plain}.\n"
+    )
+    with open(out, "w") as f:
+        f.write(table)
+    print(table)
+    print("ok")
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     if os.environ.get("LMS_DOWNLOAD"):
         return download()
+    if os.environ.get("LMS_BENCH"):
+        return bench(os.environ["LMS_BENCH"])
     driver = browser()
     try:
         driver.get(URL + "/")
