@@ -222,6 +222,9 @@ def main():
             sys.exit(f"the completion stopped for {reason!r}, not stopStringFound: {stats.text}")
         if "," in by_id(driver, "complete-output").text:
             sys.exit("the stop string is in the output")
+        progress = by_id(driver, "complete-progress").get_attribute("value")
+        if float(progress) != 1.0:
+            sys.exit(f"the prompt-processing bar stopped at {progress}")
         shot(driver, "complete")
 
         # Models: the default model is listed, loaded (by the chat); unload, then load it again.

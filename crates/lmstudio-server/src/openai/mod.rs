@@ -118,7 +118,7 @@ async fn start(
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let shape = Shape { id, created, model: llm.identifier().to_owned(), kind, flavor, logprobs };
     if req.stream {
-        return Ok(sse(state.clone(), shape, stream).into_response());
+        return Ok(sse(state.clone(), shape, stream, req.prompt_progress).into_response());
     }
     let result = whole(state, stream).await?;
     Ok(Json(shape.finished(&result, false)).into_response())
@@ -250,9 +250,20 @@ fn finish_reason(r: &lmstudio::PredictionResult) -> &'static str {
 fn sse(
     state: AppState,
     shape: Shape,
-    mut stream: lmstudio::AsyncPredictionStream,
+    stream: lmstudio::AsyncPredictionStream,
+    prompt_progress: bool,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     sse::stream(move |tx| async move {
+        // Progress is reported as the stream is read, from the same task: each event queued
+        // without waiting (one dropped when the queue is full is made up for by the next).
+        let mut stream = if prompt_progress {
+            let progress = tx.clone();
+            stream.on_prompt_processing_progress(move |p| {
+                let _ = progress.try_send(json_event(&serde_json::json!({ "progress": p })).event("prompt_progress"));
+            })
+        } else {
+            stream
+        };
         let metrics = state.metrics();
         let mut first = true;
         loop {

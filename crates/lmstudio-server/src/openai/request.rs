@@ -154,6 +154,10 @@ pub(crate) struct CompletionRequest {
     parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub stream: bool,
+    /// Ours: with `stream`, `prompt_progress` events (`{"progress": 0.0..1.0}`, strictly rising,
+    /// 1.0 last) while the prompt is evaluated, before the first token (the web app's progress bar).
+    #[serde(default)]
+    pub prompt_progress: bool,
     /// Everything else: checked by [`refuse_unsupported`].
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,

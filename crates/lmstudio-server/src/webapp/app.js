@@ -218,6 +218,7 @@ async function answer() {
     temperature: numberOf("chat-temperature"),
     max_tokens: numberOf("chat-max-tokens"),
     seed: numberOf("chat-seed"),
+    prompt_progress: true,
   };
   const schema = $("chat-schema").value.trim();
   if (schema) {
@@ -240,6 +241,9 @@ async function answer() {
   const write = painter(text);
   try {
     await stream("/api/v0/chat/completions", body, (chunk) => {
+      if (chunk.progress !== undefined && !reply.content) {
+        stats.textContent = chunk.progress < 1 ? "processing the prompt: " + Math.round(chunk.progress * 100) + "%" : "";
+      }
       const delta = chunk.choices?.[0]?.delta?.content;
       if (delta) {
         reply.content += delta;
@@ -322,7 +326,11 @@ $("complete-run").addEventListener("click", async () => {
     stop: stop.length ? stop : undefined,
     speculation: $("complete-speculation").value || undefined,
     ignore_eos: $("complete-ignore-eos").checked || undefined,
+    prompt_progress: true,
   };
+  const bar = $("complete-progress");
+  bar.value = 0;
+  $("complete-progress-label").hidden = false;
   completeAbort = new AbortController();
   $("complete-run").disabled = true;
   $("complete-cancel").disabled = false;
@@ -330,6 +338,7 @@ $("complete-run").addEventListener("click", async () => {
   const write = painter(output);
   try {
     await stream("/api/v0/completions", body, (chunk) => {
+      if (chunk.progress !== undefined) bar.value = chunk.progress;
       const text = chunk.choices?.[0]?.text;
       if (text) write(text);
       if (chunk.stats) {

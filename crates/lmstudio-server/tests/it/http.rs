@@ -623,3 +623,35 @@ async fn tokenize_and_detokenize_as_llama_server_does() {
         call(state(), post("/tokenize", json!({"model": "no-such-model", "content": "x"}).to_string())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Issue 31 (the web app's progress bar): asked for, a stream reports prompt processing as
+/// `prompt_progress` events, strictly rising to 1.0, all before the first text; not asked for, it
+/// has none (OpenAI's clients never see them).
+#[tokio::test]
+async fn streams_report_prompt_progress_when_asked() {
+    let prompt = "The lighthouse keeper counted the steps. ".repeat(150); // more than one batch
+    let body = |progress: bool| {
+        json!({"model": "gemma-3-270m", "prompt": prompt, "max_tokens": 2, "stream": true,
+            "prompt_progress": progress})
+        .to_string()
+    };
+    let (status, text) = call(state(), post("/api/v0/completions", body(true))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // Each event: its `event:` name (none for the completion's own chunks) and its data.
+    let events: Vec<(Option<&str>, &str)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: "));
+            (name, e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or(""))
+        })
+        .collect();
+    let leading = events.iter().take_while(|(name, _)| *name == Some("prompt_progress")).count();
+    let progress: Vec<f64> =
+        events[..leading].iter().map(|(_, data)| json_of(data)["progress"].as_f64().expect("a number")).collect();
+    assert!(progress.len() >= 2, "{text}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]) && progress.last() == Some(&1.0), "{progress:?}");
+    assert!(events[leading..].iter().all(|(name, _)| name.is_none()), "progress after the text: {text}");
+    let (_, plain) = call(state(), post("/api/v0/completions", body(false))).await;
+    assert!(!plain.contains("prompt_progress") && plain.contains("data: [DONE]"), "{plain}");
+}
