@@ -43,6 +43,7 @@ fn the_web_app_works_in_a_real_browser() {
         "complete",
         "models",
         "models-refused",
+        "chat-dark",
         "logs",
         "chat-narrow",
         "complete-narrow",

@@ -275,6 +275,15 @@ def main():
         shot(driver, "models-refused")
         driver.get(URL + "/#chat")
 
+        # Dark, as a system set to dark shows it.
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        by_id(driver, "nav-chat").click()
+        background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        if background in ("rgb(251, 251, 250)", "rgba(0, 0, 0, 0)"):
+            sys.exit(f"the page stayed light in dark mode: {background}")
+        shot(driver, "chat-dark")
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
+
         # A phone's width: the same pages, readable.
         driver.set_window_size(390, 844)
         for page in ["chat", "complete", "models", "logs"]:

@@ -218,6 +218,10 @@ async function answer() {
     temperature: numberOf("chat-temperature"),
     max_tokens: numberOf("chat-max-tokens"),
     seed: numberOf("chat-seed"),
+    top_k: numberOf("chat-top-k"),
+    top_p: numberOf("chat-top-p"),
+    min_p: numberOf("chat-min-p"),
+    repeat_penalty: numberOf("chat-repeat-penalty"),
     prompt_progress: true,
   };
   const schema = $("chat-schema").value.trim();
