@@ -64,7 +64,10 @@ enum ItemIn {
         arguments: String,
     },
     FunctionCallOutput {
-        call_id: String,
+        /// The call it answers. Codex (0.171) sometimes leaves it out and names the function
+        /// instead: then it answers the latest call of that name not yet answered.
+        call_id: Option<String>,
+        name: Option<String>,
         output: Value,
     },
     /// An earlier answer's reasoning: not shown to the model again.
@@ -216,7 +219,16 @@ impl ResponsesRequest {
                         _ => messages.push(lmstudio::ChatMessage::tool_calls("", vec![call])),
                     }
                 }
-                ItemIn::FunctionCallOutput { call_id, output } => {
+                ItemIn::FunctionCallOutput { call_id, name, output } => {
+                    let call_id = match call_id {
+                        Some(id) => id,
+                        None => unanswered_call(&messages, name.as_deref()).ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "input[{i}] (function_call_output): no `call_id`, and no earlier unanswered function_call{} for it to answer",
+                                name.map(|n| format!(" named {n:?}")).unwrap_or_default()
+                            ))
+                        })?,
+                    };
                     messages.push(lmstudio::ChatMessage::tool_result(call_id, text_of(&output, i)?));
                 }
                 ItemIn::Reasoning {} => {}
@@ -224,6 +236,18 @@ impl ResponsesRequest {
         }
         Ok(messages)
     }
+}
+
+/// The id of the latest call in `messages` (of the function `name`, when given) that no tool
+/// result answers yet.
+fn unanswered_call(messages: &[lmstudio::ChatMessage], name: Option<&str>) -> Option<String> {
+    let answered: Vec<&str> = messages.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+    messages
+        .iter()
+        .rev()
+        .flat_map(|m| m.tool_calls.iter().rev())
+        .find(|c| name.is_none_or(|n| c.name == n) && !answered.contains(&c.id.as_str()))
+        .map(|c| c.id.clone())
 }
 
 /// A string, or text parts joined.
@@ -272,6 +296,32 @@ mod tests {
         assert_eq!(roles, ["user", "assistant", "tool", "assistant", "system"], "instructions apart");
         assert_eq!(m[1].tool_calls.len(), 2, "one answer's calls, one message");
         assert_eq!((m[2].tool_call_id.as_deref(), m[2].content.as_str()), (Some("call_1"), "21"));
+    }
+
+    /// Codex (0.171) sometimes answers a call by the function's name, without `call_id`: the
+    /// answer goes to the latest unanswered call of that name; with none, the item is refused.
+    #[test]
+    fn an_output_without_call_id_answers_the_latest_open_call_of_its_name() {
+        let r = request(
+            r#"{"model": "m", "input": [
+                {"role": "user", "content": "List files."},
+                {"type": "function_call", "call_id": "call_1", "name": "shell", "arguments": "{}"},
+                {"type": "function_call", "call_id": "call_2", "name": "shell", "arguments": "{}"},
+                {"type": "function_call", "call_id": "call_3", "name": "read", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_2", "output": "b"},
+                {"type": "function_call_output", "name": "shell", "namespace": "x", "output": "a"}]}"#,
+        );
+        let m = r.messages().expect("valid");
+        let results: Vec<(Option<&str>, &str)> =
+            m.iter().filter(|m| m.role == "tool").map(|m| (m.tool_call_id.as_deref(), m.content.as_str())).collect();
+        assert_eq!(results, [(Some("call_2"), "b"), (Some("call_1"), "a")]);
+        let orphan = request(
+            r#"{"model": "m", "input": [{"role": "user", "content": "Hi"},
+                {"type": "function_call_output", "name": "shell", "output": "a"}]}"#,
+        );
+        let e = orphan.messages().expect_err("nothing to answer");
+        let said = format!("{e:?}");
+        assert!(said.contains("no earlier unanswered function_call named") && said.contains("shell"), "{said}");
     }
 
     #[test]
