@@ -53,24 +53,31 @@ async function stream(path, body, onChunk, signal) {
     throw new Error("The connection to the server was lost (" + e.message + "). Is `lms server` running?");
   }
   if (!res.ok) throw await failure(res);
+  await readEvents(res, (data) => {
+    if (data === "[DONE]") return false;
+    const chunk = JSON.parse(data);
+    if (chunk.error) throw new Error(chunk.error.message || String(chunk.error));
+    onChunk(chunk);
+    return true;
+  });
+}
+
+/** Reads a server-sent-event body, calling `onData` with each `data:` line's text until the body
+ * ends or `onData` returns false. */
+async function readEvents(res, onData) {
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) break;
+    if (done) return;
     buffer += decoder.decode(value, { stream: true });
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       for (const line of event.split("\n")) {
-        if (!line.startsWith("data: ")) continue;
-        const data = line.slice(6);
-        if (data === "[DONE]") return;
-        const chunk = JSON.parse(data);
-        if (chunk.error) throw new Error(chunk.error.message || String(chunk.error));
-        onChunk(chunk);
+        if (line.startsWith("data: ") && onData(line.slice(6)) === false) return;
       }
     }
   }
@@ -549,22 +556,7 @@ async function followLogs() {
       const res = await fetch("/logs?history=1", { headers: headers() });
       if (!res.ok) throw await failure(res);
       $("logs").innerHTML = "";
-      const reader = res.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          for (const line of block.split("\n")) {
-            if (line.startsWith("data: ")) showLog(JSON.parse(line.slice(6)));
-          }
-        }
-      }
+      await readEvents(res, (data) => showLog(JSON.parse(data)));
     } catch (e) {
       showError(e);
     }
