@@ -85,7 +85,18 @@ fn a_model_split_over_two_workers_predicts_what_one_worker_does() {
         // Every layer and the output went to the workers.
         assert_eq!(split["modelInfo"]["numGpuLayers"], 19, "{}", split["modelInfo"]);
     }
-    assert_eq!(complete("hello", &[])["modelInfo"]["numGpuLayers"], 0, "alone, the CPU runs it");
+    // Alone, on a build that finds no GPU of this machine (the default CPU build), the CPU runs it.
+    let out = lms().args(["runtime", "ls", "--json"]).output().expect("runs");
+    let local: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let local_gpus = local["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter(|d| d["kind"] == "gpu" || d["kind"] == "igpu")
+        .count();
+    if local_gpus == 0 {
+        assert_eq!(complete("hello", &[])["modelInfo"]["numGpuLayers"], 0, "alone, the CPU runs it");
+    }
     // `lms runtime ls --rpc` lists each worker's device, with its memory.
     let out = lms().args(["runtime", "ls", "--json", "--rpc", &rpc]).output().expect("runs");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -211,7 +222,8 @@ fn the_estimate_puts_the_layers_on_the_worker() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("JSON")
     };
-    let alone = estimate(&[]);
+    // Alone with GPU offload off, so that a machine with a GPU of its own places nothing there either.
+    let alone = estimate(&["--gpu", "off"]);
     let split = estimate(&["--rpc", &worker.endpoint]);
     assert_eq!(alone["estimate"]["gpuMib"], 0, "{alone}");
     let (weights, on_worker) = (split["estimate"]["weightsMib"].as_u64(), split["estimate"]["gpuMib"].as_u64());

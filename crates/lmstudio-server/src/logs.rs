@@ -138,3 +138,43 @@ pub(crate) async fn next(rx: &mut broadcast::Receiver<Arc<LogEvent>>) -> Option<
         Err(broadcast::error::RecvError::Closed) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three events as they go out (`GET /logs`, the SDK's `streamLogs`), LM Studio's
+    /// `DiagnosticsLogEvent` shapes.
+    #[test]
+    fn events_have_lm_studios_shapes() {
+        let at = |data| LogEvent { timestamp: 1_796_400_000_000, data };
+        let stats = lmstudio::Stats {
+            stop_reason: lmstudio::StopReason::EosFound,
+            tokens_per_second: Some(50.0),
+            num_gpu_layers: None,
+            time_to_first_token_sec: Some(0.04),
+            prompt_tokens_count: Some(10),
+            predicted_tokens_count: Some(3),
+            total_tokens_count: Some(13),
+            cached_prompt_tokens_count: Some(0),
+            reasoning_tokens_count: None,
+            stop_string: None,
+            drafts: None,
+        };
+        let events = [
+            at(LogData::Input {
+                input: "<start_of_turn>user\nHi<end_of_turn>\n".into(),
+                model_path: "/m/gemma.gguf".into(),
+                model_identifier: "gemma-3-270m".into(),
+            }),
+            at(LogData::Output {
+                output: "Hello!".into(),
+                stats: Box::new(stats),
+                model_path: "/m/gemma.gguf".into(),
+                model_identifier: "gemma-3-270m".into(),
+            }),
+            at(LogData::Server { content: "POST /v1/chat/completions 200 12.5 ms".into(), level: "info" }),
+        ];
+        insta::assert_json_snapshot!(events);
+    }
+}
