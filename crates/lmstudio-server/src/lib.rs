@@ -244,7 +244,7 @@ pub async fn serve(
             .with_socket_queue_limit(config.max_socket_queue_bytes);
     // The prompts each prediction gives the model go to the live log while someone listens.
     let logs = std::sync::Arc::clone(&state.metrics().logs);
-    let _ = client.on_prompt(Some(std::sync::Arc::new(move |e: &lmstudio::PromptEvent| logs.prompt(e))));
+    let _ = client.on_prompt(Some(std::sync::Arc::new(move |e: &lmstudio::PromptEvent<'_>| logs.prompt(e))));
     let app = if config.web_app { router_with_web_app(state) } else { router(state) };
     let mut listeners = vec![tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?];
     if config.discovery_port && config.port != SDK_DISCOVERY_PORT {

@@ -93,12 +93,12 @@ impl Logs {
     }
 
     /// The prompt a prediction gives the model, while someone listens.
-    pub(crate) fn prompt(&self, event: &lmstudio::PromptEvent) {
+    pub(crate) fn prompt(&self, event: &lmstudio::PromptEvent<'_>) {
         if self.listened() {
             self.push(LogData::Input {
-                input: capped(event.prompt.clone()),
-                model_path: event.model_path.clone(),
-                model_identifier: event.model_identifier.clone(),
+                input: capped(event.prompt.to_owned()),
+                model_path: event.model_path.to_owned(),
+                model_identifier: event.model_identifier.to_owned(),
             });
         }
     }

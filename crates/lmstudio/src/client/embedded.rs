@@ -74,9 +74,9 @@ impl Loaded {
         let observer = lock(&self.on_prompt).clone();
         if let Some(observer) = observer {
             observer(&crate::types::event::PromptEvent {
-                model_identifier: self.info.identifier.clone().unwrap_or_else(|| self.info.model_key.clone()),
-                model_path: self.info.path.clone(),
-                prompt: prompt.to_owned(),
+                model_identifier: self.info.identifier.as_deref().unwrap_or(&self.info.model_key),
+                model_path: &self.info.path,
+                prompt,
             });
         }
     }

@@ -36,18 +36,19 @@ pub type OnLoad = std::sync::Arc<dyn Fn(LoadEvent) + Send + Sync>;
 
 /// The text a prediction gives the model ([`crate::Client::on_prompt`]): a raw prompt as it is, a
 /// chat through the model's template (LM Studio's `llm.prediction.input` log event).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptEvent {
+/// Borrowed: an observer that keeps nothing copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptEvent<'a> {
     /// The instance's identifier.
-    pub model_identifier: String,
+    pub model_identifier: &'a str,
     /// Its model file.
-    pub model_path: String,
+    pub model_path: &'a str,
     /// The prompt, as the model reads it.
-    pub prompt: String,
+    pub prompt: &'a str,
 }
 
 /// Where [`PromptEvent`]s go.
-pub type OnPrompt = std::sync::Arc<dyn Fn(&PromptEvent) + Send + Sync>;
+pub type OnPrompt = std::sync::Arc<dyn Fn(&PromptEvent<'_>) + Send + Sync>;
 
 /// The stop signal of one prediction: the consumer raises it ([`Cancel::cancel`], or by dropping
 /// its stream); the backend that runs the prediction reads the flag. A backend that sleeps until
