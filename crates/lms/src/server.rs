@@ -143,17 +143,18 @@ pub fn start(args: ServerArgs) -> Result<()> {
         client,
         config,
         |addrs| {
-            for a in addrs {
-                eprintln!("listening on http://{a}");
-            }
-            if let Some(a) = addrs.first().filter(|_| web_app) {
-                eprintln!("web app: http://{a}/ (chat, completions, models)");
-            }
+            // The pid file first: whoever reads "listening on" may run `lms server stop` at once.
             if let Some(a) = addrs.first() {
                 *pid_port.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.port());
                 if let Err(e) = manage::write_pid_file(a.port()) {
                     eprintln!("warning: no pid file, so `lms server stop` cannot find this server: {e}");
                 }
+            }
+            for a in addrs {
+                eprintln!("listening on http://{a}");
+            }
+            if let Some(a) = addrs.first().filter(|_| web_app) {
+                eprintln!("web app: http://{a}/ (chat, completions, models)");
             }
         },
         async {
