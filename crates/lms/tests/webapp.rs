@@ -1,7 +1,8 @@
 //! Issue 31: the web app `lms server` serves at `/`, in a real browser. Headless Chromium from
 //! Debian (`chromium`, `chromium-driver`; `scripts/test` installs them), driven by Selenium (from
 //! PyPI, into `target/browser-venv`), clicks through chat, the completion playground and the models
-//! page against a real server with the default model (tests/browser/webapp.py says each step).
+//! page against a real server with the default model, then the chat across a server restart
+//! (tests/browser/webapp.py says each step).
 //! Screenshots land in `target/webapp-screenshots`.
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,17 @@ fn the_web_app_works_in_a_real_browser() {
     ] {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }
+    drop((server, guarded));
+
+    // A server that goes away mid-session and comes back on its port: the chat says so, keeps the
+    // turn, reconnects by itself, and Regenerate answers, the model loaded on demand with its load
+    // in the answer's stats (the script's `reconnect` runs that server itself). In this test, not
+    // one of its own: two servers' engines on two cores at once slow each other tenfold.
+    lms_test_support::browser_script(&[
+        ("LMS_RECONNECT", "1".to_owned()),
+        ("LMS_BIN", env!("CARGO_BIN_EXE_lms").to_owned()),
+        ("SCREENSHOTS", shots.display().to_string()),
+    ]);
 }
 
 /// `--no-web-app`: nothing at `/`; with an API key, the page is served (it holds nothing) while the

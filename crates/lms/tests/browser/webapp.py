@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-URL = os.environ["LMS_URL"]
+URL = os.environ.get("LMS_URL", "")
 SHOTS = os.environ["SCREENSHOTS"]
 MODEL = "gemma-3-270m"
 
@@ -138,8 +138,9 @@ def bench(out):
     finally:
         driver.quit()
     med = statistics.median
+    threads = os.environ.get("LMS_BENCH_THREADS", "2")
     table = (
-        "# The web app: a 1,000-token stream in the page\n\n"
+        f"## The model on {threads} thread{'s' if threads != '1' else ''}\n\n"
         "`scripts/bench-webapp` (headless Chromium, the default model, `Once upon a time`, 1,000 tokens at temperature 0.8 past the end of text, "
         f"{rounds} rounds interleaved: the page, then the same request from a plain HTTP client). tok/s: the server's own figure "
         "for each stream. Frames: the page's requestAnimationFrame intervals while the fragments arrived "
@@ -151,16 +152,82 @@ def bench(out):
         f"The page against the plain client: {med(page) / med(plain):.2f}x. Rounds: page {[round(r, 1) for r in page]}, "
         f"plain {[round(r, 1) for r in plain]}.\n"
     )
-    with open(out, "w") as f:
-        f.write(table)
+    with open(out, "a") as f:
+        f.write(table + "\n")
     print(table)
     print("ok")
+
+
+def serve(port, cache):
+    """`lms server start` on `port` (the binary at $LMS_BIN), once it says it listens."""
+    import subprocess
+    env = {**os.environ, "LMSTUDIO_PROMPT_CACHE_DIR": cache}
+    server = subprocess.Popen([os.environ["LMS_BIN"], "server", "start", "--port", str(port), "--no-discovery-port"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in server.stderr:
+        if "listening on" in line:
+            import threading
+            threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()  # keep draining
+            return server
+    sys.exit("the server ended before it listened")
+
+
+def reconnect():
+    """A server that goes away and comes back on the same port: the chat says the connection was
+    lost and keeps the turn; the page reconnects by itself; Regenerate then answers, the model
+    loaded on demand by the new server with the load shown in the answer's stats."""
+    import socket
+    import tempfile
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cache = tempfile.mkdtemp(prefix="lms-webapp-reconnect-")
+    server = serve(port, cache)
+    driver = browser()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        driver.get(url + "/#chat")
+        wait(driver, "the model picker", lambda d: any(o.get_attribute("value") == MODEL
+             for o in d.find_elements(By.CSS_SELECTOR, "#model option")))
+        by_id(driver, "model").send_keys(MODEL)
+        server.terminate()
+        server.wait(30)
+        box = by_id(driver, "chat-input")
+        box.send_keys("Say hello.")
+        box.send_keys(Keys.ENTER)
+        connection = lambda d: d.find_element(By.ID, "connection").text if d.find_element(By.ID, "connection").is_displayed() else ""
+        wait(driver, "the lost connection to show", lambda d: "reconnecting" in connection(d), 30)
+        answer = lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.assistant")
+        wait(driver, "the turn marked cut short", lambda d: "connection was lost" in answer(d)[-1].find_element(By.CLASS_NAME, "stats").text, 10)
+        if by_id(driver, "banner").is_displayed():
+            sys.exit("an error banner beside the connection line: " + by_id(driver, "banner").text)
+        shot(driver, "chat-reconnecting")
+        server = serve(port, cache)
+        wait(driver, "the page to reconnect", lambda d: "Reconnected" in connection(d), 30)
+        if by_id(driver, "banner").is_displayed():
+            sys.exit("the error stayed after reconnecting: " + by_id(driver, "banner").text)
+        by_id(driver, "chat-regenerate").click()
+        stats = lambda d: answer(d)[-1].find_element(By.CLASS_NAME, "stats").text if answer(d) else ""
+        wait(driver, "the answer after reconnecting", lambda d: "tok/s" in stats(d))
+        if "model loaded in" not in stats(driver):
+            sys.exit("the answer's stats do not show the load on demand: " + stats(driver))
+        if len(answer(driver)) != 1:
+            sys.exit(f"Regenerate left {len(answer(driver))} answers, not one")
+        print("ok")
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(30)
+        import shutil
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     if os.environ.get("LMS_DOWNLOAD"):
         return download()
+    if os.environ.get("LMS_RECONNECT"):
+        return reconnect()
     if os.environ.get("LMS_BENCH"):
         return bench(os.environ["LMS_BENCH"])
     driver = browser()

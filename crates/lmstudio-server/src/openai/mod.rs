@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tokio::sync::mpsc::Sender;
 
 mod request;
 mod response;
@@ -108,20 +109,112 @@ async fn start(
     let mut req = req?;
     let (config, input) = req.decode(kind)?;
     let logprobs = config.logprobs.is_some();
+    let progress = req.prompt_progress;
+    if let Some(model) = req.model.clone().filter(|_| req.stream && req.load_progress) {
+        let client = state.client();
+        if client.get_loaded_async(&model).await?.is_none() {
+            client.resolve_async(&model).await?; // a model that does not exist is still a 404
+            let ask = Ask { model, input, config, kind, flavor, logprobs, prompt_progress: progress };
+            return Ok(loading_sse(state.clone(), ask).into_response());
+        }
+    }
     let llm = state.llm(req.model.as_deref()).await?;
-    let stream = match input {
-        Input::Text(prompt) => llm.complete_stream_async(&prompt, config).await?,
-        Input::Chat(chat) => llm.respond_stream_async(&chat.into(), config).await?,
-    };
-    let id =
-        format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let shape = Shape { id, created, model: llm.identifier().to_owned(), kind, flavor, logprobs };
+    let stream = predict(&llm, input, config).await?;
+    let shape = Shape::new(&llm, kind, flavor, logprobs);
     if req.stream {
-        return Ok(sse(state.clone(), shape, stream, req.prompt_progress).into_response());
+        let state = state.clone();
+        return Ok(sse::stream(move |tx| write_stream(state, shape, stream, progress, tx)).into_response());
     }
     let result = whole(state, stream).await?;
     Ok(Json(shape.finished(&result, false)).into_response())
+}
+
+async fn predict(llm: &lmstudio::Llm, input: Input, config: lmstudio::Config) -> lmstudio::Result<lmstudio::AsyncPredictionStream> {
+    match input {
+        Input::Text(prompt) => llm.complete_stream_async(&prompt, config).await,
+        Input::Chat(chat) => llm.respond_stream_async(&chat.into(), config).await,
+    }
+}
+
+/// A streamed request whose model is loaded by it, with `load_progress`.
+struct Ask {
+    model: String,
+    input: Input,
+    config: lmstudio::Config,
+    kind: Kind,
+    flavor: Flavor,
+    logprobs: bool,
+    prompt_progress: bool,
+}
+
+/// The stream of a request that loads its model first: it opens at once, reports the load as
+/// `load_progress` events (`{"progress": p}`, strictly rising; the last `1.0` with
+/// `load_time_seconds`), then carries the prediction as any stream. A load that fails ends it
+/// with the error event.
+fn loading_sse(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    sse::stream(move |tx| async move {
+        let Some(llm) = load_streamed(&state, &ask.model, &tx).await else { return };
+        let stream = match predict(&llm, ask.input, ask.config).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                state.metrics().errors.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.send(error_event(e)).await;
+                let _ = tx.send(Event::default().data("[DONE]")).await;
+                return;
+            }
+        };
+        let shape = Shape::new(&llm, ask.kind, ask.flavor, ask.logprobs);
+        write_stream(state, shape, stream, ask.prompt_progress, tx).await;
+    })
+}
+
+/// Loads `model` (as a request loads on demand), sending its progress to `tx`; `None` when the
+/// load failed (the error sent) or the client went away (the load goes on: the next request finds
+/// the model loaded).
+async fn load_streamed(state: &AppState, model: &str, tx: &Sender<Event>) -> Option<lmstudio::Llm> {
+    let client = state.client();
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let on_load: lmstudio::OnLoad = std::sync::Arc::new(move |e| {
+        if let lmstudio::LoadEvent::Progress(p) = e {
+            let _ = progress_tx.send(p);
+        }
+    });
+    let began = std::time::Instant::now();
+    let config = client.default_load_config();
+    let loading = client.get_or_load_with_async(model, &config, &on_load);
+    tokio::pin!(loading);
+    let mut last = -1.0_f32;
+    let loaded = loop {
+        tokio::select! {
+            loaded = &mut loading => break loaded,
+            Some(p) = progress.recv() => {
+                // Each whole percent at most once, below 1.0: the last event, with the load's
+                // time, says 1.0 (llama.cpp reports every tensor: hundreds of steps).
+                if p >= last + 0.01 && p < 1.0 {
+                    last = p;
+                    if tx.send(load_event(serde_json::json!({ "progress": p }))).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+            () = tx.closed() => return None,
+        }
+    };
+    let end = match loaded {
+        Ok((llm, _)) => {
+            let done = serde_json::json!({ "progress": 1.0, "load_time_seconds": began.elapsed().as_secs_f64() });
+            return tx.send(load_event(done)).await.is_ok().then_some(llm);
+        }
+        Err(e) => e,
+    };
+    state.metrics().errors.fetch_add(1, Ordering::Relaxed);
+    let _ = tx.send(error_event(end)).await;
+    let _ = tx.send(Event::default().data("[DONE]")).await;
+    None
+}
+
+fn load_event(data: serde_json::Value) -> Event {
+    json_event(&data).event("load_progress")
 }
 
 /// Everything needed to write responses for one request.
@@ -136,6 +229,13 @@ struct Shape {
 }
 
 impl Shape {
+    fn new(llm: &lmstudio::Llm, kind: Kind, flavor: Flavor, logprobs: bool) -> Self {
+        let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
+        let id = format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self { id, created, model: llm.identifier().to_owned(), kind, flavor, logprobs }
+    }
+
     fn object(&self, chunk: bool) -> &'static str {
         match (self.kind, chunk) {
             (Kind::Text, _) => "text_completion",
@@ -246,60 +346,59 @@ fn finish_reason(r: &lmstudio::PredictionResult) -> &'static str {
     }
 }
 
-/// Streams fragments as server-sent events (OpenAI's chunks, then `[DONE]`).
-fn sse(
+/// Writes a prediction's fragments to `tx` as server-sent events (OpenAI's chunks, then `[DONE]`).
+async fn write_stream(
     state: AppState,
     shape: Shape,
     stream: lmstudio::AsyncPredictionStream,
     prompt_progress: bool,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    sse::stream(move |tx| async move {
-        // Progress is reported as the stream is read, from the same task: each event queued
-        // without waiting (one dropped when the queue is full is made up for by the next).
-        let mut stream = if prompt_progress {
-            let progress = tx.clone();
-            stream.on_prompt_processing_progress(move |p| {
-                let _ = progress.try_send(json_event(&serde_json::json!({ "progress": p })).event("prompt_progress"));
-            })
-        } else {
-            stream
-        };
-        let metrics = state.metrics();
-        let mut first = true;
-        loop {
-            let event = match sse::next(&mut stream, &tx).await {
-                sse::Next::Fragment(f) => match shape.chunk(&f, first) {
-                    Some(chunk) => {
-                        first = false;
-                        json_event(&chunk)
-                    }
-                    None => continue,
-                },
-                sse::Next::Failed(e) => {
-                    metrics.errors.fetch_add(1, Ordering::Relaxed);
-                    error_event(e)
+    tx: Sender<Event>,
+) {
+    // Progress is reported as the stream is read, from the same task: each event queued
+    // without waiting (one dropped when the queue is full is made up for by the next).
+    let mut stream = if prompt_progress {
+        let progress = tx.clone();
+        stream.on_prompt_processing_progress(move |p| {
+            let _ = progress.try_send(json_event(&serde_json::json!({ "progress": p })).event("prompt_progress"));
+        })
+    } else {
+        stream
+    };
+    let metrics = state.metrics();
+    let mut first = true;
+    loop {
+        let event = match sse::next(&mut stream, &tx).await {
+            sse::Next::Fragment(f) => match shape.chunk(&f, first) {
+                Some(chunk) => {
+                    first = false;
+                    json_event(&chunk)
                 }
-                sse::Next::End => break,
-                sse::Next::Gone => return,   // dropping `stream` cancels the prediction
-                sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
-            };
-            if tx.send(event).await.is_err() {
-                return;
+                None => continue,
+            },
+            sse::Next::Failed(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                error_event(e)
             }
+            sse::Next::End => break,
+            sse::Next::Gone => return,   // dropping `stream` cancels the prediction
+            sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
+        };
+        if tx.send(event).await.is_err() {
+            return;
         }
-        if let Ok(result) = stream.result() {
-            metrics.record(&result);
-            if let Some(calls) = shape.calls_chunk(&result, first) {
-                let _ = tx.send(json_event(&calls)).await;
-            }
-            let last = match cut_short(&result) {
-                Some(e) => error_event(e),
-                None => json_event(&shape.finished(&result, true)),
-            };
-            let _ = tx.send(last).await;
+    }
+    if let Ok(result) = stream.result() {
+        metrics.record(&result);
+        if let Some(calls) = shape.calls_chunk(&result, first) {
+            let _ = tx.send(json_event(&calls)).await;
         }
-        let _ = tx.send(Event::default().data("[DONE]")).await;
-    })
+        let last = match cut_short(&result) {
+            Some(e) => error_event(e),
+            None => json_event(&shape.finished(&result, true)),
+        };
+        let _ = tx.send(last).await;
+    }
+    let _ = tx.send(Event::default().data("[DONE]")).await;
 }
 
 pub(crate) async fn list_models(State(state): State<AppState>) -> Result<Json<List<Model>>, ApiError> {

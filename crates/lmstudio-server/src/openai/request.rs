@@ -158,6 +158,11 @@ pub(crate) struct CompletionRequest {
     /// 1.0 last) while the prompt is evaluated, before the first token (the web app's progress bar).
     #[serde(default)]
     pub prompt_progress: bool,
+    /// Ours: with `stream` and a `model` that is not loaded, the stream opens at once and reports
+    /// the load as `load_progress` events (`{"progress": 0.0..1.0}`, strictly rising, the last
+    /// `1.0` with `load_time_seconds`) before the prediction (the web app's chat).
+    #[serde(default)]
+    pub load_progress: bool,
     /// Everything else: checked by [`refuse_unsupported`].
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,

@@ -32,38 +32,83 @@ async function failure(res) {
   return new Error(message);
 }
 
+/** The error for a request the network failed (the server gone, or the connection cut): the page
+ * starts watching for the server to come back. */
+function lostConnection(e) {
+  watchConnection();
+  const error = new Error("The connection to the server was lost (" + e.message + "). Is `lms server` running? Reconnecting…");
+  error.lost = true;
+  return error;
+}
+
 async function api(path, body) {
   let res;
   try {
     res = await fetch(path, body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
   } catch (e) {
-    throw new Error("The connection to the server was lost (" + e.message + "). Is `lms server` running?");
+    throw lostConnection(e);
   }
   if (!res.ok) throw await failure(res);
   return res.json();
 }
 
-/** POSTs `body` with `stream: true` and calls `onChunk` with each server-sent event's JSON. */
+/** POSTs `body` with `stream: true` and calls `onChunk` with each server-sent event's JSON and
+ * the event's name (none for the completion's own chunks). */
 async function stream(path, body, onChunk, signal) {
   let res;
   try {
     res = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify({ ...body, stream: true }), signal });
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new Error("The connection to the server was lost (" + e.message + "). Is `lms server` running?");
+    throw lostConnection(e);
   }
   if (!res.ok) throw await failure(res);
-  await readEvents(res, (data) => {
-    if (data === "[DONE]") return false;
-    const chunk = JSON.parse(data);
-    if (chunk.error) throw new Error(chunk.error.message || String(chunk.error));
-    onChunk(chunk);
-    return true;
-  });
+  try {
+    await readEvents(res, (data, name) => {
+      if (data === "[DONE]") return false;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message || String(chunk.error));
+      onChunk(chunk, name);
+      return true;
+    });
+  } catch (e) {
+    // The body cut off mid-stream: the server went away (a TypeError, as fetch's own failures).
+    if (e instanceof TypeError) throw lostConnection(e);
+    throw e;
+  }
 }
 
-/** Reads a server-sent-event body, calling `onData` with each `data:` line's text until the body
- * ends or `onData` returns false. */
+// ---- the connection ------------------------------------------------------------------------
+
+let watching = false;
+
+/** Once a request finds the server gone: says so, asks `/health` every two seconds, and when the
+ * server answers again, says so and refreshes what the pages show. */
+async function watchConnection() {
+  if (watching) return;
+  watching = true;
+  const line = $("connection");
+  line.className = "lost";
+  line.textContent = "The connection to the server was lost: reconnecting…";
+  line.hidden = false;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 2000));
+    try {
+      const res = await fetch("/health", { headers: headers(), cache: "no-store" });
+      if (res.ok) break;
+    } catch (_) { /* still gone */ }
+  }
+  watching = false;
+  line.className = "back";
+  line.textContent = "Reconnected to the server.";
+  clearError();
+  refreshModelPicker();
+  if (!$("page-models").hidden) refreshModels();
+  setTimeout(() => { if (!watching) line.hidden = true; }, 4000);
+}
+
+/** Reads a server-sent-event body, calling `onData` with each `data:` line's text and the event's
+ * name until the body ends or `onData` returns false. */
 async function readEvents(res, onData) {
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
@@ -74,16 +119,18 @@ async function readEvents(res, onData) {
     buffer += decoder.decode(value, { stream: true });
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, end);
+      const event = buffer.slice(0, end).split("\n");
       buffer = buffer.slice(end + 2);
-      for (const line of event.split("\n")) {
-        if (line.startsWith("data: ") && onData(line.slice(6)) === false) return;
+      const name = event.find((line) => line.startsWith("event: "))?.slice(7);
+      for (const line of event) {
+        if (line.startsWith("data: ") && onData(line.slice(6), name) === false) return;
       }
     }
   }
 }
 
 function showError(e) {
+  if (e.lost) return; // the connection line says it, and says when the server is back
   const banner = $("banner");
   banner.textContent = e.message;
   banner.hidden = false;
@@ -102,6 +149,8 @@ function statsLine(element, chunk) {
   if (s.time_to_first_token != null) parts.push("TTFT " + s.time_to_first_token.toFixed(3) + " s");
   if (s.tokens_per_second != null) parts.push(s.tokens_per_second.toFixed(1) + " tok/s");
   if (s.stop_reason) parts.push("stop: " + s.stop_reason);
+  if (chunk.loadTime != null) parts.push("model loaded in " + chunk.loadTime.toFixed(2) + " s");
+  if (chunk.lost) parts.push("cut short: the connection was lost");
   if (s.total_draft_tokens_count !== undefined) parts.push("drafts " + s.accepted_draft_tokens_count + "/" + s.total_draft_tokens_count + " accepted");
   element.textContent = parts.join(" · ");
   element.dataset.stopReason = s.stop_reason || "";
@@ -230,6 +279,7 @@ async function answer() {
     min_p: numberOf("chat-min-p"),
     repeat_penalty: numberOf("chat-repeat-penalty"),
     prompt_progress: true,
+    load_progress: true,
   };
   const schema = $("chat-schema").value.trim();
   if (schema) {
@@ -251,7 +301,14 @@ async function answer() {
   clearError();
   const write = painter(text);
   try {
-    await stream("/api/v0/chat/completions", body, (chunk) => {
+    let loadTime;
+    await stream("/api/v0/chat/completions", body, (chunk, name) => {
+      if (name === "load_progress") {
+        // The model is loaded for this answer (it was not): how far, then how long it took.
+        loadTime = chunk.load_time_seconds;
+        stats.textContent = loadTime === undefined ? "loading the model: " + Math.round(chunk.progress * 100) + "%" : "";
+        return;
+      }
       if (chunk.progress !== undefined && !reply.content) {
         stats.textContent = chunk.progress < 1 ? "processing the prompt: " + Math.round(chunk.progress * 100) + "%" : "";
       }
@@ -262,7 +319,7 @@ async function answer() {
       }
       if (chunk.stats) {
         write.flush();
-        reply.stats = { stats: chunk.stats, usage: chunk.usage };
+        reply.stats = { stats: chunk.stats, usage: chunk.usage, loadTime };
         statsLine(stats, reply.stats);
       }
     }, chatAbort.signal);
@@ -272,6 +329,11 @@ async function answer() {
       reply.stats = { stats: { stop_reason: "userStopped" }, usage: {} };
       statsLine(stats, reply.stats);
     } else {
+      if (e.lost) {
+        // What came is kept, marked as cut short; Regenerate asks again once the server is back.
+        reply.stats = { stats: {}, usage: {}, lost: true };
+        statsLine(stats, reply.stats);
+      }
       showError(e);
     }
   } finally {
@@ -338,6 +400,7 @@ $("complete-run").addEventListener("click", async () => {
     speculation: $("complete-speculation").value || undefined,
     ignore_eos: $("complete-ignore-eos").checked || undefined,
     prompt_progress: true,
+    load_progress: true,
   };
   const bar = $("complete-progress");
   bar.value = 0;
@@ -348,19 +411,28 @@ $("complete-run").addEventListener("click", async () => {
   clearError();
   const write = painter(output);
   try {
-    await stream("/api/v0/completions", body, (chunk) => {
+    let loadTime;
+    await stream("/api/v0/completions", body, (chunk, name) => {
+      if (name === "load_progress") {
+        loadTime = chunk.load_time_seconds;
+        stats.textContent = loadTime === undefined ? "loading the model: " + Math.round(chunk.progress * 100) + "%" : "";
+        return;
+      }
       if (chunk.progress !== undefined) bar.value = chunk.progress;
       const text = chunk.choices?.[0]?.text;
       if (text) write(text);
       if (chunk.stats) {
         write.flush();
-        statsLine(stats, chunk);
+        statsLine(stats, { ...chunk, loadTime });
       }
     }, completeAbort.signal);
   } catch (e) {
     write.flush();
     if (e.name === "AbortError") statsLine(stats, { stats: { stop_reason: "userStopped" } });
-    else showError(e);
+    else {
+      if (e.lost) statsLine(stats, { lost: true });
+      showError(e);
+    }
   } finally {
     completeAbort = null;
     $("complete-run").disabled = false;

@@ -655,3 +655,37 @@ async fn streams_report_prompt_progress_when_asked() {
     let (_, plain) = call(state(), post("/api/v0/completions", body(false))).await;
     assert!(!plain.contains("prompt_progress") && plain.contains("data: [DONE]"), "{plain}");
 }
+
+/// Issue 31 (the chat's load progress): asked for, a stream whose model is not loaded opens at
+/// once and reports the load as `load_progress` events (rising, the last 1.0 with the load's time)
+/// before the prediction; once loaded, a stream has none. A model that does not exist is still a
+/// 404 before any stream, and clients that do not ask never see the events.
+#[tokio::test]
+async fn streams_report_their_models_load_when_asked() {
+    let state = AppState::new(crate::lms_client(1), None); // its own client: nothing loaded
+    let body = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2,
+            "stream": true, "load_progress": true})
+        .to_string()
+    };
+    let (status, text) = call(state.clone(), post("/v1/chat/completions", body("gemma-3-270m"))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let events: Vec<(Option<&str>, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty() && !e.contains("[DONE]"))
+        .map(|e| (e.lines().find_map(|l| l.strip_prefix("event: ")), json_of(e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or(""))))
+        .collect();
+    let leading = events.iter().take_while(|(name, _)| *name == Some("load_progress")).count();
+    let progress: Vec<f64> = events[..leading].iter().map(|(_, d)| d["progress"].as_f64().expect("a number")).collect();
+    assert!(progress.windows(2).all(|w| w[0] < w[1]) && progress.last() == Some(&1.0), "{progress:?}");
+    let took = events[leading - 1].1["load_time_seconds"].as_f64().expect("the load's time");
+    assert!(took > 0.0, "{text}");
+    let chunks = &events[leading..];
+    assert!(chunks.iter().all(|(name, d)| name.is_none() && d["object"] == "chat.completion.chunk"), "{text}");
+    assert!(chunks.last().is_some_and(|(_, d)| d["choices"][0]["finish_reason"].is_string()), "{text}");
+
+    let (_, again) = call(state.clone(), post("/v1/chat/completions", body("gemma-3-270m"))).await;
+    assert!(!again.contains("load_progress") && again.contains("data: [DONE]"), "{again}");
+    let (status, missing) = call(state, post("/v1/chat/completions", body("no-such-model"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+}
