@@ -36,6 +36,9 @@ enum Command {
     /// Measure a model split over RPC workers against one process, and replicas behind HAProxy
     /// with prefix affinity against round robin (see bench/scale.md).
     BenchScale(bench::scale::ScaleArgs),
+    /// Profile `lms server` and `llama-server` with Linux `perf` while clients stream: where the
+    /// time goes (see bench/profile.md).
+    BenchProfile(bench::profile::ProfileArgs),
     /// Drive `lms server` with clients that hang up and cancel, then check nothing was lost
     /// (see bench/HARDENING.md).
     Stress(bench::stress::StressArgs),
@@ -66,6 +69,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchSampling(args) => bench::sampling::run(args),
         Command::BenchEmbeddings(args) => bench::embeddings::run(&args),
         Command::BenchScale(args) => bench::scale::run(&args),
+        Command::BenchProfile(args) => bench::profile::run(&args),
         Command::Stress(args) => bench::stress::run(args),
     }
 }

@@ -86,6 +86,10 @@ pub struct LoadArgs {
     /// above 0 is refused.
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
+    /// llama.cpp's flash attention (LM Studio's `flashAttention`): faster with several
+    /// predictions at once, but no prompt is reused (no prefix cache).
+    #[arg(long)]
+    flash_attention: bool,
     /// How an embedding's token outputs become one vector (default: what the model file names,
     /// mean where it names none).
     #[arg(long, value_name = "mean|cls|last|rank")]
@@ -108,6 +112,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         parallel: args.parallel,
         ttl: args.ttl,
         gpu: args.gpu,
+        flash_attention: args.flash_attention.then_some(true),
         pooling: args.pooling,
         rpc: args.rpc,
         ..Default::default()

@@ -52,6 +52,11 @@ impl Server {
         self.addr
     }
 
+    /// What requests name as their model.
+    pub(crate) fn model(&self) -> &str {
+        &self.model
+    }
+
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -272,11 +277,14 @@ pub fn run(
     let rounds = rounds.max(1);
     let mut rows = Vec::new();
     let ours_start = |slots| ours(model, key, slots, threads, &[]);
+    let fa = ["--flash-attention".to_owned()];
+    let ours_fa_start = |slots| ours(model, key, slots, threads, &fa);
     let llama_start = |slots| match tools {
         Some(t) => llama_server(&t.join("llama-server"), model, key, slots, threads, &[]),
         None => bail!("no llama-server"),
     };
-    let mut servers: Vec<(&str, &StartServer<'_>)> = vec![("lms server", &ours_start)];
+    let mut servers: Vec<(&str, &StartServer<'_>)> =
+        vec![("lms server", &ours_start), ("lms server --flash-attention", &ours_fa_start)];
     if tools.is_some() {
         servers.push(("llama-server", &llama_start));
     }

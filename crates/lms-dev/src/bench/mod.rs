@@ -4,6 +4,7 @@
 pub mod embeddings;
 mod load;
 mod loadgen;
+pub mod profile;
 mod rss;
 pub mod sampling;
 pub mod scale;

@@ -129,7 +129,11 @@ async fn start(
     Ok(Json(shape.finished(&result, false)).into_response())
 }
 
-async fn predict(llm: &lmstudio::Llm, input: Input, config: lmstudio::Config) -> lmstudio::Result<lmstudio::AsyncPredictionStream> {
+async fn predict(
+    llm: &lmstudio::Llm,
+    input: Input,
+    config: lmstudio::Config,
+) -> lmstudio::Result<lmstudio::AsyncPredictionStream> {
     match input {
         Input::Text(prompt) => llm.complete_stream_async(&prompt, config).await,
         Input::Chat(chat) => llm.respond_stream_async(&chat.into(), config).await,

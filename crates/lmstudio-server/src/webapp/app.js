@@ -156,6 +156,14 @@ function statsLine(element, chunk) {
   element.dataset.stopReason = s.stop_reason || "";
 }
 
+/** A `load_progress` event (the model is loaded for this request: it was not) in `element`: how
+ * far; the last says how long it took, which is returned (undefined before). */
+function showLoad(element, chunk) {
+  const took = chunk.load_time_seconds;
+  element.textContent = took === undefined ? "loading the model: " + Math.round(chunk.progress * 100) + "%" : "";
+  return took;
+}
+
 /**
  * Writes streamed text into `element` ten times a second: fragments are gathered and appended as
  * one new text node (the text before it is not touched again). Drawing each fragment as it came
@@ -304,9 +312,7 @@ async function answer() {
     let loadTime;
     await stream("/api/v0/chat/completions", body, (chunk, name) => {
       if (name === "load_progress") {
-        // The model is loaded for this answer (it was not): how far, then how long it took.
-        loadTime = chunk.load_time_seconds;
-        stats.textContent = loadTime === undefined ? "loading the model: " + Math.round(chunk.progress * 100) + "%" : "";
+        loadTime = showLoad(stats, chunk);
         return;
       }
       if (chunk.progress !== undefined && !reply.content) {
@@ -414,8 +420,7 @@ $("complete-run").addEventListener("click", async () => {
     let loadTime;
     await stream("/api/v0/completions", body, (chunk, name) => {
       if (name === "load_progress") {
-        loadTime = chunk.load_time_seconds;
-        stats.textContent = loadTime === undefined ? "loading the model: " + Math.round(chunk.progress * 100) + "%" : "";
+        loadTime = showLoad(stats, chunk);
         return;
       }
       if (chunk.progress !== undefined) bar.value = chunk.progress;

@@ -58,9 +58,11 @@ pub(crate) struct EngineParams {
     pub sliding_window: u32,
     /// The KV cache of offloaded layers on the GPU.
     pub offload_kv_cache: bool,
+    /// llama.cpp's flash attention (LM Studio's `flashAttention`).
+    pub flash_attention: bool,
     /// Whether prompt rows are reused (from a slot, another slot, host memory or disk). Off with
-    /// layers on a GPU: its kernels give a prompt's rows other bits in other chunkings
-    /// (ARCHITECTURE.md, "Deterministic prefix cache").
+    /// layers on a GPU or flash attention: their kernels give a prompt's rows other bits in other
+    /// chunkings (ARCHITECTURE.md, "Deterministic prefix cache").
     pub reuse_prompts: bool,
     /// Bytes of host memory for prompts saved from slots.
     pub prompt_cache_bytes: usize,

@@ -226,15 +226,19 @@ impl Engine {
         info.num_gpu_layers = Some(gpu_layers);
         let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
+        let flash_attention = config.flash_attention.unwrap_or(false);
+        // Prompt rows are reused only where they have the same bits in any chunking.
+        let reuse_prompts = gpu_layers == 0 && !flash_attention;
         let params = EngineParams {
             context_length,
             parallel: config.parallel(),
             threads,
             sliding_window: shape.sliding_window,
             offload_kv_cache: config.offload_kv_cache_to_gpu.unwrap_or(true),
-            reuse_prompts: gpu_layers == 0,
+            flash_attention,
+            reuse_prompts,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
-            disk_cache: config.prompt_cache_dir.as_deref().filter(|_| gpu_layers == 0).and_then(|dir| {
+            disk_cache: config.prompt_cache_dir.as_deref().filter(|_| reuse_prompts).and_then(|dir| {
                 disk_cache::DiskCache::for_model(dir, path, u64::from(config.prompt_cache_disk_mib) << 20)
             }),
         };

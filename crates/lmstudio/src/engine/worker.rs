@@ -238,7 +238,11 @@ fn new_context<'m>(
     threads: u32,
 ) -> Result<LlamaContext<'m>, String> {
     let ctx_params = context_params(params.context_length, params.parallel, threads)
-        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        .with_flash_attention_policy(if params.flash_attention {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+        } else {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+        })
         .with_offload_kqv(params.offload_kv_cache);
     model.new_context(backend, ctx_params).map_err(|e| e.to_string())
 }
@@ -584,6 +588,7 @@ mod tests {
             threads: 2,
             sliding_window: window as u32,
             offload_kv_cache: true,
+            flash_attention: false,
             reuse_prompts: true,
             prompt_cache_bytes: 0,
             disk_cache: None,

@@ -570,8 +570,10 @@ pub struct LoadConfig {
     /// The GPU device that holds the model (LM Studio's `gpu.mainGpu`): an index among the GPU
     /// devices; set, the model is not split across devices. Default: split across all.
     pub main_gpu: Option<u32>,
-    /// LM Studio's `flashAttention`: only off is taken (flash attention's tiling makes prompt
-    /// rows depend on the batch, and the prefix cache reuses rows only where they do not).
+    /// LM Studio's `flashAttention`. Default off. On, attention skips the cells a sequence does
+    /// not see (faster with several predictions at once: bench/profile.md), but its tiling gives a
+    /// prompt's rows other bits in other chunkings, so no prompt rows are reused: no prefix cache,
+    /// as with layers on a GPU (ARCHITECTURE.md, "Deterministic prefix cache").
     pub flash_attention: Option<bool>,
     /// LM Studio's `offloadKVCacheToGpu`: the KV cache of offloaded layers on the GPU with them.
     /// Default on.
@@ -776,13 +778,6 @@ impl LoadConfig {
             .find(|e| !e.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()))
         {
             return Err(Error::InvalidConfig(format!("rpc worker {bad:?}: expected host:port")));
-        }
-        if self.flash_attention == Some(true) {
-            return Err(Error::InvalidConfig(
-                "flashAttention is not supported: its tiling makes prompt rows depend on the batch, and the \
-                 prefix cache reuses only rows that do not (leave it off)"
-                    .into(),
-            ));
         }
         Ok(())
     }

@@ -245,7 +245,6 @@ fn gpu_settings_without_a_gpu() {
     for (config, says) in [
         (lms::LoadConfig { gpu: Some(lms::GpuOffload::Ratio(0.5)), ..base.clone() }, "no GPU device"),
         (lms::LoadConfig { main_gpu: Some(1), ..base.clone() }, "mainGpu 1"),
-        (lms::LoadConfig { flash_attention: Some(true), ..base.clone() }, "flashAttention"),
     ] {
         match client.load(lms::DEFAULT_MODEL_KEY, &config) {
             Err(lms::Error::InvalidConfig(m)) => assert!(m.contains(says), "{m}"),

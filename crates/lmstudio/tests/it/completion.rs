@@ -478,3 +478,36 @@ fn the_prompt_cache_is_written_through_while_loaded() {
     assert!(warm.stats.cached_prompt_tokens_count.unwrap_or(0) >= 64, "not restored: {:?}", warm.stats);
     client.unload(llm.identifier()).expect("unloads");
 }
+
+/// LM Studio's `flashAttention` is taken: where the model is sure of the text, greedy text is the
+/// same as without it, alone and two predictions at once; no prompt rows are reused (its tiling
+/// gives a prompt's rows other bits in other chunkings: ARCHITECTURE.md), so the same prompt again
+/// is evaluated whole, where the plain engine reuses it.
+#[test]
+fn flash_attention_is_taken_and_reuses_no_prompt_rows() {
+    let config = |fa| lms::LoadConfig {
+        flash_attention: Some(fa),
+        parallel: Some(2),
+        context_length: Some(512),
+        ..Default::default()
+    };
+    let fa = own_model(config(true));
+    let plain = own_model(config(false));
+    let prompt = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,";
+    let first = plain.complete(prompt, exactly(8)).expect("completes");
+    assert!(first.content.starts_with(" 13, 14,"), "{:?}", first.content);
+    for llm in [&fa, &plain] {
+        let cold = llm.complete(prompt, exactly(8)).expect("completes");
+        let again = llm.complete(prompt, exactly(8)).expect("completes");
+        assert_eq!((&cold.content, &again.content), (&first.content, &first.content));
+        let cached = again.stats.cached_prompt_tokens_count.expect("counted");
+        assert_eq!(cached > 0, std::ptr::eq(llm, &plain), "cached {cached}");
+    }
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| fa.complete(prompt, exactly(8)).expect("completes"));
+        let b = s.spawn(|| fa.complete("A, B, C, D, E, F, G,", exactly(6)).expect("completes"));
+        (a.join().expect("thread"), b.join().expect("thread"))
+    });
+    assert_eq!(a.content, first.content);
+    assert!(b.content.starts_with(" H, I,"), "{:?}", b.content);
+}
