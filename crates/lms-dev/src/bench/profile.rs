@@ -121,6 +121,9 @@ const KINDS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Starts one of the servers compared.
+type StartServer<'a> = Box<dyn Fn() -> Result<Server> + 'a>;
+
 fn kind_of(dso: &str, symbol: &str) -> &'static str {
     if dso.contains("kernel") {
         return "the kernel (system calls, page faults, scheduling)";
@@ -152,7 +155,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let mut profiles = Vec::new();
     for &n in &args.clients {
         let fa = ["--flash-attention".to_owned()];
-        let servers: [(&'static str, Box<dyn Fn() -> Result<Server>>); 3] = [
+        let servers: [(&'static str, StartServer<'_>); 3] = [
             ("lms server", Box::new(|| ours(&path, &key, n, args.threads, &[]))),
             ("lms server --flash-attention", Box::new(|| ours(&path, &key, n, args.threads, &fa))),
             ("llama-server", Box::new(|| llama_server(&tool, &path, &key, n, args.threads, &[]))),
