@@ -50,3 +50,41 @@ pub(crate) async fn next(prediction: &mut lmstudio::AsyncPredictionStream, tx: &
         () = tokio::time::sleep(IDLE) => Next::Idle,
     }
 }
+
+/// Loads `model` with `config` as a request loads on demand, handing each progress report to
+/// `report` as it comes; `report` answers false once its client has gone, and so does `gone`
+/// finishing: the wait ends with `None` (the load goes on, and the next request finds the model
+/// loaded). Otherwise the load's result and how long it took, in seconds.
+pub(crate) async fn load_reporting<R, Fut>(
+    client: &lmstudio::Client,
+    model: &str,
+    config: &lmstudio::LoadConfig,
+    mut report: R,
+    gone: impl Future<Output = ()>,
+) -> Option<lmstudio::Result<(lmstudio::Llm, f64)>>
+where
+    R: FnMut(f32) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let on_load: lmstudio::OnLoad = std::sync::Arc::new(move |e| {
+        if let lmstudio::LoadEvent::Progress(p) = e {
+            let _ = tx.send(p);
+        }
+    });
+    let began = std::time::Instant::now();
+    let loading = client.get_or_load_with_async(model, config, &on_load);
+    tokio::pin!(loading, gone);
+    let loaded = loop {
+        tokio::select! {
+            loaded = &mut loading => break loaded,
+            Some(p) = progress.recv() => {
+                if !report(p).await {
+                    return None;
+                }
+            }
+            () = &mut gone => return None,
+        }
+    };
+    Some(loaded.map(|(llm, _)| (llm, began.elapsed().as_secs_f64())))
+}

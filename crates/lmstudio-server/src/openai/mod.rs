@@ -177,36 +177,26 @@ fn loading_sse(state: AppState, ask: Ask) -> Sse<impl futures_util::Stream<Item 
 /// the model loaded).
 async fn load_streamed(state: &AppState, model: &str, tx: &Sender<Event>) -> Option<lmstudio::Llm> {
     let client = state.client();
-    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
-    let on_load: lmstudio::OnLoad = std::sync::Arc::new(move |e| {
-        if let lmstudio::LoadEvent::Progress(p) = e {
-            let _ = progress_tx.send(p);
-        }
-    });
-    let began = std::time::Instant::now();
-    let config = client.default_load_config();
-    let loading = client.get_or_load_with_async(model, &config, &on_load);
-    tokio::pin!(loading);
     let mut last = -1.0_f32;
-    let loaded = loop {
-        tokio::select! {
-            loaded = &mut loading => break loaded,
-            Some(p) = progress.recv() => {
-                // Each whole percent at most once, below 1.0: the last event, with the load's
-                // time, says 1.0 (llama.cpp reports every tensor: hundreds of steps).
-                if p >= last + 0.01 && p < 1.0 {
-                    last = p;
-                    if tx.send(load_event(serde_json::json!({ "progress": p }))).await.is_err() {
-                        return None;
-                    }
-                }
+    // Each whole percent at most once, below 1.0: the last event, with the load's time, says 1.0
+    // (llama.cpp reports every tensor: hundreds of steps).
+    let report = |p: f32| {
+        let event = (p >= last + 0.01 && p < 1.0).then(|| {
+            last = p;
+            load_event(serde_json::json!({ "progress": p }))
+        });
+        let tx = tx.clone();
+        async move {
+            match event {
+                Some(event) => tx.send(event).await.is_ok(),
+                None => true,
             }
-            () = tx.closed() => return None,
         }
     };
-    let end = match loaded {
-        Ok((llm, _)) => {
-            let done = serde_json::json!({ "progress": 1.0, "load_time_seconds": began.elapsed().as_secs_f64() });
+    let config = client.default_load_config();
+    let end = match sse::load_reporting(client, model, &config, report, tx.closed()).await? {
+        Ok((llm, seconds)) => {
+            let done = serde_json::json!({ "progress": 1.0, "load_time_seconds": seconds });
             return tx.send(load_event(done)).await.is_ok().then_some(llm);
         }
         Err(e) => e,

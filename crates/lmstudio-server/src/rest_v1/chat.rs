@@ -438,28 +438,10 @@ where
             return None;
         }
     }
-    let began = Instant::now();
-    let (tx, mut rx) = unbounded_channel();
-    let on_load: lmstudio::OnLoad = Arc::new(move |e| {
-        if let lmstudio::LoadEvent::Progress(p) = e {
-            let _ = tx.send(p);
-        }
-    });
-    let loading = client.get_or_load_with_async(&ask.model, &ask.load, &on_load);
-    tokio::pin!(loading);
-    let loaded = loop {
-        tokio::select! {
-            loaded = &mut loading => break loaded,
-            Some(progress) = rx.recv() => {
-                if !send(StreamEvent::LoadProgress { model_instance_id: instance.clone(), progress }).await {
-                    return None;
-                }
-            }
-        }
-    };
+    let report = |progress| send(StreamEvent::LoadProgress { model_instance_id: instance.clone(), progress });
+    let loaded = sse::load_reporting(client, &ask.model, &ask.load, report, std::future::pending()).await?;
     match loaded {
-        Ok((llm, _)) => {
-            let load_time_seconds = began.elapsed().as_secs_f64();
+        Ok((llm, load_time_seconds)) => {
             let end = StreamEvent::LoadEnd { model_instance_id: llm.identifier().to_owned(), load_time_seconds };
             send(end).await.then_some((llm, Some(load_time_seconds)))
         }
