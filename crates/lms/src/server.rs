@@ -144,6 +144,15 @@ pub fn start(args: ServerArgs) -> Result<()> {
     let web_app = config.web_app;
     let runtime = tokio::runtime::Runtime::new()?;
     let pid_port = std::sync::Mutex::new(None);
+    // Ctrl-C or SIGTERM (service managers, `kill`, `lms server stop`): the same orderly shutdown.
+    // The handlers go in before the pid file and "listening on" are written: whoever reads those
+    // may signal at once, and a signal without a handler would kill the process mid-flight.
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = runtime.enter();
+        signal(SignalKind::interrupt()).and_then(|int| Ok((int, signal(SignalKind::terminate())?))).ok()
+    };
     let served = runtime.block_on(lmstudio_server::serve(
         client,
         config,
@@ -163,20 +172,16 @@ pub fn start(args: ServerArgs) -> Result<()> {
             }
         },
         async {
-            // Ctrl-C or SIGTERM (service managers, `kill`): the same orderly shutdown.
             #[cfg(unix)]
-            {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-                match term.as_mut() {
-                    Ok(term) => {
-                        tokio::select! {
-                            _ = tokio::signal::ctrl_c() => {}
-                            _ = term.recv() => {}
-                        }
+            match signals {
+                Some((mut int, mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
                     }
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
             #[cfg(not(unix))]
