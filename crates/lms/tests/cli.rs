@@ -373,6 +373,33 @@ fn server_stop_ends_the_server_in_order() {
     assert!(!again.status.success(), "nothing left to stop");
 }
 
+/// Issue 32: two engines in one process compute on one thread, so llama.cpp's OpenMP keeps one
+/// team: the engine threads start no OpenMP threads of their own (a thread takes its creator's
+/// name), and the compute thread's team is no larger than the threads asked for. Two teams made
+/// more OpenMP threads than cores, and libgomp then sleeps at its barriers: a third slower.
+#[cfg(target_os = "linux")]
+#[test]
+fn two_engines_compute_on_one_thread() {
+    let server = LmsServer::start(env!("CARGO_BIN_EXE_lms"), 0, &["--parallel", "1", "--threads", "2"], |_| {});
+    for identifier in ["first", "second"] {
+        let out = lms_env(&["load", "gemma-3-270m", "--identifier", identifier], "LMSTUDIO_HOST", &server.addr);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for model in ["first", "second", "first"] {
+        let body = format!(r#"{{"model":"{model}","prompt":"Once upon a time","max_tokens":4,"temperature":0}}"#);
+        let reply: String = post(&server.addr, &body).collect();
+        assert!(reply.contains("text_completion"), "{reply}");
+    }
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .expect("the server's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(count("lms-engine"), 2, "one thread per engine, no OpenMP team of its own: {names:?}");
+    assert!((1..=2).contains(&count("lms-compute")), "one compute thread and its team of 2: {names:?}");
+}
+
 /// `lms runtime ls`: the CPU backend and its device, always; a GPU backend that is not built in
 /// says how to build it.
 #[test]

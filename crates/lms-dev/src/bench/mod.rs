@@ -158,6 +158,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = vec![median(&ours)];
     rows.extend(theirs.iter().map(|t| median(t)));
     let mut md = markdown(&rows, &args);
+    let (two_md, two_rows) = two_models(&store, &model, &args)?;
+    md += &two_md;
     let mut remote_rows = Vec::new();
     if !args.single_stream {
         let (remote_md, rows) = remote_path(&model, &path, &args)?;
@@ -179,11 +181,66 @@ pub fn run(args: BenchArgs) -> Result<()> {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(out.with_extension("md"), &md)?;
-        let json = serde_json::json!({"single_stream": rows, "websocket": remote_rows, "load": load});
+        let json =
+            serde_json::json!({"single_stream": rows, "two_models": two_rows, "websocket": remote_rows, "load": load});
         std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&json)?)?;
         eprintln!("wrote {}.md and .json", out.display());
     }
     Ok(())
+}
+
+#[derive(Serialize, Clone)]
+struct TwoModelsRow {
+    what: String,
+    tg_tok_s: f64,
+}
+
+/// Decode speed of `first` alone, then with a second model (the same file under another
+/// identifier) loaded in the same process and run once, alternating which of the two decodes:
+/// whether one engine's threads slow another's once both have run.
+fn two_models(
+    store: &lmstudio::ModelStore,
+    first: &lmstudio::Llm,
+    args: &BenchArgs,
+) -> Result<(String, Vec<TwoModelsRow>)> {
+    let tg = |model: &lmstudio::Llm, round: usize| -> Result<f64> {
+        let config =
+            lmstudio::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() };
+        let r = model.complete(&format!("{round} Two models: once upon a time"), config)?;
+        Ok(r.stats.tokens_per_second.unwrap_or(f64::NAN))
+    };
+    let mut alone = Vec::new();
+    for round in 0..args.repetitions {
+        alone.push(tg(first, round)?);
+    }
+    let load = lmstudio::LoadConfig {
+        cpu_threads: Some(args.threads),
+        parallel: Some(1),
+        gpu: args.gpu,
+        identifier: Some("bench-second".into()),
+        ..Default::default()
+    };
+    let second = lmstudio::Client::with_store(store.clone()).load(&first.info().path, &load)?;
+    let (mut first_after, mut second_tg) = (Vec::new(), Vec::new());
+    for round in 0..args.repetitions {
+        second_tg.push(tg(&second, round)?);
+        first_after.push(tg(first, round)?);
+    }
+    drop(second);
+    let rows: Vec<TwoModelsRow> = [
+        ("the first model, alone in the process", alone),
+        ("the first model, a second loaded and run", first_after),
+        ("the second model (the same file)", second_tg),
+    ]
+    .into_iter()
+    .map(|(what, v)| TwoModelsRow { what: what.into(), tg_tok_s: percentile(v, 0.5) })
+    .collect();
+    let mut md = format!("\n| two models in one process | tg{} tok/s |\n|---|---|\n", args.gen_tokens);
+    for r in &rows {
+        md += &format!("| {} | {:.1} |\n", r.what, r.tg_tok_s);
+    }
+    md += &format!("| with a second model / alone | {:.2} |\n", rows[1].tg_tok_s / rows[0].tg_tok_s);
+    Ok((md, rows))
 }
 
 /// A prompt of exactly `n` tokens for this model.

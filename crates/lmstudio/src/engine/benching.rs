@@ -79,7 +79,7 @@ pub fn real_logits(model_path: &Path, prompt: &str) -> Result<Vec<Vec<f32>>> {
     for (i, &t) in tokens[..n].iter().enumerate() {
         batch.add(t, i as i32, &[0], true).map_err(|e| Error::Engine(e.to_string()))?;
     }
-    ctx.decode(&mut batch).map_err(|e| Error::Engine(e.to_string()))?;
+    super::compute::decode(&mut ctx, &mut batch).map_err(|e| Error::Engine(e.to_string()))?;
     Ok((0..n as i32).map(|i| ctx.get_logits_ith(i).to_vec()).collect())
 }
 

@@ -190,7 +190,7 @@ impl Drafter<'_> {
                 let _ = batch.add(t, held.len() as i32, &[seq], last);
                 held.push(t);
             }
-            if ctx.decode(batch).is_err() {
+            if super::compute::decode(ctx, batch).is_err() {
                 let _ = ctx.kv_cache_seq_rm(seq, None, None);
                 held.clear();
                 return Vec::new();
@@ -210,7 +210,7 @@ impl Drafter<'_> {
             }
             batch.clear();
             let _ = batch.add(LlamaToken(token), held.len() as i32, &[seq], true);
-            if ctx.decode(batch).is_err() {
+            if super::compute::decode(ctx, batch).is_err() {
                 break;
             }
             held.push(LlamaToken(token));

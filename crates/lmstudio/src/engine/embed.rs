@@ -224,7 +224,7 @@ fn decode(ctx: &mut LlamaContext, group: &[Vec<LlamaToken>]) -> Result<Vec<Vec<f
             batch.add(t, pos as i32, &[seq as i32], true).map_err(|e| failed(&e))?;
         }
     }
-    ctx.decode(&mut batch).map_err(|e| failed(&e))?;
+    super::compute::decode(ctx, &mut batch).map_err(|e| failed(&e))?;
     (0..group.len()).map(|seq| Ok(ctx.embeddings_seq_ith(seq as i32).map_err(|e| failed(&e))?.to_vec())).collect()
 }
 
@@ -240,7 +240,7 @@ fn decode_chunks(ctx: &mut LlamaContext, input: &[LlamaToken], pooling: Pooling)
         for (i, &t) in tokens.iter().enumerate() {
             batch.add(t, (c * chunk + i) as i32, &[0], true).map_err(|e| failed(&e))?;
         }
-        ctx.decode(&mut batch).map_err(|e| failed(&e))?;
+        super::compute::decode(ctx, &mut batch).map_err(|e| failed(&e))?;
         for i in 0..tokens.len() {
             let row = ctx.embeddings_ith(i as i32).map_err(|e| failed(&e))?;
             match pooling {

@@ -6,6 +6,7 @@
 mod backend;
 #[cfg(feature = "benching")]
 pub mod benching;
+mod compute;
 mod disk_cache;
 mod draft;
 pub(crate) mod embed;

@@ -542,7 +542,7 @@ impl Worker<'_> {
 /// Decodes `batch`; on failure the batch's sequences are in an unknown state, so every running
 /// prediction fails and its cache is dropped. Returns whether it succeeded.
 fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) -> bool {
-    let Err(e) = ctx.decode(batch) else { return true };
+    let Err(e) = super::compute::decode(ctx, batch) else { return true };
     for slot in slots.iter_mut() {
         if slot.active.is_some() {
             let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
@@ -574,7 +574,7 @@ mod tests {
             for (i, &t) in tokens[done..done + take].iter().enumerate() {
                 batch.add(t, (done + i) as i32, &[seq], done + i + 1 == tokens.len()).expect("fits");
             }
-            ctx.decode(&mut batch).expect("decodes");
+            crate::engine::compute::decode(ctx, &mut batch).expect("decodes");
             done += take;
         }
         ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
@@ -674,7 +674,7 @@ mod tests {
         for (i, &t) in more.iter().enumerate() {
             batch.add(t, (donor.len() + i) as i32, &[0], false).expect("fits");
         }
-        ctx.decode(&mut batch).expect("decodes");
+        crate::engine::compute::decode(&mut ctx, &mut batch).expect("decodes");
         let copied = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
         assert!(same_bits(&cold, &copied), "cold and on a copied prefix");
     }
