@@ -118,7 +118,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .flat_map(|dir| ["llama-bench", "llama-bench-crate"].map(|b| dir.join(b)))
         .filter(|b| b.exists())
         .collect();
-    let mut theirs = vec![Vec::new(); benches.len()];
+    // Each llama-bench twice: flash attention off (as ours by default) and on (its own default).
+    let mut theirs = vec![Vec::new(); 2 * benches.len()];
     for round in 0..args.repetitions {
         eprintln!("round {}/{}", round + 1, args.repetitions);
         // A different first word each round defeats the prefix cache: every round is cold. The
@@ -151,8 +152,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             prefix_cold_ms: ttft(&cold),
             prefix_warm_ms: ttft(&warm),
         });
-        for (bin, rows) in benches.iter().zip(&mut theirs) {
-            rows.push(llama_bench(bin, &path, &args)?);
+        for (bin, rows) in benches.iter().zip(theirs.chunks_mut(2)) {
+            let [off, on] = llama_bench(bin, &path, &args)?;
+            rows[0].push(off);
+            rows[1].push(on);
         }
     }
     let mut rows = vec![median(&ours)];
@@ -256,7 +259,8 @@ fn prompt_of(model: &lmstudio::Llm, n: usize) -> lmstudio::Result<String> {
     Ok(text)
 }
 
-fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs) -> Result<Row> {
+/// One llama-bench run: its rows with flash attention off and on.
+fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs) -> Result<[Row; 2]> {
     let child = Command::new(bin)
         .args(["-m"])
         .arg(model)
@@ -271,6 +275,8 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
             "1",
             "-ngl",
             if matches!(args.gpu, None | Some(lmstudio::GpuOffload::Off)) { "0" } else { "99" },
+            "-fa",
+            "0,1",
             "-o",
             "json",
         ])
@@ -284,21 +290,23 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
     let peak = watcher.join().unwrap_or(f64::NAN);
     anyhow::ensure!(out.status.success(), "llama-bench failed");
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
-    let mut row = Row {
-        what: bin.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    let name = bin.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let mut rows = [0, 1].map(|fa| Row {
+        what: format!("{name} -fa {fa}"),
         peak_rss_mib: peak,
         ttft_ms: f64::NAN,
         ..Default::default()
-    };
+    });
     for r in runs {
         let ts = r["avg_ts"].as_f64().unwrap_or(f64::NAN);
+        let row = &mut rows[usize::from(r["flash_attn"].as_i64() == Some(1))];
         if r["n_prompt"].as_u64().unwrap_or(0) > 0 {
             row.pp_tok_s = ts;
         } else {
             row.tg_tok_s = ts;
         }
     }
-    Ok(row)
+    Ok(rows)
 }
 
 fn median(rows: &[Row]) -> Row {
@@ -340,7 +348,10 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
         ours.prefix_warm_ms,
         ours.prefix_warm_ms / ours.prefix_cold_ms
     );
-    s += &format!("\n{} threads, median of {} rounds.\n", args.threads, args.repetitions);
+    s += &format!(
+        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs without flash attention (its default: the prefix cache needs it off); llama-bench's `-fa 0` row is the same attention, `-fa 1` its own default on the CPU.\n",
+        args.threads, args.repetitions
+    );
     s
 }
 
