@@ -24,15 +24,20 @@ pub(super) const MIN_SHARED: usize = 32;
 pub(super) const UNDER_WAY: u32 = 8;
 
 /// N-gram speculation: the longest and shortest tail matched against the context, and the most
-/// tokens one draft holds (its length adapts between the bounds to how drafts fare).
+/// tokens one draft holds.
 pub(super) const NGRAM_MAX: usize = 4;
 pub(super) const NGRAM_MIN: usize = 3;
 pub(super) const DRAFT_MAX: usize = 64;
+/// The first n-gram draft's most tokens, before a step's cost has been measured.
 pub(super) const DRAFT_START: usize = 8;
 
 /// Prompt lookup: the tokens that followed the latest earlier occurrence of the last `n` tokens of
-/// `history` (the longest `n` from [`NGRAM_MAX`] down to [`NGRAM_MIN`] that occurs), at most `max`.
-pub(super) fn ngram_draft<T: PartialEq + Copy>(history: &[T], max: usize) -> &[T] {
+/// `history` (the longest `n` from [`NGRAM_MAX`] down to [`NGRAM_MIN`] that occurs), at most `max`,
+/// and how many tokens before that tail also agree with those before the occurrence (at most
+/// [`DRAFT_MAX`]): a long agreement means the text is being copied. Where what followed runs into
+/// the tail itself, the text repeats with the distance between the two as its period, and the
+/// draft goes on around it (a third copy of a paragraph continues past the second's end).
+pub(super) fn ngram_draft<T: PartialEq + Copy>(history: &[T], max: usize) -> (Vec<T>, usize) {
     let len = history.len();
     for n in (NGRAM_MIN..=NGRAM_MAX).rev() {
         if len <= n || max == 0 {
@@ -40,22 +45,112 @@ pub(super) fn ngram_draft<T: PartialEq + Copy>(history: &[T], max: usize) -> &[T
         }
         let tail = &history[len - n..];
         if let Some(start) = (0..len - n).rev().find(|&i| &history[i..i + n] == tail) {
-            return &history[start + n..(start + n + max).min(len)];
+            let depth = (1..=start.min(DRAFT_MAX)).take_while(|&k| history[start - k] == history[len - n - k]).count();
+            let mut draft = history[start + n..(start + n + max).min(len)].to_vec();
+            let period = len - n - start;
+            while draft.len() < max {
+                draft.push(draft[draft.len() - period]);
+            }
+            return (draft, depth);
         }
     }
-    &[]
+    (Vec::new(), 0)
 }
 
-/// The next draft's length: longer after a draft that was wholly accepted, as long as what was
-/// accepted (and one more) after one that was not.
-pub(super) fn next_draft_len(len: usize, drafted: usize, accepted: usize) -> usize {
-    if drafted == 0 {
-        len
-    } else if accepted == drafted {
-        (len * 2).min(DRAFT_MAX)
-    } else {
-        (accepted + 1).clamp(NGRAM_MIN, DRAFT_MAX)
+/// How a slot's n-gram drafts have fared: drafted tokens accepted and rejected, older drafts
+/// counting less ([`Acceptance::DECAY`] per draft), so that the estimate follows the text.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Acceptance {
+    accepted: f64,
+    rejected: f64,
+}
+
+impl Acceptance {
+    /// The weight a draft's outcome keeps after each later draft.
+    const DECAY: f64 = 0.9;
+    /// What is believed before any draft, worth one token of evidence: four of five stand.
+    const PRIOR_ACCEPTED: f64 = 0.8;
+    const PRIOR_REJECTED: f64 = 0.2;
+
+    /// The chance that a drafted token stands (given those before it did), for a draft whose
+    /// match agrees with the context `depth` tokens further back: each counts as a token that stood.
+    pub(super) fn rate(&self, depth: usize) -> f64 {
+        let stood = self.accepted + Self::PRIOR_ACCEPTED + depth as f64;
+        stood / (stood + self.rejected + Self::PRIOR_REJECTED)
     }
+
+    /// Records a draft of `drafted` tokens of which the first `accepted` stood.
+    pub(super) fn record(&mut self, drafted: usize, accepted: usize) {
+        self.accepted = self.accepted * Self::DECAY + accepted as f64;
+        self.rejected = self.rejected * Self::DECAY + f64::from(u8::from(accepted < drafted));
+    }
+
+    /// A chance to draft that was passed up: the evidence fades toward the prior, so that drafts
+    /// are tried again once in a while.
+    pub(super) fn skipped(&mut self) {
+        self.accepted *= Self::DECAY;
+        self.rejected *= Self::DECAY;
+    }
+}
+
+/// What a generation step costs, fitted to the steps so far: seconds for the step itself (the
+/// weights are read once) and per row with logits (the model's arithmetic, the output layer).
+/// Sums decay by [`StepCost::DECAY`] per step, so the fit follows the machine's load.
+#[derive(Default)]
+pub(super) struct StepCost {
+    n: f64,
+    rows: f64,
+    secs: f64,
+    rows_sq: f64,
+    rows_secs: f64,
+}
+
+impl StepCost {
+    const DECAY: f64 = 0.97;
+
+    pub(super) fn record(&mut self, rows: usize, secs: f64) {
+        let x = rows as f64;
+        let d = Self::DECAY;
+        self.n = self.n * d + 1.0;
+        self.rows = self.rows * d + x;
+        self.secs = self.secs * d + secs;
+        self.rows_sq = self.rows_sq * d + x * x;
+        self.rows_secs = self.rows_secs * d + x * secs;
+    }
+
+    /// `(fixed, per_row)` seconds. The slope comes from the steps where their sizes have differed
+    /// enough; else (and where it comes out below it) from `prior_per_row`, what a row's arithmetic
+    /// costs as measured on prompts. `None` before any step.
+    pub(super) fn model(&self, prior_per_row: f64) -> Option<(f64, f64)> {
+        if self.n < 1.0 {
+            return None;
+        }
+        let (mean_x, mean_y) = (self.rows / self.n, self.secs / self.n);
+        let var = self.rows_sq / self.n - mean_x * mean_x;
+        let per_row = if var >= 1.0 { (self.rows_secs / self.n - mean_x * mean_y) / var } else { 0.0 };
+        let per_row = if per_row > 0.0 { per_row } else { prior_per_row };
+        Some(((mean_y - per_row * mean_x).max(0.0), per_row))
+    }
+}
+
+/// The draft length, at most `max`, that makes the most tokens per second of the step: a step of
+/// `rows` rows (this slot's token and the other predictions' among them, each a token) costs
+/// `fixed + per_row * rows` seconds, and each drafted token adds a row and stands with chance `p`
+/// if those before it stood. So drafts are long on text being copied, short or none on text that
+/// is not, and shorter when many predictions share the step (a row then buys less).
+pub(super) fn draft_len(p: f64, fixed: f64, per_row: f64, rows: usize, max: usize) -> usize {
+    let rate = |tokens: f64, d: usize| tokens / (fixed + per_row * (rows + d) as f64);
+    let (mut best, mut best_rate) = (0, rate(rows as f64, 0));
+    let (mut tokens, mut stands) = (rows as f64, 1.0);
+    for d in 1..=max {
+        stands *= p;
+        tokens += stands;
+        let r = rate(tokens, d);
+        if r > best_rate {
+            (best, best_rate) = (d, r);
+        }
+    }
+    best
 }
 
 /// Sizes prompt chunks from measured speed so that running streams keep flowing.
@@ -64,11 +159,24 @@ pub(super) struct Pacer {
     /// Moving averages, 0 until measured: seconds per generation step and per prompt token.
     pub(super) step_secs: f64,
     pub(super) prompt_token_secs: f64,
+    /// Generation steps' cost by their rows, for sizing drafts.
+    pub(super) steps: StepCost,
 }
 
 impl Pacer {
-    pub(super) fn record_step(&mut self, started: Instant) {
-        self.step_secs = moving_average(self.step_secs, started.elapsed().as_secs_f64());
+    /// A generation step of `rows` rows, decoded and sampled since `started`.
+    pub(super) fn record_step(&mut self, rows: usize, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        self.step_secs = moving_average(self.step_secs, secs);
+        self.steps.record(rows, secs);
+    }
+
+    /// `(fixed, per_row)` seconds of a generation step ([`StepCost::model`]); a row's arithmetic
+    /// before steps of different sizes have been seen is a prompt token's times `logits_ratio`
+    /// (a row with logits also runs the output layer). `None` until a prompt and a step were timed.
+    pub(super) fn step_cost(&self, logits_ratio: f64) -> Option<(f64, f64)> {
+        let prior = self.prompt_token_secs * logits_ratio;
+        self.steps.model(prior).filter(|&(_, per_row)| per_row > 0.0)
     }
 
     pub(super) fn record_prompt(&mut self, tokens: usize, started: Instant) {
@@ -208,27 +316,79 @@ mod tests {
 
     #[test]
     fn ngram_drafts_continue_the_latest_earlier_match() {
-        // The tail "1 2 3" occurred at 0, followed by "4 5 1 2 3".
+        // The tail "1 2 3" occurred at 0, followed by "4 5 1 2 3" and, the period being 5, on.
         let h = [1, 2, 3, 4, 5, 1, 2, 3];
-        assert_eq!(ngram_draft(&h, 8), &[4, 5, 1, 2, 3]);
-        assert_eq!(ngram_draft(&h, 2), &[4, 5]);
+        assert_eq!(ngram_draft(&h, 8), (vec![4, 5, 1, 2, 3, 4, 5, 1], 0));
+        assert_eq!(ngram_draft(&h, 2).0, &[4, 5]);
         // The longest tail wins: "9 1 2 3" matches at 0, before the later "1 2 3" at 6 would.
         let h = [9, 1, 2, 3, 7, 8, 1, 2, 3, 5, 9, 1, 2, 3];
-        assert_eq!(ngram_draft(&h, 3), &[7, 8, 1]);
+        assert_eq!(ngram_draft(&h, 3).0, &[7, 8, 1]);
         // Nothing repeats, or too little (two tokens): no draft.
-        assert!(ngram_draft(&[1, 2, 3, 4, 5], 8).is_empty());
-        assert!(ngram_draft(&[1, 2, 7, 1, 2], 8).is_empty());
-        assert!(ngram_draft(&[1, 1, 1], 8).is_empty(), "a tail needs an earlier occurrence");
-        assert!(ngram_draft(&[1, 2, 3, 1, 2, 3], 0).is_empty());
+        assert!(ngram_draft(&[1, 2, 3, 4, 5], 8).0.is_empty());
+        assert!(ngram_draft(&[1, 2, 7, 1, 2], 8).0.is_empty());
+        assert!(ngram_draft(&[1, 1, 1], 8).0.is_empty(), "a tail needs an earlier occurrence");
+        assert!(ngram_draft(&[1, 2, 3, 1, 2, 3], 0).0.is_empty());
     }
 
     #[test]
-    fn draft_length_adapts() {
-        assert_eq!(next_draft_len(8, 8, 8), 16);
-        assert_eq!(next_draft_len(32, 32, 32), DRAFT_MAX);
-        assert_eq!(next_draft_len(DRAFT_MAX, DRAFT_MAX, DRAFT_MAX), DRAFT_MAX, "no longer than the most");
-        assert_eq!(next_draft_len(8, 8, 0), NGRAM_MIN);
-        assert_eq!(next_draft_len(8, 8, 5), 6);
-        assert_eq!(next_draft_len(8, 0, 0), 8, "no draft, no news");
+    fn a_match_that_agrees_further_back_is_deeper() {
+        // "5 6 7 8 | 1 2 3 4" ... "0 6 7 8 | 1 2 3 4": three tokens before the tail agree.
+        let h = [5, 6, 7, 8, 1, 2, 3, 4, 9, 0, 6, 7, 8, 1, 2, 3, 4];
+        assert_eq!(ngram_draft(&h, 8), (vec![9, 0, 6, 7, 8, 1, 2, 3], 3));
+    }
+
+    #[test]
+    fn acceptance_follows_the_drafts() {
+        let mut a = Acceptance::default();
+        let prior = a.rate(0);
+        assert!(a.rate(10) > prior, "a deeper match is likelier to stand");
+        a.record(8, 8);
+        let after_whole = a.rate(0);
+        assert!(after_whole > prior);
+        a.record(8, 0);
+        assert!(a.rate(0) < after_whole, "a rejection lowers it");
+        for _ in 0..20 {
+            a.record(4, 0);
+        }
+        let low = a.rate(0);
+        assert!(low < 0.3, "{low}");
+        for _ in 0..20 {
+            a.skipped();
+        }
+        assert!(a.rate(0) > low, "passed-up drafts let the evidence fade");
+    }
+
+    #[test]
+    fn step_cost_is_fitted_from_steps_of_different_sizes() {
+        let mut cost = StepCost::default();
+        assert!(cost.model(0.001).is_none(), "nothing measured");
+        for _ in 0..10 {
+            cost.record(1, 0.020);
+        }
+        // One size only: the slope is the prior's.
+        let (fixed, per_row) = cost.model(0.004).expect("measured");
+        assert!((per_row - 0.004).abs() < 1e-12 && (fixed - 0.016).abs() < 1e-9, "{fixed} {per_row}");
+        for rows in [1, 5, 9, 17, 33, 1, 9] {
+            cost.record(rows, 0.016 + 0.003 * rows as f64);
+        }
+        let (fixed, per_row) = cost.model(0.010).expect("measured");
+        assert!((per_row - 0.003).abs() < 2e-4, "{per_row}");
+        assert!((fixed - 0.016).abs() < 4e-3, "{fixed}");
+    }
+
+    #[test]
+    fn drafts_are_as_long_as_they_pay() {
+        let (fixed, per_row) = (0.016, 0.004);
+        // Sure drafts: as long as allowed; hopeless ones: none.
+        assert_eq!(draft_len(1.0, fixed, per_row, 1, 40), 40);
+        assert_eq!(draft_len(0.05, fixed, per_row, 1, 40), 0);
+        // Likelier tokens, longer drafts; dearer rows or a fuller step, shorter ones.
+        let d = |p, per_row, rows| draft_len(p, fixed, per_row, rows, DRAFT_MAX);
+        assert!(d(0.8, per_row, 1) < d(0.95, per_row, 1));
+        assert!(d(0.95, per_row, 1) < d(0.99, per_row, 1));
+        assert!(d(0.95, 0.012, 1) < d(0.95, per_row, 1));
+        assert!(d(0.95, per_row, 8) < d(0.95, per_row, 1));
+        assert!(d(0.8, per_row, 1) >= 1, "a likely token is worth a row");
+        assert_eq!(draft_len(1.0, fixed, per_row, 1, 0), 0, "no room");
     }
 }

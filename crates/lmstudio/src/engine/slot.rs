@@ -13,7 +13,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
-use super::rules::{common_prefix, reuse_point, DRAFT_START};
+use super::rules::{common_prefix, reuse_point, Acceptance};
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
@@ -38,6 +38,9 @@ pub(super) struct ModelView<'m> {
     pub(super) window: usize,
     /// Whether prompt rows are kept for reuse (`EngineParams::reuse_prompts`).
     pub(super) reuse: bool,
+    /// A row with logits against one without (a prompt row): the model's arithmetic with the
+    /// output layer over that without it, from the parameter counts.
+    pub(super) logits_ratio: f64,
     pub(super) info: &'m ModelInfo,
 }
 
@@ -53,7 +56,10 @@ impl<'m> ModelView<'m> {
             })
             .collect();
         let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
-        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse: params.reuse_prompts, info }
+        // The output layer: vocabulary by embedding width; the rest is what every row computes.
+        let output = f64::from(model.n_vocab()) * f64::from(model.n_embd());
+        let logits_ratio = model.n_params() as f64 / (model.n_params() as f64 - output).max(output / 4.0);
+        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse: params.reuse_prompts, logits_ratio, info }
     }
 
     /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
@@ -113,8 +119,8 @@ pub(super) struct Active {
 pub(super) struct Drafts {
     /// The draft model, or `None` for drafts from the context (n-grams).
     pub(super) model: Option<(Arc<DraftModel>, DraftRule)>,
-    /// The next n-gram draft's most tokens.
-    pub(super) len: usize,
+    /// How n-gram drafts have fared, for sizing the next.
+    pub(super) acceptance: Acceptance,
     pub(super) stats: DraftStats,
 }
 
@@ -126,7 +132,11 @@ impl Drafts {
             None if job.config.ngram_speculation => "ngram".into(),
             None => return None,
         };
-        Some(Self { model, len: DRAFT_START, stats: DraftStats { used_draft_model_key: key, ..Default::default() } })
+        Some(Self {
+            model,
+            acceptance: Acceptance::default(),
+            stats: DraftStats { used_draft_model_key: key, ..Default::default() },
+        })
     }
 }
 

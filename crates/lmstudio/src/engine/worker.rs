@@ -30,8 +30,8 @@ use super::disk_cache::DiskCache;
 use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
 use super::rules::{
-    chunk_len, common_prefix, next_draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK,
-    MIN_SHARED, ROW_GROUP, UNDER_WAY,
+    chunk_len, common_prefix, draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, DRAFT_MAX, DRAFT_START,
+    MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY,
 };
 use super::slot::{end_unstarted, ModelView, Slot};
 use crate::types::error::Error;
@@ -346,6 +346,12 @@ impl Worker<'_> {
                 return false;
             }
             pacer.record_prompt(take, started);
+            tracing::debug!(
+                seq = slots[i].seq,
+                tokens = take,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "evaluated a prompt chunk"
+            );
             budget -= take;
             let slot = &mut slots[i];
             let Some(a) = slot.active.as_mut() else { continue };
@@ -467,6 +473,9 @@ impl Worker<'_> {
         let Self { ctx, view: model, batch, slots, pacer, .. } = self;
         batch.clear();
         let generating = slots.iter().filter(|s| s.active.as_ref().is_some_and(|a| a.next.is_some())).count();
+        let cost = pacer.step_cost(model.logits_ratio);
+        // The step's rows so far: a token for each generating slot, and the drafts chosen.
+        let mut rows = generating;
         let mut sampling = Vec::new();
         for (i, slot) in slots.iter_mut().enumerate() {
             let Some(a) = slot.active.as_mut() else { continue };
@@ -485,9 +494,36 @@ impl Worker<'_> {
                     .min((BATCH as usize).saturating_sub(batch.n_tokens() as usize + generating))
                     .min(left.saturating_sub(1));
                 draft = match &d.model {
-                    None => ngram_draft(&slot.cached, d.len.min(room)).to_vec(),
+                    None => {
+                        let (mut found, depth) = ngram_draft(&slot.cached, room.min(DRAFT_MAX));
+                        let len = match cost {
+                            Some((fixed, per_row)) => {
+                                let p = d.acceptance.rate(depth);
+                                let len = draft_len(p, fixed, per_row, rows, found.len());
+                                tracing::debug!(
+                                    p,
+                                    depth,
+                                    fixed,
+                                    per_row,
+                                    rows,
+                                    found = found.len(),
+                                    len,
+                                    "sized a draft"
+                                );
+                                len
+                            }
+                            // Before a step was timed: a short draft, to learn from.
+                            None => found.len().min(DRAFT_START),
+                        };
+                        if len == 0 && !found.is_empty() {
+                            d.acceptance.skipped();
+                        }
+                        found.truncate(len);
+                        found
+                    }
                     Some((m, rule)) => m.draft(slot.seq, &slot.cached, room, *rule),
                 };
+                rows += draft.len();
                 d.stats.total_draft_tokens_count += draft.len() as u64;
                 for (j, &t) in draft.iter().enumerate() {
                     let _ = batch.add(t, (pos + 1 + j) as i32, &[slot.seq], true);
@@ -499,6 +535,7 @@ impl Worker<'_> {
             return;
         }
         let started = Instant::now();
+        let rows = batch.n_tokens() as usize;
         if !decode(ctx, batch, slots) {
             return;
         }
@@ -514,12 +551,12 @@ impl Worker<'_> {
             while let Some(a) = slot.active.as_mut() {
                 let Some(d) = a.drafts.as_mut() else { break };
                 if accepted == draft.len() {
-                    d.len = next_draft_len(d.len, draft.len(), accepted);
+                    d.acceptance.record(draft.len(), accepted);
                     break;
                 }
                 if a.next != Some(draft[accepted]) {
                     d.stats.rejected_draft_tokens_count += 1;
-                    d.len = next_draft_len(d.len, draft.len(), accepted);
+                    d.acceptance.record(draft.len(), accepted);
                     break;
                 }
                 d.stats.accepted_draft_tokens_count += 1;
@@ -535,7 +572,7 @@ impl Worker<'_> {
                 slot.fail(Error::Engine("could not drop a rejected draft from the KV cache".into()));
             }
         }
-        pacer.record_step(started);
+        pacer.record_step(rows, started);
     }
 }
 
