@@ -93,43 +93,25 @@ impl Acceptance {
     }
 }
 
-/// What a generation step costs, fitted to the steps so far: seconds for the step itself (the
-/// weights are read once) and per row with logits (the model's arithmetic, the output layer).
-/// Sums decay by [`StepCost::DECAY`] per step, so the fit follows the machine's load.
+/// What a generation step costs beyond its rows: a row with logits costs what a prompt row does
+/// times the output layer's share (`ModelView::logits_ratio`: known from the parameter counts,
+/// measured on prompts, which run in large chunks); the rest of a step's time is its fixed part
+/// (reading the weights), a moving average, at least a row's. Both come from this machine's own
+/// timings, and a machine under load slows them alike, so their ratio, which sizes drafts, holds.
 #[derive(Default)]
 pub(super) struct StepCost {
-    n: f64,
-    rows: f64,
-    secs: f64,
-    rows_sq: f64,
-    rows_secs: f64,
+    /// Seconds, 0 until a step was measured.
+    fixed: f64,
 }
 
 impl StepCost {
-    const DECAY: f64 = 0.97;
-
-    pub(super) fn record(&mut self, rows: usize, secs: f64) {
-        let x = rows as f64;
-        let d = Self::DECAY;
-        self.n = self.n * d + 1.0;
-        self.rows = self.rows * d + x;
-        self.secs = self.secs * d + secs;
-        self.rows_sq = self.rows_sq * d + x * x;
-        self.rows_secs = self.rows_secs * d + x * secs;
+    pub(super) fn record(&mut self, rows: usize, secs: f64, per_row: f64) {
+        self.fixed = moving_average(self.fixed, (secs - per_row * rows as f64).max(per_row));
     }
 
-    /// `(fixed, per_row)` seconds. The slope comes from the steps where their sizes have differed
-    /// enough; else (and where it comes out below it) from `prior_per_row`, what a row's arithmetic
-    /// costs as measured on prompts. `None` before any step.
-    pub(super) fn model(&self, prior_per_row: f64) -> Option<(f64, f64)> {
-        if self.n < 1.0 {
-            return None;
-        }
-        let (mean_x, mean_y) = (self.rows / self.n, self.secs / self.n);
-        let var = self.rows_sq / self.n - mean_x * mean_x;
-        let per_row = if var >= 1.0 { (self.rows_secs / self.n - mean_x * mean_y) / var } else { 0.0 };
-        let per_row = if per_row > 0.0 { per_row } else { prior_per_row };
-        Some(((mean_y - per_row * mean_x).max(0.0), per_row))
+    /// `(fixed, per_row)` seconds; `None` until a step and a prompt row were timed.
+    pub(super) fn model(&self, per_row: f64) -> Option<(f64, f64)> {
+        (self.fixed > 0.0 && per_row > 0.0).then_some((self.fixed, per_row))
     }
 }
 
@@ -164,19 +146,17 @@ pub(super) struct Pacer {
 }
 
 impl Pacer {
-    /// A generation step of `rows` rows, decoded and sampled since `started`.
-    pub(super) fn record_step(&mut self, rows: usize, started: Instant) {
+    /// A generation step of `rows` rows, decoded and sampled since `started`, for a model whose
+    /// rows with logits cost `logits_ratio` prompt rows.
+    pub(super) fn record_step(&mut self, rows: usize, started: Instant, logits_ratio: f64) {
         let secs = started.elapsed().as_secs_f64();
         self.step_secs = moving_average(self.step_secs, secs);
-        self.steps.record(rows, secs);
+        self.steps.record(rows, secs, self.prompt_token_secs * logits_ratio);
     }
 
-    /// `(fixed, per_row)` seconds of a generation step ([`StepCost::model`]); a row's arithmetic
-    /// before steps of different sizes have been seen is a prompt token's times `logits_ratio`
-    /// (a row with logits also runs the output layer). `None` until a prompt and a step were timed.
+    /// `(fixed, per_row)` seconds of a generation step ([`StepCost`]).
     pub(super) fn step_cost(&self, logits_ratio: f64) -> Option<(f64, f64)> {
-        let prior = self.prompt_token_secs * logits_ratio;
-        self.steps.model(prior).filter(|&(_, per_row)| per_row > 0.0)
+        self.steps.model(self.prompt_token_secs * logits_ratio)
     }
 
     pub(super) fn record_prompt(&mut self, tokens: usize, started: Instant) {
@@ -359,21 +339,19 @@ mod tests {
     }
 
     #[test]
-    fn step_cost_is_fitted_from_steps_of_different_sizes() {
+    fn a_steps_fixed_cost_is_what_its_rows_do_not_explain() {
         let mut cost = StepCost::default();
-        assert!(cost.model(0.001).is_none(), "nothing measured");
-        for _ in 0..10 {
-            cost.record(1, 0.020);
+        assert!(cost.model(0.004).is_none(), "nothing measured");
+        for rows in [1, 9, 33, 1, 5] {
+            cost.record(rows, 0.016 + 0.004 * rows as f64, 0.004);
         }
-        // One size only: the slope is the prior's.
         let (fixed, per_row) = cost.model(0.004).expect("measured");
-        assert!((per_row - 0.004).abs() < 1e-12 && (fixed - 0.016).abs() < 1e-9, "{fixed} {per_row}");
-        for rows in [1, 5, 9, 17, 33, 1, 9] {
-            cost.record(rows, 0.016 + 0.003 * rows as f64);
-        }
-        let (fixed, per_row) = cost.model(0.010).expect("measured");
-        assert!((per_row - 0.003).abs() < 2e-4, "{per_row}");
-        assert!((fixed - 0.016).abs() < 4e-3, "{fixed}");
+        assert!((fixed - 0.016).abs() < 1e-9 && per_row == 0.004, "{fixed} {per_row}");
+        assert!(cost.model(0.0).is_none(), "no prompt row timed");
+        // Steps faster than their rows would be (a row's cost overestimated): at least a row.
+        let mut cost = StepCost::default();
+        cost.record(10, 0.010, 0.004);
+        assert_eq!(cost.model(0.004), Some((0.004, 0.004)));
     }
 
     #[test]

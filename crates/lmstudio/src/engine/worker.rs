@@ -572,7 +572,7 @@ impl Worker<'_> {
                 slot.fail(Error::Engine("could not drop a rejected draft from the KV cache".into()));
             }
         }
-        pacer.record_step(rows, started);
+        pacer.record_step(rows, started, model.logits_ratio);
     }
 }
 
