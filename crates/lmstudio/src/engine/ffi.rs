@@ -117,3 +117,16 @@ unsafe extern "C" fn on_abort(message: *const c_char) {
     // stderr may be closed: nothing more to do then.
     let _ = writeln!(std::io::stderr(), "lms: {what}: {}", message.trim_end());
 }
+
+unsafe extern "C" {
+    fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Has `f` run when the process exits (C's `atexit`): before the static destructors of what was
+/// set up earlier (llama.cpp's backends, once a model is loaded), as handlers run in reverse.
+/// Returns whether it was registered.
+pub(super) fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: `f` is a function without arguments and with C's calling convention, as `atexit`
+    // takes; a function lives as long as the process.
+    unsafe { atexit(f) == 0 }
+}
