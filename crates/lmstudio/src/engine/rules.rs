@@ -28,7 +28,7 @@ pub(super) const UNDER_WAY: u32 = 8;
 pub(super) const NGRAM_MAX: usize = 4;
 pub(super) const NGRAM_MIN: usize = 3;
 pub(super) const DRAFT_MAX: usize = 64;
-/// The first n-gram draft's most tokens, before a step's cost has been measured.
+/// The first n-gram draft's most tokens ([`next_draft_len`] adapts it).
 pub(super) const DRAFT_START: usize = 8;
 
 /// Prompt lookup: the tokens that followed the latest earlier occurrence of the last `n` tokens of
@@ -55,6 +55,19 @@ pub(super) fn ngram_draft<T: PartialEq + Copy>(history: &[T], max: usize) -> (Ve
         }
     }
     (Vec::new(), 0)
+}
+
+/// The next draft's most tokens as drafts fare: twice as many after a draft that was wholly
+/// accepted, as many as were accepted (and one more) after one that was not. [`draft_len`] may
+/// cut it where a row no longer pays.
+pub(super) fn next_draft_len(len: usize, drafted: usize, accepted: usize) -> usize {
+    if drafted == 0 {
+        len
+    } else if accepted == drafted {
+        (len * 2).min(DRAFT_MAX)
+    } else {
+        (accepted + 1).clamp(NGRAM_MIN, DRAFT_MAX)
+    }
 }
 
 /// How a slot's n-gram drafts have fared: drafted tokens accepted and rejected, older drafts
@@ -308,6 +321,16 @@ mod tests {
         assert!(ngram_draft(&[1, 2, 7, 1, 2], 8).0.is_empty());
         assert!(ngram_draft(&[1, 1, 1], 8).0.is_empty(), "a tail needs an earlier occurrence");
         assert!(ngram_draft(&[1, 2, 3, 1, 2, 3], 0).0.is_empty());
+    }
+
+    #[test]
+    fn draft_length_adapts() {
+        assert_eq!(next_draft_len(8, 8, 8), 16);
+        assert_eq!(next_draft_len(32, 32, 32), DRAFT_MAX);
+        assert_eq!(next_draft_len(DRAFT_MAX, DRAFT_MAX, DRAFT_MAX), DRAFT_MAX, "no longer than the most");
+        assert_eq!(next_draft_len(8, 8, 0), NGRAM_MIN);
+        assert_eq!(next_draft_len(8, 8, 5), 6);
+        assert_eq!(next_draft_len(8, 0, 0), 8, "no draft, no news");
     }
 
     #[test]

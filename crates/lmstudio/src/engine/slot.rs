@@ -13,7 +13,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
-use super::rules::{common_prefix, reuse_point, Acceptance};
+use super::rules::{common_prefix, reuse_point, Acceptance, DRAFT_START};
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
@@ -119,7 +119,9 @@ pub(super) struct Active {
 pub(super) struct Drafts {
     /// The draft model, or `None` for drafts from the context (n-grams).
     pub(super) model: Option<(Arc<DraftModel>, DraftRule)>,
-    /// How n-gram drafts have fared, for sizing the next.
+    /// The next n-gram draft's most tokens, as drafts have fared (`rules::next_draft_len`).
+    pub(super) len: usize,
+    /// How n-gram drafts have fared, for what a drafted row is worth (`rules::draft_len`).
     pub(super) acceptance: Acceptance,
     pub(super) stats: DraftStats,
 }
@@ -134,6 +136,7 @@ impl Drafts {
         };
         Some(Self {
             model,
+            len: DRAFT_START,
             acceptance: Acceptance::default(),
             stats: DraftStats { used_draft_model_key: key, ..Default::default() },
         })

@@ -30,8 +30,8 @@ use super::disk_cache::DiskCache;
 use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
 use super::rules::{
-    chunk_len, common_prefix, draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, DRAFT_MAX, DRAFT_START,
-    MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY,
+    chunk_len, common_prefix, draft_len, next_draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK,
+    MIN_SHARED, ROW_GROUP, UNDER_WAY,
 };
 use super::slot::{end_unstarted, ModelView, Slot};
 use crate::types::error::Error;
@@ -495,7 +495,8 @@ impl Worker<'_> {
                     .min(left.saturating_sub(1));
                 draft = match &d.model {
                     None => {
-                        let (mut found, depth) = ngram_draft(&slot.cached, room.min(DRAFT_MAX));
+                        // As long as drafts have fared, cut where a row no longer pays.
+                        let (mut found, depth) = ngram_draft(&slot.cached, d.len.min(room));
                         let len = match cost {
                             Some((fixed, per_row)) => {
                                 let p = d.acceptance.rate(depth);
@@ -512,8 +513,7 @@ impl Worker<'_> {
                                 );
                                 len
                             }
-                            // Before a step was timed: a short draft, to learn from.
-                            None => found.len().min(DRAFT_START),
+                            None => found.len(),
                         };
                         if len == 0 && !found.is_empty() {
                             d.acceptance.skipped();
@@ -552,11 +552,13 @@ impl Worker<'_> {
                 let Some(d) = a.drafts.as_mut() else { break };
                 if accepted == draft.len() {
                     d.acceptance.record(draft.len(), accepted);
+                    d.len = next_draft_len(d.len, draft.len(), accepted);
                     break;
                 }
                 if a.next != Some(draft[accepted]) {
                     d.stats.rejected_draft_tokens_count += 1;
                     d.acceptance.record(draft.len(), accepted);
+                    d.len = next_draft_len(d.len, draft.len(), accepted);
                     break;
                 }
                 d.stats.accepted_draft_tokens_count += 1;
