@@ -535,7 +535,6 @@ impl Worker<'_> {
             return;
         }
         let started = Instant::now();
-        let rows = batch.n_tokens() as usize;
         if !decode(ctx, batch, slots) {
             return;
         }
