@@ -118,7 +118,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .flat_map(|dir| ["llama-bench", "llama-bench-crate"].map(|b| dir.join(b)))
         .filter(|b| b.exists())
         .collect();
-    // Each llama-bench twice: flash attention off (as ours by default) and on (its own default).
+    // Each llama-bench twice: flash attention off and on (its own default on the CPU, and ours).
     let mut theirs = vec![Vec::new(); 2 * benches.len()];
     for round in 0..args.repetitions {
         eprintln!("round {}/{}", round + 1, args.repetitions);
@@ -349,7 +349,7 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
         ours.prefix_warm_ms / ours.prefix_cold_ms
     );
     s += &format!(
-        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs without flash attention (its default: the prefix cache needs it off); llama-bench's `-fa 0` row is the same attention, `-fa 1` its own default on the CPU.\n",
+        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with flash attention (its default on the CPU), as llama-bench's `-fa 1` rows (its own default there); the `-fa 0` rows are the other attention.\n",
         args.threads, args.repetitions
     );
     s

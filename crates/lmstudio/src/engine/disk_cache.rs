@@ -42,14 +42,18 @@ pub(crate) struct DiskCache {
 }
 
 impl DiskCache {
-    /// The folder for the model file at `model` under `root`; `None` when the file cannot be read.
-    pub(crate) fn for_model(root: &Path, model: &Path, budget: u64) -> Option<Self> {
+    /// The folder for the model file at `model` under `root`, run with flash attention or without
+    /// (the KV cache's layout differs); `None` when the file cannot be read.
+    pub(crate) fn for_model(root: &Path, model: &Path, flash_attention: bool, budget: u64) -> Option<Self> {
         let meta = std::fs::metadata(model).ok()?;
         let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
         let mut hasher = Sha256::new();
         hasher.update(meta.len().to_le_bytes());
         hasher.update(modified.to_le_bytes());
         std::io::copy(&mut std::fs::File::open(model).ok()?.take(IDENTITY_BYTES), &mut hasher).ok()?;
+        if flash_attention {
+            hasher.update(b"flash attention");
+        }
         Some(Self { dir: root.join(&hex(&hasher.finalize())[..24]), budget })
     }
 

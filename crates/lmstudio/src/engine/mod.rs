@@ -227,9 +227,11 @@ impl Engine {
         info.num_gpu_layers = Some(gpu_layers);
         let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
-        let flash_attention = config.flash_attention.unwrap_or(false);
+        // On by default on the CPU (faster decoding, and its tiles keep prompt rows batch-invariant
+        // from 64 rows, `rules::MIN_CHUNK`); off by default with layers on a GPU.
+        let flash_attention = config.flash_attention.unwrap_or(gpu_layers == 0);
         // Prompt rows are reused only where they have the same bits in any chunking.
-        let reuse_prompts = gpu_layers == 0 && !flash_attention;
+        let reuse_prompts = gpu_layers == 0;
         let params = EngineParams {
             context_length,
             parallel: config.parallel(),
@@ -240,7 +242,8 @@ impl Engine {
             reuse_prompts,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
             disk_cache: config.prompt_cache_dir.as_deref().filter(|_| reuse_prompts).and_then(|dir| {
-                disk_cache::DiskCache::for_model(dir, path, u64::from(config.prompt_cache_disk_mib) << 20)
+                let budget = u64::from(config.prompt_cache_disk_mib) << 20;
+                disk_cache::DiskCache::for_model(dir, path, flash_attention, budget)
             }),
         };
         let shared = Arc::new(Shared {

@@ -7,8 +7,10 @@ use std::time::Instant;
 pub(super) const BATCH: u32 = 512;
 /// Prompt chunks start at positions divisible by this (the row group of llama.cpp's repacked kernels).
 pub(super) const ROW_GROUP: usize = 4;
-/// Prompt chunks hold at least this many tokens (below it llama.cpp picks other matrix kernels).
-pub(super) const MIN_CHUNK: usize = 8;
+/// Prompt chunks hold at least this many tokens: below 8 rows llama.cpp picks other matrix kernels,
+/// and below 64 query rows of a sequence its CPU flash attention takes a one-row path (Q rounded to
+/// F16) instead of its 64-row tiles; from 64 on, a row's bits do not depend on its chunk.
+pub(super) const MIN_CHUNK: usize = 64;
 /// While other predictions are generating, a new prompt is evaluated in chunks of at most this many
 /// tokens per step, so running streams never stall for a whole long prompt.
 pub(super) const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
@@ -182,9 +184,9 @@ impl Pacer {
         if self.step_secs == 0.0 || self.prompt_token_secs == 0.0 {
             return PROMPT_CHUNK_WHILE_GENERATING;
         }
-        // Two minimum chunks at least, so that `chunk_len` always makes progress.
+        // A minimum chunk at least, so that `chunk_len` always makes progress.
         let fits = (self.step_secs * STALL_ALLOWANCE / self.prompt_token_secs) as usize;
-        fits.clamp(2 * MIN_CHUNK, PROMPT_CHUNK_WHILE_GENERATING)
+        fits.clamp(MIN_CHUNK, PROMPT_CHUNK_WHILE_GENERATING)
     }
 }
 
@@ -230,12 +232,22 @@ pub(super) fn save_point(reusable: usize, window: usize) -> usize {
 }
 
 /// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
-/// them if they fit, else a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] (0: wait).
+/// them if they fit, else a multiple of [`ROW_GROUP`] of at least [`MIN_CHUNK`] that leaves at
+/// least [`MIN_CHUNK`]; where no such split is left (under two minimum chunks), all of them even
+/// past the budget; 0 (wait) when the budget holds no minimum chunk.
 pub(super) fn chunk_len(remaining: usize, budget: usize) -> usize {
     if remaining <= budget {
         return remaining;
     }
-    budget.min(remaining.saturating_sub(MIN_CHUNK)) / ROW_GROUP * ROW_GROUP
+    if budget < MIN_CHUNK {
+        return 0;
+    }
+    let take = budget.min(remaining - MIN_CHUNK) / ROW_GROUP * ROW_GROUP;
+    if take < MIN_CHUNK {
+        remaining
+    } else {
+        take
+    }
 }
 
 /// How many leading tokens `a` and `b` have in common.
@@ -249,16 +261,17 @@ mod tests {
 
     /// Every chunk plan that `chunk_len` makes keeps the invariance rules: non-final chunks are whole
     /// row groups, every chunk of a prompt of at least MIN_CHUNK tokens holds at least MIN_CHUNK, and
-    /// any budget the pacer gives makes progress.
+    /// any budget the pacer gives makes progress, past it only by less than a minimum chunk.
     #[test]
     fn chunk_plans_keep_the_rules() {
         for start in (0..40).step_by(ROW_GROUP) {
-            for len in start + MIN_CHUNK..start + 300 {
-                for budget in [2 * MIN_CHUNK, 17, 50, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
+            for len in start + MIN_CHUNK..start + 600 {
+                for budget in [MIN_CHUNK, MIN_CHUNK + 17, 101, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
                     let mut done = start;
                     while done < len {
                         let take = chunk_len(len - done, budget);
-                        assert!(take > 0 && take <= budget, "stuck at {done} of {len} with {budget}");
+                        assert!(take > 0 && take < budget + MIN_CHUNK, "stuck at {done} of {len} with {budget}");
+                        assert!(take <= budget || done + take == len, "{take} at {done} of {len} with {budget}");
                         assert!(take >= MIN_CHUNK, "{take} at {done} of {len}");
                         if done + take < len {
                             assert_eq!(take % ROW_GROUP, 0, "{take} at {done} of {len}");
@@ -298,11 +311,12 @@ mod tests {
     fn pacer_keeps_chunks_within_bounds() {
         let mut pacer = Pacer::default();
         assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING, "unmeasured");
-        pacer.step_secs = 0.050;
+        pacer.step_secs = 0.125;
         pacer.prompt_token_secs = 0.001;
-        assert_eq!(pacer.budget(), 40, "0.8 of a step's time");
+        assert_eq!(pacer.budget(), 100, "0.8 of a step's time");
         pacer.prompt_token_secs = 0.1;
-        assert_eq!(pacer.budget(), 2 * MIN_CHUNK, "never below two minimum chunks");
+        assert_eq!(pacer.budget(), MIN_CHUNK, "never below a minimum chunk");
+        assert_eq!(chunk_len(1000, MIN_CHUNK - 1), 0, "a budget below a minimum chunk waits");
         pacer.prompt_token_secs = 0.000_001;
         assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
     }

@@ -5,11 +5,11 @@
 //! that slot stops at once and is free for the next prediction.
 //!
 //! Prompt rows are batch invariant. llama.cpp's CPU kernels give a row of a batch bitwise the same
-//! result whatever else is in the batch only when the batch holds at least [`MIN_CHUNK`] rows and the
-//! row is not in the last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights);
-//! flash attention's tiling is not invariant at all, so it is off. Prompt chunks therefore start at
-//! positions divisible by [`ROW_GROUP`], hold at least [`MIN_CHUNK`] tokens, and are decoded alone;
-//! a cached prefix is reused only where it was computed that way. The same prompt then gives the
+//! result whatever else is in the batch only when the batch holds at least [`MIN_CHUNK`] rows of
+//! the sequence (flash attention's 64-row tiles; matrix kernels need 8) and the row is not in the
+//! last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights). Prompt chunks
+//! therefore start at positions divisible by [`ROW_GROUP`], hold at least [`MIN_CHUNK`] tokens, and
+//! are decoded alone; a cached prefix is reused only where it was computed that way. The same prompt then gives the
 //! same logits cold, from the cache, or in another slot (tests/it/completion.rs checks the text).
 //!
 //! The rules themselves (chunk lengths, reuse points, pacing) are in `rules`, one slot's life in
@@ -337,7 +337,7 @@ impl Worker<'_> {
             batch.clear();
             for (j, &token) in a.job.tokens[a.prompt_done..a.prompt_done + take].iter().enumerate() {
                 let last = a.prompt_done + j + 1 == prompt_len;
-                // Capacity is BATCH and `take` never exceeds the budget.
+                // Capacity is BATCH; a chunk past its budget is under two minimum chunks.
                 let _ = batch.add(token, slot.cached.len() as i32, &[slot.seq], last);
                 slot.cached.push(token);
             }
@@ -352,7 +352,7 @@ impl Worker<'_> {
                 ms = started.elapsed().as_secs_f64() * 1e3,
                 "evaluated a prompt chunk"
             );
-            budget -= take;
+            budget = budget.saturating_sub(take);
             let slot = &mut slots[i];
             let Some(a) = slot.active.as_mut() else { continue };
             a.prompt_done += take;
@@ -618,15 +618,18 @@ mod tests {
         ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
     }
 
+    /// Both attention paths the engine runs on the CPU (flash attention off and on, its default).
+    const ATTENTION: [bool; 2] = [false, true];
+
     /// A context on the default model with `parallel` slots of `context_length` cells, 2 threads.
-    fn test_context(context_length: u32, parallel: u32, window: usize) -> LlamaContext<'static> {
+    fn test_context(context_length: u32, parallel: u32, window: usize, flash_attention: bool) -> LlamaContext<'static> {
         let params = EngineParams {
             context_length,
             parallel,
             threads: 2,
             sliding_window: window as u32,
             offload_kv_cache: true,
-            flash_attention: false,
+            flash_attention,
             reuse_prompts: true,
             prompt_cache_bytes: 0,
             disk_cache: None,
@@ -654,39 +657,44 @@ mod tests {
     }
 
     /// The kernel property the prefix cache relies on: however a prompt is chunked and whatever
-    /// prefix the cache held, its logits are bitwise the same.
+    /// prefix the cache held, its logits are bitwise the same, with flash attention and without.
     #[test]
     fn prompt_logits_do_not_depend_on_chunking_or_cache() {
-        let mut ctx = test_context(1024, 1, 0);
-        let text = HARBOUR.repeat(4);
-        let other = tokenize(&format!("{text}Nobody on the quay said a word"));
-        for ending in ["The", "The old", "The old man", "The old man who"] {
-            let prompt = tokenize(&format!("{text}{ending}"));
-            ctx.clear_kv_cache();
-            let cold = evaluate(&mut ctx, &prompt, 0, BATCH as usize);
-            // The same prompt from the cache, in smaller chunks.
-            let from = reuse_point(prompt.len() / ROW_GROUP * ROW_GROUP, prompt.len());
-            ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
-            let again = evaluate(&mut ctx, &prompt, from, PROMPT_CHUNK_WHILE_GENERATING);
-            // On the prefix another prompt left.
-            ctx.clear_kv_cache();
-            evaluate(&mut ctx, &other, 0, PROMPT_CHUNK_WHILE_GENERATING);
-            let reusable = other.len() / ROW_GROUP * ROW_GROUP;
-            let from = reuse_point(common_prefix(&other[..reusable], &prompt), prompt.len());
-            assert!(from > 50, "the prefix is shared");
-            ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
-            let on_prefix = evaluate(&mut ctx, &prompt, from, BATCH as usize);
-            assert!(same_bits(&cold, &again), "{ending:?}: cold and from the cache");
-            assert!(same_bits(&cold, &on_prefix), "{ending:?}: cold and on another prompt's prefix");
+        for fa in ATTENTION {
+            let mut ctx = test_context(1024, 1, 0, fa);
+            let text = HARBOUR.repeat(8);
+            let other = tokenize(&format!("{text}Nobody on the quay said a word"));
+            for ending in ["The", "The old", "The old man", "The old man who"] {
+                let prompt = tokenize(&format!("{text}{ending}"));
+                ctx.clear_kv_cache();
+                let cold = evaluate(&mut ctx, &prompt, 0, BATCH as usize);
+                // The same prompt from the cache, in smaller chunks.
+                let from = reuse_point(prompt.len() / ROW_GROUP * ROW_GROUP, prompt.len());
+                ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
+                let again = evaluate(&mut ctx, &prompt, from, PROMPT_CHUNK_WHILE_GENERATING);
+                // On the prefix another prompt left.
+                ctx.clear_kv_cache();
+                evaluate(&mut ctx, &other, 0, PROMPT_CHUNK_WHILE_GENERATING);
+                let reusable = other.len() / ROW_GROUP * ROW_GROUP;
+                let from = reuse_point(common_prefix(&other[..reusable], &prompt), prompt.len());
+                assert!(from > 50, "the prefix is shared");
+                ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
+                let on_prefix = evaluate(&mut ctx, &prompt, from, BATCH as usize);
+                assert!(same_bits(&cold, &again), "{ending:?}, flash attention {fa}: cold and from the cache");
+                assert!(
+                    same_bits(&cold, &on_prefix),
+                    "{ending:?}, flash attention {fa}: cold and on another prompt's prefix"
+                );
+            }
         }
     }
 
     /// A context with two slots, a donor prompt, a prompt that shares its prefix, and that prompt's
     /// logits computed cold in slot 1 (the cache is empty again after).
-    fn sharing_fixture() -> (LlamaContext<'static>, Vec<LlamaToken>, Vec<LlamaToken>, Vec<f32>) {
-        let mut ctx = test_context(1024, 2, 0);
-        let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(4)));
-        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(4)));
+    fn sharing_fixture(fa: bool) -> (LlamaContext<'static>, Vec<LlamaToken>, Vec<LlamaToken>, Vec<f32>) {
+        let mut ctx = test_context(1024, 2, 0, fa);
+        let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(8)));
+        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(8)));
         let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
         ctx.clear_kv_cache();
         (ctx, donor, prompt, cold)
@@ -700,27 +708,29 @@ mod tests {
     /// the prompt cold in this slot, also while the other slot has gone on past the shared part.
     #[test]
     fn prompt_logits_do_not_depend_on_a_copied_prefix() {
-        let (mut ctx, donor, prompt, cold) = sharing_fixture();
-        evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
-        let upto = reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
-        assert!(upto > 50, "the prefix is shared");
-        ctx.kv_cache_seq_cp(0, 1, None, None).expect("copies");
-        ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-        // The donor goes on before the copy is carried out (at the next decode).
-        let more = tokenize(" and the bells rang");
-        let mut batch = LlamaBatch::new(BATCH as usize, 1);
-        for (i, &t) in more.iter().enumerate() {
-            batch.add(t, (donor.len() + i) as i32, &[0], false).expect("fits");
+        for fa in ATTENTION {
+            let (mut ctx, donor, prompt, cold) = sharing_fixture(fa);
+            evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            let upto = reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
+            assert!(upto > 50, "the prefix is shared");
+            ctx.kv_cache_seq_cp(0, 1, None, None).expect("copies");
+            ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+            // The donor goes on before the copy is carried out (at the next decode).
+            let more = tokenize(" and the bells rang");
+            let mut batch = LlamaBatch::new(BATCH as usize, 1);
+            for (i, &t) in more.iter().enumerate() {
+                batch.add(t, (donor.len() + i) as i32, &[0], false).expect("fits");
+            }
+            crate::engine::compute::decode(&mut ctx, &mut batch).expect("decodes");
+            let copied = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            assert!(same_bits(&cold, &copied), "flash attention {fa}: cold and on a copied prefix");
         }
-        crate::engine::compute::decode(&mut ctx, &mut batch).expect("decodes");
-        let copied = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
-        assert!(same_bits(&cold, &copied), "cold and on a copied prefix");
     }
 
     /// The host cache keeps within its size by dropping the least recently used prompt.
     #[test]
     fn prompt_cache_drops_the_least_recently_used() {
-        let (mut ctx, donor, prompt, _) = sharing_fixture();
+        let (mut ctx, donor, prompt, _) = sharing_fixture(true);
         let whole = |t: &[LlamaToken]| t.len() / ROW_GROUP * ROW_GROUP;
         let shared = |saved: &PromptCache, t: &[LlamaToken]| saved.best(t, |common, _| Some(common)).map(|(_, c)| c);
         evaluate_on(&mut ctx, 0, &donor, 0, BATCH as usize);
@@ -741,61 +751,71 @@ mod tests {
     #[test]
     fn a_prompt_longer_than_the_window_is_restored_where_it_was_saved() {
         const WINDOW: usize = 512;
-        let mut ctx = test_context(2048, 2, WINDOW);
-        let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(45)));
-        assert!(prompt.len() > 2 * WINDOW, "{}", prompt.len());
-        let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
-        ctx.clear_kv_cache();
-        evaluate_on(
-            &mut ctx,
-            1,
-            &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(30)),
-            0,
-            BATCH as usize,
-        );
-        evaluate_on(&mut ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
-        let whole = prompt.len() / ROW_GROUP * ROW_GROUP;
-        let at = save_point(whole, WINDOW);
-        let usable = |common: usize, pos_min: i32| {
-            let upto = reuse_point(common, prompt.len());
-            (pos_min <= upto.saturating_sub(WINDOW) as i32).then_some(upto)
-        };
-        let mut naive = PromptCache::new(64 << 20, WINDOW);
-        naive.save(&mut ctx, 0, &prompt[..whole]);
-        assert_eq!(naive.best(&prompt, usable), None, "the whole prompt's state continues only from its end");
-        let mut saved = PromptCache::new(64 << 20, WINDOW);
-        saved.save(&mut ctx, 0, &prompt[..at]);
-        let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
-        assert_eq!(upto, at);
-        ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-        saved.restore(&mut ctx, entry, 1).expect("restores");
-        let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
-        assert!(same_bits(&cold, &restored), "cold and restored past the window");
-        // Why: the whole prompt's state cut back to the same point gives other logits.
-        ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-        naive.restore(&mut ctx, 0, 1).expect("restores");
-        ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-        let cut = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
-        assert!(!same_bits(&cold, &cut), "a cut state lacks window cells");
+        for fa in ATTENTION {
+            let mut ctx = test_context(2048, 2, WINDOW, fa);
+            let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(45)));
+            assert!(prompt.len() > 2 * WINDOW, "{}", prompt.len());
+            let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+            ctx.clear_kv_cache();
+            evaluate_on(
+                &mut ctx,
+                1,
+                &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(30)),
+                0,
+                BATCH as usize,
+            );
+            evaluate_on(&mut ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            let whole = prompt.len() / ROW_GROUP * ROW_GROUP;
+            let at = save_point(whole, WINDOW);
+            let usable = |common: usize, pos_min: i32| {
+                let upto = reuse_point(common, prompt.len());
+                (pos_min <= upto.saturating_sub(WINDOW) as i32).then_some(upto)
+            };
+            let mut naive = PromptCache::new(64 << 20, WINDOW);
+            naive.save(&mut ctx, 0, &prompt[..whole]);
+            assert_eq!(naive.best(&prompt, usable), None, "the whole prompt's state continues only from its end");
+            let mut saved = PromptCache::new(64 << 20, WINDOW);
+            saved.save(&mut ctx, 0, &prompt[..at]);
+            let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
+            assert_eq!(upto, at);
+            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+            saved.restore(&mut ctx, entry, 1).expect("restores");
+            let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            assert!(same_bits(&cold, &restored), "flash attention {fa}: cold and restored past the window");
+            // Why: the whole prompt's state cut back to the same point gives other logits.
+            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+            naive.restore(&mut ctx, 0, 1).expect("restores");
+            ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+            let cut = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            assert!(!same_bits(&cold, &cut), "flash attention {fa}: a cut state lacks window cells");
+        }
     }
 
     /// A prefix saved to host memory (`PromptCache`) and restored into another slot, one that held
     /// other tokens before, gives the same logits as computing the prompt cold.
     #[test]
     fn prompt_logits_do_not_depend_on_a_restored_prefix() {
-        let (mut ctx, donor, prompt, cold) = sharing_fixture();
-        evaluate_on(&mut ctx, 1, &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(9)), 0, BATCH as usize);
-        evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
-        let mut saved = PromptCache::new(64 << 20, 0);
-        saved.save(&mut ctx, 0, &donor[..donor.len() / ROW_GROUP * ROW_GROUP]);
-        ctx.kv_cache_seq_rm(0, None, None).expect("the slot moves on");
-        let (entry, upto) =
-            saved.best(&prompt, |common, _| Some(reuse_point(common, prompt.len()))).expect("the prefix is saved");
-        assert!(upto > 50, "the prefix is shared");
-        ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-        saved.restore(&mut ctx, entry, 1).expect("restores");
-        ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-        let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
-        assert!(same_bits(&cold, &restored), "cold and on a restored prefix");
+        for fa in ATTENTION {
+            let (mut ctx, donor, prompt, cold) = sharing_fixture(fa);
+            evaluate_on(
+                &mut ctx,
+                1,
+                &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(9)),
+                0,
+                BATCH as usize,
+            );
+            evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            let mut saved = PromptCache::new(64 << 20, 0);
+            saved.save(&mut ctx, 0, &donor[..donor.len() / ROW_GROUP * ROW_GROUP]);
+            ctx.kv_cache_seq_rm(0, None, None).expect("the slot moves on");
+            let (entry, upto) =
+                saved.best(&prompt, |common, _| Some(reuse_point(common, prompt.len()))).expect("the prefix is saved");
+            assert!(upto > 50, "the prefix is shared");
+            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+            saved.restore(&mut ctx, entry, 1).expect("restores");
+            ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+            let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            assert!(same_bits(&cold, &restored), "flash attention {fa}: cold and on a restored prefix");
+        }
     }
 }
