@@ -13,7 +13,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
-use super::rules::{common_prefix, reuse_point, Acceptance, DRAFT_START};
+use super::rules::{common_prefix, draft_len, next_draft_len, ngram_draft, reuse_point, Acceptance, DRAFT_START};
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
@@ -120,9 +120,9 @@ pub(super) struct Drafts {
     /// The draft model, or `None` for drafts from the context (n-grams).
     pub(super) model: Option<(Arc<DraftModel>, DraftRule)>,
     /// The next n-gram draft's most tokens, as drafts have fared (`rules::next_draft_len`).
-    pub(super) len: usize,
+    len: usize,
     /// How n-gram drafts have fared, for what a drafted row is worth (`rules::draft_len`).
-    pub(super) acceptance: Acceptance,
+    acceptance: Acceptance,
     pub(super) stats: DraftStats,
 }
 
@@ -140,6 +140,35 @@ impl Drafts {
             acceptance: Acceptance::default(),
             stats: DraftStats { used_draft_model_key: key, ..Default::default() },
         })
+    }
+
+    /// The next n-gram draft from `cached`, at most `room` tokens: as long as drafts have fared,
+    /// cut where a row no longer pays in a step of `rows` rows whose `(fixed, per_row)` seconds are
+    /// `cost` (`rules::draft_len`; not cut before a step was timed).
+    pub(super) fn ngram(
+        &mut self,
+        cached: &[LlamaToken],
+        room: usize,
+        rows: usize,
+        cost: Option<(f64, f64)>,
+    ) -> Vec<LlamaToken> {
+        let (mut found, depth) = ngram_draft(cached, self.len.min(room));
+        let Some((fixed, per_row)) = cost else { return found };
+        let p = self.acceptance.rate(depth);
+        let len = draft_len(p, fixed, per_row, rows, found.len());
+        tracing::debug!(p, depth, fixed, per_row, rows, found = found.len(), len, "sized a draft");
+        if len == 0 && !found.is_empty() {
+            self.acceptance.skipped();
+        }
+        found.truncate(len);
+        found
+    }
+
+    /// A draft of `drafted` tokens of which the first `accepted` stood: the acceptance and the
+    /// next draft's length follow it.
+    pub(super) fn fared(&mut self, drafted: usize, accepted: usize) {
+        self.acceptance.record(drafted, accepted);
+        self.len = next_draft_len(self.len, drafted, accepted);
     }
 }
 

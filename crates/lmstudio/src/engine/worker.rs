@@ -9,8 +9,9 @@
 //! the sequence (flash attention's 64-row tiles; matrix kernels need 8) and the row is not in the
 //! last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights). Prompt chunks
 //! therefore start at positions divisible by [`ROW_GROUP`], hold at least [`MIN_CHUNK`] tokens, and
-//! are decoded alone; a cached prefix is reused only where it was computed that way. The same prompt then gives the
-//! same logits cold, from the cache, or in another slot (tests/it/completion.rs checks the text).
+//! are decoded alone; a cached prefix is reused only where it was computed that way. The same
+//! prompt then gives the same logits cold, from the cache, or in another slot (tests/it/completion.rs
+//! checks the text).
 //!
 //! The rules themselves (chunk lengths, reuse points, pacing) are in `rules`, one slot's life in
 //! `slot`; this module is the loop: admission, sharing between slots, and the [`Worker`]'s steps.
@@ -30,8 +31,7 @@ use super::disk_cache::DiskCache;
 use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
 use super::rules::{
-    chunk_len, common_prefix, draft_len, next_draft_len, ngram_draft, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK,
-    MIN_SHARED, ROW_GROUP, UNDER_WAY,
+    chunk_len, common_prefix, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY,
 };
 use super::slot::{end_unstarted, ModelView, Slot};
 use crate::types::error::Error;
@@ -494,33 +494,7 @@ impl Worker<'_> {
                     .min((BATCH as usize).saturating_sub(batch.n_tokens() as usize + generating))
                     .min(left.saturating_sub(1));
                 draft = match &d.model {
-                    None => {
-                        // As long as drafts have fared, cut where a row no longer pays.
-                        let (mut found, depth) = ngram_draft(&slot.cached, d.len.min(room));
-                        let len = match cost {
-                            Some((fixed, per_row)) => {
-                                let p = d.acceptance.rate(depth);
-                                let len = draft_len(p, fixed, per_row, rows, found.len());
-                                tracing::debug!(
-                                    p,
-                                    depth,
-                                    fixed,
-                                    per_row,
-                                    rows,
-                                    found = found.len(),
-                                    len,
-                                    "sized a draft"
-                                );
-                                len
-                            }
-                            None => found.len(),
-                        };
-                        if len == 0 && !found.is_empty() {
-                            d.acceptance.skipped();
-                        }
-                        found.truncate(len);
-                        found
-                    }
+                    None => d.ngram(&slot.cached, room, rows, cost),
                     Some((m, rule)) => m.draft(slot.seq, &slot.cached, room, *rule),
                 };
                 rows += draft.len();
@@ -550,14 +524,12 @@ impl Worker<'_> {
             while let Some(a) = slot.active.as_mut() {
                 let Some(d) = a.drafts.as_mut() else { break };
                 if accepted == draft.len() {
-                    d.acceptance.record(draft.len(), accepted);
-                    d.len = next_draft_len(d.len, draft.len(), accepted);
+                    d.fared(draft.len(), accepted);
                     break;
                 }
                 if a.next != Some(draft[accepted]) {
                     d.stats.rejected_draft_tokens_count += 1;
-                    d.acceptance.record(draft.len(), accepted);
-                    d.len = next_draft_len(d.len, draft.len(), accepted);
+                    d.fared(draft.len(), accepted);
                     break;
                 }
                 d.stats.accepted_draft_tokens_count += 1;
