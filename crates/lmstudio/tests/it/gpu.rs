@@ -65,10 +65,12 @@ fn stop_strings_and_cancel_with_the_model_offloaded() {
 
 /// The GPU's kernels give a prompt's rows other bits when it is evaluated in other chunks, so
 /// nothing is reused there (ARCHITECTURE.md): the same prompt again is evaluated whole, and the
-/// greedy text is the same. On the CPU the same request reuses the cached prefix.
+/// greedy text is the same. On the CPU the same request reuses the cached prefix (a reuse leaves at
+/// least one minimum chunk, 64 rows, to evaluate, so the prompt is longer than that).
 #[test]
 fn prompts_are_not_reused_on_the_gpu() {
-    let prompt = "The harbour was quiet at dawn, and the boats lay still on the water. 1, 2, 3,";
+    let prompt = "The harbour was quiet at dawn, and the boats lay still on the water. ".repeat(6) + "1, 2, 3,";
+    let prompt = prompt.as_str();
     let gpu = load(base(), 19);
     let cpu = load(lms::LoadConfig { gpu: Some(lms::GpuOffload::Off), ..base() }, 0);
     for (llm, reused) in [(&gpu, false), (&cpu, true)] {
