@@ -118,7 +118,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .flat_map(|dir| ["llama-bench", "llama-bench-crate"].map(|b| dir.join(b)))
         .filter(|b| b.exists())
         .collect();
-    // Each llama-bench twice: flash attention off and on (its own default on the CPU, and ours).
+    // Each llama-bench twice: flash attention off and on (its own default on the CPU, and ours
+    // except for sliding-window models).
     let mut theirs = vec![Vec::new(); 2 * benches.len()];
     for round in 0..args.repetitions {
         eprintln!("round {}/{}", round + 1, args.repetitions);
@@ -349,7 +350,7 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
         ours.prefix_warm_ms / ours.prefix_cold_ms
     );
     s += &format!(
-        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with flash attention (its default on the CPU), as llama-bench's `-fa 1` rows (its own default there); the `-fa 0` rows are the other attention.\n",
+        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with its default attention for the model: flash attention off for a sliding-window model (Gemma 3), as llama-bench's `-fa 0` rows, on for others, as its `-fa 1` rows (llama-bench's own default on the CPU).\n",
         args.threads, args.repetitions
     );
     s

@@ -220,9 +220,19 @@ pub(super) const WINDOW_ALIGN: usize = 64;
 /// cut anywhere). With one, llama.cpp's sequence state keeps only the window's last cells of the
 /// window layers, so the saved prompt can be continued from its end only: it ends where the same
 /// prompt sent again reuses up to ([`reuse_point`]), aligned by [`WINDOW_ALIGN`] past the window.
-pub(super) fn save_point(reusable: usize, window: usize) -> usize {
+///
+/// Unless `past_window` (flash attention): at most the window. A restored state that ends past it
+/// holds the window's cells from the sequence's first cell, where a cold run holds them around
+/// the window layers' ring, and llama.cpp's one-row flash attention splits a sequence's cells
+/// between its threads by the cache's extent: the restored prompt's own logits are the cold ones,
+/// the tokens decoded after them are not (`a_prompt_longer_than_the_window_is_restored_where_it_was_saved`).
+/// A state within the window holds every cell, laid out as computed.
+pub(super) fn save_point(reusable: usize, window: usize, past_window: bool) -> usize {
     if window == 0 || reusable <= window {
         return reusable;
+    }
+    if !past_window {
+        return window / ROW_GROUP * ROW_GROUP;
     }
     let end = reuse_point(reusable, reusable);
     if end <= window {
@@ -294,8 +304,10 @@ mod tests {
     fn save_points_serve_the_same_prompt_again() {
         for len in 8..3000 {
             let reusable = len / ROW_GROUP * ROW_GROUP;
-            assert_eq!(save_point(reusable, 0), reusable);
-            let at = save_point(reusable, 512);
+            assert_eq!(save_point(reusable, 0, true), reusable);
+            assert_eq!(save_point(reusable, 0, false), reusable);
+            assert_eq!(save_point(reusable, 512, false), reusable.min(512), "{len}");
+            let at = save_point(reusable, 512, true);
             assert!(at <= reusable, "{len}");
             if reusable > 512 {
                 assert_eq!(reuse_point(at, len), at, "the same prompt reuses it whole: {len}");

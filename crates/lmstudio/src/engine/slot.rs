@@ -13,7 +13,9 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
-use super::rules::{common_prefix, draft_len, next_draft_len, ngram_draft, reuse_point, Acceptance, DRAFT_START};
+use super::rules::{
+    common_prefix, draft_len, next_draft_len, ngram_draft, reuse_point, save_point, Acceptance, DRAFT_START,
+};
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
@@ -38,6 +40,8 @@ pub(super) struct ModelView<'m> {
     pub(super) window: usize,
     /// Whether prompt rows are kept for reuse (`EngineParams::reuse_prompts`).
     pub(super) reuse: bool,
+    /// Whether a saved prompt may end past the window (not with flash attention: `save_point`).
+    pub(super) past_window: bool,
     /// A row with logits against one without (a prompt row): the model's arithmetic with the
     /// output layer over that without it, from the parameter counts.
     pub(super) logits_ratio: f64,
@@ -59,7 +63,13 @@ impl<'m> ModelView<'m> {
         // The output layer: vocabulary by embedding width; the rest is what every row computes.
         let output = f64::from(model.n_vocab()) * f64::from(model.n_embd());
         let logits_ratio = model.n_params() as f64 / (model.n_params() as f64 - output).max(output / 4.0);
-        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse: params.reuse_prompts, logits_ratio, info }
+        let (reuse, past_window) = (params.reuse_prompts, !params.flash_attention);
+        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, past_window, logits_ratio, info }
+    }
+
+    /// How many of a slot's `reusable` prompt rows to save to host memory and disk (`save_point`).
+    pub(super) fn save_len(&self, reusable: usize) -> usize {
+        save_point(reusable, self.window, self.past_window)
     }
 
     /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with

@@ -83,7 +83,7 @@ pub(super) fn run(
                 // What the slots hold too: the prompts used last are the likeliest to come again.
                 let Worker { ctx, slots, saved, view, .. } = &mut w;
                 for slot in slots.iter_mut() {
-                    save_slot(ctx, saved, slot, view.window);
+                    save_slot(ctx, saved, slot, view);
                 }
                 let _ = disk.persist(ctx, saved, 0);
             }
@@ -120,7 +120,7 @@ pub(super) fn run(
                     // with what the slots cached moved to host memory first, so none of it is lost.
                     let Worker { ctx, slots, saved, view, .. } = &mut w;
                     for slot in slots.iter_mut() {
-                        save_slot(ctx, saved, slot, view.window);
+                        save_slot(ctx, saved, slot, view);
                     }
                     shared.prompt_cache_bytes.store(w.saved.bytes(), Ordering::SeqCst);
                     match new_context(backend, model, &params, wanted) {
@@ -199,7 +199,7 @@ impl Worker<'_> {
     fn write_through(&mut self, disk: &DiskCache) {
         let Self { ctx, slots, saved, view, .. } = self;
         for slot in slots.iter_mut() {
-            save_slot(ctx, saved, slot, view.window);
+            save_slot(ctx, saved, slot, view);
         }
         let Some(scratch) = slots.iter_mut().min_by_key(|s| s.cached.len()) else { return };
         if disk.persist(ctx, saved, scratch.seq) {
@@ -214,7 +214,7 @@ impl Worker<'_> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.saved.version().hash(&mut h);
         for slot in &self.slots {
-            slot.cached[..save_point(slot.reusable, self.view.window)].iter().for_each(|t| t.0.hash(&mut h));
+            slot.cached[..self.view.save_len(slot.reusable)].iter().for_each(|t| t.0.hash(&mut h));
         }
         h.finish()
     }
@@ -225,8 +225,7 @@ impl Worker<'_> {
     /// what that slot held when no other slot holds it.
     fn admit(&mut self, job: Job) {
         let slot = pick_slot(&self.slots, &job.tokens);
-        let window = self.view.window;
-        save_before_reuse(&mut self.ctx, &mut self.saved, &mut self.slots, slot, &job.tokens, window);
+        save_before_reuse(&mut self.ctx, &mut self.saved, &mut self.slots, slot, &job.tokens, &self.view);
         self.slots[slot].start(&mut self.ctx, job, &self.view);
     }
 }
@@ -266,20 +265,20 @@ fn save_before_reuse(
     slots: &mut [Slot],
     i: usize,
     prompt: &[LlamaToken],
-    window: usize,
+    view: &ModelView,
 ) {
     let slot = &slots[i];
-    let prefix = &slot.cached[..save_point(slot.reusable, window)];
+    let prefix = &slot.cached[..view.save_len(slot.reusable)];
     let elsewhere = slots.iter().any(|s| s.seq != slot.seq && s.cached[..s.reusable].starts_with(prefix));
     if slot.reusable_prefix(prompt) < prefix.len() && !elsewhere {
-        save_slot(ctx, saved, &mut slots[i], window);
+        save_slot(ctx, saved, &mut slots[i], view);
     }
 }
 
 /// Saves what free slot `slot` could serve (`rules::save_point`) to host memory; the slot keeps
 /// just that much (the sequence state is taken from a sequence cut there).
-fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, window: usize) {
-    let len = save_point(slot.reusable, window);
+fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, view: &ModelView) {
+    let len = view.save_len(slot.reusable);
     saved.save(ctx, slot.seq, &slot.cached[..len]);
     if ctx.kv_cache_seq_rm(slot.seq, Some(len as u32), None).is_ok() {
         slot.cached.truncate(len);
@@ -716,18 +715,39 @@ mod tests {
         assert!(shared(&saved, &donor).is_some_and(|c| c < whole(&donor)), "only one fits: the older is gone");
     }
 
+    /// Greedy decoding of `n` tokens on sequence `seq` after a prompt of `len` tokens whose last
+    /// logits are `first`, one token per batch: the logits of each step, `first` included.
+    fn decode_greedy(ctx: &mut LlamaContext, seq: i32, first: &[f32], len: usize, n: usize) -> Vec<Vec<f32>> {
+        let mut steps = vec![first.to_vec()];
+        let mut batch = LlamaBatch::new(1, 1);
+        for pos in len..len + n {
+            let last = steps.last().expect("a step");
+            let token = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).expect("logits");
+            batch.clear();
+            batch.add(LlamaToken(token as i32), pos as i32, &[seq], true).expect("fits");
+            crate::engine::compute::decode(ctx, &mut batch).expect("decodes");
+            steps.push(ctx.get_logits_ith(0).to_vec());
+        }
+        steps
+    }
+
     /// Gemma 3's window layers (512 tokens): a prompt longer than the window, saved where
     /// `save_point` puts it and restored into a slot that held other tokens, gives the cold logits
-    /// bit for bit. The whole prompt saved cannot be cut back (its state lacks the window cells
-    /// before the cut), and the cache does not offer it.
+    /// bit for bit, for the prompt and for the tokens decoded after it. With flash attention that
+    /// holds only for a state within the window (a state that ends past it decodes other bits: its
+    /// cells are laid out from the sequence's first cell, the cold run's where they were computed).
+    /// The whole prompt saved cannot be cut back (its state lacks the window cells before the
+    /// cut), and the cache does not offer it.
     #[test]
     fn a_prompt_longer_than_the_window_is_restored_where_it_was_saved() {
         const WINDOW: usize = 512;
+        const DECODED: usize = 8;
         for fa in ATTENTION {
             let mut ctx = test_context(2048, 2, WINDOW, fa);
             let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(45)));
             assert!(prompt.len() > 2 * WINDOW, "{}", prompt.len());
             let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+            let cold = decode_greedy(&mut ctx, 1, &cold, prompt.len(), DECODED);
             ctx.clear_kv_cache();
             evaluate_on(
                 &mut ctx,
@@ -738,7 +758,6 @@ mod tests {
             );
             evaluate_on(&mut ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
             let whole = prompt.len() / ROW_GROUP * ROW_GROUP;
-            let at = save_point(whole, WINDOW);
             let usable = |common: usize, pos_min: i32| {
                 let upto = reuse_point(common, prompt.len());
                 (pos_min <= upto.saturating_sub(WINDOW) as i32).then_some(upto)
@@ -746,20 +765,39 @@ mod tests {
             let mut naive = PromptCache::new(64 << 20, WINDOW);
             naive.save(&mut ctx, 0, &prompt[..whole]);
             assert_eq!(naive.best(&prompt, usable), None, "the whole prompt's state continues only from its end");
-            let mut saved = PromptCache::new(64 << 20, WINDOW);
-            saved.save(&mut ctx, 0, &prompt[..at]);
-            let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
-            assert_eq!(upto, at);
-            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-            saved.restore(&mut ctx, entry, 1).expect("restores");
-            let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
-            assert!(same_bits(&cold, &restored), "flash attention {fa}: cold and restored past the window");
+            // Saved where the engine saves it, and (to show why flash attention stops at the
+            // window) where it saves it without flash attention.
+            let restored_at = |at: usize, ctx: &mut LlamaContext| {
+                ctx.kv_cache_seq_rm(0, None, None).expect("clears");
+                evaluate_on(ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
+                let mut saved = PromptCache::new(64 << 20, WINDOW);
+                saved.save(ctx, 0, &prompt[..at]);
+                let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
+                assert_eq!(upto, at);
+                ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+                saved.restore(ctx, entry, 1).expect("restores");
+                let restored = evaluate_on(ctx, 1, &prompt, upto, BATCH as usize);
+                let decoded = decode_greedy(ctx, 1, &restored, prompt.len(), DECODED);
+                ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+                decoded
+            };
+            let at = save_point(whole, WINDOW, !fa);
+            assert_eq!(at <= WINDOW, fa, "{at}");
+            let restored = restored_at(at, &mut ctx);
+            for (step, (c, r)) in cold.iter().zip(&restored).enumerate() {
+                assert!(same_bits(c, r), "flash attention {fa}, step {step}: cold and restored at {at}");
+            }
+            if fa {
+                let past = restored_at(save_point(whole, WINDOW, true), &mut ctx);
+                assert!(same_bits(&cold[0], &past[0]), "the prompt's own logits are the cold ones");
+                assert!(cold.iter().zip(&past).any(|(c, r)| !same_bits(c, r)), "decoding past the window differs");
+            }
             // Why: the whole prompt's state cut back to the same point gives other logits.
-            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
             naive.restore(&mut ctx, 0, 1).expect("restores");
+            let upto = save_point(whole, WINDOW, true);
             ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
             let cut = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
-            assert!(!same_bits(&cold, &cut), "flash attention {fa}: a cut state lacks window cells");
+            assert!(!same_bits(&cold[0], &cut), "flash attention {fa}: a cut state lacks window cells");
         }
     }
 

@@ -570,11 +570,14 @@ pub struct LoadConfig {
     /// The GPU device that holds the model (LM Studio's `gpu.mainGpu`): an index among the GPU
     /// devices; set, the model is not split across devices. Default: split across all.
     pub main_gpu: Option<u32>,
-    /// LM Studio's `flashAttention`. Default on where the model runs on the CPU, off with layers on
-    /// a GPU. On, attention skips the cells a sequence does not see (faster decoding, most with
-    /// several predictions at once: bench/profile.md); prompts longer than a few thousand tokens
-    /// evaluate a little slower. Either way the prefix cache keeps its contract (prompt chunks of
-    /// at least 64 rows take its tiled path: ARCHITECTURE.md, "Deterministic prefix cache").
+    /// LM Studio's `flashAttention`. Default on where the model runs on the CPU, except for a
+    /// sliding-window model (Gemma 3: the window bounds most of its layers' attention already),
+    /// and off with layers on a GPU. On, attention skips the cells a sequence does not see (faster
+    /// decoding, most with several predictions at once: bench/profile.md); prompts longer than a
+    /// few thousand tokens evaluate a little slower. Either way the prefix cache keeps its contract
+    /// (prompt chunks of at least 64 rows take its tiled path: ARCHITECTURE.md, "Deterministic
+    /// prefix cache"); on with a sliding window, the prompts saved to host memory and disk keep
+    /// only their first window of tokens (past it, a restored prompt would decode other bits).
     pub flash_attention: Option<bool>,
     /// LM Studio's `offloadKVCacheToGpu`: the KV cache of offloaded layers on the GPU with them.
     /// Default on.
