@@ -30,9 +30,7 @@ use super::backend::context_params;
 use super::disk_cache::DiskCache;
 use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
-use super::rules::{
-    chunk_len, common_prefix, reuse_point, save_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY,
-};
+use super::rules::{chunk_len, common_prefix, reuse_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY};
 use super::slot::{end_unstarted, ModelView, Slot};
 use crate::types::error::Error;
 use crate::types::event::Event;
@@ -564,7 +562,7 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
 
 #[cfg(test)]
 mod tests {
-    use super::super::rules::PROMPT_CHUNK_WHILE_GENERATING;
+    use super::super::rules::{save_point, PROMPT_CHUNK_WHILE_GENERATING};
     use super::*;
     use crate::store::{ModelStore, DEFAULT_MODEL_PATH};
 
