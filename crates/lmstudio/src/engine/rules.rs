@@ -7,10 +7,6 @@ use std::time::Instant;
 pub(super) const BATCH: u32 = 512;
 /// Prompt chunks start at positions divisible by this (the row group of llama.cpp's repacked kernels).
 pub(super) const ROW_GROUP: usize = 4;
-/// Prompt chunks hold at least this many tokens: below 8 rows llama.cpp picks other matrix kernels,
-/// and below 64 query rows of a sequence its CPU flash attention takes a one-row path (Q rounded to
-/// F16) instead of its 64-row tiles; from 64 on, a row's bits do not depend on its chunk.
-pub(super) const MIN_CHUNK: usize = 64;
 /// While other predictions are generating, a new prompt is evaluated in chunks of at most this many
 /// tokens per step, so running streams never stall for a whole long prompt.
 pub(super) const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
@@ -179,14 +175,15 @@ impl Pacer {
         self.prompt_token_secs = moving_average(self.prompt_token_secs, per_token);
     }
 
-    /// Prompt tokens to evaluate in a step in which other predictions generate.
-    pub(super) fn budget(&self) -> usize {
+    /// Prompt tokens to evaluate in a step in which other predictions generate, chunks holding at
+    /// least `min_chunk`.
+    pub(super) fn budget(&self, min_chunk: usize) -> usize {
         if self.step_secs == 0.0 || self.prompt_token_secs == 0.0 {
             return PROMPT_CHUNK_WHILE_GENERATING;
         }
-        // A minimum chunk at least, so that `chunk_len` always makes progress.
+        // A minimum chunk at least, so that `Chunks::next` always makes progress.
         let fits = (self.step_secs * STALL_ALLOWANCE / self.prompt_token_secs) as usize;
-        fits.clamp(MIN_CHUNK, PROMPT_CHUNK_WHILE_GENERATING)
+        fits.clamp(min_chunk, PROMPT_CHUNK_WHILE_GENERATING)
     }
 }
 
@@ -198,14 +195,38 @@ fn moving_average(old: f64, new: f64) -> f64 {
     }
 }
 
-/// Where evaluation of a prompt of `len` tokens starts when its first `common` tokens are cached:
-/// a multiple of [`ROW_GROUP`] that leaves at least [`MIN_CHUNK`] tokens (the last one's logits
-/// are always computed again). Short prompts are always evaluated whole.
-pub(super) fn reuse_point(common: usize, len: usize) -> usize {
-    if len < MIN_CHUNK {
-        return 0;
+/// How prompts are cut into chunks and reused for the model's attention path: the determinism
+/// contract's numbers (see `worker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Chunks {
+    /// Prompt chunks hold at least this many tokens, the fewest from which a row's bits do not
+    /// depend on its chunk: below 8 rows llama.cpp picks other matrix kernels, and with flash
+    /// attention below 64 query rows of a sequence its CPU kernel takes a one-row path (Q rounded
+    /// to F16) instead of its 64-row tiles.
+    pub(super) min: usize,
+    /// Whether a sliding-window model's saved prompt may end past the window (not with flash
+    /// attention: [`Chunks::save_point`]).
+    pub(super) past_window: bool,
+}
+
+impl Chunks {
+    /// The rules for flash attention on or off.
+    pub(super) fn for_attention(flash_attention: bool) -> Self {
+        match flash_attention {
+            true => Self { min: 64, past_window: false },
+            false => Self { min: 8, past_window: true },
+        }
     }
-    common.min(len - MIN_CHUNK) / ROW_GROUP * ROW_GROUP
+
+    /// Where evaluation of a prompt of `len` tokens starts when its first `common` tokens are
+    /// cached: a multiple of [`ROW_GROUP`] that leaves at least `min` tokens (the last one's logits
+    /// are always computed again). Short prompts are always evaluated whole.
+    pub(super) fn reuse_point(self, common: usize, len: usize) -> usize {
+        if len < self.min {
+            return 0;
+        }
+        common.min(len - self.min) / ROW_GROUP * ROW_GROUP
+    }
 }
 
 /// Restored cells of a sliding-window model's window layers are laid out from the sequence's first
@@ -215,48 +236,51 @@ pub(super) fn reuse_point(common: usize, len: usize) -> usize {
 /// bitwise at a multiple of 4 too; 64 is the margin for wider accumulator groups.)
 pub(super) const WINDOW_ALIGN: usize = 64;
 
-/// How many of a slot's `reusable` prompt rows to save to host memory, for a model with a sliding
-/// window of `window` tokens (0: none). Without a window: all of them (a restored prefix can be
-/// cut anywhere). With one, llama.cpp's sequence state keeps only the window's last cells of the
-/// window layers, so the saved prompt can be continued from its end only: it ends where the same
-/// prompt sent again reuses up to ([`reuse_point`]), aligned by [`WINDOW_ALIGN`] past the window.
-///
-/// Unless `past_window` (flash attention): at most the window. A restored state that ends past it
-/// holds the window's cells from the sequence's first cell, where a cold run holds them around
-/// the window layers' ring, and llama.cpp's one-row flash attention splits a sequence's cells
-/// between its threads by the cache's extent: the restored prompt's own logits are the cold ones,
-/// the tokens decoded after them are not (`a_prompt_longer_than_the_window_is_restored_where_it_was_saved`).
-/// A state within the window holds every cell, laid out as computed.
-pub(super) fn save_point(reusable: usize, window: usize, past_window: bool) -> usize {
-    if window == 0 || reusable <= window {
-        return reusable;
+impl Chunks {
+    /// How many of a slot's `reusable` prompt rows to save to host memory, for a model with a
+    /// sliding window of `window` tokens (0: none). Without a window: all of them (a restored
+    /// prefix can be cut anywhere). With one, llama.cpp's sequence state keeps only the window's
+    /// last cells of the window layers, so the saved prompt can be continued from its end only: it
+    /// ends where the same prompt sent again reuses up to ([`Chunks::reuse_point`]), aligned by
+    /// [`WINDOW_ALIGN`] past the window.
+    ///
+    /// Unless `past_window` (flash attention): at most the window. A restored state that ends
+    /// past it holds the window's cells from the sequence's first cell, not where the cold run
+    /// computed them, and llama.cpp's one-row flash attention splits a sequence's cells between
+    /// its threads by the cache's extent: the restored prompt's own logits are the cold ones, the
+    /// tokens decoded after them are not (`a_prompt_longer_than_the_window_is_restored_where_it_was_saved`).
+    /// A state within the window holds every cell, laid out as computed.
+    pub(super) fn save_point(self, reusable: usize, window: usize) -> usize {
+        if window == 0 || reusable <= window {
+            return reusable;
+        }
+        if !self.past_window {
+            return window / ROW_GROUP * ROW_GROUP;
+        }
+        let end = self.reuse_point(reusable, reusable);
+        if end <= window {
+            return end;
+        }
+        window + (end - window) / WINDOW_ALIGN * WINDOW_ALIGN
     }
-    if !past_window {
-        return window / ROW_GROUP * ROW_GROUP;
-    }
-    let end = reuse_point(reusable, reusable);
-    if end <= window {
-        return end;
-    }
-    window + (end - window) / WINDOW_ALIGN * WINDOW_ALIGN
-}
 
-/// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
-/// them if they fit, else a multiple of [`ROW_GROUP`] of at least [`MIN_CHUNK`] that leaves at
-/// least [`MIN_CHUNK`]; where no such split is left (under two minimum chunks), all of them even
-/// past the budget; 0 (wait) when the budget holds no minimum chunk.
-pub(super) fn chunk_len(remaining: usize, budget: usize) -> usize {
-    if remaining <= budget {
-        return remaining;
-    }
-    if budget < MIN_CHUNK {
-        return 0;
-    }
-    let take = budget.min(remaining - MIN_CHUNK) / ROW_GROUP * ROW_GROUP;
-    if take < MIN_CHUNK {
-        remaining
-    } else {
-        take
+    /// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
+    /// them if they fit, else a multiple of [`ROW_GROUP`] of at least `min` that leaves at least
+    /// `min`; where no such split is left (under two minimum chunks), all of them even past the
+    /// budget; 0 (wait) when the budget holds no minimum chunk.
+    pub(super) fn next(self, remaining: usize, budget: usize) -> usize {
+        if remaining <= budget {
+            return remaining;
+        }
+        if budget < self.min {
+            return 0;
+        }
+        let take = budget.min(remaining - self.min) / ROW_GROUP * ROW_GROUP;
+        if take < self.min {
+            remaining
+        } else {
+            take
+        }
     }
 }
 
@@ -269,68 +293,85 @@ pub(crate) fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
 mod tests {
     use super::*;
 
-    /// Every chunk plan that `chunk_len` makes keeps the invariance rules: non-final chunks are whole
-    /// row groups, every chunk of a prompt of at least MIN_CHUNK tokens holds at least MIN_CHUNK, and
+    const BOTH: [Chunks; 2] = [Chunks { min: 8, past_window: true }, Chunks { min: 64, past_window: false }];
+
+    #[test]
+    fn flash_attention_takes_64_row_chunks_and_saves_within_the_window() {
+        assert_eq!(BOTH, [false, true].map(Chunks::for_attention));
+    }
+
+    /// Every chunk plan that `Chunks::next` makes keeps the invariance rules: non-final chunks are
+    /// whole row groups, every chunk of a prompt of at least `min` tokens holds at least `min`, and
     /// any budget the pacer gives makes progress, past it only by less than a minimum chunk.
     #[test]
     fn chunk_plans_keep_the_rules() {
-        for start in (0..40).step_by(ROW_GROUP) {
-            for len in start + MIN_CHUNK..start + 600 {
-                for budget in [MIN_CHUNK, MIN_CHUNK + 17, 101, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
-                    let mut done = start;
-                    while done < len {
-                        let take = chunk_len(len - done, budget);
-                        assert!(take > 0 && take < budget + MIN_CHUNK, "stuck at {done} of {len} with {budget}");
-                        assert!(take <= budget || done + take == len, "{take} at {done} of {len} with {budget}");
-                        assert!(take >= MIN_CHUNK, "{take} at {done} of {len}");
-                        if done + take < len {
-                            assert_eq!(take % ROW_GROUP, 0, "{take} at {done} of {len}");
+        for c in BOTH {
+            let min = c.min;
+            for start in (0..40).step_by(ROW_GROUP) {
+                for len in start + min..start + 600 {
+                    for budget in [min, min + 17, 101, PROMPT_CHUNK_WHILE_GENERATING, BATCH as usize] {
+                        let mut done = start;
+                        while done < len {
+                            let take = c.next(len - done, budget);
+                            assert!(take > 0 && take < budget + min, "stuck at {done} of {len} with {budget}");
+                            assert!(take <= budget || done + take == len, "{take} at {done} of {len} with {budget}");
+                            assert!(take >= min, "{take} at {done} of {len}");
+                            if done + take < len {
+                                assert_eq!(take % ROW_GROUP, 0, "{take} at {done} of {len}");
+                            }
+                            done += take;
                         }
-                        done += take;
                     }
                 }
             }
-        }
-        for (common, len) in [(0, 5), (100, 5), (100, 100), (99, 200), (3, 200), (7, 9)] {
-            let from = reuse_point(common, len);
-            assert!(from % ROW_GROUP == 0 && from <= common, "{common} {len}");
-            assert!(len < MIN_CHUNK && from == 0 || len - from >= MIN_CHUNK, "{common} {len}");
+            for (common, len) in [(0, 5), (100, 5), (100, 100), (99, 200), (3, 200), (7, 9)] {
+                let from = c.reuse_point(common, len);
+                assert!(from % ROW_GROUP == 0 && from <= common, "{common} {len}");
+                assert!(len < min && from == 0 || len - from >= min, "{common} {len}");
+            }
         }
     }
 
     /// A sliding-window model's saved prompt is one the same prompt sent again reuses whole, and
-    /// past the window it ends on the alignment; without a window everything reusable is saved.
+    /// past the window it ends on the alignment (with flash attention it ends within the window);
+    /// without a window everything reusable is saved.
     #[test]
     fn save_points_serve_the_same_prompt_again() {
-        for len in 8..3000 {
-            let reusable = len / ROW_GROUP * ROW_GROUP;
-            assert_eq!(save_point(reusable, 0, true), reusable);
-            assert_eq!(save_point(reusable, 0, false), reusable);
-            assert_eq!(save_point(reusable, 512, false), reusable.min(512), "{len}");
-            let at = save_point(reusable, 512, true);
-            assert!(at <= reusable, "{len}");
-            if reusable > 512 {
-                assert_eq!(reuse_point(at, len), at, "the same prompt reuses it whole: {len}");
-            }
-            if at > 512 {
-                assert_eq!((at - 512) % WINDOW_ALIGN, 0, "{len}");
-                assert!(len - at < WINDOW_ALIGN + MIN_CHUNK + ROW_GROUP, "little is left to evaluate: {len}");
+        for c in BOTH {
+            for len in 8..3000 {
+                let reusable = len / ROW_GROUP * ROW_GROUP;
+                assert_eq!(c.save_point(reusable, 0), reusable);
+                let at = c.save_point(reusable, 512);
+                assert!(at <= reusable, "{len}");
+                if !c.past_window {
+                    assert_eq!(at, reusable.min(512), "{len}");
+                    continue;
+                }
+                if reusable > 512 {
+                    assert_eq!(c.reuse_point(at, len), at, "the same prompt reuses it whole: {len}");
+                }
+                if at > 512 {
+                    assert_eq!((at - 512) % WINDOW_ALIGN, 0, "{len}");
+                    assert!(len - at < WINDOW_ALIGN + c.min + ROW_GROUP, "little is left to evaluate: {len}");
+                }
             }
         }
     }
 
     #[test]
     fn pacer_keeps_chunks_within_bounds() {
-        let mut pacer = Pacer::default();
-        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING, "unmeasured");
-        pacer.step_secs = 0.125;
-        pacer.prompt_token_secs = 0.001;
-        assert_eq!(pacer.budget(), 100, "0.8 of a step's time");
-        pacer.prompt_token_secs = 0.1;
-        assert_eq!(pacer.budget(), MIN_CHUNK, "never below a minimum chunk");
-        assert_eq!(chunk_len(1000, MIN_CHUNK - 1), 0, "a budget below a minimum chunk waits");
-        pacer.prompt_token_secs = 0.000_001;
-        assert_eq!(pacer.budget(), PROMPT_CHUNK_WHILE_GENERATING);
+        for c in BOTH {
+            let mut pacer = Pacer::default();
+            assert_eq!(pacer.budget(c.min), PROMPT_CHUNK_WHILE_GENERATING, "unmeasured");
+            pacer.step_secs = 0.125;
+            pacer.prompt_token_secs = 0.001;
+            assert_eq!(pacer.budget(c.min), 100, "0.8 of a step's time");
+            pacer.prompt_token_secs = 0.1;
+            assert_eq!(pacer.budget(c.min), c.min, "never below a minimum chunk");
+            assert_eq!(c.next(1000, c.min - 1), 0, "a budget below a minimum chunk waits");
+            pacer.prompt_token_secs = 0.000_001;
+            assert_eq!(pacer.budget(c.min), PROMPT_CHUNK_WHILE_GENERATING);
+        }
     }
 
     #[test]

@@ -13,9 +13,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
-use super::rules::{
-    common_prefix, draft_len, next_draft_len, ngram_draft, reuse_point, save_point, Acceptance, DRAFT_START,
-};
+use super::rules::{common_prefix, draft_len, next_draft_len, ngram_draft, Acceptance, Chunks, DRAFT_START};
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
@@ -40,8 +38,8 @@ pub(super) struct ModelView<'m> {
     pub(super) window: usize,
     /// Whether prompt rows are kept for reuse (`EngineParams::reuse_prompts`).
     pub(super) reuse: bool,
-    /// Whether a saved prompt may end past the window (not with flash attention: `save_point`).
-    pub(super) past_window: bool,
+    /// How prompts are chunked and reused for the attention path the context takes.
+    pub(super) chunks: Chunks,
     /// A row with logits against one without (a prompt row): the model's arithmetic with the
     /// output layer over that without it, from the parameter counts.
     pub(super) logits_ratio: f64,
@@ -63,13 +61,13 @@ impl<'m> ModelView<'m> {
         // The output layer: vocabulary by embedding width; the rest is what every row computes.
         let output = f64::from(model.n_vocab()) * f64::from(model.n_embd());
         let logits_ratio = model.n_params() as f64 / (model.n_params() as f64 - output).max(output / 4.0);
-        let (reuse, past_window) = (params.reuse_prompts, !params.flash_attention);
-        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, past_window, logits_ratio, info }
+        let (reuse, chunks) = (params.reuse_prompts, Chunks::for_attention(params.flash_attention));
+        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, chunks, logits_ratio, info }
     }
 
-    /// How many of a slot's `reusable` prompt rows to save to host memory and disk (`save_point`).
+    /// How many of a slot's `reusable` prompt rows to save to host memory and disk.
     pub(super) fn save_len(&self, reusable: usize) -> usize {
-        save_point(reusable, self.window, self.past_window)
+        self.chunks.save_point(reusable, self.window)
     }
 
     /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
@@ -201,8 +199,8 @@ impl Slot {
     }
 
     /// How many tokens of `prompt` this slot's cache can serve.
-    pub(super) fn reusable_prefix(&self, prompt: &[LlamaToken]) -> usize {
-        reuse_point(common_prefix(&self.cached[..self.reusable], prompt), prompt.len())
+    pub(super) fn reusable_prefix(&self, prompt: &[LlamaToken], chunks: Chunks) -> usize {
+        chunks.reuse_point(common_prefix(&self.cached[..self.reusable], prompt), prompt.len())
     }
 
     /// Forgets the cache's contents (the caller dropped them or the context is new).
@@ -214,7 +212,7 @@ impl Slot {
     /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
     pub(super) fn start(&mut self, ctx: &mut LlamaContext, mut job: Job, model: &ModelView) {
         let prompt = &job.tokens;
-        let mut reuse = self.reusable_prefix(prompt);
+        let mut reuse = self.reusable_prefix(prompt, model.chunks);
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
             reuse = 0;
         }

@@ -5,11 +5,11 @@
 //! that slot stops at once and is free for the next prediction.
 //!
 //! Prompt rows are batch invariant. llama.cpp's CPU kernels give a row of a batch bitwise the same
-//! result whatever else is in the batch only when the batch holds at least [`MIN_CHUNK`] rows of
-//! the sequence (flash attention's 64-row tiles; matrix kernels need 8) and the row is not in the
-//! last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights). Prompt chunks
-//! therefore start at positions divisible by [`ROW_GROUP`], hold at least [`MIN_CHUNK`] tokens, and
-//! are decoded alone; a cached prefix is reused only where it was computed that way. The same
+//! result whatever else is in the batch only when the batch holds at least a minimum chunk of rows
+//! of the sequence ([`Chunks::min`](super::rules::Chunks::min): matrix kernels need 8, flash attention's tiles 64) and the row
+//! is not in the last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights).
+//! Prompt chunks therefore start at positions divisible by [`ROW_GROUP`], hold at least a minimum
+//! chunk, and are decoded alone; a cached prefix is reused only where it was computed that way. The same
 //! prompt then gives the same logits cold, from the cache, or in another slot (tests/it/completion.rs
 //! checks the text).
 //!
@@ -30,7 +30,7 @@ use super::backend::context_params;
 use super::disk_cache::DiskCache;
 use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
-use super::rules::{chunk_len, common_prefix, reuse_point, Pacer, BATCH, MIN_CHUNK, MIN_SHARED, ROW_GROUP, UNDER_WAY};
+use super::rules::{common_prefix, Pacer, BATCH, MIN_SHARED, ROW_GROUP, UNDER_WAY};
 use super::slot::{end_unstarted, ModelView, Slot};
 use crate::types::error::Error;
 use crate::types::event::Event;
@@ -222,7 +222,7 @@ impl Worker<'_> {
     /// Puts `job` (counted as running) into the free slot whose cache serves it best, first saving
     /// what that slot held when no other slot holds it.
     fn admit(&mut self, job: Job) {
-        let slot = pick_slot(&self.slots, &job.tokens);
+        let slot = pick_slot(&self.slots, &job.tokens, &self.view);
         save_before_reuse(&mut self.ctx, &mut self.saved, &mut self.slots, slot, &job.tokens, &self.view);
         self.slots[slot].start(&mut self.ctx, job, &self.view);
     }
@@ -246,12 +246,12 @@ fn new_context<'m>(
 
 /// The free slot with the longest reusable prefix of `tokens`; on a tie, the one caching the least,
 /// so that other slots' caches survive.
-fn pick_slot(slots: &[Slot], tokens: &[LlamaToken]) -> usize {
+fn pick_slot(slots: &[Slot], tokens: &[LlamaToken], view: &ModelView) -> usize {
     slots
         .iter()
         .enumerate()
         .filter(|(_, s)| s.active.is_none())
-        .max_by_key(|(_, s)| (s.reusable_prefix(tokens), std::cmp::Reverse(s.cached.len())))
+        .max_by_key(|(_, s)| (s.reusable_prefix(tokens, view.chunks), std::cmp::Reverse(s.cached.len())))
         .map_or(0, |(i, _)| i)
 }
 
@@ -268,12 +268,12 @@ fn save_before_reuse(
     let slot = &slots[i];
     let prefix = &slot.cached[..view.save_len(slot.reusable)];
     let elsewhere = slots.iter().any(|s| s.seq != slot.seq && s.cached[..s.reusable].starts_with(prefix));
-    if slot.reusable_prefix(prompt) < prefix.len() && !elsewhere {
+    if slot.reusable_prefix(prompt, view.chunks) < prefix.len() && !elsewhere {
         save_slot(ctx, saved, &mut slots[i], view);
     }
 }
 
-/// Saves what free slot `slot` could serve (`rules::save_point`) to host memory; the slot keeps
+/// Saves what free slot `slot` could serve (`Chunks::save_point`) to host memory; the slot keeps
 /// just that much (the sequence state is taken from a sequence cut there).
 fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, view: &ModelView) {
     let len = view.save_len(slot.reusable);
@@ -316,7 +316,7 @@ impl Worker<'_> {
     fn evaluate_prompts(&mut self) -> bool {
         let Self { ctx, view: model, batch, slots, pacer, saved, .. } = self;
         let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
-        let mut budget = if paced { pacer.budget() } else { BATCH as usize };
+        let mut budget = if paced { pacer.budget(model.chunks.min) } else { BATCH as usize };
         for i in 0..slots.len() {
             match share(ctx, model, slots, saved, i) {
                 Share::Wait => continue,
@@ -327,7 +327,7 @@ impl Worker<'_> {
             let slot = &mut slots[i];
             let Some(a) = slot.active.as_mut() else { continue };
             let prompt_len = a.job.tokens.len();
-            let take = chunk_len(prompt_len - a.prompt_done, budget);
+            let take = model.chunks.next(prompt_len - a.prompt_done, budget);
             if take == 0 {
                 continue;
             }
@@ -371,7 +371,7 @@ impl Worker<'_> {
                 // A whole number of row groups from a row-group boundary: other slots may share it now.
                 slot.reusable = a.prompt_done;
             } else {
-                slot.reusable = if prompt_len >= MIN_CHUNK { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
+                slot.reusable = if prompt_len >= model.chunks.min { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
                 slot.sample(ctx, batch.n_tokens() - 1, model);
             }
         }
@@ -411,18 +411,18 @@ fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], saved: &PromptCa
     let mut best: Option<(usize, usize)> = None;
     let mut wait = false;
     for (j, other) in slots.iter().enumerate().filter(|&(j, _)| j != i) {
-        let upto = other.reusable_prefix(prompt);
+        let upto = other.reusable_prefix(prompt, model.chunks);
         if worth(upto) && best.is_none_or(|(_, b)| upto > b) && model.window_keeps(ctx, other.seq, upto) {
             best = Some((j, upto));
         }
         if let Some(o) = &other.active {
-            let shared = reuse_point(common_prefix(&o.job.tokens, prompt), prompt.len());
+            let shared = model.chunks.reuse_point(common_prefix(&o.job.tokens, prompt), prompt.len());
             let ahead = (o.prompt_done, std::cmp::Reverse(other.seq)) > here;
             wait |= worth(shared) && o.prompt_done < shared && ahead;
         }
     }
     let usable = |common: usize, pos_min: i32| {
-        let upto = reuse_point(common, prompt.len());
+        let upto = model.chunks.reuse_point(common, prompt.len());
         (worth(upto) && model.window_allows(pos_min, upto)).then_some(upto)
     };
     match (best, saved.best(prompt, usable)) {
@@ -562,21 +562,28 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
 
 #[cfg(test)]
 mod tests {
-    use super::super::rules::{save_point, PROMPT_CHUNK_WHILE_GENERATING};
+    use super::super::rules::{Chunks, PROMPT_CHUNK_WHILE_GENERATING};
     use super::*;
     use crate::store::{ModelStore, DEFAULT_MODEL_PATH};
 
     /// Evaluates `tokens[from..]` on sequence 0 in the chunks the worker uses with `budget` tokens
     /// per step, and returns the last token's logits.
-    fn evaluate(ctx: &mut LlamaContext, tokens: &[LlamaToken], from: usize, budget: usize) -> Vec<f32> {
-        evaluate_on(ctx, 0, tokens, from, budget)
+    fn evaluate(ctx: &mut LlamaContext, c: Chunks, tokens: &[LlamaToken], from: usize, budget: usize) -> Vec<f32> {
+        evaluate_on(ctx, c, 0, tokens, from, budget)
     }
 
-    fn evaluate_on(ctx: &mut LlamaContext, seq: i32, tokens: &[LlamaToken], from: usize, budget: usize) -> Vec<f32> {
+    fn evaluate_on(
+        ctx: &mut LlamaContext,
+        c: Chunks,
+        seq: i32,
+        tokens: &[LlamaToken],
+        from: usize,
+        budget: usize,
+    ) -> Vec<f32> {
         let mut batch = LlamaBatch::new(BATCH as usize, 1);
         let mut done = from;
         while done < tokens.len() {
-            let take = chunk_len(tokens.len() - done, budget);
+            let take = c.next(tokens.len() - done, budget);
             batch.clear();
             for (i, &t) in tokens[done..done + take].iter().enumerate() {
                 batch.add(t, (done + i) as i32, &[seq], done + i + 1 == tokens.len()).expect("fits");
@@ -630,25 +637,26 @@ mod tests {
     #[test]
     fn prompt_logits_do_not_depend_on_chunking_or_cache() {
         for fa in ATTENTION {
+            let c = Chunks::for_attention(fa);
             let mut ctx = test_context(1024, 1, 0, fa);
             let text = HARBOUR.repeat(8);
             let other = tokenize(&format!("{text}Nobody on the quay said a word"));
             for ending in ["The", "The old", "The old man", "The old man who"] {
                 let prompt = tokenize(&format!("{text}{ending}"));
                 ctx.clear_kv_cache();
-                let cold = evaluate(&mut ctx, &prompt, 0, BATCH as usize);
+                let cold = evaluate(&mut ctx, c, &prompt, 0, BATCH as usize);
                 // The same prompt from the cache, in smaller chunks.
-                let from = reuse_point(prompt.len() / ROW_GROUP * ROW_GROUP, prompt.len());
+                let from = c.reuse_point(prompt.len() / ROW_GROUP * ROW_GROUP, prompt.len());
                 ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
-                let again = evaluate(&mut ctx, &prompt, from, PROMPT_CHUNK_WHILE_GENERATING);
+                let again = evaluate(&mut ctx, c, &prompt, from, PROMPT_CHUNK_WHILE_GENERATING);
                 // On the prefix another prompt left.
                 ctx.clear_kv_cache();
-                evaluate(&mut ctx, &other, 0, PROMPT_CHUNK_WHILE_GENERATING);
+                evaluate(&mut ctx, c, &other, 0, PROMPT_CHUNK_WHILE_GENERATING);
                 let reusable = other.len() / ROW_GROUP * ROW_GROUP;
-                let from = reuse_point(common_prefix(&other[..reusable], &prompt), prompt.len());
+                let from = c.reuse_point(common_prefix(&other[..reusable], &prompt), prompt.len());
                 assert!(from > 50, "the prefix is shared");
                 ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
-                let on_prefix = evaluate(&mut ctx, &prompt, from, BATCH as usize);
+                let on_prefix = evaluate(&mut ctx, c, &prompt, from, BATCH as usize);
                 assert!(same_bits(&cold, &again), "{ending:?}, flash attention {fa}: cold and from the cache");
                 assert!(
                     same_bits(&cold, &on_prefix),
@@ -662,9 +670,10 @@ mod tests {
     /// logits computed cold in slot 1 (the cache is empty again after).
     fn sharing_fixture(fa: bool) -> (LlamaContext<'static>, Vec<LlamaToken>, Vec<LlamaToken>, Vec<f32>) {
         let mut ctx = test_context(1024, 2, 0, fa);
+        let c = Chunks::for_attention(fa);
         let donor = tokenize(&format!("{}Nobody on the quay said a word", HARBOUR.repeat(8)));
         let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(8)));
-        let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+        let cold = evaluate_on(&mut ctx, c, 1, &prompt, 0, BATCH as usize);
         ctx.clear_kv_cache();
         (ctx, donor, prompt, cold)
     }
@@ -678,9 +687,11 @@ mod tests {
     #[test]
     fn prompt_logits_do_not_depend_on_a_copied_prefix() {
         for fa in ATTENTION {
+            let c = Chunks::for_attention(fa);
             let (mut ctx, donor, prompt, cold) = sharing_fixture(fa);
-            evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
-            let upto = reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
+            evaluate_on(&mut ctx, c, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            let upto =
+                c.reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
             assert!(upto > 50, "the prefix is shared");
             ctx.kv_cache_seq_cp(0, 1, None, None).expect("copies");
             ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
@@ -691,7 +702,7 @@ mod tests {
                 batch.add(t, (donor.len() + i) as i32, &[0], false).expect("fits");
             }
             crate::engine::compute::decode(&mut ctx, &mut batch).expect("decodes");
-            let copied = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            let copied = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
             assert!(same_bits(&cold, &copied), "flash attention {fa}: cold and on a copied prefix");
         }
     }
@@ -700,14 +711,15 @@ mod tests {
     #[test]
     fn prompt_cache_drops_the_least_recently_used() {
         let (mut ctx, donor, prompt, _) = sharing_fixture(true);
+        let c = Chunks::for_attention(true);
         let whole = |t: &[LlamaToken]| t.len() / ROW_GROUP * ROW_GROUP;
         let shared = |saved: &PromptCache, t: &[LlamaToken]| saved.best(t, |common, _| Some(common)).map(|(_, c)| c);
-        evaluate_on(&mut ctx, 0, &donor, 0, BATCH as usize);
+        evaluate_on(&mut ctx, c, 0, &donor, 0, BATCH as usize);
         let one = ctx.state_seq_get_size_ext(0, llama_cpp_2::LlamaStateSeqFlags::empty());
         let mut saved = PromptCache::new(one * 3 / 2, 0);
         saved.save(&mut ctx, 0, &donor[..whole(&donor)]);
         assert_eq!(shared(&saved, &donor), Some(whole(&donor)));
-        evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+        evaluate_on(&mut ctx, c, 1, &prompt, 0, BATCH as usize);
         saved.save(&mut ctx, 1, &prompt[..whole(&prompt)]);
         assert_eq!(shared(&saved, &prompt), Some(whole(&prompt)));
         assert!(shared(&saved, &donor).is_some_and(|c| c < whole(&donor)), "only one fits: the older is gone");
@@ -741,23 +753,25 @@ mod tests {
         const WINDOW: usize = 512;
         const DECODED: usize = 8;
         for fa in ATTENTION {
+            let c = Chunks::for_attention(fa);
             let mut ctx = test_context(2048, 2, WINDOW, fa);
             let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(45)));
             assert!(prompt.len() > 2 * WINDOW, "{}", prompt.len());
-            let cold = evaluate_on(&mut ctx, 1, &prompt, 0, BATCH as usize);
+            let cold = evaluate_on(&mut ctx, c, 1, &prompt, 0, BATCH as usize);
             let cold = decode_greedy(&mut ctx, 1, &cold, prompt.len(), DECODED);
             ctx.clear_kv_cache();
             evaluate_on(
                 &mut ctx,
+                c,
                 1,
                 &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(30)),
                 0,
                 BATCH as usize,
             );
-            evaluate_on(&mut ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            evaluate_on(&mut ctx, c, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
             let whole = prompt.len() / ROW_GROUP * ROW_GROUP;
             let usable = |common: usize, pos_min: i32| {
-                let upto = reuse_point(common, prompt.len());
+                let upto = c.reuse_point(common, prompt.len());
                 (pos_min <= upto.saturating_sub(WINDOW) as i32).then_some(upto)
             };
             let mut naive = PromptCache::new(64 << 20, WINDOW);
@@ -767,34 +781,34 @@ mod tests {
             // window) where it saves it without flash attention.
             let restored_at = |at: usize, ctx: &mut LlamaContext| {
                 ctx.kv_cache_seq_rm(0, None, None).expect("clears");
-                evaluate_on(ctx, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
+                evaluate_on(ctx, c, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
                 let mut saved = PromptCache::new(64 << 20, WINDOW);
                 saved.save(ctx, 0, &prompt[..at]);
                 let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
                 assert_eq!(upto, at);
                 ctx.kv_cache_seq_rm(1, None, None).expect("clears");
                 saved.restore(ctx, entry, 1).expect("restores");
-                let restored = evaluate_on(ctx, 1, &prompt, upto, BATCH as usize);
+                let restored = evaluate_on(ctx, c, 1, &prompt, upto, BATCH as usize);
                 let decoded = decode_greedy(ctx, 1, &restored, prompt.len(), DECODED);
                 ctx.kv_cache_seq_rm(1, None, None).expect("clears");
                 decoded
             };
-            let at = save_point(whole, WINDOW, !fa);
+            let at = c.save_point(whole, WINDOW);
             assert_eq!(at <= WINDOW, fa, "{at}");
             let restored = restored_at(at, &mut ctx);
             for (step, (c, r)) in cold.iter().zip(&restored).enumerate() {
                 assert!(same_bits(c, r), "flash attention {fa}, step {step}: cold and restored at {at}");
             }
             if fa {
-                let past = restored_at(save_point(whole, WINDOW, true), &mut ctx);
+                let past = restored_at(Chunks { past_window: true, ..c }.save_point(whole, WINDOW), &mut ctx);
                 assert!(same_bits(&cold[0], &past[0]), "the prompt's own logits are the cold ones");
                 assert!(cold.iter().zip(&past).any(|(c, r)| !same_bits(c, r)), "decoding past the window differs");
             }
             // Why: the whole prompt's state cut back to the same point gives other logits.
             naive.restore(&mut ctx, 0, 1).expect("restores");
-            let upto = save_point(whole, WINDOW, true);
+            let upto = Chunks { past_window: true, ..c }.save_point(whole, WINDOW);
             ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-            let cut = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            let cut = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
             assert!(!same_bits(&cold[0], &cut), "flash attention {fa}: a cut state lacks window cells");
         }
     }
@@ -804,25 +818,28 @@ mod tests {
     #[test]
     fn prompt_logits_do_not_depend_on_a_restored_prefix() {
         for fa in ATTENTION {
+            let c = Chunks::for_attention(fa);
             let (mut ctx, donor, prompt, cold) = sharing_fixture(fa);
             evaluate_on(
                 &mut ctx,
+                c,
                 1,
                 &tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(9)),
                 0,
                 BATCH as usize,
             );
-            evaluate_on(&mut ctx, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            evaluate_on(&mut ctx, c, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
             let mut saved = PromptCache::new(64 << 20, 0);
             saved.save(&mut ctx, 0, &donor[..donor.len() / ROW_GROUP * ROW_GROUP]);
             ctx.kv_cache_seq_rm(0, None, None).expect("the slot moves on");
-            let (entry, upto) =
-                saved.best(&prompt, |common, _| Some(reuse_point(common, prompt.len()))).expect("the prefix is saved");
+            let (entry, upto) = saved
+                .best(&prompt, |common, _| Some(c.reuse_point(common, prompt.len())))
+                .expect("the prefix is saved");
             assert!(upto > 50, "the prefix is shared");
             ctx.kv_cache_seq_rm(1, None, None).expect("clears");
             saved.restore(&mut ctx, entry, 1).expect("restores");
             ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-            let restored = evaluate_on(&mut ctx, 1, &prompt, upto, BATCH as usize);
+            let restored = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
             assert!(same_bits(&cold, &restored), "flash attention {fa}: cold and on a restored prefix");
         }
     }
