@@ -17,7 +17,7 @@
 //!
 //! A sequence state of a sliding-window model (Gemma 3) keeps only the window's last cells of its
 //! window layers, so such a prompt is saved where the same prompt sent again continues from
-//! (`rules::save_point`) and restored only there.
+//! (`rules::Chunks::save_point`) and restored only there.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

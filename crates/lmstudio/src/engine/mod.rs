@@ -228,9 +228,9 @@ impl Engine {
         let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
         // On by default on the CPU (faster decoding, and its tiles keep prompt rows batch-invariant
-        // from 64 rows, `rules::MIN_CHUNK`), except for a sliding-window model: there the window
+        // from 64 rows, `rules::Chunks`), except for a sliding-window model: there the window
         // bounds most layers' attention already, and with it a prompt saved past the window could
-        // not be restored (`rules::save_point`). Off by default with layers on a GPU.
+        // not be restored (`Chunks::save_point`). Off by default with layers on a GPU.
         let flash_attention = config.flash_attention.unwrap_or(gpu_layers == 0 && shape.sliding_window == 0);
         // Prompt rows are reused only where they have the same bits in any chunking.
         let reuse_prompts = gpu_layers == 0;

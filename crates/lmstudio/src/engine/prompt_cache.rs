@@ -72,7 +72,7 @@ impl PromptCache {
     /// Saves the first `tokens.len()` tokens of sequence `seq`, which holds them at positions
     /// `0..tokens.len()`; drops the sequence's later tokens first. Nothing happens when the prefix
     /// is short, already saved within a longer one, or larger than the whole cache. (With a sliding
-    /// window, see `rules::save_point` for where a prompt is worth saving.)
+    /// window, see `rules::Chunks::save_point` for where a prompt is worth saving.)
     pub(super) fn save(&mut self, ctx: &mut LlamaContext, seq: i32, tokens: &[LlamaToken]) {
         if tokens.len() < MIN_SAVED || self.entries.iter().any(|e| covers(self.window, &e.tokens, tokens)) {
             return;

@@ -393,7 +393,7 @@ fn the_prompt_cache_survives_a_reload_and_ignores_a_corrupted_file() {
         ..Default::default()
     };
     // One prompt within Gemma 3's 512-token window, one past it (saved where the same prompt
-    // continues, see rules::save_point); one slot, so the second pushes the first to host memory.
+    // continues, see rules::Chunks::save_point); one slot, so the second pushes the first to host memory.
     let prompts = [
         "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(12) + "The fox",
         "A small red boat sails across the calm blue sea at dawn. ".repeat(50) + "The boat",
