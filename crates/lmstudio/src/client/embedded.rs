@@ -159,18 +159,22 @@ impl Embedded {
             let spawned = std::thread::Builder::new().name("lms-ttl".into()).spawn(move || {
                 while let (Some(loaded), Some(remembered)) = (loaded.upgrade(), remembered.upgrade()) {
                     let now = Instant::now();
+                    // Held from before an instance leaves the loaded list until it is remembered
+                    // (and its engine is down): a request naming it meanwhile waits here, in
+                    // `take_expired`, instead of finding it nowhere.
+                    let mut remembered = lock(&remembered);
                     let expired = take_where(&loaded, |l| l.expired(now));
                     drop(loaded);
                     for l in expired {
                         tracing::info!(identifier = l.info.identifier, "unloaded: its TTL ran out");
                         l.engine.shutdown();
                         let config = LoadConfig { identifier: l.info.identifier.clone(), ..l.config.clone() };
-                        let mut remembered = lock(&remembered);
                         if remembered.len() == EXPIRED_KEPT {
                             remembered.remove(0);
                         }
                         remembered.push(Expired { key: l.info.model_key.clone(), config, jit: l.jit });
                     }
+                    drop(remembered);
                     std::thread::sleep(REAP_EVERY);
                 }
             });
