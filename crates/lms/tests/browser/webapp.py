@@ -10,6 +10,7 @@ import os
 import sys
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -29,9 +30,12 @@ def browser():
 
 
 def wait(driver, what, check, seconds=120):
-    """Waits until `check(driver)` is truthy; fails naming `what`, with the page's error banner."""
+    """Waits until `check(driver)` is truthy; fails naming `what`, with the page's error banner. An
+    element that the page re-rendered between finding it and reading it (stale) is looked up again
+    at the next poll, as one not there yet is."""
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.1).until(lambda d: check(d))
+        return WebDriverWait(driver, seconds, poll_frequency=0.1, ignored_exceptions=ignored).until(lambda d: check(d))
     except Exception:
         banner = driver.find_element(By.ID, "banner")
         said = banner.text if banner.is_displayed() else "(no error shown)"
