@@ -195,6 +195,13 @@ fn moving_average(old: f64, new: f64) -> f64 {
     }
 }
 
+/// Restored cells of a sliding-window model's window layers are laid out from the sequence's first
+/// cell, not where they were computed; a saved prompt ends a multiple of this past the window, so
+/// that each cell keeps its place within the dot products' SIMD groups (at most 64 wide in ggml's
+/// x86 and Arm kernels) and the results stay bitwise those of a cold run. (Measured on AVX-512:
+/// bitwise at a multiple of 4 too; 64 is the margin for wider accumulator groups.)
+pub(super) const WINDOW_ALIGN: usize = 64;
+
 /// How prompts are cut into chunks and reused for the model's attention path: the determinism
 /// contract's numbers (see `worker`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,16 +234,7 @@ impl Chunks {
         }
         common.min(len - self.min) / ROW_GROUP * ROW_GROUP
     }
-}
 
-/// Restored cells of a sliding-window model's window layers are laid out from the sequence's first
-/// cell, not where they were computed; a saved prompt ends a multiple of this past the window, so
-/// that each cell keeps its place within the dot products' SIMD groups (at most 64 wide in ggml's
-/// x86 and Arm kernels) and the results stay bitwise those of a cold run. (Measured on AVX-512:
-/// bitwise at a multiple of 4 too; 64 is the margin for wider accumulator groups.)
-pub(super) const WINDOW_ALIGN: usize = 64;
-
-impl Chunks {
     /// How many of a slot's `reusable` prompt rows to save to host memory, for a model with a
     /// sliding window of `window` tokens (0: none). Without a window: all of them (a restored
     /// prefix can be cut anywhere). With one, llama.cpp's sequence state keeps only the window's

@@ -6,12 +6,12 @@
 //!
 //! Prompt rows are batch invariant. llama.cpp's CPU kernels give a row of a batch bitwise the same
 //! result whatever else is in the batch only when the batch holds at least a minimum chunk of rows
-//! of the sequence ([`Chunks::min`](super::rules::Chunks::min): matrix kernels need 8, flash attention's tiles 64) and the row
-//! is not in the last `len % ROW_GROUP` rows (those take a one-row kernel for repacked weights).
-//! Prompt chunks therefore start at positions divisible by [`ROW_GROUP`], hold at least a minimum
-//! chunk, and are decoded alone; a cached prefix is reused only where it was computed that way. The same
-//! prompt then gives the same logits cold, from the cache, or in another slot (tests/it/completion.rs
-//! checks the text).
+//! of the sequence ([`Chunks::min`](super::rules::Chunks::min): matrix kernels need 8, flash
+//! attention's tiles 64) and the row is not in the last `len % ROW_GROUP` rows (those take a
+//! one-row kernel for repacked weights). Prompt chunks therefore start at positions divisible by
+//! [`ROW_GROUP`], hold at least a minimum chunk, and are decoded alone; a cached prefix is reused
+//! only where it was computed that way. The same prompt then gives the same logits cold, from the
+//! cache, or in another slot (tests/it/completion.rs checks the text).
 //!
 //! The rules themselves (chunk lengths, reuse points, pacing) are in `rules`, one slot's life in
 //! `slot`; this module is the loop: admission, sharing between slots, and the [`Worker`]'s steps.
