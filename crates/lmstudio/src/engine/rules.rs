@@ -11,8 +11,13 @@ pub(super) const ROW_GROUP: usize = 4;
 /// tokens per step, so running streams never stall for a whole long prompt.
 pub(super) const PROMPT_CHUNK_WHILE_GENERATING: usize = 128;
 /// How much longer than a plain generation step a step with a prompt chunk may take: running
-/// streams then never wait much more than twice their usual gap between two tokens.
+/// streams then wait about twice their usual gap between two tokens, or one [`PROMPT_CHUNK_FLOOR`]
+/// longer where that is more.
 pub(super) const STALL_ALLOWANCE: f64 = 0.8;
+/// While other predictions are generating, a step still evaluates at least this many prompt
+/// tokens: a prompt this short (or the new part of a chat turn after a cached prefix) gets its
+/// first token one step after it arrives, not after several small chunks.
+pub(super) const PROMPT_CHUNK_FLOOR: usize = 64;
 
 /// A copy of another slot's cache must save at least this many prompt tokens: llama.cpp copies the
 /// whole sequence buffer, which costs about as much as evaluating a few tokens.
@@ -183,7 +188,7 @@ impl Pacer {
         }
         // A minimum chunk at least, so that `Chunks::next` always makes progress.
         let fits = (self.step_secs * STALL_ALLOWANCE / self.prompt_token_secs) as usize;
-        fits.clamp(min_chunk, PROMPT_CHUNK_WHILE_GENERATING)
+        fits.clamp(PROMPT_CHUNK_FLOOR.max(min_chunk), PROMPT_CHUNK_WHILE_GENERATING)
     }
 }
 
@@ -365,7 +370,8 @@ mod tests {
             pacer.prompt_token_secs = 0.001;
             assert_eq!(pacer.budget(c.min), 100, "0.8 of a step's time");
             pacer.prompt_token_secs = 0.1;
-            assert_eq!(pacer.budget(c.min), c.min, "never below a minimum chunk");
+            assert_eq!(pacer.budget(c.min), PROMPT_CHUNK_FLOOR, "never below the floor");
+            assert!(c.min <= PROMPT_CHUNK_FLOOR, "the floor holds a minimum chunk");
             assert_eq!(c.next(1000, c.min - 1), 0, "a budget below a minimum chunk waits");
             pacer.prompt_token_secs = 0.000_001;
             assert_eq!(pacer.budget(c.min), PROMPT_CHUNK_WHILE_GENERATING);
