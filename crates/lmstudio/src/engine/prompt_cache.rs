@@ -80,6 +80,7 @@ impl PromptCache {
         if ctx.kv_cache_seq_rm(seq, Some(tokens.len() as u32), None).is_err() {
             return;
         }
+        let started = std::time::Instant::now();
         // Measured before it is copied out: a long context of a large model can be gigabytes.
         if ctx.state_seq_get_size_ext(seq, LlamaStateSeqFlags::empty()) > self.capacity {
             return;
@@ -100,7 +101,8 @@ impl PromptCache {
         // out the cells the window masks); the live sequence may still hold older ones.
         let kept = tokens.len().saturating_sub(self.window) as i32;
         let pos_min = ctx.kv_cache_seq_pos_min(seq).max(if self.window == 0 { 0 } else { kept });
-        tracing::debug!(tokens = tokens.len(), bytes = state.byte_len(), "saved a prompt to host memory");
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(tokens = tokens.len(), bytes = state.byte_len(), ms, "saved a prompt to host memory");
         self.entries.push(Saved { tokens: tokens.to_vec(), state, pos_min, used: self.clock });
     }
 

@@ -222,6 +222,8 @@ impl Worker<'_> {
     /// Puts `job` (counted as running) into the free slot whose cache serves it best, first saving
     /// what that slot held when no other slot holds it.
     fn admit(&mut self, job: Job) {
+        let waited_ms = job.submitted.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(tokens = job.tokens.len(), waited_ms, "admitting a prediction");
         let slot = pick_slot(&self.slots, &job.tokens, &self.view);
         save_before_reuse(&mut self.ctx, &mut self.saved, &mut self.slots, slot, &job.tokens, &self.view);
         self.slots[slot].start(&mut self.ctx, job, &self.view);
