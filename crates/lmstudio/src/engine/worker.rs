@@ -601,6 +601,16 @@ mod tests {
 
     /// A context on the default model with `parallel` slots of `context_length` cells, 2 threads.
     fn test_context(context_length: u32, parallel: u32, window: usize, flash_attention: bool) -> LlamaContext<'static> {
+        context_on(default_model(), context_length, parallel, window, flash_attention)
+    }
+
+    fn context_on(
+        model: &'static LlamaModel,
+        context_length: u32,
+        parallel: u32,
+        window: usize,
+        flash_attention: bool,
+    ) -> LlamaContext<'static> {
         let params = EngineParams {
             context_length,
             parallel,
@@ -612,7 +622,14 @@ mod tests {
             prompt_cache_bytes: 0,
             disk_cache: None,
         };
-        new_context(super::super::backend::backend().expect("backend"), default_model(), &params, 2).expect("context")
+        new_context(super::super::backend::backend().expect("backend"), model, &params, 2).expect("context")
+    }
+
+    /// Loads `path` on the CPU in every build: these tests are about the CPU kernels.
+    fn load_on_cpu(path: &std::path::Path) -> LlamaModel {
+        let backend = super::super::backend::backend().expect("backend");
+        let params = llama_cpp_2::model::params::LlamaModelParams::default().with_n_gpu_layers(0);
+        LlamaModel::load_from_file(backend, path, &params).expect("loads")
     }
 
     fn default_model() -> &'static LlamaModel {
@@ -620,10 +637,21 @@ mod tests {
         MODEL.get_or_init(|| {
             let path = ModelStore::from_env().root().join(DEFAULT_MODEL_PATH);
             assert!(path.exists(), "the default model is needed: run `lms get` first");
-            let backend = super::super::backend::backend().expect("backend");
-            // On the CPU in every build: these tests are about the CPU kernels.
-            let params = llama_cpp_2::model::params::LlamaModelParams::default().with_n_gpu_layers(0);
-            LlamaModel::load_from_file(backend, &path, &params).expect("loads")
+            load_on_cpu(&path)
+        })
+    }
+
+    /// A model without a sliding window: a small qwen2 of random weights (`scripts/random-gguf.py
+    /// tiny`), for the kernel paths the default model's window layers keep out of.
+    fn windowless_model() -> &'static LlamaModel {
+        static MODEL: std::sync::OnceLock<LlamaModel> = std::sync::OnceLock::new();
+        MODEL.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("lmstudio-worker-tests-{}", std::process::id()));
+            let path = dir.join("tiny.gguf");
+            lms_test_support::random_gguf("tiny", &path, &[]);
+            let model = load_on_cpu(&path);
+            let _ = std::fs::remove_dir_all(&dir);
+            model
         })
     }
 
@@ -694,7 +722,11 @@ mod tests {
     }
 
     fn tokenize(text: &str) -> Vec<LlamaToken> {
-        default_model().vocab().tokenize(text.as_bytes(), true, true)
+        tokenize_for(default_model(), text)
+    }
+
+    fn tokenize_for(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+        model.vocab().tokenize(text.as_bytes(), true, true)
     }
 
     /// A prefix copied from another slot's cache (`copy_prefix`) gives the same logits as computing
@@ -857,6 +889,42 @@ mod tests {
             let restored = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
             let restored = decode_greedy(&mut ctx, 1, &restored, prompt.len(), DECODED);
             assert!(same_steps(&cold, &restored), "flash attention {fa}: cold and on a restored prefix");
+        }
+    }
+
+    /// Without a sliding window, with flash attention (on by default there), a lone sequence of 512
+    /// cells or more decodes on llama.cpp's split-KV path, whose sums depend on where the cells lie
+    /// (see `a_prompt_longer_than_the_window_is_restored_where_it_was_saved`). A state without a
+    /// window holds every cell and is restored from the sequence's first cell, where a cold run
+    /// computes them: a prompt past 512 tokens restored into a slot that held other tokens gives
+    /// the cold logits bit for bit, the prompt's and the decoded tokens'.
+    #[test]
+    fn a_prompt_past_512_cells_is_restored_bitwise_without_a_window() {
+        let model = windowless_model();
+        let tokenize = |text: &str| tokenize_for(model, text);
+        for fa in ATTENTION {
+            let c = Chunks::for_attention(fa);
+            let mut ctx = context_on(model, 1024, 2, 0, fa);
+            let prompt = tokenize(&format!("{}The old man who", HARBOUR.repeat(14)));
+            assert!(prompt.len() > 512 + c.min + ROW_GROUP && prompt.len() + DECODED < 1024, "{}", prompt.len());
+            let cold = evaluate_on(&mut ctx, c, 1, &prompt, 0, BATCH as usize);
+            let cold = decode_greedy(&mut ctx, 1, &cold, prompt.len(), DECODED);
+            ctx.clear_kv_cache();
+            let other = tokenize(&"Bread needs flour, water, salt and yeast. ".repeat(20));
+            evaluate_on(&mut ctx, c, 1, &other, 0, BATCH as usize);
+            evaluate_on(&mut ctx, c, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
+            let mut saved = PromptCache::new(64 << 20, 0);
+            saved.save(&mut ctx, 0, &prompt[..c.save_point(prompt.len() / ROW_GROUP * ROW_GROUP, 0)]);
+            let (entry, upto) = saved
+                .best(&prompt, |common, _| Some(c.reuse_point(common, prompt.len())))
+                .expect("the prompt is saved");
+            assert!(upto > 512, "{upto}");
+            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
+            saved.restore(&mut ctx, entry, 1).expect("restores");
+            ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
+            let restored = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
+            let restored = decode_greedy(&mut ctx, 1, &restored, prompt.len(), DECODED);
+            assert!(same_steps(&cold, &restored), "flash attention {fa}: cold and restored");
         }
     }
 }
