@@ -71,7 +71,12 @@ fn capped(mut text: String) -> String {
 impl Logs {
     /// Whether anyone listens (model events are made only then).
     pub(crate) fn listened(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.listeners() > 0
+    }
+
+    /// Clients following the live log (`GET /logs`, the SDK's `streamLogs`).
+    pub(crate) fn listeners(&self) -> usize {
+        self.tx.receiver_count()
     }
 
     fn push(&self, data: LogData) {

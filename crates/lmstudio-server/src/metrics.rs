@@ -119,6 +119,11 @@ pub(crate) fn render(m: &Metrics, client: &lmstudio::Client) -> impl IntoRespons
         ),
         ("lms_models_loaded", "Loaded model instances.", loaded.len() as f64),
         (
+            "lms_log_streams",
+            "Clients following the live log (GET /logs, the SDK's streamLogs).",
+            m.logs.listeners() as f64,
+        ),
+        (
             "lms_models_failed",
             "Loaded instances whose engine failed (unload and load them again).",
             sum(|a| usize::from(a.failure.is_some())) as f64,

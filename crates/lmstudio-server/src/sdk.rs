@@ -92,8 +92,16 @@ impl Out {
     }
 }
 
-/// The channels open on one socket, with the cancel handle of those that run a prediction.
-type Cancels = Arc<Mutex<HashMap<i64, Option<lmstudio::CancelHandle>>>>;
+/// The channels open on one socket, with what stops those the client may stop.
+type Cancels = Arc<Mutex<HashMap<i64, Option<Stopper>>>>;
+
+/// What ends a channel's work when the client asks: a prediction's cancel handle (`cancel`), a
+/// log stream's signal (`stop`).
+#[derive(Clone)]
+enum Stopper {
+    Prediction(lmstudio::CancelHandle),
+    Logs(Arc<Notify>),
+}
 
 /// Channels one socket may have open at once; past that, a new one is refused.
 pub(crate) const MAX_OPEN_CHANNELS: usize = 256;
@@ -232,10 +240,11 @@ fn dispatch(
         }
         ClientMessage::ChannelSend { channel_id, message, .. } => {
             // The JS SDK sends its cancel twice; the second finds the prediction cancelled or gone.
-            if p::decode::<ChannelInput>("channel message", message) == Ok(ChannelInput::Cancel) {
-                if let Some(handle) = lock(cancels).get(&channel_id).cloned().flatten() {
-                    handle.cancel();
-                }
+            let stopper = lock(cancels).get(&channel_id).cloned().flatten();
+            match (p::decode::<ChannelInput>("channel message", message), stopper) {
+                (Ok(ChannelInput::Cancel), Some(Stopper::Prediction(handle))) => handle.cancel(),
+                (Ok(ChannelInput::Stop), Some(Stopper::Logs(stop))) => stop.notify_one(),
+                _ => {}
             }
         }
         ClientMessage::CommunicationWarning { warning } => {
@@ -412,7 +421,7 @@ async fn channel(
     let client = state.client().clone();
     let (query, stack, identifier, ttl) = match request {
         ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, cancels).await,
-        ChannelRequest::StreamLogs => return stream_logs(state, id, out).await,
+        ChannelRequest::StreamLogs => return stream_logs(state, id, out, cancels).await,
         ChannelRequest::GetOrLoad(g) => {
             if let Some(llm) = client.get_loaded(&g.identifier)? {
                 let info = Box::new(as_namespace(namespace, llm.info().clone()));
@@ -465,17 +474,28 @@ async fn channel(
 }
 
 /// Forwards the live log's prompts as `{"type": "log", "log": event}` messages (LM Studio's
-/// `streamLogs`) until the client is gone. Only `llm.prediction.input`: the SDKs LM Studio ships
-/// (1.5) validate that one type, and would refuse the others (`GET /logs` has them all).
-async fn stream_logs(state: &AppState, id: i64, out: &Out) -> Result<(), lmstudio::Error> {
+/// `streamLogs`) until the client sends `stop` (the channel then closes) or is gone. Only
+/// `llm.prediction.input`: the SDKs LM Studio ships (1.5) validate that one type, and would refuse
+/// the others (`GET /logs` has them all).
+async fn stream_logs(state: &AppState, id: i64, out: &Out, cancels: &Cancels) -> Result<(), lmstudio::Error> {
     #[derive(serde::Serialize)]
     struct Log<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
         log: &'a crate::logs::LogEvent,
     }
+    let stop = Arc::new(Notify::new());
+    lock(cancels).insert(id, Some(Stopper::Logs(Arc::clone(&stop))));
     let (_, mut rx) = state.metrics().logs.subscribe(false);
-    while let Some(event) = crate::logs::next(&mut rx).await {
+    loop {
+        let event = tokio::select! {
+            event = crate::logs::next(&mut rx) => event,
+            () = stop.notified() => {
+                out.close(id);
+                break;
+            }
+        };
+        let Some(event) = event else { break };
         if !matches!(event.data, crate::logs::LogData::Input { .. }) {
             continue;
         }
@@ -519,7 +539,7 @@ async fn predict(
     let mut stream = stream.on_prompt_processing_progress(move |progress| {
         progress_out.channel(id, &PredictMessage::PromptProcessingProgress { progress });
     });
-    lock(cancels).insert(id, Some(stream.cancel_handle()));
+    lock(cancels).insert(id, Some(Stopper::Prediction(stream.cancel_handle())));
     while let Some(fragment) = stream.next().await {
         let fragment = fragment?;
         if !out.channel(id, &PredictMessage::Fragment { fragment: (&fragment).into() }) {

@@ -227,7 +227,8 @@ fn js_sdk_embeds() {
 
 /// Issue 31: LM Studio's `client.diagnostics.unstable_streamLogs` (what LM Studio's `lms log
 /// stream` reads): a chat's prompt arrives as the model reads it, through the model's template,
-/// with the instance's identifier; the SDK finds nothing to warn about in the events.
+/// with the instance's identifier; the SDK finds nothing to warn about in the events; the stream
+/// ends when the SDK's stop function asks.
 const STREAM_LOGS: &str = r#"
 const { LMStudioClient } = require("@lmstudio/sdk");
 
@@ -240,6 +241,14 @@ const { LMStudioClient } = require("@lmstudio/sdk");
   await model.respond([{ role: "user", content: "Name a color." }], { maxTokens: 3 });
   for (let i = 0; i < 50 && logs.length === 0; i++) await new Promise(r => setTimeout(r, 100));
   stop();
+  // The server ends the stream when asked (the SDK sends "stop") while the client stays connected.
+  const metrics = process.env.BASE_URL.replace(/^ws/, "http") + "/metrics";
+  let streams = NaN;
+  for (let i = 0; i < 50 && streams !== 0; i++) {
+    if (i > 0) await new Promise(r => setTimeout(r, 100));
+    streams = Number(((await (await fetch(metrics)).text()).match(/^lms_log_streams (\d+)$/m) || [])[1]);
+  }
+  assert.equal(streams, 0, "the log stream outlived its stop");
   const input = logs.find(l => l.data.type === "llm.prediction.input");
   assert.ok(input, JSON.stringify(logs));
   assert.ok(input.data.input.includes("<start_of_turn>user\nName a color.<end_of_turn>"), input.data.input);

@@ -193,6 +193,9 @@ pub enum ServerMessage {
 pub enum ChannelInput {
     /// Stop the prediction or load.
     Cancel,
+    /// Stop a log stream (`diagnostics` / `streamLogs`): what the function that the JS SDK's
+    /// `unstable_streamLogs` returns sends.
+    Stop,
     /// Anything else (ignored).
     #[serde(other)]
     Other,
