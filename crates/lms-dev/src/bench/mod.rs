@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Tokens to generate for the decode test.
     #[arg(long, default_value_t = 128)]
     gen_tokens: u32,
+    /// Tokens of context before the long-context decode test (llama-bench's `-d`); 0 skips it.
+    #[arg(long, default_value_t = 3000)]
+    depth: usize,
     /// Rounds; medians are reported.
     #[arg(long, default_value_t = 3)]
     repetitions: usize,
@@ -65,6 +68,8 @@ struct Row {
     what: String,
     pp_tok_s: f64,
     tg_tok_s: f64,
+    /// Decode after `--depth` tokens of context.
+    tg_depth_tok_s: f64,
     ttft_ms: f64,
     peak_rss_mib: f64,
     /// Time to first token of a cold 1,000-token prompt.
@@ -96,6 +101,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.prompt_tokens >= 16, "--prompt-tokens must be at least 16");
     anyhow::ensure!(args.gen_tokens >= 1, "--gen-tokens must be at least 1");
     anyhow::ensure!(args.repetitions >= 1, "--repetitions must be at least 1");
+    anyhow::ensure!(
+        args.depth + args.gen_tokens as usize <= 4000,
+        "--depth and --gen-tokens must fit in the default 4096-token context"
+    );
     anyhow::ensure!(args.clients.iter().all(|&n| n >= 1), "--clients must all be at least 1");
     let store = lmstudio::ModelStore::from_env();
     let model = load_one_slot(&store, args.model.as_deref(), args.threads, args.gpu)?;
@@ -116,6 +125,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         Ok(text)
     };
+    let deep = (args.depth > 0).then(|| prompt_of(&model, args.depth)).transpose()?;
     // Warm up as llama-bench does (each of its tests runs once first, not counted): the weights
     // paged in, and the buffers a full prompt batch computes in touched once (the first such batch
     // in a process ran about 7% slower than the next ones, measured).
@@ -142,6 +152,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             lmstudio::Config { max_tokens: Some(args.gen_tokens), seed: Some(round as u32), ..Default::default() },
         )?;
         let short = model.complete(&format!("{round} My name is"), greedy(1))?;
+        let tg_depth = match &deep {
+            Some(deep) => model
+                .complete(
+                    &format!("{round} {deep}"),
+                    lmstudio::Config {
+                        max_tokens: Some(args.gen_tokens),
+                        ignore_eos: Some(true),
+                        seed: Some(round as u32),
+                        ..Default::default()
+                    },
+                )?
+                .stats
+                .tokens_per_second
+                .unwrap_or(f64::NAN),
+            None => f64::NAN,
+        };
         // Its own first words, so that no earlier prompt (kept in host memory) shares the prefix.
         let prefix = format!("{round} Prefix test: {}", prompt_of(&model, 1000)?);
         let cold = model.complete(&prefix, greedy(1))?;
@@ -154,6 +180,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             what: "lmstudio-rs (this build, through the public API)".into(),
             pp_tok_s: pp.stats.prompt_tokens_count.unwrap_or(0) as f64 / pp_secs,
             tg_tok_s: tg.stats.tokens_per_second.unwrap_or(f64::NAN),
+            tg_depth_tok_s: tg_depth,
             ttft_ms: short.stats.time_to_first_token_sec.unwrap_or(f64::NAN) * 1000.0,
             peak_rss_mib: rss::peak_rss_mib(std::process::id()).unwrap_or(f64::NAN),
             prefix_cold_ms: ttft(&cold),
@@ -296,7 +323,21 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
     let out = child.wait_with_output()?;
     let peak = watcher.join().unwrap_or(f64::NAN);
     anyhow::ensure!(out.status.success(), "llama-bench failed");
-    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
+    let mut runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
+    if args.depth > 0 {
+        // Decode only, after `depth` tokens (llama-bench fills them before each run).
+        let deep = Command::new(bin)
+            .arg("-m")
+            .arg(model)
+            .args(["-t", &args.threads.to_string(), "-p", "0", "-n", &args.gen_tokens.to_string()])
+            .args(["-d", &args.depth.to_string(), "-r", "1", "-fa", "0,1", "-o", "json"])
+            .args(["-ngl", if matches!(args.gpu, None | Some(lmstudio::GpuOffload::Off)) { "0" } else { "99" }])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        anyhow::ensure!(deep.status.success(), "llama-bench -d failed");
+        runs.extend(serde_json::from_slice::<Vec<serde_json::Value>>(&deep.stdout).context("llama-bench JSON")?);
+    }
     let name = bin.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let mut rows = [0, 1].map(|fa| Row {
         what: format!("{name} -fa {fa}"),
@@ -309,6 +350,8 @@ fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs)
         let row = &mut rows[usize::from(r["flash_attn"].as_i64() == Some(1))];
         if r["n_prompt"].as_u64().unwrap_or(0) > 0 {
             row.pp_tok_s = ts;
+        } else if r["n_depth"].as_u64().unwrap_or(0) > 0 {
+            row.tg_depth_tok_s = ts;
         } else {
             row.tg_tok_s = ts;
         }
@@ -322,6 +365,7 @@ fn median(rows: &[Row]) -> Row {
         what: rows[0].what.clone(),
         pp_tok_s: med(|r| r.pp_tok_s),
         tg_tok_s: med(|r| r.tg_tok_s),
+        tg_depth_tok_s: med(|r| r.tg_depth_tok_s),
         ttft_ms: med(|r| r.ttft_ms),
         peak_rss_mib: med(|r| r.peak_rss_mib),
         prefix_cold_ms: med(|r| r.prefix_cold_ms),
@@ -331,21 +375,22 @@ fn median(rows: &[Row]) -> Row {
 
 fn markdown(rows: &[Row], args: &BenchArgs) -> String {
     let mut s = format!(
-        "| what | pp{} tok/s | tg{} tok/s | TTFT \"My name is\" ms | peak RSS MiB |\n|---|---|---|---|---|\n",
-        args.prompt_tokens, args.gen_tokens
+        "| what | pp{} tok/s | tg{} tok/s | tg{} @ {} tok/s | TTFT \"My name is\" ms | peak RSS MiB |\n|---|---|---|---|---|---|\n",
+        args.prompt_tokens, args.gen_tokens, args.gen_tokens, args.depth
     );
     for r in rows {
         s += &format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
-            r.what, r.pp_tok_s, r.tg_tok_s, r.ttft_ms, r.peak_rss_mib
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+            r.what, r.pp_tok_s, r.tg_tok_s, r.tg_depth_tok_s, r.ttft_ms, r.peak_rss_mib
         );
     }
     for theirs in &rows[1..] {
         s += &format!(
-            "| ratio ours / {} | {:.2} | {:.2} | | |\n",
+            "| ratio ours / {} | {:.2} | {:.2} | {:.2} | | |\n",
             theirs.what,
             rows[0].pp_tok_s / theirs.pp_tok_s,
-            rows[0].tg_tok_s / theirs.tg_tok_s
+            rows[0].tg_tok_s / theirs.tg_tok_s,
+            rows[0].tg_depth_tok_s / theirs.tg_depth_tok_s
         );
     }
     let ours = &rows[0];
@@ -356,7 +401,7 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
         ours.prefix_warm_ms / ours.prefix_cold_ms
     );
     s += &format!(
-        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with its default attention for the model: flash attention off for a sliding-window model (Gemma 3), as llama-bench's `-fa 0` rows, on for others, as its `-fa 1` rows (llama-bench's own default on the CPU).\n",
+        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with its default attention for the model: flash attention off for a sliding-window model (Gemma 3), as llama-bench's `-fa 0` rows, on for others, as its `-fa 1` rows (llama-bench's own default on the CPU). The `@` column decodes after that many tokens of context (llama-bench's `-d`); llama-bench keeps a window-sized cache for the window layers (`swa_full = false`), ours keeps every cell (so that a cache can be cut anywhere and a restore keeps its bits), which without flash attention those layers then attend over.\n",
         args.threads, args.repetitions
     );
     s

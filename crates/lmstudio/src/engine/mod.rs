@@ -228,9 +228,10 @@ impl Engine {
         let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
         // On by default on the CPU (faster decoding, and its tiles keep prompt rows batch-invariant
-        // from 64 rows, `rules::Chunks`), except for a sliding-window model: there the window
-        // bounds most layers' attention already, and with it a prompt saved past the window could
-        // not be restored (`Chunks::save_point`). Off by default with layers on a GPU.
+        // from 64 rows, `rules::Chunks`), except for a sliding-window model: with it there a
+        // prompt saved past the window could not be restored bit for bit (`Chunks::save_point`),
+        // at the price of decoding that slows with the context (the window layers attend over every
+        // cell the full-size cache keeps: bench/README.md). Off by default with layers on a GPU.
         let flash_attention = config.flash_attention.unwrap_or(gpu_layers == 0 && shape.sliding_window == 0);
         // Prompt rows are reused only where they have the same bits in any chunking.
         let reuse_prompts = gpu_layers == 0;
