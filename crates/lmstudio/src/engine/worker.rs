@@ -790,6 +790,24 @@ mod tests {
         steps
     }
 
+    /// Restores host-cache `entry` into sequence `seq` (emptied first), cut back to `upto`, then
+    /// evaluates the rest of `prompt` and decodes [`DECODED`] greedy steps: each step's logits.
+    fn restore_and_decode(
+        ctx: &mut LlamaContext,
+        c: Chunks,
+        saved: &mut PromptCache,
+        entry: usize,
+        seq: i32,
+        prompt: &[LlamaToken],
+        upto: usize,
+    ) -> Vec<Vec<f32>> {
+        ctx.kv_cache_seq_rm(seq, None, None).expect("clears");
+        saved.restore(ctx, entry, seq).expect("restores");
+        ctx.kv_cache_seq_rm(seq, Some(upto as u32), None).expect("trims");
+        let last = evaluate_on(ctx, c, seq, prompt, upto, BATCH as usize);
+        decode_greedy(ctx, seq, &last, prompt.len(), DECODED)
+    }
+
     /// Gemma 3's window layers (512 tokens): a prompt longer than the window, saved where
     /// `save_point` puts it and restored into a slot that held other tokens, gives the cold logits
     /// bit for bit, for the prompt and for the tokens decoded after it. With flash attention that
@@ -834,10 +852,7 @@ mod tests {
                 saved.save(ctx, 0, &prompt[..at]);
                 let (entry, upto) = saved.best(&prompt, usable).expect("the saved prompt serves");
                 assert_eq!(upto, at);
-                ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-                saved.restore(ctx, entry, 1).expect("restores");
-                let restored = evaluate_on(ctx, c, 1, &prompt, upto, BATCH as usize);
-                let decoded = decode_greedy(ctx, 1, &restored, prompt.len(), DECODED);
+                let decoded = restore_and_decode(ctx, c, &mut saved, entry, 1, &prompt, upto);
                 ctx.kv_cache_seq_rm(1, None, None).expect("clears");
                 decoded
             };
@@ -883,11 +898,7 @@ mod tests {
                 .best(&prompt, |common, _| Some(c.reuse_point(common, prompt.len())))
                 .expect("the prefix is saved");
             assert!(upto > 50, "the prefix is shared");
-            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-            saved.restore(&mut ctx, entry, 1).expect("restores");
-            ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-            let restored = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
-            let restored = decode_greedy(&mut ctx, 1, &restored, prompt.len(), DECODED);
+            let restored = restore_and_decode(&mut ctx, c, &mut saved, entry, 1, &prompt, upto);
             assert!(same_steps(&cold, &restored), "flash attention {fa}: cold and on a restored prefix");
         }
     }
@@ -919,11 +930,7 @@ mod tests {
                 .best(&prompt, |common, _| Some(c.reuse_point(common, prompt.len())))
                 .expect("the prompt is saved");
             assert!(upto > 512, "{upto}");
-            ctx.kv_cache_seq_rm(1, None, None).expect("clears");
-            saved.restore(&mut ctx, entry, 1).expect("restores");
-            ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
-            let restored = evaluate_on(&mut ctx, c, 1, &prompt, upto, BATCH as usize);
-            let restored = decode_greedy(&mut ctx, 1, &restored, prompt.len(), DECODED);
+            let restored = restore_and_decode(&mut ctx, c, &mut saved, entry, 1, &prompt, upto);
             assert!(same_steps(&cold, &restored), "flash attention {fa}: cold and restored");
         }
     }
