@@ -230,6 +230,10 @@ fn dispatch(
                     return;
                 }
             };
+            if matches!(request, ChannelRequest::StreamLogs) {
+                // Stoppable from now on: a `stop` sent right after the creation is not lost.
+                lock(cancels).insert(id, Some(Stopper::Logs(Arc::default())));
+            }
             let (state, out, cancels, ns) = (state.clone(), out.clone(), Arc::clone(cancels), namespace.to_owned());
             tasks.spawn(async move {
                 if let Err(e) = channel(&state, &ns, request, id, &out, &cancels).await {
@@ -383,7 +387,7 @@ pub(crate) enum ChannelRequest {
     LoadModel(LoadModelParameter),
     /// `predict`.
     Predict(Box<PredictParameter>),
-    /// `diagnostics` / `streamLogs`: the live log, until the socket closes.
+    /// `diagnostics` / `streamLogs`: the live log, until the client sends `stop` or is gone.
     StreamLogs,
 }
 
@@ -484,8 +488,10 @@ async fn stream_logs(state: &AppState, id: i64, out: &Out, cancels: &Cancels) ->
         kind: &'static str,
         log: &'a crate::logs::LogEvent,
     }
-    let stop = Arc::new(Notify::new());
-    lock(cancels).insert(id, Some(Stopper::Logs(Arc::clone(&stop))));
+    // The signal `dispatch` registered when the channel was created.
+    let Some(Stopper::Logs(stop)) = lock(cancels).get(&id).cloned().flatten() else {
+        return Err(lmstudio::Error::Engine("a log stream without its stop signal".into()));
+    };
     let (_, mut rx) = state.metrics().logs.subscribe(false);
     loop {
         let event = tokio::select! {
