@@ -42,7 +42,7 @@ pub fn sdk_message(data: &[u8]) {
         | Ok(Some(ChannelRequest::LoadModel(LoadModelParameter { load_config_stack: stack, .. }))) => {
             let _ = stack.load_config(lmstudio::LoadConfig::default()).map(|c| c.validate());
         }
-        Ok(Some(ChannelRequest::StreamLogs) | None) | Err(_) => {}
+        Ok(Some(ChannelRequest::StreamLogs(_)) | None) | Err(_) => {}
     }
 }
 

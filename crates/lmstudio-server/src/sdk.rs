@@ -230,9 +230,9 @@ fn dispatch(
                     return;
                 }
             };
-            if matches!(request, ChannelRequest::StreamLogs) {
+            if let ChannelRequest::StreamLogs(stop) = &request {
                 // Stoppable from now on: a `stop` sent right after the creation is not lost.
-                lock(cancels).insert(id, Some(Stopper::Logs(Arc::default())));
+                lock(cancels).insert(id, Some(Stopper::Logs(Arc::clone(stop))));
             }
             let (state, out, cancels, ns) = (state.clone(), out.clone(), Arc::clone(cancels), namespace.to_owned());
             tasks.spawn(async move {
@@ -387,8 +387,9 @@ pub(crate) enum ChannelRequest {
     LoadModel(LoadModelParameter),
     /// `predict`.
     Predict(Box<PredictParameter>),
-    /// `diagnostics` / `streamLogs`: the live log, until the client sends `stop` or is gone.
-    StreamLogs,
+    /// `diagnostics` / `streamLogs`: the live log, until the client sends `stop` (which notifies
+    /// this signal) or is gone.
+    StreamLogs(Arc<Notify>),
 }
 
 /// The request a `channelCreate` makes; `None` for an endpoint we do not serve.
@@ -397,7 +398,7 @@ pub(crate) fn channel_request(endpoint: &str, parameter: Value) -> Result<Option
         "getOrLoad" => ChannelRequest::GetOrLoad(p::decode("getOrLoad parameter", parameter)?),
         "loadModel" => ChannelRequest::LoadModel(p::decode("loadModel parameter", parameter)?),
         "predict" => ChannelRequest::Predict(p::decode("predict parameter", parameter)?),
-        "streamLogs" => ChannelRequest::StreamLogs,
+        "streamLogs" => ChannelRequest::StreamLogs(Arc::default()),
         _ => return Ok(None),
     }))
 }
@@ -425,7 +426,7 @@ async fn channel(
     let client = state.client().clone();
     let (query, stack, identifier, ttl) = match request {
         ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, cancels).await,
-        ChannelRequest::StreamLogs => return stream_logs(state, id, out, cancels).await,
+        ChannelRequest::StreamLogs(stop) => return stream_logs(state, id, out, &stop).await,
         ChannelRequest::GetOrLoad(g) => {
             if let Some(llm) = client.get_loaded(&g.identifier)? {
                 let info = Box::new(as_namespace(namespace, llm.info().clone()));
@@ -481,17 +482,13 @@ async fn channel(
 /// `streamLogs`) until the client sends `stop` (the channel then closes) or is gone. Only
 /// `llm.prediction.input`: the SDKs LM Studio ships (1.5) validate that one type, and would refuse
 /// the others (`GET /logs` has them all).
-async fn stream_logs(state: &AppState, id: i64, out: &Out, cancels: &Cancels) -> Result<(), lmstudio::Error> {
+async fn stream_logs(state: &AppState, id: i64, out: &Out, stop: &Notify) -> Result<(), lmstudio::Error> {
     #[derive(serde::Serialize)]
     struct Log<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
         log: &'a crate::logs::LogEvent,
     }
-    // The signal `dispatch` registered when the channel was created.
-    let Some(Stopper::Logs(stop)) = lock(cancels).get(&id).cloned().flatten() else {
-        return Err(lmstudio::Error::Engine("a log stream without its stop signal".into()));
-    };
     let (_, mut rx) = state.metrics().logs.subscribe(false);
     loop {
         let event = tokio::select! {

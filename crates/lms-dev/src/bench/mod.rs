@@ -101,10 +101,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.prompt_tokens >= 16, "--prompt-tokens must be at least 16");
     anyhow::ensure!(args.gen_tokens >= 1, "--gen-tokens must be at least 1");
     anyhow::ensure!(args.repetitions >= 1, "--repetitions must be at least 1");
-    anyhow::ensure!(
-        args.depth + args.gen_tokens as usize <= 4000,
-        "--depth and --gen-tokens must fit in the default 4096-token context"
-    );
     anyhow::ensure!(args.clients.iter().all(|&n| n >= 1), "--clients must all be at least 1");
     let store = lmstudio::ModelStore::from_env();
     let model = load_one_slot(&store, args.model.as_deref(), args.threads, args.gpu)?;
@@ -125,6 +121,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         Ok(text)
     };
+    let context = model.info().context_length.unwrap_or(0) as usize;
+    // A round's first word and its decoded tokens come on top of `depth`.
+    anyhow::ensure!(
+        args.depth == 0 || args.depth + args.gen_tokens as usize + 8 <= context,
+        "--depth and --gen-tokens must fit in the model's {context}-token context"
+    );
     let deep = (args.depth > 0).then(|| prompt_of(&model, args.depth)).transpose()?;
     // Warm up as llama-bench does (each of its tests runs once first, not counted): the weights
     // paged in, and the buffers a full prompt batch computes in touched once (the first such batch
@@ -293,50 +295,40 @@ fn prompt_of(model: &lmstudio::Llm, n: usize) -> lmstudio::Result<String> {
     Ok(text)
 }
 
-/// One llama-bench run: its rows with flash attention off and on.
-fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs) -> Result<[Row; 2]> {
+/// llama-bench (`bin`) on `model` with our threads and offload, flash attention off and on, and
+/// `test` naming the test (`-p`, `-n`, `-d`): its JSON runs and the process's peak RSS in MiB.
+fn run_llama_bench(
+    bin: &std::path::Path,
+    model: &std::path::Path,
+    args: &BenchArgs,
+    test: &[String],
+) -> Result<(Vec<serde_json::Value>, f64)> {
+    let ngl = if matches!(args.gpu, None | Some(lmstudio::GpuOffload::Off)) { "0" } else { "99" };
     let child = Command::new(bin)
-        .args(["-m"])
+        .arg("-m")
         .arg(model)
-        .args([
-            "-t",
-            &args.threads.to_string(),
-            "-p",
-            &args.prompt_tokens.to_string(),
-            "-n",
-            &args.gen_tokens.to_string(),
-            "-r",
-            "1",
-            "-ngl",
-            if matches!(args.gpu, None | Some(lmstudio::GpuOffload::Off)) { "0" } else { "99" },
-            "-fa",
-            "0,1",
-            "-o",
-            "json",
-        ])
+        .args(["-t", &args.threads.to_string(), "-r", "1", "-ngl", ngl, "-fa", "0,1", "-o", "json"])
+        .args(test)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
-    let pid = child.id();
-    let watcher = rss::watch_peak_rss(pid);
+    let watcher = rss::watch_peak_rss(child.id());
     let out = child.wait_with_output()?;
     let peak = watcher.join().unwrap_or(f64::NAN);
-    anyhow::ensure!(out.status.success(), "llama-bench failed");
-    let mut runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("llama-bench JSON")?;
+    anyhow::ensure!(out.status.success(), "{} {} failed", bin.display(), test.join(" "));
+    Ok((serde_json::from_slice(&out.stdout).context("llama-bench JSON")?, peak))
+}
+
+/// One llama-bench run: its rows with flash attention off and on.
+fn llama_bench(bin: &std::path::Path, model: &std::path::Path, args: &BenchArgs) -> Result<[Row; 2]> {
+    let n = args.gen_tokens.to_string();
+    let (mut runs, peak) =
+        run_llama_bench(bin, model, args, &["-p".into(), args.prompt_tokens.to_string(), "-n".into(), n.clone()])?;
     if args.depth > 0 {
         // Decode only, after `depth` tokens (llama-bench fills them before each run).
-        let deep = Command::new(bin)
-            .arg("-m")
-            .arg(model)
-            .args(["-t", &args.threads.to_string(), "-p", "0", "-n", &args.gen_tokens.to_string()])
-            .args(["-d", &args.depth.to_string(), "-r", "1", "-fa", "0,1", "-o", "json"])
-            .args(["-ngl", if matches!(args.gpu, None | Some(lmstudio::GpuOffload::Off)) { "0" } else { "99" }])
-            .stderr(std::process::Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        anyhow::ensure!(deep.status.success(), "llama-bench -d failed");
-        runs.extend(serde_json::from_slice::<Vec<serde_json::Value>>(&deep.stdout).context("llama-bench JSON")?);
+        let deep = ["-p".into(), "0".into(), "-n".into(), n, "-d".into(), args.depth.to_string()];
+        runs.extend(run_llama_bench(bin, model, args, &deep)?.0);
     }
     let name = bin.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let mut rows = [0, 1].map(|fa| Row {

@@ -856,6 +856,19 @@ mod tests {
         assert_eq!(unknown, ServerMessage::Unknown);
     }
 
+    /// What the SDKs send into a channel: a prediction's `cancel`, a log stream's `stop` (lmstudio-js'
+    /// `unstable_streamLogs`); anything else reads as `Other`.
+    #[test]
+    fn channel_inputs_read_and_write_as_the_sdks_send_them() {
+        for (frame, input) in
+            [(r#"{"type": "cancel"}"#, ChannelInput::Cancel), (r#"{"type": "stop"}"#, ChannelInput::Stop)]
+        {
+            assert_eq!(decode::<ChannelInput>("channel message", json(frame)), Ok(input));
+            assert_eq!(encode(&input), json(frame));
+        }
+        assert_eq!(decode::<ChannelInput>("channel message", json(r#"{"type": "pause"}"#)), Ok(ChannelInput::Other));
+    }
+
     #[test]
     fn a_decode_failure_names_the_message_and_the_field() {
         let e =
