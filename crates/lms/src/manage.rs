@@ -87,8 +87,8 @@ pub struct LoadArgs {
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
     /// llama.cpp's flash attention (LM Studio's `flashAttention`): on by default on the CPU
-    /// (faster decoding, most with several predictions at once) except for sliding-window models
-    /// (Gemma 3), off by default with layers on a GPU.
+    /// (faster decoding, most with several predictions at once and with a long context), off by
+    /// default with layers on a GPU.
     #[arg(long, value_name = "on|off", num_args = 0..=1, require_equals = true, default_missing_value = "on",
           value_parser = clap::builder::BoolishValueParser::new())]
     flash_attention: Option<bool>,

@@ -49,7 +49,7 @@ pub struct ServerArgs {
     gpu: Option<lmstudio::GpuOffload>,
     /// llama.cpp's flash attention for the models the server loads (LM Studio's
     /// `flashAttention`): on by default on the CPU (faster decoding, most with several predictions
-    /// at once) except for sliding-window models (Gemma 3), off by default with layers on a GPU.
+    /// at once and with a long context), off by default with layers on a GPU.
     #[arg(long, value_name = "on|off", num_args = 0..=1, require_equals = true, default_missing_value = "on",
           value_parser = clap::builder::BoolishValueParser::new())]
     flash_attention: Option<bool>,

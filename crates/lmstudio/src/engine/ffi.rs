@@ -1,6 +1,6 @@
-//! Calls into llama.cpp that llama-cpp-2 does not wrap: its RPC backend's server and client
-//! (ggml-rpc, reached through the backend registry as llama.cpp's own tools reach it) and ggml's
-//! abort callback. All of the workspace's `unsafe` is in this file (the lints deny it elsewhere,
+//! Calls into llama.cpp that llama-cpp-2 does not wrap, or wraps only unsafely: its RPC backend's
+//! server and client (ggml-rpc, reached through the backend registry as llama.cpp's own tools
+//! reach it), ggml's abort callback, and a sequence's state as bytes. All of the workspace's `unsafe` is in this file (the lints deny it elsewhere,
 //! and lms-dev's modules test checks that no other file allows it); each block says why it holds.
 
 #![allow(unsafe_code)]
@@ -8,6 +8,8 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::Write;
 
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::LlamaStateSeqFlags;
 use llama_cpp_sys_2 as sys;
 
 use crate::types::error::{Error, Result};
@@ -129,4 +131,23 @@ pub(super) fn at_exit(f: extern "C" fn()) -> bool {
     // SAFETY: `f` is a function without arguments and with C's calling convention, as `atexit`
     // takes; a function lives as long as the process.
     unsafe { atexit(f) == 0 }
+}
+
+/// Puts the window-layer cells of sequence `seq` of a sliding-window model, just restored from a
+/// saved state of positions `0..`, where a cold run of the same tokens keeps them (`seq_state`).
+/// Returns whether they are there; false leaves the sequence as restored.
+pub(super) fn place_window_cells(ctx: &mut LlamaContext, seq: i32) -> bool {
+    let flags = LlamaStateSeqFlags::PARTIAL_ONLY;
+    let size = ctx.state_seq_get_size_ext(seq, flags);
+    let mut window = vec![0u8; size];
+    // SAFETY: `window` holds the `size` bytes llama.cpp just measured for this sequence and these
+    // flags, and nothing changed the context since (it is borrowed mutably).
+    let written = unsafe { ctx.state_seq_get_data_ext(window.as_mut_ptr(), seq, flags) };
+    if written != size {
+        return false;
+    }
+    let Some(placed) = super::seq_state::with_earlier_cells(&window, 0) else { return false };
+    // SAFETY: `placed` is the state llama.cpp wrote with cells added in its own layout; its reader
+    // checks counts, types and sizes against the context and fails rather than read past the end.
+    placed.len() == size || unsafe { ctx.state_seq_set_data_ext(&placed, seq, flags) }
 }

@@ -19,6 +19,7 @@ mod rpc;
 pub use rpc::RpcWorker;
 mod rules;
 mod sampler;
+mod seq_state;
 mod slot;
 mod worker;
 
@@ -227,12 +228,11 @@ impl Engine {
         info.num_gpu_layers = Some(gpu_layers);
         let template = chat_template(&model, info.architecture.as_deref());
         let info = info.clone();
-        // On by default on the CPU (faster decoding, and its tiles keep prompt rows batch-invariant
-        // from 64 rows, `rules::Chunks`), except for a sliding-window model: with it there a
-        // prompt saved past the window could not be restored bit for bit (`Chunks::save_point`),
-        // at the price of decoding that slows with the context (the window layers attend over every
-        // cell the full-size cache keeps: bench/README.md). Off by default with layers on a GPU.
-        let flash_attention = config.flash_attention.unwrap_or(gpu_layers == 0 && shape.sliding_window == 0);
+        // On by default on the CPU: faster decoding (most with several predictions at once and with
+        // a long context, where a sliding-window model's window layers would otherwise attend over
+        // every cell the full-size cache keeps: bench/README.md), and its tiles keep prompt rows
+        // batch-invariant from 64 rows (`rules::Chunks`). Off by default with layers on a GPU.
+        let flash_attention = config.flash_attention.unwrap_or(gpu_layers == 0);
         // Prompt rows are reused only where they have the same bits in any chunking.
         let reuse_prompts = gpu_layers == 0;
         let params = EngineParams {

@@ -120,12 +120,22 @@ impl PromptCache {
             .max_by_key(|&(_, upto)| upto)
     }
 
-    /// Restores entry `i` into sequence `seq` (which must be empty) and returns its tokens.
+    /// Restores entry `i` into sequence `seq` (which must be empty) and returns its tokens; `None`
+    /// (the sequence empty) where llama.cpp refuses the state, or where a sliding-window model's
+    /// cells cannot be laid out as a cold run's (the entry is dropped then).
     pub(super) fn restore(&mut self, ctx: &mut LlamaContext, i: usize, seq: i32) -> Option<&[LlamaToken]> {
         self.clock += 1;
         let entry = &mut self.entries[i];
         entry.used = self.clock;
         ctx.state_seq_set(&entry.state, seq).ok()?;
-        Some(&entry.tokens)
+        // Past the window, the window layers' cells go where a cold run keeps them, or the
+        // tokens decoded after them would get other bits.
+        if self.window > 0 && entry.tokens.len() > self.window && !super::ffi::place_window_cells(ctx, seq) {
+            tracing::warn!(tokens = entry.tokens.len(), "a saved prompt's window cells could not be placed; dropped");
+            let _ = ctx.kv_cache_seq_rm(seq, None, None);
+            self.entries.swap_remove(i);
+            return None;
+        }
+        Some(&self.entries[i].tokens)
     }
 }

@@ -200,13 +200,6 @@ fn moving_average(old: f64, new: f64) -> f64 {
     }
 }
 
-/// Restored cells of a sliding-window model's window layers are laid out from the sequence's first
-/// cell, not where they were computed; a saved prompt ends a multiple of this past the window, so
-/// that each cell keeps its place within the dot products' SIMD groups (at most 64 wide in ggml's
-/// x86 and Arm kernels) and the results stay bitwise those of a cold run. (Measured on AVX-512:
-/// bitwise at a multiple of 4 too; 64 is the margin for wider accumulator groups.)
-pub(super) const WINDOW_ALIGN: usize = 64;
-
 /// How prompts are cut into chunks and reused for the model's attention path: the determinism
 /// contract's numbers (see `worker`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,18 +209,12 @@ pub(super) struct Chunks {
     /// attention below 64 query rows of a sequence its CPU kernel takes a one-row path (Q rounded
     /// to F16) instead of its 64-row tiles.
     pub(super) min: usize,
-    /// Whether a sliding-window model's saved prompt may end past the window (not with flash
-    /// attention: [`Chunks::save_point`]).
-    pub(super) past_window: bool,
 }
 
 impl Chunks {
     /// The rules for flash attention on or off.
     pub(super) fn for_attention(flash_attention: bool) -> Self {
-        match flash_attention {
-            true => Self { min: 64, past_window: false },
-            false => Self { min: 8, past_window: true },
-        }
+        Self { min: if flash_attention { 64 } else { 8 } }
     }
 
     /// Where evaluation of a prompt of `len` tokens starts when its first `common` tokens are
@@ -244,27 +231,13 @@ impl Chunks {
     /// sliding window of `window` tokens (0: none). Without a window: all of them (a restored
     /// prefix can be cut anywhere). With one, llama.cpp's sequence state keeps only the window's
     /// last cells of the window layers, so the saved prompt can be continued from its end only: it
-    /// ends where the same prompt sent again reuses up to ([`Chunks::reuse_point`]), aligned by
-    /// [`WINDOW_ALIGN`] past the window.
-    ///
-    /// Unless `past_window` (flash attention): at most the window. A restored state that ends
-    /// past it holds the window's cells from the sequence's first cell, not where the cold run
-    /// computed them, and llama.cpp's one-row flash attention splits a sequence's cells between
-    /// its threads by the cache's extent: the restored prompt's own logits are the cold ones, the
-    /// tokens decoded after them are not (`a_prompt_longer_than_the_window_is_restored_where_it_was_saved`).
-    /// A state within the window holds every cell, laid out as computed.
+    /// ends where the same prompt sent again reuses up to ([`Chunks::reuse_point`]). (A restore
+    /// puts those cells where a cold run keeps them: `seq_state`.)
     pub(super) fn save_point(self, reusable: usize, window: usize) -> usize {
         if window == 0 || reusable <= window {
             return reusable;
         }
-        if !self.past_window {
-            return window / ROW_GROUP * ROW_GROUP;
-        }
-        let end = self.reuse_point(reusable, reusable);
-        if end <= window {
-            return end;
-        }
-        window + (end - window) / WINDOW_ALIGN * WINDOW_ALIGN
+        self.reuse_point(reusable, reusable)
     }
 
     /// How many of `remaining` prompt tokens to evaluate now with `budget` tokens to spend: all of
@@ -296,10 +269,10 @@ pub(crate) fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
 mod tests {
     use super::*;
 
-    const BOTH: [Chunks; 2] = [Chunks { min: 8, past_window: true }, Chunks { min: 64, past_window: false }];
+    const BOTH: [Chunks; 2] = [Chunks { min: 8 }, Chunks { min: 64 }];
 
     #[test]
-    fn flash_attention_takes_64_row_chunks_and_saves_within_the_window() {
+    fn flash_attention_takes_64_row_chunks() {
         assert_eq!(BOTH, [false, true].map(Chunks::for_attention));
     }
 
@@ -335,9 +308,8 @@ mod tests {
         }
     }
 
-    /// A sliding-window model's saved prompt is one the same prompt sent again reuses whole, and
-    /// past the window it ends on the alignment (with flash attention it ends within the window);
-    /// without a window everything reusable is saved.
+    /// A sliding-window model's saved prompt is one the same prompt sent again reuses whole,
+    /// leaving little to evaluate; without a window everything reusable is saved.
     #[test]
     fn save_points_serve_the_same_prompt_again() {
         for c in BOTH {
@@ -346,16 +318,11 @@ mod tests {
                 assert_eq!(c.save_point(reusable, 0), reusable);
                 let at = c.save_point(reusable, 512);
                 assert!(at <= reusable, "{len}");
-                if !c.past_window {
-                    assert_eq!(at, reusable.min(512), "{len}");
-                    continue;
-                }
                 if reusable > 512 {
                     assert_eq!(c.reuse_point(at, len), at, "the same prompt reuses it whole: {len}");
-                }
-                if at > 512 {
-                    assert_eq!((at - 512) % WINDOW_ALIGN, 0, "{len}");
-                    assert!(len - at < WINDOW_ALIGN + c.min + ROW_GROUP, "little is left to evaluate: {len}");
+                    assert!(len - at < c.min + 2 * ROW_GROUP, "little is left to evaluate: {len}");
+                } else {
+                    assert_eq!(at, reusable, "{len}");
                 }
             }
         }

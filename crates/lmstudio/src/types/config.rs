@@ -570,16 +570,13 @@ pub struct LoadConfig {
     /// The GPU device that holds the model (LM Studio's `gpu.mainGpu`): an index among the GPU
     /// devices; set, the model is not split across devices. Default: split across all.
     pub main_gpu: Option<u32>,
-    /// LM Studio's `flashAttention`. Default on where the model runs on the CPU, except for a
-    /// sliding-window model (Gemma 3: there a prompt restored past the window keeps its bits only
-    /// without it), and off with layers on a GPU. On, attention skips the cells a sequence does not
-    /// see (faster decoding, most with several predictions at once and with a long context, where a
-    /// sliding-window model's window layers otherwise attend over every cell: bench/README.md,
-    /// bench/profile.md); prompts longer than a
-    /// few thousand tokens evaluate a little slower. Either way the prefix cache keeps its contract
-    /// (prompt chunks of at least 64 rows take its tiled path: ARCHITECTURE.md, "Deterministic
-    /// prefix cache"); on with a sliding window, the prompts saved to host memory and disk keep
-    /// only their first window of tokens (past it, a restored prompt would decode other bits).
+    /// LM Studio's `flashAttention`. Default on where the model runs on the CPU, off with layers on
+    /// a GPU. On, attention skips the cells a sequence does not see (faster decoding, most with
+    /// several predictions at once and with a long context, where a sliding-window model's window
+    /// layers otherwise attend over every cell: bench/README.md, bench/profile.md); prompts longer
+    /// than a few thousand tokens evaluate a little slower. Either way the prefix cache keeps its
+    /// contract (prompt chunks of at least 64 rows take its tiled path: ARCHITECTURE.md,
+    /// "Deterministic prefix cache").
     pub flash_attention: Option<bool>,
     /// LM Studio's `offloadKVCacheToGpu`: the KV cache of offloaded layers on the GPU with them.
     /// Default on.

@@ -480,8 +480,8 @@ fn the_prompt_cache_is_written_through_while_loaded() {
     client.unload(llm.identifier()).expect("unloads");
 }
 
-/// LM Studio's `flashAttention` is taken, on and off (the default for the default model, which has
-/// a sliding window): where the model is sure of
+/// LM Studio's `flashAttention` is taken, on (the default on the CPU) and off: where the model is
+/// sure of
 /// the text, greedy text is the same either way, alone and two predictions at once, and either way
 /// the same prompt again is reused from the cache (prompt chunks of 64 rows or more take its tiled
 /// path, whose rows do not depend on the chunk: ARCHITECTURE.md) with the same text.
