@@ -134,11 +134,16 @@ pub(super) fn at_exit(f: extern "C" fn()) -> bool {
 }
 
 /// Puts the window-layer cells of sequence `seq` of a sliding-window model, just restored from a
-/// saved state of positions `0..`, where a cold run of the same tokens keeps them (`seq_state`).
-/// Returns whether they are there; false leaves the sequence as restored.
-pub(super) fn place_window_cells(ctx: &mut LlamaContext, seq: i32) -> bool {
+/// saved state of positions `0..`, where a cold run of the same tokens keeps them (`seq_state`),
+/// through a state of at most `max_bytes`. Returns whether they are there; false leaves the
+/// sequence as restored.
+pub(super) fn place_window_cells(ctx: &mut LlamaContext, seq: i32, max_bytes: usize) -> bool {
     let flags = LlamaStateSeqFlags::PARTIAL_ONLY;
+    // 0: llama.cpp could not measure it (and would write past an empty buffer).
     let size = ctx.state_seq_get_size_ext(seq, flags);
+    if size == 0 || size > max_bytes {
+        return false;
+    }
     let mut window = vec![0u8; size];
     // SAFETY: `window` holds the `size` bytes llama.cpp just measured for this sequence and these
     // flags, and nothing changed the context since (it is borrowed mutably).
@@ -146,7 +151,7 @@ pub(super) fn place_window_cells(ctx: &mut LlamaContext, seq: i32) -> bool {
     if written != size {
         return false;
     }
-    let Some(placed) = super::seq_state::with_earlier_cells(&window, 0) else { return false };
+    let Some(placed) = super::seq_state::with_earlier_cells(&window, 0, max_bytes) else { return false };
     // SAFETY: `placed` is the state llama.cpp wrote with cells added in its own layout; its reader
     // checks counts, types and sizes against the context and fails rather than read past the end.
     placed.len() == size || unsafe { ctx.state_seq_set_data_ext(&placed, seq, flags) }

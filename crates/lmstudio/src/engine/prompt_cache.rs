@@ -120,22 +120,26 @@ impl PromptCache {
             .max_by_key(|&(_, upto)| upto)
     }
 
-    /// Restores entry `i` into sequence `seq` (which must be empty) and returns its tokens; `None`
-    /// (the sequence empty) where llama.cpp refuses the state, or where a sliding-window model's
-    /// cells cannot be laid out as a cold run's (the entry is dropped then).
-    pub(super) fn restore(&mut self, ctx: &mut LlamaContext, i: usize, seq: i32) -> Option<&[LlamaToken]> {
+    /// Restores entry `i` into sequence `seq` (which must be empty) and returns its tokens and the
+    /// lowest position whose window-layer cells are keys and values (before it, a sliding-window
+    /// model's restore puts zero cells: `seq_state`). `None` where llama.cpp refuses the state, or
+    /// where a sliding-window model's cells cannot be laid out as a cold run's (the entry is
+    /// dropped then; the caller clears the sequence).
+    pub(super) fn restore(&mut self, ctx: &mut LlamaContext, i: usize, seq: i32) -> Option<(&[LlamaToken], i32)> {
         self.clock += 1;
         let entry = &mut self.entries[i];
         entry.used = self.clock;
         ctx.state_seq_set(&entry.state, seq).ok()?;
         // Past the window, the window layers' cells go where a cold run keeps them, or the
         // tokens decoded after them would get other bits.
-        if self.window > 0 && entry.tokens.len() > self.window && !super::ffi::place_window_cells(ctx, seq) {
+        let past = self.window > 0 && entry.tokens.len() > self.window;
+        if past && !super::ffi::place_window_cells(ctx, seq, self.capacity) {
             tracing::warn!(tokens = entry.tokens.len(), "a saved prompt's window cells could not be placed; dropped");
             let _ = ctx.kv_cache_seq_rm(seq, None, None);
             self.entries.swap_remove(i);
             return None;
         }
-        Some(&self.entries[i].tokens)
+        let entry = &self.entries[i];
+        Some((&entry.tokens, entry.pos_min))
     }
 }

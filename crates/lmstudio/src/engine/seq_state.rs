@@ -17,7 +17,13 @@
 //! key type, row size and rows; then per layer that has values the value type, row size and rows,
 //! or transposed: type, element size, embedding width and per embedding row one element per cell.
 //! Anything else (another version's layout, M-RoPE's extra cell fields) is not rewritten: the
-//! restore is refused, and the prompt is evaluated instead.
+//! restore is refused, and the prompt is evaluated instead; so is a window cache smaller than the
+//! context (llama.cpp's `swa_full` off: it has no room for the padding).
+//!
+//! The padding holds for windows that mask a cell for every later position once they mask it
+//! (llama.cpp's standard and chunked windows). Its zero cells count as held for llama.cpp, so a
+//! slot remembers where its real cells start (`Slot::window_floor`) and is not continued from a
+//! point whose window reaches below it.
 
 /// Bytes of one cell's position, sequence count and sequence id.
 const CELL: usize = 12;
@@ -51,8 +57,9 @@ impl<'a> Reader<'a> {
 
 /// `window`'s bytes (one sequence's window-layer state) with a cell for each position from `first`
 /// to the first saved one put before the saved cells, zero (the same bytes where none is
-/// missing). `None` where the bytes are not the layout described above.
-pub(super) fn with_earlier_cells(window: &[u8], first: i32) -> Option<Vec<u8>> {
+/// missing). `None` where the bytes are not the layout described above, or where the result would
+/// take more than `max_len` bytes (it is about the window cache's size for the whole sequence).
+pub(super) fn with_earlier_cells(window: &[u8], first: i32, max_len: usize) -> Option<Vec<u8>> {
     let mut r = Reader { bytes: window, at: 0 };
     let mut out = Vec::new();
     // The context's magic number and the saved sequence's id, then the cache's streams (one per
@@ -68,15 +75,21 @@ pub(super) fn with_earlier_cells(window: &[u8], first: i32) -> Option<Vec<u8>> {
         } else if std::mem::replace(&mut padded, true) {
             return None;
         } else {
-            stream_with_earlier_cells(&mut r, cells, first, &mut out)?;
+            stream_with_earlier_cells(&mut r, cells, first, max_len, &mut out)?;
         }
     }
     r.done().then_some(out)
 }
 
 /// One stream's `cells` cells read from `r`, written to `out` after a cell for each position from
-/// `first` to the first saved one.
-fn stream_with_earlier_cells(r: &mut Reader, cells: usize, first: i32, out: &mut Vec<u8>) -> Option<()> {
+/// `first` to the first saved one; `None` past `max_len` bytes.
+fn stream_with_earlier_cells(
+    r: &mut Reader,
+    cells: usize,
+    first: i32,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<()> {
     let meta = r.take(cells.checked_mul(CELL)?)?;
     let pos = |i: usize| i32::from_le_bytes(meta[i * CELL..i * CELL + 4].try_into().expect("4 bytes"));
     let count = |i: usize| u32::from_le_bytes(meta[i * CELL + 4..i * CELL + 8].try_into().expect("4 bytes"));
@@ -85,7 +98,12 @@ fn stream_with_earlier_cells(r: &mut Reader, cells: usize, first: i32, out: &mut
         return None;
     }
     let missing = usize::try_from(pos(0).checked_sub(first)?).ok()?;
-    out.reserve(r.bytes.len() * (cells + missing) / cells);
+    // Every cell's bytes but the first few are in proportion to the cells.
+    let len = r.bytes.len().checked_mul(cells + missing)? / cells;
+    if len > max_len {
+        return None;
+    }
+    out.reserve(len);
     out.extend_from_slice(&u32::try_from(cells + missing).ok()?.to_le_bytes());
     let seq = &meta[8..12];
     for p in first..pos(0) {
@@ -141,33 +159,42 @@ fn stream_with_earlier_cells(r: &mut Reader, cells: usize, first: i32, out: &mut
 mod tests {
     use super::*;
 
-    /// A state of `cells` cells from position `from` in the second of three streams, `layers`
-    /// layers of keys and values (rows of `row` bytes, transposed values with `row` one-byte
-    /// elements), each data byte its cell's position, or 0 for positions below `zero_below`.
-    fn state(from: i32, cells: usize, layers: u32, transposed: bool, row: usize, zero_below: i32) -> Vec<u8> {
+    const ANY: usize = usize::MAX;
+
+    /// One stream's cells from position `from` (each data byte its cell's position, or 0 below
+    /// `zero_below`): `layers` layers of keys and values, rows of 4 bytes, or transposed values
+    /// of width 3 with 2-byte elements.
+    fn stream(from: i32, cells: usize, layers: u32, transposed: bool, zero_below: i32) -> Vec<u8> {
         let positions = from..from + cells as i32;
         let byte = |p: i32| if p < zero_below { 0 } else { p as u8 };
-        let mut s = [0xaf14_3cd8u32, 1, 3, 0, cells as u32].map(u32::to_le_bytes).concat();
+        let mut s = (cells as u32).to_le_bytes().to_vec();
         for p in positions.clone() {
             s.extend([p.to_le_bytes(), 1u32.to_le_bytes(), 1i32.to_le_bytes()].concat());
         }
         s.extend([u32::from(transposed), layers, 0, 0].map(u32::to_le_bytes).concat());
-        let cell_rows = |s: &mut Vec<u8>| positions.clone().for_each(|p| s.extend(vec![byte(p); row]));
-        for _ in 0..layers {
+        let rows = |s: &mut Vec<u8>| {
             s.extend(1i32.to_le_bytes());
-            s.extend((row as u64).to_le_bytes());
-            cell_rows(&mut s);
+            s.extend(4u64.to_le_bytes());
+            positions.clone().for_each(|p| s.extend([byte(p); 4]));
+        };
+        for _ in 0..layers {
+            rows(&mut s);
         }
         for _ in 0..layers {
-            s.extend(1i32.to_le_bytes());
-            if transposed {
-                s.extend([1u32, row as u32].map(u32::to_le_bytes).concat());
-                (0..row).for_each(|_| s.extend(positions.clone().map(byte)));
-            } else {
-                s.extend((row as u64).to_le_bytes());
-                cell_rows(&mut s);
+            if !transposed {
+                rows(&mut s);
+                continue;
             }
+            s.extend([1u32, 2, 3].map(u32::to_le_bytes).concat());
+            (0..3).for_each(|_| positions.clone().for_each(|p| s.extend([byte(p); 2])));
         }
+        s
+    }
+
+    /// A state of the sequence in the second of three streams.
+    fn state(stream_bytes: &[u8]) -> Vec<u8> {
+        let mut s = [0xaf14_3cd8u32, 1, 3, 0].map(u32::to_le_bytes).concat();
+        s.extend(stream_bytes);
         s.extend(0u32.to_le_bytes());
         s
     }
@@ -177,33 +204,37 @@ mod tests {
     #[test]
     fn earlier_cells_come_first_and_zero_in_both_value_layouts() {
         for transposed in [false, true] {
-            let padded = with_earlier_cells(&state(5, 3, 2, transposed, 4, 0), 0);
-            assert_eq!(padded, Some(state(0, 8, 2, transposed, 4, 5)), "transposed {transposed}");
+            let padded = with_earlier_cells(&state(&stream(5, 3, 2, transposed, 0)), 0, ANY);
+            assert_eq!(padded, Some(state(&stream(0, 8, 2, transposed, 5))), "transposed {transposed}");
         }
     }
 
     #[test]
-    fn other_layouts_are_not_rewritten() {
-        let good = state(5, 3, 2, false, 4, 0);
-        assert!(with_earlier_cells(&good, 0).is_some());
-        assert_eq!(with_earlier_cells(&good, 5).as_ref(), Some(&good), "nothing missing");
-        assert_eq!(with_earlier_cells(&good, 6), None, "a position before the first");
-        assert_eq!(with_earlier_cells(&good[..good.len() - 1], 0), None, "cut short");
-        assert_eq!(with_earlier_cells(&[good.clone(), vec![0]].concat(), 0), None, "trailing bytes");
-        let meta = 20;
+    fn other_layouts_and_oversized_results_are_not_rewritten() {
+        let one = stream(5, 3, 2, false, 0);
+        let good = state(&one);
+        let padded = with_earlier_cells(&good, 0, ANY).expect("rewritten");
+        assert_eq!(with_earlier_cells(&good, 0, padded.len() - 1), None, "over the limit");
+        assert_eq!(with_earlier_cells(&good, 5, ANY).as_ref(), Some(&good), "nothing missing");
+        assert_eq!(with_earlier_cells(&good, 6, ANY), None, "a position before the first");
+        assert_eq!(with_earlier_cells(&good[..good.len() - 5], 0, ANY), None, "cut short");
+        assert_eq!(with_earlier_cells(&[good.clone(), vec![0]].concat(), 0, ANY), None, "trailing bytes");
+        let meta = 16 + 4;
         let mut gap = good.clone();
         gap[meta + CELL] = 9;
-        assert_eq!(with_earlier_cells(&gap, 0), None, "positions not consecutive");
+        assert_eq!(with_earlier_cells(&gap, 0, ANY), None, "positions not consecutive");
         let mut shared = good.clone();
         shared[meta + 4] = 2;
-        assert_eq!(with_earlier_cells(&shared, 0), None, "a cell of two sequences");
-        let mut two_streams = good.clone();
-        two_streams[12] = 3;
-        assert_eq!(with_earlier_cells(&two_streams, 0), None, "cells in two streams");
-        let mut fewer_values = good;
-        fewer_values[meta + 3 * CELL + 4] = 1;
-        let without = fewer_values.len() - 4 - (4 + 8 + 3 * 4);
-        fewer_values.drain(without..fewer_values.len() - 4);
-        assert_eq!(with_earlier_cells(&fewer_values, 0), None, "a layer without values");
+        assert_eq!(with_earlier_cells(&shared, 0, ANY), None, "a cell of two sequences");
+        let mut two_streams = [0xaf14_3cd8u32, 1, 2].map(u32::to_le_bytes).concat();
+        two_streams.extend([one.clone(), one.clone()].concat());
+        assert_eq!(with_earlier_cells(&two_streams, 0, ANY), None, "cells in two streams");
+        // The second layer's values left out, as llama.cpp does for a layer without them.
+        let values = 4 + 8 + 3 * 4;
+        let without = state(&one[..one.len() - values]);
+        assert_eq!(with_earlier_cells(&without, 0, ANY), None, "a layer without values");
+        let transposed = stream(5, 3, 2, true, 0);
+        let without = state(&transposed[..transposed.len() - (12 + 3 * 3 * 2)]);
+        assert_eq!(with_earlier_cells(&without, 0, ANY), None, "a layer without transposed values");
     }
 }

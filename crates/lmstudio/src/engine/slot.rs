@@ -70,10 +70,11 @@ impl<'m> ModelView<'m> {
         self.chunks.save_point(reusable, self.window)
     }
 
-    /// Whether sequence `seq` still holds what continuing after its first `upto` tokens needs: with
-    /// a sliding window, the cells of the window before `upto` may have been overwritten.
-    pub(super) fn window_keeps(&self, ctx: &LlamaContext, seq: i32, upto: usize) -> bool {
-        self.window_allows(ctx.kv_cache_seq_pos_min(seq), upto)
+    /// Whether `slot`'s sequence still holds what continuing after its first `upto` tokens needs:
+    /// with a sliding window, the cells of the window before `upto` may have been overwritten, or
+    /// be the zero cells a restore put there ([`Slot::window_floor`]).
+    pub(super) fn window_keeps(&self, ctx: &LlamaContext, slot: &Slot, upto: usize) -> bool {
+        self.window_allows(ctx.kv_cache_seq_pos_min(slot.seq).max(slot.window_floor), upto)
     }
 
     /// Whether a cache whose oldest position is `pos_min` can continue after `upto` tokens.
@@ -90,6 +91,10 @@ pub(super) struct Slot {
     /// How many leading `cached` tokens were computed batch-invariantly (prompt chunks, not
     /// generated tokens), so that reusing them changes no result.
     pub(super) reusable: usize,
+    /// The lowest position whose window-layer cells are keys and values: a sliding-window model's
+    /// prompt restored past the window has zero cells before it (`seq_state`), which llama.cpp
+    /// counts as held. 0 otherwise.
+    pub(super) window_floor: i32,
     /// The prediction using the slot; counted in `shared.running` from before it is set until
     /// it is taken out.
     pub(super) active: Option<Active>,
@@ -182,7 +187,7 @@ impl Drafts {
 
 impl Slot {
     pub(super) fn new(seq: i32, shared: Arc<Shared>) -> Self {
-        Self { seq, cached: Vec::new(), reusable: 0, active: None, shared }
+        Self { seq, cached: Vec::new(), reusable: 0, window_floor: 0, active: None, shared }
     }
 
     /// Takes the prediction out of the slot, uncounting it (and the KV cache it held) before any
@@ -207,6 +212,7 @@ impl Slot {
     pub(super) fn forget(&mut self) {
         self.cached.clear();
         self.reusable = 0;
+        self.window_floor = 0;
     }
 
     /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
@@ -216,11 +222,12 @@ impl Slot {
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
             reuse = 0;
         }
-        if reuse > 0 && !model.window_keeps(ctx, self.seq, reuse) {
+        if reuse > 0 && !model.window_keeps(ctx, self, reuse) {
             reuse = 0;
         }
         if reuse == 0 {
             let _ = ctx.kv_cache_seq_rm(self.seq, None, None);
+            self.window_floor = 0;
         }
         self.cached.truncate(reuse);
         self.reusable = reuse;
@@ -339,15 +346,17 @@ impl Active {
 
 impl Slot {
     /// After this slot's cache was replaced by another's prefix: continues the prompt after
-    /// `tokens`, or, when the replacement failed (`None`), starts the prompt over.
-    pub(super) fn took_prefix(&mut self, ctx: &mut LlamaContext, tokens: Option<Vec<LlamaToken>>) {
+    /// `tokens` (whose window cells are real from `window_floor`), or, when the replacement failed
+    /// (`None`), starts the prompt over.
+    pub(super) fn took_prefix(&mut self, ctx: &mut LlamaContext, tokens: Option<(Vec<LlamaToken>, i32)>) {
         let Some(a) = self.active.as_mut() else { return };
         match tokens {
-            Some(tokens) => {
+            Some((tokens, window_floor)) => {
                 a.cached_prompt += tokens.len() - a.prompt_done;
                 a.prompt_done = tokens.len();
                 self.reusable = tokens.len();
                 self.cached = tokens;
+                self.window_floor = window_floor;
             }
             None => {
                 let _ = ctx.kv_cache_seq_rm(self.seq, None, None);

@@ -279,6 +279,9 @@ fn save_before_reuse(
 /// just that much (the sequence state is taken from a sequence cut there).
 fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, view: &ModelView) {
     let len = view.save_len(slot.reusable);
+    if !view.window_keeps(ctx, slot, len) {
+        return;
+    }
     saved.save(ctx, slot.seq, &slot.cached[..len]);
     if ctx.kv_cache_seq_rm(slot.seq, Some(len as u32), None).is_ok() {
         slot.cached.truncate(len);
@@ -414,7 +417,7 @@ fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], saved: &PromptCa
     let mut wait = false;
     for (j, other) in slots.iter().enumerate().filter(|&(j, _)| j != i) {
         let upto = other.reusable_prefix(prompt, model.chunks);
-        if worth(upto) && best.is_none_or(|(_, b)| upto > b) && model.window_keeps(ctx, other.seq, upto) {
+        if worth(upto) && best.is_none_or(|(_, b)| upto > b) && model.window_keeps(ctx, other, upto) {
             best = Some((j, upto));
         }
         if let Some(o) = &other.active {
@@ -440,7 +443,7 @@ fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], saved: &PromptCa
 /// computing those tokens here), then the rest is dropped.
 fn copy_prefix(ctx: &mut LlamaContext, slots: &mut [Slot], from: usize, to: usize, upto: usize) {
     let (src, dst) = (slots[from].seq, slots[to].seq);
-    let tokens = slots[from].cached[..upto].to_vec();
+    let tokens = (slots[from].cached[..upto].to_vec(), slots[from].window_floor);
     let copied =
         ctx.kv_cache_seq_cp(src, dst, None, None).is_ok() && ctx.kv_cache_seq_rm(dst, Some(upto as u32), None).is_ok();
     tracing::debug!(from = src, to = dst, upto, copied, "shared a cached prefix");
@@ -458,7 +461,7 @@ fn restore_prefix(
 ) {
     let seq = slots[to].seq;
     let _ = ctx.kv_cache_seq_rm(seq, None, None);
-    let tokens = saved.restore(ctx, entry, seq).map(|t| t[..upto].to_vec());
+    let tokens = saved.restore(ctx, entry, seq).map(|(t, floor)| (t[..upto].to_vec(), floor));
     let restored = tokens.is_some() && ctx.kv_cache_seq_rm(seq, Some(upto as u32), None).is_ok();
     tracing::debug!(seq, upto, restored, "restored a prompt from host memory");
     slots[to].took_prefix(ctx, tokens.filter(|_| restored));

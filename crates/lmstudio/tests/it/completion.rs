@@ -480,6 +480,39 @@ fn the_prompt_cache_is_written_through_while_loaded() {
     client.unload(llm.identifier()).expect("unloads");
 }
 
+/// A sliding-window model's prompt restored past the window holds zero cells before the window's
+/// (`engine/seq_state.rs`), which llama.cpp counts as held: a prompt that shares less of it than
+/// the whole (an edited earlier turn) starts over instead of continuing from cells that are not
+/// keys and values, and gets the cold text.
+#[test]
+fn a_prompt_restored_past_the_window_is_not_continued_from_its_zero_cells() {
+    let config = || lms::LoadConfig { parallel: Some(1), context_length: Some(2048), ..Default::default() };
+    let llm = own_model(config());
+    let words = ["harbour", "lantern", "orchard", "meadow", "copper", "violet", "thunder", "pebble"];
+    let lines: Vec<String> = (0..64)
+        .map(|i| format!("Entry {i}: the {} near the {} was moved on day {}.", words[i % 8], words[i * 3 % 8], i % 31))
+        .collect();
+    let long = lines.join("\n");
+    let edited = format!("{}\nEntry 44: nothing was moved that day, and the", lines[..44].join("\n"));
+    let tokens = |text: &str| llm.tokenize(text).expect("tokenizes").len();
+    let (whole, shared) = (tokens(&long), tokens(&lines[..44].join("\n")));
+    assert!(shared > 512 + 128 && whole > shared + 128, "{shared} of {whole}");
+    // Cold on an instance of its own, whose cache this test does not touch.
+    let cold = own_model(config()).complete(&edited, crate::greedy(8)).expect("completes");
+    llm.complete(&long, crate::greedy(4)).expect("completes");
+    // Another prompt takes the only slot: the long one goes to host memory, then comes back.
+    llm.complete(&"A small red boat sails across the calm blue sea. ".repeat(12), crate::greedy(4)).expect("completes");
+    let restored = llm.complete(&long, crate::greedy(4)).expect("completes");
+    assert!(
+        restored.stats.cached_prompt_tokens_count.unwrap_or(0) > 512,
+        "restored past the window: {:?}",
+        restored.stats
+    );
+    let again = llm.complete(&edited, crate::greedy(8)).expect("completes");
+    assert_eq!(again.stats.cached_prompt_tokens_count, Some(0), "continued from zero cells: {:?}", again.stats);
+    assert_eq!(again.content, cold.content);
+}
+
 /// LM Studio's `flashAttention` is taken, on (the default on the CPU) and off: where the model is
 /// sure of
 /// the text, greedy text is the same either way, alone and two predictions at once, and either way
