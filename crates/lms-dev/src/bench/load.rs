@@ -277,14 +277,14 @@ pub fn run(
     let rounds = rounds.max(1);
     let mut rows = Vec::new();
     let ours_start = |slots| ours(model, key, slots, threads, &[]);
-    let fa = ["--flash-attention=on".to_owned()];
-    let ours_fa_start = |slots| ours(model, key, slots, threads, &fa);
+    let no_fa = ["--flash-attention=off".to_owned()];
+    let ours_no_fa_start = |slots| ours(model, key, slots, threads, &no_fa);
     let llama_start = |slots| match tools {
         Some(t) => llama_server(&t.join("llama-server"), model, key, slots, threads, &[]),
         None => bail!("no llama-server"),
     };
     let mut servers: Vec<(&str, &StartServer<'_>)> =
-        vec![("lms server", &ours_start), ("lms server --flash-attention=on", &ours_fa_start)];
+        vec![("lms server", &ours_start), ("lms server --flash-attention=off", &ours_no_fa_start)];
     if tools.is_some() {
         servers.push(("llama-server", &llama_start));
     }

@@ -141,8 +141,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .flat_map(|dir| ["llama-bench", "llama-bench-crate"].map(|b| dir.join(b)))
         .filter(|b| b.exists())
         .collect();
-    // Each llama-bench twice: flash attention off and on (its own default on the CPU, and ours
-    // except for sliding-window models).
+    // Each llama-bench twice: flash attention off and on (its own default on the CPU, and ours).
     let mut theirs = vec![Vec::new(); 2 * benches.len()];
     for round in 0..args.repetitions {
         eprintln!("round {}/{}", round + 1, args.repetitions);
@@ -393,7 +392,7 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
         ours.prefix_warm_ms / ours.prefix_cold_ms
     );
     s += &format!(
-        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with its default attention for the model: flash attention off for a sliding-window model (Gemma 3), as llama-bench's `-fa 0` rows, on for others, as its `-fa 1` rows (llama-bench's own default on the CPU). The `@` column decodes after that many tokens of context (llama-bench's `-d`); llama-bench keeps a window-sized cache for the window layers (`swa_full = false`), ours keeps every cell (so that a cache can be cut anywhere and a restore keeps its bits), which without flash attention those layers then attend over.\n",
+        "\n{} threads, median of {} rounds, each round ours then each llama-bench. Ours runs with its default attention on the CPU, flash attention on, as llama-bench's `-fa 1` rows (llama-bench's own default on the CPU). The `@` column decodes after that many tokens of context (llama-bench's `-d`); llama-bench keeps a window-sized cache for the window layers (`swa_full = false`), ours keeps every cell (so that a cache can be cut anywhere and a restore keeps its bits), which flash attention skips where the window masks them.\n",
         args.threads, args.repetitions
     );
     s

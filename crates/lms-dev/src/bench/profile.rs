@@ -154,10 +154,10 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let tool = args.llama_tools.join("llama-server");
     let mut profiles = Vec::new();
     for &n in &args.clients {
-        let fa = ["--flash-attention=on".to_owned()];
+        let no_fa = ["--flash-attention=off".to_owned()];
         let servers: [(&'static str, StartServer<'_>); 3] = [
             ("lms server", Box::new(|| ours(&path, &key, n, args.threads, &[]))),
-            ("lms server --flash-attention=on", Box::new(|| ours(&path, &key, n, args.threads, &fa))),
+            ("lms server --flash-attention=off", Box::new(|| ours(&path, &key, n, args.threads, &no_fa))),
             ("llama-server", Box::new(|| llama_server(&tool, &path, &key, n, args.threads, &[]))),
         ];
         for (name, start) in &servers {
