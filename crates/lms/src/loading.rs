@@ -2,6 +2,17 @@
 
 use anyhow::Result;
 
+/// The attention option of the commands that load models (`lms load`, `lms server start`).
+#[derive(clap::Args)]
+pub struct Attention {
+    /// llama.cpp's flash attention for the models loaded (LM Studio's `flashAttention`): on by
+    /// default on the CPU (faster decoding, most with several predictions at once and with a long
+    /// context), off by default with layers on a GPU.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, require_equals = true, default_missing_value = "on",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub flash_attention: Option<bool>,
+}
+
 /// Loads the model asked for; with no name, the default model, fetched first if missing.
 pub fn load_model(name: Option<&str>, config: &lmstudio::LoadConfig) -> Result<lmstudio::Llm> {
     let store = lmstudio::ModelStore::from_env();

@@ -86,12 +86,8 @@ pub struct LoadArgs {
     /// above 0 is refused.
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
-    /// llama.cpp's flash attention (LM Studio's `flashAttention`): on by default on the CPU
-    /// (faster decoding, most with several predictions at once and with a long context), off by
-    /// default with layers on a GPU.
-    #[arg(long, value_name = "on|off", num_args = 0..=1, require_equals = true, default_missing_value = "on",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    flash_attention: Option<bool>,
+    #[command(flatten)]
+    attention: crate::loading::Attention,
     /// How an embedding's token outputs become one vector (default: what the model file names,
     /// mean where it names none).
     #[arg(long, value_name = "mean|cls|last|rank")]
@@ -114,7 +110,7 @@ pub fn load(args: LoadArgs) -> Result<()> {
         parallel: args.parallel,
         ttl: args.ttl,
         gpu: args.gpu,
-        flash_attention: args.flash_attention,
+        flash_attention: args.attention.flash_attention,
         pooling: args.pooling,
         rpc: args.rpc,
         ..Default::default()

@@ -47,12 +47,8 @@ pub struct ServerArgs {
     /// (`max` runs on the CPU where no GPU device is found; see `lms runtime ls`).
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
-    /// llama.cpp's flash attention for the models the server loads (LM Studio's
-    /// `flashAttention`): on by default on the CPU (faster decoding, most with several predictions
-    /// at once and with a long context), off by default with layers on a GPU.
-    #[arg(long, value_name = "on|off", num_args = 0..=1, require_equals = true, default_missing_value = "on",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    flash_attention: Option<bool>,
+    #[command(flatten)]
+    attention: crate::loading::Attention,
     /// Put the layers of the models the server loads on these llama.cpp RPC workers (`lms
     /// rpc-worker` on each host; `host:port,...`). A worker lost while a model is loaded ends the
     /// server (llama.cpp aborts): run it under a supervisor (deploy/systemd/lms-server.service).
@@ -118,7 +114,7 @@ pub fn start(args: ServerArgs) -> Result<()> {
         prompt_cache_disk_mib: args.prompt_cache_disk_mib,
         try_mmap: args.mmap,
         gpu: args.gpu,
-        flash_attention: args.flash_attention,
+        flash_attention: args.attention.flash_attention,
         ttl: (args.ttl > 0).then_some(args.ttl),
         guardrail: args.guardrail,
         rpc: args.rpc.clone(),
