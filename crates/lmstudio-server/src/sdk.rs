@@ -93,7 +93,7 @@ impl Out {
 }
 
 /// The channels open on one socket, with what stops those the client may stop.
-type Cancels = Arc<Mutex<HashMap<i64, Option<Stopper>>>>;
+type OpenChannels = Arc<Mutex<HashMap<i64, Option<Stopper>>>>;
 
 /// What ends a channel's work when the client asks: a prediction's cancel handle (`cancel`), a
 /// log stream's signal (`stop`).
@@ -123,7 +123,7 @@ async fn session(socket: WebSocket, namespace: String, state: AppState) {
         }
     });
     if authenticate(&mut incoming, &out, &state).await {
-        let cancels: Cancels = Arc::default();
+        let open_channels: OpenChannels = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             let frame = tokio::select! {
@@ -141,7 +141,7 @@ async fn session(socket: WebSocket, namespace: String, state: AppState) {
                 Some(Ok(_)) => continue,
             };
             match p::decode_text::<ClientMessage>("message", &text) {
-                Ok(msg) => dispatch(msg, &namespace, &state, &out, &cancels, &mut tasks),
+                Ok(msg) => dispatch(msg, &namespace, &state, &out, &open_channels, &mut tasks),
                 Err(e) => out.warn(e.to_string()),
             }
             while tasks.try_join_next().is_some() {}
@@ -183,7 +183,7 @@ fn dispatch(
     namespace: &str,
     state: &AppState,
     out: &Out,
-    cancels: &Cancels,
+    open_channels: &OpenChannels,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
     match msg {
@@ -203,7 +203,7 @@ fn dispatch(
         }
         ClientMessage::ChannelCreate { endpoint, channel_id: id, creation_parameter } => {
             {
-                let mut open = lock(cancels);
+                let mut open = lock(open_channels);
                 if open.contains_key(&id) {
                     // Not a channelError: that would end the open channel of that id at the client.
                     out.warn(format!("channelCreate refused: channel {id} is already open on this connection"));
@@ -220,31 +220,32 @@ fn dispatch(
                 Ok(Some(request)) => request,
                 Ok(None) => {
                     // As LM Studio: a warning, and the channel is never answered.
-                    lock(cancels).remove(&id);
+                    lock(open_channels).remove(&id);
                     out.warn(format!("channelCreate for unknown endpoint {endpoint:?} (channel {id})"));
                     return;
                 }
                 Err(e) => {
-                    lock(cancels).remove(&id);
+                    lock(open_channels).remove(&id);
                     out.channel_error(id, &e);
                     return;
                 }
             };
             if let ChannelRequest::StreamLogs(stop) = &request {
                 // Stoppable from now on: a `stop` sent right after the creation is not lost.
-                lock(cancels).insert(id, Some(Stopper::Logs(Arc::clone(stop))));
+                lock(open_channels).insert(id, Some(Stopper::Logs(Arc::clone(stop))));
             }
-            let (state, out, cancels, ns) = (state.clone(), out.clone(), Arc::clone(cancels), namespace.to_owned());
+            let (state, out, open_channels, ns) =
+                (state.clone(), out.clone(), Arc::clone(open_channels), namespace.to_owned());
             tasks.spawn(async move {
-                if let Err(e) = channel(&state, &ns, request, id, &out, &cancels).await {
+                if let Err(e) = channel(&state, &ns, request, id, &out, &open_channels).await {
                     out.channel_error(id, &e);
                 }
-                lock(&cancels).remove(&id);
+                lock(&open_channels).remove(&id);
             });
         }
         ClientMessage::ChannelSend { channel_id, message, .. } => {
             // The JS SDK sends its cancel twice; the second finds the prediction cancelled or gone.
-            let stopper = lock(cancels).get(&channel_id).cloned().flatten();
+            let stopper = lock(open_channels).get(&channel_id).cloned().flatten();
             match (p::decode::<ChannelInput>("channel message", message), stopper) {
                 (Ok(ChannelInput::Cancel), Some(Stopper::Prediction(handle))) => handle.cancel(),
                 (Ok(ChannelInput::Stop), Some(Stopper::Logs(stop))) => stop.notify_one(),
@@ -421,11 +422,11 @@ async fn channel(
     request: ChannelRequest,
     id: i64,
     out: &Out,
-    cancels: &Cancels,
+    open_channels: &OpenChannels,
 ) -> Result<(), lmstudio::Error> {
     let client = state.client().clone();
     let (query, stack, identifier, ttl) = match request {
-        ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, cancels).await,
+        ChannelRequest::Predict(parameter) => return predict(state, id, *parameter, out, open_channels).await,
         ChannelRequest::StreamLogs(stop) => return stream_logs(state, id, out, &stop).await,
         ChannelRequest::GetOrLoad(g) => {
             if let Some(llm) = client.get_loaded(&g.identifier)? {
@@ -514,7 +515,7 @@ async fn predict(
     id: i64,
     parameter: PredictParameter,
     out: &Out,
-    cancels: &Cancels,
+    open_channels: &OpenChannels,
 ) -> Result<(), lmstudio::Error> {
     // A query loads the model if needed (JIT, as LM Studio); an instance reference does not.
     let spec = &parameter.model_specifier;
@@ -542,7 +543,7 @@ async fn predict(
     let mut stream = stream.on_prompt_processing_progress(move |progress| {
         progress_out.channel(id, &PredictMessage::PromptProcessingProgress { progress });
     });
-    lock(cancels).insert(id, Some(Stopper::Prediction(stream.cancel_handle())));
+    lock(open_channels).insert(id, Some(Stopper::Prediction(stream.cancel_handle())));
     while let Some(fragment) = stream.next().await {
         let fragment = fragment?;
         if !out.channel(id, &PredictMessage::Fragment { fragment: (&fragment).into() }) {
