@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 
-/// The attention option of the commands that load models (`lms load`, `lms server start`).
+// The attention option of the commands that load models (`lms load`, `lms server start`); a
+// plain comment, as clap would take a doc comment for the about text of the commands.
 #[derive(clap::Args)]
 pub struct Attention {
     /// llama.cpp's flash attention for the models loaded (LM Studio's `flashAttention`): on by

@@ -94,7 +94,7 @@ impl DiskCache {
     }
 
     /// Writes what `saved` holds, replacing what the folder held, through sequence `scratch`
-    /// (emptied when a prompt was written: returns whether it was); then drops the folders of
+    /// (emptied when it was used: returns whether it was); then drops the folders of
     /// models written longest ago.
     pub(super) fn persist(&self, ctx: &mut LlamaContext, saved: &PromptCache, scratch: i32) -> bool {
         let written = self.write(ctx, saved, scratch).unwrap_or_else(|e| {
@@ -109,7 +109,7 @@ impl DiskCache {
 
     /// Makes the folder hold what `saved` holds, within the budget: a prompt already on disk (its
     /// file is named by its tokens) is not written again, files no longer listed are removed.
-    /// Returns whether a prompt was written (through `scratch`).
+    /// Returns whether `scratch` was used to write a prompt (emptied then, written or not).
     fn write(&self, ctx: &mut LlamaContext, saved: &PromptCache, scratch: i32) -> std::io::Result<bool> {
         if saved.is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -131,7 +131,8 @@ impl DiskCache {
             })
             .count();
         let kept = entries.len() - fit;
-        let (mut manifest, mut written) = (String::new(), 0);
+        // Whether `scratch` was used (its cache then holds another prompt, or nothing).
+        let (mut manifest, mut written, mut touched) = (String::new(), 0, false);
         for (tokens, state) in entries.into_iter().skip(kept) {
             let name = state_file_name(tokens);
             let file = self.dir.join(&name);
@@ -139,6 +140,7 @@ impl DiskCache {
                 manifest += &format!("{name} {sha}\n");
                 continue;
             }
+            touched = true;
             let _ = ctx.kv_cache_seq_rm(scratch, None, None);
             let ok =
                 ctx.state_seq_set(state, scratch).is_ok() && ctx.state_seq_save_file(&file, scratch, tokens).is_ok();
@@ -147,7 +149,7 @@ impl DiskCache {
                 written += 1;
             }
         }
-        if written > 0 {
+        if touched {
             let _ = ctx.kv_cache_seq_rm(scratch, None, None);
         }
         // The manifest last, through a temporary name: a crash mid-way leaves no manifest naming a
@@ -163,7 +165,7 @@ impl DiskCache {
             }
         }
         tracing::info!(dir = %self.dir.display(), bytes = saved.bytes(), written, "saved the prompt cache to disk");
-        Ok(written > 0)
+        Ok(touched)
     }
 }
 

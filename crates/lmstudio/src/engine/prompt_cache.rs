@@ -85,6 +85,14 @@ impl PromptCache {
         if ctx.state_seq_get_size_ext(seq, LlamaStateSeqFlags::empty()) > self.capacity {
             return;
         }
+        // Past a window, its restore lays the window cells out for every position (`restore`):
+        // not saved where that would not fit the cache either.
+        if self.window > 0 && tokens.len() > self.window {
+            let window_cells = ctx.state_seq_get_size_ext(seq, LlamaStateSeqFlags::PARTIAL_ONLY);
+            if window_cells.saturating_mul(tokens.len()) / self.window > self.capacity {
+                return;
+            }
+        }
         let Ok(state) = ctx.state_seq_get(seq, LlamaStateSeqFlags::empty()) else { return };
         // A saved prefix of this one is covered by it.
         let window = self.window;
@@ -129,7 +137,11 @@ impl PromptCache {
         self.clock += 1;
         let entry = &mut self.entries[i];
         entry.used = self.clock;
-        ctx.state_seq_set(&entry.state, seq).ok()?;
+        if ctx.state_seq_set(&entry.state, seq).is_err() {
+            tracing::warn!(tokens = entry.tokens.len(), "llama.cpp refused a saved prompt's state; dropped");
+            self.entries.swap_remove(i);
+            return None;
+        }
         // Past the window, the window layers' cells go where a cold run keeps them, or the
         // tokens decoded after them would get other bits.
         let past = self.window > 0 && entry.tokens.len() > self.window;

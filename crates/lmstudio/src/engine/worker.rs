@@ -276,7 +276,8 @@ fn save_before_reuse(
 }
 
 /// Saves what free slot `slot` could serve (`Chunks::save_point`) to host memory; the slot keeps
-/// just that much (the sequence state is taken from a sequence cut there).
+/// just that much (the sequence state is taken from a sequence cut there). Nothing happens where
+/// the slot cannot be continued from there (a sliding window reaching below its real cells).
 fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, view: &ModelView) {
     let len = view.save_len(slot.reusable);
     if !view.window_keeps(ctx, slot, len) {
