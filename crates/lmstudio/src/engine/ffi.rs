@@ -1,7 +1,8 @@
 //! Calls into llama.cpp that llama-cpp-2 does not wrap, or wraps only unsafely: its RPC backend's
 //! server and client (ggml-rpc, reached through the backend registry as llama.cpp's own tools
-//! reach it), ggml's abort callback, and a sequence's state as bytes. All of the workspace's `unsafe` is in this file (the lints deny it elsewhere,
-//! and lms-dev's modules test checks that no other file allows it); each block says why it holds.
+//! reach it), ggml's abort callback, and a sequence's state as bytes. All of the workspace's
+//! `unsafe` is in this file (the lints deny it elsewhere, and lms-dev's modules test checks that no
+//! other file allows it); each block says why it holds.
 
 #![allow(unsafe_code)]
 

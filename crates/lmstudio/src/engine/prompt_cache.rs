@@ -88,8 +88,9 @@ impl PromptCache {
         // Past a window, its restore lays the window cells out for every position (`restore`):
         // not saved where that would not fit the cache either.
         if self.window > 0 && tokens.len() > self.window {
-            let window_cells = ctx.state_seq_get_size_ext(seq, LlamaStateSeqFlags::PARTIAL_ONLY);
-            if window_cells.saturating_mul(tokens.len()) / self.window > self.capacity {
+            let window_bytes = ctx.state_seq_get_size_ext(seq, LlamaStateSeqFlags::PARTIAL_ONLY);
+            let padded = super::seq_state::padded_len(window_bytes, self.window, tokens.len());
+            if padded.is_none_or(|bytes| bytes > self.capacity) {
                 return;
             }
         }

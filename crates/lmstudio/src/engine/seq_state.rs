@@ -13,9 +13,9 @@
 //! The format is llama.cpp's `llama_kv_cache::state_write` for one sequence (llama-cpp-sys-2
 //! 0.1.161), after the context's magic number and the sequence id: a stream count, and per stream
 //! a cell count, non-zero in the sequence's stream only; there per cell its position, sequence
-//! count (1) and sequence id, then a header (V transposed, layer count, two rotation counts) and per layer the
-//! key type, row size and rows; then per layer that has values the value type, row size and rows,
-//! or transposed: type, element size, embedding width and per embedding row one element per cell.
+//! count (1) and sequence id, then a header (V transposed, layer count, two rotation counts), per
+//! layer the key type, row size and rows, then per layer the value type, row size and rows, or
+//! transposed: type, element size, embedding width and per embedding row one element per cell.
 //! Anything else (another version's layout, M-RoPE's extra cell fields) is not rewritten: the
 //! restore is refused, and the prompt is evaluated instead; so is a window cache smaller than the
 //! context (llama.cpp's `swa_full` off: it has no room for the padding).
@@ -53,6 +53,12 @@ impl<'a> Reader<'a> {
     fn done(&self) -> bool {
         self.at == self.bytes.len()
     }
+}
+
+/// About the bytes of a window-layer state of `bytes` bytes and `cells` cells once padded to
+/// `positions` cells (every cell's bytes but a few headers are in proportion to the cells).
+pub(super) fn padded_len(bytes: usize, cells: usize, positions: usize) -> Option<usize> {
+    bytes.checked_mul(positions)?.checked_div(cells)
 }
 
 /// `window`'s bytes (one sequence's window-layer state) with a cell for each position from `first`
@@ -98,8 +104,7 @@ fn stream_with_earlier_cells(
         return None;
     }
     let missing = usize::try_from(pos(0).checked_sub(first)?).ok()?;
-    // Every cell's bytes but the first few are in proportion to the cells.
-    let len = r.bytes.len().checked_mul(cells + missing)? / cells;
+    let len = padded_len(r.bytes.len(), cells, cells + missing)?;
     if len > max_len {
         return None;
     }
