@@ -26,6 +26,9 @@ enum Scenario {
     Staggered,
     /// All start at once with prompts that share a long prefix (agents with one system prompt).
     SharedPrefix,
+    /// All start at once and ask for answers of different lengths, so that streams end one by
+    /// one while others go on.
+    MixedLengths,
 }
 
 #[derive(Serialize, Clone)]
@@ -174,15 +177,28 @@ fn shared_prefix_prompts(n: usize) -> Vec<String> {
 /// Tokens generated per request in the shared-prefix scenario: it measures prompt handling.
 const SHARED_PREFIX_MAX_TOKENS: u32 = 16;
 
+/// Answer lengths of the mixed-lengths scenario for `clients` clients: from [`MIXED_SHORTEST`] to
+/// `2 * MAX_TOKENS - MIXED_SHORTEST` evenly, [`MAX_TOKENS`] on average, in an order in which
+/// neighbours differ.
+fn mixed_lengths(clients: usize) -> Vec<u32> {
+    let spread = 2 * (MAX_TOKENS - MIXED_SHORTEST);
+    let steps = clients.saturating_sub(1).max(1) as u32;
+    (0..clients as u32).map(|i| MIXED_SHORTEST + spread * ((i * 5) % clients as u32) / steps).collect()
+}
+
+/// The shortest answer of the mixed-lengths scenario.
+const MIXED_SHORTEST: u32 = 32;
+
 fn measure(server: &Server, clients: usize, scenario: Scenario) -> Result<LoadSummary> {
     // One warm-up request, so that both servers have paged the weights in.
-    loadgen::run(server.addr, &server.model, &prompts(1), 8, 1, Duration::ZERO)?;
+    loadgen::run(server.addr, &server.model, &prompts(1), &[8], 1, Duration::ZERO)?;
     let (prompts, max_tokens, stagger) = match scenario {
-        Scenario::Together => (prompts(clients), MAX_TOKENS, Duration::ZERO),
-        Scenario::Staggered => (prompts(clients), MAX_TOKENS, Duration::from_millis(500)),
-        Scenario::SharedPrefix => (shared_prefix_prompts(clients), SHARED_PREFIX_MAX_TOKENS, Duration::ZERO),
+        Scenario::Together => (prompts(clients), vec![MAX_TOKENS], Duration::ZERO),
+        Scenario::Staggered => (prompts(clients), vec![MAX_TOKENS], Duration::from_millis(500)),
+        Scenario::SharedPrefix => (shared_prefix_prompts(clients), vec![SHARED_PREFIX_MAX_TOKENS], Duration::ZERO),
+        Scenario::MixedLengths => (prompts(clients), mixed_lengths(clients), Duration::ZERO),
     };
-    Ok(loadgen::summarize(&loadgen::run(server.addr, &server.model, &prompts, max_tokens, clients, stagger)?))
+    Ok(loadgen::summarize(&loadgen::run(server.addr, &server.model, &prompts, &max_tokens, clients, stagger)?))
 }
 
 /// Starts a server with the given number of slots.
@@ -292,6 +308,7 @@ pub fn run(
     let mut levels: Vec<(usize, Scenario)> = clients.iter().map(|&n| (n, Scenario::Together)).collect();
     levels.push((most, Scenario::Staggered));
     levels.push((most.min(4), Scenario::SharedPrefix));
+    levels.push((most, Scenario::MixedLengths));
     for (n, scenario) in levels {
         eprintln!("load: {n} clients, {}", serde_json::to_string(&scenario)?);
         rows.extend(level(&servers, n, scenario, rounds)?);
@@ -354,10 +371,22 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
     for r in of(Scenario::SharedPrefix) {
         let m = &r.summary;
         let vs = of(Scenario::SharedPrefix)
-            .find(|o| o.server == "llama-server" && r.server != "llama-server")
+            .find(|o| o.server == "llama-server" && o.clients == r.clients && r.server != "llama-server")
             .map(|t| format!("{:.2}", m.ttft_median_s / t.summary.ttft_median_s))
             .unwrap_or_default();
         s += &format!("| {} | {} | {:.3} | {:.3} | {vs} |\n", r.server, r.clients, m.ttft_median_s, m.ttft_p90_s);
+    }
+    s += &format!(
+        "\n| answers of {MIXED_SHORTEST} to {} tokens, all at once | clients | aggregate tok/s | TTFT median s | vs llama-server (aggregate) |\n|---|---|---|---|---|\n",
+        2 * MAX_TOKENS - MIXED_SHORTEST
+    );
+    for r in of(Scenario::MixedLengths) {
+        let m = &r.summary;
+        let vs = of(Scenario::MixedLengths)
+            .find(|o| o.server == "llama-server" && o.clients == r.clients && r.server != "llama-server")
+            .map(|t| format!("{:.2}", m.aggregate_tok_s / t.summary.aggregate_tok_s))
+            .unwrap_or_default();
+        s += &format!("| {} | {} | {:.1} | {:.3} | {vs} |\n", r.server, r.clients, m.aggregate_tok_s, m.ttft_median_s);
     }
     s
 }

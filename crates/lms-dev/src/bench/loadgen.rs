@@ -90,12 +90,13 @@ pub(crate) fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) 
     serde_json::from_str(rest).with_context(|| format!("{path}: not JSON: {rest}"))
 }
 
-/// Runs `clients` streams, the i-th starting `stagger * i` after the first.
+/// Runs `clients` streams, the i-th starting `stagger * i` after the first, with the i-th of
+/// `prompts` and of `max_tokens` (each taken round).
 pub fn run(
     addr: SocketAddr,
     model: &str,
     prompts: &[String],
-    max_tokens: u32,
+    max_tokens: &[u32],
     clients: usize,
     stagger: Duration,
 ) -> Result<Vec<StreamTiming>> {
@@ -103,7 +104,8 @@ pub fn run(
     let handles: Vec<_> = (0..clients)
         .map(|i| {
             let body = serde_json::json!({
-                "model": model, "prompt": prompts[i % prompts.len()], "max_tokens": max_tokens,
+                "model": model, "prompt": prompts[i % prompts.len()],
+                "max_tokens": max_tokens[i % max_tokens.len()],
                 "stream": true, "temperature": 0.8, "seed": i, "ignore_eos": true,
             })
             .to_string();

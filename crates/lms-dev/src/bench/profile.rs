@@ -177,7 +177,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 /// Samples `server` with perf while `n` clients stream.
 fn profile(name: &'static str, server: &Server, n: usize, args: &ProfileArgs) -> Result<Profile> {
     // Warm: the weights paged in, the first request's one-time costs paid.
-    loadgen::run(server.addr(), server.model(), &prompts(1), 8, 1, Duration::ZERO)?;
+    loadgen::run(server.addr(), server.model(), &prompts(1), &[8], 1, Duration::ZERO)?;
     let data = std::env::temp_dir().join(format!("lms-profile-{}-{n}-{}.data", std::process::id(), name.len()));
     let mut perf = Command::new("perf")
         .args(["record", "-q", "-F", &args.frequency.to_string(), "-p", &server.pid().to_string(), "-o"])
@@ -187,7 +187,7 @@ fn profile(name: &'static str, server: &Server, n: usize, args: &ProfileArgs) ->
         .spawn()
         .context("perf record")?;
     std::thread::sleep(Duration::from_millis(300)); // perf attached to every thread
-    let timings = loadgen::run(server.addr(), server.model(), &prompts(n), args.tokens, n, Duration::ZERO)?;
+    let timings = loadgen::run(server.addr(), server.model(), &prompts(n), &[args.tokens], n, Duration::ZERO)?;
     // SIGINT: perf writes its file and exits.
     let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
     perf.wait()?;

@@ -13,7 +13,9 @@ use llama_cpp_2::vocab::LlamaVocab;
 use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
-use super::rules::{common_prefix, draft_len, next_draft_len, ngram_draft, Acceptance, Chunks, DRAFT_START};
+use super::rules::{
+    common_prefix, draft_len, next_draft_len, ngram_draft, whole_row_groups_within, Acceptance, Chunks, DRAFT_START,
+};
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
 use crate::types::error::Error;
@@ -40,6 +42,9 @@ pub(super) struct ModelView<'m> {
     pub(super) reuse: bool,
     /// How prompts are chunked and reused for the attention path the context takes.
     pub(super) chunks: Chunks,
+    /// Whether a filler row can be put in a sequence and dropped again (`worker::add_filler`):
+    /// not for recurrent state, which dropping a cell does not restore.
+    pub(super) fillers: bool,
     /// A row with logits against one without (a prompt row): the model's arithmetic with the
     /// output layer over that without it, from the parameter counts.
     pub(super) logits_ratio: f64,
@@ -62,7 +67,8 @@ impl<'m> ModelView<'m> {
         let output = f64::from(model.n_vocab()) * f64::from(model.n_embd());
         let logits_ratio = model.n_params() as f64 / (model.n_params() as f64 - output).max(output / 4.0);
         let (reuse, chunks) = (params.reuse_prompts, Chunks::for_attention(params.flash_attention));
-        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, chunks, logits_ratio, info }
+        let fillers = !model.is_recurrent() && !model.is_hybrid();
+        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, chunks, fillers, logits_ratio, info }
     }
 
     /// How many of a slot's `reusable` prompt rows to save to host memory and disk.
@@ -166,7 +172,10 @@ impl Drafts {
         cost: Option<(f64, f64)>,
     ) -> Vec<LlamaToken> {
         let (mut found, depth) = ngram_draft(cached, self.len.min(room));
-        let Some((fixed, per_row)) = cost else { return found };
+        let Some((fixed, per_row)) = cost else {
+            found.truncate(whole_row_groups_within(rows, found.len()));
+            return found;
+        };
         let p = self.acceptance.rate(depth);
         let len = draft_len(p, fixed, per_row, rows, found.len());
         tracing::debug!(p, depth, fixed, per_row, rows, found = found.len(), len, "sized a draft");
