@@ -15,6 +15,7 @@ use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
 use super::rules::{
     common_prefix, draft_len, next_draft_len, ngram_draft, whole_row_groups_within, Acceptance, Chunks, DRAFT_START,
+    ROW_GROUP,
 };
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
@@ -101,6 +102,11 @@ pub(super) struct Slot {
     /// prompt restored past the window has zero cells before it (`seq_state`), which llama.cpp
     /// counts as held. 0 otherwise.
     pub(super) window_floor: i32,
+    /// The logits of the last row of the prompt this slot completed last, and that prompt's length
+    /// (one vocabulary's worth of floats, kept where prompts are reused): while `cached` still
+    /// begins with that prompt, the same prompt sent again (a regenerated answer) samples its first
+    /// token from them and evaluates nothing, as every one of its cells is cached.
+    prompt_logits: Option<(usize, Vec<f32>)>,
     /// The prediction using the slot; counted in `shared.running` from before it is set until
     /// it is taken out.
     pub(super) active: Option<Active>,
@@ -196,7 +202,7 @@ impl Drafts {
 
 impl Slot {
     pub(super) fn new(seq: i32, shared: Arc<Shared>) -> Self {
-        Self { seq, cached: Vec::new(), reusable: 0, window_floor: 0, active: None, shared }
+        Self { seq, cached: Vec::new(), reusable: 0, window_floor: 0, prompt_logits: None, active: None, shared }
     }
 
     /// Takes the prediction out of the slot, uncounting it (and the KV cache it held) before any
@@ -222,12 +228,33 @@ impl Slot {
         self.cached.clear();
         self.reusable = 0;
         self.window_floor = 0;
+        self.prompt_logits = None;
+    }
+
+    /// Keeps the logits at batch index `row`, the last row of the prompt of `len` tokens just
+    /// completed in this slot (`prompt_logits`).
+    pub(super) fn keep_prompt_logits(&mut self, ctx: &LlamaContext, row: i32, len: usize) {
+        let (kept, logits) = self.prompt_logits.get_or_insert_with(|| (0, Vec::new()));
+        *kept = len;
+        logits.clear();
+        logits.extend_from_slice(ctx.get_logits_ith(row));
+    }
+
+    /// Whether `prompt` is the prompt whose last logits this slot keeps, all of its cells cached.
+    fn holds_whole(&self, prompt: &[LlamaToken]) -> bool {
+        self.prompt_logits.as_ref().is_some_and(|(len, _)| *len == prompt.len())
+            && self.cached.len() >= prompt.len()
+            && self.cached[..prompt.len()] == *prompt
     }
 
     /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
     pub(super) fn start(&mut self, ctx: &mut LlamaContext, mut job: Job, model: &ModelView) {
         let prompt = &job.tokens;
-        let mut reuse = self.reusable_prefix(prompt, model.chunks);
+        // The same prompt again: every cell is the one a cold run computes (a prompt's rows are
+        // the same in any chunks, and its last rows are always its final chunk's), so its kept
+        // logits are the cold run's too.
+        let whole = model.reuse && self.holds_whole(prompt) && model.window_keeps(ctx, self, prompt.len());
+        let mut reuse = if whole { prompt.len() } else { self.reusable_prefix(prompt, model.chunks) };
         if reuse < self.cached.len() && ctx.kv_cache_seq_rm(self.seq, Some(reuse as u32), None).is_err() {
             reuse = 0;
         }
@@ -239,7 +266,14 @@ impl Slot {
             self.window_floor = 0;
         }
         self.cached.truncate(reuse);
-        self.reusable = reuse;
+        let first = if whole && reuse == prompt.len() { self.prompt_logits.take() } else { None };
+        self.prompt_logits = None;
+        // What other prompts may take from it: as after evaluating the prompt (worker).
+        self.reusable = match first {
+            Some(_) if reuse >= model.chunks.min => reuse / ROW_GROUP * ROW_GROUP,
+            Some(_) => 0,
+            None => reuse,
+        };
         let mut sampler = Sampler::new(&job.config);
         if job.config.ignore_eos {
             sampler.ban(&model.end_tokens);
@@ -269,6 +303,17 @@ impl Slot {
         self.active = Some(active);
         if !alive {
             self.release();
+            return;
+        }
+        if let Some((len, logits)) = first {
+            let Some(a) = self.active.as_mut() else { return };
+            a.last_progress = 1.0;
+            if a.job.events.send(Event::PromptProgress(1.0)).is_err() {
+                self.release();
+                return;
+            }
+            self.sample_from(&logits, model);
+            self.prompt_logits = Some((len, logits));
         }
     }
 
@@ -381,10 +426,14 @@ impl Slot {
     /// Samples from the logits at batch index `at`, delivers the token's text, and decides whether
     /// the prediction goes on.
     pub(super) fn sample(&mut self, ctx: &LlamaContext, at: i32, model: &ModelView) {
+        self.sample_from(ctx.get_logits_ith(at), model);
+    }
+
+    /// [`Slot::sample`] from `logits`.
+    fn sample_from(&mut self, logits: &[f32], model: &ModelView) {
         let info = model.info;
         let vocab = &model.vocab;
         let Some(a) = self.active.as_mut() else { return };
-        let logits = ctx.get_logits_ith(at);
         let token = match a.grammar.as_mut() {
             None => Some(a.sampler.sample(logits)),
             // A lazy grammar still waiting for its trigger checks nothing: the text is free.

@@ -379,6 +379,7 @@ impl Worker<'_> {
                 slot.reusable = a.prompt_done;
             } else {
                 slot.reusable = if prompt_len >= model.chunks.min { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
+                slot.keep_prompt_logits(ctx, batch.n_tokens() - 1, prompt_len);
                 slot.sample(ctx, batch.n_tokens() - 1, model);
             }
         }

@@ -87,12 +87,19 @@ fn prefix_cache_is_used_and_changes_nothing() {
     let warm = model.complete(&prompt, greedy(16)).expect("completes");
     let prompt_tokens = warm.stats.prompt_tokens_count.expect("counted");
     let cached = warm.stats.cached_prompt_tokens_count.expect("counted");
-    // The prompt's last 64 to 67 tokens are evaluated again (the prefix cache's rule).
-    assert!(cached + 68 > prompt_tokens && cached < prompt_tokens, "{cached} of {prompt_tokens} reused");
+    // The same prompt again evaluates nothing: its cells and its last row's logits are kept.
+    assert_eq!(cached, prompt_tokens, "{cached} of {prompt_tokens} reused");
     assert_eq!(warm.content, cold.content, "a cache hit gives the same text");
-    // A prompt that shares only the prefix reuses the prefix.
+    // A prompt that shares only the prefix reuses the prefix, and evaluates at least its last 64
+    // tokens again (the prefix cache's rule).
     let other = model.complete(&format!("{prefix}The best is"), greedy(4)).expect("completes");
-    assert!(other.stats.cached_prompt_tokens_count.is_some_and(|c| c > 100));
+    let (other_tokens, other_cached) = (other.stats.prompt_tokens_count, other.stats.cached_prompt_tokens_count);
+    assert!(other_cached.is_some_and(|c| c > 100 && other_tokens.is_some_and(|t| c + 64 <= t)), "{:?}", other.stats);
+    // After it, the first prompt is no longer whole in the slot: its last tokens are evaluated again.
+    let back = model.complete(&prompt, greedy(16)).expect("completes");
+    let back_cached = back.stats.cached_prompt_tokens_count.expect("counted");
+    assert!(back_cached + 68 > prompt_tokens && back_cached < prompt_tokens, "{back_cached} of {prompt_tokens}");
+    assert_eq!(back.content, cold.content, "the same text again");
 }
 
 /// The same prompt gives the same text whether it is computed cold, served from the cache, built on
