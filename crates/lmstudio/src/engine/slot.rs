@@ -240,8 +240,19 @@ impl Slot {
         logits.extend_from_slice(ctx.get_logits_ith(row));
     }
 
+    /// Takes out the prompt this slot holds whole and its kept logits (`prompt_logits`), if any.
+    pub(super) fn take_whole(&mut self) -> Option<(Vec<LlamaToken>, Vec<f32>)> {
+        let (len, logits) = self.prompt_logits.take()?;
+        Some((self.cached.get(..len)?.to_vec(), logits))
+    }
+
+    /// Keeps `logits` as the last logits of the prompt of `len` tokens the slot holds whole.
+    pub(super) fn put_whole(&mut self, len: usize, logits: Vec<f32>) {
+        self.prompt_logits = Some((len, logits));
+    }
+
     /// Whether `prompt` is the prompt whose last logits this slot keeps, all of its cells cached.
-    fn holds_whole(&self, prompt: &[LlamaToken]) -> bool {
+    pub(super) fn holds_whole(&self, prompt: &[LlamaToken]) -> bool {
         self.prompt_logits.as_ref().is_some_and(|(len, _)| *len == prompt.len())
             && self.cached.len() >= prompt.len()
             && self.cached[..prompt.len()] == *prompt

@@ -196,13 +196,19 @@ impl Worker<'_> {
     /// Saves what the slots could serve to host memory and writes the cache to disk, through the
     /// slot that held least (it starts empty again; what it held is in host memory).
     fn write_through(&mut self, disk: &DiskCache) {
-        let Self { ctx, slots, saved, view, .. } = self;
+        let Self { ctx, slots, saved, view, batch, .. } = self;
+        // Saving cuts a slot's cache below the prompt it holds whole (`Slot::start`).
+        let whole: Vec<(usize, Vec<LlamaToken>, Vec<f32>)> =
+            slots.iter_mut().enumerate().filter_map(|(i, s)| s.take_whole().map(|(p, l)| (i, p, l))).collect();
         for slot in slots.iter_mut() {
             save_slot(ctx, saved, slot, view);
         }
         let Some(scratch) = slots.iter_mut().min_by_key(|s| s.cached.len()) else { return };
         if disk.persist(ctx, saved, scratch.seq) {
             scratch.forget();
+        }
+        for (i, prompt, logits) in whole {
+            complete_again(ctx, batch, saved, &mut slots[i], (&prompt, logits), view);
         }
         self.on_disk = Some(self.cache_state());
     }
@@ -254,7 +260,13 @@ fn pick_slot(slots: &[Slot], tokens: &[LlamaToken], view: &ModelView) -> usize {
         .iter()
         .enumerate()
         .filter(|(_, s)| s.active.is_none())
-        .max_by_key(|(_, s)| (s.reusable_prefix(tokens, view.chunks), std::cmp::Reverse(s.cached.len())))
+        .max_by_key(|(_, s)| {
+            (
+                view.reuse && s.holds_whole(tokens),
+                s.reusable_prefix(tokens, view.chunks),
+                std::cmp::Reverse(s.cached.len()),
+            )
+        })
         .map_or(0, |(i, _)| i)
 }
 
@@ -269,6 +281,10 @@ fn save_before_reuse(
     view: &ModelView,
 ) {
     let slot = &slots[i];
+    if view.reuse && slot.holds_whole(prompt) {
+        // The same prompt again: the slot keeps all of it (`Slot::start`).
+        return;
+    }
     let prefix = &slot.cached[..view.save_len(slot.reusable)];
     let elsewhere = slots.iter().any(|s| s.seq != slot.seq && s.cached[..s.reusable].starts_with(prefix));
     if slot.reusable_prefix(prompt, view.chunks) < prefix.len() && !elsewhere {
@@ -292,6 +308,73 @@ fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, v
         let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
         slot.forget();
     }
+}
+
+/// Makes `slot` hold `prompt` whole again, with `logits` its last row's, after saving cut its cache
+/// below it (or emptied it, as the disk write's scratch slot: then it is restored from host memory
+/// first): evaluates the prompt's end from its reuse point in one chunk, as sending the prompt
+/// again would, so that the same prompt after the engine was idle still evaluates nothing. Where
+/// that cannot be done, the slot keeps what it has, without the logits.
+fn complete_again(
+    ctx: &mut LlamaContext,
+    batch: &mut LlamaBatch,
+    saved: &mut PromptCache,
+    slot: &mut Slot,
+    (prompt, logits): (&[LlamaToken], Vec<f32>),
+    view: &ModelView,
+) {
+    if slot.cached.starts_with(prompt) {
+        // Not cut (saving skipped it).
+        slot.put_whole(prompt.len(), logits);
+        return;
+    }
+    let from = view.chunks.reuse_point(prompt.len(), prompt.len());
+    if slot.cached.is_empty() && from > 0 {
+        let usable = |common, pos_min| {
+            let upto = view.chunks.reuse_point(common, prompt.len());
+            (upto == from && view.window_allows(pos_min, upto)).then_some(upto)
+        };
+        let Some((entry, upto)) = saved.best(prompt, usable) else { return };
+        let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+        let tokens = saved.restore(ctx, entry, slot.seq).map(|(t, floor)| (t[..upto].to_vec(), floor));
+        let Some((tokens, floor)) = tokens.filter(|_| ctx.kv_cache_seq_rm(slot.seq, Some(upto as u32), None).is_ok())
+        else {
+            let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+            return;
+        };
+        (slot.cached, slot.window_floor, slot.reusable) = (tokens, floor, upto);
+    }
+    if slot.cached.len() < from || !prompt.starts_with(&slot.cached) || !view.window_keeps(ctx, slot, from) {
+        return;
+    }
+    if ctx.kv_cache_seq_rm(slot.seq, Some(from as u32), None).is_err() {
+        let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+        slot.forget();
+        return;
+    }
+    slot.cached.truncate(from);
+    slot.reusable = slot.reusable.min(from);
+    batch.clear();
+    for (j, &token) in prompt[from..].iter().enumerate() {
+        // At most a minimum chunk and a row group: within BATCH.
+        let _ = batch.add(token, (from + j) as i32, &[slot.seq], from + j + 1 == prompt.len());
+    }
+    if super::compute::decode(ctx, batch).is_err() {
+        let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
+        slot.forget();
+        return;
+    }
+    slot.cached.extend_from_slice(&prompt[from..]);
+    slot.reusable = if prompt.len() >= view.chunks.min { prompt.len() / ROW_GROUP * ROW_GROUP } else { 0 };
+    let row = batch.n_tokens() - 1;
+    let same = ctx.get_logits_ith(row).iter().zip(&logits).all(|(a, b)| a.to_bits() == b.to_bits());
+    if same {
+        slot.put_whole(prompt.len(), logits);
+    } else {
+        tracing::warn!(seq = slot.seq, "a prompt evaluated again gave other logits; they replace the kept ones");
+        slot.keep_prompt_logits(ctx, row, prompt.len());
+    }
+    tracing::debug!(seq = slot.seq, tokens = prompt.len() - from, "completed a saved prompt again");
 }
 
 /// One engine step: prompt chunks of new predictions, then a token for every generating slot.
@@ -325,7 +408,11 @@ impl Worker<'_> {
         let paced = slots.iter().any(|s| s.active.as_ref().is_some_and(|a| a.predicted >= UNDER_WAY));
         let mut budget = if paced { pacer.budget(model.chunks.min) } else { BATCH as usize };
         for i in 0..slots.len() {
-            match share(ctx, model, slots, saved, i) {
+            // A copy is carried out at the next decode, so slots share only in a turn that decodes
+            // their next chunk at once (with a minimum chunk of budget): a copy left queued could
+            // be carried out after its source was overwritten.
+            let shared = if budget >= model.chunks.min { share(ctx, model, slots, saved, i) } else { Share::Nothing };
+            match shared {
                 Share::Wait => continue,
                 Share::Copy { from, upto } => copy_prefix(ctx, slots, from, i, upto),
                 Share::Restore { entry, upto } => restore_prefix(ctx, slots, saved, entry, i, upto),

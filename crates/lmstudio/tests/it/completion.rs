@@ -479,6 +479,11 @@ fn the_prompt_cache_is_written_through_while_loaded() {
     for file in std::fs::read_dir(&folder).expect("reads").flatten() {
         std::fs::copy(file.path(), copy.join(file.file_name())).expect("copies");
     }
+    // Writing it cut the slot's cache below the prompt; the slot evaluated the prompt's end again
+    // after, so the same prompt again still evaluates nothing.
+    let again = llm.complete(&prompt, crate::greedy(8)).expect("completes");
+    assert_eq!(again.content, cold.content, "the prompt completed again changed the text");
+    assert_eq!(again.stats.cached_prompt_tokens_count, again.stats.prompt_tokens_count, "{:?}", again.stats);
     client.unload(llm.identifier()).expect("unloads");
     let llm = client.load(lms::DEFAULT_MODEL_KEY, &config(after_crash.path())).expect("loads");
     let warm = llm.complete(&prompt, crate::greedy(8)).expect("completes");
