@@ -327,15 +327,17 @@ pub fn run(
 
 fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
     let of = |scenario| rows.iter().filter(move |r| r.scenario == scenario);
+    // Row `r`'s `figure` over llama-server's at the same scenario and clients.
+    let vs = |r: &LoadRow, figure: fn(&LoadSummary) -> f64| {
+        rows.iter()
+            .find(|o| o.scenario == r.scenario && o.clients == r.clients && o.server == "llama-server")
+            .filter(|_| r.server != "llama-server")
+            .map(|t| format!("{:.2}", figure(&r.summary) / figure(&t.summary)))
+            .unwrap_or_default()
+    };
     let mut s = "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench: decode only | vs batched-bench: prompts + decode |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
     for r in of(Scenario::Together) {
-        let theirs = of(Scenario::Together).find(|o| o.server == "llama-server" && o.clients == r.clients);
-        let vs = match theirs {
-            Some(t) if r.server != "llama-server" => {
-                format!("{:.2}", r.summary.aggregate_tok_s / t.summary.aggregate_tok_s)
-            }
-            _ => String::new(),
-        };
+        let vs = vs(r, |m| m.aggregate_tok_s);
         let (decode, workload) = ceiling
             .iter()
             .find(|c| c.clients == r.clients)
@@ -370,10 +372,7 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
     );
     for r in of(Scenario::SharedPrefix) {
         let m = &r.summary;
-        let vs = of(Scenario::SharedPrefix)
-            .find(|o| o.server == "llama-server" && o.clients == r.clients && r.server != "llama-server")
-            .map(|t| format!("{:.2}", m.ttft_median_s / t.summary.ttft_median_s))
-            .unwrap_or_default();
+        let vs = vs(r, |m| m.ttft_median_s);
         s += &format!("| {} | {} | {:.3} | {:.3} | {vs} |\n", r.server, r.clients, m.ttft_median_s, m.ttft_p90_s);
     }
     s += &format!(
@@ -382,10 +381,7 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
     );
     for r in of(Scenario::MixedLengths) {
         let m = &r.summary;
-        let vs = of(Scenario::MixedLengths)
-            .find(|o| o.server == "llama-server" && o.clients == r.clients && r.server != "llama-server")
-            .map(|t| format!("{:.2}", m.aggregate_tok_s / t.summary.aggregate_tok_s))
-            .unwrap_or_default();
+        let vs = vs(r, |m| m.aggregate_tok_s);
         s += &format!("| {} | {} | {:.1} | {:.3} | {vs} |\n", r.server, r.clients, m.aggregate_tok_s, m.ttft_median_s);
     }
     s
