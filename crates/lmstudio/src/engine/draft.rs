@@ -89,7 +89,8 @@ impl DraftModel {
         if let Some(devices) = super::rpc::local_devices() {
             params = params.with_devices(&devices).map_err(|e| load_err(e.to_string()))?;
         }
-        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
+        let model = super::huge_pages::around(|| LlamaModel::load_from_file(backend, path, &params))
+            .map_err(|e| load_err(e.to_string()))?;
         if let Some(reason) = vocabulary_difference(target.model, &model) {
             return Err(Error::IncompatibleDraftModel { draft: key.to_owned(), path: path.to_owned(), reason });
         }
@@ -99,7 +100,7 @@ impl DraftModel {
         let (ready_tx, ready_rx) = flume::bounded(1);
         let parallel = target.parallel as usize;
         let thread = std::thread::Builder::new().name(format!("lms-draft-{key}")).spawn(move || {
-            let ctx = match model.new_context(backend, ctx_params) {
+            let ctx = match super::huge_pages::around(|| model.new_context(backend, ctx_params)) {
                 Ok(ctx) => ctx,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.to_string()));

@@ -151,8 +151,10 @@ fn run(
             base.with_n_batch(chunk).with_n_ubatch(chunk).with_pooling_type(LlamaPoolingType::None)
         }
     };
-    let context = backend()
-        .and_then(|b| model.new_context(b, params).map_err(|e| Error::Engine(format!("the embedding context: {e}"))));
+    let context = backend().and_then(|b| {
+        super::huge_pages::around(|| model.new_context(b, params))
+            .map_err(|e| Error::Engine(format!("the embedding context: {e}")))
+    });
     let mut ctx = match context {
         Ok(ctx) => {
             let _ = ready.send(Ok(()));

@@ -1,8 +1,9 @@
 //! Calls into llama.cpp that llama-cpp-2 does not wrap, or wraps only unsafely: its RPC backend's
 //! server and client (ggml-rpc, reached through the backend registry as llama.cpp's own tools
-//! reach it), ggml's abort callback, and a sequence's state as bytes. All of the workspace's
-//! `unsafe` is in this file (the lints deny it elsewhere, and lms-dev's modules test checks that no
-//! other file allows it); each block says why it holds.
+//! reach it), ggml's abort callback, a sequence's state as bytes, and `madvise` for huge pages
+//! under llama.cpp's buffers (`huge_pages`). All of the workspace's `unsafe` is in this file (the
+//! lints deny it elsewhere, and lms-dev's modules test checks that no other file allows it); each
+//! block says why it holds.
 
 #![allow(unsafe_code)]
 
@@ -156,4 +157,23 @@ pub(super) fn place_window_cells(ctx: &mut LlamaContext, seq: i32, max_bytes: us
     // SAFETY: `placed` is the state llama.cpp wrote with cells added in its own layout; its reader
     // checks counts, types and sizes against the context and fails rather than read past the end.
     placed.len() == size || unsafe { ctx.state_seq_set_data_ext(&placed, seq, flags) }
+}
+
+/// Advises the `len` bytes at address `start` (whole huge pages of an anonymous mapping of this
+/// process) `MADV_HUGEPAGE`: whether the kernel took it.
+#[cfg(target_os = "linux")]
+pub(super) fn advise_huge_pages(start: usize, len: usize) -> bool {
+    // SAFETY: the advice only changes which pages back the range, never its contents; the kernel
+    // checks that the range is mapped (an error otherwise, returned as false).
+    unsafe { libc::madvise(start as *mut c_void, len, libc::MADV_HUGEPAGE) == 0 }
+}
+
+/// Moves the `len` bytes at address `start` (whole huge pages, advised as above) into huge pages
+/// now (`MADV_COLLAPSE`, Linux 6.1, which the libc crate may not name): whether it did.
+#[cfg(target_os = "linux")]
+pub(super) fn collapse_huge_pages(start: usize, len: usize) -> bool {
+    const MADV_COLLAPSE: libc::c_int = 25;
+    // SAFETY: as `advise_huge_pages`: the contents stay; the range may even be unmapped by now
+    // (an error, returned as false).
+    unsafe { libc::madvise(start as *mut c_void, len, MADV_COLLAPSE) == 0 }
 }

@@ -12,6 +12,7 @@ mod draft;
 pub(crate) mod embed;
 mod ffi;
 mod grammar;
+mod huge_pages;
 pub(crate) use grammar::json_schema_grammar;
 mod job;
 mod prompt_cache;
@@ -215,7 +216,8 @@ impl Engine {
             }
             true
         });
-        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| load_err(e.to_string()))?;
+        let model = huge_pages::around(|| LlamaModel::load_from_file(backend, path, &params))
+            .map_err(|e| load_err(e.to_string()))?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train().max(16);
         // An embedding model has no KV cache to size: its trained context, unless asked otherwise.

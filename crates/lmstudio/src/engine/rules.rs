@@ -244,6 +244,16 @@ impl Chunks {
         common.min(len - self.min) / ROW_GROUP * ROW_GROUP
     }
 
+    /// How many rows of a completed prompt of `len` tokens other prompts may reuse: its whole row
+    /// groups, from a minimum chunk on (a shorter prompt took other kernels: [`Chunks::min`]). The
+    /// rows past the last group took the one-row kernels, so a longer prompt computes them otherwise.
+    pub(super) fn reusable_after(self, len: usize) -> usize {
+        if len < self.min {
+            return 0;
+        }
+        len / ROW_GROUP * ROW_GROUP
+    }
+
     /// How many of a slot's `reusable` prompt rows to save to host memory, for a model with a
     /// sliding window of `window` tokens (0: none). Without a window: all of them (a restored
     /// prefix can be cut anywhere). With one, llama.cpp's sequence state keeps only the window's

@@ -15,7 +15,6 @@ use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
 use super::rules::{
     common_prefix, draft_len, next_draft_len, ngram_draft, whole_row_groups_within, Acceptance, Chunks, DRAFT_START,
-    ROW_GROUP,
 };
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
@@ -88,6 +87,13 @@ impl<'m> ModelView<'m> {
     pub(super) fn window_allows(&self, pos_min: i32, upto: usize) -> bool {
         self.window == 0 || pos_min <= upto.saturating_sub(self.window) as i32
     }
+
+    /// How much of a prompt of `len` tokens a saved one sharing `common` tokens with it and holding
+    /// cells from `pos_min` on can serve ([`Chunks::reuse_point`]), if the window allows it.
+    pub(super) fn usable_prefix(&self, common: usize, pos_min: i32, len: usize) -> Option<usize> {
+        let upto = self.chunks.reuse_point(common, len);
+        self.window_allows(pos_min, upto).then_some(upto)
+    }
 }
 
 /// One sequence of the context: the tokens its KV cache holds, and the prediction using it.
@@ -102,11 +108,13 @@ pub(super) struct Slot {
     /// prompt restored past the window has zero cells before it (`seq_state`), which llama.cpp
     /// counts as held. 0 otherwise.
     pub(super) window_floor: i32,
-    /// The logits of the last row of the prompt this slot completed last, and that prompt's length
-    /// (one vocabulary's worth of floats, kept where prompts are reused): while `cached` still
-    /// begins with that prompt, the same prompt sent again (a regenerated answer) samples its first
-    /// token from them and evaluates nothing, as every one of its cells is cached.
-    prompt_logits: Option<(usize, Vec<f32>)>,
+    /// The length of the prompt this slot completed last, while `cached` still begins with it and
+    /// `whole_logits` holds its last row's logits (kept where prompts are reused): the same prompt
+    /// sent again (a regenerated answer) samples its first token from them and evaluates nothing,
+    /// as every one of its cells is cached.
+    whole: Option<usize>,
+    /// One vocabulary's worth of floats, allocated once: the logits `whole` refers to.
+    whole_logits: Vec<f32>,
     /// The prediction using the slot; counted in `shared.running` from before it is set until
     /// it is taken out.
     pub(super) active: Option<Active>,
@@ -202,7 +210,16 @@ impl Drafts {
 
 impl Slot {
     pub(super) fn new(seq: i32, shared: Arc<Shared>) -> Self {
-        Self { seq, cached: Vec::new(), reusable: 0, window_floor: 0, prompt_logits: None, active: None, shared }
+        Self {
+            seq,
+            cached: Vec::new(),
+            reusable: 0,
+            window_floor: 0,
+            whole: None,
+            whole_logits: Vec::new(),
+            active: None,
+            shared,
+        }
     }
 
     /// Takes the prediction out of the slot, uncounting it (and the KV cache it held) before any
@@ -228,34 +245,48 @@ impl Slot {
         self.cached.clear();
         self.reusable = 0;
         self.window_floor = 0;
-        self.prompt_logits = None;
+        self.whole = None;
     }
 
     /// Keeps the logits at batch index `row`, the last row of the prompt of `len` tokens just
-    /// completed in this slot (`prompt_logits`).
+    /// completed in this slot (`whole`).
     pub(super) fn keep_prompt_logits(&mut self, ctx: &LlamaContext, row: i32, len: usize) {
-        let (kept, logits) = self.prompt_logits.get_or_insert_with(|| (0, Vec::new()));
-        *kept = len;
-        logits.clear();
-        logits.extend_from_slice(ctx.get_logits_ith(row));
+        self.whole_logits.clear();
+        self.whole_logits.extend_from_slice(ctx.get_logits_ith(row));
+        self.whole = Some(len);
     }
 
-    /// Takes out the prompt this slot holds whole and its kept logits (`prompt_logits`), if any.
-    pub(super) fn take_whole(&mut self) -> Option<(Vec<LlamaToken>, Vec<f32>)> {
-        let (len, logits) = self.prompt_logits.take()?;
-        Some((self.cached.get(..len)?.to_vec(), logits))
+    /// The prompt this slot holds whole, all of its cells cached and its last logits kept.
+    pub(super) fn whole_prompt(&self) -> Option<&[LlamaToken]> {
+        self.cached.get(..self.whole?)
     }
 
-    /// Keeps `logits` as the last logits of the prompt of `len` tokens the slot holds whole.
-    pub(super) fn put_whole(&mut self, len: usize, logits: Vec<f32>) {
-        self.prompt_logits = Some((len, logits));
-    }
-
-    /// Whether `prompt` is the prompt whose last logits this slot keeps, all of its cells cached.
+    /// Whether `prompt` is the prompt this slot holds whole.
     pub(super) fn holds_whole(&self, prompt: &[LlamaToken]) -> bool {
-        self.prompt_logits.as_ref().is_some_and(|(len, _)| *len == prompt.len())
-            && self.cached.len() >= prompt.len()
-            && self.cached[..prompt.len()] == *prompt
+        self.whole_prompt() == Some(prompt)
+    }
+
+    /// Takes out the prompt this slot holds whole, if any; its logits stay for
+    /// [`Slot::hold_whole_again`].
+    pub(super) fn take_whole(&mut self) -> Option<Vec<LlamaToken>> {
+        let prompt = self.whole_prompt().map(<[LlamaToken]>::to_vec);
+        self.whole = None;
+        prompt
+    }
+
+    /// Holds the prompt of `len` tokens whole again (the slot's cache begins with it again) after
+    /// [`Slot::take_whole`], where the logits at batch index `row` (`None`: none were computed) are
+    /// the kept ones bit for bit; other logits replace them, with a warning.
+    pub(super) fn hold_whole_again(&mut self, ctx: &LlamaContext, row: Option<i32>, len: usize) {
+        if let Some(row) = row {
+            let logits = ctx.get_logits_ith(row);
+            if !logits.iter().zip(&self.whole_logits).all(|(a, b)| a.to_bits() == b.to_bits()) {
+                let seq = self.seq;
+                tracing::warn!(seq, "a prompt evaluated again gave other logits; they replace the kept ones");
+                self.keep_prompt_logits(ctx, row, len);
+            }
+        }
+        self.whole = Some(len);
     }
 
     /// Takes `job` (already counted as running): reuses the cached prefix, drops the rest of the cache, builds the sampler.
@@ -277,14 +308,10 @@ impl Slot {
             self.window_floor = 0;
         }
         self.cached.truncate(reuse);
-        let first = if whole && reuse == prompt.len() { self.prompt_logits.take() } else { None };
-        self.prompt_logits = None;
+        let first = whole && reuse == prompt.len();
+        self.whole = None;
         // What other prompts may take from it: as after evaluating the prompt (worker).
-        self.reusable = match first {
-            Some(_) if reuse >= model.chunks.min => reuse / ROW_GROUP * ROW_GROUP,
-            Some(_) => 0,
-            None => reuse,
-        };
+        self.reusable = if first { model.chunks.reusable_after(reuse) } else { reuse };
         let mut sampler = Sampler::new(&job.config);
         if job.config.ignore_eos {
             sampler.ban(&model.end_tokens);
@@ -316,15 +343,17 @@ impl Slot {
             self.release();
             return;
         }
-        if let Some((len, logits)) = first {
+        if first {
             let Some(a) = self.active.as_mut() else { return };
             a.last_progress = 1.0;
             if a.job.events.send(Event::PromptProgress(1.0)).is_err() {
                 self.release();
                 return;
             }
+            let logits = std::mem::take(&mut self.whole_logits);
             self.sample_from(&logits, model);
-            self.prompt_logits = Some((len, logits));
+            self.whole_logits = logits;
+            self.whole = Some(reuse);
         }
     }
 

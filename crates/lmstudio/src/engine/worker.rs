@@ -10,9 +10,9 @@
 //! of the sequence ([`Chunks::min`](super::rules::Chunks::min): matrix kernels need 8, flash
 //! attention's tiles 64) and the row is not in the last `len % ROW_GROUP` rows (those take a
 //! one-row kernel for repacked weights). Prompt chunks therefore start at positions divisible by
-//! [`ROW_GROUP`], hold at least a minimum chunk, and are decoded alone; a cached prefix is reused
-//! only where it was computed that way. The same prompt then gives the same logits cold, from the
-//! cache, or in another slot (tests/it/completion.rs checks the text).
+//! [`ROW_GROUP`](super::rules::ROW_GROUP), hold at least a minimum chunk, and are decoded alone;
+//! a cached prefix is reused only where it was computed that way. The same prompt then gives the
+//! same logits cold, from the cache, or in another slot (tests/it/completion.rs checks the text).
 //!
 //! The rules themselves (chunk lengths, reuse points, pacing) are in `rules`, one slot's life in
 //! `slot`; this module is the loop: admission, sharing between slots, and the [`Worker`]'s steps.
@@ -31,7 +31,7 @@ use super::backend::context_params;
 use super::disk_cache::DiskCache;
 use super::job::{EngineParams, Job, Shared};
 use super::prompt_cache::PromptCache;
-use super::rules::{common_prefix, Pacer, BATCH, MIN_SHARED, ROW_GROUP, UNDER_WAY};
+use super::rules::{common_prefix, Pacer, BATCH, MIN_SHARED, UNDER_WAY};
 use super::slot::{end_unstarted, ModelView, Slot};
 use crate::types::error::Error;
 use crate::types::event::Event;
@@ -198,8 +198,8 @@ impl Worker<'_> {
     fn write_through(&mut self, disk: &DiskCache) {
         let Self { ctx, slots, saved, view, batch, .. } = self;
         // Saving cuts a slot's cache below the prompt it holds whole (`Slot::start`).
-        let whole: Vec<(usize, Vec<LlamaToken>, Vec<f32>)> =
-            slots.iter_mut().enumerate().filter_map(|(i, s)| s.take_whole().map(|(p, l)| (i, p, l))).collect();
+        let whole: Vec<(usize, Vec<LlamaToken>)> =
+            slots.iter_mut().enumerate().filter_map(|(i, s)| s.take_whole().map(|p| (i, p))).collect();
         for slot in slots.iter_mut() {
             save_slot(ctx, saved, slot, view);
         }
@@ -207,8 +207,8 @@ impl Worker<'_> {
         if disk.persist(ctx, saved, scratch.seq) {
             scratch.forget();
         }
-        for (i, prompt, logits) in whole {
-            complete_again(ctx, batch, saved, &mut slots[i], (&prompt, logits), view);
+        for (i, prompt) in whole {
+            complete_again(ctx, batch, saved, &mut slots[i], &prompt, view);
         }
         self.on_disk = Some(self.cache_state());
     }
@@ -250,7 +250,7 @@ fn new_context<'m>(
             llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
         })
         .with_offload_kqv(params.offload_kv_cache);
-    model.new_context(backend, ctx_params).map_err(|e| e.to_string())
+    super::huge_pages::around(|| model.new_context(backend, ctx_params)).map_err(|e| e.to_string())
 }
 
 /// The free slot with the longest reusable prefix of `tokens`; on a tie, the one caching the least,
@@ -310,38 +310,29 @@ fn save_slot(ctx: &mut LlamaContext, saved: &mut PromptCache, slot: &mut Slot, v
     }
 }
 
-/// Makes `slot` hold `prompt` whole again, with `logits` its last row's, after saving cut its cache
+/// Makes `slot` hold `prompt` whole again, after [`Slot::take_whole`] and a save that cut its cache
 /// below it (or emptied it, as the disk write's scratch slot: then it is restored from host memory
 /// first): evaluates the prompt's end from its reuse point in one chunk, as sending the prompt
 /// again would, so that the same prompt after the engine was idle still evaluates nothing. Where
-/// that cannot be done, the slot keeps what it has, without the logits.
+/// that cannot be done, the slot keeps what it has, without holding the prompt whole.
 fn complete_again(
     ctx: &mut LlamaContext,
     batch: &mut LlamaBatch,
     saved: &mut PromptCache,
     slot: &mut Slot,
-    (prompt, logits): (&[LlamaToken], Vec<f32>),
+    prompt: &[LlamaToken],
     view: &ModelView,
 ) {
     if slot.cached.starts_with(prompt) {
         // Not cut (saving skipped it).
-        slot.put_whole(prompt.len(), logits);
+        slot.hold_whole_again(ctx, None, prompt.len());
         return;
     }
     let from = view.chunks.reuse_point(prompt.len(), prompt.len());
     if slot.cached.is_empty() && from > 0 {
-        let usable = |common, pos_min| {
-            let upto = view.chunks.reuse_point(common, prompt.len());
-            (upto == from && view.window_allows(pos_min, upto)).then_some(upto)
-        };
+        let usable = |common, pos_min| view.usable_prefix(common, pos_min, prompt.len()).filter(|&upto| upto == from);
         let Some((entry, upto)) = saved.best(prompt, usable) else { return };
-        let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
-        let tokens = saved.restore(ctx, entry, slot.seq).map(|(t, floor)| (t[..upto].to_vec(), floor));
-        let Some((tokens, floor)) = tokens.filter(|_| ctx.kv_cache_seq_rm(slot.seq, Some(upto as u32), None).is_ok())
-        else {
-            let _ = ctx.kv_cache_seq_rm(slot.seq, None, None);
-            return;
-        };
+        let Some((tokens, floor)) = restore_saved(ctx, saved, entry, slot.seq, upto) else { return };
         (slot.cached, slot.window_floor, slot.reusable) = (tokens, floor, upto);
     }
     if slot.cached.len() < from || !prompt.starts_with(&slot.cached) || !view.window_keeps(ctx, slot, from) {
@@ -365,15 +356,8 @@ fn complete_again(
         return;
     }
     slot.cached.extend_from_slice(&prompt[from..]);
-    slot.reusable = if prompt.len() >= view.chunks.min { prompt.len() / ROW_GROUP * ROW_GROUP } else { 0 };
-    let row = batch.n_tokens() - 1;
-    let same = ctx.get_logits_ith(row).iter().zip(&logits).all(|(a, b)| a.to_bits() == b.to_bits());
-    if same {
-        slot.put_whole(prompt.len(), logits);
-    } else {
-        tracing::warn!(seq = slot.seq, "a prompt evaluated again gave other logits; they replace the kept ones");
-        slot.keep_prompt_logits(ctx, row, prompt.len());
-    }
+    slot.reusable = view.chunks.reusable_after(prompt.len());
+    slot.hold_whole_again(ctx, Some(batch.n_tokens() - 1), prompt.len());
     tracing::debug!(seq = slot.seq, tokens = prompt.len() - from, "completed a saved prompt again");
 }
 
@@ -465,7 +449,7 @@ impl Worker<'_> {
                 // A whole number of row groups from a row-group boundary: other slots may share it now.
                 slot.reusable = a.prompt_done;
             } else {
-                slot.reusable = if prompt_len >= model.chunks.min { prompt_len / ROW_GROUP * ROW_GROUP } else { 0 };
+                slot.reusable = model.chunks.reusable_after(prompt_len);
                 slot.keep_prompt_logits(ctx, batch.n_tokens() - 1, prompt_len);
                 slot.sample(ctx, batch.n_tokens() - 1, model);
             }
@@ -516,10 +500,7 @@ fn share(ctx: &LlamaContext, model: &ModelView, slots: &[Slot], saved: &PromptCa
             wait |= worth(shared) && o.prompt_done < shared && ahead;
         }
     }
-    let usable = |common: usize, pos_min: i32| {
-        let upto = model.chunks.reuse_point(common, prompt.len());
-        (worth(upto) && model.window_allows(pos_min, upto)).then_some(upto)
-    };
+    let usable = |common, pos_min| model.usable_prefix(common, pos_min, prompt.len()).filter(|&upto| worth(upto));
     match (best, saved.best(prompt, usable)) {
         (best, Some((entry, upto))) if best.is_none_or(|(_, b)| upto > b) => Share::Restore { entry, upto },
         (Some((from, upto)), _) => Share::Copy { from, upto },
@@ -550,11 +531,29 @@ fn restore_prefix(
     upto: usize,
 ) {
     let seq = slots[to].seq;
+    let tokens = restore_saved(ctx, saved, entry, seq, upto);
+    tracing::debug!(seq, upto, restored = tokens.is_some(), "restored a prompt from host memory");
+    slots[to].took_prefix(ctx, tokens);
+}
+
+/// Replaces sequence `seq`'s cache with the first `upto` tokens of saved prompt `entry`: those
+/// tokens and the window floor ([`Slot::window_floor`]), or `None` with the sequence emptied.
+fn restore_saved(
+    ctx: &mut LlamaContext,
+    saved: &mut PromptCache,
+    entry: usize,
+    seq: i32,
+    upto: usize,
+) -> Option<(Vec<LlamaToken>, i32)> {
     let _ = ctx.kv_cache_seq_rm(seq, None, None);
-    let tokens = saved.restore(ctx, entry, seq).map(|(t, floor)| (t[..upto].to_vec(), floor));
-    let restored = tokens.is_some() && ctx.kv_cache_seq_rm(seq, Some(upto as u32), None).is_ok();
-    tracing::debug!(seq, upto, restored, "restored a prompt from host memory");
-    slots[to].took_prefix(ctx, tokens.filter(|_| restored));
+    let restored = saved
+        .restore(ctx, entry, seq)
+        .map(|(t, floor)| (t[..upto].to_vec(), floor))
+        .filter(|_| ctx.kv_cache_seq_rm(seq, Some(upto as u32), None).is_ok());
+    if restored.is_none() {
+        let _ = ctx.kv_cache_seq_rm(seq, None, None);
+    }
+    restored
 }
 
 impl Worker<'_> {
@@ -689,7 +688,7 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
 
 #[cfg(test)]
 mod tests {
-    use super::super::rules::{Chunks, PROMPT_CHUNK_WHILE_GENERATING};
+    use super::super::rules::{Chunks, PROMPT_CHUNK_WHILE_GENERATING, ROW_GROUP};
     use super::*;
     use crate::store::{ModelStore, DEFAULT_MODEL_PATH};
 
@@ -801,13 +800,13 @@ mod tests {
                 ctx.clear_kv_cache();
                 let cold = evaluate(&mut ctx, c, &prompt, 0, BATCH as usize);
                 // The same prompt from the cache, in smaller chunks.
-                let from = c.reuse_point(prompt.len() / ROW_GROUP * ROW_GROUP, prompt.len());
+                let from = c.reuse_point(c.reusable_after(prompt.len()), prompt.len());
                 ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
                 let again = evaluate(&mut ctx, c, &prompt, from, PROMPT_CHUNK_WHILE_GENERATING);
                 // On the prefix another prompt left.
                 ctx.clear_kv_cache();
                 evaluate(&mut ctx, c, &other, 0, PROMPT_CHUNK_WHILE_GENERATING);
-                let reusable = other.len() / ROW_GROUP * ROW_GROUP;
+                let reusable = c.reusable_after(other.len());
                 let from = c.reuse_point(common_prefix(&other[..reusable], &prompt), prompt.len());
                 assert!(from > 50, "the prefix is shared");
                 ctx.kv_cache_seq_rm(0, Some(from as u32), None).expect("trims");
@@ -863,8 +862,7 @@ mod tests {
             let c = Chunks::for_attention(fa);
             let (mut ctx, donor, prompt, cold) = sharing_fixture(fa);
             evaluate_on(&mut ctx, c, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
-            let upto =
-                c.reuse_point(common_prefix(&donor[..donor.len() / ROW_GROUP * ROW_GROUP], &prompt), prompt.len());
+            let upto = c.reuse_point(common_prefix(&donor[..c.reusable_after(donor.len())], &prompt), prompt.len());
             assert!(upto > 50, "the prefix is shared");
             ctx.kv_cache_seq_cp(0, 1, None, None).expect("copies");
             ctx.kv_cache_seq_rm(1, Some(upto as u32), None).expect("trims");
@@ -916,7 +914,7 @@ mod tests {
     fn prompt_cache_drops_the_least_recently_used() {
         let (mut ctx, donor, prompt, _) = sharing_fixture(true);
         let c = Chunks::for_attention(true);
-        let whole = |t: &[LlamaToken]| t.len() / ROW_GROUP * ROW_GROUP;
+        let whole = |t: &[LlamaToken]| c.reusable_after(t.len());
         let shared = |saved: &PromptCache, t: &[LlamaToken]| saved.best(t, |common, _| Some(common)).map(|(_, c)| c);
         evaluate_on(&mut ctx, c, 0, &donor, 0, BATCH as usize);
         let one = ctx.state_seq_get_size_ext(0, llama_cpp_2::LlamaStateSeqFlags::empty());
@@ -990,7 +988,7 @@ mod tests {
                 BATCH as usize,
             );
             evaluate_on(&mut ctx, c, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
-            let whole = prompt.len() / ROW_GROUP * ROW_GROUP;
+            let whole = c.reusable_after(prompt.len());
             let usable = |common: usize, pos_min: i32| {
                 let upto = c.reuse_point(common, prompt.len());
                 (pos_min <= upto.saturating_sub(WINDOW) as i32).then_some(upto)
@@ -1040,7 +1038,7 @@ mod tests {
             );
             evaluate_on(&mut ctx, c, 0, &donor, 0, PROMPT_CHUNK_WHILE_GENERATING);
             let mut saved = PromptCache::new(64 << 20, 0);
-            saved.save(&mut ctx, 0, &donor[..donor.len() / ROW_GROUP * ROW_GROUP]);
+            saved.save(&mut ctx, 0, &donor[..c.reusable_after(donor.len())]);
             ctx.kv_cache_seq_rm(0, None, None).expect("the slot moves on");
             let (entry, upto) = saved
                 .best(&prompt, |common, _| Some(c.reuse_point(common, prompt.len())))
@@ -1073,7 +1071,7 @@ mod tests {
             evaluate_on(&mut ctx, c, 1, &other, 0, BATCH as usize);
             evaluate_on(&mut ctx, c, 0, &prompt, 0, PROMPT_CHUNK_WHILE_GENERATING);
             let mut saved = PromptCache::new(64 << 20, 0);
-            saved.save(&mut ctx, 0, &prompt[..c.save_point(prompt.len() / ROW_GROUP * ROW_GROUP, 0)]);
+            saved.save(&mut ctx, 0, &prompt[..c.save_point(c.reusable_after(prompt.len()), 0)]);
             let (entry, upto) = saved
                 .best(&prompt, |common, _| Some(c.reuse_point(common, prompt.len())))
                 .expect("the prompt is saved");
