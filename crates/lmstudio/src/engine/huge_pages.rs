@@ -47,7 +47,13 @@ fn parse(line: &str) -> Option<(usize, usize)> {
     if perms != "rw-p" || inode != "0" || fields.next().is_some() {
         return None;
     }
-    let (start, end) = range.split_once('-')?;
+    address_range(range)
+}
+
+/// `start-end` in hexadecimal, as /proc/self/maps and smaps write a mapping's addresses.
+#[cfg(target_os = "linux")]
+fn address_range(field: &str) -> Option<(usize, usize)> {
+    let (start, end) = field.split_once('-')?;
     Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?))
 }
 
@@ -128,10 +134,8 @@ mod tests {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let mut inside = false;
         for line in smaps.lines() {
-            let first = line.split_ascii_whitespace().next().unwrap_or("");
-            let hex = |h| usize::from_str_radix(h, 16).ok();
             // A mapping's header (`start-end perms ...`), then its `Key: value` lines.
-            if let Some((start, end)) = first.split_once('-').and_then(|(s, e)| Some((hex(s)?, hex(e)?))) {
+            if let Some((start, end)) = line.split_ascii_whitespace().next().and_then(address_range) {
                 inside = start <= at && at < end;
             } else if let Some(kib) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
                 return kib.trim().trim_end_matches("kB").trim().parse().ok();
