@@ -31,7 +31,7 @@ pub(super) const UNDER_WAY: u32 = 8;
 pub(super) const NGRAM_MAX: usize = 4;
 pub(super) const NGRAM_MIN: usize = 3;
 pub(super) const DRAFT_MAX: usize = 64;
-/// The first n-gram draft's most tokens ([`next_draft_len`] adapts it).
+/// An n-gram draft's most tokens before generation steps were timed ([`StepCost`]).
 pub(super) const DRAFT_START: usize = 8;
 
 /// Prompt lookup: the tokens that followed the latest earlier occurrence of the last `n` tokens of
@@ -58,19 +58,6 @@ pub(super) fn ngram_draft<T: PartialEq + Copy>(history: &[T], max: usize) -> (Ve
         }
     }
     (Vec::new(), 0)
-}
-
-/// The next draft's most tokens as drafts fare: twice as many after a draft that was wholly
-/// accepted, as many as were accepted (and one more) after one that was not. [`draft_len`] may
-/// cut it where a row no longer pays.
-pub(super) fn next_draft_len(len: usize, drafted: usize, accepted: usize) -> usize {
-    if drafted == 0 {
-        len
-    } else if accepted == drafted {
-        (len * 2).min(DRAFT_MAX)
-    } else {
-        (accepted + 1).clamp(NGRAM_MIN, DRAFT_MAX)
-    }
 }
 
 /// How a slot's n-gram drafts have fared: drafted tokens accepted and rejected, older drafts
@@ -109,44 +96,90 @@ impl Acceptance {
     }
 }
 
-/// What a generation step costs beyond its rows: a row with logits costs what a prompt row does
-/// times the output layer's share (`ModelView::logits_ratio`: known from the parameter counts,
-/// measured on prompts, which run in large chunks); the rest of a step's time is its fixed part
-/// (reading the weights), a moving average, at least a row's. Both come from this machine's own
-/// timings, and a machine under load slows them alike, so their ratio, which sizes drafts, holds.
+/// What a generation step costs: `fixed + per_row * rows` seconds, fitted to this machine's own
+/// steps (a least-squares line through their rows and seconds, older steps counting less by
+/// [`StepCost::DECAY`] each). `per_row` is what a row with logits adds (the output layer, on a
+/// large vocabulary most of a drafted row's cost) and `fixed` what every step pays (reading the
+/// weights). A slope needs steps of different sizes (a draft beside plain steps); until one was
+/// fitted there is no model, and the one fitted last stands while steps are all alike. The
+/// intercept follows every step, so a machine under load slows both.
 #[derive(Default)]
 pub(super) struct StepCost {
-    /// Seconds, 0 until a step was measured.
-    fixed: f64,
+    /// Decayed sums over timed steps: weight, rows, seconds, rows squared, rows times seconds.
+    weight: f64,
+    rows: f64,
+    secs: f64,
+    rows_sq: f64,
+    rows_secs: f64,
+    /// Seconds per row: the slope of the last fit, 0 before one.
+    per_row: f64,
 }
 
 impl StepCost {
-    pub(super) fn record(&mut self, rows: usize, secs: f64, per_row: f64) {
-        self.fixed = moving_average(self.fixed, (secs - per_row * rows as f64).max(per_row));
+    /// The weight a step keeps after each later step (about the last twenty count).
+    const DECAY: f64 = 0.95;
+    /// The least spread of the steps' rows (their weighted variance, in rows squared) that fits a
+    /// slope: below it the steps are too alike to tell a row's cost from the step's.
+    const MIN_SPREAD: f64 = 1.0;
+
+    pub(super) fn record(&mut self, rows: usize, secs: f64) {
+        let x = rows as f64;
+        let decayed = |sum: f64, add: f64| sum * Self::DECAY + add;
+        self.weight = decayed(self.weight, 1.0);
+        self.rows = decayed(self.rows, x);
+        self.secs = decayed(self.secs, secs);
+        self.rows_sq = decayed(self.rows_sq, x * x);
+        self.rows_secs = decayed(self.rows_secs, x * secs);
+        let (mean_rows, mean_secs) = (self.rows / self.weight, self.secs / self.weight);
+        let spread = self.rows_sq / self.weight - mean_rows * mean_rows;
+        if spread >= Self::MIN_SPREAD {
+            let slope = (self.rows_secs / self.weight - mean_rows * mean_secs) / spread;
+            if slope > 0.0 {
+                self.per_row = slope;
+            }
+        }
     }
 
-    /// `(fixed, per_row)` seconds; `None` until a step and a prompt row were timed.
-    pub(super) fn model(&self, per_row: f64) -> Option<(f64, f64)> {
-        (self.fixed > 0.0 && per_row > 0.0).then_some((self.fixed, per_row))
+    /// `(fixed, per_row)` seconds; `None` until steps of different sizes were timed.
+    pub(super) fn model(&self) -> Option<(f64, f64)> {
+        (self.per_row > 0.0).then(|| {
+            let fixed = (self.secs - self.per_row * self.rows) / self.weight;
+            (fixed.max(0.0), self.per_row)
+        })
     }
 }
 
 /// The draft length, at most `max`, that makes the most tokens per second of the step: a step of
 /// `rows` rows (this slot's token and the other predictions' among them, each a token) costs
-/// `fixed + per_row * rows` seconds, and each drafted token adds a row and stands with chance `p`
-/// if those before it stood. So drafts are long on text being copied, short or none on text that
-/// is not, and shorter when many predictions share the step (a row then buys less). Only lengths
-/// that keep whole row groups ([`whole_row_groups`]) are taken.
-pub(super) fn draft_len(p: f64, fixed: f64, per_row: f64, rows: usize, max: usize) -> usize {
-    let rate = |tokens: f64, d: usize| tokens / (fixed + per_row * (rows + d) as f64);
-    let (mut best, mut best_rate) = (0, rate(rows as f64, 0));
+/// `fixed + per_row * rows` seconds, and each drafted token adds a row and stands with chance
+/// `p(k)` if the `k` drafted before it stood. So drafts are long on text being copied, short or
+/// none on text that is not, and shorter when many predictions share the step (a row then buys
+/// less). Only lengths that keep whole row groups ([`whole_row_groups`]) are taken.
+///
+/// Where a draft of `max` tokens `finishes` the prediction (its last tokens), a shorter one leaves
+/// the rest to a step of its own: the whole draft, if all of it stands, saves that step's fixed
+/// part, and may end in a part group, which costs less than the step it saves.
+pub(super) fn draft_len(
+    p: impl Fn(usize) -> f64,
+    fixed: f64,
+    per_row: f64,
+    rows: usize,
+    max: usize,
+    finishes: bool,
+) -> usize {
+    // Tokens per second of a step with a draft of `d`, the last of which stands with chance `stood`.
+    let worth = |tokens: f64, stood: f64, d: usize| {
+        let saved = if finishes && d == max { stood * fixed } else { 0.0 };
+        tokens / (fixed + per_row * (rows + d) as f64 - saved)
+    };
+    let (mut best, mut best_worth) = (0, worth(rows as f64, 1.0, 0));
     let (mut tokens, mut stands) = (rows as f64, 1.0);
     for d in 1..=max {
-        stands *= p;
+        stands *= p(d - 1);
         tokens += stands;
-        let r = rate(tokens, d);
-        if r > best_rate && whole_row_groups(rows, d) {
-            (best, best_rate) = (d, r);
+        let w = worth(tokens, stands, d);
+        if w > best_worth && (whole_row_groups(rows, d) || (finishes && d == max)) {
+            (best, best_worth) = (d, w);
         }
     }
     best
@@ -179,17 +212,11 @@ pub(super) struct Pacer {
 }
 
 impl Pacer {
-    /// A generation step of `rows` rows, decoded and sampled since `started`, for a model whose
-    /// rows with logits cost `logits_ratio` prompt rows.
-    pub(super) fn record_step(&mut self, rows: usize, started: Instant, logits_ratio: f64) {
+    /// A generation step of `rows` rows, decoded and sampled since `started`.
+    pub(super) fn record_step(&mut self, rows: usize, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         self.step_secs = moving_average(self.step_secs, secs);
-        self.steps.record(rows, secs, self.prompt_token_secs * logits_ratio);
-    }
-
-    /// `(fixed, per_row)` seconds of a generation step ([`StepCost`]).
-    pub(super) fn step_cost(&self, logits_ratio: f64) -> Option<(f64, f64)> {
-        self.steps.model(self.prompt_token_secs * logits_ratio)
+        self.steps.record(rows, secs);
     }
 
     pub(super) fn record_prompt(&mut self, tokens: usize, started: Instant) {
@@ -389,16 +416,6 @@ mod tests {
     }
 
     #[test]
-    fn draft_length_adapts() {
-        assert_eq!(next_draft_len(8, 8, 8), 16);
-        assert_eq!(next_draft_len(32, 32, 32), DRAFT_MAX);
-        assert_eq!(next_draft_len(DRAFT_MAX, DRAFT_MAX, DRAFT_MAX), DRAFT_MAX, "no longer than the most");
-        assert_eq!(next_draft_len(8, 8, 0), NGRAM_MIN);
-        assert_eq!(next_draft_len(8, 8, 5), 6);
-        assert_eq!(next_draft_len(8, 0, 0), 8, "no draft, no news");
-    }
-
-    #[test]
     fn a_match_that_agrees_further_back_is_deeper() {
         // "5 6 7 8 | 1 2 3 4" ... "0 6 7 8 | 1 2 3 4": three tokens before the tail agree.
         let h = [5, 6, 7, 8, 1, 2, 3, 4, 9, 0, 6, 7, 8, 1, 2, 3, 4];
@@ -427,35 +444,58 @@ mod tests {
     }
 
     #[test]
-    fn a_steps_fixed_cost_is_what_its_rows_do_not_explain() {
+    fn a_steps_cost_is_fitted_to_steps_of_different_sizes() {
         let mut cost = StepCost::default();
-        assert!(cost.model(0.004).is_none(), "nothing measured");
-        for rows in [1, 9, 33, 1, 5] {
-            cost.record(rows, 0.016 + 0.004 * rows as f64, 0.004);
+        assert!(cost.model().is_none(), "nothing measured");
+        for _ in 0..10 {
+            cost.record(1, 0.016);
         }
-        let (fixed, per_row) = cost.model(0.004).expect("measured");
-        assert!((fixed - 0.016).abs() < 1e-9 && per_row == 0.004, "{fixed} {per_row}");
-        assert!(cost.model(0.0).is_none(), "no prompt row timed");
-        // Steps faster than their rows would be (a row's cost overestimated): at least a row.
-        let mut cost = StepCost::default();
-        cost.record(10, 0.010, 0.004);
-        assert_eq!(cost.model(0.004), Some((0.004, 0.004)));
+        assert!(cost.model().is_none(), "steps all alike: no slope");
+        for rows in [9, 33, 1, 5, 1, 1] {
+            cost.record(rows, 0.012 + 0.004 * rows as f64);
+        }
+        // The ten steps of 16 ms fit the same line: 12 ms fixed, 4 ms a row.
+        let (fixed, per_row) = cost.model().expect("fitted");
+        assert!((fixed - 0.012).abs() < 1e-9 && (per_row - 0.004).abs() < 1e-9, "{fixed} {per_row}");
+        // Plain steps alone keep a slope, and the model follows what they cost now (a machine
+        // under load).
+        for _ in 0..100 {
+            cost.record(1, 0.026);
+        }
+        let (fixed, per_row) = cost.model().expect("kept");
+        assert!(per_row > 0.0 && (fixed + per_row - 0.026).abs() < 1e-3, "{fixed} {per_row}");
+        // Recent steps count more: rows dearer now than before move the slope toward the new cost.
+        for rows in [1, 17, 1, 33, 1, 9] {
+            cost.record(rows, 0.012 + 0.008 * rows as f64);
+        }
+        let (_, per_row) = cost.model().expect("fitted");
+        assert!(per_row > 0.006, "{per_row}");
     }
 
     #[test]
     fn drafts_are_as_long_as_they_pay() {
         let (fixed, per_row) = (0.016, 0.004);
         // Sure drafts: as long as allowed; hopeless ones: none.
-        assert_eq!(draft_len(1.0, fixed, per_row, 1, 40), 39, "whole row groups: 40 rows");
-        assert_eq!(draft_len(0.05, fixed, per_row, 1, 40), 0);
+        assert_eq!(draft_len(each(1.0), fixed, per_row, 1, 40, false), 39, "whole row groups: 40 rows");
+        assert_eq!(draft_len(each(0.05), fixed, per_row, 1, 40, false), 0);
         // Likelier tokens, longer drafts; dearer rows or a fuller step, shorter ones.
-        let d = |p, per_row, rows| draft_len(p, fixed, per_row, rows, DRAFT_MAX);
+        let d = |p, per_row, rows| draft_len(each(p), fixed, per_row, rows, DRAFT_MAX, false);
         assert!(d(0.8, per_row, 1) < d(0.95, per_row, 1));
         assert!(d(0.95, per_row, 1) < d(0.99, per_row, 1));
         assert!(d(0.95, 0.012, 1) < d(0.95, per_row, 1));
         assert!(d(0.95, per_row, 8) < d(0.95, per_row, 1));
         assert!(d(0.8, per_row, 1) >= 1, "a likely token is worth a row");
-        assert_eq!(draft_len(1.0, fixed, per_row, 1, 0), 0, "no room");
+        assert_eq!(draft_len(each(1.0), fixed, per_row, 1, 0, true), 0, "no room");
+        // Each drafted token that stands deepens the agreement for the next: longer than a draft
+        // whose every token had the first one's chance.
+        let acceptance = Acceptance::default();
+        let deepening = draft_len(|k| acceptance.rate(8 + k), fixed, per_row, 1, DRAFT_MAX, false);
+        assert!(deepening > draft_len(each(acceptance.rate(8)), fixed, per_row, 1, DRAFT_MAX, false));
+    }
+
+    /// The chance of a drafted token standing, the same for each.
+    fn each(p: f64) -> impl Fn(usize) -> f64 {
+        move |_| p
     }
 
     /// A draft fills whole row groups of the micro-batch it lands in: the step's when it is the
@@ -465,11 +505,17 @@ mod tests {
         let (fixed, per_row) = (0.016, 0.004);
         for (rows, max, most) in [(1, 40, 39), (1, 8, 7), (1, 2, 2), (1, 5, 3), (3, 40, 40), (3, 7, 4), (2, 3, 3)] {
             assert_eq!(whole_row_groups_within(rows, max), most, "{rows} rows, at most {max}");
-            assert_eq!(draft_len(1.0, fixed, per_row, rows, max), most, "{rows} rows, at most {max}");
+            assert_eq!(draft_len(each(1.0), fixed, per_row, rows, max, false), most, "{rows} rows, at most {max}");
         }
         for d in 0..=DRAFT_MAX {
-            let len = draft_len(0.97, fixed, per_row, 1, d);
+            let len = draft_len(each(0.97), fixed, per_row, 1, d, false);
             assert!((1 + len) < ROW_GROUP || (1 + len) % ROW_GROUP == 0, "{len} of at most {d}");
         }
+        // The draft that finishes the prediction may end in a part group; a likely one does.
+        assert_eq!(draft_len(each(1.0), fixed, per_row, 1, 26, true), 26, "27 rows finish it");
+        assert_eq!(draft_len(each(1.0), fixed, per_row, 1, 26, false), 23);
+        assert_eq!(draft_len(each(0.99), fixed, per_row, 1, 26, true), 26, "it pays to finish now");
+        assert!(draft_len(each(0.3), fixed, per_row, 1, 26, true) < 3, "an unlikely draft does not reach for the end");
+        assert_eq!(draft_len(each(0.3), fixed, per_row, 1, 0, true), 0, "the step's own token is the last");
     }
 }

@@ -14,7 +14,7 @@ use super::draft::{DraftModel, DraftRule};
 use super::grammar::Grammar;
 use super::job::{EngineParams, Job, Shared};
 use super::rules::{
-    common_prefix, draft_len, next_draft_len, ngram_draft, whole_row_groups_within, Acceptance, Chunks, DRAFT_START,
+    common_prefix, draft_len, ngram_draft, whole_row_groups_within, Acceptance, Chunks, DRAFT_MAX, DRAFT_START,
 };
 use super::sampler::Sampler;
 use crate::text::{Matched, StopMatcher, Utf8Decoder};
@@ -45,9 +45,6 @@ pub(super) struct ModelView<'m> {
     /// Whether a filler row can be put in a sequence and dropped again (`worker::add_filler`):
     /// not for recurrent state, which dropping a cell does not restore.
     pub(super) fillers: bool,
-    /// A row with logits against one without (a prompt row): the model's arithmetic with the
-    /// output layer over that without it, from the parameter counts.
-    pub(super) logits_ratio: f64,
     pub(super) info: &'m ModelInfo,
 }
 
@@ -63,12 +60,9 @@ impl<'m> ModelView<'m> {
             })
             .collect();
         let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
-        // The output layer: vocabulary by embedding width; the rest is what every row computes.
-        let output = f64::from(model.n_vocab()) * f64::from(model.n_embd());
-        let logits_ratio = model.n_params() as f64 / (model.n_params() as f64 - output).max(output / 4.0);
         let (reuse, chunks) = (params.reuse_prompts, Chunks::for_attention(params.flash_attention));
         let fillers = !model.is_recurrent() && !model.is_hybrid();
-        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, chunks, fillers, logits_ratio, info }
+        Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, chunks, fillers, info }
     }
 
     /// How many of a slot's `reusable` prompt rows to save to host memory and disk.
@@ -152,8 +146,6 @@ pub(super) struct Active {
 pub(super) struct Drafts {
     /// The draft model, or `None` for drafts from the context (n-grams).
     pub(super) model: Option<(Arc<DraftModel>, DraftRule)>,
-    /// The next n-gram draft's most tokens, as drafts have fared (`rules::next_draft_len`).
-    len: usize,
     /// How n-gram drafts have fared, for what a drafted row is worth (`rules::draft_len`).
     acceptance: Acceptance,
     pub(super) stats: DraftStats,
@@ -169,15 +161,15 @@ impl Drafts {
         };
         Some(Self {
             model,
-            len: DRAFT_START,
             acceptance: Acceptance::default(),
             stats: DraftStats { used_draft_model_key: key, ..Default::default() },
         })
     }
 
-    /// The next n-gram draft from `cached`, at most `room` tokens: as long as drafts have fared,
-    /// cut where a row no longer pays in a step of `rows` rows whose `(fixed, per_row)` seconds are
-    /// `cost` (`rules::draft_len`; not cut before a step was timed).
+    /// The next n-gram draft from `cached`, at most `room` tokens, cut where a row no longer pays
+    /// in a step of `rows` rows whose `(fixed, per_row)` seconds are `cost` (`rules::draft_len`;
+    /// a draft that fills the room finishes the prediction). Before steps were timed, at most
+    /// [`DRAFT_START`] tokens in whole row groups.
     pub(super) fn ngram(
         &mut self,
         cached: &[LlamaToken],
@@ -185,14 +177,16 @@ impl Drafts {
         rows: usize,
         cost: Option<(f64, f64)>,
     ) -> Vec<LlamaToken> {
-        let (mut found, depth) = ngram_draft(cached, self.len.min(room));
+        let (mut found, depth) = ngram_draft(cached, DRAFT_MAX.min(room));
         let Some((fixed, per_row)) = cost else {
-            found.truncate(whole_row_groups_within(rows, found.len()));
+            found.truncate(whole_row_groups_within(rows, found.len().min(DRAFT_START)));
             return found;
         };
-        let p = self.acceptance.rate(depth);
-        let len = draft_len(p, fixed, per_row, rows, found.len());
-        tracing::debug!(p, depth, fixed, per_row, rows, found = found.len(), len, "sized a draft");
+        // A drafted token that stands is one more token of agreement for the next.
+        let acceptance = self.acceptance;
+        let p = |k| acceptance.rate(depth + k);
+        let len = draft_len(p, fixed, per_row, rows, found.len(), found.len() == room);
+        tracing::debug!(p = p(0), depth, fixed, per_row, rows, found = found.len(), len, "sized a draft");
         if len == 0 && !found.is_empty() {
             self.acceptance.skipped();
         }
@@ -200,11 +194,9 @@ impl Drafts {
         found
     }
 
-    /// A draft of `drafted` tokens of which the first `accepted` stood: the acceptance and the
-    /// next draft's length follow it.
+    /// A draft of `drafted` tokens of which the first `accepted` stood.
     pub(super) fn fared(&mut self, drafted: usize, accepted: usize) {
         self.acceptance.record(drafted, accepted);
-        self.len = next_draft_len(self.len, drafted, accepted);
     }
 }
 

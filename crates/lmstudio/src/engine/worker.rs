@@ -565,7 +565,7 @@ impl Worker<'_> {
         batch.clear();
         let generating: Vec<i32> =
             slots.iter().filter(|s| s.active.as_ref().is_some_and(|a| a.next.is_some())).map(|s| s.seq).collect();
-        let cost = pacer.step_cost(model.logits_ratio);
+        let cost = pacer.steps.model();
         // The step's rows so far: a token for each generating slot, and the drafts chosen.
         let mut rows = generating.len();
         let span = generating.iter().min().copied().unwrap_or(0)..generating.iter().max().copied().unwrap_or(0);
@@ -657,7 +657,7 @@ impl Worker<'_> {
         }
         let ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::debug!(rows, seqs = ?generating, fillers = fillers.len(), decoded_ms, ms, "generated a step");
-        pacer.record_step(rows, started, model.logits_ratio);
+        pacer.record_step(rows, started);
     }
 }
 
