@@ -100,17 +100,19 @@ impl Acceptance {
 /// steps (a least-squares line through their rows and seconds, older steps counting less by
 /// [`StepCost::DECAY`] each). `per_row` is what a row with logits adds (the output layer, on a
 /// large vocabulary most of a drafted row's cost) and `fixed` what every step pays (reading the
-/// weights). A slope needs steps of different sizes (a draft beside plain steps); until one was
-/// fitted there is no model, and the one fitted last stands while steps are all alike. The
+/// weights). A slope needs steps of different sizes (a draft beside plain steps) and stands only
+/// where the steps tell it from their noise (at least twice its standard error); until one was
+/// fitted there is no model, and the one fitted last stands while steps do not tell a new one. The
 /// intercept follows every step, so a machine under load slows both.
 #[derive(Default)]
 pub(super) struct StepCost {
-    /// Decayed sums over timed steps: weight, rows, seconds, rows squared, rows times seconds.
+    /// Decayed sums over timed steps: weight, rows, seconds, and the products of pairs of them.
     weight: f64,
     rows: f64,
     secs: f64,
     rows_sq: f64,
     rows_secs: f64,
+    secs_sq: f64,
     /// Seconds per row: the slope of the last fit, 0 before one.
     per_row: f64,
 }
@@ -118,9 +120,6 @@ pub(super) struct StepCost {
 impl StepCost {
     /// The weight a step keeps after each later step (about the last twenty count).
     const DECAY: f64 = 0.95;
-    /// The least spread of the steps' rows (their weighted variance, in rows squared) that fits a
-    /// slope: below it the steps are too alike to tell a row's cost from the step's.
-    const MIN_SPREAD: f64 = 1.0;
 
     pub(super) fn record(&mut self, rows: usize, secs: f64) {
         let x = rows as f64;
@@ -130,13 +129,20 @@ impl StepCost {
         self.secs = decayed(self.secs, secs);
         self.rows_sq = decayed(self.rows_sq, x * x);
         self.rows_secs = decayed(self.rows_secs, x * secs);
+        self.secs_sq = decayed(self.secs_sq, secs * secs);
         let (mean_rows, mean_secs) = (self.rows / self.weight, self.secs / self.weight);
         let spread = self.rows_sq / self.weight - mean_rows * mean_rows;
-        if spread >= Self::MIN_SPREAD {
-            let slope = (self.rows_secs / self.weight - mean_rows * mean_secs) / spread;
-            if slope > 0.0 {
-                self.per_row = slope;
-            }
+        // Two steps always lie on a line: a slope needs a third.
+        if spread <= 0.0 || self.weight <= 2.0 {
+            return;
+        }
+        let slope = (self.rows_secs / self.weight - mean_rows * mean_secs) / spread;
+        // What the line leaves unexplained, and the slope's squared standard error from it (with
+        // the two degrees of freedom the line took).
+        let residual = self.secs_sq / self.weight - mean_secs * mean_secs - slope * slope * spread;
+        let error_sq = residual.max(0.0) / ((self.weight - 2.0) * spread);
+        if slope > 0.0 && slope * slope > 4.0 * error_sq {
+            self.per_row = slope;
         }
     }
 
@@ -451,6 +457,15 @@ mod tests {
             cost.record(1, 0.016);
         }
         assert!(cost.model().is_none(), "steps all alike: no slope");
+        // Steps of one and two rows whose times are mostly noise: no slope either.
+        let mut noisy = StepCost::default();
+        for _ in 0..3 {
+            for (rows, secs) in [(1, 0.012), (2, 0.019), (1, 0.020), (2, 0.013), (1, 0.016), (2, 0.018), (1, 0.013)] {
+                noisy.record(rows, secs);
+            }
+            noisy.record(2, 0.015);
+        }
+        assert!(noisy.model().is_none(), "noise is no slope");
         for rows in [9, 33, 1, 5, 1, 1] {
             cost.record(rows, 0.012 + 0.004 * rows as f64);
         }
