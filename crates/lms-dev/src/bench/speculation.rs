@@ -134,8 +134,8 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
     let key = model.info().model_key.clone();
     let mut md = format!(
         "# Speculative decoding\n\nWritten by `lms-dev bench-speculation --repetitions {reps}{server} --out \
-         bench/speculation.md`: model {key}, {threads} threads, one slot, medians of {reps} runs; decode \
-         tok/s (from the first token to the last). Greedy cases: temperature 0, no repeat penalty. \
+         bench/speculation.md`: model {key}, {threads} threads, one slot, medians of {reps} runs after one \
+         unmeasured round on each side; decode tok/s (from the first token to the last). Greedy cases: temperature 0, no repeat penalty. \
          \"own draft\": the model as its own draft model (`draftModel`), which shows the checking, not a \
          gain: a draft model pays off only when it is much faster than the model.\n\n\
          | case | tokens | tok/s off | tok/s ngram | ngram speed-up | drafted | accepted | tok/s own draft | \
@@ -158,14 +158,22 @@ pub fn run(args: SpeculationArgs) -> Result<()> {
         let (mut same, mut last) = (true, None);
         let greedy = case.config.temperature == Some(0.0);
         let mut modes = vec![(Vec::new(), String::new()); if greedy { servers.len() } else { 0 }];
-        for _ in 0..args.repetitions {
+        // A first round unmeasured, on both sides: a process's first steps with more rows of
+        // logits than any before grow llama.cpp's logits buffer (fresh pages, ~0.1 s on a VM).
+        for round in 0..=args.repetitions {
+            let measure = round > 0;
             for (server, (tps, text)) in servers.iter().zip(modes.iter_mut()) {
                 let (t, content) = on_llama_server(server, case)?;
-                tps.push(t);
-                *text = content;
+                if measure {
+                    tps.push(t);
+                    *text = content;
+                }
             }
             let plain = model.complete(&case.prompt, with(&case.config, lmstudio::Speculation::Off))?;
             let fast = model.complete(&case.prompt, with(&case.config, lmstudio::Speculation::Ngram))?;
+            if !measure {
+                continue;
+            }
             off.push(plain.stats.tokens_per_second.context("no tokens per second")?);
             on.push(fast.stats.tokens_per_second.context("no tokens per second")?);
             same &= plain.content == fast.content;
