@@ -103,9 +103,13 @@ impl Acceptance {
 /// weights). A slope needs steps of different sizes (a draft beside plain steps) and stands only
 /// where the steps tell it from their noise (at least twice its standard error); until one was
 /// fitted there is no model, and the one fitted last stands while steps do not tell a new one. The
-/// intercept follows every step, so a machine under load slows both.
+/// intercept follows every step, so a machine under load slows both. A step with more rows than any
+/// before is left out: llama.cpp grows its logits buffer for it (fresh pages: on a virtual machine
+/// about 0.1 s for 50 rows of a 262k vocabulary), which later steps do not pay.
 #[derive(Default)]
 pub(super) struct StepCost {
+    /// The most rows a step has had.
+    most_rows: usize,
     /// Decayed sums over timed steps: weight, rows, seconds, and the products of pairs of them.
     weight: f64,
     rows: f64,
@@ -122,6 +126,10 @@ impl StepCost {
     const DECAY: f64 = 0.95;
 
     pub(super) fn record(&mut self, rows: usize, secs: f64) {
+        if rows > self.most_rows {
+            self.most_rows = rows;
+            return;
+        }
         let x = rows as f64;
         let decayed = |sum: f64, add: f64| sum * Self::DECAY + add;
         self.weight = decayed(self.weight, 1.0);
@@ -466,12 +474,15 @@ mod tests {
             noisy.record(2, 0.015);
         }
         assert!(noisy.model().is_none(), "noise is no slope");
-        for rows in [9, 33, 1, 5, 1, 1] {
+        for rows in [9, 33, 1, 5, 1, 1, 9, 33] {
             cost.record(rows, 0.012 + 0.004 * rows as f64);
         }
-        // The ten steps of 16 ms fit the same line: 12 ms fixed, 4 ms a row.
+        // The steps of 16 ms fit the same line: 12 ms fixed, 4 ms a row.
         let (fixed, per_row) = cost.model().expect("fitted");
         assert!((fixed - 0.012).abs() < 1e-9 && (per_row - 0.004).abs() < 1e-9, "{fixed} {per_row}");
+        // The first step of more rows than any before grows llama.cpp's buffers: left out.
+        cost.record(64, 1.0);
+        assert_eq!(cost.model(), Some((fixed, per_row)));
         // Plain steps alone keep a slope, and the model follows what they cost now (a machine
         // under load).
         for _ in 0..100 {

@@ -125,6 +125,8 @@ pub(super) fn run(
                     match new_context(backend, model, &params, wanted) {
                         Ok(new) => {
                             w.ctx = new;
+                            // Other threads, a new context's buffers: timings start again.
+                            w.pacer = Pacer::default();
                             threads = wanted;
                             w.slots.iter_mut().for_each(Slot::forget);
                         }
