@@ -17,9 +17,9 @@ const CTX_PER_SLOT: usize = 1024;
 const MAX_TOKENS: u32 = 128;
 
 /// What the clients of one measurement do.
-#[derive(Serialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
-enum Scenario {
+pub enum Scenario {
     /// All start at once with distinct short prompts.
     Together,
     /// One starts every 0.5 s.
@@ -289,6 +289,7 @@ pub fn run(
     threads: u32,
     tools: Option<&Path>,
     rounds: usize,
+    scenarios: &[Scenario],
 ) -> Result<(String, LoadResults)> {
     let rounds = rounds.max(1);
     let mut rows = Vec::new();
@@ -309,6 +310,7 @@ pub fn run(
     levels.push((most, Scenario::Staggered));
     levels.push((most.min(4), Scenario::SharedPrefix));
     levels.push((most, Scenario::MixedLengths));
+    levels.retain(|(_, scenario)| scenarios.contains(scenario));
     for (n, scenario) in levels {
         eprintln!("load: {n} clients, {}", serde_json::to_string(&scenario)?);
         rows.extend(level(&servers, n, scenario, rounds)?);
@@ -335,7 +337,16 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
             .map(|t| format!("{:.2}", figure(&r.summary) / figure(&t.summary)))
             .unwrap_or_default()
     };
-    let mut s = "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench: decode only | vs batched-bench: prompts + decode |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    let mut s = String::new();
+    // A scenario not run leaves its table out.
+    let mut section = |head: String, body: String| {
+        if !body.is_empty() {
+            s += &head;
+            s += &body;
+        }
+    };
+    let head = "\n| server | clients | aggregate tok/s | per-stream tok/s | TTFT median s | TTFT p90 s | peak RSS MiB | vs llama-server | vs batched-bench: decode only | vs batched-bench: prompts + decode |\n|---|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    let mut body = String::new();
     for r in of(Scenario::Together) {
         let vs = vs(r, |m| m.aggregate_tok_s);
         let (decode, workload) = ceiling
@@ -347,15 +358,16 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
             })
             .unwrap_or_default();
         let m = &r.summary;
-        s += &format!(
+        body += &format!(
             "| {} | {} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} | {vs} | {decode} | {workload} |\n",
             r.server, r.clients, m.aggregate_tok_s, m.per_stream_tok_s, m.ttft_median_s, m.ttft_p90_s, r.peak_rss_mib
         );
     }
-    s += "\n| staggered arrivals (0.5 s apart) | clients | TTFT median s | TTFT p90 s | median token gap ms | longest token gap ms | longest / median | worst stream: longest / its median |\n|---|---|---|---|---|---|---|---|\n";
+    section(head, std::mem::take(&mut body));
+    let head = "\n| staggered arrivals (0.5 s apart) | clients | TTFT median s | TTFT p90 s | median token gap ms | longest token gap ms | longest / median | worst stream: longest / its median |\n|---|---|---|---|---|---|---|---|\n".to_owned();
     for r in of(Scenario::Staggered) {
         let m = &r.summary;
-        s += &format!(
+        body += &format!(
             "| {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             r.server,
             r.clients,
@@ -367,23 +379,27 @@ fn tables(rows: &[LoadRow], ceiling: &[Ceiling]) -> String {
             m.worst_stream_stall
         );
     }
-    s += &format!(
+    section(head, std::mem::take(&mut body));
+    let head = format!(
         "\n| shared ~750-token prefix, all at once, {SHARED_PREFIX_MAX_TOKENS} tokens each | clients | TTFT median s | TTFT p90 s | vs llama-server (TTFT median) |\n|---|---|---|---|---|\n"
     );
     for r in of(Scenario::SharedPrefix) {
         let m = &r.summary;
         let vs = vs(r, |m| m.ttft_median_s);
-        s += &format!("| {} | {} | {:.3} | {:.3} | {vs} |\n", r.server, r.clients, m.ttft_median_s, m.ttft_p90_s);
+        body += &format!("| {} | {} | {:.3} | {:.3} | {vs} |\n", r.server, r.clients, m.ttft_median_s, m.ttft_p90_s);
     }
-    s += &format!(
+    section(head, std::mem::take(&mut body));
+    let head = format!(
         "\n| answers of {MIXED_SHORTEST} to {} tokens, all at once | clients | aggregate tok/s | TTFT median s | vs llama-server (aggregate) |\n|---|---|---|---|---|\n",
         2 * MAX_TOKENS - MIXED_SHORTEST
     );
     for r in of(Scenario::MixedLengths) {
         let m = &r.summary;
         let vs = vs(r, |m| m.aggregate_tok_s);
-        s += &format!("| {} | {} | {:.1} | {:.3} | {vs} |\n", r.server, r.clients, m.aggregate_tok_s, m.ttft_median_s);
+        body +=
+            &format!("| {} | {} | {:.1} | {:.3} | {vs} |\n", r.server, r.clients, m.aggregate_tok_s, m.ttft_median_s);
     }
+    section(head, body);
     s
 }
 

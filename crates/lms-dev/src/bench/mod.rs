@@ -55,6 +55,14 @@ pub struct BenchArgs {
     /// Only the single-stream table (no websocket path, no server load test).
     #[arg(long)]
     single_stream: bool,
+    /// Only the server load test (no single-stream table, no websocket path).
+    #[arg(long, conflicts_with_all = ["single_stream", "no_load"])]
+    load_only: bool,
+    /// The load test's scenarios: all start at once (`together`, at each `--clients`), one every
+    /// 0.5 s, a shared ~750-token prefix, answers of different lengths (the last three at the most
+    /// clients).
+    #[arg(long, value_delimiter = ',', default_value = "together,staggered,shared-prefix,mixed-lengths")]
+    scenarios: Vec<load::Scenario>,
     /// GPU offload for ours (`off`, `max`, a share in 0..1); llama-bench gets `-ngl 99` when any.
     #[arg(long, value_name = "off|max|0..1")]
     gpu: Option<lmstudio::GpuOffload>,
@@ -105,6 +113,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let store = lmstudio::ModelStore::from_env();
     let model = load_one_slot(&store, args.model.as_deref(), args.threads, args.gpu)?;
     let path = store.root().join(&model.info().path);
+    if args.load_only {
+        let (md, load) = load_test(model, &path, &args)?;
+        return write_out(&args, &md, &serde_json::json!({ "load": load }));
+    }
     let prompt = prompt_of(&model, args.prompt_tokens - 4)?;
     let greedy = |max| lmstudio::Config {
         max_tokens: Some(max),
@@ -206,22 +218,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let mut load = None;
     if !args.no_load && !args.single_stream && !args.clients.is_empty() {
-        let key = model.info().model_key.clone();
-        drop(model); // unloads it: the client that loaded it is gone
-        let (table, results) =
-            load::run(&path, &key, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions)?;
+        let (table, results) = load_test(model, &path, &args)?;
         md += &table;
         load = Some(results);
     }
+    let json =
+        serde_json::json!({"single_stream": rows, "two_models": two_rows, "websocket": remote_rows, "load": load});
+    write_out(&args, &md, &json)
+}
+
+/// The server load test on the model at `path`; `model` is unloaded first (the servers load their own).
+fn load_test(model: lmstudio::Llm, path: &std::path::Path, args: &BenchArgs) -> Result<(String, load::LoadResults)> {
+    let key = model.info().model_key.clone();
+    drop(model); // unloads it: the client that loaded it is gone
+    load::run(path, &key, &args.clients, args.threads, args.llama_tools.as_deref(), args.repetitions, &args.scenarios)
+}
+
+/// Prints the tables and, with `--out`, writes them and the results beside.
+fn write_out(args: &BenchArgs, md: &str, json: &serde_json::Value) -> Result<()> {
     println!("{md}");
     if let Some(out) = &args.out {
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(out.with_extension("md"), &md)?;
-        let json =
-            serde_json::json!({"single_stream": rows, "two_models": two_rows, "websocket": remote_rows, "load": load});
-        std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(out.with_extension("md"), md)?;
+        std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(json)?)?;
         eprintln!("wrote {}.md and .json", out.display());
     }
     Ok(())
