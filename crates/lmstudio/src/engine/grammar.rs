@@ -6,6 +6,8 @@
 //! starts a fresh parse state).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use llama_cpp_2::model::LlamaModel;
@@ -121,32 +123,44 @@ struct PrefixTree {
 impl PrefixTree {
     fn of(model: &LlamaModel) -> Self {
         let vocab = model.vocab();
-        let n = model.n_vocab().max(0);
-        let mut pieces: Vec<Option<Vec<u8>>> = Vec::with_capacity(n as usize);
+        let n = model.n_vocab().max(0) as usize;
+        // Every token's text in one buffer (token `t`'s is `text[start[t]..start[t + 1]]`), and
+        // whether it has one the grammar can see: a few allocations, not one per token.
+        let (mut text, mut start, mut seen) = (Vec::new(), Vec::with_capacity(n + 1), Vec::with_capacity(n));
+        let mut piece = Vec::new();
         for t in 0..n {
-            let token = LlamaToken(t);
-            let mut piece = Vec::new();
-            vocab.token_to_piece_into(token, &mut piece, true, None);
+            let token = LlamaToken(t as i32);
+            start.push(text.len());
             // End tokens have a text too, but the grammar judges them by what they are.
-            let eog = vocab.is_eog(token);
-            pieces.push(if eog { Some(Vec::new()) } else { (!piece.is_empty() && piece[0] != 0).then_some(piece) });
+            if vocab.is_eog(token) {
+                seen.push(true);
+                continue;
+            }
+            piece.clear();
+            vocab.token_to_piece_into(token, &mut piece, true, None);
+            seen.push(!piece.is_empty() && piece[0] != 0);
+            if seen[t] {
+                text.extend_from_slice(&piece);
+            }
         }
-        let mut by_text: HashMap<&[u8], i32> = HashMap::with_capacity(pieces.len());
-        for (t, p) in pieces.iter().enumerate() {
-            if let Some(p) = p.as_deref().filter(|p| !p.is_empty()) {
+        start.push(text.len());
+        let piece_of = |t: usize| seen[t].then(|| &text[start[t]..start[t + 1]]);
+        let mut by_text: FxHashMap<&[u8], i32> = FxHashMap::with_capacity_and_hasher(n, Default::default());
+        for t in 0..n {
+            if let Some(p) = piece_of(t).filter(|p| !p.is_empty()) {
                 by_text.entry(p).or_insert(t as i32);
             }
         }
-        let mut parent = vec![-1i32; pieces.len()];
+        let mut parent = vec![-1i32; n];
         let mut roots = Vec::new();
-        for (t, p) in pieces.iter().enumerate() {
-            let Some(p) = p else { continue };
+        for (t, parent) in parent.iter_mut().enumerate() {
+            let Some(p) = piece_of(t) else { continue };
             match (1..p.len()).rev().find_map(|len| by_text.get(&p[..len])) {
-                Some(&q) => parent[t] = q,
+                Some(&q) => *parent = q,
                 None => roots.push(t as i32),
             }
         }
-        let mut counts = vec![0u32; pieces.len() + 1];
+        let mut counts = vec![0u32; n + 1];
         for &q in parent.iter().filter(|&&q| q >= 0) {
             counts[q as usize + 1] += 1;
         }

@@ -265,9 +265,12 @@ impl Sampler {
     fn candidates_into(&self, logits: &[f32], k: usize, penalized: bool, cands: &mut Vec<(i32, f32)>) {
         if k == logits.len() {
             cands.extend(logits.iter().enumerate().map(|(i, &l)| (i as i32, l)));
+            // Candidate `t` is at index `t`: only the penalized tokens change.
             if penalized {
-                for c in cands.iter_mut() {
-                    c.1 = self.adjust(c.0, c.1);
+                for &t in self.counts.keys() {
+                    if let Some(c) = cands.get_mut(t as usize) {
+                        c.1 = self.adjust(t, c.1);
+                    }
                 }
             }
             for &t in &self.banned {
