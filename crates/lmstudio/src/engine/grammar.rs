@@ -6,8 +6,6 @@
 //! starts a fresh parse state).
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use llama_cpp_2::model::LlamaModel;
@@ -16,6 +14,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::GrammarError;
+use rustc_hash::FxHashMap;
 
 use crate::types::config::Structured;
 use crate::types::error::{Error, Result};
