@@ -16,6 +16,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::GrammarError;
 use rustc_hash::FxHashMap;
 
+use super::sampler::Filter;
 use crate::types::config::Structured;
 use crate::types::error::{Error, Result};
 use crate::types::sync::lock;
@@ -31,7 +32,7 @@ pub(crate) struct Grammar {
     sampler: LlamaSampler,
     tree: Arc<PrefixTree>,
     /// Reused: which tokens the last tree walk allowed.
-    allowed: Vec<bool>,
+    marks: Vec<bool>,
     /// A lazy grammar's trigger, until the output holds it: the text before it is free.
     waiting: Option<Waiting>,
 }
@@ -49,33 +50,24 @@ impl Grammar {
         self.waiting.is_some()
     }
 
-    /// Keeps the candidates whose text the grammar allows next (an end-of-generation token only
-    /// when the text so far is a whole sentence of the language).
-    ///
-    /// llama.cpp checks token by token, about 45 ms over Gemma's 262,144 tokens; a long list is
-    /// instead found by walking the vocabulary's prefix tree from its roots, checking a token's
-    /// children only when the grammar allows the token: a text whose prefix is refused is
-    /// refused whole, so the walk finds exactly what the full check would, in a few hundred
-    /// checks where the grammar allows little.
-    pub(crate) fn retain(&mut self, candidates: &mut Vec<(i32, f32)>) {
-        if candidates.len() < TREE_FROM {
-            self.check(candidates);
-            return;
-        }
+    /// Walks the vocabulary's prefix tree from its roots (see the [`Filter`] impl): `self.marks`
+    /// marks, and `out` lists, every token the grammar allows next.
+    fn walk(&mut self, out: &mut Vec<i32>) {
         let tree = Arc::clone(&self.tree);
-        self.allowed.clear();
-        self.allowed.resize(tree.child_start.len(), false);
+        out.clear();
+        self.marks.clear();
+        self.marks.resize(tree.child_start.len(), false);
         let mut frontier: Vec<(i32, f32)> = tree.roots.iter().map(|&t| (t, 0.0)).collect();
         while !frontier.is_empty() {
             self.check(&mut frontier);
             let mut next = Vec::new();
             for &(t, _) in &frontier {
-                self.allowed[t as usize] = true;
+                self.marks[t as usize] = true;
+                out.push(t);
                 next.extend(tree.children(t).iter().map(|&c| (c, 0.0)));
             }
             frontier = next;
         }
-        candidates.retain(|c| self.allowed.get(c.0 as usize).copied().unwrap_or(false));
     }
 
     fn check(&mut self, candidates: &mut Vec<(i32, f32)>) {
@@ -86,7 +78,7 @@ impl Grammar {
         candidates.extend(array.data.iter().filter(|d| d.logit() > f32::NEG_INFINITY).map(|d| (d.id().0, d.logit())));
     }
 
-    /// Advances past a sampled token (one [`Grammar::retain`] allowed).
+    /// Advances past a sampled token (one the grammar allowed, as a [`Filter`]).
     pub(crate) fn accept(&mut self, token: i32) {
         self.sampler.accept(LlamaToken(token));
     }
@@ -105,6 +97,29 @@ impl Grammar {
                 w.tail.drain(..drop);
             }
         }
+    }
+}
+
+/// Keeps the tokens whose text the grammar allows next (an end-of-generation token only when the
+/// text so far is a whole sentence of the language).
+///
+/// llama.cpp checks token by token, about 45 ms over Gemma's 262,144 tokens; a long list, or the
+/// whole vocabulary, is instead found by walking the vocabulary's prefix tree from its roots,
+/// checking a token's children only when the grammar allows the token: a text whose prefix is
+/// refused is refused whole, so the walk finds exactly what the full check would, in a few
+/// hundred checks where the grammar allows little.
+impl Filter for Grammar {
+    fn retain(&mut self, candidates: &mut Vec<(i32, f32)>) {
+        if candidates.len() < TREE_FROM {
+            self.check(candidates);
+            return;
+        }
+        self.walk(&mut Vec::new());
+        candidates.retain(|c| self.marks.get(c.0 as usize).copied().unwrap_or(false));
+    }
+
+    fn allowed(&mut self, _n: usize, out: &mut Vec<i32>) {
+        self.walk(out);
     }
 }
 
@@ -208,7 +223,7 @@ impl Grammars {
         let started = std::time::Instant::now();
         let tree = Arc::clone(self.tree.get_or_init(|| Arc::new(PrefixTree::of(model))));
         if let Some(compiled) = lock(&self.compiled).get(&key) {
-            return Ok(Grammar { sampler: compiled.clone(), tree, allowed: Vec::new(), waiting: waiting() });
+            return Ok(Grammar { sampler: compiled.clone(), tree, marks: Vec::new(), waiting: waiting() });
         }
         let gbnf = match structured {
             Structured::Json(schema) => json_schema_grammar(schema)?,
@@ -243,7 +258,7 @@ impl Grammars {
             cache.clear();
         }
         cache.insert(key, compiled.clone());
-        Ok(Grammar { sampler: compiled, tree, allowed: Vec::new(), waiting: waiting() })
+        Ok(Grammar { sampler: compiled, tree, marks: Vec::new(), waiting: waiting() })
     }
 }
 

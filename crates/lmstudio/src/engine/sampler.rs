@@ -9,8 +9,26 @@ use std::collections::HashMap;
 
 use crate::types::config::ValidConfig;
 
-/// A filter on candidate tokens: keeps those that may come next.
-pub(crate) type Allowed<'a> = &'a mut dyn FnMut(&mut Vec<(i32, f32)>);
+/// Which tokens may come next (a grammar's), for [`Sampler::sample_allowed`].
+pub(crate) trait Filter {
+    /// Keeps the candidates that may come next.
+    fn retain(&mut self, candidates: &mut Vec<(i32, f32)>);
+
+    /// Puts every token of a vocabulary of `n` that may come next into `out` (emptied first).
+    fn allowed(&mut self, n: usize, out: &mut Vec<i32>) {
+        let mut all: Vec<(i32, f32)> = (0..n as i32).map(|t| (t, 0.0)).collect();
+        self.retain(&mut all);
+        out.clear();
+        out.extend(all.iter().map(|c| c.0));
+    }
+}
+
+/// A closure that keeps candidates is a filter.
+impl<F: FnMut(&mut Vec<(i32, f32)>)> Filter for F {
+    fn retain(&mut self, candidates: &mut Vec<(i32, f32)>) {
+        self(candidates);
+    }
+}
 
 /// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
 pub(super) const PENALTY_LAST_N: i32 = 64;
@@ -29,6 +47,7 @@ pub(crate) struct Sampler {
     rng: SplitMix64,
     /// Reused buffers.
     candidates: Vec<(i32, f32)>,
+    allowed: Vec<i32>,
     chunk_maxima: Vec<f32>,
     counts: HashMap<i32, u32>,
     /// Tokens never picked (the end-of-generation tokens under `ignore_eos`).
@@ -49,6 +68,7 @@ impl Sampler {
             recent: std::collections::VecDeque::with_capacity(PENALTY_LAST_N as usize),
             rng: SplitMix64(seed),
             candidates: Vec::new(),
+            allowed: Vec::new(),
             chunk_maxima: Vec::new(),
             counts: HashMap::new(),
             banned: Vec::new(),
@@ -154,13 +174,13 @@ impl Sampler {
     /// Like [`Sampler::sample`], over the tokens `allowed` keeps of the candidates it is given (a
     /// grammar's): exactly the distribution of the whole vocabulary with the others masked out.
     /// `None` when it allows none.
-    pub(crate) fn sample_allowed(&mut self, logits: &[f32], allowed: Allowed<'_>) -> Option<i32> {
+    pub(crate) fn sample_allowed(&mut self, logits: &[f32], allowed: &mut dyn Filter) -> Option<i32> {
         let token = self.pick_from(logits, Some(allowed))?;
         self.accept(token);
         Some(token)
     }
 
-    fn pick_from(&mut self, logits: &[f32], mut allowed: Option<Allowed<'_>>) -> Option<i32> {
+    fn pick_from(&mut self, logits: &[f32], mut allowed: Option<&mut dyn Filter>) -> Option<i32> {
         let penalized = self.penalized();
         let greedy = self.temperature <= 0.0;
         // Candidates: the top-k (top-1 when greedy), or the whole vocabulary when top-k is off.
@@ -181,15 +201,27 @@ impl Sampler {
         let mut want = if allowed.is_some() { (4 * k).max(64).min(logits.len()) } else { k };
         loop {
             cands.clear();
+            let Some(filter) = allowed.as_mut() else {
+                self.candidates_into(logits, want, penalized, &mut cands);
+                break;
+            };
+            if want == logits.len() {
+                // The whole vocabulary: the filter names what it allows (a grammar walks its
+                // prefix tree), and only those are valued.
+                let mut ids = std::mem::take(&mut self.allowed);
+                filter.allowed(logits.len(), &mut ids);
+                cands.extend(ids.iter().map(|&t| (t, self.value(logits, t))).filter(|c| c.1 > f32::NEG_INFINITY));
+                self.allowed = ids;
+                break;
+            }
             self.candidates_into(logits, want, penalized, &mut cands);
-            let Some(filter) = allowed.as_mut() else { break };
-            filter(&mut cands);
+            filter.retain(&mut cands);
             let plain = cands.iter().filter(|c| !self.counts.contains_key(&c.0)).count();
-            if plain >= k || want == logits.len() {
+            if plain >= k {
                 break;
             }
             // Then the whole vocabulary: a filter that allowed few of the best tokens tends to
-            // allow few at all, and checks a long list in one go (the grammar's prefix tree).
+            // allow few at all, and names them in one go (the grammar's prefix tree).
             want = logits.len();
         }
         if cands.is_empty() {

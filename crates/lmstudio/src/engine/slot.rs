@@ -477,7 +477,7 @@ impl Slot {
                 Some(t)
             }
             Some(grammar) => {
-                let token = a.sampler.sample_allowed(logits, &mut |c| grammar.retain(c));
+                let token = a.sampler.sample_allowed(logits, grammar);
                 token.inspect(|&t| grammar.accept(t))
             }
         };
