@@ -101,9 +101,11 @@ impl Acceptance {
 /// [`StepCost::DECAY`] each). `per_row` is what a row with logits adds (the output layer, on a
 /// large vocabulary most of a drafted row's cost) and `fixed` what every step pays (reading the
 /// weights). A slope needs steps of different sizes (a draft beside plain steps) and stands only
-/// where the steps tell it from their noise (at least twice its standard error); until one was
-/// fitted there is no model, and the one fitted last stands while steps do not tell a new one. The
-/// intercept follows every step, so a machine under load slows both. A step with more rows than any
+/// where the steps tell it from their noise (at least twice its standard error) and leaves a fixed
+/// part above zero (every step reads the weights: a line through the origin or below it comes from
+/// steps that ran under load, or from noise); until one was fitted there is no model, and the one
+/// fitted last stands while steps do not tell a new one. The intercept follows every step, so a
+/// machine under load slows both, and there is no model while it is not above zero either. A step with more rows than any
 /// before is left out: llama.cpp grows its logits buffer for it (fresh pages: on a virtual machine
 /// about 0.1 s for 50 rows of a 262k vocabulary), which later steps do not pay.
 #[derive(Default)]
@@ -149,17 +151,16 @@ impl StepCost {
         // the two degrees of freedom the line took).
         let residual = self.secs_sq / self.weight - mean_secs * mean_secs - slope * slope * spread;
         let error_sq = residual.max(0.0) / ((self.weight - 2.0) * spread);
-        if slope > 0.0 && slope * slope > 4.0 * error_sq {
+        if slope > 0.0 && slope * slope > 4.0 * error_sq && mean_secs > slope * mean_rows {
             self.per_row = slope;
         }
     }
 
-    /// `(fixed, per_row)` seconds; `None` until steps of different sizes were timed.
+    /// `(fixed, per_row)` seconds; `None` until steps of different sizes were timed, and while the
+    /// fitted slope leaves the steps no fixed part.
     pub(super) fn model(&self) -> Option<(f64, f64)> {
-        (self.per_row > 0.0).then(|| {
-            let fixed = (self.secs - self.per_row * self.rows) / self.weight;
-            (fixed.max(0.0), self.per_row)
-        })
+        let fixed = (self.secs - self.per_row * self.rows) / self.weight;
+        (self.per_row > 0.0 && fixed > 0.0).then_some((fixed, self.per_row))
     }
 }
 
@@ -474,6 +475,14 @@ mod tests {
             noisy.record(2, 0.015);
         }
         assert!(noisy.model().is_none(), "noise is no slope");
+        // Steps whose times grow with their rows as from below nothing (noise, or a machine
+        // loaded while the long steps ran) leave no fixed part: no model, since then no draft
+        // would ever pay.
+        let mut steep = StepCost::default();
+        for rows in [9, 33, 1, 5, 1, 1, 9, 33] {
+            steep.record(rows, 0.004 * rows as f64 - 0.002);
+        }
+        assert!(steep.model().is_none(), "no fixed part: {:?}", steep.model());
         for rows in [9, 33, 1, 5, 1, 1, 9, 33] {
             cost.record(rows, 0.012 + 0.004 * rows as f64);
         }
@@ -496,6 +505,17 @@ mod tests {
         }
         let (_, per_row) = cost.model().expect("fitted");
         assert!(per_row > 0.006, "{per_row}");
+        // Plain steps that now cost less than the fitted row alone: the slope leaves them no
+        // fixed part, so there is no model until one fits them again.
+        for _ in 0..100 {
+            cost.record(1, 0.005);
+        }
+        assert!(cost.model().is_none(), "{:?}", cost.model());
+        for rows in [1, 17, 1, 33, 1, 9, 1, 17, 1, 33] {
+            cost.record(rows, 0.003 + 0.002 * rows as f64);
+        }
+        let (fixed, per_row) = cost.model().expect("fitted again");
+        assert!(fixed > 0.0 && per_row < 0.004, "{fixed} {per_row}");
     }
 
     #[test]
