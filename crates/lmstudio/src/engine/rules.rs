@@ -105,9 +105,10 @@ impl Acceptance {
 /// part above zero (every step reads the weights: a line through the origin or below it comes from
 /// steps that ran under load, or from noise); until one was fitted there is no model, and the one
 /// fitted last stands while steps do not tell a new one. The intercept follows every step, so a
-/// machine under load slows both, and there is no model while it is not above zero either. A step with more rows than any
-/// before is left out: llama.cpp grows its logits buffer for it (fresh pages: on a virtual machine
-/// about 0.1 s for 50 rows of a 262k vocabulary), which later steps do not pay.
+/// machine under load slows both, and there is no model while it is not above zero either. A step
+/// with more rows than any before is left out: llama.cpp grows its logits buffer for it (fresh
+/// pages: on a virtual machine about 0.1 s for 50 rows of a 262k vocabulary), which later steps do
+/// not pay.
 #[derive(Default)]
 pub(super) struct StepCost {
     /// The most rows a step has had.
