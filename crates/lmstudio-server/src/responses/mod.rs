@@ -314,8 +314,17 @@ fn sse(
                     return;
                 }
                 sse::Next::End => break,
-                sse::Next::Gone => return,   // dropping `stream` cancels the prediction
-                sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
+                sse::Next::Gone => return, // dropping `stream` cancels the prediction
+                sse::Next::Idle => {
+                    // A long prompt: the response is still in progress, said again as an event
+                    // (clients' idle watchdogs, Codex's, read no life in SSE comments). OpenAI's
+                    // SDKs take a repeated lifecycle event of the same response.
+                    let again = StreamEvent::InProgress { response: shape.start.clone() };
+                    if tx.send(next(again)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let wanted = match fragment.reasoning {
                 lmstudio::ReasoningType::Reasoning => Open::Reasoning,

@@ -96,6 +96,9 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     AGENTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The silence after which Codex gives a stream up: twice the server's idle interval.
+const CODEX_IDLE: Duration = Duration::from_secs(10);
+
 /// How long an agent may take before the test gives up on it: far beyond what it needs (a minute
 /// or two alone), as the limit only tells a hung agent from a slow machine.
 const LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -146,11 +149,15 @@ fn codex_runs_against_the_server() {
     let addr = server();
     let (_root, project, home) = sandbox("codex");
     // A provider of ours, and the hosted tools we cannot run (web search, sub-agents) off: Codex
-    // offers them by default, and they are refused by name.
+    // offers them by default, and they are refused by name. Codex drops a stream that sends no
+    // event for `stream_idle_timeout_ms` (5 minutes unless set) and sends the request again
+    // ("Reconnecting... 1/5"); SSE comments do not count. Set far under the time its ~20k-token
+    // prompt takes on a CPU, the stream must show life by events while the prompt is processed.
     let config = format!(
         "model = \"gemma-3-270m\"\nmodel_provider = \"lms\"\nweb_search = \"disabled\"\n\n\
-         [model_providers.lms]\nname = \"lmstudio-rs\"\nbase_url = \"http://{addr}/v1\"\nwire_api = \"responses\"\n\n\
-         [features]\nmulti_agent = false\n"
+         [model_providers.lms]\nname = \"lmstudio-rs\"\nbase_url = \"http://{addr}/v1\"\nwire_api = \"responses\"\n\
+         stream_idle_timeout_ms = {}\n\n[features]\nmulti_agent = false\n",
+        CODEX_IDLE.as_millis()
     );
     std::fs::write(home.join("config.toml"), config).expect("writes");
     let mut codex = Command::new(bin.join("codex"));
