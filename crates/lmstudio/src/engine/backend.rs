@@ -43,9 +43,29 @@ fn load_backends() {
     }
 }
 
+/// How a context attends: the load's settings, which a draft model's context takes as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attention {
+    /// llama.cpp's flash attention (LM Studio's `flashAttention`).
+    pub flash: bool,
+    /// The KV cache of offloaded layers on the GPU.
+    pub offload_kv_cache: bool,
+}
+
 /// A context of `parallel` sequences of `context_length` tokens each (not unified), evaluated in
-/// batches of [`BATCH`] on `threads` threads: the main model's and a draft model's shape.
-pub(crate) fn context_params(context_length: u32, parallel: u32, threads: u32) -> LlamaContextParams {
+/// batches of [`BATCH`] on `threads` threads, attending as `attention` says: the main model's and a
+/// draft model's shape.
+pub(crate) fn context_params(
+    context_length: u32,
+    parallel: u32,
+    threads: u32,
+    attention: Attention,
+) -> LlamaContextParams {
+    let flash = if attention.flash {
+        llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+    } else {
+        llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+    };
     LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(context_length.saturating_mul(parallel)))
         .with_n_batch(BATCH)
@@ -54,4 +74,30 @@ pub(crate) fn context_params(context_length: u32, parallel: u32, threads: u32) -
         .with_kv_unified(false)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32)
+        .with_flash_attention_policy(flash)
+        .with_offload_kqv(attention.offload_kv_cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The load's attention settings reach the context made from them (the draft model's too:
+    /// llama.cpp's own default, flash attention by the backend, is never left in).
+    #[test]
+    fn a_context_attends_as_the_load_says() {
+        for flash in [false, true] {
+            for offload_kv_cache in [false, true] {
+                let params = context_params(256, 2, 2, Attention { flash, offload_kv_cache });
+                let wanted = if flash {
+                    llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+                } else {
+                    llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+                };
+                assert_eq!(params.flash_attention_policy(), wanted);
+                assert_eq!(params.offload_kqv(), offload_kv_cache);
+                assert_eq!(params.n_ctx(), NonZeroU32::new(512));
+            }
+        }
+    }
 }

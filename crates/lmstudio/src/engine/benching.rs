@@ -73,7 +73,9 @@ pub fn real_logits(model_path: &Path, prompt: &str) -> Result<Vec<Vec<f32>>> {
     // At most one batch, evaluated in one decode, in the engine's context shape.
     let n = tokens.len().min(super::rules::BATCH as usize);
     let threads = std::thread::available_parallelism().map_or(2, |t| t.get() as u32);
-    let ctx_params = super::backend::context_params(n as u32 + 8, 1, threads);
+    // Flash attention as the engine's default on the CPU.
+    let attention = super::backend::Attention { flash: true, offload_kv_cache: true };
+    let ctx_params = super::backend::context_params(n as u32 + 8, 1, threads, attention);
     let mut ctx = model.new_context(backend, ctx_params).map_err(|e| Error::Engine(e.to_string()))?;
     let mut batch = LlamaBatch::new(n, 1);
     for (i, &t) in tokens[..n].iter().enumerate() {

@@ -17,7 +17,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use super::backend::context_params;
+use super::backend::{context_params, Attention};
 use super::rules::{common_prefix, BATCH};
 use crate::store::StoredModel;
 use crate::types::config::DraftSettings;
@@ -72,6 +72,8 @@ pub(super) struct DraftTarget<'a> {
     pub context_length: u32,
     pub parallel: u32,
     pub threads: u32,
+    /// The main model's attention settings (flash attention, the KV cache's place): the draft's.
+    pub attention: Attention,
     /// Whether the main model runs on the GPU (then the draft model does too).
     pub gpu: bool,
 }
@@ -95,7 +97,7 @@ impl DraftModel {
             return Err(Error::IncompatibleDraftModel { draft: key.to_owned(), path: path.to_owned(), reason });
         }
         let window = file.sliding_window.unwrap_or(0) as usize;
-        let ctx_params = context_params(target.context_length, target.parallel, target.threads);
+        let ctx_params = context_params(target.context_length, target.parallel, target.threads, target.attention);
         let (requests, rx) = flume::unbounded::<Request>();
         let (ready_tx, ready_rx) = flume::bounded(1);
         let parallel = target.parallel as usize;

@@ -56,10 +56,8 @@ pub(crate) struct EngineParams {
     pub parallel: u32,
     pub threads: u32,
     pub sliding_window: u32,
-    /// The KV cache of offloaded layers on the GPU.
-    pub offload_kv_cache: bool,
-    /// llama.cpp's flash attention (LM Studio's `flashAttention`).
-    pub flash_attention: bool,
+    /// Flash attention, and where the KV cache of offloaded layers lives.
+    pub attention: super::backend::Attention,
     /// Whether prompt rows are reused (from a slot, another slot, host memory or disk). Off with
     /// layers on a GPU or flash attention: their kernels give a prompt's rows other bits in other
     /// chunkings (ARCHITECTURE.md, "Deterministic prefix cache").

@@ -161,6 +161,8 @@ pub(crate) struct Engine {
     max_queued: usize,
     context_length: usize,
     threads: u32,
+    /// How the contexts attend: the main model's, and a draft model's after it.
+    attention: backend::Attention,
     /// The draft model predictions asked for last (kept for the next; running predictions hold
     /// their own reference, so replacing it never stops one).
     draft: Mutex<Option<Arc<draft::DraftModel>>>,
@@ -234,7 +236,10 @@ impl Engine {
         // a long context, where a sliding-window model's window layers would otherwise attend over
         // every cell the full-size cache keeps: bench/README.md), and its tiles keep prompt rows
         // batch-invariant from 64 rows (`rules::Chunks`). Off by default with layers on a GPU.
-        let flash_attention = config.flash_attention.unwrap_or(gpu_layers == 0);
+        let attention = backend::Attention {
+            flash: config.flash_attention.unwrap_or(gpu_layers == 0),
+            offload_kv_cache: config.offload_kv_cache_to_gpu.unwrap_or(true),
+        };
         // Prompt rows are reused only where they have the same bits in any chunking.
         let reuse_prompts = gpu_layers == 0;
         let params = EngineParams {
@@ -242,13 +247,12 @@ impl Engine {
             parallel: config.parallel(),
             threads,
             sliding_window: shape.sliding_window,
-            offload_kv_cache: config.offload_kv_cache_to_gpu.unwrap_or(true),
-            flash_attention,
+            attention,
             reuse_prompts,
             prompt_cache_bytes: config.prompt_cache_mib as usize * 1024 * 1024,
             disk_cache: config.prompt_cache_dir.as_deref().filter(|_| reuse_prompts).and_then(|dir| {
                 let budget = u64::from(config.prompt_cache_disk_mib) << 20;
-                disk_cache::DiskCache::for_model(dir, path, flash_attention, budget)
+                disk_cache::DiskCache::for_model(dir, path, attention.flash, budget)
             }),
         };
         let shared = Arc::new(Shared {
@@ -296,6 +300,7 @@ impl Engine {
             max_queued: if embedding_only { 0 } else { config.max_queued as usize },
             context_length: context_length as usize,
             threads,
+            attention,
             draft: Mutex::new(None),
             embedder: Mutex::new(embedder),
             key: info.model_key,
@@ -518,6 +523,7 @@ impl Engine {
             context_length: self.context_length as u32,
             parallel: self.parallel as u32,
             threads: self.threads,
+            attention: self.attention,
             gpu: self.shared.gpu_layers > 0,
         };
         let loaded = Arc::new(draft::DraftModel::load(backend()?, file, target)?);

@@ -60,7 +60,7 @@ impl<'m> ModelView<'m> {
             })
             .collect();
         let (ctx_len, window) = (params.context_length as usize, params.sliding_window as usize);
-        let (reuse, chunks) = (params.reuse_prompts, Chunks::for_attention(params.flash_attention));
+        let (reuse, chunks) = (params.reuse_prompts, Chunks::for_attention(params.attention.flash));
         let fillers = !model.is_recurrent() && !model.is_hybrid();
         Self { vocab, end_tokens, marker_tokens, ctx_len, window, reuse, chunks, fillers, info }
     }

@@ -245,13 +245,7 @@ fn new_context<'m>(
     params: &EngineParams,
     threads: u32,
 ) -> Result<LlamaContext<'m>, String> {
-    let ctx_params = context_params(params.context_length, params.parallel, threads)
-        .with_flash_attention_policy(if params.flash_attention {
-            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
-        } else {
-            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
-        })
-        .with_offload_kqv(params.offload_kv_cache);
+    let ctx_params = context_params(params.context_length, params.parallel, threads, params.attention);
     super::huge_pages::around(|| model.new_context(backend, ctx_params)).map_err(|e| e.to_string())
 }
 
@@ -690,6 +684,7 @@ fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch, slots: &mut [Slot]) ->
 
 #[cfg(test)]
 mod tests {
+    use super::super::backend::Attention;
     use super::super::rules::{Chunks, PROMPT_CHUNK_WHILE_GENERATING, ROW_GROUP};
     use super::*;
     use crate::store::{ModelStore, DEFAULT_MODEL_PATH};
@@ -742,8 +737,7 @@ mod tests {
             parallel,
             threads: 2,
             sliding_window: window as u32,
-            offload_kv_cache: true,
-            flash_attention,
+            attention: Attention { flash: flash_attention, offload_kv_cache: true },
             reuse_prompts: true,
             prompt_cache_bytes: 0,
             disk_cache: None,
