@@ -33,6 +33,17 @@ impl<F: FnMut(&mut Vec<(i32, f32)>)> Filter for F {
 /// How many recent tokens the repeat, presence and frequency penalties look at (LM Studio's 64).
 pub(super) const PENALTY_LAST_N: i32 = 64;
 
+/// How many of the best tokens a filter is asked about first: where it allows enough of them, the
+/// rest of the vocabulary is not put to it.
+const FEW_FIRST: usize = 64;
+
+/// Under a filter with top-k off, how far down (in logits) each further ask about the tokens below
+/// min-p's floor reaches, how many such asks at most, and how many tokens may be asked about in all
+/// before the filter is asked for every token instead.
+const ASK_STEP: f32 = 2.0;
+const ASK_STEPS: usize = 16;
+const ASK_AT_MOST: usize = 8192;
+
 /// Per-prediction sampling state: settings, recent tokens for the penalties, and the RNG.
 #[derive(Debug, Clone)]
 pub(crate) struct Sampler {
@@ -191,14 +202,21 @@ impl Sampler {
         } else {
             self.top_k.min(logits.len())
         };
-        if allowed.is_none() && k == logits.len() && self.min_p > 0.0 {
-            return self.draw_above_min_p(logits);
+        if k == logits.len() && self.min_p > 0.0 {
+            match allowed.as_mut() {
+                None => return self.draw_above_min_p(logits),
+                Some(filter) => {
+                    if let Some(token) = self.draw_allowed_above_min_p(logits, penalized, &mut **filter) {
+                        return Some(token);
+                    }
+                }
+            }
         }
         let mut cands = std::mem::take(&mut self.candidates);
         // With a filter, look at more than k, and at everything unless k plain (unpenalized)
         // candidates pass it: every token left out is then below k allowed ones, so the top-k
         // is exact.
-        let mut want = if allowed.is_some() { (4 * k).max(64).min(logits.len()) } else { k };
+        let mut want = if allowed.is_some() { (4 * k).max(FEW_FIRST).min(logits.len()) } else { k };
         loop {
             cands.clear();
             let Some(filter) = allowed.as_mut() else {
@@ -262,15 +280,7 @@ impl Sampler {
                 max = m;
             }
         }
-        let floor = max + self.min_p.ln();
-        for (c, &m) in maxima.iter().enumerate() {
-            if m >= floor {
-                let chunk = logits[c * CHUNK..].iter().take(CHUNK).enumerate();
-                cands.extend(chunk.filter(|(_, &l)| l >= floor).map(|(j, &l)| ((c * CHUNK + j) as i32, l)));
-            }
-        }
-        cands.retain(|c| special.binary_search(&c.0).is_err());
-        cands.extend(special.iter().map(|&t| (t, self.value(logits, t))).filter(|c| c.1 >= floor));
+        self.valued_within(logits, &special, &maxima, max + self.min_p.ln()..f32::INFINITY, &mut cands);
         if cands.is_empty() {
             self.chunk_maxima = maxima;
             self.candidates = cands;
@@ -290,6 +300,97 @@ impl Sampler {
         self.chunk_maxima = maxima;
         self.candidates = cands;
         Some(token)
+    }
+
+    /// Top-k off with min-p on, under a filter: only allowed tokens within min-p of the best allowed
+    /// one can be drawn. That one is nearly always among the best few tokens, and then only the
+    /// tokens above its floor are put to the filter, not the vocabulary (a grammar inside a JSON
+    /// string allows nearly all of it). Top-p's shares are of the allowed tokens' total: it lies
+    /// between the allowed mass the filter was asked about and the vocabulary's total less what it
+    /// refused, and tokens further down are asked about until those bounds settle where top-p cuts.
+    /// The same distribution as masking every token and sorting them all; `None` when that cannot
+    /// be told cheaply (no allowed token among the few, or the bounds settle only after
+    /// [`ASK_AT_MOST`] tokens): the caller then asks the filter for every token.
+    fn draw_allowed_above_min_p(&mut self, logits: &[f32], penalized: bool, filter: &mut dyn Filter) -> Option<i32> {
+        let mut cands = std::mem::take(&mut self.candidates);
+        cands.clear();
+        self.candidates_into(logits, FEW_FIRST.min(logits.len()), penalized, &mut cands);
+        filter.retain(&mut cands);
+        let Some(max) = cands.iter().map(|c| c.1).reduce(f32::max).filter(|m| m.is_finite()) else {
+            self.candidates = cands;
+            return None;
+        };
+        let floor = max + self.min_p.ln();
+        let special = self.special();
+        let mut maxima = std::mem::take(&mut self.chunk_maxima);
+        maxima.clear();
+        maxima.extend(logits.chunks(CHUNK).map(chunk_max));
+        cands.clear();
+        self.valued_within(logits, &special, &maxima, floor..f32::INFINITY, &mut cands);
+        // Masses relative to e^max.
+        let mass = |cands: &[(i32, f32)]| cands.iter().map(|c| f64::from(c.1 - max).exp()).sum::<f64>();
+        let (mut asked, mut asked_mass) = (cands.len(), mass(&cands));
+        filter.retain(&mut cands);
+        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut keep = Some(cands.len());
+        if self.top_p < 1.0 {
+            let raw_max = maxima.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let total = (self.log_total(logits, &special, raw_max) - f64::from(max)).exp();
+            let mut allowed = mass(&cands);
+            // Every token valued at least `reached` has been put to the filter.
+            let (mut reached, mut further) = (floor, Vec::new());
+            keep = kept_by_top_p(&cands, max, self.top_p, allowed, total - (asked_mass - allowed));
+            for _ in 0..ASK_STEPS {
+                if keep.is_some() {
+                    break;
+                }
+                further.clear();
+                self.valued_within(logits, &special, &maxima, reached - ASK_STEP..reached, &mut further);
+                reached -= ASK_STEP;
+                asked += further.len();
+                if asked > ASK_AT_MOST {
+                    break;
+                }
+                asked_mass += mass(&further);
+                filter.retain(&mut further);
+                allowed += mass(&further);
+                keep = kept_by_top_p(&cands, max, self.top_p, allowed, total - (asked_mass - allowed));
+            }
+        }
+        let token = keep.map(|n| {
+            cands.truncate(n);
+            self.weighted(&cands, max)
+        });
+        self.chunk_maxima = maxima;
+        self.candidates = cands;
+        token
+    }
+
+    /// Every token whose value (penalties applied, banned ones out) is in `values`, added to
+    /// `cands`: only the chunks whose maximum (`maxima`) reaches the range are read. `special` as
+    /// [`Sampler::special`] gives.
+    fn valued_within(
+        &self,
+        logits: &[f32],
+        special: &[i32],
+        maxima: &[f32],
+        values: std::ops::Range<f32>,
+        cands: &mut Vec<(i32, f32)>,
+    ) {
+        let from = cands.len();
+        for (c, &m) in maxima.iter().enumerate() {
+            if m >= values.start {
+                let chunk = logits[c * CHUNK..].iter().take(CHUNK).enumerate();
+                let inside = chunk.filter(|(_, l)| values.contains(l));
+                cands.extend(inside.map(|(j, &l)| ((c * CHUNK + j) as i32, l)));
+            }
+        }
+        let mut i = 0;
+        cands.retain(|c| {
+            i += 1;
+            i <= from || special.binary_search(&c.0).is_err()
+        });
+        cands.extend(special.iter().map(|&t| (t, self.value(logits, t))).filter(|c| values.contains(&c.1)));
     }
 
     /// The `k` best tokens after the penalties, banned ones out (more when penalties are on: the
@@ -374,6 +475,23 @@ impl Sampler {
         }
         cands[cands.len() - 1].0
     }
+}
+
+/// How many of `cands` (sorted, the best valued `max`) top-p keeps when the allowed tokens' total
+/// mass (relative to e^max, `cands` are some of them) is anywhere between `low` and `high`; `None`
+/// when the cut moves within those bounds.
+fn kept_by_top_p(cands: &[(i32, f32)], max: f32, top_p: f32, low: f64, high: f64) -> Option<usize> {
+    let kept = |total: f64| {
+        let mut cum = 0.0;
+        let cut = cands.iter().position(|c| {
+            cum += f64::from(c.1 - max).exp();
+            cum >= f64::from(top_p) * total
+        });
+        cut.map_or(cands.len(), |i| i + 1)
+    };
+    // A larger total cuts later.
+    let earliest = kept(low);
+    (earliest == cands.len() || kept(high) == earliest).then_some(earliest)
 }
 
 /// The `k` largest logits, unordered, in one pass with a running threshold.
@@ -659,6 +777,81 @@ mod tests {
                 })
                 .collect();
             assert_eq!(drawn, kept, "top-p {top_p}, min-p {min_p}");
+        }
+    }
+
+    /// A grammar's stand-in that keeps the odd tokens and counts the calls that name every token
+    /// it allows (the whole vocabulary's walk).
+    struct Odd {
+        whole: usize,
+    }
+
+    impl Filter for Odd {
+        fn retain(&mut self, candidates: &mut Vec<(i32, f32)>) {
+            candidates.retain(|c| c.0 % 2 == 1);
+        }
+
+        fn allowed(&mut self, n: usize, out: &mut Vec<i32>) {
+            self.whole += 1;
+            out.clear();
+            out.extend((0..n as i32).filter(|t| t % 2 == 1));
+        }
+    }
+
+    /// Top-k off with min-p under a filter draws exactly the allowed tokens a full sort of them
+    /// keeps (top-p over the allowed tokens' total, min-p below the best allowed one), penalized
+    /// and banned tokens among them, without asking the filter for the whole vocabulary; where
+    /// the best tokens allow none, it asks, and draws the same.
+    #[test]
+    fn top_k_off_under_a_filter_draws_what_masking_every_token_keeps() {
+        let logits: Vec<f32> = (0..20_000).map(|i| 30.0 * (((i * 7919) % 20_011) as f32 / 20_011.0).powi(16)).collect();
+        let mut best: Vec<i32> = (0..logits.len() as i32).filter(|t| t % 2 == 1).collect();
+        best.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        // The best allowed token penalized out of reach, the second banned.
+        let (recent, banned) = ([best[0]], [best[1]]);
+        // The last case lifts 100 disallowed tokens above every allowed one.
+        let mut masked_top = logits.clone();
+        (0..100).for_each(|i| masked_top[2 * i] = 40.0 + i as f32 * 0.01);
+        let cases = [(1.0, 0.2, &logits, false), (0.5, 0.05, &logits, false), (0.9, 0.01, &logits, false)];
+        for (top_p, min_p, logits, walks) in cases.into_iter().chain([(0.9, 0.05, &masked_top, true)]) {
+            let mut s = sampler(Config {
+                seed: Some(11),
+                top_k: Some(0),
+                top_p: Some(top_p),
+                min_p: Some(min_p),
+                repeat_penalty: Some(3.0),
+                temperature: Some(20.0),
+                ..Default::default()
+            });
+            s.ban(&banned);
+            let mut all: Vec<(i32, f64)> = (0..logits.len() as i32)
+                .filter(|t| t % 2 == 1 && !banned.contains(t))
+                .map(|t| {
+                    let l = logits[t as usize];
+                    (t, f64::from(if recent.contains(&t) { l / 3.0 } else { l }))
+                })
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let total: f64 = all.iter().map(|c| (c.1 - all[0].1).exp()).sum();
+            let mut cum = 0.0;
+            let by_p = all.iter().position(|c| {
+                cum += (c.1 - all[0].1).exp() / total;
+                top_p < 1.0 && cum >= f64::from(top_p)
+            });
+            let by_min_p = all.iter().take_while(|c| c.1 >= all[0].1 + f64::from(min_p).ln()).count();
+            let kept: std::collections::BTreeSet<i32> =
+                all[..by_p.map_or(all.len(), |i| i + 1).min(by_min_p)].iter().map(|c| c.0).collect();
+            assert!((2..300).contains(&kept.len()), "{top_p} {min_p}: {}", kept.len());
+            let mut filter = Odd { whole: 0 };
+            let drawn: std::collections::BTreeSet<i32> = (0..6000)
+                .map(|_| {
+                    s.recent.clear();
+                    recent.iter().for_each(|&t| s.accept(t));
+                    s.pick_from(logits, Some(&mut filter)).expect("an allowed token")
+                })
+                .collect();
+            assert_eq!(drawn, kept, "top-p {top_p}, min-p {min_p}");
+            assert_eq!(filter.whole > 0, walks, "top-p {top_p}, min-p {min_p}: {} walks", filter.whole);
         }
     }
 
