@@ -728,45 +728,66 @@ mod tests {
         assert!((share - 0.5745).abs() < 0.04, "{share}");
     }
 
+    /// Distinct logits from 0 to 30 over 20,000 tokens, few near the top as in a model's.
+    fn model_like_logits() -> Vec<f32> {
+        (0..20_000).map(|i| 30.0 * (((i * 7919) % 20_011) as f32 / 20_011.0).powi(16)).collect()
+    }
+
+    /// Top-k off, `top_p` and `min_p`, a repeat penalty of 3, at a temperature that spreads the
+    /// draws over what they keep, `banned` never picked.
+    fn top_k_off(seed: u32, top_p: f32, min_p: f32, banned: &[i32]) -> Sampler {
+        let mut s = sampler(Config {
+            seed: Some(seed),
+            top_k: Some(0),
+            top_p: Some(top_p),
+            min_p: Some(min_p),
+            repeat_penalty: Some(3.0),
+            temperature: Some(20.0),
+            ..Default::default()
+        });
+        s.ban(banned);
+        s
+    }
+
+    /// What llama.cpp's chain keeps of the tokens `allowed` allows: the repeat penalty of 3 on
+    /// `recent`, every token sorted, top-p, min-p.
+    fn full_sort_keeps(
+        logits: &[f32],
+        allowed: impl Fn(i32) -> bool,
+        recent: &[i32],
+        top_p: f32,
+        min_p: f32,
+    ) -> std::collections::BTreeSet<i32> {
+        let mut all: Vec<(i32, f64)> = (0..logits.len() as i32)
+            .filter(|&t| allowed(t))
+            .map(|t| {
+                let l = logits[t as usize];
+                (t, f64::from(if recent.contains(&t) { l / 3.0 } else { l }))
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: f64 = all.iter().map(|c| (c.1 - all[0].1).exp()).sum();
+        let mut cum = 0.0;
+        let by_p = all.iter().position(|c| {
+            cum += (c.1 - all[0].1).exp() / total;
+            top_p < 1.0 && cum >= f64::from(top_p)
+        });
+        let by_min_p = all.iter().take_while(|c| c.1 >= all[0].1 + f64::from(min_p).ln()).count();
+        all[..by_p.map_or(all.len(), |i| i + 1).min(by_min_p)].iter().map(|c| c.0).collect()
+    }
+
     /// Top-k off with min-p (the tokens near the best sorted, top-p over the whole vocabulary's
     /// total) draws exactly the tokens a full sort keeps: penalized and banned tokens among them.
     #[test]
     fn top_k_off_draws_what_a_full_sort_keeps() {
-        // Distinct logits from 0 to 30, few near the top as in a model's.
-        let logits: Vec<f32> = (0..20_000).map(|i| 30.0 * (((i * 7919) % 20_011) as f32 / 20_011.0).powi(16)).collect();
+        let logits = model_like_logits();
         let mut best: Vec<i32> = (0..logits.len() as i32).collect();
         best.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         // The three best are penalized out of reach, the fourth banned.
         let (recent, banned) = ([best[0], best[1], best[2]], [best[3]]);
         for (top_p, min_p) in [(1.0, 0.2), (0.5, 0.05), (0.9, 0.01)] {
-            let mut s = sampler(Config {
-                seed: Some(7),
-                top_k: Some(0),
-                top_p: Some(top_p),
-                min_p: Some(min_p),
-                repeat_penalty: Some(3.0),
-                temperature: Some(20.0),
-                ..Default::default()
-            });
-            s.ban(&banned);
-            // What llama.cpp's chain keeps: penalties, every token sorted, top-p, min-p.
-            let mut all: Vec<(i32, f64)> = (0..logits.len() as i32)
-                .filter(|t| !banned.contains(t))
-                .map(|t| {
-                    let l = logits[t as usize];
-                    (t, f64::from(if recent.contains(&t) { l / 3.0 } else { l }))
-                })
-                .collect();
-            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let total: f64 = all.iter().map(|c| (c.1 - all[0].1).exp()).sum();
-            let mut cum = 0.0;
-            let by_p = all.iter().position(|c| {
-                cum += (c.1 - all[0].1).exp() / total;
-                top_p < 1.0 && cum >= f64::from(top_p)
-            });
-            let by_min_p = all.iter().take_while(|c| c.1 >= all[0].1 + f64::from(min_p).ln()).count();
-            let kept: std::collections::BTreeSet<i32> =
-                all[..by_p.map_or(all.len(), |i| i + 1).min(by_min_p)].iter().map(|c| c.0).collect();
+            let mut s = top_k_off(7, top_p, min_p, &banned);
+            let kept = full_sort_keeps(&logits, |t| !banned.contains(&t), &recent, top_p, min_p);
             assert!((2..300).contains(&kept.len()), "{top_p} {min_p}: {}", kept.len());
             assert!(kept.iter().all(|t| !recent.contains(t) && !banned.contains(t)));
             let drawn: std::collections::BTreeSet<i32> = (0..6000)
@@ -804,7 +825,7 @@ mod tests {
     /// the best tokens allow none, it asks, and draws the same.
     #[test]
     fn top_k_off_under_a_filter_draws_what_masking_every_token_keeps() {
-        let logits: Vec<f32> = (0..20_000).map(|i| 30.0 * (((i * 7919) % 20_011) as f32 / 20_011.0).powi(16)).collect();
+        let logits = model_like_logits();
         let mut best: Vec<i32> = (0..logits.len() as i32).filter(|t| t % 2 == 1).collect();
         best.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         // The best allowed token penalized out of reach, the second banned.
@@ -814,33 +835,8 @@ mod tests {
         (0..100).for_each(|i| masked_top[2 * i] = 40.0 + i as f32 * 0.01);
         let cases = [(1.0, 0.2, &logits, false), (0.5, 0.05, &logits, false), (0.9, 0.01, &logits, false)];
         for (top_p, min_p, logits, walks) in cases.into_iter().chain([(0.9, 0.05, &masked_top, true)]) {
-            let mut s = sampler(Config {
-                seed: Some(11),
-                top_k: Some(0),
-                top_p: Some(top_p),
-                min_p: Some(min_p),
-                repeat_penalty: Some(3.0),
-                temperature: Some(20.0),
-                ..Default::default()
-            });
-            s.ban(&banned);
-            let mut all: Vec<(i32, f64)> = (0..logits.len() as i32)
-                .filter(|t| t % 2 == 1 && !banned.contains(t))
-                .map(|t| {
-                    let l = logits[t as usize];
-                    (t, f64::from(if recent.contains(&t) { l / 3.0 } else { l }))
-                })
-                .collect();
-            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let total: f64 = all.iter().map(|c| (c.1 - all[0].1).exp()).sum();
-            let mut cum = 0.0;
-            let by_p = all.iter().position(|c| {
-                cum += (c.1 - all[0].1).exp() / total;
-                top_p < 1.0 && cum >= f64::from(top_p)
-            });
-            let by_min_p = all.iter().take_while(|c| c.1 >= all[0].1 + f64::from(min_p).ln()).count();
-            let kept: std::collections::BTreeSet<i32> =
-                all[..by_p.map_or(all.len(), |i| i + 1).min(by_min_p)].iter().map(|c| c.0).collect();
+            let mut s = top_k_off(11, top_p, min_p, &banned);
+            let kept = full_sort_keeps(logits, |t| t % 2 == 1 && !banned.contains(&t), &recent, top_p, min_p);
             assert!((2..300).contains(&kept.len()), "{top_p} {min_p}: {}", kept.len());
             let mut filter = Odd { whole: 0 };
             let drawn: std::collections::BTreeSet<i32> = (0..6000)
