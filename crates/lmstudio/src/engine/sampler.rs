@@ -43,6 +43,8 @@ const FEW_FIRST: usize = 64;
 const ASK_STEP: f32 = 2.0;
 const ASK_STEPS: usize = 16;
 const ASK_AT_MOST: usize = 8192;
+/// The share of the vocabulary's total mass added to its upper bound for the rounding of its sum.
+const TOTAL_SLACK: f64 = 1e-5;
 
 /// Per-prediction sampling state: settings, recent tokens for the penalties, and the RNG.
 #[derive(Debug, Clone)]
@@ -308,15 +310,21 @@ impl Sampler {
     /// string allows nearly all of it). Top-p's shares are of the allowed tokens' total: it lies
     /// between the allowed mass the filter was asked about and the vocabulary's total less what it
     /// refused, and tokens further down are asked about until those bounds settle where top-p cuts.
-    /// The same distribution as masking every token and sorting them all; `None` when that cannot
-    /// be told cheaply (no allowed token among the few, or the bounds settle only after
+    /// The same distribution as masking every token and sorting them all (though where the grammar
+    /// allows one token only, this draws for it, and the whole-vocabulary path does not: the same
+    /// token, one random number more); `None` when that cannot
+    /// be told cheaply (no allowed plain token among the few, or the bounds settle only after
     /// [`ASK_AT_MOST`] tokens): the caller then asks the filter for every token.
     fn draw_allowed_above_min_p(&mut self, logits: &[f32], penalized: bool, filter: &mut dyn Filter) -> Option<i32> {
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
         self.candidates_into(logits, FEW_FIRST.min(logits.len()), penalized, &mut cands);
         filter.retain(&mut cands);
-        let Some(max) = cands.iter().map(|c| c.1).reduce(f32::max).filter(|m| m.is_finite()) else {
+        // The best allowed value, where it is sure: the candidates are the best plain tokens and
+        // every penalized one, so an allowed plain one among them is above every token left out.
+        let plain_allowed = cands.iter().any(|c| !self.counts.contains_key(&c.0));
+        let best = cands.iter().map(|c| c.1).reduce(f32::max).filter(|m| plain_allowed && m.is_finite());
+        let Some(max) = best else {
             self.candidates = cands;
             return None;
         };
@@ -330,16 +338,26 @@ impl Sampler {
         // Masses relative to e^max.
         let mass = |cands: &[(i32, f32)]| cands.iter().map(|c| f64::from(c.1 - max).exp()).sum::<f64>();
         let (mut asked, mut asked_mass) = (cands.len(), mass(&cands));
+        if self.top_p < 1.0 && asked > ASK_AT_MOST {
+            // The bounds would not be settled in the budget: one walk of the vocabulary, not two.
+            self.chunk_maxima = maxima;
+            self.candidates = cands;
+            return None;
+        }
         filter.retain(&mut cands);
         cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut keep = Some(cands.len());
         if self.top_p < 1.0 {
             let raw_max = maxima.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let total = (self.log_total(logits, &special, raw_max) - f64::from(max)).exp();
+            // The total is summed in f32 lanes: its rounding, a few parts in 10^7 of it, is kept on
+            // the high side (it matters where refused tokens far above the allowed ones hold most of
+            // it).
+            let high = |allowed: f64, asked_mass: f64| total * (1.0 + TOTAL_SLACK) - (asked_mass - allowed);
             let mut allowed = mass(&cands);
             // Every token valued at least `reached` has been put to the filter.
             let (mut reached, mut further) = (floor, Vec::new());
-            keep = kept_by_top_p(&cands, max, self.top_p, allowed, total - (asked_mass - allowed));
+            keep = kept_by_top_p(&cands, max, self.top_p, allowed, high(allowed, asked_mass));
             for _ in 0..ASK_STEPS {
                 if keep.is_some() {
                     break;
@@ -354,7 +372,7 @@ impl Sampler {
                 asked_mass += mass(&further);
                 filter.retain(&mut further);
                 allowed += mass(&further);
-                keep = kept_by_top_p(&cands, max, self.top_p, allowed, total - (asked_mass - allowed));
+                keep = kept_by_top_p(&cands, max, self.top_p, allowed, high(allowed, asked_mass));
             }
         }
         let token = keep.map(|n| {
@@ -491,7 +509,7 @@ fn kept_by_top_p(cands: &[(i32, f32)], max: f32, top_p: f32, low: f64, high: f64
     };
     // A larger total cuts later.
     let earliest = kept(low);
-    (earliest == cands.len() || kept(high) == earliest).then_some(earliest)
+    (earliest == cands.len() || (high >= low && kept(high) == earliest)).then_some(earliest)
 }
 
 /// The `k` largest logits, unordered, in one pass with a running threshold.
@@ -830,11 +848,13 @@ mod tests {
         best.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         // The best allowed token penalized out of reach, the second banned.
         let (recent, banned) = ([best[0]], [best[1]]);
-        // The last case lifts 100 disallowed tokens above every allowed one.
+        // The last cases lift 100 disallowed tokens above every allowed one: of the best tokens
+        // and the penalized one, only the penalized one is allowed, and it is not the best allowed.
         let mut masked_top = logits.clone();
         (0..100).for_each(|i| masked_top[2 * i] = 40.0 + i as f32 * 0.01);
         let cases = [(1.0, 0.2, &logits, false), (0.5, 0.05, &logits, false), (0.9, 0.01, &logits, false)];
-        for (top_p, min_p, logits, walks) in cases.into_iter().chain([(0.9, 0.05, &masked_top, true)]) {
+        let masked = [(0.9, 0.05, &masked_top, true), (1.0, 0.2, &masked_top, true)];
+        for (top_p, min_p, logits, walks) in cases.into_iter().chain(masked) {
             let mut s = top_k_off(11, top_p, min_p, &banned);
             let kept = full_sort_keeps(logits, |t| t % 2 == 1 && !banned.contains(&t), &recent, top_p, min_p);
             assert!((2..300).contains(&kept.len()), "{top_p} {min_p}: {}", kept.len());
