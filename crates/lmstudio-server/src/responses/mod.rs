@@ -315,16 +315,18 @@ fn sse(
                 }
                 sse::Next::End => break,
                 sse::Next::Gone => return, // dropping `stream` cancels the prediction
-                sse::Next::Idle => {
+                sse::Next::Idle if open.is_none() => {
                     // A long prompt: the response is still in progress, said again as an event
-                    // (clients' idle watchdogs, Codex's, read no life in SSE comments). OpenAI's
-                    // SDKs take a repeated lifecycle event of the same response.
+                    // (clients' idle watchdogs, Codex's, read no life in SSE comments). Only while
+                    // no item is open: the event carries the response as it began, with no
+                    // output, and OpenAI's Node SDK takes a lifecycle event's output as the whole.
                     let again = StreamEvent::InProgress { response: shape.start.clone() };
                     if tx.send(next(again)).await.is_err() {
                         return;
                     }
                     continue;
                 }
+                sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
             };
             let wanted = match fragment.reasoning {
                 lmstudio::ReasoningType::Reasoning => Open::Reasoning,

@@ -96,8 +96,8 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     AGENTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The silence after which Codex gives a stream up: twice the server's idle interval.
-const CODEX_IDLE: Duration = Duration::from_secs(10);
+/// The silence after which Codex gives a stream up: three times the server's idle interval.
+const CODEX_IDLE: Duration = Duration::from_secs(15);
 
 /// How long an agent may take before the test gives up on it: far beyond what it needs (a minute
 /// or two alone), as the limit only tells a hung agent from a slow machine.
