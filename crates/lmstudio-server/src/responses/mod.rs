@@ -139,13 +139,15 @@ impl Shape {
         Self { start, message_id: format!("msg_{n:08}"), reasoning_id: format!("rs_{n:08}") }
     }
 
-    fn reasoning(&self, text: String, status: &'static str) -> OutputItem {
-        let content = if status == "in_progress" { Vec::new() } else { vec![ReasoningText::of(text)] };
+    /// The reasoning item; its one content part holds `text` (none before the part is added).
+    fn reasoning(&self, text: Option<String>, status: &'static str) -> OutputItem {
+        let content = text.map(ReasoningText::of).into_iter().collect();
         OutputItem::Reasoning { id: self.reasoning_id.clone(), status, summary: Vec::new(), content }
     }
 
-    fn message(&self, text: String, status: &'static str) -> OutputItem {
-        let content = if status == "in_progress" { Vec::new() } else { vec![OutputText::of(text)] };
+    /// The message item; its one content part holds `text` (none before the part is added).
+    fn message(&self, text: Option<String>, status: &'static str) -> OutputItem {
+        let content = text.map(OutputText::of).into_iter().collect();
         OutputItem::Message { id: self.message_id.clone(), status, role: "assistant", content }
     }
 
@@ -172,10 +174,10 @@ impl Shape {
     fn finished(&self, r: &lmstudio::PredictionResult) -> ResponseOut {
         let mut output = Vec::with_capacity(2 + r.tool_calls.len());
         if !r.reasoning_content.is_empty() {
-            output.push(self.reasoning(r.reasoning_content.clone(), "completed"));
+            output.push(self.reasoning(Some(r.reasoning_content.clone()), "completed"));
         }
         if Self::has_message(r) {
-            output.push(self.message(r.content.clone(), "completed"));
+            output.push(self.message(Some(r.content.clone()), "completed"));
         }
         output.extend(r.tool_calls.iter().map(|c| Self::call(c, c.arguments.clone(), "completed")));
         let cut = matches!(
@@ -214,7 +216,7 @@ impl Shape {
         }
     }
 
-    fn item(&self, item: Open, text: String, status: &'static str) -> OutputItem {
+    fn item(&self, item: Open, text: Option<String>, status: &'static str) -> OutputItem {
         match item {
             Open::Reasoning => self.reasoning(text, status),
             Open::Message => self.message(text, status),
@@ -224,7 +226,7 @@ impl Shape {
     /// The events that open `item` at `index`: the item, then its one content part.
     fn open(&self, item: Open, index: usize) -> [StreamEvent; 2] {
         [
-            StreamEvent::ItemAdded { output_index: index, item: self.item(item, String::new(), "in_progress") },
+            StreamEvent::ItemAdded { output_index: index, item: self.item(item, None, "in_progress") },
             StreamEvent::PartAdded {
                 item_id: self.item_id(item),
                 output_index: index,
@@ -260,8 +262,16 @@ impl Shape {
                 content_index: 0,
                 part: Self::part(item, text.clone()),
             },
-            StreamEvent::ItemDone { output_index: index, item: self.item(item, text, "completed") },
+            StreamEvent::ItemDone { output_index: index, item: self.item(item, Some(text), "completed") },
         ]
+    }
+
+    /// The response as a client that adds up the events holds it now: the items `closed` so far,
+    /// and the `open` one in progress with its text so far.
+    fn so_far(&self, closed: &[OutputItem], open: Option<(Open, &str)>) -> ResponseOut {
+        let mut output = closed.to_vec();
+        output.extend(open.map(|(item, text)| self.item(item, Some(text.to_owned()), "in_progress")));
+        ResponseOut { output, ..self.start.clone() }
     }
 }
 
@@ -304,6 +314,7 @@ fn sse(
         // first fragment and closes when the next opens or the answer ends.
         let mut open: Option<Open> = None;
         let mut streamed = [String::new(), String::new()];
+        let mut closed = Vec::new();
         let mut index = 0;
         loop {
             let fragment = match sse::next(&mut stream, &tx).await {
@@ -315,18 +326,17 @@ fn sse(
                 }
                 sse::Next::End => break,
                 sse::Next::Gone => return, // dropping `stream` cancels the prediction
-                sse::Next::Idle if open.is_none() => {
-                    // A long prompt: the response is still in progress, said again as an event
-                    // (clients' idle watchdogs, Codex's, read no life in SSE comments). Only while
-                    // no item is open: the event carries the response as it began, with no
-                    // output, and OpenAI's Node SDK takes a lifecycle event's output as the whole.
-                    let again = StreamEvent::InProgress { response: shape.start.clone() };
-                    if tx.send(next(again)).await.is_err() {
+                sse::Next::Idle => {
+                    // A long prompt, or a tool call being written (not streamed): the response is
+                    // still in progress, said again as an event (clients' idle watchdogs, Codex's,
+                    // read no life in SSE comments). It carries the output so far, as OpenAI's
+                    // Node SDK takes a lifecycle event's response as its whole snapshot.
+                    let now = shape.so_far(&closed, open.map(|item| (item, streamed[item as usize].as_str())));
+                    if tx.send(next(StreamEvent::InProgress { response: now })).await.is_err() {
                         return;
                     }
                     continue;
                 }
-                sse::Next::Idle => continue, // the keep-alive comments go out meanwhile
             };
             let wanted = match fragment.reasoning {
                 lmstudio::ReasoningType::Reasoning => Open::Reasoning,
@@ -337,6 +347,7 @@ fn sse(
             if open != Some(wanted) {
                 if let Some(item) = open.take() {
                     events.extend(shape.close(item, index, &streamed[item as usize]));
+                    closed.push(shape.item(item, Some(streamed[item as usize].clone()), "completed"));
                     index += 1;
                 }
                 events.extend(shape.open(wanted, index));
@@ -429,4 +440,75 @@ fn sse(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client that adds up the events holds of the output (OpenAI's Node SDK's accumulator,
+    /// reduced to the events a written answer has), after `event`.
+    fn add_up(held: &mut Vec<Value>, event: &StreamEvent) {
+        let e = serde_json::to_value(event).expect("serializes");
+        let (i, c) =
+            (e["output_index"].as_u64().unwrap_or(0) as usize, e["content_index"].as_u64().unwrap_or(0) as usize);
+        match event {
+            StreamEvent::ItemAdded { .. } => held.push(e["item"].clone()),
+            StreamEvent::PartAdded { .. } => held[i]["content"].as_array_mut().expect("a list").push(e["part"].clone()),
+            StreamEvent::TextDelta { delta, .. } | StreamEvent::ReasoningDelta { delta, .. } => {
+                let text = &mut held[i]["content"][c]["text"];
+                *text = Value::from(format!("{}{delta}", text.as_str().expect("a text")));
+            }
+            StreamEvent::PartDone { .. } => held[i]["content"][c] = e["part"].clone(),
+            StreamEvent::ItemDone { .. } => held[i] = e["item"].clone(),
+            _ => {}
+        }
+    }
+
+    /// The output of the response sent as in progress, as JSON.
+    fn output_so_far(shape: &Shape, closed: &[OutputItem], open: Option<(Open, &str)>) -> Value {
+        serde_json::to_value(shape.so_far(closed, open)).expect("serializes")["output"].clone()
+    }
+
+    /// The `response.in_progress` sent while an answer is written (a long prompt, a tool call being
+    /// written) carries exactly the output a client holds by then: OpenAI's Node SDK takes it as
+    /// its whole snapshot, and the events after it build on it.
+    #[test]
+    fn the_response_so_far_is_what_the_events_added_up_to() {
+        let req: ResponsesRequest =
+            serde_json::from_value(serde_json::json!({"model": "m", "input": "Hi"})).expect("a request");
+        let shape = Shape::new(&req, &lmstudio::Config::default(), "m");
+        let (mut held, mut closed) = (Vec::new(), Vec::new());
+        assert_eq!(output_so_far(&shape, &closed, None), serde_json::json!([]));
+        let answer = [(Open::Reasoning, ["Let me", " think."]), (Open::Message, ["Hello", ", you."])];
+        for (index, (item, pieces)) in answer.into_iter().enumerate() {
+            shape.open(item, index).iter().for_each(|e| add_up(&mut held, e));
+            assert_eq!(output_so_far(&shape, &closed, Some((item, ""))), Value::Array(held.clone()));
+            let mut text = String::new();
+            for delta in pieces {
+                text.push_str(delta);
+                let (item_id, output_index, delta) = (shape.item_id(item), index, delta.to_owned());
+                add_up(
+                    &mut held,
+                    &match item {
+                        Open::Reasoning => {
+                            StreamEvent::ReasoningDelta { item_id, output_index, content_index: 0, delta }
+                        }
+                        Open::Message => StreamEvent::TextDelta {
+                            item_id,
+                            output_index,
+                            content_index: 0,
+                            delta,
+                            logprobs: Vec::new(),
+                        },
+                    },
+                );
+                assert_eq!(output_so_far(&shape, &closed, Some((item, &text))), Value::Array(held.clone()));
+            }
+            shape.close(item, index, &text).iter().for_each(|e| add_up(&mut held, e));
+            closed.push(shape.item(item, Some(text), "completed"));
+            assert_eq!(output_so_far(&shape, &closed, None), Value::Array(held.clone()));
+        }
+        assert_eq!(held.len(), 2);
+    }
 }
