@@ -40,6 +40,16 @@ pub(crate) const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The next fragment of `prediction`, or what ends it.
 pub(crate) async fn next(prediction: &mut lmstudio::AsyncPredictionStream, tx: &Sender<Event>) -> Next {
+    next_within(prediction, tx, IDLE).await
+}
+
+/// Like [`next`], [`Next::Idle`] after `wait` (a writer that sends nothing for some fragments
+/// counts the interval from its last event).
+pub(crate) async fn next_within(
+    prediction: &mut lmstudio::AsyncPredictionStream,
+    tx: &Sender<Event>,
+    wait: std::time::Duration,
+) -> Next {
     tokio::select! {
         f = prediction.next() => match f {
             Some(Ok(f)) => Next::Fragment(f),
@@ -47,7 +57,7 @@ pub(crate) async fn next(prediction: &mut lmstudio::AsyncPredictionStream, tx: &
             None => Next::End,
         },
         () = tx.closed() => Next::Gone,
-        () = tokio::time::sleep(IDLE) => Next::Idle,
+        () = tokio::time::sleep(wait) => Next::Idle,
     }
 }
 

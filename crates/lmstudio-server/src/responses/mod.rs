@@ -316,9 +316,17 @@ fn sse(
         let mut streamed = [String::new(), String::new()];
         let mut closed = Vec::new();
         let mut index = 0;
+        // When an event last went out.
+        let mut sent = std::time::Instant::now();
         loop {
-            let fragment = match sse::next(&mut stream, &tx).await {
-                sse::Next::Fragment(f) => f,
+            let fragment = match sse::next_within(&mut stream, &tx, sse::IDLE.saturating_sub(sent.elapsed())).await {
+                sse::Next::Fragment(f)
+                    if !matches!(f.reasoning, lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag) =>
+                {
+                    Some(f)
+                }
+                // A reasoning tag sends nothing: the interval runs on from the last event.
+                sse::Next::Fragment(_) | sse::Next::Idle => None,
                 sse::Next::Failed(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(next(failed(e))).await;
@@ -326,7 +334,9 @@ fn sse(
                 }
                 sse::Next::End => break,
                 sse::Next::Gone => return, // dropping `stream` cancels the prediction
-                sse::Next::Idle => {
+            };
+            let Some(fragment) = fragment else {
+                if sent.elapsed() >= sse::IDLE {
                     // A long prompt, or a tool call being written (not streamed): the response is
                     // still in progress, said again as an event (clients' idle watchdogs, Codex's,
                     // read no life in SSE comments). It carries the output so far, as OpenAI's
@@ -335,13 +345,13 @@ fn sse(
                     if tx.send(next(StreamEvent::InProgress { response: now })).await.is_err() {
                         return;
                     }
-                    continue;
+                    sent = std::time::Instant::now();
                 }
+                continue;
             };
             let wanted = match fragment.reasoning {
                 lmstudio::ReasoningType::Reasoning => Open::Reasoning,
-                lmstudio::ReasoningType::None => Open::Message,
-                lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag => continue,
+                _ => Open::Message, // the tags were taken above
             };
             let mut events = Vec::new();
             if open != Some(wanted) {
@@ -372,6 +382,7 @@ fn sse(
                     return; // dropping `stream` cancels the prediction
                 }
             }
+            sent = std::time::Instant::now();
         }
         let result = match stream.result() {
             Ok(r) => r,
