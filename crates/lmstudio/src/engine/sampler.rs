@@ -261,12 +261,9 @@ impl Sampler {
     fn draw_above_min_p(&mut self, logits: &[f32]) -> Option<i32> {
         let special = self.special();
         let mut cands = std::mem::take(&mut self.candidates);
-        cands.clear();
-        // One pass for the maximum of each chunk (it vectorizes); the second reads only the chunks
-        // that reach the floor.
-        let mut maxima = std::mem::take(&mut self.chunk_maxima);
-        maxima.clear();
-        maxima.extend(logits.chunks(CHUNK).map(chunk_max));
+        // One pass for the maximum of each chunk; the second reads only the chunks that reach the
+        // floor.
+        let maxima = self.chunk_maxima_of(logits);
         // The best value: a special token's, or the best raw logit of the others.
         let mut max = special.iter().map(|&t| self.value(logits, t)).fold(f32::NEG_INFINITY, f32::max);
         for (c, &m) in maxima.iter().enumerate() {
@@ -330,10 +327,7 @@ impl Sampler {
         };
         let floor = max + self.min_p.ln();
         let special = self.special();
-        let mut maxima = std::mem::take(&mut self.chunk_maxima);
-        maxima.clear();
-        maxima.extend(logits.chunks(CHUNK).map(chunk_max));
-        cands.clear();
+        let maxima = self.chunk_maxima_of(logits);
         self.valued_within(logits, &special, &maxima, floor..f32::INFINITY, &mut cands);
         // Masses relative to e^max.
         let mass = |cands: &[(i32, f32)]| cands.iter().map(|c| f64::from(c.1 - max).exp()).sum::<f64>();
@@ -362,7 +356,6 @@ impl Sampler {
                 if keep.is_some() {
                     break;
                 }
-                further.clear();
                 self.valued_within(logits, &special, &maxima, reached - ASK_STEP..reached, &mut further);
                 reached -= ASK_STEP;
                 asked += further.len();
@@ -384,9 +377,17 @@ impl Sampler {
         token
     }
 
-    /// Every token whose value (penalties applied, banned ones out) is in `values`, added to
-    /// `cands`: only the chunks whose maximum (`maxima`) reaches the range are read. `special` as
-    /// [`Sampler::special`] gives.
+    /// The maximum of each [`CHUNK`] of `logits` (one pass; it vectorizes), in the reused buffer.
+    fn chunk_maxima_of(&mut self, logits: &[f32]) -> Vec<f32> {
+        let mut maxima = std::mem::take(&mut self.chunk_maxima);
+        maxima.clear();
+        maxima.extend(logits.chunks(CHUNK).map(chunk_max));
+        maxima
+    }
+
+    /// Every token whose value (penalties applied, banned ones out) is in `values`, into `cands`
+    /// (emptied first): only the chunks whose maximum (`maxima`) reaches the range are read.
+    /// `special` as [`Sampler::special`] gives.
     fn valued_within(
         &self,
         logits: &[f32],
@@ -395,7 +396,7 @@ impl Sampler {
         values: std::ops::Range<f32>,
         cands: &mut Vec<(i32, f32)>,
     ) {
-        let from = cands.len();
+        cands.clear();
         for (c, &m) in maxima.iter().enumerate() {
             if m >= values.start {
                 let chunk = logits[c * CHUNK..].iter().take(CHUNK).enumerate();
@@ -403,11 +404,7 @@ impl Sampler {
                 cands.extend(inside.map(|(j, &l)| ((c * CHUNK + j) as i32, l)));
             }
         }
-        let mut i = 0;
-        cands.retain(|c| {
-            i += 1;
-            i <= from || special.binary_search(&c.0).is_err()
-        });
+        cands.retain(|c| special.binary_search(&c.0).is_err());
         cands.extend(special.iter().map(|&t| (t, self.value(logits, t))).filter(|c| values.contains(&c.1)));
     }
 
