@@ -43,9 +43,7 @@ pub(crate) async fn next(prediction: &mut lmstudio::AsyncPredictionStream, tx: &
     next_within(prediction, tx, IDLE).await
 }
 
-/// Like [`next`], [`Next::Idle`] after `wait` (a writer that sends nothing for some fragments
-/// counts the interval from its last event).
-pub(crate) async fn next_within(
+async fn next_within(
     prediction: &mut lmstudio::AsyncPredictionStream,
     tx: &Sender<Event>,
     wait: std::time::Duration,
@@ -58,6 +56,35 @@ pub(crate) async fn next_within(
         },
         () = tx.closed() => Next::Gone,
         () = tokio::time::sleep(wait) => Next::Idle,
+    }
+}
+
+/// A prediction as a writer that shows life by events reads it: fragments with text (reasoning
+/// or answer; the reasoning tags, which write nothing, are passed over), and [`Next::Idle`] once
+/// nothing has gone out for [`IDLE`], counted from the last event written ([`Paced::sent`]).
+pub(crate) struct Paced {
+    sent: std::time::Instant,
+}
+
+impl Paced {
+    pub(crate) fn new() -> Self {
+        Self { sent: std::time::Instant::now() }
+    }
+
+    /// The next fragment with text, or what ends the prediction, or [`Next::Idle`].
+    pub(crate) async fn next(&mut self, prediction: &mut lmstudio::AsyncPredictionStream, tx: &Sender<Event>) -> Next {
+        loop {
+            match next_within(prediction, tx, IDLE.saturating_sub(self.sent.elapsed())).await {
+                Next::Fragment(f)
+                    if matches!(f.reasoning, lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// An event went out: the interval starts again.
+    pub(crate) fn sent(&mut self) {
+        self.sent = std::time::Instant::now();
     }
 }
 

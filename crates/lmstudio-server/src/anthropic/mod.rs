@@ -154,8 +154,9 @@ fn sse(
         // The block being streamed (thinking, then text) and its index.
         let mut open: Option<bool> = None; // Some(true): thinking
         let mut index = 0;
+        let mut paced = sse::Paced::new();
         loop {
-            let fragment = match sse::next(&mut stream, &tx).await {
+            let fragment = match paced.next(&mut stream, &tx).await {
                 sse::Next::Fragment(f) => f,
                 sse::Next::Failed(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -168,14 +169,12 @@ fn sse(
                     if !send(StreamEvent::Ping).await {
                         return;
                     }
+                    paced.sent();
                     continue;
                 }
             };
-            let thinking = match fragment.reasoning {
-                lmstudio::ReasoningType::Reasoning => true,
-                lmstudio::ReasoningType::None => false,
-                lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag => continue,
-            };
+            // The tags never come (`Paced`).
+            let thinking = fragment.reasoning == lmstudio::ReasoningType::Reasoning;
             let mut events = Vec::new();
             if open != Some(thinking) {
                 if open.take().is_some() {
@@ -195,6 +194,7 @@ fn sse(
                     return;
                 }
             }
+            paced.sent();
         }
         let result = match stream.result() {
             Ok(result) => result,

@@ -316,17 +316,10 @@ fn sse(
         let mut streamed = [String::new(), String::new()];
         let mut closed = Vec::new();
         let mut index = 0;
-        // When an event last went out.
-        let mut sent = std::time::Instant::now();
+        let mut paced = sse::Paced::new();
         loop {
-            let fragment = match sse::next_within(&mut stream, &tx, sse::IDLE.saturating_sub(sent.elapsed())).await {
-                sse::Next::Fragment(f)
-                    if !matches!(f.reasoning, lmstudio::ReasoningType::StartTag | lmstudio::ReasoningType::EndTag) =>
-                {
-                    Some(f)
-                }
-                // A reasoning tag sends nothing: the interval runs on from the last event.
-                sse::Next::Fragment(_) | sse::Next::Idle => None,
+            let fragment = match paced.next(&mut stream, &tx).await {
+                sse::Next::Fragment(f) => f,
                 sse::Next::Failed(e) => {
                     metrics.errors.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(next(failed(e))).await;
@@ -334,9 +327,7 @@ fn sse(
                 }
                 sse::Next::End => break,
                 sse::Next::Gone => return, // dropping `stream` cancels the prediction
-            };
-            let Some(fragment) = fragment else {
-                if sent.elapsed() >= sse::IDLE {
+                sse::Next::Idle => {
                     // A long prompt, or a tool call being written (not streamed): the response is
                     // still in progress, said again as an event (clients' idle watchdogs, Codex's,
                     // read no life in SSE comments). It carries the output so far, as OpenAI's
@@ -345,13 +336,13 @@ fn sse(
                     if tx.send(next(StreamEvent::InProgress { response: now })).await.is_err() {
                         return;
                     }
-                    sent = std::time::Instant::now();
+                    paced.sent();
+                    continue;
                 }
-                continue;
             };
             let wanted = match fragment.reasoning {
                 lmstudio::ReasoningType::Reasoning => Open::Reasoning,
-                _ => Open::Message, // the tags were taken above
+                _ => Open::Message, // the tags never come (`Paced`)
             };
             let mut events = Vec::new();
             if open != Some(wanted) {
@@ -382,7 +373,7 @@ fn sse(
                     return; // dropping `stream` cancels the prediction
                 }
             }
-            sent = std::time::Instant::now();
+            paced.sent();
         }
         let result = match stream.result() {
             Ok(r) => r,
